@@ -1,0 +1,73 @@
+"""Every message of the system, with stable numbers.
+
+Numbers are part of the wire format: never renumber, only append.
+`docs/protocol.md` documents the parameters of each one.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class MessageType(IntEnum):
+    # generic replies and liveness
+    REPLY = 1  # success reply to a request; carries its request id
+    ERROR = 2  # error reply to a request: {code, message, field?}
+    PING = 3  # request: {} -> REPLY {time}
+
+    # accounts and sessions
+    REGISTER = 10
+    LOGIN = 11
+    LOGOUT = 12
+    KICKED = 13  # push: this session was replaced by a login elsewhere
+
+    # contacts and presence
+    CONTACT_LIST = 20
+    PRESENCE = 21  # push: a friend came online or went offline
+    CONTACT_ADDED = 22  # push: a new friend or room in the contact list
+    CONTACT_REMOVED = 23  # push: a friend or room left the contact list
+
+    # friends
+    SEARCH_USERS = 30
+    ADD_FRIEND = 31
+    FRIEND_REQUEST = 32  # push: someone asks to be your friend
+    RESOLVE_FRIEND_REQUEST = 33
+    DELETE_FRIEND = 34
+    CERTIFICATE = 35
+
+    # messages
+    SEND_MESSAGE = 40
+    NEW_MESSAGE = 41  # push: a batch of sealed messages for you
+    ACK_DELIVERY = 42  # request: you stored these messages
+    MESSAGE_DELIVERED = 43  # push: a recipient stored your message
+
+    # rooms (group chats)
+    CREATE_ROOM = 50
+    JOIN_ROOM = 51
+    LEAVE_ROOM = 52
+    ROOM_MEMBERS = 53
+    ROOM_MEMBER_EVENT = 54  # push: someone joined or left a room you are in
+    ROOM_CERTIFICATES = 55
+
+    # attachments (images and files), chunked and resumable
+    UPLOAD_BEGIN = 60
+    UPLOAD_CHUNK = 61
+    DOWNLOAD_CHUNK = 62
+
+
+#: Messages the server sends on its own (request id 0).
+PUSHES = frozenset(
+    {
+        MessageType.KICKED,
+        MessageType.PRESENCE,
+        MessageType.CONTACT_ADDED,
+        MessageType.CONTACT_REMOVED,
+        MessageType.FRIEND_REQUEST,
+        MessageType.NEW_MESSAGE,
+        MessageType.MESSAGE_DELIVERED,
+        MessageType.ROOM_MEMBER_EVENT,
+    }
+)
+
+#: Requests a client may send before it has logged in.
+UNAUTHENTICATED_REQUESTS = frozenset({MessageType.PING, MessageType.REGISTER, MessageType.LOGIN})
