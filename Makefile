@@ -1,0 +1,38 @@
+# People need two commands: `make run` (server + client) and `make test` (every test).
+# Each target first runs scripts/bootstrap.sh, which creates .venv and installs what is
+# missing; once everything is in place it does nothing and costs well under a second.
+
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap run test lint bench clean
+
+help:
+	@echo "make run     start a local server and open the client (stops the server on exit)"
+	@echo "make test    run the whole test suite, GUI tests included (under Xvfb)"
+	@echo "make lint    ruff and mypy"
+	@echo "make bench   run every bench/*.py (JSON on stdout)"
+	@echo "make clean   remove caches (keeps .venv and data/)"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap
+	@bash scripts/run_local.sh
+
+test:
+	@bash scripts/bootstrap.sh --test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench: bootstrap
+	@bash scripts/run_benches.sh
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,81 @@
+"""Plain data the headless client hands to its callers (GUI, tests, benchmarks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ChatKind = Literal["user", "room"]
+MessageKind = Literal["text", "image", "file"]
+MessageStatus = Literal["sending", "sent", "delivered", "received", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the server pushed or the client noticed; see docs/api.md."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    username: str
+    email: str
+    sex: str
+    age: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A friend or a room as shown in the contact list."""
+
+    kind: ChatKind
+    id: str  # username, or the room number as a string
+    name: str
+    online: bool = False
+    ip: str = ""
+    port: int = 0
+    unread: int = 0
+    last_message: str = ""
+    last_message_time: int = 0
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """An end-to-end encrypted blob on the server, and where it lives locally."""
+
+    attachment_id: str
+    name: str
+    size: int
+    key: bytes
+    digest: bytes
+    chunk_size: int
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation, decrypted; `chat_id` as in `Contact.id`."""
+
+    message_id: str
+    chat_kind: ChatKind
+    chat_id: str
+    sender: str
+    time: int
+    kind: MessageKind
+    text: str = ""
+    font_size: int = 12
+    color: str = "#000000"
+    attachment: Attachment | None = None
+    outgoing: bool = False
+    status: MessageStatus = "received"
+
+    def preview(self) -> str:
+        """Short text for the contact list's last-message line."""
+        if self.kind == "text":
+            return self.text.splitlines()[0][:60] if self.text else ""
+        name = self.attachment.name if self.attachment else ""
+        return f"[{self.kind}] {name}".strip()

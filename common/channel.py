@@ -1,0 +1,162 @@
+"""SecureChannel: handshake + records + codec in one sans-IO object.
+
+Feed it the bytes the socket gave you; it returns whole decoded messages. Give it a
+message; it returns the bytes to write. Bytes the handshake produces while
+receiving wait in `data_to_send()`. It never touches a socket, so the same object
+runs in the server's reactor, the client's socket thread and the tests.
+
+Any error (`RemoteProtocolError`, `CryptoError`, `HandshakeError`) leaves the
+channel dead: the owner closes that one connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from enum import Enum, auto
+
+from common.crypto.certs import ServerIdentity
+from common.crypto.handshake import ClientHandshake, RandomSource, ServerHandshake, SessionKeys
+from common.crypto.record import MAC_ALGORITHMS, RecordReceiver, RecordSender
+from common.errors import LocalProtocolError, RemoteProtocolError, UchatError
+from common.protocol import codec
+from common.protocol.framing import (
+    DEFAULT_MAX_BODY,
+    Frame,
+    FrameDecoder,
+    decode_handshake_frame,
+    encode_handshake_frame,
+)
+from common.protocol.message import Message, decode_message, encode_message
+
+
+class _State(Enum):
+    START = auto()  # client: hello not sent yet
+    AWAIT_SERVER_HELLO = auto()
+    AWAIT_CLIENT_HELLO = auto()
+    AWAIT_CLIENT_FINISHED = auto()
+    ESTABLISHED = auto()
+    FAILED = auto()
+
+
+class SecureChannel:
+    """One end of an encrypted, authenticated, ordered message stream."""
+
+    def __init__(
+        self,
+        *,
+        client: ClientHandshake | None = None,
+        server: ServerHandshake | None = None,
+        max_frame: int = DEFAULT_MAX_BODY,
+        iv_source: RandomSource = os.urandom,
+    ) -> None:
+        self._client = client
+        self._server = server
+        self._decoder = FrameDecoder(max_frame)
+        self._limits = codec.Limits(max_size=max_frame)
+        self._iv_source = iv_source
+        self._outgoing = bytearray()
+        self._sender: RecordSender | None = None
+        self._receiver: RecordReceiver | None = None
+        self._state = _State.START if client else _State.AWAIT_CLIENT_HELLO
+        self.peer_fingerprint: str | None = None
+        self.peer_certificate_der: bytes | None = None
+        self.mac_alg: str | None = None
+
+    @classmethod
+    def client(
+        cls,
+        expected_fingerprint: str | None = None,
+        accepted_macs: Sequence[str] = MAC_ALGORITHMS,
+        max_frame: int = DEFAULT_MAX_BODY,
+        random: RandomSource = os.urandom,
+    ) -> SecureChannel:
+        handshake = ClientHandshake(expected_fingerprint, accepted_macs, random)
+        return cls(client=handshake, max_frame=max_frame, iv_source=random)
+
+    @classmethod
+    def server(
+        cls,
+        identity: ServerIdentity,
+        mac_alg: str = "hmac-sha256",
+        max_frame: int = DEFAULT_MAX_BODY,
+        random: RandomSource = os.urandom,
+    ) -> SecureChannel:
+        handshake = ServerHandshake(identity, mac_alg, random)
+        return cls(server=handshake, max_frame=max_frame, iv_source=random)
+
+    @property
+    def established(self) -> bool:
+        return self._state is _State.ESTABLISHED
+
+    @property
+    def failed(self) -> bool:
+        return self._state is _State.FAILED
+
+    def initiate(self) -> bytes:
+        """Client only: the ClientHello frame to write first."""
+        if self._client is None or self._state is not _State.START:
+            raise LocalProtocolError("initiate() is for a new client channel")
+        self._state = _State.AWAIT_SERVER_HELLO
+        return encode_handshake_frame(self._client.hello())
+
+    def data_to_send(self) -> bytes:
+        """Bytes the handshake produced while receiving; empty when there are none."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    def send(self, message: Message) -> bytes:
+        """Encrypt one message into one record frame."""
+        if self._sender is None or self._state is not _State.ESTABLISHED:
+            raise LocalProtocolError("the channel is not established")
+        return self._sender.seal(encode_message(message))
+
+    def receive_data(self, data: bytes) -> list[Message]:
+        """Feed received bytes; return every message they complete, in order."""
+        if self._state is _State.FAILED:
+            raise RemoteProtocolError("the channel has failed")
+        try:
+            messages: list[Message] = []
+            for frame in self._decoder.receive_data(data):
+                message = self._on_frame(frame)
+                if message is not None:
+                    messages.append(message)
+            return messages
+        except UchatError:
+            self._state = _State.FAILED
+            raise
+
+    def _on_frame(self, frame: Frame) -> Message | None:
+        if self._state is _State.ESTABLISHED:
+            assert self._receiver is not None
+            return decode_message(self._receiver.open(frame), self._limits)
+        if not frame.is_handshake:
+            raise RemoteProtocolError("record received before the handshake completed")
+        payload = decode_handshake_frame(frame)
+        if self._state is _State.AWAIT_SERVER_HELLO:
+            assert self._client is not None
+            finished = self._client.receive_server_hello(payload)
+            self._outgoing += encode_handshake_frame(finished)
+            self.peer_fingerprint = self._client.peer_fingerprint
+            self.peer_certificate_der = self._client.peer_certificate_der
+            assert self._client.keys is not None
+            self._establish(self._client.keys)
+        elif self._state is _State.AWAIT_CLIENT_HELLO:
+            assert self._server is not None
+            self._outgoing += encode_handshake_frame(self._server.receive_client_hello(payload))
+            self._state = _State.AWAIT_CLIENT_FINISHED
+        elif self._state is _State.AWAIT_CLIENT_FINISHED:
+            assert self._server is not None
+            self._server.receive_client_finished(payload)
+            assert self._server.keys is not None
+            self._establish(self._server.keys)
+        else:
+            raise RemoteProtocolError("unexpected handshake frame")
+        return None
+
+    def _establish(self, keys: SessionKeys) -> None:
+        self._sender = RecordSender(keys.send_enc, keys.send_mac, keys.mac_alg, self._iv_source)
+        self._receiver = RecordReceiver(keys.recv_enc, keys.recv_mac, keys.mac_alg)
+        self.mac_alg = keys.mac_alg
+        self._state = _State.ESTABLISHED

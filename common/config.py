@@ -1,0 +1,193 @@
+"""Configuration: defaults < config.json < UCHAT_* environment < command-line flags.
+
+Everything ends up in frozen dataclasses so no part of the program can change a
+setting behind another's back. Unknown keys and wrong types are errors, not
+silently ignored, because a typo in a security setting must never go unnoticed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.json"
+MAC_CHOICES = ("hmac-sha256", "hmac-md5")
+LANGUAGES = ("auto", "en", "zh_CN")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9999
+    data_dir: str = "data/server"
+    mac: str = "hmac-sha256"
+    max_frame_size: int = 1_179_648
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 20_000
+    worker_threads: int = 2
+    worker_queue: int = 1_000
+    write_buffer_limit: int = 8 * 1024 * 1024
+    max_attachment_size: int = 100 * 1024 * 1024
+    chunk_size: int = 256 * 1024
+    username_min: int = 2
+    username_max: int = 32
+    password_min: int = 8
+    login_max_failures: int = 5
+    login_backoff_base: float = 1.0
+    login_backoff_max: float = 300.0
+    scrypt_n: int = 2**15
+    offline_batch: int = 256
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    host: str = "127.0.0.1"
+    port: int = 9999
+    data_dir: str = ""  # empty: the platform's per-user data folder
+    server_fingerprint: str = ""  # empty: trust on first use
+    request_timeout: float = 10.0
+    ping_interval: float = 30.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    font_size: int = 12
+    font_color: str = "#1f2328"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    client: ClientConfig = ClientConfig()
+    language: str = "auto"
+
+
+_T = TypeVar("_T")
+
+
+def _coerce(section: str, name: str, kind: Any, value: Any) -> Any:
+    """Convert a JSON or environment value to the field's type, or fail clearly."""
+    where = f"{section}.{name}"
+    try:
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str):
+                return int(value, 0)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, int):
+                return value
+            raise ValueError
+        if kind in (float, "float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind in (str, "str"):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from None
+    raise ConfigError(f"{where}: unsupported setting type {kind}")
+
+
+def _build(cls: type[_T], section: str, values: Mapping[str, Any]) -> _T:
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {section}: {', '.join(unknown)}")
+    converted = {k: _coerce(section, k, known[k].type, v) for k, v in values.items()}
+    return cls(**converted)
+
+
+def _from_env(env: Mapping[str, str], prefix: str, cls: type[Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name.upper()}"
+        if key in env:
+            out[f.name] = env[key]
+    return out
+
+
+def _validate(config: Config) -> Config:
+    s = config.server
+    if s.mac not in MAC_CHOICES:
+        raise ConfigError(f"server.mac must be one of {', '.join(MAC_CHOICES)}")
+    if not 0 <= s.port <= 65535 or not 0 <= config.client.port <= 65535:
+        raise ConfigError("ports must be between 0 and 65535")
+    if s.chunk_size <= 0 or s.chunk_size + 4096 > s.max_frame_size:
+        raise ConfigError("server.chunk_size must be positive and fit in max_frame_size")
+    if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1):
+        raise ConfigError("server.scrypt_n must be a power of two")
+    if config.language not in LANGUAGES:
+        raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
+    return config
+
+
+def load_config(
+    path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the configuration from every source, strongest last.
+
+    `overrides` takes dotted keys (`"server.port"`) as the command-line flags give them.
+    """
+    env = os.environ if env is None else env
+    file_path = Path(path) if path else Path(env.get("UCHAT_CONFIG", DEFAULT_CONFIG_PATH))
+    raw: dict[str, Any] = {}
+    if file_path.exists():
+        try:
+            raw = json.loads(file_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {file_path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file_path}: the top level must be an object")
+    elif path:
+        raise ConfigError(f"config file not found: {file_path}")
+
+    unknown = sorted(set(raw) - {"server", "client", "language"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) in config: {', '.join(unknown)}")
+    server_values: dict[str, Any] = dict(raw.get("server", {}))
+    client_values: dict[str, Any] = dict(raw.get("client", {}))
+    language: Any = raw.get("language", "auto")
+
+    server_values.update(_from_env(env, "UCHAT_SERVER_", ServerConfig))
+    client_values.update(_from_env(env, "UCHAT_CLIENT_", ClientConfig))
+    language = env.get("UCHAT_LANGUAGE", language)
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition(".")
+        if section == "server":
+            server_values[name] = value
+        elif section == "client":
+            client_values[name] = value
+        elif dotted == "language":
+            language = value
+        else:
+            raise ConfigError(f"unknown override {dotted}")
+
+    if not isinstance(language, str):
+        raise ConfigError("language must be a string")
+    config = Config(
+        server=_build(ServerConfig, "server", server_values),
+        client=_build(ClientConfig, "client", client_values),
+        language=language,
+    )
+    return _validate(config)
+
+
+def replace_server(config: Config, **changes: Any) -> Config:
+    """A copy of `config` with some server settings changed (tests, benchmarks)."""
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))

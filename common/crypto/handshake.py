@@ -1,0 +1,274 @@
+"""The channel handshake: ephemeral X25519, server signs the transcript (SIGMA style).
+
+Three messages, each a codec-encoded dict carried in a plaintext handshake frame:
+
+1. ClientHello  {version, nonce, key, macs}
+2. ServerHello  {core, signature, finished}; `core` is the encoded dict
+   {version, nonce, key, mac, certificate} so both sides hash the exact bytes sent.
+3. ClientFinished {finished}
+
+The signature covers the hash of ClientHello and the core, so a middle-man can change
+neither the ephemeral keys nor the MAC choice nor the client's offer. Finished
+messages (HMAC over the transcript with keys from the schedule) prove both sides
+derived the same keys. Each class is a small state machine; any failure raises
+`HandshakeError` with a reason a person can read, and the object is dead after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from common.crypto.certs import ServerIdentity, fingerprint
+from common.crypto.primitives import (
+    constant_time_equal,
+    ed25519_sign,
+    ed25519_verify,
+    hkdf_sha256,
+    hmac_sha256,
+    sha256,
+    x25519_public_bytes,
+    x25519_shared,
+)
+from common.crypto.record import MAC_ALGORITHMS
+from common.errors import CryptoError, HandshakeError, ProtocolError
+from common.protocol import codec
+
+VERSION = 1
+NONCE_SIZE = 32
+HANDSHAKE_LIMITS = codec.Limits(max_size=16 * 1024, max_depth=4, max_items=64)
+SIGNATURE_LABEL = b"uchat-v1 server signature"
+KEYS_INFO = b"uchat-v1 keys"
+SERVER_FINISHED_LABEL = b"uchat-v1 server finished"
+CLIENT_FINISHED_LABEL = b"uchat-v1 client finished"
+
+RandomSource = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """Per-direction record keys of one side; `send_*` protects what this side sends."""
+
+    send_enc: bytes
+    send_mac: bytes
+    recv_enc: bytes
+    recv_mac: bytes
+    mac_alg: str
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    c2s_enc: bytes
+    c2s_mac: bytes
+    s2c_enc: bytes
+    s2c_mac: bytes
+    client_finished: bytes
+    server_finished: bytes
+
+
+def _schedule(shared: bytes, transcript_hash: bytes) -> _Schedule:
+    okm = hkdf_sha256(shared, transcript_hash, KEYS_INFO, 6 * 32)
+    parts = [okm[i : i + 32] for i in range(0, len(okm), 32)]
+    return _Schedule(*parts)
+
+
+def _decode_dict(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = codec.decode(payload, HANDSHAKE_LIMITS)
+    except ProtocolError:
+        raise HandshakeError(f"malformed {what}") from None
+    if not isinstance(value, dict):
+        raise HandshakeError(f"malformed {what}")
+    return value
+
+
+def _field(message: dict[str, Any], name: str, kind: type, what: str, size: int | None = None) -> Any:
+    value = message.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise HandshakeError(f"malformed {what}: bad {name}")
+    if size is not None and len(value) != size:
+        raise HandshakeError(f"malformed {what}: bad {name}")
+    return value
+
+
+def _new_ephemeral(random: RandomSource) -> X25519PrivateKey:
+    if random is os.urandom:
+        return X25519PrivateKey.generate()
+    return X25519PrivateKey.from_private_bytes(random(32))
+
+
+class ClientHandshake:
+    """Client side. `expected_fingerprint` is the pin (configured or stored on first use)."""
+
+    def __init__(
+        self,
+        expected_fingerprint: str | None = None,
+        accepted_macs: Sequence[str] = MAC_ALGORITHMS,
+        random: RandomSource = os.urandom,
+    ) -> None:
+        macs = list(accepted_macs)
+        if not macs or any(m not in MAC_ALGORITHMS for m in macs):
+            raise ValueError("accepted_macs must be a non-empty subset of MAC_ALGORITHMS")
+        self._expected = expected_fingerprint.lower() if expected_fingerprint else None
+        self._macs = macs
+        self._random = random
+        self._ephemeral = _new_ephemeral(random)
+        self._hello: bytes | None = None
+        self.keys: SessionKeys | None = None
+        self.peer_fingerprint: str | None = None
+        self.peer_certificate_der: bytes | None = None
+
+    def hello(self) -> bytes:
+        if self._hello is not None:
+            raise HandshakeError("client hello already sent")
+        self._hello = codec.encode(
+            {
+                "version": VERSION,
+                "nonce": self._random(NONCE_SIZE),
+                "key": x25519_public_bytes(self._ephemeral),
+                "macs": self._macs,
+            }
+        )
+        return self._hello
+
+    def receive_server_hello(self, payload: bytes) -> bytes:
+        """Check the server's hello; return the ClientFinished payload to send."""
+        if self._hello is None or self.keys is not None:
+            raise HandshakeError("unexpected server hello")
+        message = _decode_dict(payload, "server hello")
+        core_bytes = _field(message, "core", bytes, "server hello")
+        signature = _field(message, "signature", bytes, "server hello", 64)
+        server_finished = _field(message, "finished", bytes, "server hello", 32)
+        core = _decode_dict(core_bytes, "server hello")
+        if core.get("version") != VERSION:
+            raise HandshakeError("the server speaks an unsupported protocol version")
+        _field(core, "nonce", bytes, "server hello", NONCE_SIZE)
+        server_key = _field(core, "key", bytes, "server hello", 32)
+        mac_alg = _field(core, "mac", str, "server hello")
+        certificate_der = _field(core, "certificate", bytes, "server hello")
+        if mac_alg not in self._macs:
+            raise HandshakeError("the server chose a record MAC we did not offer")
+
+        server_fp = fingerprint(certificate_der)
+        if self._expected is not None and not constant_time_equal(
+            server_fp.encode(), self._expected.encode()
+        ):
+            raise HandshakeError(
+                "the server's certificate does not match the pinned fingerprint "
+                f"(got {server_fp}); someone may be intercepting the connection"
+            )
+        identity_public = _certificate_public_key(certificate_der)
+
+        transcript = self._hello + core_bytes
+        if not ed25519_verify(identity_public, signature, SIGNATURE_LABEL + sha256(transcript)):
+            raise HandshakeError("the server's handshake signature is invalid")
+        try:
+            shared = x25519_shared(self._ephemeral, server_key)
+        except CryptoError:
+            raise HandshakeError("the server sent an invalid key exchange value") from None
+        schedule = _schedule(shared, sha256(transcript))
+
+        transcript += signature
+        expected_finished = hmac_sha256(
+            schedule.server_finished, SERVER_FINISHED_LABEL + sha256(transcript)
+        )
+        if not constant_time_equal(expected_finished, server_finished):
+            raise HandshakeError("the server's Finished message is invalid")
+        transcript += server_finished
+        client_finished = hmac_sha256(
+            schedule.client_finished, CLIENT_FINISHED_LABEL + sha256(transcript)
+        )
+        self.keys = SessionKeys(
+            schedule.c2s_enc, schedule.c2s_mac, schedule.s2c_enc, schedule.s2c_mac, mac_alg
+        )
+        self.peer_fingerprint = server_fp
+        self.peer_certificate_der = certificate_der
+        return codec.encode({"finished": client_finished})
+
+
+def _certificate_public_key(der: bytes) -> bytes:
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        key = certificate.public_key()
+    except ValueError:
+        raise HandshakeError("the server sent a malformed certificate") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise HandshakeError("the server's certificate does not carry an Ed25519 key")
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class ServerHandshake:
+    """Server side: answers a ClientHello, then checks the ClientFinished."""
+
+    def __init__(
+        self,
+        identity: ServerIdentity,
+        mac_alg: str = "hmac-sha256",
+        random: RandomSource = os.urandom,
+    ) -> None:
+        if mac_alg not in MAC_ALGORITHMS:
+            raise ValueError(f"unknown record MAC {mac_alg!r}")
+        self._identity = identity
+        self._mac_alg = mac_alg
+        self._random = random
+        self._transcript: bytes | None = None
+        self._schedule: _Schedule | None = None
+        self.keys: SessionKeys | None = None
+        self.complete = False
+
+    def receive_client_hello(self, payload: bytes) -> bytes:
+        """Check the client's offer; return the ServerHello payload."""
+        if self._transcript is not None:
+            raise HandshakeError("unexpected client hello")
+        message = _decode_dict(payload, "client hello")
+        if message.get("version") != VERSION:
+            raise HandshakeError("the client speaks an unsupported protocol version")
+        _field(message, "nonce", bytes, "client hello", NONCE_SIZE)
+        client_key = _field(message, "key", bytes, "client hello", 32)
+        macs = _field(message, "macs", list, "client hello")
+        if self._mac_alg not in macs:
+            raise HandshakeError(f"the client does not accept the server's record MAC {self._mac_alg}")
+
+        ephemeral = _new_ephemeral(self._random)
+        try:
+            shared = x25519_shared(ephemeral, client_key)
+        except CryptoError:
+            raise HandshakeError("the client sent an invalid key exchange value") from None
+        core = codec.encode(
+            {
+                "version": VERSION,
+                "nonce": self._random(NONCE_SIZE),
+                "key": x25519_public_bytes(ephemeral),
+                "mac": self._mac_alg,
+                "certificate": self._identity.certificate_der,
+            }
+        )
+        transcript = payload + core
+        signature = ed25519_sign(self._identity.key, SIGNATURE_LABEL + sha256(transcript))
+        schedule = _schedule(shared, sha256(transcript))
+        transcript += signature
+        finished = hmac_sha256(schedule.server_finished, SERVER_FINISHED_LABEL + sha256(transcript))
+        self._transcript = transcript + finished
+        self._schedule = schedule
+        return codec.encode({"core": core, "signature": signature, "finished": finished})
+
+    def receive_client_finished(self, payload: bytes) -> None:
+        if self._schedule is None or self._transcript is None or self.complete:
+            raise HandshakeError("unexpected client finished")
+        message = _decode_dict(payload, "client finished")
+        received = _field(message, "finished", bytes, "client finished", 32)
+        expected = hmac_sha256(
+            self._schedule.client_finished, CLIENT_FINISHED_LABEL + sha256(self._transcript)
+        )
+        if not constant_time_equal(expected, received):
+            raise HandshakeError("the client's Finished message is invalid")
+        s = self._schedule
+        self.keys = SessionKeys(s.s2c_enc, s.s2c_mac, s.c2s_enc, s.c2s_mac, self._mac_alg)
+        self.complete = True

@@ -1,0 +1,391 @@
+"""The TLV codec of `docs/protocol.md` section 2.
+
+Every value is one byte of type, four bytes of big-endian length, then the value.
+The decoder is strict and bounded because its input comes straight off the network:
+any malformed, oversized or ambiguous input raises `RemoteProtocolError` and nothing
+else, and it never allocates more than the input's own size (values are slices of the
+input; no buffer is ever sized from a claimed length).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import LocalProtocolError, RemoteProtocolError
+
+NONE = 0x00
+BOOL = 0x01
+INT = 0x02
+FLOAT = 0x03
+STR = 0x04
+BYTES = 0x05
+LIST = 0x06
+DICT = 0x07
+
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+MAX_LENGTH = 2**32 - 1  # what the 4-byte length field can hold
+
+_HEADER = struct.Struct(">BI")
+_HEADER_SIZE = _HEADER.size
+_INT = struct.Struct(">q")
+_FLOAT = struct.Struct(">d")
+
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
+_pack_int = _INT.pack
+_unpack_int = _INT.unpack_from
+_pack_float = _FLOAT.pack
+_unpack_float = _FLOAT.unpack_from
+
+_NONE_BYTES = _pack_header(NONE, 0)
+_TRUE_BYTES = _pack_header(BOOL, 1) + b"\x01"
+_FALSE_BYTES = _pack_header(BOOL, 1) + b"\x00"
+_INT_HEADER = _pack_header(INT, 8)
+_FLOAT_HEADER = _pack_header(FLOAT, 8)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what `decode` accepts; the defaults fit one maximal frame body.
+
+    `max_depth` counts nested containers (a flat list is depth 1); `max_items` counts
+    every encoded value in the input, containers, dict keys and the top value included.
+    """
+
+    max_size: int = 1_179_648
+    max_depth: int = 32
+    max_items: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.max_size < 0 or self.max_depth < 0 or self.max_items < 1:
+            raise ValueError("codec limits must be non-negative (max_items at least 1)")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode(value: Any) -> bytes:
+    """Encode one value; raises LocalProtocolError for anything the protocol cannot carry."""
+    parts: list[bytes] = []
+    _encode_value(value, parts, 0)
+    return b"".join(parts)
+
+
+def _encode_value(value: Any, parts: list[bytes], depth: int) -> int:
+    """Append the encoding of `value` to `parts`; return how many bytes were appended.
+
+    Returning sizes lets a container write its header once its children are encoded,
+    without joining or measuring them again.
+    """
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        encoder = _encoder_for_subclass(value)
+    return encoder(value, parts, depth)
+
+
+def _encode_none(value: None, parts: list[bytes], depth: int) -> int:
+    parts.append(_NONE_BYTES)
+    return _HEADER_SIZE
+
+
+def _encode_bool(value: bool, parts: list[bytes], depth: int) -> int:
+    parts.append(_TRUE_BYTES if value else _FALSE_BYTES)
+    return _HEADER_SIZE + 1
+
+
+def _encode_int(value: int, parts: list[bytes], depth: int) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise LocalProtocolError("int does not fit in signed 64 bits")
+    parts.append(_INT_HEADER)
+    parts.append(_pack_int(value))
+    return _HEADER_SIZE + 8
+
+
+def _encode_float(value: float, parts: list[bytes], depth: int) -> int:
+    parts.append(_FLOAT_HEADER)
+    parts.append(_pack_float(value))
+    return _HEADER_SIZE + 8
+
+
+def _encode_str(value: str, parts: list[bytes], depth: int) -> int:
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError("str is not encodable as UTF-8 (lone surrogate)") from exc
+    return _append_blob(STR, raw, parts)
+
+
+def _encode_bytes(value: bytes | bytearray | memoryview, parts: list[bytes], depth: int) -> int:
+    return _append_blob(BYTES, bytes(value), parts)
+
+
+def _append_blob(tag: int, raw: bytes, parts: list[bytes]) -> int:
+    size = len(raw)
+    if size > MAX_LENGTH:
+        raise LocalProtocolError("value too long for a 4-byte length")
+    parts.append(_pack_header(tag, size))
+    parts.append(raw)
+    return _HEADER_SIZE + size
+
+
+def _encode_list(value: list[Any] | tuple[Any, ...], parts: list[bytes], depth: int) -> int:
+    depth += 1
+    if depth > DEFAULT_LIMITS.max_depth:
+        raise LocalProtocolError("value nested too deeply")
+    slot = len(parts)
+    parts.append(b"")  # replaced by the header once the size is known
+    size = 0
+    for item in value:
+        size += _encode_value(item, parts, depth)
+    return _close_container(LIST, slot, size, parts)
+
+
+def _encode_dict(value: dict[Any, Any], parts: list[bytes], depth: int) -> int:
+    depth += 1
+    if depth > DEFAULT_LIMITS.max_depth:
+        raise LocalProtocolError("value nested too deeply")
+    slot = len(parts)
+    parts.append(b"")
+    size = 0
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise LocalProtocolError("dict keys must be str")
+        size += _encode_str(key, parts, depth)
+        size += _encode_value(item, parts, depth)
+    return _close_container(DICT, slot, size, parts)
+
+
+def _close_container(tag: int, slot: int, size: int, parts: list[bytes]) -> int:
+    if size > MAX_LENGTH:
+        raise LocalProtocolError("container too long for a 4-byte length")
+    parts[slot] = _pack_header(tag, size)
+    return _HEADER_SIZE + size
+
+
+_Encoder = Callable[[Any, list[bytes], int], int]
+
+_ENCODERS: dict[type, _Encoder] = {
+    type(None): _encode_none,
+    bool: _encode_bool,
+    int: _encode_int,
+    float: _encode_float,
+    str: _encode_str,
+    bytes: _encode_bytes,
+    bytearray: _encode_bytes,
+    memoryview: _encode_bytes,
+    list: _encode_list,
+    tuple: _encode_list,
+    dict: _encode_dict,
+}
+
+
+def _encoder_for_subclass(value: Any) -> _Encoder:
+    """Slow path for subclasses (IntEnum opcodes, str enums...); exact types hit the dict."""
+    for base, encoder in _SUBCLASS_ORDER:
+        if isinstance(value, base):
+            return encoder
+    raise LocalProtocolError(f"cannot encode a value of type {type(value).__name__}")
+
+
+# bool before int: bool is an int subclass but has its own wire type.
+_SUBCLASS_ORDER: tuple[tuple[type, _Encoder], ...] = (
+    (bool, _encode_bool),
+    (int, _encode_int),
+    (float, _encode_float),
+    (str, _encode_str),
+    (bytes, _encode_bytes),
+    (bytearray, _encode_bytes),
+    (list, _encode_list),
+    (tuple, _encode_list),
+    (dict, _encode_dict),
+)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode exactly one value filling all of `data`.
+
+    Raises RemoteProtocolError, and only that, for anything not exactly as the protocol
+    says (see `Limits` for the bounds).
+    """
+    if not isinstance(data, bytes):
+        if not isinstance(data, (bytearray, memoryview)):
+            raise RemoteProtocolError("codec input must be bytes")
+        data = bytes(data)
+    if len(data) > limits.max_size:
+        raise RemoteProtocolError("encoded value exceeds the size limit")
+    try:
+        return _Reader(data, limits).read_top()
+    except struct.error as exc:
+        raise RemoteProtocolError("truncated value header") from exc
+    except RecursionError as exc:  # only reachable with a custom, very large max_depth
+        raise RemoteProtocolError("value nested too deeply") from exc
+
+
+class _Reader:
+    """One decoding pass over `data`, sharing the element budget across the recursion.
+
+    Every value is described by the span [start, stop) of `data` its length claims;
+    the span is checked against its container before the value is looked at. Container
+    loops parse child headers inline: this is the server's hot path.
+    """
+
+    __slots__ = ("data", "items_left", "max_depth")
+
+    def __init__(self, data: bytes, limits: Limits) -> None:
+        self.data = data
+        self.items_left = limits.max_items
+        self.max_depth = limits.max_depth
+
+    def read_top(self) -> Any:
+        """Decode the one value that must fill all of `data`."""
+        data = self.data
+        end = len(data)
+        if end < _HEADER_SIZE:
+            raise RemoteProtocolError("truncated value header")
+        tag, length = _unpack_header(data, 0)
+        if _HEADER_SIZE + length != end:
+            raise RemoteProtocolError("value length does not match the input size")
+        self._spend(1)
+        return self._decoder(tag)(self, _HEADER_SIZE, end, 0)
+
+    def _spend(self, count: int) -> None:
+        self.items_left -= count
+        if self.items_left < 0:
+            raise RemoteProtocolError("too many elements")
+
+    @staticmethod
+    def _decoder(tag: int) -> _Decoder:
+        decoder = _DECODERS.get(tag)
+        if decoder is None:
+            raise RemoteProtocolError(f"unknown type byte 0x{tag:02x}")
+        return decoder
+
+    def read_none(self, start: int, stop: int, depth: int) -> None:
+        if stop != start:
+            raise RemoteProtocolError("none must have length 0")
+
+    def read_bool(self, start: int, stop: int, depth: int) -> bool:
+        if stop - start != 1:
+            raise RemoteProtocolError("bool must have length 1")
+        byte = self.data[start]
+        if byte > 1:
+            raise RemoteProtocolError("bool byte must be 0 or 1")
+        return byte == 1
+
+    def read_int(self, start: int, stop: int, depth: int) -> int:
+        if stop - start != 8:
+            raise RemoteProtocolError("int must have length 8")
+        value: int = _unpack_int(self.data, start)[0]
+        return value
+
+    def read_float(self, start: int, stop: int, depth: int) -> float:
+        if stop - start != 8:
+            raise RemoteProtocolError("float must have length 8")
+        value: float = _unpack_float(self.data, start)[0]
+        return value
+
+    def read_str(self, start: int, stop: int, depth: int) -> str:
+        try:
+            return self.data[start:stop].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError("str is not valid UTF-8") from exc
+
+    def read_bytes(self, start: int, stop: int, depth: int) -> bytes:
+        return self.data[start:stop]
+
+    # The container loops below parse child headers and the commonest scalars inline
+    # (no call per element): this is the server's hot path.
+
+    def read_list(self, start: int, stop: int, depth: int) -> list[Any]:
+        depth += 1
+        if depth > self.max_depth:
+            raise RemoteProtocolError("value nested too deeply")
+        data = self.data
+        unpack_header = _unpack_header
+        items: list[Any] = []
+        append = items.append
+        pos = start
+        while pos < stop:
+            tag, length = unpack_header(data, pos)
+            pos += _HEADER_SIZE
+            end = pos + length
+            if end > stop:
+                raise RemoteProtocolError("value length overruns its container")
+            if tag == STR:
+                try:
+                    append(data[pos:end].decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise RemoteProtocolError("str is not valid UTF-8") from exc
+            elif tag == INT and length == 8:
+                append(_unpack_int(data, pos)[0])
+            else:
+                append(self._decoder(tag)(self, pos, end, depth))
+            pos = end
+        self._spend(len(items))
+        return items
+
+    def read_dict(self, start: int, stop: int, depth: int) -> dict[str, Any]:
+        depth += 1
+        if depth > self.max_depth:
+            raise RemoteProtocolError("value nested too deeply")
+        data = self.data
+        unpack_header = _unpack_header
+        result: dict[str, Any] = {}
+        pos = start
+        while pos < stop:
+            if stop - pos < 2 * _HEADER_SIZE:
+                raise RemoteProtocolError("truncated dict entry")
+            tag, length = unpack_header(data, pos)
+            if tag != STR:
+                raise RemoteProtocolError("dict key must be str")
+            pos += _HEADER_SIZE
+            end = pos + length
+            if end > stop - _HEADER_SIZE:  # the value's header must fit after the key
+                raise RemoteProtocolError("dict key length overruns its container")
+            try:
+                key = data[pos:end].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RemoteProtocolError("str is not valid UTF-8") from exc
+            if key in result:
+                raise RemoteProtocolError("duplicate dict key")
+            tag, length = unpack_header(data, end)
+            pos = end + _HEADER_SIZE
+            end = pos + length
+            if end > stop:
+                raise RemoteProtocolError("value length overruns its container")
+            if tag == STR:
+                try:
+                    result[key] = data[pos:end].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RemoteProtocolError("str is not valid UTF-8") from exc
+            elif tag == INT and length == 8:
+                result[key] = _unpack_int(data, pos)[0]
+            else:
+                result[key] = self._decoder(tag)(self, pos, end, depth)
+            pos = end
+        self._spend(2 * len(result))
+        return result
+
+
+_Decoder = Callable[[_Reader, int, int, int], Any]
+
+_DECODERS: dict[int, _Decoder] = {
+    NONE: _Reader.read_none,
+    BOOL: _Reader.read_bool,
+    INT: _Reader.read_int,
+    FLOAT: _Reader.read_float,
+    STR: _Reader.read_str,
+    BYTES: _Reader.read_bytes,
+    LIST: _Reader.read_list,
+    DICT: _Reader.read_dict,
+}

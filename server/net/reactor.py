@@ -1,0 +1,435 @@
+"""The event loop: one thread, one selector, every socket of the server.
+
+Each loop turn: wait for readiness (or the next deadline), accept, read and
+dispatch, run callbacks posted by other threads, expire timeouts, then call
+`before_flush` (the database commit) and only after it write queued output. That
+order is the group-commit invariant: nothing a turn produced reaches a socket
+before the turn's writes are durable. If the commit fails, the connections holding
+the turn's output are closed instead of being told something that was not stored.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.errors import UchatError
+from common.protocol.message import Message
+from server.net.connection import Channel, Connection
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 4096
+READ_SIZE = 256 * 1024
+ACCEPTS_PER_TURN = 256
+MAX_WAIT = 1.0  # seconds; bounds how late a timer can fire
+ACCEPT_PAUSE = 0.1  # seconds to stop accepting after running out of file descriptors
+
+_LISTENER = "listener"
+_WAKER = "waker"
+
+
+@dataclass(frozen=True)
+class ReactorSettings:
+    """The limits the reactor enforces (taken from `ServerConfig`)."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 20_000
+    write_buffer_limit: int = 8 * 1024 * 1024
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: float
+    sequence: int
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Reactor:
+    """Owns the selector, the listening socket, the wake-up socket and all connections.
+
+    `on_message(connection, message)` is called for every decoded message,
+    `on_closed(connection, reason)` once per closed connection, and `before_flush()`
+    at the end of every turn before any output is written.
+    """
+
+    def __init__(
+        self,
+        settings: ReactorSettings,
+        channel_factory: Callable[[], Channel],
+        on_message: Callable[[Connection, Message], None],
+        on_closed: Callable[[Connection, str], None],
+        before_flush: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._channel_factory = channel_factory
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._before_flush = before_flush
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKER)
+        self._read_buffer = bytearray(READ_SIZE)
+        self._read_view = memoryview(self._read_buffer)
+        self._connections: set[Connection] = set()
+        self._handshaking: OrderedDict[Connection, float] = OrderedDict()
+        self._by_activity: OrderedDict[Connection, None] = OrderedDict()
+        self._to_flush: dict[Connection, None] = {}
+        self._callbacks: deque[Callable[[], None]] = deque()
+        self._timers: list[_Timer] = []
+        self._timer_sequence = itertools.count()
+        self._running = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- public API -------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        return frozenset(self._connections)
+
+    def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and start accepting; return the address actually bound."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, _LISTENER)
+        bound = listener.getsockname()
+        return str(bound[0]), int(bound[1])
+
+    def stop_listening(self) -> None:
+        """Close the listening socket: no new connections from now on."""
+        if self._listener is None:
+            return
+        if self._selector.get_map().get(self._listener) is not None:
+            self._selector.unregister(self._listener)
+        self._listener.close()
+        self._listener = None
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the reactor thread at its next turn (from any thread)."""
+        self._callbacks.append(callback)
+        try:
+            self._wake_writer.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full, so a wake-up is already pending
+        except OSError:
+            pass  # closed during shutdown; the loop is gone anyway
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        """Run `callback` on the reactor thread after `delay` seconds (reactor thread only)."""
+        timer = _Timer(self._clock() + delay, next(self._timer_sequence), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def run(self) -> None:
+        """Loop until `stop()`; the calling thread becomes the reactor thread."""
+        self._thread = threading.current_thread()
+        self._running = True
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        """Ask the loop to return after the current turn (from any thread)."""
+
+        def _stop() -> None:
+            self._stopping = True
+
+        self.call_soon_threadsafe(_stop)
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """One loop turn; see the module docstring for its order."""
+        wait = self._wait_time() if timeout is None else timeout
+        for key, mask in self._selector.select(wait):
+            if key.data is _LISTENER:
+                self._accept()
+            elif key.data is _WAKER:
+                self._drain_waker()
+            else:
+                connection: Connection = key.data
+                if mask & selectors.EVENT_READ:
+                    self._read(connection)
+                if mask & selectors.EVENT_WRITE and not connection.closed:
+                    self._to_flush[connection] = None
+        self._run_callbacks()
+        self._expire()
+        self._commit_then_flush()
+
+    def shutdown(self, flush_timeout: float = 2.0) -> None:
+        """Graceful end: stop accepting, commit and flush (bounded), close everything."""
+        self.stop_listening()
+        self._run_callbacks()
+        self._commit_then_flush()
+        deadline = self._clock() + flush_timeout
+        while self._clock() < deadline and any(c.pending_output for c in self._connections):
+            self.run_once(timeout=0.05)
+        for connection in list(self._connections):
+            connection.close("server shutting down")
+        self._commit_then_flush()
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    # -- ConnectionHost ---------------------------------------------------------
+
+    def output_queued(self, connection: Connection) -> None:
+        self._to_flush[connection] = None
+
+    def stop_reading(self, connection: Connection) -> None:
+        self._handshaking.pop(connection, None)
+        self._by_activity.pop(connection, None)
+        self._set_events(connection, connection.events & ~selectors.EVENT_READ)
+
+    def release(self, connection: Connection, reason: str) -> None:
+        """Forget a connection that closed itself; runs `on_closed` once."""
+        self._connections.discard(connection)
+        self._handshaking.pop(connection, None)
+        self._by_activity.pop(connection, None)
+        self._to_flush.pop(connection, None)
+        self._set_events(connection, 0)
+        try:
+            connection.sock.close()
+        except OSError:
+            pass
+        log.info("closed %s: %s", connection.address, reason)
+        try:
+            self._on_closed(connection, reason)
+        except Exception:
+            log.exception("close hook failed for %s", connection.address)
+
+    # -- internals --------------------------------------------------------------
+
+    def _wait_time(self) -> float:
+        if self._callbacks or self._stopping:
+            return 0.0
+        deadline = self._clock() + MAX_WAIT
+        if self._handshaking:
+            started = next(iter(self._handshaking.values()))
+            deadline = min(deadline, started + self._settings.handshake_timeout)
+        if self._by_activity:
+            oldest = next(iter(self._by_activity))
+            deadline = min(deadline, oldest.last_activity + self._settings.idle_timeout)
+        if self._timers:
+            deadline = min(deadline, self._timers[0].deadline)
+        return max(0.0, deadline - self._clock())
+
+    def _set_events(self, connection: Connection, events: int) -> None:
+        if events == connection.events:
+            return
+        if connection.events == 0:
+            self._selector.register(connection.sock, events, connection)
+        elif events == 0:
+            self._selector.unregister(connection.sock)
+        else:
+            self._selector.modify(connection.sock, events, connection)
+        connection.events = events
+
+    def _accept(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("cannot accept: %s; pausing accepts", exc.strerror)
+                    self._pause_accepting()
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            if len(self._connections) >= self._settings.max_connections:
+                log.warning("refused %s:%s: max_connections reached", address[0], address[1])
+                sock.close()
+                continue
+            self._adopt(sock, (str(address[0]), int(address[1])))
+
+    def _pause_accepting(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        self._selector.unregister(listener)
+
+        def resume() -> None:
+            if self._listener is listener:
+                self._selector.register(listener, selectors.EVENT_READ, _LISTENER)
+
+        self.call_later(ACCEPT_PAUSE, resume)
+
+    def _adopt(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel = self._channel_factory()
+        except Exception:
+            log.exception("could not set up connection from %s:%s", peer[0], peer[1])
+            sock.close()
+            return
+        now = self._clock()
+        connection = Connection(sock, channel, peer, self, now)
+        self._connections.add(connection)
+        self._handshaking[connection] = now
+        self._by_activity[connection] = None
+        self._set_events(connection, selectors.EVENT_READ)
+        log.info("connection from %s", connection.address)
+
+    def _drain_waker(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _read(self, connection: Connection) -> None:
+        if connection.closed or connection.closing_reason is not None:
+            return
+        try:
+            count = connection.sock.recv_into(self._read_view, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            connection.close(f"read failed: {exc.strerror or type(exc).__name__}")
+            return
+        if count == 0:
+            connection.close("peer closed the connection")
+            return
+        self._receive(connection, bytes(self._read_view[:count]))
+
+    def _receive(self, connection: Connection, data: bytes) -> None:
+        try:
+            messages = connection.channel.receive_data(data)
+            connection.queue_bytes(connection.channel.data_to_send())
+        except UchatError as exc:
+            connection.close(f"{type(exc).__name__}: {exc}")
+            return
+        except Exception:
+            log.exception("channel failure on %s", connection.address)
+            connection.close("internal error in the channel")
+            return
+        if connection in self._handshaking and connection.channel.established:
+            del self._handshaking[connection]
+        if not messages:
+            return
+        connection.last_activity = self._clock()
+        self._by_activity.move_to_end(connection)
+        for message in messages:
+            if not connection.is_open:
+                return
+            try:
+                self._on_message(connection, message)
+            except Exception:
+                log.exception("dispatch failed on %s", connection.address)
+                connection.close("internal error in dispatch")
+                return
+
+    def _run_callbacks(self) -> None:
+        for _ in range(len(self._callbacks)):
+            callback = self._callbacks.popleft()
+            try:
+                callback()
+            except Exception:
+                log.exception("reactor callback failed")
+
+    def _expire(self) -> None:
+        now = self._clock()
+        handshake_cutoff = now - self._settings.handshake_timeout
+        while self._handshaking:
+            connection, started = next(iter(self._handshaking.items()))
+            if started > handshake_cutoff:
+                break
+            connection.close("handshake timeout")
+        idle_cutoff = now - self._settings.idle_timeout
+        while self._by_activity:
+            connection = next(iter(self._by_activity))
+            if connection.last_activity > idle_cutoff:
+                break
+            connection.close("idle timeout")
+        while self._timers and self._timers[0].deadline <= now:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            try:
+                timer.callback()
+            except Exception:
+                log.exception("reactor timer failed")
+
+    def _commit_then_flush(self) -> None:
+        """Make the turn durable, then write; never write what was not committed."""
+        if not self._to_flush:
+            self._commit()
+            return
+        if not self._commit():
+            for connection in list(self._to_flush):
+                connection.close("storage failure: output withheld")
+            self._to_flush.clear()
+            return
+        pending, self._to_flush = self._to_flush, {}
+        for connection in pending:
+            if not connection.closed:
+                self._flush(connection)
+
+    def _commit(self) -> bool:
+        try:
+            self._before_flush()
+        except Exception:
+            log.exception("commit failed; withholding this turn's output")
+            return False
+        return True
+
+    def _flush(self, connection: Connection) -> None:
+        try:
+            connection.write_pending()
+        except OSError as exc:
+            connection.close(f"write failed: {exc.strerror or type(exc).__name__}")
+            return
+        queued = connection.pending_output
+        if queued > self._settings.write_buffer_limit:
+            log.warning(
+                "dropping slow reader %s: %d bytes queued", connection.address, queued
+            )
+            connection.close(f"slow reader ({queued} bytes queued)")
+            return
+        if queued == 0 and connection.closing_reason is not None:
+            connection.close(connection.closing_reason)
+            return
+        wanted = connection.events & ~selectors.EVENT_WRITE
+        if queued:
+            wanted |= selectors.EVENT_WRITE
+        self._set_events(connection, wanted)

@@ -1,0 +1,150 @@
+"""The server's SQLite connection: opening, migrating, and group commit.
+
+Only the reactor thread uses a `Database` (the object may be built on another thread
+before the reactor starts). Store functions in the sibling modules never commit:
+sqlite3 opens a transaction at the first write and the reactor calls `commit()` once
+per loop turn, before that turn's replies reach the wire ("store before acknowledge").
+WAL with synchronous=NORMAL keeps a committed turn across a crash of the process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+BUSY_TIMEOUT_MS = 5_000
+IN_CHUNK = 500  # below SQLite's bound-parameter limit
+
+Row = sqlite3.Row
+Parameters = Sequence[Any] | dict[str, Any]
+
+
+def _schema_v1() -> str:
+    return resources.files("server.storage").joinpath("schema.sql").read_text("utf-8")
+
+
+#: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
+MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer server; refuse rather than corrupt it."""
+
+
+class Database:
+    """One SQLite connection plus the few helpers every table module uses."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """Open (creating if needed) and migrate the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            _migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> sqlite3.Cursor:
+        """Run one statement with bound parameters (never format values into `sql`)."""
+        return self._connection.execute(sql, parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Parameters]) -> sqlite3.Cursor:
+        return self._connection.executemany(sql, rows)
+
+    def one(self, sql: str, parameters: Parameters = ()) -> Row | None:
+        row: Row | None = self._connection.execute(sql, parameters).fetchone()
+        return row
+
+    def all(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        rows: list[Row] = self._connection.execute(sql, parameters).fetchall()
+        return rows
+
+    def all_in(
+        self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()
+    ) -> list[Row]:
+        """Rows for `sql` whose list is written `IN ({marks})`, run in bounded chunks.
+
+        `leading` binds the `?` that come before the list. Only "?" marks are formatted
+        into the statement, never values.
+        """
+        rows: list[Row] = []
+        for start in range(0, len(values), IN_CHUNK):
+            chunk = list(values[start : start + IN_CHUNK])
+            statement = sql.format(marks=",".join("?" * len(chunk)))
+            rows.extend(self._connection.execute(statement, [*leading, *chunk]).fetchall())
+        return rows
+
+    def scalar(self, sql: str, parameters: Parameters = ()) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self._connection.execute(sql, parameters).fetchone()
+        return None if row is None else row[0]
+
+    # -- transactions ------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction
+
+    def commit(self) -> None:
+        """Make everything written since the last commit durable (once per loop turn)."""
+        self._connection.commit()
+
+    def rollback(self) -> None:
+        self._connection.rollback()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Commit on success, roll back on error. For tests and tools, not the reactor."""
+        try:
+            yield self
+        except BaseException:
+            self._connection.rollback()
+            raise
+        self._connection.commit()
+
+    def close(self) -> None:
+        """Commit what is pending and close; the object is unusable afterwards."""
+        try:
+            if self._connection.in_transaction:
+                self._connection.commit()
+        finally:
+            self._connection.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.scalar("PRAGMA user_version"))
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Apply every migration above the stored user_version, each in its own transaction."""
+    current = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"database schema version {current} is newer than this server ({SCHEMA_VERSION})"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[version - 1]()
+        # executescript commits first; BEGIN IMMEDIATE makes the migration and its
+        # version bump one atomic step, and stops two processes migrating at once.
+        connection.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
+        )
