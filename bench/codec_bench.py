@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.protocol.message import (  # noqa: E402
+from common.protocol.message import (
     Message,
     decode_message,
     encode_message,
     request,
 )
-from common.protocol.opcodes import MessageType  # noqa: E402
+from common.protocol.opcodes import MessageType
 
 
 def typical_send_message() -> Message:

@@ -211,22 +211,20 @@ _SUBCLASS_ORDER: tuple[tuple[type, _Encoder], ...] = (
 # --------------------------------------------------------------------------- decoding
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode exactly one value filling all of `data`.
 
     Raises RemoteProtocolError, and only that, for anything not exactly as the protocol
     says (see `Limits` for the bounds).
     """
-    if not isinstance(data, bytes):
-        if not isinstance(data, (bytearray, memoryview)):
-            raise RemoteProtocolError("codec input must be bytes")
-        data = bytes(data)
+    if type(data) is not bytes:
+        if memoryview(data).nbytes > limits.max_size:  # reject before copying
+            raise RemoteProtocolError("encoded value exceeds the size limit")
+        data = bytes(data)  # values are slices of it: they must not alias a mutable buffer
     if len(data) > limits.max_size:
         raise RemoteProtocolError("encoded value exceeds the size limit")
     try:
         return _Reader(data, limits).read_top()
-    except struct.error as exc:
-        raise RemoteProtocolError("truncated value header") from exc
     except RecursionError as exc:  # only reachable with a custom, very large max_depth
         raise RemoteProtocolError("value nested too deeply") from exc
 
@@ -316,6 +314,8 @@ class _Reader:
         append = items.append
         pos = start
         while pos < stop:
+            if stop - pos < _HEADER_SIZE:
+                raise RemoteProtocolError("truncated value header")
             tag, length = unpack_header(data, pos)
             pos += _HEADER_SIZE
             end = pos + length

@@ -52,11 +52,14 @@ def encode_frame(pad: int, iv: bytes, mac: bytes, body: bytes) -> bytes:
 
 
 def encode_handshake_frame(payload: bytes) -> bytes:
-    """Wrap a plaintext handshake message, zero-padded to a block multiple."""
-    padding = (-len(payload)) % BLOCK_SIZE
+    """Wrap a plaintext handshake message, zero-padded to a block multiple.
+
+    An empty payload is refused: with at most 15 padding bytes it cannot be told apart
+    from a one-byte payload, so it would not round-trip.
+    """
     if not payload:
-        padding = BLOCK_SIZE - 1  # never send an empty body
-        payload = b"\x00"
+        raise LocalProtocolError("handshake payload must not be empty")
+    padding = (-len(payload)) % BLOCK_SIZE
     return encode_frame(HANDSHAKE_MARKER | padding, ZERO_IV, ZERO_MAC, payload + bytes(padding))
 
 
@@ -110,8 +113,9 @@ class FrameDecoder:
         total = HEADER_SIZE + self._need
         if len(self._buffer) < total:
             return None
-        chunk = bytes(self._buffer[:total])
-        del self._buffer[:total]
+        _, pad, iv, mac = HEADER.unpack_from(self._buffer)
+        with memoryview(self._buffer) as view:  # copy the body once, release before resizing
+            body = bytes(view[HEADER_SIZE:total])
+        del self._buffer[:total]  # O(1) amortised: bytearray drops a prefix in place
         self._need = None
-        _, pad, iv, mac = HEADER.unpack_from(chunk)
-        return Frame(pad=pad, iv=iv, mac=mac, body=chunk[HEADER_SIZE:])
+        return Frame(pad=pad, iv=iv, mac=mac, body=body)

@@ -193,9 +193,11 @@ class Reactor:
         """Graceful end: stop accepting, commit and flush (bounded), close everything."""
         self.stop_listening()
         self._run_callbacks()
+        for connection in list(self._connections):
+            connection.close_after_flush("server shutting down")
         self._commit_then_flush()
-        deadline = self._clock() + flush_timeout
-        while self._clock() < deadline and any(c.pending_output for c in self._connections):
+        deadline = time.monotonic() + flush_timeout
+        while self._connections and time.monotonic() < deadline:
             self.run_once(timeout=0.05)
         for connection in list(self._connections):
             connection.close("server shutting down")
@@ -210,9 +212,15 @@ class Reactor:
         self._to_flush[connection] = None
 
     def stop_reading(self, connection: Connection) -> None:
+        """Called by close_after_flush(): no more input, and a bound on the flush."""
         self._handshaking.pop(connection, None)
         self._by_activity.pop(connection, None)
         self._set_events(connection, connection.events & ~selectors.EVENT_READ)
+        reason = connection.closing_reason or "closing"
+        self.call_later(
+            self._settings.handshake_timeout,
+            lambda: connection.close(f"{reason} (flush timed out)"),
+        )
 
     def release(self, connection: Connection, reason: str) -> None:
         """Forget a connection that closed itself; runs `on_closed` once."""

@@ -1,0 +1,1 @@
+"""Server persistence: SQLite tables (one module per family) and attachment files."""

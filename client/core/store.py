@@ -1,0 +1,591 @@
+"""The client's local history: one SQLite file per (server, user).
+
+The socket thread stores incoming messages before acknowledging them and the caller's
+thread reads history, so one connection is shared under a lock and every write is
+committed (synchronous=FULL) before the method returns. History pages backwards by
+keyset on (chat_kind, chat_id, time, rowid), never OFFSET, so the 1,000th page costs
+what the first does; search uses an FTS5 trigram index kept in sync by triggers, which
+finds substrings in any script (Chinese has no spaces to split words on).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from client.core.models import (
+    Attachment,
+    ChatKind,
+    ChatMessage,
+    MessageKind,
+    MessageStatus,
+)
+from common.errors import UchatError
+
+SCHEMA_VERSION = 1
+FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
+BUSY_TIMEOUT_MS = 5000
+
+# Which current statuses each new status may replace: a message only moves forward
+# (sending -> sent -> delivered); "failed" only replaces "sending", and a failed message
+# may be retried or turn out to have been stored after all.
+_STATUS_PREDECESSORS: dict[str, tuple[str, ...]] = {
+    "sending": ("failed",),
+    "sent": ("sending", "failed"),
+    "delivered": ("sending", "sent", "failed"),
+    "failed": ("sending",),
+    "received": (),
+}
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL UNIQUE,
+            chat_kind TEXT NOT NULL CHECK (chat_kind IN ('user', 'room')),
+            chat_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('text', 'image', 'file')),
+            text TEXT NOT NULL,
+            font_size INTEGER NOT NULL,
+            color TEXT NOT NULL,
+            attachment_id TEXT,
+            attachment_name TEXT,
+            attachment_size INTEGER,
+            attachment_key BLOB,
+            attachment_digest BLOB,
+            attachment_chunk_size INTEGER,
+            attachment_path TEXT,
+            outgoing INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            is_read INTEGER NOT NULL
+        )""",
+        "CREATE INDEX messages_by_chat ON messages (chat_kind, chat_id, time, id)",
+        "CREATE INDEX messages_by_time ON messages (time, id)",
+        "CREATE INDEX messages_unread ON messages (chat_kind, chat_id) WHERE is_read = 0",
+        """CREATE TABLE chats (
+            chat_kind TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            last_message TEXT NOT NULL,
+            last_time INTEGER NOT NULL,
+            unread INTEGER NOT NULL,
+            PRIMARY KEY (chat_kind, chat_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL UNIQUE,
+            params BLOB NOT NULL
+        )""",
+        """CREATE TABLE drafts (
+            chat_kind TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (chat_kind, chat_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE pinned_certificates (
+            username TEXT PRIMARY KEY,
+            der BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE uploads (
+            attachment_id TEXT PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            chat_kind TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            encrypted_path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            key BLOB NOT NULL,
+            digest BLOB NOT NULL,
+            chunk_size INTEGER NOT NULL,
+            "offset" INTEGER NOT NULL,
+            created INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+)
+
+# External-content FTS5 over messages(text, attachment_name), so file names are found too.
+_FTS_SCHEMA: tuple[str, ...] = (
+    """CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, attachment_name, content='messages', content_rowid='id', tokenize='trigram'
+    )""",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, text, attachment_name)
+        VALUES (new.id, new.text, new.attachment_name);
+    END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text, attachment_name)
+        VALUES ('delete', old.id, old.text, old.attachment_name);
+    END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, attachment_name ON messages
+    BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text, attachment_name)
+        VALUES ('delete', old.id, old.text, old.attachment_name);
+        INSERT INTO messages_fts (rowid, text, attachment_name)
+        VALUES (new.id, new.text, new.attachment_name);
+    END""",
+    "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+)
+
+_MESSAGE_COLUMNS = (
+    "message_id, chat_kind, chat_id, sender, time, kind, text, font_size, color, "
+    "attachment_id, attachment_name, attachment_size, attachment_key, attachment_digest, "
+    "attachment_chunk_size, attachment_path, outgoing, status"
+)
+_SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+_SELECT_MESSAGE_M = "SELECT " + ", ".join(
+    f"m.{column.strip()}" for column in _MESSAGE_COLUMNS.split(",")
+) + " FROM messages AS m"
+
+_UPLOAD_COLUMNS = (
+    'attachment_id, message_id, chat_kind, chat_id, kind, name, source_path, encrypted_path, '
+    'size, key, digest, chunk_size, "offset"'
+)
+
+
+class StoreVersionError(UchatError):
+    """The history file was written by a newer Uchat; we refuse to guess its schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    """What the contact list shows for one chat, kept up to date on every insert."""
+
+    last_message: str
+    last_time: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    """An attachment upload to resume after a restart.
+
+    The ciphertext is staged at `encrypted_path` because re-encrypting (fresh IV) would
+    change the digest the server already holds; `offset` is what the server confirmed.
+    """
+
+    attachment_id: str
+    message_id: str
+    chat_kind: ChatKind
+    chat_id: str
+    kind: MessageKind
+    name: str
+    source_path: Path
+    encrypted_path: Path
+    size: int
+    key: bytes
+    digest: bytes
+    chunk_size: int
+    offset: int = 0
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching `text` anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def fts_phrase(text: str) -> str:
+    """An FTS5 query matching `text` as one literal phrase: no operators, no columns."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 up front; SQLite gives -wal/-shm the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def _message_values(m: ChatMessage) -> tuple[Any, ...]:
+    a = m.attachment
+    return (
+        m.message_id,
+        m.chat_kind,
+        m.chat_id,
+        m.sender,
+        m.time,
+        m.kind,
+        m.text,
+        m.font_size,
+        m.color,
+        a.attachment_id if a else None,
+        a.name if a else None,
+        a.size if a else None,
+        a.key if a else None,
+        a.digest if a else None,
+        a.chunk_size if a else None,
+        str(a.local_path) if a and a.local_path is not None else None,
+        int(m.outgoing),
+        m.status,
+        int(m.outgoing),  # our own messages are read; incoming ones start unread
+    )
+
+
+def _row_to_message(row: Sequence[Any]) -> ChatMessage:
+    attachment = None
+    if row[9] is not None:
+        attachment = Attachment(
+            attachment_id=row[9],
+            name=row[10],
+            size=row[11],
+            key=bytes(row[12]),
+            digest=bytes(row[13]),
+            chunk_size=row[14],
+            local_path=Path(row[15]) if row[15] is not None else None,
+        )
+    return ChatMessage(
+        message_id=row[0],
+        chat_kind=cast(ChatKind, row[1]),
+        chat_id=row[2],
+        sender=row[3],
+        time=row[4],
+        kind=cast(MessageKind, row[5]),
+        text=row[6],
+        font_size=row[7],
+        color=row[8],
+        attachment=attachment,
+        outgoing=bool(row[16]),
+        status=cast(MessageStatus, row[17]),
+    )
+
+
+def _row_to_upload(row: Sequence[Any]) -> UploadState:
+    return UploadState(
+        attachment_id=row[0],
+        message_id=row[1],
+        chat_kind=cast(ChatKind, row[2]),
+        chat_id=row[3],
+        kind=cast(MessageKind, row[4]),
+        name=row[5],
+        source_path=Path(row[6]),
+        encrypted_path=Path(row[7]),
+        size=row[8],
+        key=bytes(row[9]),
+        digest=bytes(row[10]),
+        chunk_size=row[11],
+        offset=row[12],
+    )
+
+
+class LocalStore:
+    """Messages, unread counts, outbox, drafts, pinned certificates and uploads."""
+
+    def __init__(self, path: Path, *, full_text: bool = True) -> None:
+        """Open (creating and migrating) the store; `full_text=False` forces LIKE search."""
+        self.path = Path(path)
+        _create_private_file(self.path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._migrate()
+            fts_ready = self._ensure_fts()
+        except BaseException:
+            self._conn.close()
+            raise
+        self.full_text = full_text and fts_ready
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed before the caller's method returns."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"{self.path} has schema version {version}; this Uchat knows {SCHEMA_VERSION}"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[number]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _ensure_fts(self) -> bool:
+        """Create the trigram index if missing; False when this SQLite cannot (< 3.34)."""
+        exists = self._query("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'")
+        if exists:
+            return True
+        try:
+            with self._transaction() as conn:
+                for statement in _FTS_SCHEMA:
+                    conn.execute(statement)
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ messages
+
+    def add_message(self, m: ChatMessage) -> bool:
+        """Store `m` unless its id is known; True when it was new."""
+        return self.add_messages([m])[0]
+
+    def add_messages(self, ms: Sequence[ChatMessage]) -> list[bool]:
+        """Store a batch in one transaction; each flag says whether that message was new."""
+        added: list[bool] = []
+        with self._transaction() as conn:
+            for m in ms:
+                cursor = conn.execute(
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, is_read) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (message_id) DO NOTHING",
+                    _message_values(m),
+                )
+                is_new = cursor.rowcount == 1
+                if is_new:
+                    self._update_summary(conn, m)
+                added.append(is_new)
+        return added
+
+    @staticmethod
+    def _update_summary(conn: sqlite3.Connection, m: ChatMessage) -> None:
+        """Bump unread for incoming messages; keep the newest message as the preview."""
+        conn.execute(
+            "INSERT INTO chats (chat_kind, chat_id, last_message, last_time, unread) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (chat_kind, chat_id) DO UPDATE SET "
+            "unread = chats.unread + excluded.unread, "
+            "last_message = CASE WHEN excluded.last_time >= chats.last_time "
+            "THEN excluded.last_message ELSE chats.last_message END, "
+            "last_time = max(chats.last_time, excluded.last_time)",
+            (m.chat_kind, m.chat_id, m.preview(), m.time, 0 if m.outgoing else 1),
+        )
+
+    def set_status(self, message_id: str, status: MessageStatus) -> None:
+        """Move a message's status forward; a stale or backward update is ignored."""
+        predecessors = _STATUS_PREDECESSORS[status]
+        if not predecessors:
+            return
+        marks = ", ".join("?" for _ in predecessors)
+        with self._transaction() as conn:
+            conn.execute(
+                f"UPDATE messages SET status = ? WHERE message_id = ? AND status IN ({marks})",
+                (status, message_id, *predecessors),
+            )
+
+    def set_attachment_path(self, message_id: str, path: Path) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET attachment_path = ? "
+                "WHERE message_id = ? AND attachment_id IS NOT NULL",
+                (str(path), message_id),
+            )
+
+    def get_message(self, message_id: str) -> ChatMessage | None:
+        rows = self._query(f"{_SELECT_MESSAGE} WHERE message_id = ?", (message_id,))
+        return _row_to_message(rows[0]) if rows else None
+
+    def history(
+        self,
+        chat_kind: ChatKind,
+        chat_id: str,
+        limit: int = 50,
+        before: tuple[int, int] | None = None,
+    ) -> list[ChatMessage]:
+        """Up to `limit` messages before the cursor (the newest when None), oldest first."""
+        if limit <= 0:
+            return []
+        if before is None:
+            rows = self._query(
+                f"{_SELECT_MESSAGE} WHERE chat_kind = ? AND chat_id = ? "
+                "ORDER BY time DESC, id DESC LIMIT ?",
+                (chat_kind, chat_id, limit),
+            )
+        else:
+            rows = self._query(
+                f"{_SELECT_MESSAGE} WHERE chat_kind = ? AND chat_id = ? AND (time, id) < (?, ?) "
+                "ORDER BY time DESC, id DESC LIMIT ?",
+                (chat_kind, chat_id, before[0], before[1], limit),
+            )
+        return [_row_to_message(row) for row in reversed(rows)]
+
+    def history_cursor(self, message_id: str) -> tuple[int, int] | None:
+        """The (time, rowid) position of a message: pass it as `before` for older pages."""
+        rows = self._query("SELECT time, id FROM messages WHERE message_id = ?", (message_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
+        """Messages whose text or file name contains `text` (case-insensitive), newest first."""
+        query = text.strip()
+        if not query or limit <= 0:
+            return []
+        if self.full_text and len(query) >= FTS_MIN_QUERY:
+            rows = self._query(
+                f"{_SELECT_MESSAGE_M} JOIN messages_fts AS f ON f.rowid = m.id "
+                "WHERE messages_fts MATCH ? ORDER BY m.time DESC, m.id DESC LIMIT ?",
+                (fts_phrase(query), limit),
+            )
+        else:
+            rows = self._query(
+                f"{_SELECT_MESSAGE} WHERE text LIKE ?1 ESCAPE '\\' "
+                "OR attachment_name LIKE ?1 ESCAPE '\\' ORDER BY time DESC, id DESC LIMIT ?2",
+                (like_pattern(query), limit),
+            )
+        return [_row_to_message(row) for row in rows]
+
+    # ------------------------------------------------------------------ unread / summaries
+
+    def unread(self, chat_kind: ChatKind, chat_id: str) -> int:
+        rows = self._query(
+            "SELECT unread FROM chats WHERE chat_kind = ? AND chat_id = ?", (chat_kind, chat_id)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def mark_read(self, chat_kind: ChatKind, chat_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET is_read = 1 WHERE chat_kind = ? AND chat_id = ? AND is_read = 0",
+                (chat_kind, chat_id),
+            )
+            conn.execute(
+                "UPDATE chats SET unread = 0 WHERE chat_kind = ? AND chat_id = ?",
+                (chat_kind, chat_id),
+            )
+
+    def chat_summaries(self) -> dict[tuple[str, str], ChatSummary]:
+        rows = self._query("SELECT chat_kind, chat_id, last_message, last_time, unread FROM chats")
+        return {(row[0], row[1]): ChatSummary(row[2], row[3], row[4]) for row in rows}
+
+    # ------------------------------------------------------------------ outbox
+
+    def outbox_add(self, message_id: str, params: bytes) -> None:
+        """Queue encoded SEND_MESSAGE params; re-adding replaces them but keeps the place."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO outbox (message_id, params) VALUES (?, ?) "
+                "ON CONFLICT (message_id) DO UPDATE SET params = excluded.params",
+                (message_id, params),
+            )
+
+    def outbox_pending(self) -> list[tuple[str, bytes]]:
+        rows = self._query("SELECT message_id, params FROM outbox ORDER BY seq")
+        return [(row[0], bytes(row[1])) for row in rows]
+
+    def outbox_remove(self, message_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+
+    # ------------------------------------------------------------------ drafts
+
+    def save_draft(self, chat_kind: ChatKind, chat_id: str, text: str) -> None:
+        """Remember unsent text; saving an empty draft deletes it."""
+        with self._transaction() as conn:
+            if text:
+                conn.execute(
+                    "INSERT INTO drafts (chat_kind, chat_id, text) VALUES (?, ?, ?) "
+                    "ON CONFLICT (chat_kind, chat_id) DO UPDATE SET text = excluded.text",
+                    (chat_kind, chat_id, text),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM drafts WHERE chat_kind = ? AND chat_id = ?", (chat_kind, chat_id)
+                )
+
+    def draft(self, chat_kind: ChatKind, chat_id: str) -> str:
+        rows = self._query(
+            "SELECT text FROM drafts WHERE chat_kind = ? AND chat_id = ?", (chat_kind, chat_id)
+        )
+        return str(rows[0][0]) if rows else ""
+
+    # ------------------------------------------------------------------ pinned certificates
+
+    def pinned_certificate(self, username: str) -> bytes | None:
+        rows = self._query("SELECT der FROM pinned_certificates WHERE username = ?", (username,))
+        return bytes(rows[0][0]) if rows else None
+
+    def pin_certificate(self, username: str, der: bytes) -> None:
+        """Pin (or, after the user accepted a key change, re-pin) a peer's certificate."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO pinned_certificates (username, der) VALUES (?, ?) "
+                "ON CONFLICT (username) DO UPDATE SET der = excluded.der",
+                (username, der),
+            )
+
+    # ------------------------------------------------------------------ uploads
+
+    def save_upload(self, state: UploadState) -> None:
+        """Insert or replace the resumable state of one upload."""
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO uploads ({_UPLOAD_COLUMNS}, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "coalesce((SELECT created FROM uploads WHERE attachment_id = ?), "
+                "(SELECT count(*) FROM uploads) + 1))",
+                (
+                    state.attachment_id,
+                    state.message_id,
+                    state.chat_kind,
+                    state.chat_id,
+                    state.kind,
+                    state.name,
+                    str(state.source_path),
+                    str(state.encrypted_path),
+                    state.size,
+                    state.key,
+                    state.digest,
+                    state.chunk_size,
+                    state.offset,
+                    state.attachment_id,
+                ),
+            )
+
+    def set_upload_offset(self, attachment_id: str, offset: int) -> None:
+        """Record how many bytes the server confirmed; never moves backwards."""
+        with self._transaction() as conn:
+            conn.execute(
+                'UPDATE uploads SET "offset" = max("offset", ?) WHERE attachment_id = ?',
+                (offset, attachment_id),
+            )
+
+    def upload_state(self, attachment_id: str) -> UploadState | None:
+        rows = self._query(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE attachment_id = ?", (attachment_id,)
+        )
+        return _row_to_upload(rows[0]) if rows else None
+
+    def pending_uploads(self) -> list[UploadState]:
+        """Uploads to resume, oldest first."""
+        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY created")
+        return [_row_to_upload(row) for row in rows]
+
+    def remove_upload(self, attachment_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM uploads WHERE attachment_id = ?", (attachment_id,))

@@ -1,0 +1,109 @@
+"""A bounded thread pool for slow CPU work (password hashing) off the reactor thread.
+
+Workers never touch sockets or the database: they compute and hand the result back
+to the reactor thread through `call_soon` (the reactor's wake-up socket). The queue
+is bounded so a login storm turns into quick `server_busy` errors instead of
+unbounded memory and latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from common.errors import UchatError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_Job = tuple[Callable[[], Any], Callable[["Future[Any]"], None]]
+
+
+class WorkerPoolFull(UchatError):
+    """The pool's queue is at its limit; the caller should answer `server_busy`."""
+
+
+class WorkerPool:
+    """`size` daemon threads reading a queue of at most `queue_limit` waiting jobs.
+
+    `call_soon(fn)` must run `fn` on the reactor thread (e.g.
+    `Reactor.call_soon_threadsafe`); every `on_done` is delivered that way.
+    """
+
+    def __init__(
+        self, size: int, queue_limit: int, call_soon: Callable[[Callable[[], None]], None]
+    ) -> None:
+        if size < 1 or queue_limit < 1:
+            raise ValueError("a worker pool needs at least one thread and one queue slot")
+        self._call_soon = call_soon
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_limit)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"uchat-worker-{index}", daemon=True)
+            for index in range(size)
+        ]
+        self._stopped = False
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a thread (not counting the ones running)."""
+        return self._queue.qsize()
+
+    def submit(self, fn: Callable[[], T], on_done: Callable[[Future[T]], None]) -> None:
+        """Run `fn` on a worker; later call `on_done(future)` on the reactor thread.
+
+        Raises WorkerPoolFull at once if the queue is at its limit (or the pool stopped).
+        """
+        if self._stopped:
+            raise WorkerPoolFull("the worker pool is stopped")
+        try:
+            self._queue.put_nowait((fn, on_done))
+        except queue.Full:
+            raise WorkerPoolFull("the worker queue is full") from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Drop jobs still waiting, let running ones finish, end the threads.
+
+        Waits at most `timeout` seconds per thread. Dropped jobs never call `on_done`:
+        the server is shutting down and their connections are closing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            fn, on_done = job
+            future: Future[Any] = Future()
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # delivered to on_done, which reports it
+                future.set_exception(exc)
+            self._call_soon(_bind(on_done, future))
+
+
+def _bind(
+    on_done: Callable[[Future[Any]], None], future: Future[Any]
+) -> Callable[[], None]:
+    def deliver() -> None:
+        on_done(future)
+
+    return deliver

@@ -1,0 +1,83 @@
+"""SecureChannel as a sans-IO pair: no sockets, bytes handed across by the test."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.channel import SecureChannel
+from common.crypto.certs import ServerIdentity
+from common.errors import LocalProtocolError
+from common.protocol.message import Message
+from common.protocol.opcodes import MessageType
+
+
+@pytest.fixture(scope="module")
+def identity() -> ServerIdentity:
+    return ServerIdentity.create()
+
+
+def _pair(identity: ServerIdentity, mac: str = "hmac-sha256") -> tuple[SecureChannel, SecureChannel]:
+    client = SecureChannel.client(identity.fingerprint)
+    server = SecureChannel.server(identity, mac)
+    assert server.receive_data(client.initiate()) == []
+    assert client.receive_data(server.data_to_send()) == []
+    assert server.receive_data(client.data_to_send()) == []
+    return client, server
+
+
+@pytest.mark.parametrize("mac", ["hmac-sha256", "hmac-md5"])
+def test_messages_flow_both_ways(identity: ServerIdentity, mac: str) -> None:
+    client, server = _pair(identity, mac)
+    assert client.mac_alg == server.mac_alg == mac
+    assert client.peer_fingerprint == identity.fingerprint
+    sent = Message(MessageType.SEND_MESSAGE, 7, {"text": "你好 🌏", "n": [1, 2.5, None, True]})
+    assert server.receive_data(client.send(sent)) == [sent]
+    answer = Message(MessageType.REPLY, 7, {"ok": True})
+    assert client.receive_data(server.send(answer)) == [answer]
+
+
+def test_client_records_may_follow_finished_in_one_write(identity: ServerIdentity) -> None:
+    client = SecureChannel.client()
+    server = SecureChannel.server(identity)
+    server.receive_data(client.initiate())
+    client.receive_data(server.data_to_send())
+    ping = Message(MessageType.PING, 1, {})
+    assert server.receive_data(client.data_to_send() + client.send(ping)) == [ping]
+
+
+def test_send_before_established_is_a_local_error(identity: ServerIdentity) -> None:
+    client = SecureChannel.client(identity.fingerprint)
+    with pytest.raises(LocalProtocolError):
+        client.send(Message(MessageType.PING, 1, {}))
+
+
+def test_initiate_twice_is_a_local_error(identity: ServerIdentity) -> None:
+    client = SecureChannel.client(identity.fingerprint)
+    client.initiate()
+    with pytest.raises(LocalProtocolError):
+        client.initiate()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=30))
+def test_any_split_of_the_byte_stream_gives_the_same_messages(sizes: list[int]) -> None:
+    identity = _IDENTITY
+    client = SecureChannel.client(identity.fingerprint)
+    server = SecureChannel.server(identity)
+    server.receive_data(client.initiate())
+    client.receive_data(server.data_to_send())
+    sent = [Message(MessageType.PING, i + 1, {"i": i, "pad": "x" * i}) for i in range(5)]
+    stream = client.data_to_send() + b"".join(client.send(m) for m in sent)
+    received: list[Message] = []
+    position, index = 0, 0
+    while position < len(stream):
+        size = sizes[index % len(sizes)]
+        received += server.receive_data(stream[position : position + size])
+        position += size
+        index += 1
+    assert received == sent
+
+
+_IDENTITY = ServerIdentity.create()

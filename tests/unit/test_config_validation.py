@@ -1,0 +1,125 @@
+"""Configuration layering and the field rules shared by forms and server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.config import load_config
+from common.errors import ConfigError, ValidationError
+from common.validation import (
+    validate_age,
+    validate_email,
+    validate_password,
+    validate_registration,
+    validate_room_name,
+    validate_sex,
+    validate_username,
+)
+
+
+def test_defaults_file_env_and_flags_layer_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"server": {"port": 1111, "mac": "hmac-md5"}, "language": "en"}))
+    config = load_config(path, env={"UCHAT_SERVER_PORT": "2222"}, overrides={"server.host": "::1"})
+    assert config.server.port == 2222
+    assert config.server.mac == "hmac-md5"
+    assert config.server.host == "::1"
+    assert config.language == "en"
+    assert config.server.chunk_size == 256 * 1024
+
+
+def test_repository_config_json_is_valid() -> None:
+    config = load_config(env={})
+    assert config.server.mac == "hmac-sha256"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"server": {"prot": 1}}, "unknown setting"),
+        ({"server": {"port": "abc"}}, "not a valid"),
+        ({"server": {"port": True}}, "not a valid"),
+        ({"server": {"mac": "md5"}}, "server.mac"),
+        ({"serverx": {}}, "unknown section"),
+        ({"language": "fr"}, "language"),
+        ({"server": {"scrypt_n": 1000}}, "power of two"),
+    ],
+)
+def test_bad_configuration_is_refused_clearly(
+    tmp_path: Path, document: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.json", env={})
+
+
+@pytest.mark.parametrize("name", ["alice", "张三", "bob_2", "Ünal", "用户_01"])
+def test_usernames_accepted(name: str) -> None:
+    assert validate_username(name) == name
+
+
+@pytest.mark.parametrize("name", ["", " ", "a", "a" * 33, "bob smith", "x;drop", "😀😀", "a-b"])
+def test_usernames_refused(name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_username(name)
+    assert info.value.field == "username" and info.value.code == "invalid_username"
+
+
+@pytest.mark.parametrize("password", ["", "short1", "allletters", "12345678901", "x" * 129 + "1"])
+def test_passwords_refused(password: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_password(password)
+    assert info.value.code == "invalid_password"
+
+
+@pytest.mark.parametrize("email", ["", "a@", "@b.c", "a@b", "a b@c.d", "a@-b.com"])
+def test_emails_refused(email: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_email(email)
+    assert info.value.code == "invalid_email"
+
+
+def test_email_domain_is_lowercased() -> None:
+    assert validate_email(" Alice@Example.COM ") == "Alice@example.com"
+
+
+def test_sex_and_age() -> None:
+    assert validate_sex("Female") == "female"
+    assert validate_age("30") == 30
+    for bad in ("x", "-1", 0, 151, True, 3.5):
+        with pytest.raises(ValidationError):
+            validate_age(bad)
+    with pytest.raises(ValidationError):
+        validate_sex("robot")
+
+
+def test_room_names() -> None:
+    assert validate_room_name(" 学习小组 ") == "学习小组"
+    for bad in ("", "x" * 41, "a\nb"):
+        with pytest.raises(ValidationError):
+            validate_room_name(bad)
+
+
+def test_registration_reports_the_first_broken_field() -> None:
+    form = {
+        "username": "alice",
+        "password": "correct horse 1",
+        "confirm": "correct horse 2",
+        "email": "a@b.cn",
+        "sex": "female",
+        "age": "20",
+    }
+    with pytest.raises(ValidationError) as info:
+        validate_registration(form)
+    assert info.value.field == "confirm"
+    form["confirm"] = form["password"]
+    assert validate_registration(form)["age"] == 20
