@@ -60,13 +60,15 @@ apt_install() {
     run_apt install -y --no-install-recommends "$@"
 }
 
+# `grep -q` would stop reading early, the writer would die of SIGPIPE and pipefail would
+# turn a match into a failure: these greps read all their input.
 apt_has_candidate() {
-    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [^(]'
+    apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [^(]' >/dev/null
 }
 
 dpkg_installed() {
     command -v dpkg-query >/dev/null 2>&1 || return 1
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep 'install ok installed' >/dev/null
 }
 
 # ---------------------------------------------------------------- Python and Tk
@@ -166,7 +168,7 @@ has_cjk_font() {
 
 has_emoji_font() {
     dpkg_installed fonts-noto-color-emoji && return 0
-    command -v fc-list >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi 'color emoji'
+    command -v fc-list >/dev/null 2>&1 && fc-list 2>/dev/null | grep -i 'color emoji' >/dev/null
 }
 
 ensure_gui_test_deps() {

@@ -39,7 +39,9 @@ class Sessions:
         if previous is None:
             return None
         previous.replaced = True
-        previous.send(push(MessageType.KICKED, {"reason": KICK_REASON, "address": connection.address}))
+        previous.send(
+            push(MessageType.KICKED, {"reason": KICK_REASON, "address": connection.address})
+        )
         previous.close_after_flush(f"user {username} logged in from {connection.address}")
         return previous
 

@@ -100,9 +100,7 @@ class WorkerPool:
             self._call_soon(_bind(on_done, future))
 
 
-def _bind(
-    on_done: Callable[[Future[Any]], None], future: Future[Any]
-) -> Callable[[], None]:
+def _bind(on_done: Callable[[Future[Any]], None], future: Future[Any]) -> Callable[[], None]:
     def deliver() -> None:
         on_done(future)
 

@@ -12,6 +12,7 @@ pending request with `ConnectionLost`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import select
@@ -71,7 +72,8 @@ class PendingRequest:
             raise RequestTimeout(f"no reply to {self.kind.name} within {wait:g} s")
         if self.error is not None:
             raise self.error
-        assert self.reply is not None
+        if self.reply is None:
+            raise ConnectionLost("the request ended without a reply")
         if self.reply.type is MessageType.ERROR:
             raise _request_error(self.reply.params)
         return self.reply.params
@@ -163,8 +165,7 @@ class Connection:
             target=self._run, args=(early,), name=f"uchat-socket-{self.port}", daemon=True
         )
         self._thread.start()
-        assert self.server_fingerprint is not None
-        return self.server_fingerprint
+        return channel.peer_fingerprint or ""
 
     def _handshake(self, sock: socket.socket, channel: SecureChannel) -> list[Message]:
         """Blocking handshake bounded by one overall deadline; returns early messages."""
@@ -248,18 +249,22 @@ class Connection:
             for message in early:
                 self._dispatch(message)
             self._read_loop()
-        except (OSError, UchatError) as exc:
+        except (OSError, ValueError, UchatError) as exc:
+            # ValueError: select() on a socket another thread has just closed
             error = exc
         except Exception as exc:  # a bug must not leave waiters hanging forever
             log.exception("socket thread crashed")
             error = exc
+        if self._closed:
+            return
         self._shutdown(error or ConnectionLost("the server closed the connection"), notify=True)
 
     def _read_loop(self) -> None:
         tick = min(MAX_TICK, max(self.ping_interval / 4, 0.01))
         while not self._closed:
             sock, channel = self._sock, self._channel
-            assert sock is not None and channel is not None
+            if sock is None or channel is None:
+                return
             readable, _, _ = select.select([sock], [], [], tick)
             if readable:
                 data = sock.recv(RECV_SIZE)
@@ -312,10 +317,8 @@ class Connection:
             self._pending.clear()
         sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         reason = "connection closed" if error is None else f"connection lost: {error}"
         for waiter in pending:

@@ -32,6 +32,9 @@ SCHEMA_VERSION = 1
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 BUSY_TIMEOUT_MS = 5000
 
+# SQL below interpolates only the module's own column-list constants (noqa: S608);
+# every value is a bound parameter.
+
 # Which current statuses each new status may replace: a message only moves forward
 # (sending -> sent -> delivered); "failed" only replaces "sending", and a failed message
 # may be retried or turn out to have been stored after all.
@@ -135,18 +138,32 @@ _FTS_SCHEMA: tuple[str, ...] = (
     "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
 )
 
-_MESSAGE_COLUMNS = (
-    "message_id, chat_kind, chat_id, sender, time, kind, text, font_size, color, "
-    "attachment_id, attachment_name, attachment_size, attachment_key, attachment_digest, "
-    "attachment_chunk_size, attachment_path, outgoing, status"
+_MESSAGE_FIELDS = (
+    "message_id",
+    "chat_kind",
+    "chat_id",
+    "sender",
+    "time",
+    "kind",
+    "text",
+    "font_size",
+    "color",
+    "attachment_id",
+    "attachment_name",
+    "attachment_size",
+    "attachment_key",
+    "attachment_digest",
+    "attachment_chunk_size",
+    "attachment_path",
+    "outgoing",
+    "status",
 )
-_SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-_SELECT_MESSAGE_M = "SELECT " + ", ".join(
-    f"m.{column.strip()}" for column in _MESSAGE_COLUMNS.split(",")
-) + " FROM messages AS m"
+_MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+_SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608
+_SELECT_MESSAGE_M = "SELECT " + ", ".join(f"m.{f}" for f in _MESSAGE_FIELDS)
 
 _UPLOAD_COLUMNS = (
-    'attachment_id, message_id, chat_kind, chat_id, kind, name, source_path, encrypted_path, '
+    "attachment_id, message_id, chat_kind, chat_id, kind, name, source_path, encrypted_path, "
     'size, key, digest, chunk_size, "offset"'
 )
 
@@ -170,6 +187,7 @@ class UploadState:
 
     The ciphertext is staged at `encrypted_path` because re-encrypting (fresh IV) would
     change the digest the server already holds; `offset` is what the server confirmed.
+    `size`, `key`, `digest` and `chunk_size` mean what they mean in `Attachment`.
     """
 
     attachment_id: str
@@ -363,7 +381,7 @@ class LocalStore:
         with self._transaction() as conn:
             for m in ms:
                 cursor = conn.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, is_read) "
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, is_read) "  # noqa: S608
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (message_id) DO NOTHING",
                     _message_values(m),
@@ -393,11 +411,11 @@ class LocalStore:
         predecessors = _STATUS_PREDECESSORS[status]
         if not predecessors:
             return
-        marks = ", ".join("?" for _ in predecessors)
+        padded = (*predecessors, None, None)[:3]  # NULL never matches in IN (...)
         with self._transaction() as conn:
             conn.execute(
-                f"UPDATE messages SET status = ? WHERE message_id = ? AND status IN ({marks})",
-                (status, message_id, *predecessors),
+                "UPDATE messages SET status = ? WHERE message_id = ? AND status IN (?, ?, ?)",
+                (status, message_id, *padded),
             )
 
     def set_attachment_path(self, message_id: str, path: Path) -> None:
@@ -448,7 +466,7 @@ class LocalStore:
             return []
         if self.full_text and len(query) >= FTS_MIN_QUERY:
             rows = self._query(
-                f"{_SELECT_MESSAGE_M} JOIN messages_fts AS f ON f.rowid = m.id "
+                f"{_SELECT_MESSAGE_M} FROM messages AS m JOIN messages_fts AS f ON f.rowid = m.id "
                 "WHERE messages_fts MATCH ? ORDER BY m.time DESC, m.id DESC LIMIT ?",
                 (fts_phrase(query), limit),
             )
@@ -471,7 +489,8 @@ class LocalStore:
     def mark_read(self, chat_kind: ChatKind, chat_id: str) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE messages SET is_read = 1 WHERE chat_kind = ? AND chat_id = ? AND is_read = 0",
+                "UPDATE messages SET is_read = 1 "
+                "WHERE chat_kind = ? AND chat_id = ? AND is_read = 0",
                 (chat_kind, chat_id),
             )
             conn.execute(
@@ -545,10 +564,10 @@ class LocalStore:
         """Insert or replace the resumable state of one upload."""
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO uploads ({_UPLOAD_COLUMNS}, created) "
+                f"INSERT OR REPLACE INTO uploads ({_UPLOAD_COLUMNS}, created) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "coalesce((SELECT created FROM uploads WHERE attachment_id = ?), "
-                "(SELECT count(*) FROM uploads) + 1))",
+                "(SELECT coalesce(max(created), 0) + 1 FROM uploads)))",
                 (
                     state.attachment_id,
                     state.message_id,
@@ -568,22 +587,23 @@ class LocalStore:
             )
 
     def set_upload_offset(self, attachment_id: str, offset: int) -> None:
-        """Record how many bytes the server confirmed; never moves backwards."""
+        """Record how many bytes the server confirmed (its word wins, even if lower)."""
         with self._transaction() as conn:
             conn.execute(
-                'UPDATE uploads SET "offset" = max("offset", ?) WHERE attachment_id = ?',
+                'UPDATE uploads SET "offset" = ? WHERE attachment_id = ?',
                 (offset, attachment_id),
             )
 
     def upload_state(self, attachment_id: str) -> UploadState | None:
         rows = self._query(
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE attachment_id = ?", (attachment_id,)
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE attachment_id = ?",  # noqa: S608
+            (attachment_id,),
         )
         return _row_to_upload(rows[0]) if rows else None
 
     def pending_uploads(self) -> list[UploadState]:
         """Uploads to resume, oldest first."""
-        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY created")
+        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY created")  # noqa: S608
         return [_row_to_upload(row) for row in rows]
 
     def remove_upload(self, attachment_id: str) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -36,16 +38,19 @@ from common.crypto.primitives import x25519_shared
 from common.errors import CertificateError, CryptoError
 
 AGREEMENT_KEY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.59999.1.1")
+CA_COMMON_NAME = "Uchat server CA"
 CA_VALIDITY_DAYS = 3650
 USER_VALIDITY_DAYS = 825
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 SERVER_KEY_FILE = "server_ca_key.pem"
 SERVER_CERT_FILE = "server_ca_cert.pem"
 RAW_KEY_SIZE = 32
+ED25519_SIGNATURE_SIZE = 64
 SAFETY_NUMBER_ITERATIONS = 5200
 SAFETY_NUMBER_VERSION = b"\x00\x00"
 
 _OCTET_STRING_HEADER = bytes([0x04, RAW_KEY_SIZE])
+_SIGNATURE_HEADER = bytes([0x03, ED25519_SIGNATURE_SIZE + 1, 0x00])  # BIT STRING, 0 unused
 _CSR_EXTENSIONS = frozenset({ExtensionOID.SUBJECT_ALTERNATIVE_NAME, AGREEMENT_KEY_OID})
 _CERT_EXTENSIONS = _CSR_EXTENSIONS | {
     ExtensionOID.BASIC_CONSTRAINTS,
@@ -98,7 +103,7 @@ class ServerIdentity:
         return _raw_public(self.key.public_key())
 
     @classmethod
-    def create(cls, common_name: str = "Uchat server CA") -> ServerIdentity:
+    def create(cls, common_name: str = CA_COMMON_NAME) -> ServerIdentity:
         key = Ed25519PrivateKey.generate()
         return cls(key=key, certificate=_self_signed_ca(key, common_name))
 
@@ -117,16 +122,15 @@ class ServerIdentity:
         else:
             key = _load_private_key(key_path)
         if not cert_path.exists():
-            # Only reachable after a crash between the two writes: no client saw a cert yet.
+            # A crash between the two writes: certify the same key again. (If an operator
+            # deleted a served certificate instead, pinned clients will flag the change.)
             _write_file(cert_path, _self_signed_ca(key).public_bytes(Encoding.PEM), mode=0o644)
         identity = cls(key=key, certificate=_load_certificate_file(cert_path))
         _check_identity(identity)
         return identity
 
 
-def _self_signed_ca(
-    key: Ed25519PrivateKey, common_name: str = "Uchat server CA"
-) -> x509.Certificate:
+def _self_signed_ca(key: Ed25519PrivateKey, common_name: str = CA_COMMON_NAME) -> x509.Certificate:
     now = _utc_now()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     public = key.public_key()
@@ -247,17 +251,35 @@ def build_csr(username: str, email: str, keys: UserKeys) -> bytes:
 
 def verify_csr(der: bytes) -> CsrInfo:
     """Parse and check a CSR; every defect is a `CertificateError` saying which."""
-    try:
+    with _refuse_malformed("CSR"):
         csr = x509.load_der_x509_csr(der)
-    except ValueError:
-        raise CertificateError("CSR is not valid DER") from None
-    public = csr.public_key()
-    if not isinstance(public, Ed25519PublicKey):
-        raise CertificateError("CSR key must be an Ed25519 identity key")
-    if not csr.is_signature_valid:
-        raise CertificateError("CSR signature does not match its key (no proof of possession)")
-    username, email, agreement = _parse_subject(csr.subject, _extensions(csr), _CSR_EXTENSIONS)
-    return CsrInfo(username, email, _raw_public(public), agreement)
+        public = csr.public_key()
+        if not isinstance(public, Ed25519PublicKey):
+            raise CertificateError("CSR key must be an Ed25519 identity key")
+        _check_signature_encoding(der, csr.signature)
+        if not csr.is_signature_valid:
+            raise CertificateError("CSR signature does not match its key (no proof of possession)")
+        username, email, agreement = _parse_subject(csr.subject, _extensions(csr), _CSR_EXTENSIONS)
+        return CsrInfo(username, email, _raw_public(public), agreement)
+
+
+@contextmanager
+def _refuse_malformed(what: str) -> Iterator[None]:
+    """`cryptography` parses lazily: any access may find bad DER, so map it all here."""
+    try:
+        yield
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
+        raise CertificateError(f"{what} is malformed") from None
+
+
+def _check_signature_encoding(der: bytes, signature: bytes) -> None:
+    """Exactly one DER encoding per signed object, so its fingerprint cannot be varied.
+
+    The parser tolerates a non-zero "unused bits" count in the signature BIT STRING,
+    which would give the same certificate a second fingerprint.
+    """
+    if len(signature) != ED25519_SIGNATURE_SIZE or not der.endswith(_SIGNATURE_HEADER + signature):
+        raise CertificateError("signature is not a plain Ed25519 signature")
 
 
 def _extensions(item: x509.CertificateSigningRequest | x509.Certificate) -> x509.Extensions:
@@ -265,8 +287,8 @@ def _extensions(item: x509.CertificateSigningRequest | x509.Certificate) -> x509
         return item.extensions
     except x509.DuplicateExtension as error:
         raise CertificateError(f"duplicate extension {error.oid.dotted_string}") from None
-    except (ValueError, x509.UnsupportedGeneralNameType):
-        raise CertificateError("malformed extension") from None
+    except x509.UnsupportedGeneralNameType:
+        raise CertificateError("unsupported name in an extension") from None
 
 
 def _parse_subject(
@@ -384,31 +406,28 @@ def load_user_certificate(
 ) -> UserCertificate:
     """Verify `der` was issued by `ca_certificate`, is current and is a user certificate."""
     ca = _ca_certificate(ca_certificate)
-    try:
+    with _refuse_malformed("certificate"):
         certificate = x509.load_der_x509_certificate(der)
-    except ValueError:
-        raise CertificateError("certificate is not valid DER") from None
-    _check_issued_by(certificate, ca)
-    _check_validity(certificate, now or _utc_now())
-    extensions = _extensions(certificate)
-    _check_not_ca(extensions)
-    public = certificate.public_key()
-    if not isinstance(public, Ed25519PublicKey):
-        raise CertificateError("certificate key must be an Ed25519 identity key")
-    username, email, agreement = _parse_subject(certificate.subject, extensions, _CERT_EXTENSIONS)
+        _check_issued_by(certificate, ca, der)
+        _check_validity(certificate, now or _utc_now())
+        extensions = _extensions(certificate)
+        _check_not_ca(extensions)
+        public = certificate.public_key()
+        if not isinstance(public, Ed25519PublicKey):
+            raise CertificateError("certificate key must be an Ed25519 identity key")
+        subject = _parse_subject(certificate.subject, extensions, _CERT_EXTENSIONS)
+    username, email, agreement = subject
     return UserCertificate(username, email, _raw_public(public), agreement, fingerprint(der), der)
 
 
 def _ca_certificate(ca_certificate: x509.Certificate | bytes) -> x509.Certificate:
     if isinstance(ca_certificate, x509.Certificate):
         return ca_certificate
-    try:
+    with _refuse_malformed("CA certificate"):
         return x509.load_der_x509_certificate(ca_certificate)
-    except ValueError:
-        raise CertificateError("CA certificate is not valid DER") from None
 
 
-def _check_issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> None:
+def _check_issued_by(certificate: x509.Certificate, ca: x509.Certificate, der: bytes) -> None:
     ca_public = ca.public_key()
     if not isinstance(ca_public, Ed25519PublicKey):
         raise CertificateError("CA key must be Ed25519")
@@ -416,6 +435,7 @@ def _check_issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> Non
         raise CertificateError("certificate was not issued by this server's CA")
     if certificate.signature_algorithm_oid != SignatureAlgorithmOID.ED25519:
         raise CertificateError("certificate is not signed with Ed25519")
+    _check_signature_encoding(der, certificate.signature)
     try:
         ca_public.verify(certificate.signature, certificate.tbs_certificate_bytes)
     except InvalidSignature:

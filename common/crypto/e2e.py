@@ -1,11 +1,12 @@
 """End-to-end sealing of one message body to one recipient (DESIGN.md section 3).
 
-The server relays envelopes it cannot read. Each envelope uses a fresh ephemeral X25519
-key (forward secrecy against a later leak of the recipient's key, as far as the
-ephemeral half goes) plus the sender's static key (so only the real sender could have
-made it), and binds both certificate fingerprints and the message id into the key
-derivation, so an envelope cannot be replayed under another id or attributed to
-another sender.
+The server relays envelopes it cannot read. Each envelope mixes a fresh ephemeral X25519
+key with the recipient's key (so a later leak of the sender's key alone exposes nothing
+sent) and the sender's static key with the recipient's (so no third party could have
+made it: only the two parties hold that secret). Both certificate fingerprints and the
+message id go into the key derivation, so an envelope cannot be replayed under another
+id or attributed to another sender. There is no forward secrecy against a leak of the
+recipient's key: that needs ratcheting, which this one-shot design does not attempt.
 
 Envelope: version (1) || ephemeral public (32) || IV (16) || AES-256-CBC ciphertext
 (PKCS#7) || HMAC-SHA256 (32) over everything before it.
@@ -83,7 +84,7 @@ def seal(
     `iv` and `ephemeral` exist only so tests can check exact output; never pass them
     otherwise, since reusing either weakens every message that shares it.
     """
-    ephemeral_key = ephemeral or X25519PrivateKey.generate()
+    ephemeral_key = X25519PrivateKey.generate() if ephemeral is None else ephemeral
     iv = os.urandom(IV_SIZE) if iv is None else iv
     if len(iv) != IV_SIZE:
         raise ValueError("IV must be 16 bytes")

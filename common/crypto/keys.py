@@ -106,7 +106,10 @@ def save_keys(path: Path, keys: UserKeys, password: str, params: KdfParams = Kdf
         "nonce": _b64(nonce),
         "ciphertext": _b64(ciphertext),
     }
-    _write_private_file(Path(path), json.dumps(document, indent=2).encode("utf-8"))
+    try:
+        _write_private_file(Path(path), json.dumps(document, indent=2).encode("utf-8"))
+    except OSError as error:
+        raise KeyStoreError(f"key file cannot be written: {path}: {error.strerror}") from error
 
 
 def _write_private_file(path: Path, data: bytes) -> None:

@@ -34,7 +34,8 @@ class ScryptParams:
     p: int = 1
 
 
-def _within_bounds(params: ScryptParams) -> bool:
+def params_within_bounds(params: ScryptParams) -> bool:
+    """The bounds `verify_password` enforces; configuration can check its cost against them."""
     power_of_two = params.n > 1 and params.n & (params.n - 1) == 0
     return (
         power_of_two
@@ -63,7 +64,7 @@ def _b64(data: bytes) -> str:
 
 def hash_password(password: str, params: ScryptParams = ScryptParams()) -> str:
     """Hash with a fresh 16-byte salt; raises ValueError for out-of-bounds parameters."""
-    if not _within_bounds(params):
+    if not params_within_bounds(params):
         raise ValueError("scrypt parameters out of bounds")
     salt = os.urandom(SALT_SIZE)
     digest = _scrypt(password, salt, params)
@@ -79,7 +80,7 @@ def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes] | None:
     if not all(number.isascii() and number.isdigit() and len(number) <= 8 for number in numbers):
         return None
     params = ScryptParams(n=int(numbers[0]), r=int(numbers[1]), p=int(numbers[2]))
-    if not _within_bounds(params):
+    if not params_within_bounds(params):
         return None
     try:
         salt = base64.b64decode(parts[4], validate=True)

@@ -95,7 +95,7 @@ class RecordSender:
         iv = self._iv_source(BLOCK_SIZE)
         ciphertext = _encrypt(self._cipher_key, iv, plaintext + _PADDINGS[pad])
         prefix = _MAC_PREFIX.pack(self._seq, len(ciphertext), pad)
-        mac = self._mac(self._mac_key, prefix + iv + ciphertext)
+        mac = self._mac(self._mac_key, b"".join((prefix, iv, ciphertext)))
         self._seq += 1
         return encode_frame(pad, iv, mac, ciphertext)
 
@@ -132,17 +132,19 @@ class RecordReceiver:
         return plaintext
 
     def _open(self, frame: Frame) -> bytes | None:
-        """The checks, in order; None for any failure so there is one error path."""
+        """The checks, in order; None for any failure so there is one error path.
+
+        The header checks come first (they are public and cost nothing), then the MAC,
+        and only a record with a valid MAC is ever decrypted.
+        """
         body, pad, iv = frame.body, frame.pad, frame.iv
-        if frame.is_handshake or self._seq > MAX_SEQUENCE:
+        if frame.is_handshake or not 1 <= pad <= BLOCK_SIZE or self._seq > MAX_SEQUENCE:
             return None
         if not body or len(body) % BLOCK_SIZE or len(iv) != BLOCK_SIZE:
             return None
         prefix = _MAC_PREFIX.pack(self._seq, len(body), pad)
-        expected = self._mac(self._mac_key, prefix + iv + body)
+        expected = self._mac(self._mac_key, b"".join((prefix, iv, body)))
         if not hmac.compare_digest(expected, frame.mac):
-            return None
-        if not 1 <= pad <= BLOCK_SIZE:
             return None
         padded = _decrypt(self._cipher_key, iv, body)
         if not hmac.compare_digest(padded[-pad:], _PADDINGS[pad]):

@@ -40,7 +40,9 @@ def encode_message(message: Message) -> bytes:
     return encode([int(message.type), message.request_id, message.params])
 
 
-def decode_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+def decode_message(
+    data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> Message:
     """Parse one record body; RemoteProtocolError (only) for any bad shape."""
     value = decode(data, limits)
     if type(value) is not list or len(value) != 3:

@@ -1,0 +1,54 @@
+"""One module per request opcode; the dispatcher builds its table from `HANDLERS`.
+
+Each module exports `OPCODE`, `REQUIRES_AUTH` and `handle(ctx, params)`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from server.handlers import (
+    ack_delivery,
+    add_friend,
+    certificate,
+    contact_list,
+    create_room,
+    delete_friend,
+    download_chunk,
+    join_room,
+    leave_room,
+    login,
+    logout,
+    ping,
+    register,
+    resolve_friend_request,
+    room_certificates,
+    room_members,
+    search_users,
+    send_message,
+    upload_begin,
+    upload_chunk,
+)
+
+HANDLERS: tuple[ModuleType, ...] = (
+    ping,
+    register,
+    login,
+    logout,
+    contact_list,
+    search_users,
+    add_friend,
+    resolve_friend_request,
+    delete_friend,
+    certificate,
+    send_message,
+    ack_delivery,
+    create_room,
+    join_room,
+    leave_room,
+    room_members,
+    room_certificates,
+    upload_begin,
+    upload_chunk,
+    download_chunk,
+)

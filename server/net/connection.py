@@ -47,19 +47,19 @@ class Connection:
     """A socket, its `SecureChannel`, the bound user and a bounded write queue."""
 
     __slots__ = (
-        "sock",
-        "channel",
-        "peer",
-        "user_id",
-        "username",
-        "replaced",
-        "closed",
-        "closing_reason",
-        "last_activity",
-        "events",
         "_host",
         "_out",
         "_out_size",
+        "channel",
+        "closed",
+        "closing_reason",
+        "events",
+        "last_activity",
+        "peer",
+        "replaced",
+        "sock",
+        "user_id",
+        "username",
     )
 
     def __init__(

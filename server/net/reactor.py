@@ -10,6 +10,7 @@ the turn's output are closed instead of being told something that was not stored
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import itertools
@@ -229,10 +230,8 @@ class Reactor:
         self._by_activity.pop(connection, None)
         self._to_flush.pop(connection, None)
         self._set_events(connection, 0)
-        try:
+        with contextlib.suppress(OSError):
             connection.sock.close()
-        except OSError:
-            pass
         log.info("closed %s: %s", connection.address, reason)
         try:
             self._on_closed(connection, reason)
@@ -429,9 +428,7 @@ class Reactor:
             return
         queued = connection.pending_output
         if queued > self._settings.write_buffer_limit:
-            log.warning(
-                "dropping slow reader %s: %d bytes queued", connection.address, queued
-            )
+            log.warning("dropping slow reader %s: %d bytes queued", connection.address, queued)
             connection.close(f"slow reader ({queued} bytes queued)")
             return
         if queued == 0 and connection.closing_reason is not None:

@@ -35,7 +35,7 @@ def _attachment(row: Row) -> Attachment:
 
 
 def create(
-    db: Database, attachment_id: str, uploader_id: int, size: int, digest: bytes, now: int
+    db: Database, attachment_id: str, *, uploader_id: int, size: int, digest: bytes, now: int
 ) -> Attachment:
     """Register a new upload with nothing received yet."""
     db.execute(

@@ -78,9 +78,7 @@ class Database:
         rows: list[Row] = self._connection.execute(sql, parameters).fetchall()
         return rows
 
-    def all_in(
-        self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()
-    ) -> list[Row]:
+    def all_in(self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()) -> list[Row]:
         """Rows for `sql` whose list is written `IN ({marks})`, run in bounded chunks.
 
         `leading` binds the `?` that come before the list. Only "?" marks are formatted

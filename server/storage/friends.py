@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.storage import conversations
-from server.storage.database import Database
+from server.storage.database import Database, Row
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ def has_pending_request(db: Database, from_id: int, to_id: int) -> bool:
 def add_request(db: Database, from_id: int, to_id: int, now: int) -> None:
     """Record that `from_id` asks `to_id`; IntegrityError if that row already exists."""
     db.execute(
-        "INSERT INTO friends (from_user_id, to_user_id, accepted, created_at)"
-        " VALUES (?, ?, 0, ?)",
+        "INSERT INTO friends (from_user_id, to_user_id, accepted, created_at) VALUES (?, ?, 0, ?)",
         (from_id, to_id, now),
     )
 
@@ -96,22 +95,28 @@ def friend_ids(db: Database, user_id: int) -> list[int]:
 
 def friends_of(db: Database, user_id: int) -> list[Friend]:
     """Every friend with address and newest message time, by username."""
-    return _friends(db, user_id, "", ())
+    rows = db.all(
+        "SELECT u.id, u.username, u.ip, u.port FROM friends f"
+        " JOIN users u ON u.id = f.to_user_id"
+        " WHERE f.from_user_id = ? AND f.accepted = 1 ORDER BY u.username",
+        (user_id,),
+    )
+    return _with_times(db, user_id, rows)
 
 
 def friend(db: Database, user_id: int, friend_id: int) -> Friend | None:
     """One friend of `user_id` as a contact, or None if they are not friends."""
-    found = _friends(db, user_id, " AND u.id = ?", (friend_id,))
-    return found[0] if found else None
-
-
-def _friends(db: Database, user_id: int, where: str, parameters: tuple[int, ...]) -> list[Friend]:
     rows = db.all(
         "SELECT u.id, u.username, u.ip, u.port FROM friends f"
         " JOIN users u ON u.id = f.to_user_id"
-        f" WHERE f.from_user_id = ? AND f.accepted = 1{where} ORDER BY u.username",
-        (user_id, *parameters),
+        " WHERE f.from_user_id = ? AND f.to_user_id = ? AND f.accepted = 1",
+        (user_id, friend_id),
     )
+    found = _with_times(db, user_id, rows)
+    return found[0] if found else None
+
+
+def _with_times(db: Database, user_id: int, rows: list[Row]) -> list[Friend]:
     keys = {row["id"]: conversations.user_pair_key(user_id, row["id"]) for row in rows}
     times = conversations.last_message_times(db, keys.values())
     return [

@@ -29,7 +29,7 @@ class BackoffPolicy:
         if excess <= 0:
             return 0
         seconds = min(self.base_seconds * 2 ** min(excess, _MAX_DOUBLINGS), self.max_seconds)
-        return max(0, round(seconds * 1000))
+        return max(0, int(seconds * 1000))
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,7 @@ def get(db: Database, key: str) -> Attempts | None:
 
 def locked_until(db: Database, keys: list[str], now: int) -> int:
     """The latest lock still running for any of `keys`, or 0 if none is locked."""
-    rows = db.all_in(
-        "SELECT max(locked_until) FROM login_attempts WHERE key IN ({marks})", keys
-    )
+    rows = db.all_in("SELECT max(locked_until) FROM login_attempts WHERE key IN ({marks})", keys)
     latest = max((row[0] or 0 for row in rows), default=0)
     return latest if latest > now else 0
 
@@ -88,4 +86,3 @@ def record_failure(db: Database, key: str, now: int, policy: BackoffPolicy) -> A
 def reset(db: Database, keys: list[str]) -> None:
     """Forget the failures of `keys` (after a successful login)."""
     db.executemany("DELETE FROM login_attempts WHERE key = ?", [(key,) for key in keys])
-

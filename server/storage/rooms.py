@@ -38,19 +38,16 @@ class RoomView:
 
 def create_room(db: Database, name: str, created_by: int, now: int) -> int:
     """Insert a room (no members yet); sqlite3.IntegrityError if the name is taken."""
-    cursor = db.execute(
-        "INSERT INTO rooms (room_name, created_by, created_at) VALUES (?, ?, ?)",
-        (name, created_by, now),
+    return int(
+        db.scalar(
+            "INSERT INTO rooms (room_name, created_by, created_at) VALUES (?, ?, ?) RETURNING id",
+            (name, created_by, now),
+        )
     )
-    room_id = cursor.lastrowid
-    assert room_id is not None
-    return room_id
 
 
 def get_room(db: Database, room_id: int) -> Room | None:
-    row = db.one(
-        "SELECT id, room_name, created_by, created_at FROM rooms WHERE id = ?", (room_id,)
-    )
+    row = db.one("SELECT id, room_name, created_by, created_at FROM rooms WHERE id = ?", (room_id,))
     if row is None:
         return None
     return Room(row["id"], row["room_name"], row["created_by"], row["created_at"])
@@ -79,9 +76,7 @@ def remove_member(db: Database, room_id: int, user_id: int) -> bool:
 
 
 def is_member(db: Database, room_id: int, user_id: int) -> bool:
-    row = db.one(
-        "SELECT 1 FROM room_user WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-    )
+    row = db.one("SELECT 1 FROM room_user WHERE room_id = ? AND user_id = ?", (room_id, user_id))
     return row is not None
 
 
@@ -148,3 +143,13 @@ def rooms_of(db: Database, user_id: int) -> list[RoomView]:
         )
         for row in rooms
     ]
+
+
+def member_certificates(db: Database, room_id: int) -> list[tuple[str, bytes]]:
+    """(username, certificate DER) of every member, in the order they joined."""
+    rows = db.all(
+        "SELECT u.username, u.certificate FROM room_user r JOIN users u ON u.id = r.user_id"
+        " WHERE r.room_id = ? ORDER BY r.id",
+        (room_id,),
+    )
+    return [(row["username"], bytes(row["certificate"])) for row in rows]

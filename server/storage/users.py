@@ -11,10 +11,6 @@ from dataclasses import dataclass
 
 from server.storage.database import Database, Row
 
-_COLUMNS = (
-    "id, username, password, email, ip, port, sex, age, certificate, created_at, last_seen"
-)
-
 
 @dataclass(frozen=True)
 class User:
@@ -59,23 +55,30 @@ def create_user(
     now: int,
 ) -> int:
     """Insert an account and return its id; sqlite3.IntegrityError if name/email taken."""
-    cursor = db.execute(
-        "INSERT INTO users (username, password, email, sex, age, certificate, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (username, password_hash, email, sex, age, certificate, now),
+    return int(
+        db.scalar(
+            "INSERT INTO users (username, password, email, sex, age, certificate, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (username, password_hash, email, sex, age, certificate, now),
+        )
     )
-    user_id = cursor.lastrowid
-    assert user_id is not None
-    return user_id
 
 
 def by_username(db: Database, username: str) -> User | None:
-    row = db.one(f"SELECT {_COLUMNS} FROM users WHERE username = ?", (username,))
+    row = db.one(
+        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
+        " last_seen FROM users WHERE username = ?",
+        (username,),
+    )
     return None if row is None else _user(row)
 
 
 def by_id(db: Database, user_id: int) -> User | None:
-    row = db.one(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,))
+    row = db.one(
+        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
+        " last_seen FROM users WHERE id = ?",
+        (user_id,),
+    )
     return None if row is None else _user(row)
 
 
@@ -120,8 +123,8 @@ def search(db: Database, query: str, exclude_user_id: int, limit: int = 50) -> l
     """Users whose name contains `query` (case-insensitive), never `exclude_user_id`."""
     pattern = f"%{escape_like(query)}%"
     rows = db.all(
-        f"SELECT {_COLUMNS} FROM users"
-        " WHERE username LIKE ? ESCAPE '\\' AND id <> ?"
+        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
+        " last_seen FROM users WHERE username LIKE ? ESCAPE '\\' AND id <> ?"
         " ORDER BY length(username), username LIMIT ?",
         (pattern, exclude_user_id, limit),
     )

@@ -1,0 +1,140 @@
+"""The outbox: a message is stored, with its SEND_MESSAGE params, before it is sent.
+
+A message leaves the outbox only when the server said it stored it (REPLY: `sent`) or
+refused it for good (ERROR: `failed`). Anything else (a timeout, a lost connection)
+leaves it queued, and `replay()` sends the very same params, same message id, after the
+next login: the server treats a repeated id as a no-op, so retries never duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from client.core.models import ChatMessage, MessageStatus
+from common.errors import ConnectionLost, ProtocolError, RequestError, RequestTimeout
+from common.protocol import codec
+
+log = logging.getLogger(__name__)
+
+#: Errors after which the same request may well succeed later.
+TRANSIENT_ERRORS = frozenset({"server_busy", "internal_error"})
+#: The recipients changed (a room member joined): rebuild the envelopes once and retry.
+STALE_ENVELOPES = "missing_envelope"
+
+
+class OutboxStore(Protocol):
+    """The slice of `LocalStore` the outbox needs."""
+
+    def add_message(self, m: ChatMessage) -> bool: ...
+
+    def get_message(self, message_id: str) -> ChatMessage | None: ...
+
+    def set_status(self, message_id: str, status: MessageStatus) -> None: ...
+
+    def outbox_add(self, message_id: str, params: bytes) -> None: ...
+
+    def outbox_pending(self) -> list[tuple[str, bytes]]: ...
+
+    def outbox_remove(self, message_id: str) -> None: ...
+
+
+SendFunction = Callable[[dict[str, Any]], dict[str, Any]]
+RebuildFunction = Callable[[ChatMessage, dict[str, Any]], dict[str, Any]]
+StatusListener = Callable[[str, MessageStatus], None]
+
+
+class Outbox:
+    """Durable sending of SEND_MESSAGE requests with status tracking."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        *,
+        send: SendFunction,
+        rebuild: RebuildFunction,
+        on_status: StatusListener,
+    ) -> None:
+        self._store = store
+        self._send = send
+        self._rebuild = rebuild
+        self._on_status = on_status
+        self._replay_lock = threading.Lock()
+
+    def submit(self, message: ChatMessage, params: dict[str, Any]) -> ChatMessage:
+        """Store `message` (status `sending`) and its params, then try to send it.
+
+        Returns the message with its current status; raises `RequestError` only if the
+        server refused it for good (the message is then stored as `failed`).
+        """
+        self._store.add_message(message)
+        self._store.outbox_add(message.message_id, codec.encode(params))
+        self._deliver(message.message_id, params)
+        return self._store.get_message(message.message_id) or message
+
+    def replay(self) -> int:
+        """Send every queued message again, oldest first; returns how many were sent."""
+        sent = 0
+        with self._replay_lock:
+            for message_id, raw in self._store.outbox_pending():
+                params = _decode_params(raw)
+                if params is None:
+                    log.warning("dropping an unreadable outbox entry")
+                    self._give_up(message_id)
+                    continue
+                try:
+                    if self._deliver(message_id, params):
+                        sent += 1
+                except RequestError:
+                    continue  # stored as failed and reported; the others still go
+                except (ConnectionLost, RequestTimeout):
+                    break
+        return sent
+
+    def _deliver(self, message_id: str, params: dict[str, Any]) -> bool:
+        """One send attempt; True if the server stored it. Keeps it queued on transport loss."""
+        try:
+            self._send_with_rebuild(message_id, params)
+        except RequestError as error:
+            if error.code in TRANSIENT_ERRORS:
+                return False
+            self._give_up(message_id)
+            raise
+        except (ConnectionLost, RequestTimeout):
+            return False
+        self._store.set_status(message_id, "sent")
+        self._store.outbox_remove(message_id)
+        self._report(message_id)
+        return True
+
+    def _send_with_rebuild(self, message_id: str, params: dict[str, Any]) -> None:
+        try:
+            self._send(params)
+        except RequestError as error:
+            message = self._store.get_message(message_id)
+            if error.code != STALE_ENVELOPES or message is None:
+                raise
+            fresh = self._rebuild(message, params)
+            self._store.outbox_add(message_id, codec.encode(fresh))
+            self._send(fresh)
+
+    def _give_up(self, message_id: str) -> None:
+        self._store.set_status(message_id, "failed")
+        self._store.outbox_remove(message_id)
+        self._report(message_id)
+
+    def _report(self, message_id: str) -> None:
+        """Report the stored status: a `delivered` that raced ahead is never undone."""
+        message = self._store.get_message(message_id)
+        if message is not None:
+            self._on_status(message_id, message.status)
+
+
+def _decode_params(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = codec.decode(raw)
+    except ProtocolError:
+        return None
+    return value if isinstance(value, dict) else None

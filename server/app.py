@@ -1,0 +1,200 @@
+"""Wiring: configuration -> identity, database, services, dispatcher, reactor; and main().
+
+`build_server` assembles the objects; `Server.start` binds; `Server.serve_forever`
+runs the reactor on the calling thread until `Server.stop` (or SIGINT/SIGTERM in
+`main`), then shuts down gracefully: stop accepting, commit, flush what is queued,
+close the connections, commit again, close the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from common.channel import SecureChannel
+from common.config import ServerConfig, load_config
+from common.crypto.certs import ServerIdentity
+from common.errors import UchatError
+from common.protocol.message import Message
+from server.dispatch import Dispatcher, Services
+from server.handlers import HANDLERS
+from server.logging_setup import configure_logging
+from server.net.connection import Connection
+from server.net.reactor import Reactor, ReactorSettings
+from server.sessions import Sessions
+from server.storage.database import Database
+from server.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILE = "uchat.db"
+ATTACHMENTS_DIR = "attachments"
+SPARE_FILE_DESCRIPTORS = 64
+
+
+class Server:
+    """A built server: services, dispatcher and reactor, not yet listening."""
+
+    def __init__(self, config: ServerConfig, identity: ServerIdentity, db: Database) -> None:
+        self.config = config
+        self.reactor = Reactor(
+            ReactorSettings(
+                handshake_timeout=config.handshake_timeout,
+                idle_timeout=config.idle_timeout,
+                max_connections=config.max_connections,
+                write_buffer_limit=config.write_buffer_limit,
+            ),
+            channel_factory=self._new_channel,
+            on_message=self._on_message,
+            on_closed=self._on_closed,
+            before_flush=self._commit,
+        )
+        workers = WorkerPool(
+            config.worker_threads, config.worker_queue, self.reactor.call_soon_threadsafe
+        )
+        self.services = Services(
+            db=db,
+            sessions=Sessions(),
+            workers=workers,
+            config=config,
+            identity=identity,
+            data_dir=Path(config.data_dir),
+        )
+        self.dispatcher = Dispatcher(self.services, HANDLERS)
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.services.identity.fingerprint
+
+    def start(self) -> int:
+        """Bind the listening socket; return the actual port (useful with port 0)."""
+        self.address = self.reactor.listen(self.config.host, self.config.port)
+        log.info("listening on %s:%d", *self.address)
+        return self.address[1]
+
+    def serve_forever(self) -> None:
+        """Run the reactor on this thread until `stop()`, then shut down gracefully."""
+        try:
+            self.reactor.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask the server to stop (any thread, or a signal handler)."""
+        self.reactor.stop()
+
+    def close(self) -> None:
+        """Graceful end (also for a server that never ran): flush, commit, release all."""
+        log.info("shutting down")
+        try:
+            self.reactor.shutdown()
+        finally:
+            self.services.workers.stop()
+            self.services.db.close()
+        log.info("stopped")
+
+    def _new_channel(self) -> SecureChannel:
+        return SecureChannel.server(
+            self.services.identity,
+            mac_alg=self.config.mac,
+            max_frame=self.config.max_frame_size,
+        )
+
+    def _on_message(self, connection: Connection, message: Message) -> None:
+        self.dispatcher.dispatch(connection, message)
+
+    def _on_closed(self, connection: Connection, reason: str) -> None:
+        self.dispatcher.connection_closed(connection, reason)
+
+    def _commit(self) -> None:
+        """The group commit, run by the reactor before it writes a turn's output."""
+        db = self.services.db
+        if not db.in_transaction:
+            return
+        try:
+            db.commit()
+        except Exception:
+            db.rollback()
+            raise
+
+
+def build_server(config: ServerConfig) -> Server:
+    """Create the data folders, load or create the identity, open the database."""
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (data_dir / ATTACHMENTS_DIR).mkdir(exist_ok=True, mode=0o700)
+    identity = ServerIdentity.load_or_create(data_dir)
+    db = Database.open(data_dir / DATABASE_FILE)
+    try:
+        return Server(config, identity, db)
+    except BaseException:
+        db.close()
+        raise
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="run_server.py", description="Uchat server")
+    parser.add_argument("--host", help="address to listen on (default from config)")
+    parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--data-dir", help="folder for the database, keys and attachments")
+    parser.add_argument("--config", help="path of config.json")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--mac", help="record MAC: hmac-sha256 (default) or hmac-md5")
+    return parser.parse_args(argv)
+
+
+def raise_file_limit(wanted: int) -> None:
+    """Lift the soft open-files limit toward `wanted` (each connection is one socket)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit to %d: %s", target, exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; return the process exit code."""
+    args = parse_args(argv)
+    overrides = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.data_dir": args.data_dir,
+        "server.log_level": args.log_level,
+        "server.mac": args.mac,
+    }
+    try:
+        config = load_config(args.config, env=os.environ, overrides=overrides).server
+        configure_logging(config.log_level)
+        raise_file_limit(config.max_connections + SPARE_FILE_DESCRIPTORS)
+        server = build_server(config)
+    except (UchatError, OSError) as exc:
+        print(f"uchat server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        port = server.start()
+    except OSError as exc:
+        print(f"uchat server: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        server.close()
+        return 2
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host = server.address[0] if server.address else config.host
+    print(f"Uchat server listening on {host}:{port}", flush=True)
+    print(f"Server fingerprint: {server.fingerprint}", flush=True)
+    server.serve_forever()
+    return 0

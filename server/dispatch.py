@@ -1,0 +1,257 @@
+"""Opcode -> handler, the authentication guard and the error replies.
+
+Every request gets exactly one answer carrying its request id: the handler's
+returned dict (REPLY), or an ERROR for a refused opcode, a missing login, a
+`RequestError`/`ValidationError` the handler raised, or `internal_error` for
+anything else (logged with its traceback, never with the request's params). A
+failing handler never closes the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from common.config import ServerConfig
+from common.crypto.certs import ServerIdentity
+from common.errors import RequestError, ValidationError
+from common.protocol.message import Message, error, push, reply
+from common.protocol.opcodes import PUSHES, MessageType
+from server import presence
+from server.broadcast import send_to_users
+from server.net.connection import Connection
+from server.sessions import Sessions
+from server.storage.database import Database
+from server.workers import WorkerPool, WorkerPoolFull
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOT_REQUESTS = PUSHES | {MessageType.REPLY, MessageType.ERROR}
+INTERNAL_ERROR_TEXT = "the server failed to handle this request"
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch: the protocol's time unit."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Services:
+    """Everything a handler may use; built once by `server.app`."""
+
+    db: Database
+    sessions: Sessions
+    workers: WorkerPool
+    config: ServerConfig
+    identity: ServerIdentity
+    data_dir: Path
+    clock: Callable[[], int] = wall_clock_ms
+
+
+class Context:
+    """One request: who asked, on which connection, and how to answer it."""
+
+    __slots__ = ("_answered", "_close_after", "connection", "opcode", "request_id", "services")
+
+    def __init__(
+        self, services: Services, connection: Connection, request_id: int, opcode: MessageType
+    ) -> None:
+        self.services = services
+        self.connection = connection
+        self.request_id = request_id
+        self.opcode = opcode
+        self._answered = False
+        self._close_after = False
+
+    # -- shortcuts ----------------------------------------------------------------
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.services.sessions
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.services.config
+
+    @property
+    def identity(self) -> ServerIdentity:
+        return self.services.identity
+
+    @property
+    def user_id(self) -> int | None:
+        return self.connection.user_id
+
+    @property
+    def username(self) -> str | None:
+        return self.connection.username
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        return self.connection.peer
+
+    @property
+    def answered(self) -> bool:
+        return self._answered
+
+    def now(self) -> int:
+        return self.services.clock()
+
+    # -- answering ----------------------------------------------------------------
+
+    def reply(self, params: dict[str, Any]) -> None:
+        """Answer the request with REPLY `params` (once; later answers are dropped)."""
+        self._answer(reply(self.request_id, params))
+
+    def fail(self, code: str, message: str, field: str | None = None) -> None:
+        """Answer the request with ERROR {code, message, field?}."""
+        self._answer(error(self.request_id, code, message, field))
+
+    def close_after_reply(self) -> None:
+        """Close the connection once the answer to this request has been written."""
+        self._close_after = True
+        if self._answered:
+            self.connection.close_after_flush(f"closed after {self.opcode.name}")
+
+    def _answer(self, message: Message) -> None:
+        if self._answered:
+            log.warning("second answer to %s dropped", self.opcode.name)
+            return
+        self._answered = True
+        self.connection.send(message)
+        if self._close_after:
+            self.connection.close_after_flush(f"closed after {self.opcode.name}")
+
+    # -- other users ----------------------------------------------------------------
+
+    def push(self, user_id: int, type: MessageType, params: dict[str, Any]) -> bool:
+        """Push to that user's live session; False if the user is offline."""
+        connection = self.sessions.connection_for(user_id)
+        if connection is None or not connection.is_open:
+            return False
+        connection.send(push(type, params))
+        return True
+
+    def push_many(self, user_ids: Iterable[int], type: MessageType, params: dict[str, Any]) -> int:
+        """Push one message to many users; return how many were online."""
+        return send_to_users(self.sessions, user_ids, push(type, params))
+
+    # -- sessions -------------------------------------------------------------------
+
+    def bind_user(self, user_id: int, username: str) -> None:
+        """Make this connection the user's session, kicking an older one.
+
+        A user previously bound to this same connection (a second LOGIN without
+        LOGOUT) goes offline first.
+        """
+        previous_id, previous_name = self.connection.user_id, self.connection.username
+        if previous_id is not None and previous_id != user_id and previous_name is not None:
+            self.unbind_user()
+        self.sessions.bind(self.connection, user_id, username)
+
+    def unbind_user(self) -> None:
+        """Logout: the user goes offline; the connection stays open, unauthenticated."""
+        user_id, username = self.connection.user_id, self.connection.username
+        if self.sessions.unbind(self.connection) and user_id is not None and username:
+            log.info("user %s went offline", username)
+            presence.announce_offline(self.services, user_id, username)
+
+    # -- slow work ------------------------------------------------------------------
+
+    def run_in_worker(self, fn: Callable[[], T], then: Callable[[T], None]) -> None:
+        """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
+
+        A full pool answers `server_busy` at once; `fn` raising answers
+        `internal_error`. If the connection closed meanwhile, `then` is skipped: the
+        caller is gone and must not be logged in or told anything.
+        """
+
+        def on_done(future: Future[T]) -> None:
+            if self.connection.closed:
+                log.debug("%s result dropped: connection closed", self.opcode.name)
+                return
+            try:
+                result = future.result()
+            except Exception:
+                log.exception("worker job for %s failed", self.opcode.name)
+                self.fail("internal_error", INTERNAL_ERROR_TEXT)
+                return
+            run_guarded(self, lambda: then(result))
+
+        try:
+            self.services.workers.submit(fn, on_done)
+        except WorkerPoolFull:
+            self.fail("server_busy", "the server is busy; try again shortly")
+
+
+def run_guarded(ctx: Context, step: Callable[[], Any]) -> Any:
+    """Run handler code, turning its errors into ERROR answers; None on error."""
+    try:
+        return step()
+    except RequestError as exc:
+        ctx.fail(exc.code, exc.message, exc.field)
+    except ValidationError as exc:
+        ctx.fail(exc.code, exc.message, exc.field)
+    except Exception:
+        log.exception("handler for %s failed", ctx.opcode.name)
+        ctx.fail("internal_error", INTERNAL_ERROR_TEXT)
+    return None
+
+
+class Dispatcher:
+    """Routes each decoded message to its handler module."""
+
+    def __init__(self, services: Services, handlers: Iterable[ModuleType]) -> None:
+        self._services = services
+        self._handlers: dict[MessageType, ModuleType] = {}
+        for module in handlers:
+            opcode = MessageType(module.OPCODE)
+            if opcode in self._handlers:
+                raise ValueError(f"two handlers for {opcode.name}")
+            if opcode in NOT_REQUESTS:
+                raise ValueError(f"{opcode.name} is not a request and cannot have a handler")
+            self._handlers[opcode] = module
+
+    @property
+    def opcodes(self) -> frozenset[MessageType]:
+        return frozenset(self._handlers)
+
+    def dispatch(self, connection: Connection, message: Message) -> None:
+        """Answer one request from `connection` (called on the reactor thread)."""
+        ctx = Context(self._services, connection, message.request_id, message.type)
+        module = self._handlers.get(message.type)
+        if message.type in NOT_REQUESTS:
+            ctx.fail("bad_request", f"{message.type.name} cannot be sent by a client")
+        elif message.request_id == 0:
+            ctx.fail("bad_request", "request id 0 is reserved for pushes")
+        elif module is None:
+            ctx.fail("bad_request", f"unknown request {message.type.name}")
+        elif module.REQUIRES_AUTH and connection.user_id is None:
+            ctx.fail("not_authenticated", "log in first")
+        else:
+            result = run_guarded(ctx, lambda: module.handle(ctx, message.params))
+            if isinstance(result, dict):
+                ctx.reply(result)
+            elif result is not None:
+                log.error("handler for %s returned %s", message.type.name, type(result).__name__)
+                ctx.fail("internal_error", INTERNAL_ERROR_TEXT)
+
+    def connection_closed(self, connection: Connection, reason: str) -> None:
+        """Reactor hook: a closed session's user goes offline unless a new login took over."""
+        user_id, username = connection.user_id, connection.username
+        if connection.replaced or user_id is None:
+            return
+        if self._services.sessions.unbind(connection) and username:
+            log.info("user %s went offline", username)
+            presence.announce_offline(self._services, user_id, username)

@@ -1,0 +1,33 @@
+"""ACK_DELIVERY {message_ids} -> {}: the caller stored these messages.
+
+Only the caller's own delivery rows change; other ids are ignored. Each sender still
+online hears MESSAGE_DELIVERED once per recipient.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.protocol.opcodes import MessageType
+from server.handlers._common import caller
+from server.handlers._params import get_hex_ids
+from server.storage import messages
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.ACK_DELIVERY
+REQUIRES_AUTH = True
+MAX_IDS = 10_000
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    user_id, username = caller(ctx)
+    ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
+    for message_id, sender_id in messages.mark_delivered(ctx.db, user_id, ids):
+        ctx.push(
+            sender_id,
+            MessageType.MESSAGE_DELIVERED,
+            {"message_id": message_id, "recipient": username},
+        )
+    return {}

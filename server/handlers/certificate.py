@@ -1,0 +1,37 @@
+"""CERTIFICATE {username} -> {username, certificate}: a user's certificate.
+
+Only for yourself, your friends and people you share a room with: those are the only
+people you can seal messages to, and the list of certificates should not be a
+directory anyone can crawl.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.errors import RequestError
+from common.protocol.opcodes import MessageType
+from server.handlers._common import USERNAME_MAX, caller, existing_user
+from server.handlers._params import get_str
+from server.storage import friends, rooms
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.CERTIFICATE
+REQUIRES_AUTH = True
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    user_id, _ = caller(ctx)
+    target = existing_user(ctx, get_str(params, "username", max_len=USERNAME_MAX))
+    allowed = (
+        target.id == user_id
+        or friends.are_friends(ctx.db, user_id, target.id)
+        or rooms.share_a_room(ctx.db, user_id, target.id)
+    )
+    if not allowed:
+        raise RequestError(
+            "forbidden", "only friends and room members can fetch a certificate", "username"
+        )
+    return {"username": target.username, "certificate": target.certificate}

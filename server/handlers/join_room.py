@@ -1,0 +1,37 @@
+"""JOIN_ROOM {room_id} -> Room: enter a group chat; its members are told."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.errors import RequestError
+from common.protocol.opcodes import MessageType
+from server.handlers._common import caller
+from server.handlers._params import get_int
+from server.handlers._wire import room
+from server.storage import rooms
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.JOIN_ROOM
+REQUIRES_AUTH = True
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    user_id, username = caller(ctx)
+    room_id = get_int(params, "room_id")
+    if rooms.get_room(ctx.db, room_id) is None:
+        raise RequestError("room_not_found", f"there is no room {room_id}", "room_id")
+    others = rooms.member_ids(ctx.db, room_id)
+    if not rooms.add_member(ctx.db, room_id, user_id, ctx.now()):
+        raise RequestError("already_member", "you are already in this room", "room_id")
+    ctx.push_many(
+        others,
+        MessageType.ROOM_MEMBER_EVENT,
+        {"room_id": room_id, "username": username, "event": "joined"},
+    )
+    view = rooms.room_view(ctx.db, room_id)
+    if view is None:  # checked above in this same turn: cannot happen
+        raise RuntimeError("room vanished while joining")
+    return room(view)

@@ -1,0 +1,113 @@
+"""LOGIN: backoff, password check off the reactor, then the session bundle and backlog.
+
+One answer for an unknown user and a wrong password, and the same scrypt work for
+both (a dummy hash with the configured cost), so neither the reply nor its timing
+tells which names exist. Failures are counted per account and per address in the
+database, so the backoff survives a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from common.crypto.passwords import SALT_SIZE, verify_password
+from common.errors import RequestError
+from common.protocol.opcodes import MessageType
+from server import presence
+from server.handlers._params import get_str
+from server.handlers._wire import contact_lists, delivery
+from server.storage import login_attempts, messages, users
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.LOGIN
+REQUIRES_AUTH = False
+USERNAME_MAX = 256
+PASSWORD_MAX = 1024
+LOGIN_FAILED = "wrong username or password"
+
+
+def dummy_hash(scrypt_n: int) -> str:
+    """A well-formed hash nobody's password matches, costing what a real one costs."""
+    salt = base64.b64encode(bytes(SALT_SIZE)).decode("ascii")
+    digest = base64.b64encode(bytes(32)).decode("ascii")
+    return f"scrypt${scrypt_n}$8$1${salt}${digest}"
+
+
+def backoff_policy(ctx: Context) -> login_attempts.BackoffPolicy:
+    return login_attempts.BackoffPolicy(
+        max_failures=ctx.config.login_max_failures,
+        base_seconds=ctx.config.login_backoff_base,
+        max_seconds=ctx.config.login_backoff_max,
+    )
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> None:
+    name = unicodedata.normalize("NFC", get_str(params, "username", max_len=USERNAME_MAX).strip())
+    password = get_str(params, "password", max_len=PASSWORD_MAX)
+    keys = [login_attempts.user_key(name), login_attempts.address_key(ctx.peer[0])]
+    now = ctx.now()
+    locked_until = login_attempts.locked_until(ctx.db, keys, now)
+    if locked_until:
+        seconds = max(1, math.ceil((locked_until - now) / 1000))
+        raise RequestError(
+            "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+        )
+    user = users.by_username(ctx.db, name) if name else None
+    stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
+    user_id = user.id if user is not None else None
+    ctx.run_in_worker(
+        lambda: verify_password(password, stored),
+        lambda ok: _finish(ctx, user_id if ok else None, keys),
+    )
+
+
+def _finish(ctx: Context, user_id: int | None, keys: list[str]) -> None:
+    user = users.by_id(ctx.db, user_id) if user_id is not None else None
+    if user is None:
+        policy = backoff_policy(ctx)
+        for key in keys:
+            login_attempts.record_failure(ctx.db, key, ctx.now(), policy)
+        raise RequestError("login_failed", LOGIN_FAILED)
+    login_attempts.reset(ctx.db, keys)
+    ip, port = ctx.peer
+    users.record_login(ctx.db, user.id, ip, port, ctx.now())
+    ctx.bind_user(user.id, user.username)  # logs "came online" and kicks an older session
+    ctx.reply(_bundle(ctx, user))
+    presence.announce_online(ctx)
+    push_backlog(ctx, user.id, user.username)
+
+
+def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
+    return {
+        "profile": {
+            "username": user.username,
+            "email": user.email,
+            "sex": user.sex,
+            "age": user.age,
+        },
+        "certificate": user.certificate,
+        "ca_certificate": ctx.identity.certificate_der,
+        **contact_lists(ctx, user.id),
+        "limits": {
+            "max_attachment_size": ctx.config.max_attachment_size,
+            "chunk_size": ctx.config.chunk_size,
+        },
+        "server_time": ctx.now(),
+    }
+
+
+def push_backlog(ctx: Context, user_id: int, username: str) -> int:
+    """Push every unacknowledged delivery in server order; returns how many."""
+    batch_size = max(1, ctx.config.offline_batch)
+    after_row, pushed = 0, 0
+    while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
+        ctx.push(
+            user_id, MessageType.NEW_MESSAGE, {"messages": [delivery(d, username) for d in batch]}
+        )
+        after_row, pushed = batch[-1].row_id, pushed + len(batch)
+    return pushed

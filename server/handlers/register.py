@@ -1,0 +1,96 @@
+"""REGISTER: validate the form and the CSR, hash the password off the reactor, certify.
+
+Uniqueness is checked twice: up front, so a taken name fails fast without a KDF run,
+and again after hashing, because another registration may have taken the name while
+the password was being hashed on the worker pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from common.crypto.certs import CsrInfo, issue_certificate, verify_csr
+from common.crypto.passwords import ScryptParams, hash_password
+from common.errors import CertificateError, RequestError, ValidationError
+from common.protocol.opcodes import MessageType
+from common.validation import validate_email, validate_registration, validate_username
+from server.handlers._params import get_bytes
+from server.storage import users
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.REGISTER
+REQUIRES_AUTH = False
+CSR_MAX = 4096  # an Ed25519 CSR with two extensions is a few hundred bytes
+
+log = logging.getLogger(__name__)
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> None:
+    form = _validated_form(ctx, params)
+    csr = get_bytes(params, "csr", max_len=CSR_MAX)
+    _check_available(ctx, form)
+    info = _certified_identity(csr, form)
+    password, cost = form["password"], ScryptParams(n=ctx.config.scrypt_n)
+    ctx.run_in_worker(
+        lambda: hash_password(password, cost), lambda hashed: _create(ctx, form, info, hashed)
+    )
+
+
+def _validated_form(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return validate_registration(
+            {key: params.get(key) for key in ("username", "password", "email", "sex", "age")},
+            username_min=ctx.config.username_min,
+            username_max=ctx.config.username_max,
+            password_min=ctx.config.password_min,
+        )
+    except ValidationError as exc:
+        raise RequestError(exc.code, exc.message, exc.field) from None
+
+
+def _check_available(ctx: Context, form: dict[str, Any]) -> None:
+    if users.username_taken(ctx.db, form["username"]):
+        raise RequestError("username_taken", "this username is already taken", "username")
+    if users.email_taken(ctx.db, form["email"]):
+        raise RequestError("email_taken", "this email is already registered", "email")
+
+
+def _certified_identity(csr: bytes, form: dict[str, Any]) -> CsrInfo:
+    """The verified CSR, rewritten with the form's normalised username and email."""
+    try:
+        info = verify_csr(csr)
+    except CertificateError as exc:
+        raise RequestError(
+            "invalid_csr", f"the certificate request is invalid: {exc}", "csr"
+        ) from None
+    try:
+        same_name = validate_username(info.username, 1, 1024) == form["username"]
+        same_email = validate_email(info.email) == form["email"]
+    except ValidationError:
+        same_name = same_email = False
+    if not (same_name and same_email):
+        raise RequestError(
+            "invalid_csr", "the certificate request names another user or email", "csr"
+        )
+    return dataclasses.replace(info, username=form["username"], email=form["email"])
+
+
+def _create(ctx: Context, form: dict[str, Any], info: CsrInfo, password_hash: str) -> None:
+    _check_available(ctx, form)
+    certificate = issue_certificate(ctx.identity, info)
+    users.create_user(
+        ctx.db,
+        username=form["username"],
+        password_hash=password_hash,
+        email=form["email"],
+        sex=form["sex"],
+        age=form["age"],
+        certificate=certificate,
+        now=ctx.now(),
+    )
+    log.info("user %s registered", form["username"])
+    ctx.reply({"certificate": certificate, "ca_certificate": ctx.identity.certificate_der})

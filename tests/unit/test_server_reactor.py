@@ -1,0 +1,392 @@
+"""The reactor with a trivial line-based channel: no crypto, real sockets on 127.0.0.1.
+
+The channel speaks `HELLO\n` (handshake; answered `WELCOME\n`), then one request per
+line `<opcode> <request id>`; the line `BAD` is a protocol error. Tests drive the loop
+turn by turn with `run_once`, so every step is deterministic.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from common.errors import RemoteProtocolError
+from common.protocol.message import Message, reply
+from common.protocol.opcodes import MessageType
+from server.net.connection import Connection
+from server.net.reactor import Reactor, ReactorSettings
+
+
+class LineChannel:
+    """A stand-in for SecureChannel: plaintext lines, same interface."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._outgoing = b""
+        self.established = False
+
+    def receive_data(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages: list[Message] = []
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            if line == b"BAD":
+                raise RemoteProtocolError("bad line")
+            if not self.established:
+                if line != b"HELLO":
+                    raise RemoteProtocolError("expected HELLO")
+                self.established = True
+                self._outgoing += b"WELCOME\n"
+                continue
+            opcode, request_id = line.split()
+            messages.append(Message(MessageType(int(opcode)), int(request_id), {}))
+        return messages
+
+    def data_to_send(self) -> bytes:
+        out, self._outgoing = self._outgoing, b""
+        return out
+
+    def send(self, message: Message) -> bytes:
+        size = int(message.params.get("size", 0))
+        return f"{int(message.type)} {message.request_id} ".encode() + b"x" * size + b"\n"
+
+
+@dataclass
+class Harness:
+    """A reactor plus a record of what its hooks saw."""
+
+    reactor: Reactor
+    clock: list[float]
+    closed: dict[Connection, str] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    port: int = 0
+    handler: Callable[[Connection, Message], None] | None = None
+    commit_hook: Callable[[], None] | None = None
+
+    def pump(self, until: Callable[[], bool], timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, "condition not reached"
+            self.reactor.run_once(timeout=0.02)
+
+    def connect(self, hello: bool = True) -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+        before = self.reactor.connection_count
+        self.pump(lambda: self.reactor.connection_count > before)
+        if hello:
+            client.sendall(b"HELLO\n")
+            assert self.read_line(client) == b"WELCOME"
+        return client
+
+    def read_line(self, client: socket.socket) -> bytes:
+        data = b""
+        client.setblocking(False)
+        deadline = time.monotonic() + 3
+        while not data.endswith(b"\n"):
+            assert time.monotonic() < deadline, f"no line, got {data!r}"
+            self.reactor.run_once(timeout=0.02)
+            try:
+                chunk = client.recv(1)
+            except BlockingIOError:
+                continue
+            assert chunk, "connection closed"
+            data += chunk
+        client.settimeout(3)
+        return data[:-1]
+
+    def wait_closed(self, client: socket.socket) -> None:
+        """Pump until the server has closed `client` (EOF or reset)."""
+        client.setblocking(False)
+
+        def is_closed() -> bool:
+            try:
+                while True:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return True
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        self.pump(is_closed)
+
+
+def make_harness(**settings: float) -> Harness:
+    clock = [1000.0]
+    harness: Harness
+
+    def on_message(connection: Connection, message: Message) -> None:
+        harness.events.append(f"dispatch {message.request_id}")
+        if harness.handler is not None:
+            harness.handler(connection, message)
+        else:
+            connection.send(reply(message.request_id, {}))
+
+    def before_flush() -> None:
+        harness.events.append("commit")
+        if harness.commit_hook is not None:
+            harness.commit_hook()
+
+    def on_closed(connection: Connection, reason: str) -> None:
+        harness.closed[connection] = reason
+
+    reactor = Reactor(
+        ReactorSettings(
+            handshake_timeout=settings.get("handshake_timeout", 10.0),
+            idle_timeout=settings.get("idle_timeout", 120.0),
+            max_connections=int(settings.get("max_connections", 100)),
+            write_buffer_limit=int(settings.get("write_buffer_limit", 1 << 20)),
+        ),
+        channel_factory=LineChannel,
+        on_message=on_message,
+        on_closed=on_closed,
+        before_flush=before_flush,
+        clock=lambda: clock[0],
+    )
+    harness = Harness(reactor=reactor, clock=clock)
+    harness.port = reactor.listen("127.0.0.1", 0)[1]
+    return harness
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = make_harness()
+    yield h
+    h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_request_gets_its_reply(harness: Harness) -> None:
+    client = harness.connect()
+    client.sendall(b"3 7\n3 8\n")
+    assert harness.read_line(client) == b"1 7 "
+    assert harness.read_line(client) == b"1 8 "
+
+
+def test_nothing_reaches_a_socket_before_the_turns_commit(harness: Harness) -> None:
+    client = harness.connect()
+
+    def peek_at_commit() -> None:
+        try:
+            on_wire = client.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            on_wire = b""
+        harness.events.append(f"client had {on_wire!r}")
+
+    harness.commit_hook = peek_at_commit
+    harness.events.clear()
+    client.sendall(b"3 5\n")
+    assert harness.read_line(client) == b"1 5 "
+    turn = harness.events[harness.events.index("dispatch 5") :]
+    # the turn that produced the reply committed while the client still had nothing
+    assert turn[1:3] == ["commit", "client had b''"]
+    assert "client had b'1 5 \\n'" not in harness.events
+
+
+def test_failed_commit_withholds_output_and_closes_those_connections(harness: Harness) -> None:
+    client = harness.connect()
+    bystander = harness.connect()
+
+    def failing_commit() -> None:
+        raise OSError("disk full")
+
+    harness.commit_hook = failing_commit
+    client.sendall(b"3 9\n")
+    harness.wait_closed(client)
+    reasons = list(harness.closed.values())
+    assert reasons == ["storage failure: output withheld"]
+    harness.commit_hook = None
+    bystander.sendall(b"3 1\n")
+    assert harness.read_line(bystander) == b"1 1 "
+
+
+def test_protocol_error_closes_only_that_connection(harness: Harness) -> None:
+    good = harness.connect()
+    bad = harness.connect()
+    bad.sendall(b"BAD\n")
+    harness.wait_closed(bad)
+    assert "RemoteProtocolError: bad line" in harness.closed.values()
+    good.sendall(b"3 2\n")
+    assert harness.read_line(good) == b"1 2 "
+
+
+def test_dispatch_exception_closes_only_that_connection(harness: Harness) -> None:
+    good = harness.connect()
+    bad = harness.connect()
+
+    def explode(connection: Connection, message: Message) -> None:
+        if message.request_id == 666:
+            raise RuntimeError("boom")
+        connection.send(reply(message.request_id, {}))
+
+    harness.handler = explode
+    bad.sendall(b"3 666\n")
+    harness.wait_closed(bad)
+    good.sendall(b"3 4\n")
+    assert harness.read_line(good) == b"1 4 "
+
+
+def test_peer_closing_is_noticed(harness: Harness) -> None:
+    client = harness.connect()
+    client.close()
+    harness.pump(lambda: bool(harness.closed))
+    assert list(harness.closed.values()) == ["peer closed the connection"]
+    assert harness.reactor.connection_count == 0
+
+
+def test_handshake_timeout_closes_a_silent_connection(harness: Harness) -> None:
+    silent = harness.connect(hello=False)
+    ready = harness.connect()
+    harness.clock[0] += 10.5
+    harness.wait_closed(silent)
+    assert list(harness.closed.values()) == ["handshake timeout"]
+    ready.sendall(b"3 1\n")
+    assert harness.read_line(ready) == b"1 1 "
+
+
+def test_idle_timeout_counts_received_messages_as_activity(harness: Harness) -> None:
+    active = harness.connect()
+    idle = harness.connect()
+    harness.clock[0] += 100
+    active.sendall(b"3 1\n")
+    assert harness.read_line(active) == b"1 1 "
+    harness.clock[0] += 30  # idle: 130 s without a message; active: 30 s
+    harness.wait_closed(idle)
+    assert list(harness.closed.values()) == ["idle timeout"]
+    active.sendall(b"3 2\n")
+    assert harness.read_line(active) == b"1 2 "
+
+
+def test_max_connections_refuses_extra_accepts() -> None:
+    h = make_harness(max_connections=2)
+    try:
+        first = h.connect()
+        h.connect()
+        extra = socket.create_connection(("127.0.0.1", h.port), timeout=3)
+        h.wait_closed(extra)
+        assert h.reactor.connection_count == 2
+        first.sendall(b"3 1\n")
+        assert h.read_line(first) == b"1 1 "
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_slow_reader_is_dropped_and_others_are_unaffected() -> None:
+    h = make_harness(write_buffer_limit=256 * 1024)
+    try:
+        good = h.connect()
+        slow = h.connect()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+        def flood(connection: Connection, message: Message) -> None:
+            for _ in range(100):
+                connection.send(reply(message.request_id, {"size": 64 * 1024}))
+
+        h.handler = flood
+        slow.sendall(b"3 1\n")
+        # keep sending (and never reading) until the server gives up on us
+        h.pump(lambda: slow_dropped(h), timeout=10)
+        (reason,) = h.closed.values()
+        assert reason.startswith("slow reader")
+        h.handler = None
+        good.sendall(b"3 2\n")
+        assert h.read_line(good) == b"1 2 "
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def slow_dropped(h: Harness) -> bool:
+    return any(reason.startswith("slow reader") for reason in h.closed.values())
+
+
+def test_write_interest_is_registered_only_while_output_waits() -> None:
+    h = make_harness(write_buffer_limit=64 * 1024 * 1024)
+    try:
+        client = h.connect()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        (connection,) = h.reactor.connections
+        assert connection.events == selectors.EVENT_READ
+
+        def big(conn: Connection, message: Message) -> None:
+            conn.send(reply(message.request_id, {"size": 8 * 1024 * 1024}))
+
+        h.handler = big
+        client.sendall(b"3 1\n")
+        h.pump(lambda: connection.pending_output > 0)
+        assert connection.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+        received = 0
+        client.setblocking(False)
+        while connection.pending_output:
+            h.reactor.run_once(timeout=0.01)
+            try:
+                received += len(client.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        assert connection.events == selectors.EVENT_READ
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_close_after_flush_delivers_then_closes(harness: Harness) -> None:
+    client = harness.connect()
+
+    def answer_and_close(connection: Connection, message: Message) -> None:
+        connection.send(reply(message.request_id, {}))
+        connection.close_after_flush("bye")
+
+    harness.handler = answer_and_close
+    client.sendall(b"3 3\n3 4\n")
+    assert harness.read_line(client) == b"1 3 "
+    harness.wait_closed(client)
+    assert list(harness.closed.values()) == ["bye"]
+    assert "dispatch 4" not in harness.events  # no input is handled once closing
+
+
+def test_call_soon_threadsafe_runs_on_the_reactor_thread(harness: Harness) -> None:
+    ran_on: list[threading.Thread] = []
+    worker = threading.Thread(
+        target=lambda: harness.reactor.call_soon_threadsafe(
+            lambda: ran_on.append(threading.current_thread())
+        )
+    )
+    worker.start()
+    worker.join()
+    harness.pump(lambda: bool(ran_on))
+    assert ran_on == [threading.current_thread()]
+
+
+def test_run_and_stop_from_another_thread() -> None:
+    h = make_harness()
+    thread = threading.Thread(target=h.reactor.run)
+    thread.start()
+    client = socket.create_connection(("127.0.0.1", h.port), timeout=3)
+    client.sendall(b"HELLO\n3 1\n")
+    data = b""
+    while data.count(b"\n") < 2:
+        data += client.recv(100)
+    assert data == b"WELCOME\n1 1 \n"
+    h.reactor.stop()
+    thread.join(3)
+    assert not thread.is_alive()
+    h.reactor.shutdown(flush_timeout=0.5)
+    assert list(h.closed.values()) == ["server shutting down"]
+
+
+def test_shutdown_flushes_queued_output_before_closing() -> None:
+    h = make_harness()
+    client = h.connect()
+    (connection,) = h.reactor.connections
+    connection.send(reply(42, {"size": 10}))
+    h.reactor.shutdown(flush_timeout=1.0)
+    client.settimeout(3)
+    data = b""
+    while chunk := client.recv(100):
+        data += chunk
+    assert data == b"1 42 xxxxxxxxxx\n"
+    assert h.events[-1] == "commit"

@@ -1,0 +1,444 @@
+"""The SQLite storage layer on real database files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from server.storage import (
+    attachments,
+    conversations,
+    friends,
+    login_attempts,
+    messages,
+    rooms,
+    users,
+)
+from server.storage.attachment_files import AttachmentFiles, is_attachment_id
+from server.storage.database import SCHEMA_VERSION, Database, SchemaTooNewError
+
+HASH = "scrypt$1024$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = Database.open(tmp_path / "server.db")
+    yield database
+    database.close()
+
+
+def add_user(db: Database, name: str, now: int = 1_000) -> int:
+    return users.create_user(
+        db,
+        username=name,
+        password_hash=HASH,
+        email=f"{name}@example.com",
+        sex="other",
+        age=30,
+        certificate=f"cert-{name}".encode(),
+        now=now,
+    )
+
+
+# -- database ------------------------------------------------------------------------
+
+
+def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "sub" / "server.db")
+    try:
+        assert db.schema_version == SCHEMA_VERSION
+        assert db.scalar("PRAGMA journal_mode") == "wal"
+        assert db.scalar("PRAGMA foreign_keys") == 1
+        assert db.scalar("PRAGMA synchronous") == 1  # NORMAL
+        tables = {row[0] for row in db.all("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {
+            "users",
+            "friends",
+            "rooms",
+            "room_user",
+            "chat_history",
+            "message_attachments",
+            "attachments",
+            "login_attempts",
+            "conversations",
+        } <= tables
+    finally:
+        db.close()
+
+
+def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    db = Database.open(path)
+    add_user(db, "alice")
+    db.close()
+    db = Database.open(path)
+    try:
+        assert db.schema_version == SCHEMA_VERSION
+        user = users.by_username(db, "alice")
+        assert user is not None and user.certificate == b"cert-alice"
+    finally:
+        db.close()
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(SchemaTooNewError):
+        Database.open(path)
+
+
+def test_uncommitted_writes_are_lost_and_commit_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    db = Database.open(path)
+    add_user(db, "alice")
+    db.commit()
+    add_user(db, "bob")
+    assert db.in_transaction
+    db.rollback()
+    db.close()
+    db = Database.open(path)
+    try:
+        assert users.by_username(db, "alice") is not None
+        assert users.by_username(db, "bob") is None
+    finally:
+        db.close()
+
+
+def test_transaction_rolls_back_on_error(db: Database) -> None:
+    with pytest.raises(RuntimeError), db.transaction():
+        add_user(db, "alice")
+        raise RuntimeError("boom")
+    assert users.by_username(db, "alice") is None
+    with db.transaction():
+        add_user(db, "bob")
+    assert not db.in_transaction
+
+
+def test_all_in_handles_more_values_than_one_chunk(db: Database) -> None:
+    ids = [add_user(db, f"user{i}") for i in range(1_200)]
+    names = users.usernames(db, [*ids, 999_999])
+    assert len(names) == 1_200
+    assert names[ids[1_100]] == "user1100"
+
+
+# -- users ---------------------------------------------------------------------------
+
+
+def test_usernames_and_emails_are_unique_ignoring_case(db: Database) -> None:
+    add_user(db, "alice")
+    with pytest.raises(sqlite3.IntegrityError):
+        add_user(db, "ALICE")
+    with pytest.raises(sqlite3.IntegrityError):
+        users.create_user(
+            db,
+            username="other",
+            password_hash=HASH,
+            email="Alice@Example.com",
+            sex="male",
+            age=20,
+            certificate=b"",
+            now=1,
+        )
+    assert users.username_taken(db, "Alice")
+    assert users.email_taken(db, "ALICE@example.com")
+    assert not users.username_taken(db, "bob")
+    found = users.by_username(db, "aLiCe")
+    assert found is not None and found.username == "alice"
+
+
+def test_record_login_and_last_seen(db: Database) -> None:
+    user_id = add_user(db, "alice")
+    users.record_login(db, user_id, "10.0.0.7", 5555, 2_000)
+    users.set_last_seen(db, user_id, 3_000)
+    user = users.by_id(db, user_id)
+    assert user is not None
+    assert (user.ip, user.port, user.last_seen) == ("10.0.0.7", 5555, 3_000)
+    users.set_certificate(db, user_id, b"new")
+    assert users.by_username(db, "alice").certificate == b"new"  # type: ignore[union-attr]
+
+
+def test_search_escapes_wildcards_and_excludes_self(db: Database) -> None:
+    me = add_user(db, "me_user")
+    for name in ("bob", "bobby", "ab_c", "abXc", "percent%x"):
+        add_user(db, name)
+    assert [u.username for u in users.search(db, "bob", me)] == ["bob", "bobby"]
+    assert [u.username for u in users.search(db, "b_c", me)] == ["ab_c"]
+    assert [u.username for u in users.search(db, "%", me)] == ["percent%x"]
+    assert [u.username for u in users.search(db, "BOB", me, limit=1)] == ["bob"]
+    assert users.search(db, "me_", me) == []
+    assert users.escape_like("a\\b%_") == "a\\\\b\\%\\_"
+
+
+# -- friends -------------------------------------------------------------------------
+
+
+def test_friend_request_accept_and_remove(db: Database) -> None:
+    alice, bob = add_user(db, "alice"), add_user(db, "bob")
+    friends.add_request(db, alice, bob, 10)
+    assert friends.has_pending_request(db, alice, bob)
+    assert not friends.has_pending_request(db, bob, alice)
+    assert not friends.are_friends(db, alice, bob)
+    assert friends.incoming_requests(db, bob) == ["alice"]
+    assert friends.relations(db, bob, [alice]) == {alice: "pending"}
+    with pytest.raises(sqlite3.IntegrityError):
+        friends.add_request(db, alice, bob, 11)
+
+    assert friends.accept_request(db, alice, bob, 20)
+    assert not friends.accept_request(db, alice, bob, 21)
+    assert friends.are_friends(db, alice, bob) and friends.are_friends(db, bob, alice)
+    assert friends.incoming_requests(db, bob) == []
+    assert friends.friend_ids(db, bob) == [alice]
+    assert friends.relations(db, alice, [bob]) == {bob: "friend"}
+
+    assert friends.remove_friendship(db, bob, alice)
+    assert not friends.remove_friendship(db, bob, alice)
+    assert not friends.are_friends(db, alice, bob)
+    assert friends.friend_ids(db, alice) == []
+
+
+def test_reject_request(db: Database) -> None:
+    alice, bob = add_user(db, "alice"), add_user(db, "bob")
+    friends.add_request(db, alice, bob, 10)
+    assert friends.delete_request(db, alice, bob)
+    assert not friends.delete_request(db, alice, bob)
+    assert friends.relations(db, alice, [bob]) == {}
+
+
+def test_friends_of_reports_address_and_last_message_time(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    for other in (bob, carol):
+        friends.add_request(db, alice, other, 1)
+        friends.accept_request(db, alice, other, 2)
+    users.record_login(db, bob, "192.168.1.2", 4000, 5)
+    conversations.touch(db, conversations.user_pair_key(carol, alice), 777)
+    listed = friends.friends_of(db, alice)
+    assert [(f.username, f.ip, f.port, f.last_message_time) for f in listed] == [
+        ("bob", "192.168.1.2", 4000, 0),
+        ("carol", "", 0, 777),
+    ]
+    one = friends.friend(db, carol, alice)
+    assert one is not None and one.last_message_time == 777
+    assert friends.friend(db, bob, carol) is None
+
+
+def test_self_friendship_is_refused_by_the_schema(db: Database) -> None:
+    alice = add_user(db, "alice")
+    with pytest.raises(sqlite3.IntegrityError):
+        friends.add_request(db, alice, alice, 1)
+
+
+# -- rooms ---------------------------------------------------------------------------
+
+
+def test_rooms_membership_and_views(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "Team", alice, 100)
+    with pytest.raises(sqlite3.IntegrityError):
+        rooms.create_room(db, "team", bob, 101)
+    assert rooms.name_taken(db, "TEAM")
+    assert rooms.add_member(db, room, alice, 100)
+    assert rooms.add_member(db, room, bob, 101)
+    assert not rooms.add_member(db, room, bob, 102)
+    assert rooms.is_member(db, room, bob) and not rooms.is_member(db, room, carol)
+    assert [m.username for m in rooms.members(db, room)] == ["alice", "bob"]
+    assert rooms.member_ids(db, room) == [alice, bob]
+    assert rooms.share_a_room(db, alice, bob) and not rooms.share_a_room(db, alice, carol)
+
+    other = rooms.create_room(db, "Other", bob, 103)
+    rooms.add_member(db, other, bob, 103)
+    conversations.touch(db, conversations.room_key(room), 555)
+    views = rooms.rooms_of(db, bob)
+    assert [(v.id, v.name, v.members, v.last_message_time) for v in views] == [
+        (room, "Team", ["alice", "bob"], 555),
+        (other, "Other", ["bob"], 0),
+    ]
+    view = rooms.room_view(db, room)
+    assert view is not None and view.members == ["alice", "bob"]
+    assert rooms.room_view(db, 9_999) is None
+    assert rooms.remove_member(db, room, bob)
+    assert not rooms.remove_member(db, room, bob)
+    assert [v.id for v in rooms.rooms_of(db, bob)] == [other]
+    room_row = rooms.get_room(db, room)
+    assert room_row is not None and room_row.created_by == alice
+
+
+# -- messages ------------------------------------------------------------------------
+
+
+def test_undelivered_rows_come_in_server_order_with_attachments(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    attachments.create(db, "a" * 32, uploader_id=alice, size=3, digest=b"d" * 32, now=1)
+    for index in range(5):
+        messages.store_message(
+            db,
+            message_id=f"{index:032x}",
+            sender_id=alice,
+            target_type=messages.USER,
+            target_id=bob,
+            time=1_000 - index,  # client clocks may disagree; server order is row order
+            envelopes=[(bob, f"env{index}".encode())],
+            attachment_ids=["a" * 32] if index == 2 else [],
+        )
+    messages.store_message(
+        db,
+        message_id="f" * 32,
+        sender_id=carol,
+        target_type=messages.USER,
+        target_id=alice,
+        time=5,
+        envelopes=[(alice, b"x")],
+    )
+    first = messages.undelivered(db, bob, limit=3)
+    assert [d.message_id for d in first] == [f"{i:032x}" for i in range(3)]
+    assert first[2].attachments == ["a" * 32] and first[0].attachments == []
+    assert first[0].sender == "alice" and first[0].envelope == b"env0"
+    rest = messages.undelivered(db, bob, after_row=first[-1].row_id, limit=10)
+    assert [d.message_id for d in rest] == [f"{i:032x}" for i in (3, 4)]
+    assert messages.is_attachment_recipient(db, "a" * 32, bob)
+    assert not messages.is_attachment_recipient(db, "a" * 32, carol)
+
+
+def test_store_message_is_idempotent(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    for _ in range(2):
+        messages.store_message(
+            db,
+            message_id="1" * 32,
+            sender_id=alice,
+            target_type=messages.ROOM,
+            target_id=room,
+            time=50,
+            envelopes=[(bob, b"b"), (carol, b"c")],
+        )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 2
+    stored = messages.find_message(db, "1" * 32)
+    assert stored == messages.StoredMessage("1" * 32, alice, 50)
+    assert messages.find_message(db, "2" * 32) is None
+    assert conversations.last_message_times(db, [conversations.room_key(room)]) == {"r:1": 50}
+
+
+def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    messages.store_message(
+        db,
+        message_id="1" * 32,
+        sender_id=alice,
+        target_type=messages.USER,
+        target_id=bob,
+        time=1,
+        envelopes=[(bob, b"b")],
+    )
+    assert messages.mark_delivered(db, carol, ["1" * 32]) == []
+    assert messages.mark_delivered(db, bob, ["1" * 32, "1" * 32, "9" * 32]) == [
+        ("1" * 32, alice)
+    ]
+    assert messages.mark_delivered(db, bob, ["1" * 32]) == []
+    assert messages.undelivered(db, bob) == []
+
+
+def test_conversation_time_never_moves_backwards(db: Database) -> None:
+    key = conversations.user_pair_key(2, 1)
+    assert key == conversations.user_pair_key(1, 2) == "u:1:2"
+    conversations.touch(db, key, 100)
+    conversations.touch(db, key, 50)
+    assert conversations.last_message_times(db, [key, "u:7:8"]) == {key: 100}
+
+
+# -- attachments ---------------------------------------------------------------------
+
+
+def test_attachment_rows(db: Database) -> None:
+    alice = add_user(db, "alice")
+    created = attachments.create(db, "b" * 32, uploader_id=alice, size=10, digest=b"z" * 32, now=7)
+    assert attachments.get(db, "b" * 32) == created
+    with pytest.raises(sqlite3.IntegrityError):
+        attachments.create(db, "b" * 32, uploader_id=alice, size=1, digest=b"", now=8)
+    attachments.set_received(db, "b" * 32, 4)
+    assert attachments.get(db, "b" * 32).received == 4  # type: ignore[union-attr]
+    attachments.mark_complete(db, "b" * 32)
+    done = attachments.get(db, "b" * 32)
+    assert done is not None and done.complete and done.received == 10
+    attachments.delete(db, "b" * 32)
+    assert attachments.get(db, "b" * 32) is None
+
+
+def test_attachment_files_write_at_offset_and_finish(tmp_path: Path) -> None:
+    files = AttachmentFiles(tmp_path / "attachments")
+    ident = "c" * 32
+    assert files.partial_size(ident) == 0
+    files.write_at(ident, 0, b"hello ")
+    files.write_at(ident, 6, b"world!!")
+    files.write_at(ident, 6, b"world")  # a resumed chunk cuts what followed
+    assert files.partial_size(ident) == 11
+    import hashlib
+
+    assert files.partial_digest(ident) == hashlib.sha256(b"hello world").digest()
+    files.finish(ident)
+    assert files.read(ident, 6, 100) == b"world"
+    assert files.read(ident, 0, 5) == b"hello"
+    files.discard(ident)
+    assert not files.final_path(ident).exists()
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "C" * 32, "c" * 31, "c" * 33, "", "c" * 31 + "/"])
+def test_attachment_files_refuse_anything_but_an_id(tmp_path: Path, bad: str) -> None:
+    assert not is_attachment_id(bad)
+    with pytest.raises(ValueError):
+        AttachmentFiles(tmp_path).partial_path(bad)
+
+
+# -- login attempts ------------------------------------------------------------------
+
+
+POLICY = login_attempts.BackoffPolicy(max_failures=3, base_seconds=1.0, max_seconds=10.0)
+
+
+def test_backoff_policy_doubles_up_to_the_cap() -> None:
+    assert [POLICY.lock_ms(n) for n in range(1, 9)] == [
+        0,
+        0,
+        0,
+        2_000,
+        4_000,
+        8_000,
+        10_000,
+        10_000,
+    ]
+    assert POLICY.lock_ms(10**9) == 10_000
+
+
+def test_failures_lock_and_persist_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    db = Database.open(path)
+    key = login_attempts.user_key("Alice")
+    assert key == "user:alice"
+    for now in (1_000, 1_001, 1_002):
+        assert login_attempts.record_failure(db, key, now, POLICY).locked_until == 0
+    locked = login_attempts.record_failure(db, key, 1_003, POLICY)
+    assert (locked.failures, locked.locked_until) == (4, 3_003)
+    db.commit()
+    db.close()
+
+    db = Database.open(path)
+    try:
+        address = login_attempts.address_key("10.0.0.1")
+        assert login_attempts.locked_until(db, [key, address], 2_000) == 3_003
+        assert login_attempts.locked_until(db, [key, address], 3_003) == 0
+        login_attempts.reset(db, [key])
+        assert login_attempts.get(db, key) is None
+    finally:
+        db.close()
+
+
+def test_old_failures_are_forgotten(db: Database) -> None:
+    key = login_attempts.address_key("10.0.0.2")
+    for now in range(5):
+        login_attempts.record_failure(db, key, now, POLICY)
+    later = 5 + login_attempts.FAILURE_MEMORY_MS
+    fresh = login_attempts.record_failure(db, key, later, POLICY)
+    assert (fresh.failures, fresh.locked_until) == (1, 0)
