@@ -26,9 +26,12 @@ test:
 	@bash scripts/bootstrap.sh --test
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Both linters always run, so one report shows every problem; either failing fails lint.
 lint: bootstrap
-	$(PY) -m ruff check .
-	$(PY) -m mypy
+	@status=0; \
+	$(PY) -m ruff check . || status=1; \
+	$(PY) -m mypy || status=1; \
+	exit $$status
 
 bench: bootstrap
 	@bash scripts/run_benches.sh

@@ -125,8 +125,8 @@ def _validate(config: Config) -> Config:
         raise ConfigError("ports must be between 0 and 65535")
     if s.chunk_size <= 0 or s.chunk_size + 4096 > s.max_frame_size:
         raise ConfigError("server.chunk_size must be positive and fit in max_frame_size")
-    if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1):
-        raise ConfigError("server.scrypt_n must be a power of two")
+    if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1) or s.scrypt_n > 2**18:
+        raise ConfigError("server.scrypt_n must be a power of two no larger than 2**18")
     if config.language not in LANGUAGES:
         raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
     return config

@@ -23,9 +23,9 @@ from common.crypto.certs import ServerIdentity
 from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
-from server import presence
 from server.broadcast import send_to_users
 from server.net.connection import Connection
+from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage.database import Database
 from server.workers import WorkerPool, WorkerPoolFull
@@ -165,7 +165,7 @@ class Context:
         user_id, username = self.connection.user_id, self.connection.username
         if self.sessions.unbind(self.connection) and user_id is not None and username:
             log.info("user %s went offline", username)
-            presence.announce_offline(self.services, user_id, username)
+            announce_offline(self.services, user_id, username)
 
     # -- slow work ------------------------------------------------------------------
 
@@ -254,4 +254,4 @@ class Dispatcher:
             return
         if self._services.sessions.unbind(connection) and username:
             log.info("user %s went offline", username)
-            presence.announce_offline(self._services, user_id, username)
+            announce_offline(self._services, user_id, username)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from client.core import media
 from client.core.connection import Connection, PendingRequest
 from client.core.crypto_session import (
+    MAX_NAME_LENGTH,
     CertificateBook,
     Identity,
     Inbox,
@@ -52,7 +53,7 @@ from client.core.pins import ServerPins
 from client.core.store import LocalStore, UploadState
 from client.core.transfers import Progress, Transfers
 from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
-from common.crypto.keys import generate_user_keys
+from common.crypto.keys import KdfParams, generate_user_keys
 from common.errors import (
     CertificateError,
     ConnectionLost,
@@ -76,7 +77,6 @@ T = TypeVar("T")
 
 ASYNC_RESULT = "async_result"
 ASYNC_WORKERS = 4
-MAX_ATTACHMENT_NAME = 255
 TRANSIENT_LOGIN_ERRORS = frozenset({"server_busy", "too_many_attempts", "internal_error"})
 
 
@@ -357,7 +357,13 @@ def _bytes_field(reply: Mapping[str, Any], name: str) -> bytes:
 
 
 class ChatClient:
-    """One user's connection to one Uchat server; see docs/api.md."""
+    """One user's connection to one Uchat server; see docs/api.md.
+
+    Keyword-only extras beyond the documented constructor: `ping_interval` (seconds
+    between keep-alive PINGs; two silent intervals mean a dead peer), `reconnect_min`
+    / `reconnect_max` (back-off bounds), `auto_reconnect`, and `key_kdf` (the scrypt
+    cost used when sealing a key file; tests and benchmarks lower it).
+    """
 
     def __init__(
         self,
@@ -371,6 +377,7 @@ class ChatClient:
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         auto_reconnect: bool = True,
+        key_kdf: KdfParams | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -380,7 +387,7 @@ class ChatClient:
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self._expected_fingerprint = expected_fingerprint.lower() if expected_fingerprint else None
-        self._keystore = KeyStore(self.data_dir)
+        self._keystore = KeyStore(self.data_dir, key_kdf)
         self._pins = ServerPins(self._keystore.pins_path)
         self._events = EventHub()
         self._conn: Connection | None = None
@@ -1150,7 +1157,7 @@ class ChatClient:
     def _attachment_of(state: UploadState) -> Attachment:
         return Attachment(
             state.attachment_id,
-            state.name[:MAX_ATTACHMENT_NAME],
+            state.name[:MAX_NAME_LENGTH],
             state.size,
             state.key,
             state.digest,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import select
+import selectors
 import socket
 import threading
 import time
@@ -250,7 +250,7 @@ class Connection:
                 self._dispatch(message)
             self._read_loop()
         except (OSError, ValueError, UchatError) as exc:
-            # ValueError: select() on a socket another thread has just closed
+            # ValueError: selecting on a socket another thread has just closed
             error = exc
         except Exception as exc:  # a bug must not leave waiters hanging forever
             log.exception("socket thread crashed")
@@ -260,20 +260,23 @@ class Connection:
         self._shutdown(error or ConnectionLost("the server closed the connection"), notify=True)
 
     def _read_loop(self) -> None:
+        sock, channel = self._sock, self._channel
+        if sock is None or channel is None:
+            return
         tick = min(MAX_TICK, max(self.ping_interval / 4, 0.01))
-        while not self._closed:
-            sock, channel = self._sock, self._channel
-            if sock is None or channel is None:
-                return
-            readable, _, _ = select.select([sock], [], [], tick)
-            if readable:
-                data = sock.recv(RECV_SIZE)
-                if not data:
-                    return
-                self._last_received = time.monotonic()
-                for message in channel.receive_data(data):
-                    self._dispatch(message)
-            self._keep_alive()
+        # a selector, not select.select(): no FD_SETSIZE limit when a benchmark opens
+        # thousands of clients in one process
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while not self._closed:
+                if selector.select(tick):
+                    data = sock.recv(RECV_SIZE)
+                    if not data:
+                        return
+                    self._last_received = time.monotonic()
+                    for message in channel.receive_data(data):
+                        self._dispatch(message)
+                self._keep_alive()
 
     def _keep_alive(self) -> None:
         now = time.monotonic()

@@ -43,6 +43,7 @@ COLOR_PATTERN = re.compile(r"#[0-9a-fA-F]{6}")
 MIN_FONT_SIZE = 6
 MAX_FONT_SIZE = 72
 MAX_NAME_LENGTH = 255
+MAX_ATTACHMENT_CHUNK = 16 * 1024 * 1024
 ATTACHMENT_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 BODY_LIMITS = codec.Limits(max_size=1_179_648, max_depth=2, max_items=32)
 
@@ -138,7 +139,19 @@ class CertificateBook:
             cached = self._trusted.get(username)
         if cached is not None and not refresh:
             return cached
-        return self.verify(username, self._fetch_user(username))
+        try:
+            der = self._fetch_user(username)
+        except (ConnectionLost, RequestTimeout):
+            return self._pinned_while_offline(username)
+        return self.verify(username, der)
+
+    def _pinned_while_offline(self, username: str) -> UserCertificate:
+        """Offline, the pinned certificate is what we trust anyway: seal to it (not cached,
+        so the server's copy is checked against the pin once we are back)."""
+        pinned = self._pins.pinned_certificate(username)
+        if pinned is None:
+            raise ConnectionLost(f"not connected, and {username}'s key was never fetched")
+        return load_user_certificate(pinned, self._ca)
 
     def room_certificates(
         self, room_id: int, *, refresh: bool = False
@@ -347,8 +360,10 @@ def _attachment(value: dict[str, Any]) -> Attachment:
         raise RemoteProtocolError("malformed attachment key")
     if len(key) != 32 or len(digest) != 32:
         raise RemoteProtocolError("malformed attachment key")
-    if type(size) is not int or type(chunk_size) is not int or size < 0 or chunk_size <= 0:
+    if type(size) is not int or type(chunk_size) is not int or size < 0:
         raise RemoteProtocolError("malformed attachment size")
+    if not 0 < chunk_size <= MAX_ATTACHMENT_CHUNK:  # bounds what one chunk can buffer
+        raise RemoteProtocolError("attachment chunk size out of range")
     return Attachment(attachment_id, name, size, key, digest, chunk_size)
 
 

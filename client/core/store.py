@@ -160,7 +160,37 @@ _MESSAGE_FIELDS = (
 )
 _MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
 _SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608
-_SELECT_MESSAGE_M = "SELECT " + ", ".join(f"m.{f}" for f in _MESSAGE_FIELDS)
+
+_SEARCH_FTS = (
+    f"{_SELECT_MESSAGE} WHERE id IN (SELECT m.id FROM messages_fts AS f "  # noqa: S608
+    "JOIN messages AS m ON m.id = f.rowid WHERE messages_fts MATCH ? "
+    "ORDER BY m.time DESC, m.id DESC LIMIT ?) ORDER BY time DESC, id DESC"
+)
+_VALUE_MARKS = ", ".join("?" for _ in range(len(_MESSAGE_FIELDS) + 1))
+_STAGE_MESSAGE = (
+    f"INSERT INTO temp.incoming ({_MESSAGE_COLUMNS}, is_read) "  # noqa: S608
+    f"VALUES ({_VALUE_MARKS})"
+)
+# "WHERE true" keeps ON CONFLICT from being parsed as part of the SELECT.
+_INSERT_STAGED = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, is_read) "  # noqa: S608
+    f"SELECT {_MESSAGE_COLUMNS}, is_read FROM temp.incoming WHERE true ORDER BY seq "
+    "ON CONFLICT (message_id) DO NOTHING"
+)
+_UPSERT_SUMMARY = (
+    "INSERT INTO chats (chat_kind, chat_id, last_message, last_time, unread) "
+    "VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (chat_kind, chat_id) DO UPDATE SET "
+    "unread = chats.unread + excluded.unread, "
+    "last_message = CASE WHEN excluded.last_time >= chats.last_time "
+    "THEN excluded.last_message ELSE chats.last_message END, "
+    "last_time = max(chats.last_time, excluded.last_time)"
+)
+_CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS incoming (seq INTEGER PRIMARY KEY, "
+    + ", ".join((*_MESSAGE_FIELDS, "is_read"))
+    + ")"
+)
 
 _UPLOAD_COLUMNS = (
     "attachment_id, message_id, chat_kind, chat_id, kind, name, source_path, encrypted_path, "
@@ -248,6 +278,19 @@ def _message_values(m: ChatMessage) -> tuple[Any, ...]:
     )
 
 
+def _summary_rows(new_messages: Sequence[ChatMessage]) -> list[tuple[Any, ...]]:
+    """One summary upsert per chat: the unread increment and the newest message's preview."""
+    latest: dict[tuple[str, str], ChatMessage] = {}
+    unread: dict[tuple[str, str], int] = {}
+    for m in new_messages:
+        key = (m.chat_kind, m.chat_id)
+        current = latest.get(key)
+        if current is None or m.time >= current.time:  # ties: the later insert wins
+            latest[key] = m
+        unread[key] = unread.get(key, 0) + (0 if m.outgoing else 1)
+    return [(*key, m.preview(), m.time, unread[key]) for key, m in latest.items()]
+
+
 def _row_to_message(row: Sequence[Any]) -> ChatMessage:
     attachment = None
     if row[9] is not None:
@@ -309,6 +352,8 @@ class LocalStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA temp_store=MEMORY")
+            self._conn.execute(_CREATE_STAGING)
             self._migrate()
             fts_ready = self._ensure_fts()
         except BaseException:
@@ -376,35 +421,33 @@ class LocalStore:
         return self.add_messages([m])[0]
 
     def add_messages(self, ms: Sequence[ChatMessage]) -> list[bool]:
-        """Store a batch in one transaction; each flag says whether that message was new."""
-        added: list[bool] = []
-        with self._transaction() as conn:
-            for m in ms:
-                cursor = conn.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}, is_read) "  # noqa: S608
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (message_id) DO NOTHING",
-                    _message_values(m),
-                )
-                is_new = cursor.rowcount == 1
-                if is_new:
-                    self._update_summary(conn, m)
-                added.append(is_new)
-        return added
+        """Store a batch in one transaction; each flag says whether that message was new.
 
-    @staticmethod
-    def _update_summary(conn: sqlite3.Connection, m: ChatMessage) -> None:
-        """Bump unread for incoming messages; keep the newest message as the preview."""
-        conn.execute(
-            "INSERT INTO chats (chat_kind, chat_id, last_message, last_time, unread) "
-            "VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (chat_kind, chat_id) DO UPDATE SET "
-            "unread = chats.unread + excluded.unread, "
-            "last_message = CASE WHEN excluded.last_time >= chats.last_time "
-            "THEN excluded.last_message ELSE chats.last_message END, "
-            "last_time = max(chats.last_time, excluded.last_time)",
-            (m.chat_kind, m.chat_id, m.preview(), m.time, 0 if m.outgoing else 1),
-        )
+        The batch goes through a temp table and into `messages` with ONE statement: FTS5
+        flushes its pending index data at every statement savepoint, so row-by-row
+        inserts through the index trigger cost ten times more.
+        """
+        if not ms:
+            return []
+        with self._transaction() as conn:
+            conn.executemany(_STAGE_MESSAGE, [_message_values(m) for m in ms])
+            last_id = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+            conn.execute(_INSERT_STAGED)
+            conn.execute("DELETE FROM temp.incoming")
+            inserted = {
+                row[0]
+                for row in conn.execute("SELECT message_id FROM messages WHERE id > ?", (last_id,))
+            }
+            added: list[bool] = []
+            fresh: list[ChatMessage] = []
+            for m in ms:
+                is_new = m.message_id in inserted
+                inserted.discard(m.message_id)  # a repeat inside the batch is not new
+                added.append(is_new)
+                if is_new:
+                    fresh.append(m)
+            conn.executemany(_UPSERT_SUMMARY, _summary_rows(fresh))
+        return added
 
     def set_status(self, message_id: str, status: MessageStatus) -> None:
         """Move a message's status forward; a stale or backward update is ignored."""
@@ -465,9 +508,10 @@ class LocalStore:
         if not query or limit <= 0:
             return []
         if self.full_text and len(query) >= FTS_MIN_QUERY:
+            # Sort just (time, id) of every match, then fetch whole rows for the page:
+            # three times faster than sorting whole rows when a word matches thousands.
             rows = self._query(
-                f"{_SELECT_MESSAGE_M} FROM messages AS m JOIN messages_fts AS f ON f.rowid = m.id "
-                "WHERE messages_fts MATCH ? ORDER BY m.time DESC, m.id DESC LIMIT ?",
+                _SEARCH_FTS,
                 (fts_phrase(query), limit),
             )
         else:

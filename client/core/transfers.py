@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -81,6 +82,7 @@ class Transfers:
         self._start = start_request
         self._report = report
         self._window = max(1, window)
+        self._naming = threading.Lock()
 
     # ------------------------------------------------------------------ upload
 
@@ -186,8 +188,9 @@ class Transfers:
                 self._decrypt_stream(attachment, decryptor, out.write, piece_size, progress)
                 out.flush()
                 os.fsync(out.fileno())
-            final = media.safe_download_path(dest_dir, attachment.name)
-            os.replace(temp, final)
+            with self._naming:  # pick a free name and take it before anyone else can
+                final = media.safe_download_path(dest_dir, attachment.name)
+                os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

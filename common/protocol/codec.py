@@ -25,27 +25,24 @@ BYTES = 0x05
 LIST = 0x06
 DICT = 0x07
 
-INT_MIN = -(2**63)
-INT_MAX = 2**63 - 1
-MAX_LENGTH = 2**32 - 1  # what the 4-byte length field can hold
-
 _HEADER = struct.Struct(">BI")
 _HEADER_SIZE = _HEADER.size
+_INT_TLV = struct.Struct(">BIq")  # a whole int element: header and value in one pack
+_FLOAT_TLV = struct.Struct(">BId")
 _INT = struct.Struct(">q")
 _FLOAT = struct.Struct(">d")
 
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
-_pack_int = _INT.pack
+_pack_int_tlv = _INT_TLV.pack
+_pack_float_tlv = _FLOAT_TLV.pack
 _unpack_int = _INT.unpack_from
-_pack_float = _FLOAT.pack
 _unpack_float = _FLOAT.unpack_from
 
 _NONE_BYTES = _pack_header(NONE, 0)
 _TRUE_BYTES = _pack_header(BOOL, 1) + b"\x01"
 _FALSE_BYTES = _pack_header(BOOL, 1) + b"\x00"
-_INT_HEADER = _pack_header(INT, 8)
-_FLOAT_HEADER = _pack_header(FLOAT, 8)
+_MAX_ENCODE_DEPTH = 32  # what a peer with the default Limits accepts
 
 
 @dataclass(frozen=True)
@@ -74,16 +71,22 @@ DEFAULT_LIMITS = Limits()
 def encode(value: Any) -> bytes:
     """Encode one value; raises LocalProtocolError for anything the protocol cannot carry."""
     parts: list[bytes] = []
-    _encode_value(value, parts, 0)
+    try:
+        _encode_value(value, parts, 0)
+    except struct.error as exc:  # every pack is of an int64 or a 4-byte length
+        raise LocalProtocolError("int or length does not fit its fixed-size field") from exc
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError("str is not encodable as UTF-8 (lone surrogate)") from exc
     return b"".join(parts)
 
 
-def _encode_value(value: Any, parts: list[bytes], depth: int) -> int:
-    """Append the encoding of `value` to `parts`; return how many bytes were appended.
+# Each encoder appends its bytes to `parts` and returns how many it appended, so a
+# container writes its header once its children are encoded, without joining or
+# measuring them again. Overflows surface as struct.error and bad text as
+# UnicodeEncodeError; `encode` turns both into LocalProtocolError.
 
-    Returning sizes lets a container write its header once its children are encoded,
-    without joining or measuring them again.
-    """
+
+def _encode_value(value: Any, parts: list[bytes], depth: int) -> int:
     encoder = _ENCODERS.get(type(value))
     if encoder is None:
         encoder = _encoder_for_subclass(value)
@@ -101,71 +104,84 @@ def _encode_bool(value: bool, parts: list[bytes], depth: int) -> int:
 
 
 def _encode_int(value: int, parts: list[bytes], depth: int) -> int:
-    if not INT_MIN <= value <= INT_MAX:
-        raise LocalProtocolError("int does not fit in signed 64 bits")
-    parts.append(_INT_HEADER)
-    parts.append(_pack_int(value))
+    parts.append(_pack_int_tlv(INT, 8, value))
     return _HEADER_SIZE + 8
 
 
 def _encode_float(value: float, parts: list[bytes], depth: int) -> int:
-    parts.append(_FLOAT_HEADER)
-    parts.append(_pack_float(value))
+    parts.append(_pack_float_tlv(FLOAT, 8, value))
     return _HEADER_SIZE + 8
 
 
 def _encode_str(value: str, parts: list[bytes], depth: int) -> int:
-    try:
-        raw = value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError("str is not encodable as UTF-8 (lone surrogate)") from exc
-    return _append_blob(STR, raw, parts)
+    raw = value.encode()
+    parts.append(_pack_header(STR, len(raw)))
+    parts.append(raw)
+    return _HEADER_SIZE + len(raw)
 
 
 def _encode_bytes(value: bytes | bytearray | memoryview, parts: list[bytes], depth: int) -> int:
-    return _append_blob(BYTES, bytes(value), parts)
-
-
-def _append_blob(tag: int, raw: bytes, parts: list[bytes]) -> int:
-    size = len(raw)
-    if size > MAX_LENGTH:
-        raise LocalProtocolError("value too long for a 4-byte length")
-    parts.append(_pack_header(tag, size))
+    raw = bytes(value)
+    parts.append(_pack_header(BYTES, len(raw)))
     parts.append(raw)
-    return _HEADER_SIZE + size
+    return _HEADER_SIZE + len(raw)
+
+
+# The container loops encode str and int inline (no call per element): replies and
+# pushes are encoded on the server's hot path.
 
 
 def _encode_list(value: list[Any] | tuple[Any, ...], parts: list[bytes], depth: int) -> int:
     depth += 1
-    if depth > DEFAULT_LIMITS.max_depth:
+    if depth > _MAX_ENCODE_DEPTH:
         raise LocalProtocolError("value nested too deeply")
     slot = len(parts)
-    parts.append(b"")  # replaced by the header once the size is known
+    append = parts.append
+    append(b"")  # replaced by the header once the size is known
     size = 0
     for item in value:
-        size += _encode_value(item, parts, depth)
-    return _close_container(LIST, slot, size, parts)
+        kind = type(item)
+        if kind is str:
+            raw = item.encode()
+            append(_pack_header(STR, len(raw)))
+            append(raw)
+            size += _HEADER_SIZE + len(raw)
+        elif kind is int:
+            append(_pack_int_tlv(INT, 8, item))
+            size += _HEADER_SIZE + 8
+        else:
+            size += _encode_value(item, parts, depth)
+    parts[slot] = _pack_header(LIST, size)
+    return _HEADER_SIZE + size
 
 
 def _encode_dict(value: dict[Any, Any], parts: list[bytes], depth: int) -> int:
     depth += 1
-    if depth > DEFAULT_LIMITS.max_depth:
+    if depth > _MAX_ENCODE_DEPTH:
         raise LocalProtocolError("value nested too deeply")
     slot = len(parts)
-    parts.append(b"")
+    append = parts.append
+    append(b"")
     size = 0
     for key, item in value.items():
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):
             raise LocalProtocolError("dict keys must be str")
-        size += _encode_str(key, parts, depth)
-        size += _encode_value(item, parts, depth)
-    return _close_container(DICT, slot, size, parts)
-
-
-def _close_container(tag: int, slot: int, size: int, parts: list[bytes]) -> int:
-    if size > MAX_LENGTH:
-        raise LocalProtocolError("container too long for a 4-byte length")
-    parts[slot] = _pack_header(tag, size)
+        raw = key.encode()
+        append(_pack_header(STR, len(raw)))
+        append(raw)
+        size += _HEADER_SIZE + len(raw)
+        kind = type(item)
+        if kind is str:
+            raw = item.encode()
+            append(_pack_header(STR, len(raw)))
+            append(raw)
+            size += _HEADER_SIZE + len(raw)
+        elif kind is int:
+            append(_pack_int_tlv(INT, 8, item))
+            size += _HEADER_SIZE + 8
+        else:
+            size += _encode_value(item, parts, depth)
+    parts[slot] = _pack_header(DICT, size)
     return _HEADER_SIZE + size
 
 
@@ -223,8 +239,16 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
         data = bytes(data)  # values are slices of it: they must not alias a mutable buffer
     if len(data) > limits.max_size:
         raise RemoteProtocolError("encoded value exceeds the size limit")
+    if len(data) < _HEADER_SIZE:
+        raise RemoteProtocolError("truncated value header")
+    tag, length = _unpack_header(data, 0)
+    if _HEADER_SIZE + length != len(data):
+        raise RemoteProtocolError("value length does not match the input size")
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise RemoteProtocolError(f"unknown type byte 0x{tag:02x}")
     try:
-        return _Reader(data, limits).read_top()
+        return decoder(_Reader(data, limits), _HEADER_SIZE, len(data), 0)
     except RecursionError as exc:  # only reachable with a custom, very large max_depth
         raise RemoteProtocolError("value nested too deeply") from exc
 
@@ -241,32 +265,8 @@ class _Reader:
 
     def __init__(self, data: bytes, limits: Limits) -> None:
         self.data = data
-        self.items_left = limits.max_items
+        self.items_left = limits.max_items - 1  # the top value counts too
         self.max_depth = limits.max_depth
-
-    def read_top(self) -> Any:
-        """Decode the one value that must fill all of `data`."""
-        data = self.data
-        end = len(data)
-        if end < _HEADER_SIZE:
-            raise RemoteProtocolError("truncated value header")
-        tag, length = _unpack_header(data, 0)
-        if _HEADER_SIZE + length != end:
-            raise RemoteProtocolError("value length does not match the input size")
-        self._spend(1)
-        return self._decoder(tag)(self, _HEADER_SIZE, end, 0)
-
-    def _spend(self, count: int) -> None:
-        self.items_left -= count
-        if self.items_left < 0:
-            raise RemoteProtocolError("too many elements")
-
-    @staticmethod
-    def _decoder(tag: int) -> _Decoder:
-        decoder = _DECODERS.get(tag)
-        if decoder is None:
-            raise RemoteProtocolError(f"unknown type byte 0x{tag:02x}")
-        return decoder
 
     def read_none(self, start: int, stop: int, depth: int) -> None:
         if stop != start:
@@ -310,6 +310,7 @@ class _Reader:
             raise RemoteProtocolError("value nested too deeply")
         data = self.data
         unpack_header = _unpack_header
+        decoders = _DECODERS
         items: list[Any] = []
         append = items.append
         pos = start
@@ -329,9 +330,14 @@ class _Reader:
             elif tag == INT and length == 8:
                 append(_unpack_int(data, pos)[0])
             else:
-                append(self._decoder(tag)(self, pos, end, depth))
+                decoder = decoders.get(tag)
+                if decoder is None:
+                    raise RemoteProtocolError(f"unknown type byte 0x{tag:02x}")
+                append(decoder(self, pos, end, depth))
             pos = end
-        self._spend(len(items))
+        self.items_left -= len(items)
+        if self.items_left < 0:
+            raise RemoteProtocolError("too many elements")
         return items
 
     def read_dict(self, start: int, stop: int, depth: int) -> dict[str, Any]:
@@ -340,6 +346,7 @@ class _Reader:
             raise RemoteProtocolError("value nested too deeply")
         data = self.data
         unpack_header = _unpack_header
+        decoders = _DECODERS
         result: dict[str, Any] = {}
         pos = start
         while pos < stop:
@@ -370,10 +377,17 @@ class _Reader:
                     raise RemoteProtocolError("str is not valid UTF-8") from exc
             elif tag == INT and length == 8:
                 result[key] = _unpack_int(data, pos)[0]
+            elif tag == BYTES:
+                result[key] = data[pos:end]
             else:
-                result[key] = self._decoder(tag)(self, pos, end, depth)
+                decoder = decoders.get(tag)
+                if decoder is None:
+                    raise RemoteProtocolError(f"unknown type byte 0x{tag:02x}")
+                result[key] = decoder(self, pos, end, depth)
             pos = end
-        self._spend(2 * len(result))
+        self.items_left -= 2 * len(result)
+        if self.items_left < 0:
+            raise RemoteProtocolError("too many elements")
         return result
 
 

@@ -76,4 +76,3 @@ def get_hex_ids(
     if not all(type(item) is str and HEX_ID.fullmatch(item) for item in value):
         raise _bad(name, "a list of ids of 32 lowercase hex digits")
     return list(value)
-

@@ -3,7 +3,9 @@
 One answer for an unknown user and a wrong password, and the same scrypt work for
 both (a dummy hash with the configured cost), so neither the reply nor its timing
 tells which names exist. Failures are counted per account and per address in the
-database, so the backoff survives a restart.
+database, so the backoff survives a restart. The account's counter is raised
+*before* the password check and cleared on success, so a burst of parallel guesses
+at one account cannot all slip past the lock while their hashes are computed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from common.crypto.passwords import SALT_SIZE, verify_password
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import presence
+from server.handlers._common import USERNAME_MAX
 from server.handlers._params import get_str
 from server.handlers._wire import contact_lists, delivery
 from server.storage import login_attempts, messages, users
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
 
 OPCODE = MessageType.LOGIN
 REQUIRES_AUTH = False
-USERNAME_MAX = 256
 PASSWORD_MAX = 1024
 LOGIN_FAILED = "wrong username or password"
 
@@ -49,31 +51,32 @@ def backoff_policy(ctx: Context) -> login_attempts.BackoffPolicy:
 def handle(ctx: Context, params: dict[str, Any]) -> None:
     name = unicodedata.normalize("NFC", get_str(params, "username", max_len=USERNAME_MAX).strip())
     password = get_str(params, "password", max_len=PASSWORD_MAX)
-    keys = [login_attempts.user_key(name), login_attempts.address_key(ctx.peer[0])]
+    account_key = login_attempts.user_key(name)
+    address_key = login_attempts.address_key(ctx.peer[0])
     now = ctx.now()
-    locked_until = login_attempts.locked_until(ctx.db, keys, now)
+    locked_until = login_attempts.locked_until(ctx.db, [account_key, address_key], now)
     if locked_until:
         seconds = max(1, math.ceil((locked_until - now) / 1000))
         raise RequestError(
             "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
         )
+    login_attempts.record_failure(ctx.db, account_key, now, backoff_policy(ctx))
     user = users.by_username(ctx.db, name) if name else None
     stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
     user_id = user.id if user is not None else None
     ctx.run_in_worker(
         lambda: verify_password(password, stored),
-        lambda ok: _finish(ctx, user_id if ok else None, keys),
+        lambda ok: _finish(ctx, user_id if ok else None, account_key, address_key),
     )
 
 
-def _finish(ctx: Context, user_id: int | None, keys: list[str]) -> None:
+def _finish(ctx: Context, user_id: int | None, account_key: str, address_key: str) -> None:
+    """Runs after the hash check; the account's failure is already counted."""
     user = users.by_id(ctx.db, user_id) if user_id is not None else None
     if user is None:
-        policy = backoff_policy(ctx)
-        for key in keys:
-            login_attempts.record_failure(ctx.db, key, ctx.now(), policy)
+        login_attempts.record_failure(ctx.db, address_key, ctx.now(), backoff_policy(ctx))
         raise RequestError("login_failed", LOGIN_FAILED)
-    login_attempts.reset(ctx.db, keys)
+    login_attempts.reset(ctx.db, [account_key, address_key])
     ip, port = ctx.peer
     users.record_login(ctx.db, user.id, ip, port, ctx.now())
     ctx.bind_user(user.id, user.username)  # logs "came online" and kicks an older session

@@ -6,7 +6,6 @@ register beside "alice"; the stored spelling is the one shown on the wire.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from server.storage.database import Database, Row
@@ -90,10 +89,6 @@ def email_taken(db: Database, email: str) -> bool:
     return db.one("SELECT 1 FROM users WHERE email = ?", (email,)) is not None
 
 
-def set_certificate(db: Database, user_id: int, certificate: bytes) -> None:
-    db.execute("UPDATE users SET certificate = ? WHERE id = ?", (certificate, user_id))
-
-
 def record_login(db: Database, user_id: int, ip: str, port: int, now: int) -> None:
     """Remember where the user last logged in from (shown to friends)."""
     db.execute(
@@ -104,14 +99,6 @@ def record_login(db: Database, user_id: int, ip: str, port: int, now: int) -> No
 
 def set_last_seen(db: Database, user_id: int, now: int) -> None:
     db.execute("UPDATE users SET last_seen = ? WHERE id = ?", (now, user_id))
-
-
-def usernames(db: Database, user_ids: Iterable[int]) -> dict[int, str]:
-    """Map each existing id to its username (missing ids are left out)."""
-    rows = db.all_in(
-        "SELECT id, username FROM users WHERE id IN ({marks})", list(dict.fromkeys(user_ids))
-    )
-    return {row["id"]: row["username"] for row in rows}
 
 
 def escape_like(text: str) -> str:

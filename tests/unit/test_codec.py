@@ -28,7 +28,7 @@ VALUES = st.recursive(
     lambda children: (
         st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6)
     ),
-    max_leaves=40,
+    max_leaves=24,
 )
 
 

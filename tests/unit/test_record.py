@@ -8,6 +8,8 @@ import struct
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.crypto import primitives
 from common.crypto.record import MAC_ALGORITHMS, RecordReceiver, RecordSender
@@ -154,3 +156,13 @@ def test_sequence_number_exhaustion_is_a_clean_error() -> None:
         sender.seal(b"one too many")
     with pytest.raises(CryptoError):
         receiver.open(last)
+
+
+@pytest.mark.parametrize("mac_alg", MAC_ALGORITHMS)
+@given(plaintexts=st.lists(st.binary(max_size=100), min_size=1, max_size=20))
+def test_one_receiver_opens_a_long_stream(mac_alg: str, plaintexts: list[bytes]) -> None:
+    """The receiver keeps one CBC context for the connection; every record still opens."""
+    sender = RecordSender(ENC_KEY, MAC_KEY, mac_alg)
+    receiver = RecordReceiver(ENC_KEY, MAC_KEY, mac_alg)
+    frames = FrameDecoder().receive_data(b"".join(sender.seal(p) for p in plaintexts))
+    assert [receiver.open(frame) for frame in frames] == plaintexts

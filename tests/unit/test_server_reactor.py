@@ -68,6 +68,7 @@ class Harness:
     port: int = 0
     handler: Callable[[Connection, Message], None] | None = None
     commit_hook: Callable[[], None] | None = None
+    unread: dict[int, bytes] = field(default_factory=dict)
 
     def pump(self, until: Callable[[], bool], timeout: float = 3.0) -> None:
         deadline = time.monotonic() + timeout
@@ -85,20 +86,24 @@ class Harness:
         return client
 
     def read_line(self, client: socket.socket) -> bytes:
-        data = b""
+        """Pump the loop until `client` has a whole line; keep any extra bytes for later."""
+        data = self.unread.pop(client.fileno(), b"")
         client.setblocking(False)
         deadline = time.monotonic() + 3
-        while not data.endswith(b"\n"):
+        while b"\n" not in data:
             assert time.monotonic() < deadline, f"no line, got {data!r}"
-            self.reactor.run_once(timeout=0.02)
             try:
-                chunk = client.recv(1)
+                chunk = client.recv(65536)
             except BlockingIOError:
+                self.reactor.run_once(timeout=0.02)
                 continue
             assert chunk, "connection closed"
             data += chunk
         client.settimeout(3)
-        return data[:-1]
+        line, rest = data.split(b"\n", 1)
+        if rest:
+            self.unread[client.fileno()] = rest
+        return line
 
     def wait_closed(self, client: socket.socket) -> None:
         """Pump until the server has closed `client` (EOF or reset)."""
@@ -173,6 +178,7 @@ def test_nothing_reaches_a_socket_before_the_turns_commit(harness: Harness) -> N
     client = harness.connect()
 
     def peek_at_commit() -> None:
+        client.setblocking(False)  # a socket timeout would make recv() wait
         try:
             on_wire = client.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -267,10 +273,12 @@ def test_max_connections_refuses_extra_accepts() -> None:
     h = make_harness(max_connections=2)
     try:
         first = h.connect()
-        h.connect()
+        second = h.connect()
         extra = socket.create_connection(("127.0.0.1", h.port), timeout=3)
         h.wait_closed(extra)
         assert h.reactor.connection_count == 2
+        assert not h.closed
+        second.sendall(b"3 0\n")
         first.sendall(b"3 1\n")
         assert h.read_line(first) == b"1 1 "
     finally:
@@ -305,32 +313,31 @@ def slow_dropped(h: Harness) -> bool:
     return any(reason.startswith("slow reader") for reason in h.closed.values())
 
 
-def test_write_interest_is_registered_only_while_output_waits() -> None:
-    h = make_harness(write_buffer_limit=64 * 1024 * 1024)
-    try:
-        client = h.connect()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        (connection,) = h.reactor.connections
-        assert connection.events == selectors.EVENT_READ
+def test_write_interest_is_registered_only_while_output_waits(harness: Harness) -> None:
+    client = harness.connect()
+    (connection,) = harness.reactor.connections
+    connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    assert connection.events == selectors.EVENT_READ
 
-        def big(conn: Connection, message: Message) -> None:
-            conn.send(reply(message.request_id, {"size": 8 * 1024 * 1024}))
+    def big(conn: Connection, message: Message) -> None:
+        conn.send(reply(message.request_id, {"size": 768 * 1024}))
 
-        h.handler = big
-        client.sendall(b"3 1\n")
-        h.pump(lambda: connection.pending_output > 0)
-        assert connection.events == selectors.EVENT_READ | selectors.EVENT_WRITE
-        received = 0
-        client.setblocking(False)
-        while connection.pending_output:
-            h.reactor.run_once(timeout=0.01)
-            try:
+    harness.handler = big
+    client.sendall(b"3 1\n")
+    harness.pump(lambda: connection.pending_output > 0)
+    assert connection.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+    client.setblocking(False)
+    received = 0
+    deadline = time.monotonic() + 5
+    while connection.pending_output or received < 768 * 1024:
+        assert time.monotonic() < deadline
+        harness.reactor.run_once(timeout=0.001)
+        try:
+            while True:
                 received += len(client.recv(1 << 20))
-            except BlockingIOError:
-                pass
-        assert connection.events == selectors.EVENT_READ
-    finally:
-        h.reactor.shutdown(flush_timeout=0.5)
+        except BlockingIOError:
+            pass
+    assert connection.events == selectors.EVENT_READ
 
 
 def test_close_after_flush_delivers_then_closes(harness: Harness) -> None:

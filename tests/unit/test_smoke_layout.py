@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+from tests.conftest import selected_hypothesis_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,3 +166,25 @@ def test_violations_reports_file_line_and_module(tmp_path: Path) -> None:
         '"""Doc."""\n\nfrom PIL import Image, ImageTk\n', encoding="utf-8"
     )
     assert violations(core, FORBIDDEN_IN_CLIENT_CORE) == ["core/sub/media.py:3: PIL.ImageTk"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "profile"),
+    [
+        ({}, "default"),
+        ({"CI": "true"}, "ci"),
+        ({"CI": "1"}, "ci"),
+        ({"CI": "false"}, "default"),
+        ({"CI": ""}, "default"),
+        ({"CI": "true", "HYPOTHESIS_PROFILE": "thorough"}, "thorough"),
+    ],
+)
+def test_hypothesis_profile_follows_the_environment(environ: dict[str, str], profile: str) -> None:
+    assert selected_hypothesis_profile(environ) == profile
+
+
+def test_the_selected_hypothesis_profile_is_loaded() -> None:
+    loaded = settings.get_profile(selected_hypothesis_profile(os.environ))
+    current = settings()
+    assert current.max_examples == loaded.max_examples
+    assert current.deadline is None

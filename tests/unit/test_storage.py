@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ HASH = "scrypt$1024$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 
 
 @pytest.fixture
-def db(tmp_path: Path):
+def db(tmp_path: Path) -> Iterator[Database]:
     database = Database.open(tmp_path / "server.db")
     yield database
     database.close()
@@ -119,10 +121,12 @@ def test_transaction_rolls_back_on_error(db: Database) -> None:
 
 
 def test_all_in_handles_more_values_than_one_chunk(db: Database) -> None:
-    ids = [add_user(db, f"user{i}") for i in range(1_200)]
-    names = users.usernames(db, [*ids, 999_999])
-    assert len(names) == 1_200
-    assert names[ids[1_100]] == "user1100"
+    keys = [conversations.room_key(room_id) for room_id in range(1_200)]
+    for index, key in enumerate(keys):
+        conversations.touch(db, key, index)
+    times = conversations.last_message_times(db, [*keys, "r:missing"])
+    assert len(times) == 1_200
+    assert times[conversations.room_key(1_100)] == 1_100
 
 
 # -- users ---------------------------------------------------------------------------
@@ -157,8 +161,6 @@ def test_record_login_and_last_seen(db: Database) -> None:
     user = users.by_id(db, user_id)
     assert user is not None
     assert (user.ip, user.port, user.last_seen) == ("10.0.0.7", 5555, 3_000)
-    users.set_certificate(db, user_id, b"new")
-    assert users.by_username(db, "alice").certificate == b"new"  # type: ignore[union-attr]
 
 
 def test_search_escapes_wildcards_and_excludes_self(db: Database) -> None:
@@ -334,9 +336,7 @@ def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> No
         envelopes=[(bob, b"b")],
     )
     assert messages.mark_delivered(db, carol, ["1" * 32]) == []
-    assert messages.mark_delivered(db, bob, ["1" * 32, "1" * 32, "9" * 32]) == [
-        ("1" * 32, alice)
-    ]
+    assert messages.mark_delivered(db, bob, ["1" * 32, "1" * 32, "9" * 32]) == [("1" * 32, alice)]
     assert messages.mark_delivered(db, bob, ["1" * 32]) == []
     assert messages.undelivered(db, bob) == []
 
@@ -375,8 +375,6 @@ def test_attachment_files_write_at_offset_and_finish(tmp_path: Path) -> None:
     files.write_at(ident, 6, b"world!!")
     files.write_at(ident, 6, b"world")  # a resumed chunk cuts what followed
     assert files.partial_size(ident) == 11
-    import hashlib
-
     assert files.partial_digest(ident) == hashlib.sha256(b"hello world").digest()
     files.finish(ident)
     assert files.read(ident, 6, 100) == b"world"

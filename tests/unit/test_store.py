@@ -157,6 +157,32 @@ def test_summaries_keep_newest_preview_even_when_older_arrives_late(store: Local
     }
 
 
+def test_batch_summary_matches_one_by_one_inserts(tmp_path: Path) -> None:
+    batch = [
+        msg("b old", time=10),
+        msg("b new", time=30),
+        msg("b tie later wins", time=30),
+        msg("b older again", time=20),
+        msg("mine", outgoing=True, status="sent", time=5),
+        msg("room", chat_kind="room", chat_id="9", time=1),
+        msg("carol", chat_id="carol", outgoing=True, status="sent", time=3),
+    ]
+    with LocalStore(tmp_path / "batch.sqlite3") as batched:
+        batched.add_message(msg("before", time=25))
+        batched.add_messages(batch)
+        batch_summaries = batched.chat_summaries()
+    with LocalStore(tmp_path / "single.sqlite3") as single:
+        single.add_message(msg("before", time=25))
+        for m in batch:
+            single.add_message(m)
+        assert single.chat_summaries() == batch_summaries
+    assert batch_summaries == {
+        ("user", "bob"): ChatSummary("b tie later wins", 30, 5),
+        ("room", "9"): ChatSummary("room", 1, 1),
+        ("user", "carol"): ChatSummary("carol", 3, 0),
+    }
+
+
 def test_summary_preview_of_attachment(store: LocalStore) -> None:
     attachment = Attachment("b" * 32, "cat.png", 10, b"k" * 32, b"d" * 32, 1024)
     store.add_message(msg("", kind="image", attachment=attachment, time=9))

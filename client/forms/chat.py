@@ -1,0 +1,155 @@
+"""Chat window logic without a window: the loaded transcript, input rules, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Iterable
+
+from client.core.models import ChatMessage, Contact, MessageStatus
+
+MIN_FONT_SIZE = 8  # the protocol allows 6..72; the picker keeps to readable sizes
+MAX_FONT_SIZE = 36
+DEFAULT_FONT_SIZE = 12
+PAGE_SIZE = 50
+SHIFT_MASK = 0x0001
+SEND_KEYS = frozenset({"Return", "KP_Enter"})
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def clamp_font_size(value: object, default: int = DEFAULT_FONT_SIZE) -> int:
+    """What the size spinbox holds, as a size the protocol accepts."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, default))
+    return max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, number))
+
+
+def normalise_color(value: object) -> str | None:
+    """"#RRGGBB" from a colour chooser (which may return None) as lowercase, else None."""
+    if isinstance(value, str) and _COLOR.fullmatch(value.strip()):
+        return value.strip().lower()
+    return None
+
+
+def should_send(keysym: str, state: int) -> bool:
+    """Enter sends; Shift+Enter inserts a new line."""
+    return keysym in SEND_KEYS and not state & SHIFT_MASK
+
+
+def target_of(contact: Contact) -> str | int:
+    """What ChatClient takes as a target: a username, or the room number as an int."""
+    return int(contact.id) if contact.kind == "room" else contact.id
+
+
+def in_chat(message: ChatMessage, contact: Contact) -> bool:
+    return (message.chat_kind, message.chat_id) == (contact.kind, contact.id)
+
+
+def search_in_chat(messages: Iterable[ChatMessage], contact: Contact) -> list[ChatMessage]:
+    """search_history covers every chat; the window shows only its own hits, newest first."""
+    hits = [m for m in messages if in_chat(m, contact)]
+    return sorted(hits, key=lambda m: m.time, reverse=True)
+
+
+class ChatTranscript:
+    """The messages a chat window shows, oldest first, each once, with paging state."""
+
+    def __init__(self, page_size: int = PAGE_SIZE) -> None:
+        self.page_size = page_size
+        self.has_more = True
+        self._messages: list[ChatMessage] = []
+        self._ids: set[str] = set()
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return list(self._messages)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def oldest(self) -> ChatMessage | None:
+        return self._messages[0] if self._messages else None
+
+    def get(self, message_id: str) -> ChatMessage | None:
+        for message in self._messages:
+            if message.message_id == message_id:
+                return message
+        return None
+
+    def add(self, message: ChatMessage) -> bool:
+        """Append a new message; False (and nothing changes) if it is already shown."""
+        if message.message_id in self._ids:
+            return False
+        self._ids.add(message.message_id)
+        self._messages.append(message)
+        return True
+
+    def prepend(self, older: Iterable[ChatMessage], requested: int | None = None) -> list[ChatMessage]:
+        """Put a page of older messages in front; returns the ones that were new.
+
+        A page shorter than requested means the beginning of the chat was reached.
+        """
+        page = list(older)
+        if len(page) < (requested if requested is not None else self.page_size):
+            self.has_more = False
+        fresh = [m for m in page if m.message_id not in self._ids]
+        self._ids.update(m.message_id for m in fresh)
+        self._messages[:0] = fresh
+        return fresh
+
+    def set_status(self, message_id: str, status: MessageStatus) -> ChatMessage | None:
+        """Record a delivery state change; returns the updated message if it is shown."""
+        for index, message in enumerate(self._messages):
+            if message.message_id == message_id:
+                updated = dataclasses.replace(message, status=status)
+                self._messages[index] = updated
+                return updated
+        return None
+
+    def replace(self, message: ChatMessage) -> None:
+        """Swap in a newer copy of a shown message (e.g. once its file is downloaded)."""
+        for index, shown in enumerate(self._messages):
+            if shown.message_id == message.message_id:
+                self._messages[index] = message
+                return
+
+
+class ProgressTracker:
+    """Transfer progress written by a worker thread, read by the Tk thread's timer.
+
+    The worker only stores numbers under a lock; it never touches a widget.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+        self._active = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self._active += 1
+            self._done = self._total = 0
+
+    def report(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done, self._total = max(done, 0), max(total, 0)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._active = max(self._active - 1, 0)
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return self._active > 0
+
+    def fraction(self) -> float:
+        """0.0 .. 1.0 of the latest report."""
+        with self._lock:
+            if self._total <= 0:
+                return 0.0
+            return min(self._done / self._total, 1.0)

@@ -1,0 +1,196 @@
+"""Parts of the chat window: its header, the composer and the group member list."""
+
+from __future__ import annotations
+
+import tkinter as tk
+import tkinter.font as tkfont
+from collections.abc import Callable, Iterable
+from tkinter import ttk
+from typing import Any
+
+from client import i18n
+from client.components.contact_item import Avatar
+from client.components.field import Placeholder
+from client.components.formatting import address_text
+from client.core.models import Contact
+from client.forms.chat import MAX_FONT_SIZE, MIN_FONT_SIZE, clamp_font_size, should_send
+from client.theme import Theme
+
+
+class ChatHeader(tk.Frame):
+    """Name, presence and address; safety number (friends) and history search."""
+
+    def __init__(
+        self,
+        parent: tk.Misc,
+        theme: Theme,
+        contact: Contact,
+        on_safety: Callable[[], object],
+        on_search: Callable[[str], object],
+    ) -> None:
+        p, pad = theme.palette, theme.pad
+        super().__init__(parent, background=p.surface)
+        self.theme = theme
+        self.avatar = Avatar(self, theme, p.surface, size=40)
+        self.avatar.grid(row=0, column=0, rowspan=2, padx=(pad, pad - 2), pady=pad - 2)
+        self.name = tk.Label(self, text=contact.name, font=theme.fonts.heading,
+                             background=p.surface, foreground=p.text, anchor="w")
+        self.name.grid(row=0, column=1, sticky="sw", pady=(pad - 2, 0))
+        self.state = tk.Label(self, font=theme.fonts.small, background=p.surface,
+                              foreground=p.muted, anchor="w")
+        self.state.grid(row=1, column=1, sticky="nw", pady=(0, pad - 2))
+        tools = tk.Frame(self, background=p.surface)
+        tools.grid(row=0, column=2, rowspan=2, padx=pad, sticky="e")
+        self.query = tk.StringVar(self)
+        self.search_entry = ttk.Entry(tools, textvariable=self.query, width=16)
+        self.search_entry.pack(side="left", padx=(0, 6))
+        Placeholder(self.search_entry, i18n.t("chat.search_placeholder"), p.subtle, p.surface)
+        self.search_entry.bind("<Return>", lambda _e: on_search(self.query.get()))
+        self.safety_button: ttk.Button | None = None
+        if contact.kind == "user":
+            self.safety_button = ttk.Button(tools, text=i18n.t("chat.safety_number"),
+                                            command=on_safety)
+            self.safety_button.pack(side="left")
+        self.columnconfigure(1, weight=1)
+        tk.Frame(self, height=1, background=p.border).grid(row=2, column=0, columnspan=3,
+                                                           sticky="ew")
+        self.show(contact)
+
+    def show(self, contact: Contact) -> None:
+        is_room = contact.kind == "room"
+        self.avatar.show(contact.name, None if is_room else contact.online, group=is_room)
+        p = self.theme.palette
+        if is_room:
+            text, color = address_text(contact), p.muted
+        elif contact.online:
+            text = f"\u25cf {i18n.t('contacts.online')}  \u00b7  {address_text(contact)}"
+            color = p.online
+        else:
+            text, color = f"\u25cb {i18n.t('contacts.offline')}", p.muted
+        self.state.configure(text=text, foreground=color)
+
+
+class Composer(tk.Frame):
+    """Font size, colour, Image and File, the input box and Send."""
+
+    def __init__(
+        self,
+        parent: tk.Misc,
+        theme: Theme,
+        font_size: int,
+        color: str,
+        commands: dict[str, Callable[[], object]],
+    ) -> None:
+        p, pad = theme.palette, theme.pad
+        super().__init__(parent, background=p.surface)
+        self.theme = theme
+        self.color = color
+        tk.Frame(self, height=1, background=p.border).pack(fill="x")
+        tools = tk.Frame(self, background=p.surface)
+        tools.pack(fill="x", padx=pad, pady=(8, 4))
+        tk.Label(tools, text=i18n.t("chat.font_size"), background=p.surface, foreground=p.muted,
+                 font=theme.fonts.small).pack(side="left")
+        self.size_var = tk.StringVar(self, value=str(clamp_font_size(font_size)))
+        self.size = ttk.Spinbox(tools, from_=MIN_FONT_SIZE, to=MAX_FONT_SIZE, width=4,
+                                textvariable=self.size_var, command=self.restyle)
+        self.size.pack(side="left", padx=(4, 10))
+        self.size.bind("<KeyRelease>", lambda _e: self.restyle())
+        self.color_button = ttk.Button(tools, text=i18n.t("chat.color"), style="Tool.TButton",
+                                       command=commands["color"])
+        self.color_button.pack(side="left")
+        self.swatch = tk.Frame(tools, width=16, height=16, background=color,
+                               highlightthickness=1, highlightbackground=p.border)
+        self.swatch.pack(side="left", padx=(4, 12))
+        self.image_button = ttk.Button(tools, text=i18n.t("chat.image"), style="Tool.TButton",
+                                       command=commands["image"])
+        self.image_button.pack(side="left", padx=(0, 6))
+        self.file_button = ttk.Button(tools, text=i18n.t("chat.file"), style="Tool.TButton",
+                                      command=commands["file"])
+        self.file_button.pack(side="left")
+        self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
+        self.body_font = tkfont.Font(root=self, family=theme.fonts.family, size=font_size)
+        self.input = tk.Text(self, height=4, wrap="word", undo=True, font=self.body_font,
+                             background=p.surface_alt, foreground=color, borderwidth=0,
+                             highlightthickness=1, highlightbackground=p.border,
+                             highlightcolor=p.primary, padx=8, pady=6, insertbackground=p.text)
+        self.input.pack(fill="both", expand=True, padx=pad, pady=(0, 6))
+        self.input.bind("<KeyPress-Return>", self._key_enter)
+        self.input.bind("<KeyPress-KP_Enter>", self._key_enter)
+        bottom = tk.Frame(self, background=p.surface)
+        bottom.pack(fill="x", padx=pad, pady=(0, pad - 2))
+        tk.Label(bottom, text=i18n.t("chat.enter_hint"), background=p.surface,
+                 foreground=p.subtle, font=theme.fonts.small).pack(side="left")
+        self.send_button = ttk.Button(bottom, text=i18n.t("chat.send"), style="Primary.TButton",
+                                      command=commands["send"])
+        self.send_button.pack(side="right")
+        self._send = commands["send"]
+        self.restyle()
+
+    def _key_enter(self, event: tk.Event[Any]) -> str | None:
+        if should_send(event.keysym, int(event.state)):
+            self._send()
+            return "break"
+        return None
+
+    @property
+    def font_size(self) -> int:
+        return clamp_font_size(self.size_var.get())
+
+    def set_color(self, color: str) -> None:
+        self.color = color
+        self.swatch.configure(background=color)
+        self.restyle()
+
+    def restyle(self) -> None:
+        """The input previews the size and colour the message will have."""
+        self.body_font.configure(size=self.font_size)
+        self.input.configure(foreground=self.color)
+
+    @property
+    def text(self) -> str:
+        return self.input.get("1.0", "end-1c")
+
+    def set_text(self, text: str) -> None:
+        self.input.delete("1.0", "end")
+        self.input.insert("1.0", text)
+
+    def show_progress(self, fraction: float | None) -> None:
+        if fraction is None:
+            self.progress.pack_forget()
+            return
+        if not self.progress.winfo_ismapped():
+            self.progress.pack(side="right")
+        self.progress.configure(value=fraction)
+
+
+class MemberList(tk.Frame):
+    """Who is in a group, online first; updated on join and leave."""
+
+    def __init__(self, parent: tk.Misc, theme: Theme) -> None:
+        p = theme.palette
+        super().__init__(parent, background=p.surface_alt, width=150)
+        self.theme = theme
+        tk.Frame(self, width=1, background=p.border).pack(side="left", fill="y")
+        self.title = tk.Label(self, text=i18n.t("chat.members", count=0), background=p.surface_alt,
+                              foreground=p.muted, font=theme.fonts.small, anchor="w")
+        self.title.pack(fill="x", padx=10, pady=(10, 4))
+        self.rows = tk.Frame(self, background=p.surface_alt)
+        self.rows.pack(fill="both", expand=True, padx=10)
+        self.names: list[str] = []
+
+    def show(self, members: Iterable[tuple[str, bool | None]]) -> None:
+        """(username, online) pairs; online None when not known yet."""
+        p = self.theme.palette
+        ordered = sorted(members, key=lambda m: (m[1] is not True, m[0].casefold()))
+        self.names = [name for name, _ in ordered]
+        for child in self.rows.winfo_children():
+            child.destroy()
+        self.title.configure(text=i18n.t("chat.members", count=len(ordered)))
+        for name, online in ordered:
+            color = p.online if online else p.offline
+            row = tk.Frame(self.rows, background=p.surface_alt)
+            row.pack(fill="x", pady=1)
+            tk.Label(row, text="\u25cf", foreground=color, background=p.surface_alt,
+                     font=self.theme.fonts.small).pack(side="left")
+            tk.Label(row, text=name, background=p.surface_alt, foreground=p.text,
+                     font=self.theme.fonts.body, anchor="w").pack(side="left", padx=(4, 0))

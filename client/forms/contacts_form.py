@@ -1,0 +1,179 @@
+"""The main window after login: profile, friend requests, search, the contact list and
+the four actions (add/delete friend, create/join group).
+
+The list is rebuilt from `ChatClient.contacts()` (a local read) whenever an event could
+change it; refreshes are coalesced into one per Tk idle moment, so a burst of
+presence changes or messages redraws the list once.
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from tkinter import ttk
+from typing import TYPE_CHECKING
+
+from client import i18n
+from client.components.banner import Banner
+from client.components.busy import alive
+from client.components.contact_item import ContactItem
+from client.components.vertical_scrolled_frame import VerticalScrolledFrame
+from client.core.models import Contact, Event
+from client.forms.contacts import Action, ContactKey, contact_key, sort_contacts
+from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
+from common.errors import UchatError
+
+if TYPE_CHECKING:
+    from client.ui import App
+
+REFRESHING_EVENTS = frozenset(
+    {"presence", "contact_added", "contact_removed", "message", "room_member", "connection"}
+)
+
+
+class ContactsForm(ttk.Frame):
+    def __init__(self, parent: tk.Misc, app: App) -> None:
+        super().__init__(parent, style="TFrame")
+        self.app = app
+        self.items: dict[ContactKey, ContactItem] = {}
+        self.contacts: list[Contact] = []
+        self.selected: ContactKey | None = None
+        self.key_missing = False
+        self._refresh_job: str | None = None
+        p = app.theme.palette
+        self.header = ProfileHeader(self, app, on_logout=app.logout)
+        self.header.grid(row=0, column=0, sticky="ew")
+        self.banners = ttk.Frame(self, style="TFrame", padding=(app.theme.pad, 0))
+        self.banners.grid(row=1, column=0, sticky="ew")
+        self.search = SearchPanel(self, app)
+        self.search.grid(row=2, column=0, sticky="ew")
+        self.requests = RequestsPanel(self, app, on_change=self.schedule_refresh)
+        self.requests.grid(row=3, column=0, sticky="ew")
+        self.requests.grid_remove()
+        self.list = VerticalScrolledFrame(self, background=p.surface)
+        self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
+        self.empty = tk.Label(self.list.interior, text=i18n.t("contacts.empty"), background=p.surface,
+                              foreground=p.muted, font=app.theme.fonts.body, wraplength=320,
+                              justify="center", pady=40)
+        self.action = ActionPanel(self, app, on_done=lambda _c: self.schedule_refresh())
+        self.action.grid(row=5, column=0, sticky="ew", pady=(1, 0))
+        self.action.grid_remove()
+        self.toolbar = self._toolbar()
+        self.toolbar.grid(row=6, column=0, sticky="ew")
+        self.columnconfigure(0, weight=1)
+        self.rowconfigure(4, weight=1)
+        app.subscribe(self.on_event)
+        self.bind("<Destroy>", self._destroyed, add="+")
+        self.refresh()
+
+    def _toolbar(self) -> ttk.Frame:
+        pad = self.app.theme.pad
+        bar = ttk.Frame(self, style="TFrame", padding=(pad, pad - 2))
+        self.action_buttons: dict[Action, ttk.Button] = {}
+        for index, action in enumerate(Action):
+            button = ttk.Button(bar, text=i18n.t(f"action.{action.value}.button"),
+                                command=lambda a=action: self.start_action(a))
+            button.grid(row=index // 2, column=index % 2, sticky="ew", padx=3, pady=3, ipady=4)
+            self.action_buttons[action] = button
+        bar.columnconfigure(0, weight=1, uniform="actions")
+        bar.columnconfigure(1, weight=1, uniform="actions")
+        return bar
+
+    def _destroyed(self, event: tk.Event[tk.Misc]) -> None:
+        if event.widget is self:
+            self.app.unsubscribe(self.on_event)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, event: Event) -> None:
+        if not alive(self):
+            return
+        if event.kind == "connection":
+            self.header.set_state(str(event.data.get("state", "")))
+        if event.kind in REFRESHING_EVENTS or event.kind == "friend_request":
+            self.schedule_refresh()
+        if event.kind == "key_missing":
+            self.key_missing = True
+            self._render_banners()
+        if event.kind == "key_changed":
+            self._render_banners()
+
+    def schedule_refresh(self) -> None:
+        if self._refresh_job is None and alive(self):
+            self._refresh_job = self.after_idle(self.refresh)
+
+    def refresh(self) -> None:
+        self._refresh_job = None
+        client = self.app.client
+        if client is None or not alive(self):
+            return
+        try:
+            contacts = client.contacts()
+            requests = client.pending_friend_requests()
+        except UchatError:
+            return  # logged out meanwhile; the form is about to go
+        self.contacts = sort_contacts(contacts)
+        self._render_list()
+        self.requests.show(requests)
+        self._render_banners()
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render_list(self) -> None:
+        wanted = {contact_key(c) for c in self.contacts}
+        for key in [k for k in self.items if k not in wanted]:
+            self.items.pop(key).destroy()
+        for item in self.items.values():
+            item.pack_forget()
+        for contact in self.contacts:
+            key = contact_key(contact)
+            item = self.items.get(key)
+            if item is None:
+                item = ContactItem(self.list.interior, self.app.theme, self.select, self.open)
+                self.items[key] = item
+            item.show(contact)
+            item.set_selected(key == self.selected)
+            item.pack(fill="x")
+        if self.contacts:
+            self.empty.pack_forget()
+        else:
+            self.empty.pack(fill="x")
+
+    def _render_banners(self) -> None:
+        for child in self.banners.winfo_children():
+            child.destroy()
+        theme = self.app.theme
+        if self.key_missing:
+            Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
+                fill="x", pady=(8, 0))
+        for username in sorted(self.app.key_warnings):
+            Banner(self.banners, theme, i18n.t("contacts.key_changed", name=username),
+                   actions=((i18n.t("contacts.open_chat"), lambda u=username: self._open_user(u)),),
+                   ).pack(fill="x", pady=(8, 0))
+
+    # ------------------------------------------------------------------ actions
+
+    def select(self, contact: Contact) -> None:
+        self.selected = contact_key(contact)
+        for key, item in self.items.items():
+            item.set_selected(key == self.selected)
+
+    def open(self, contact: Contact) -> None:
+        self.select(contact)
+        self.app.open_chat(contact)
+
+    def _open_user(self, username: str) -> None:
+        for contact in self.contacts:
+            if contact.kind == "user" and contact.id == username:
+                self.open(contact)
+                return
+        self.app.open_chat(Contact("user", username, username))
+
+    def start_action(self, action: Action) -> None:
+        prefill = ""
+        if action is Action.DELETE_FRIEND and self.selected and self.selected[0] == "user":
+            prefill = self.selected[1]
+        self.action.open(action, prefill)
+
+    # tests and the screenshot script read the list as the user sees it
+    def item(self, kind: str, contact_id: str) -> ContactItem | None:
+        return self.items.get((kind, contact_id))

@@ -1,0 +1,152 @@
+"""The login window: username, password, server address; Login and a Register link.
+
+Empty fields are reported before anything is sent; server and connection errors
+appear inline under the field they concern (a server pin mismatch under the server).
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from tkinter import ttk
+from typing import TYPE_CHECKING
+
+from client import i18n
+from client.components.busy import BusyButton, alive
+from client.components.field import Field
+from client.core.models import Profile
+from client.forms.errors import describe_error
+from client.forms.login import AddressError, ServerAddress, missing_login_fields, parse_server_address
+
+if TYPE_CHECKING:
+    from client.ui import App
+
+
+class LoginForm(ttk.Frame):
+    def __init__(
+        self,
+        parent: tk.Misc,
+        app: App,
+        notice: str = "",
+        warning: bool = False,
+        username: str = "",
+    ) -> None:
+        super().__init__(parent, style="TFrame")
+        self.app = app
+        pad = app.theme.pad
+        card = ttk.Frame(self, style="Surface.TFrame", padding=(pad * 2, pad * 2))
+        card.place(relx=0.5, rely=0.5, anchor="center", relwidth=0.86)
+        self.card = card
+        ttk.Label(card, text=i18n.t("app.name"), style="Title.TLabel",
+                  background=app.theme.palette.surface,
+                  foreground=app.theme.palette.primary).grid(row=0, column=0, sticky="w")
+        ttk.Label(card, text=i18n.t("login.subtitle"), style="SurfaceMuted.TLabel").grid(
+            row=1, column=0, sticky="w", pady=(0, pad))
+        self.notice = tk.Label(card, text=notice, wraplength=320, justify="left", anchor="w",
+                               padx=pad // 2, pady=pad // 2, font=app.theme.fonts.small)
+        self._paint_notice(notice, warning)
+        self.notice.grid(row=2, column=0, sticky="ew", pady=(0, pad))
+        if not notice:
+            self.notice.grid_remove()
+        self.username = Field(card, i18n.t("field.username"))
+        self.password = Field(card, i18n.t("field.password"), show="\u2022")
+        self.server = Field(card, i18n.t("field.server"), hint=i18n.t("login.server_hint"))
+        self.username.set_value(username)
+        self.server.set_value(str(app.server_address))
+        for row, field in enumerate((self.username, self.password, self.server), start=3):
+            field.grid(row=row, column=0, sticky="ew", pady=(0, pad))
+        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=320, justify="left")
+        self.general_error.grid(row=6, column=0, sticky="ew")
+        self.general_error.grid_remove()
+        self.login_button = ttk.Button(card, text=i18n.t("login.submit"), style="Primary.TButton",
+                                       command=self.submit)
+        self.login_button.grid(row=7, column=0, sticky="ew", pady=(pad // 2, 4), ipady=4)
+        bar = ttk.Progressbar(card, mode="indeterminate")
+        bar.grid(row=8, column=0, sticky="ew")
+        self.busy = BusyButton(self.login_button, bar)
+        links = ttk.Frame(card, style="Surface.TFrame")
+        links.grid(row=9, column=0, pady=(pad, 0))
+        ttk.Label(links, text=i18n.t("login.no_account"), style="SurfaceMuted.TLabel").pack(
+            side="left")
+        self.register_link = ttk.Button(links, text=i18n.t("login.register_link"),
+                                        style="Link.TButton", command=self.show_register,
+                                        cursor="hand2")
+        self.register_link.pack(side="left")
+        card.columnconfigure(0, weight=1)
+        for field in (self.username, self.password, self.server):
+            field.entry.bind("<Return>", lambda _e: self.submit())
+
+    def _paint_notice(self, text: str, warning: bool) -> None:
+        p = self.app.theme.palette
+        bg, fg = (p.warning_bg, p.warning_text) if warning else (p.hover, p.primary_active)
+        self.notice.configure(text=text, background=bg, foreground=fg)
+
+    def focus_first(self) -> None:
+        target = self.password if self.username.value else self.username
+        target.focus_entry()
+
+    # ------------------------------------------------------------------ actions
+
+    def show_register(self) -> None:
+        try:
+            self.app.server_address = parse_server_address(self.server.value,
+                                                           self.app.settings.port)
+        except AddressError:
+            pass  # keep the last good address; the register form shows which
+        self.app.show_register()
+
+    def _clear_errors(self) -> None:
+        for field in (self.username, self.password, self.server):
+            field.set_error("")
+        self.general_error.configure(text="")
+        self.general_error.grid_remove()
+
+    def _show_general(self, message: str) -> None:
+        self.general_error.configure(text=message)
+        self.general_error.grid()
+
+    def submit(self) -> None:
+        if self.busy.busy:
+            return
+        self._clear_errors()
+        username, password = self.username.value.strip(), self.password.value
+        problems = missing_login_fields(username, password)
+        address: ServerAddress | None = None
+        try:
+            address = parse_server_address(self.server.value, self.app.settings.port)
+        except AddressError as exc:
+            problems["server"] = str(exc)
+        if problems or address is None:
+            for name, message in problems.items():
+                getattr(self, name).set_error(message)
+            return
+        client = self.app.connect_client(address)
+        self.busy.start(i18n.t("login.busy"))
+        self.app.run(client.login, username, password,
+                     on_result=self._logged_in, on_error=self._failed)
+
+    def _logged_in(self, _profile: Profile) -> None:
+        if alive(self):
+            self.app.show_contacts()
+
+    def _failed(self, exc: BaseException) -> None:
+        if not alive(self):
+            return
+        self.busy.stop()
+        problem = describe_error(exc, str(self.app.server_address))
+        fields = {"username": self.username, "password": self.password, "server": self.server}
+        field = fields.get(problem.field or "")
+        if field is not None:
+            field.set_error(problem.message)
+        else:
+            self._show_general(problem.message)
+        if problem.field == "server":
+            self.app.drop_client()  # the next attempt builds a fresh connection
+
+    # tests and scripts read what the user would see
+    def errors(self) -> dict[str, str]:
+        return {
+            "username": self.username.error_text,
+            "password": self.password.error_text,
+            "server": self.server.error_text,
+            "general": str(self.general_error.cget("text")),
+        }

@@ -1,0 +1,285 @@
+"""The look of the client: one palette, one CJK-capable font family, ttk styles.
+
+Pure choices (palette, font pick, avatar colours) are plain functions so they can be
+tested without a display; `apply_theme` is the only part that touches Tk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tkinter as tk
+import tkinter.font as tkfont
+from collections.abc import Iterable
+from dataclasses import dataclass
+from tkinter import ttk
+
+# Families with good Chinese coverage first, then clean Latin fallbacks; Tk's fontconfig
+# fallback fills missing glyphs, but a CJK family keeps both scripts the same weight.
+PREFERRED_FAMILIES = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Microsoft YaHei UI",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Noto Sans",
+    "DejaVu Sans",
+    "Segoe UI",
+    "Helvetica",
+)
+
+AVATAR_COLORS = (
+    "#5b8def",
+    "#f08c4a",
+    "#43b581",
+    "#9b6bd6",
+    "#e5588f",
+    "#2fb5c4",
+    "#d9a420",
+    "#6f7d95",
+)
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours used everywhere; names say what they are for, not what they look like."""
+
+    window: str = "#f3f5f9"
+    surface: str = "#ffffff"
+    surface_alt: str = "#f8f9fc"
+    hover: str = "#eef3fd"
+    selected: str = "#e3ecfd"
+    border: str = "#dfe3ea"
+    text: str = "#1f2328"
+    muted: str = "#6b7280"
+    subtle: str = "#9aa3b2"
+    primary: str = "#2f6fed"
+    primary_active: str = "#2459c8"
+    primary_text: str = "#ffffff"
+    header: str = "#2f6fed"
+    header_text: str = "#ffffff"
+    header_muted: str = "#d6e2fb"
+    online: str = "#2fb344"
+    offline: str = "#b8bfca"
+    badge: str = "#f0443a"
+    badge_text: str = "#ffffff"
+    error: str = "#d92d20"
+    success: str = "#18794e"
+    warning_bg: str = "#fff1f0"
+    warning_border: str = "#f5a8a3"
+    warning_text: str = "#a8071a"
+    notice_bg: str = "#fff8e6"
+    notice_text: str = "#8a5a00"
+    link: str = "#2f6fed"
+    outgoing_name: str = "#2f6fed"
+
+
+@dataclass(frozen=True)
+class Fonts:
+    """Font descriptions as Tk accepts them: (family, size[, style])."""
+
+    family: str
+    base_size: int = 11
+
+    @property
+    def body(self) -> tuple[str, int]:
+        return (self.family, self.base_size)
+
+    @property
+    def small(self) -> tuple[str, int]:
+        return (self.family, self.base_size - 2)
+
+    @property
+    def bold(self) -> tuple[str, int, str]:
+        return (self.family, self.base_size, "bold")
+
+    @property
+    def heading(self) -> tuple[str, int, str]:
+        return (self.family, self.base_size + 3, "bold")
+
+    @property
+    def title(self) -> tuple[str, int, str]:
+        return (self.family, self.base_size + 9, "bold")
+
+    @property
+    def button(self) -> tuple[str, int, str]:
+        return (self.family, self.base_size, "bold")
+
+    def sized(self, size: int, bold: bool = False) -> tuple[str, int] | tuple[str, int, str]:
+        return (self.family, size, "bold") if bold else (self.family, size)
+
+
+@dataclass(frozen=True)
+class Theme:
+    palette: Palette
+    fonts: Fonts
+    pad: int = 12  # the one spacing unit; small gaps are pad // 2
+
+
+def pick_font_family(available: Iterable[str], preferred: Iterable[str] = PREFERRED_FAMILIES) -> str:
+    """The first preferred family that is installed, else "TkDefaultFont"'s own family."""
+    installed = {name.casefold(): name for name in available}
+    for family in preferred:
+        found = installed.get(family.casefold())
+        if found is not None:
+            return found
+    return ""
+
+
+def avatar_color(name: str) -> str:
+    """A stable colour per name, so people recognise each other at a glance."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return AVATAR_COLORS[digest[0] % len(AVATAR_COLORS)]
+
+
+def initial(name: str) -> str:
+    """The avatar letter: the first visible character, upper-cased."""
+    stripped = name.strip()
+    return stripped[:1].upper() if stripped else "?"
+
+
+def apply_theme(root: tk.Misc, base_size: int = 11) -> Theme:
+    """Configure named fonts and ttk styles on `root`; returns the theme for widgets."""
+    family = pick_font_family(tkfont.families(root)) or str(
+        tkfont.nametofont("TkDefaultFont", root).actual("family")
+    )
+    theme = Theme(Palette(), Fonts(family, base_size))
+    _configure_named_fonts(root, theme.fonts)
+    if isinstance(root, tk.Tk):
+        root.configure(background=theme.palette.window)
+    root.option_add("*Font", "TkDefaultFont")
+    root.option_add("*selectBackground", theme.palette.primary)
+    root.option_add("*selectForeground", theme.palette.primary_text)
+    _configure_styles(ttk.Style(root), theme)
+    return theme
+
+
+def _configure_named_fonts(root: tk.Misc, fonts: Fonts) -> None:
+    sizes = {
+        "TkDefaultFont": fonts.base_size,
+        "TkTextFont": fonts.base_size,
+        "TkMenuFont": fonts.base_size,
+        "TkHeadingFont": fonts.base_size,
+        "TkCaptionFont": fonts.base_size + 1,
+        "TkTooltipFont": fonts.base_size - 1,
+        "TkSmallCaptionFont": fonts.base_size - 2,
+        "TkIconFont": fonts.base_size,
+    }
+    for name, size in sizes.items():
+        try:
+            tkfont.nametofont(name, root).configure(family=fonts.family, size=size)
+        except tk.TclError:
+            continue
+
+
+def _configure_styles(style: ttk.Style, theme: Theme) -> None:
+    p, f = theme.palette, theme.fonts
+    style.theme_use("clam")
+    style.configure(".", background=p.window, foreground=p.text, font=f.body)
+    style.configure("TFrame", background=p.window)
+    style.configure("Surface.TFrame", background=p.surface)
+    style.configure("Header.TFrame", background=p.header)
+    style.configure("TLabel", background=p.window, foreground=p.text)
+    style.configure("Surface.TLabel", background=p.surface)
+    style.configure("Title.TLabel", font=f.title, foreground=p.text)
+    style.configure("Heading.TLabel", font=f.heading, background=p.surface)
+    style.configure("Muted.TLabel", foreground=p.muted, font=f.small)
+    style.configure("SurfaceMuted.TLabel", foreground=p.muted, background=p.surface, font=f.small)
+    style.configure("Field.TLabel", foreground=p.text, background=p.surface, font=f.bold)
+    style.configure("Error.TLabel", foreground=p.error, background=p.surface, font=f.small)
+    style.configure("Success.TLabel", foreground=p.success, background=p.surface, font=f.small)
+    style.configure("Header.TLabel", background=p.header, foreground=p.header_text, font=f.heading)
+    style.configure("HeaderMuted.TLabel", background=p.header, foreground=p.header_muted)
+    _button_styles(style, theme)
+    _input_styles(style, theme)
+    style.configure(
+        "TProgressbar", troughcolor=p.border, background=p.primary, bordercolor=p.border,
+        lightcolor=p.primary, darkcolor=p.primary, thickness=6,
+    )
+    style.configure(
+        "Vertical.TScrollbar", background=p.surface_alt, troughcolor=p.surface,
+        bordercolor=p.surface, arrowcolor=p.muted, lightcolor=p.surface_alt,
+        darkcolor=p.surface_alt, gripcount=0, arrowsize=12,
+    )
+    style.map("Vertical.TScrollbar", background=[("active", p.border)])
+    style.configure("TSeparator", background=p.border)
+
+
+def _button_styles(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
+    common = {"font": f.button, "borderwidth": 0, "focusthickness": 0, "relief": "flat"}
+    style.configure(
+        "Primary.TButton", background=p.primary, foreground=p.primary_text,
+        padding=(pad + 6, pad // 2 + 2), bordercolor=p.primary, lightcolor=p.primary,
+        darkcolor=p.primary, **common,
+    )
+    style.map(
+        "Primary.TButton",
+        background=[("disabled", "#9db8f2"), ("pressed", p.primary_active),
+                    ("active", p.primary_active)],
+        foreground=[("disabled", "#eef3fd")],
+    )
+    style.configure(
+        "TButton", background=p.surface, foreground=p.text, padding=(pad, pad // 2),
+        bordercolor=p.border, lightcolor=p.surface, darkcolor=p.surface,
+        font=f.body, relief="flat", borderwidth=1, focusthickness=0,
+    )
+    style.map(
+        "TButton",
+        background=[("disabled", p.surface_alt), ("pressed", p.selected), ("active", p.hover)],
+        foreground=[("disabled", p.subtle)],
+        bordercolor=[("active", p.primary)],
+    )
+    style.configure(
+        "Danger.TButton", background=p.surface, foreground=p.error, padding=(pad, pad // 2),
+        bordercolor=p.warning_border, lightcolor=p.surface, darkcolor=p.surface, font=f.body,
+    )
+    style.map("Danger.TButton", background=[("active", p.warning_bg)])
+    style.configure(
+        "Link.TButton", background=p.surface, foreground=p.link, padding=(2, 2),
+        bordercolor=p.surface, lightcolor=p.surface, darkcolor=p.surface, font=f.body,
+        relief="flat", borderwidth=0,
+    )
+    style.map("Link.TButton", foreground=[("active", p.primary_active)],
+              background=[("active", p.surface)])
+    style.configure(
+        "Header.TButton", background=p.primary_active, foreground=p.header_text,
+        padding=(pad - 2, pad // 2 - 2), bordercolor=p.primary_active,
+        lightcolor=p.primary_active, darkcolor=p.primary_active, font=f.small, borderwidth=0,
+    )
+    style.map("Header.TButton", background=[("active", "#1d4aa8")])
+    style.configure(
+        "Tool.TButton", background=p.surface_alt, foreground=p.text, padding=(pad - 4, 4),
+        bordercolor=p.border, lightcolor=p.surface_alt, darkcolor=p.surface_alt, font=f.body,
+    )
+    style.map("Tool.TButton", background=[("active", p.hover), ("disabled", p.surface_alt)],
+              foreground=[("disabled", p.subtle)])
+
+
+def _input_styles(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
+    field = {
+        "fieldbackground": p.surface, "foreground": p.text, "bordercolor": p.border,
+        "lightcolor": p.surface, "darkcolor": p.surface, "insertcolor": p.text,
+        "padding": (pad // 2, pad // 2 - 1),
+    }
+    focus = {"bordercolor": [("focus", p.primary)], "lightcolor": [("focus", p.primary)]}
+    for name in ("TEntry", "TCombobox", "TSpinbox"):
+        style.configure(name, **field)
+        style.map(name, **focus)
+    style.configure("Invalid.TEntry", **{**field, "bordercolor": p.error, "lightcolor": p.error})
+    style.map("TCombobox", fieldbackground=[("readonly", p.surface)],
+              selectbackground=[("readonly", p.surface)],
+              selectforeground=[("readonly", p.text)])
+    style.configure("TSpinbox", arrowsize=12, background=p.surface_alt)
+    style.configure(
+        "TRadiobutton", background=p.surface, foreground=p.text, font=f.body,
+        indicatorcolor=p.surface, indicatorrelief="flat",
+    )
+    style.map(
+        "TRadiobutton",
+        indicatorcolor=[("selected", p.primary), ("pressed", p.hover)],
+        background=[("active", p.surface)],
+    )

@@ -1,0 +1,254 @@
+"""The desktop application: one Tk root, the form it shows, chat windows, the event pump.
+
+Threading: `ChatClient` threads only fill a queue. `_pump` runs on the Tk thread every
+30 ms and drains at most `PUMP_BATCH` events, so a burst of messages can never freeze
+the window. Requests go through `App.run` (`ChatClient.run_async`): they run on a
+worker and their callbacks come back through the same queue, on this thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import tkinter as tk
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from client import i18n
+from client.core.client import ChatClient
+from client.core.models import Contact, Event
+from client.forms.chat_form import ChatWindow
+from client.forms.contacts_form import ContactsForm
+from client.forms.login import ServerAddress
+from client.forms.login_form import LoginForm
+from client.forms.register_form import RegisterForm
+from client.theme import Theme, apply_theme
+from common.config import Config
+
+PUMP_INTERVAL_MS = 30
+PUMP_BATCH = 200
+CLOSE_WAIT_SECONDS = 2.0
+
+T = TypeVar("T")
+Listener = Callable[[Event], None]
+ChatKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """What the GUI needs from the configuration, resolved once at start-up."""
+
+    host: str
+    port: int
+    data_dir: Path
+    server_fingerprint: str = ""
+    request_timeout: float = 10.0
+    ping_interval: float = 30.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    font_size: int = 12
+    font_color: str = "#1f2328"
+
+    @classmethod
+    def from_config(cls, config: Config, data_dir: Path) -> UiSettings:
+        c = config.client
+        return cls(
+            host=c.host,
+            port=c.port,
+            data_dir=data_dir,
+            server_fingerprint=c.server_fingerprint,
+            request_timeout=c.request_timeout,
+            ping_interval=c.ping_interval,
+            reconnect_min=c.reconnect_min,
+            reconnect_max=c.reconnect_max,
+            font_size=c.font_size,
+            font_color=c.font_color,
+        )
+
+
+class App:
+    """Owns the root window and the current ChatClient; forms ask it to switch."""
+
+    def __init__(self, root: tk.Tk, settings: UiSettings) -> None:
+        self.root = root
+        self.settings = settings
+        self.theme: Theme = apply_theme(root)
+        self.client: ChatClient | None = None
+        self.server_address = ServerAddress(settings.host, settings.port)
+        self.key_warnings: dict[str, str] = {}  # username -> new fingerprint, until trusted
+        self.chats: dict[ChatKey, ChatWindow] = {}
+        self.form: tk.Widget | None = None
+        self._client_address: ServerAddress | None = None
+        self._listeners: list[Listener] = []
+        self._pump_job: str | None = None
+        self._closing = False
+        root.title(i18n.t("app.title"))
+        root.protocol("WM_DELETE_WINDOW", self.quit)
+        self._pump_job = root.after(PUMP_INTERVAL_MS, self._pump)
+        self.show_login()
+
+    # ------------------------------------------------------------------ the client
+
+    def connect_client(self, address: ServerAddress) -> ChatClient:
+        """The client for `address`: the current one if it already points there."""
+        self.server_address = address
+        if self.client is not None and self._client_address == address:
+            return self.client
+        self.drop_client()
+        s = self.settings
+        client = ChatClient(
+            address.host,
+            address.port,
+            s.data_dir,
+            expected_fingerprint=s.server_fingerprint or None,
+            timeout=s.request_timeout,
+            ping_interval=s.ping_interval,
+            reconnect_min=s.reconnect_min,
+            reconnect_max=s.reconnect_max,
+        )
+        client.add_listener(self._dispatch)
+        self.client, self._client_address = client, address
+        return client
+
+    def require_client(self) -> ChatClient:
+        if self.client is None:
+            raise RuntimeError("no client: log in first")
+        return self.client
+
+    def drop_client(self) -> None:
+        """Forget the current client and close it off the Tk thread."""
+        client, self.client, self._client_address = self.client, None, None
+        if client is not None:
+            client.remove_listener(self._dispatch)
+            threading.Thread(target=client.close, name="uchat-close", daemon=True).start()
+
+    def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        on_result: Callable[[T], object] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        """A blocking request on a worker; the callbacks run later on the Tk thread."""
+        self.require_client().run_async(fn, *args, on_result=on_result, on_error=on_error)
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _pump(self) -> None:
+        handled = 0
+        client = self.client
+        if client is not None:
+            handled = client.process_events(max_events=PUMP_BATCH)
+        if not self._closing:
+            delay = 1 if handled >= PUMP_BATCH else PUMP_INTERVAL_MS
+            self._pump_job = self.root.after(delay, self._pump)
+
+    def _dispatch(self, event: Event) -> None:
+        if event.kind == "kicked":
+            self._kicked(event)
+            return
+        if event.kind == "key_changed":
+            username = str(event.data.get("username", ""))
+            self.key_warnings[username] = str(event.data.get("new_fingerprint", ""))
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _kicked(self, event: Event) -> None:
+        address = str(event.data.get("address", "")) or "?"
+        self.close_chats()
+        self.drop_client()
+        self.show_login(notice=i18n.t("login.kicked", address=address), warning=True)
+
+    # ------------------------------------------------------------------ forms
+
+    def _switch(self, form: tk.Widget, title: str, size: tuple[int, int]) -> None:
+        if self.form is not None:
+            self.form.destroy()
+        self.form = form
+        form.pack(fill="both", expand=True)
+        self.root.title(title)
+        width, height = size
+        self.root.minsize(width - 40, min(height, 560))
+        self.root.geometry(f"{width}x{height}")
+
+    def show_login(self, notice: str = "", warning: bool = False, username: str = "") -> None:
+        form = LoginForm(self.root, self, notice=notice, warning=warning, username=username)
+        self._switch(form, i18n.t("app.title"), (440, 640))
+        form.focus_first()
+
+    def show_register(self) -> None:
+        form = RegisterForm(self.root, self)
+        self._switch(form, i18n.t("register.window_title"), (440, 760))
+        form.focus_first()
+
+    def show_contacts(self) -> None:
+        client = self.require_client()
+        name = client.username or ""
+        form = ContactsForm(self.root, self)
+        self._switch(form, i18n.t("contacts.window_title", name=name), (420, 760))
+
+    def open_chat(self, contact: Contact) -> ChatWindow:
+        """Show the chat with `contact`, reusing its window if one is open."""
+        key = (contact.kind, contact.id)
+        window = self.chats.get(key)
+        if window is not None and window.winfo_exists():
+            window.deiconify()
+            window.lift()
+            window.mark_read()
+            return window
+        window = ChatWindow(self.root, self, contact)
+        self.chats[key] = window
+        return window
+
+    def contacts_changed(self) -> None:
+        """Something local changed the list (a chat was read): redraw it soon."""
+        if isinstance(self.form, ContactsForm):
+            self.form.schedule_refresh()
+
+    def chat_closed(self, window: ChatWindow) -> None:
+        key = (window.contact.kind, window.contact.id)
+        if self.chats.get(key) is window:
+            del self.chats[key]
+
+    def close_chats(self) -> None:
+        """Close every chat window; each saves its draft first."""
+        for window in list(self.chats.values()):
+            window.close()
+        self.chats.clear()
+
+    def logout(self) -> None:
+        """Tell the server, then go back to the login form whatever it answers."""
+        client = self.client
+        self.close_chats()
+        if client is None:
+            self.show_login()
+            return
+        username = client.username or ""
+
+        def done(_: object) -> None:
+            if self.client is client:
+                self.drop_client()
+                self.show_login(username=username)
+
+        self.run(client.logout, on_result=done, on_error=done)
+
+    def quit(self) -> None:
+        """Window closed: keep drafts, disconnect, and leave the Tk loop."""
+        self._closing = True
+        self.close_chats()
+        client, self.client = self.client, None
+        if client is not None:
+            closer = threading.Thread(target=client.close, name="uchat-close", daemon=True)
+            closer.start()
+            closer.join(CLOSE_WAIT_SECONDS)
+        if self._pump_job is not None:
+            self.root.after_cancel(self._pump_job)
+        self.root.destroy()

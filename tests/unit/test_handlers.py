@@ -1,0 +1,1153 @@
+"""Request handlers driven directly, with a recording fake of the dispatcher's Context.
+
+The real dispatcher, sessions and sockets are exercised by the integration tests; here
+each handler runs against a real SQLite database in tmp_path, and the fake records
+replies, errors, pushes and session changes in one ordered event log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from common.config import ServerConfig
+from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
+from common.crypto.keys import generate_user_keys
+from common.crypto.passwords import verify_password
+from common.errors import RequestError, ValidationError
+from common.protocol.message import Message
+from common.protocol.opcodes import PUSHES, MessageType
+from server import presence
+from server.handlers import (
+    HANDLERS,
+    ack_delivery,
+    add_friend,
+    certificate,
+    contact_list,
+    create_room,
+    delete_friend,
+    download_chunk,
+    join_room,
+    leave_room,
+    login,
+    logout,
+    ping,
+    register,
+    resolve_friend_request,
+    room_certificates,
+    room_members,
+    search_users,
+    send_message,
+    upload_begin,
+    upload_chunk,
+)
+from server.storage import attachments, login_attempts, messages, users
+from server.storage.database import Database
+
+PASSWORD = "correct horse 1"
+CA = ServerIdentity.create()
+
+
+# -- the fake server around the handlers -----------------------------------------------
+
+
+@dataclass
+class FakeConnection:
+    """What broadcast.send_to_users needs from a live connection."""
+
+    server: FakeServer
+    user_id: int
+    is_open: bool = True
+    channel: object = None
+
+    def send(self, message: Message) -> None:
+        self.server.events.append(("push", self.user_id, message.type, message.params))
+
+
+@dataclass
+class FakeSessions:
+    server: FakeServer
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self.server.online
+
+    def connection_for(self, user_id: int) -> FakeConnection | None:
+        return FakeConnection(self.server, user_id) if user_id in self.server.online else None
+
+
+@dataclass
+class FakeServer:
+    """Plays `Services` (db, sessions, config, identity, data_dir, clock) for the fakes."""
+
+    db: Database
+    config: ServerConfig
+    data_dir: Path
+    identity: ServerIdentity = CA
+    time: int = 1_700_000_000_000
+    online: dict[int, str] = field(default_factory=dict)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    deferred: list[Callable[[], None]] | None = None
+
+    def __post_init__(self) -> None:
+        self.sessions = FakeSessions(self)
+
+    def clock(self) -> int:
+        return self.time
+
+    def run_deferred(self) -> None:
+        jobs, self.deferred = self.deferred or [], []
+        for job in jobs:
+            job()
+
+    def pushes(self, user_id: int | None = None, kind: MessageType | None = None) -> list[Any]:
+        return [
+            params
+            for event in self.events
+            if event[0] == "push"
+            and (user_id is None or event[1] == user_id)
+            and (kind is None or event[2] == kind)
+            for params in [event[3]]
+        ]
+
+
+class FakeContext:
+    """The subset of server.dispatch.Context the handlers use, recording everything."""
+
+    def __init__(
+        self,
+        server: FakeServer,
+        user: tuple[int, str] | None = None,
+        peer: tuple[str, int] = ("10.0.0.1", 50000),
+    ) -> None:
+        self.server = server
+        self.services = server
+        self.user_id: int | None = user[0] if user else None
+        self.username: str | None = user[1] if user else None
+        self.peer = peer
+        self.answers: list[tuple[str, Any]] = []
+        self.closing = False
+
+    db = property(lambda self: self.server.db)
+    sessions = property(lambda self: self.server.sessions)
+    config = property(lambda self: self.server.config)
+    identity = property(lambda self: self.server.identity)
+
+    def now(self) -> int:
+        return self.server.clock()
+
+    def reply(self, params: dict[str, Any]) -> None:
+        self.answers.append(("reply", params))
+        self.server.events.append(("reply", self.user_id, params))
+
+    def fail(self, code: str, message: str, field: str | None = None) -> None:
+        self.answers.append(("error", RequestError(code, message, field)))
+        self.server.events.append(("error", self.user_id, code))
+
+    def push(self, user_id: int, type: MessageType, params: dict[str, Any]) -> bool:
+        assert type in PUSHES
+        if user_id not in self.server.online:
+            return False
+        self.server.events.append(("push", user_id, type, params))
+        return True
+
+    def push_many(self, user_ids: Any, type: MessageType, params: dict[str, Any]) -> int:
+        return sum(self.push(user_id, type, params) for user_id in dict.fromkeys(user_ids))
+
+    def bind_user(self, user_id: int, username: str) -> None:
+        self.server.events.append(("bind", user_id, username, self.peer))
+        self.server.online[user_id] = username
+        self.user_id, self.username = user_id, username
+
+    def unbind_user(self) -> None:
+        user_id, username = self.user_id, self.username
+        assert user_id is not None and username is not None
+        del self.server.online[user_id]
+        self.user_id = self.username = None
+        self.server.events.append(("unbind", user_id))
+        presence.announce_offline(self.server, user_id, username)  # type: ignore[arg-type]
+
+    def close_after_reply(self) -> None:
+        self.closing = True
+
+    def run_in_worker(self, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        def job() -> None:
+            self.guarded(lambda: then(fn()))
+
+        if self.server.deferred is None:
+            job()
+        else:
+            self.server.deferred.append(job)
+
+    def guarded(self, step: Callable[[], Any]) -> Any:
+        """What the dispatcher does around handler code."""
+        try:
+            return step()
+        except (RequestError, ValidationError) as exc:
+            self.fail(exc.code, exc.message, exc.field)
+            return None
+
+
+def call(module: ModuleType, ctx: FakeContext, **params: Any) -> FakeContext:
+    result = ctx.guarded(lambda: module.handle(ctx, params))
+    if result is not None:
+        ctx.reply(result)
+    return ctx
+
+
+def ok(module: ModuleType, ctx: FakeContext, **params: Any) -> dict[str, Any]:
+    call(module, ctx, **params)
+    assert len(ctx.answers) == 1, ctx.answers
+    kind, value = ctx.answers[0]
+    assert kind == "reply", value
+    result: dict[str, Any] = value
+    return result
+
+
+def fails(module: ModuleType, ctx: FakeContext, **params: Any) -> RequestError:
+    call(module, ctx, **params)
+    assert len(ctx.answers) == 1, ctx.answers
+    kind, value = ctx.answers[0]
+    assert kind == "error", value
+    error: RequestError = value
+    return error
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+CONFIG = ServerConfig(
+    scrypt_n=1024,
+    login_max_failures=3,
+    login_backoff_base=1.0,
+    login_backoff_max=8.0,
+    offline_batch=2,
+    max_attachment_size=1_000,
+    chunk_size=16,
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[FakeServer]:
+    db = Database.open(tmp_path / "server.db")
+    fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
+    yield fake
+    fake.db.close()
+
+
+def form(name: str, **changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "username": name,
+        "password": PASSWORD,
+        "email": f"{name}@example.com",
+        "sex": "female",
+        "age": 30,
+    }
+    values.update(changes)
+    if "csr" not in values:
+        values["csr"] = build_csr(values["username"], values["email"], generate_user_keys())
+    return values
+
+
+def signup(server: FakeServer, name: str) -> int:
+    ok(register, FakeContext(server), **form(name))
+    user = users.by_username(server.db, name)
+    assert user is not None
+    return user.id
+
+
+def online(server: FakeServer, name: str) -> FakeContext:
+    """Register (if needed) and log `name` in; returns a context acting as that user."""
+    if users.by_username(server.db, name) is None:
+        signup(server, name)
+    ctx = FakeContext(server)
+    ok(login, ctx, username=name, password=PASSWORD)
+    return as_user(server, name)
+
+
+def as_user(server: FakeServer, name: str) -> FakeContext:
+    user = users.by_username(server.db, name)
+    assert user is not None
+    return FakeContext(server, (user.id, user.username))
+
+
+def befriend(server: FakeServer, a: str, b: str) -> None:
+    ok(add_friend, as_user(server, a), username=b)
+    ok(resolve_friend_request, as_user(server, b), username=a, decision="accept")
+
+
+def uid(server: FakeServer, name: str) -> int:
+    user = users.by_username(server.db, name)
+    assert user is not None
+    return user.id
+
+
+# -- the handler table -----------------------------------------------------------------
+
+
+def test_every_request_has_exactly_one_handler() -> None:
+    opcodes = [module.OPCODE for module in HANDLERS]
+    assert len(opcodes) == len(set(opcodes))
+    requests = set(MessageType) - PUSHES - {MessageType.REPLY, MessageType.ERROR}
+    assert set(opcodes) == requests
+    anonymous = {module.OPCODE for module in HANDLERS if not module.REQUIRES_AUTH}
+    assert anonymous == {MessageType.PING, MessageType.REGISTER, MessageType.LOGIN}
+
+
+def test_ping_replies_server_time(server: FakeServer) -> None:
+    assert ok(ping, FakeContext(server)) == {"time": server.time}
+
+
+# -- register --------------------------------------------------------------------------
+
+
+def test_register_issues_a_certificate_and_hashes_the_password(server: FakeServer) -> None:
+    reply = ok(register, FakeContext(server), **form("alice"))
+    assert reply["ca_certificate"] == CA.certificate_der
+    issued = load_user_certificate(reply["certificate"], CA.certificate)
+    assert (issued.username, issued.email) == ("alice", "alice@example.com")
+    user = users.by_username(server.db, "alice")
+    assert user is not None and user.certificate == reply["certificate"]
+    assert PASSWORD not in user.password_hash
+    assert user.password_hash.startswith("scrypt$1024$")
+    assert verify_password(PASSWORD, user.password_hash)
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "field_name"),
+    [
+        ({"username": "x"}, "invalid_username", "username"),
+        ({"username": "bad name!"}, "invalid_username", "username"),
+        ({"password": "short1"}, "invalid_password", "password"),
+        ({"email": "not-an-email"}, "invalid_email", "email"),
+        ({"sex": "robot"}, "invalid_sex", "sex"),
+        ({"age": 0}, "invalid_age", "age"),
+        ({"age": "thirty"}, "invalid_age", "age"),
+    ],
+)
+def test_register_validates_every_field(
+    server: FakeServer, changes: dict[str, Any], code: str, field_name: str
+) -> None:
+    values = form("alice")
+    values.update(changes)
+    error = fails(register, FakeContext(server), **values)
+    assert (error.code, error.field) == (code, field_name)
+    assert users.by_username(server.db, "alice") is None
+
+
+def test_register_refuses_taken_username_and_email(server: FakeServer) -> None:
+    signup(server, "alice")
+    error = fails(register, FakeContext(server), **form("ALICE", email="other@example.com"))
+    assert (error.code, error.field) == ("username_taken", "username")
+    error = fails(register, FakeContext(server), **form("alicia", email="Alice@EXAMPLE.com"))
+    assert (error.code, error.field) == ("email_taken", "email")
+
+
+def test_register_rechecks_uniqueness_after_hashing(server: FakeServer) -> None:
+    server.deferred = []
+    first, second = FakeContext(server), FakeContext(server)
+    call(register, first, **form("alice"))
+    call(register, second, **form("alice", email="second@example.com"))
+    assert first.answers == second.answers == []  # both are hashing
+    server.run_deferred()
+    assert first.answers[0][0] == "reply"
+    assert second.answers[0][1].code == "username_taken"
+
+
+def test_register_checks_the_csr(server: FakeServer) -> None:
+    keys = generate_user_keys()
+    cases = [
+        b"not a csr",
+        build_csr("mallory", "alice@example.com", keys),
+        build_csr("alice", "mallory@example.com", keys),
+    ]
+    for csr in cases:
+        error = fails(register, FakeContext(server), **form("alice", csr=csr))
+        assert (error.code, error.field) == ("invalid_csr", "csr")
+    error = fails(register, FakeContext(server), **form("alice", csr="text"))
+    assert (error.code, error.field) == ("bad_request", "csr")
+    assert users.by_username(server.db, "alice") is None
+
+
+def test_register_accepts_a_csr_whose_email_differs_only_in_domain_case(
+    server: FakeServer,
+) -> None:
+    csr = build_csr("alice", "alice@EXAMPLE.com", generate_user_keys())
+    reply = ok(register, FakeContext(server), **form("alice", email="alice@Example.COM", csr=csr))
+    issued = load_user_certificate(reply["certificate"], CA.certificate)
+    assert issued.email == "alice@example.com"
+
+
+# -- login -----------------------------------------------------------------------------
+
+
+def test_login_binds_the_session_and_replies_the_bundle(server: FakeServer) -> None:
+    alice = signup(server, "alice")
+    ctx = FakeContext(server, peer=("192.168.0.9", 40001))
+    reply = ok(login, ctx, username="alice", password=PASSWORD)
+    assert ("bind", alice, "alice", ("192.168.0.9", 40001)) in server.events
+    assert reply["profile"] == {
+        "username": "alice",
+        "email": "alice@example.com",
+        "sex": "female",
+        "age": 30,
+    }
+    assert reply["certificate"] == users.by_id(server.db, alice).certificate  # type: ignore[union-attr]
+    assert reply["ca_certificate"] == CA.certificate_der
+    assert reply["friends"] == reply["rooms"] == reply["friend_requests"] == []
+    assert reply["limits"] == {"max_attachment_size": 1_000, "chunk_size": 16}
+    assert reply["server_time"] == server.time
+    user = users.by_id(server.db, alice)
+    assert user is not None and (user.ip, user.port) == ("192.168.0.9", 40001)
+
+
+def test_second_login_binds_again_so_the_old_session_is_kicked(server: FakeServer) -> None:
+    alice = signup(server, "alice")
+    ok(login, FakeContext(server, peer=("10.0.0.1", 1)), username="alice", password=PASSWORD)
+    ok(login, FakeContext(server, peer=("10.0.0.2", 2)), username="alice", password=PASSWORD)
+    binds = [event for event in server.events if event[0] == "bind"]
+    assert binds == [
+        ("bind", alice, "alice", ("10.0.0.1", 1)),
+        ("bind", alice, "alice", ("10.0.0.2", 2)),
+    ]
+
+
+def test_login_failures_look_the_same_and_cost_the_same(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signup(server, "alice")
+    checked: list[str] = []
+
+    def spy(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(login, "verify_password", spy)
+    wrong = fails(login, FakeContext(server), username="alice", password="wrong password 1")
+    unknown = fails(login, FakeContext(server), username="nobody", password=PASSWORD)
+    assert (
+        (wrong.code, wrong.message)
+        == (unknown.code, unknown.message)
+        == (
+            "login_failed",
+            "wrong username or password",
+        )
+    )
+    assert checked[1] == login.dummy_hash(1024) and checked[1].startswith("scrypt$1024$8$1$")
+    assert not verify_password(PASSWORD, login.dummy_hash(1024))
+    assert not [event for event in server.events if event[0] == "bind"]
+
+
+def test_login_backoff_locks_the_account_and_survives_a_restart(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    signup(server, "alice")
+    for index in range(4):  # 3 allowed, the 4th failure locks for 2 s
+        ctx = FakeContext(server, peer=(f"10.0.1.{index}", 1))
+        assert fails(login, ctx, username="alice", password="bad password 1").code == "login_failed"
+    server.db.commit()
+    server.db.close()
+    server.db = Database.open(tmp_path / "server.db")
+
+    server.time += 500
+    error = fails(
+        login, FakeContext(server, peer=("10.0.2.1", 1)), username="ALICE", password=PASSWORD
+    )
+    assert error.code == "too_many_attempts"
+    assert "2 seconds" in error.message
+    server.time += 1_500
+    ok(login, FakeContext(server, peer=("10.0.2.1", 1)), username="alice", password=PASSWORD)
+    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
+
+
+def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
+    signup(server, "alice")
+    peer = ("10.9.9.9", 1)
+    for index in range(4):
+        fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
+    error = fails(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
+    assert error.code == "too_many_attempts"
+    ok(login, FakeContext(server, peer=("10.9.9.10", 1)), username="alice", password=PASSWORD)
+
+
+def test_parallel_guesses_cannot_outrun_the_lock(server: FakeServer) -> None:
+    signup(server, "alice")
+    server.deferred = []  # every password check is still running on the "workers"
+    guesses = [FakeContext(server, peer=(f"10.4.0.{i}", 1)) for i in range(6)]
+    for ctx in guesses:
+        call(login, ctx, username="alice", password="bad password 1")
+    assert [ctx.answers for ctx in guesses[:4]] == [[]] * 4
+    assert [answer(ctx).code for ctx in guesses[4:]] == ["too_many_attempts"] * 2
+    server.run_deferred()
+    assert [answer(ctx).code for ctx in guesses[:4]] == ["login_failed"] * 4
+
+
+def test_a_correct_password_clears_the_pre_counted_failure(server: FakeServer) -> None:
+    signup(server, "alice")
+    for _ in range(2):
+        fails(login, FakeContext(server), username="alice", password="bad password 1")
+    ok(login, FakeContext(server), username="alice", password=PASSWORD)
+    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
+    assert login_attempts.get(server.db, login_attempts.address_key("10.0.0.1")) is None
+
+
+def test_login_lock_grows_and_is_capped(server: FakeServer) -> None:
+    signup(server, "alice")
+    for index in range(8):
+        fails(
+            login, FakeContext(server, peer=(f"10.3.0.{index}", 1)), username="alice", password="x"
+        )
+        server.time += 60_000  # wait out each lock
+    until = login_attempts.get(server.db, login_attempts.user_key("alice"))
+    assert until is not None and until.locked_until - until.last_failure == 8_000
+
+
+def test_login_rejects_malformed_params(server: FakeServer) -> None:
+    assert fails(login, FakeContext(server), username=5, password="x").code == "bad_request"
+    assert fails(login, FakeContext(server), username="alice").code == "bad_request"
+
+
+def test_login_announces_presence_and_pushes_the_backlog_after_the_reply(
+    server: FakeServer,
+) -> None:
+    bob_ctx = online(server, "bob")
+    signup(server, "alice")
+    befriend(server, "bob", "alice")
+    bob, alice = bob_ctx.user_id, uid(server, "alice")
+    for index in range(5):
+        ok(
+            send_message,
+            as_user(server, "bob"),
+            message_id=f"{index + 1:032x}",
+            target_type="user",
+            target="alice",
+            time=0,
+            envelopes={"alice": f"sealed {index}".encode()},
+            attachments=[],
+        )
+    server.events.clear()
+    ok(login, FakeContext(server, peer=("10.1.1.1", 7000)), username="alice", password=PASSWORD)
+
+    kinds = [
+        (event[0], event[1], event[2] if event[0] == "push" else None) for event in server.events
+    ]
+    reply_at = kinds.index(("reply", alice, None))
+    assert ("push", bob, MessageType.PRESENCE) in kinds[reply_at:]
+    assert server.pushes(bob, MessageType.PRESENCE) == [
+        {"username": "alice", "online": True, "ip": "10.1.1.1", "port": 7000}
+    ]
+    batches = server.pushes(alice, MessageType.NEW_MESSAGE)
+    assert [len(batch["messages"]) for batch in batches] == [2, 2, 1]
+    delivered = [item for batch in batches for item in batch["messages"]]
+    assert [item["message_id"] for item in delivered] == [f"{i + 1:032x}" for i in range(5)]
+    assert delivered[0] == {
+        "message_id": f"{1:032x}",
+        "sender": "bob",
+        "target_type": "user",
+        "target": "alice",
+        "time": server.time,
+        "envelope": b"sealed 0",
+        "attachments": [],
+    }
+    first_push = min(
+        i for i, event in enumerate(server.events) if event[0] == "push" and event[1] == alice
+    )
+    assert first_push > reply_at
+
+
+# -- logout and presence -----------------------------------------------------------------
+
+
+def test_logout_unbinds_tells_friends_and_closes(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    server.events.clear()
+    server.time += 5_000
+    ctx = as_user(server, "alice")
+    assert ok(logout, ctx) == {}
+    assert ctx.closing
+    alice, bob = uid(server, "alice"), uid(server, "bob")
+    assert ("unbind", alice) in server.events
+    assert alice not in server.online
+    assert server.pushes(bob, MessageType.PRESENCE) == [
+        {"username": "alice", "online": False, "ip": "10.0.0.1", "port": 50000}
+    ]
+    assert users.by_id(server.db, alice).last_seen == server.time  # type: ignore[union-attr]
+
+
+def test_announce_offline_reaches_only_online_friends(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol", "dave"):
+        online(server, name)
+    befriend(server, "alice", "bob")
+    befriend(server, "alice", "carol")
+    del server.online[uid(server, "carol")]
+    server.events.clear()
+    count = presence.announce_offline(server, uid(server, "alice"), "alice")  # type: ignore[arg-type]
+    assert count == 1
+    assert [event[1] for event in server.events] == [uid(server, "bob")]
+
+
+# -- contacts and friends ----------------------------------------------------------------
+
+
+def test_contact_list(server: FakeServer) -> None:
+    online(server, "alice")
+    signup(server, "bob")
+    online(server, "carol")
+    signup(server, "dave")
+    befriend(server, "alice", "bob")
+    befriend(server, "alice", "carol")
+    ok(add_friend, as_user(server, "dave"), username="alice")
+    room = ok(create_room, as_user(server, "alice"), name="Team")
+    reply = ok(contact_list, as_user(server, "alice"))
+    assert [(f["username"], f["online"]) for f in reply["friends"]] == [
+        ("bob", False),
+        ("carol", True),
+    ]
+    assert reply["rooms"] == [
+        {"room_id": room["room_id"], "name": "Team", "members": ["alice"], "last_message_time": 0}
+    ]
+    assert reply["friend_requests"] == ["dave"]
+
+
+def test_search_users(server: FakeServer) -> None:
+    for name in ("alice", "bob", "bobby", "bo_b", "boxer"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    ok(add_friend, as_user(server, "bobby"), username="alice")
+    reply = ok(search_users, as_user(server, "alice"), query="bo")
+    assert reply["users"] == [
+        {"username": "bob", "sex": "female", "age": 30, "is_friend": True, "pending": False},
+        {"username": "bo_b", "sex": "female", "age": 30, "is_friend": False, "pending": False},
+        {"username": "bobby", "sex": "female", "age": 30, "is_friend": False, "pending": True},
+        {"username": "boxer", "sex": "female", "age": 30, "is_friend": False, "pending": False},
+    ]
+    assert [
+        u["username"] for u in ok(search_users, as_user(server, "alice"), query="o_")["users"]
+    ] == ["bo_b"]
+    assert ok(search_users, as_user(server, "alice"), query="alice") == {"users": []}
+    assert fails(search_users, as_user(server, "alice"), query=["x"]).code == "bad_request"
+
+
+def test_search_users_returns_at_most_fifty(server: FakeServer) -> None:
+    signup(server, "alice")
+    for index in range(55):
+        users.create_user(
+            server.db,
+            username=f"member{index}",
+            password_hash="x",
+            email=f"m{index}@example.com",
+            sex="other",
+            age=20,
+            certificate=b"",
+            now=1,
+        )
+    assert len(ok(search_users, as_user(server, "alice"), query="member")["users"]) == 50
+
+
+def test_add_friend_errors(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    alice = as_user(server, "alice")
+    assert fails(add_friend, alice, username="nobody").code == "user_not_found"
+    assert fails(add_friend, as_user(server, "alice"), username="alice").code == "cannot_add_self"
+    assert fails(add_friend, as_user(server, "alice"), username="bob").code == "already_friends"
+    ok(add_friend, as_user(server, "alice"), username="carol")
+    assert fails(add_friend, as_user(server, "alice"), username="carol").code == "request_pending"
+    assert fails(add_friend, as_user(server, "alice"), username=None).code == "bad_request"
+
+
+def test_add_friend_pushes_the_request_or_keeps_it_for_next_login(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    signup(server, "carol")
+    ok(add_friend, as_user(server, "alice"), username="bob")
+    assert server.pushes(uid(server, "bob"), MessageType.FRIEND_REQUEST) == [{"from": "alice"}]
+    ok(add_friend, as_user(server, "alice"), username="carol")
+    reply = ok(login, FakeContext(server), username="carol", password=PASSWORD)
+    assert reply["friend_requests"] == ["alice"]
+
+
+def test_asking_back_accepts_the_pending_request(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    ok(add_friend, as_user(server, "alice"), username="bob")
+    ok(add_friend, as_user(server, "bob"), username="alice")
+    alice, bob = uid(server, "alice"), uid(server, "bob")
+    assert server.pushes(alice, MessageType.CONTACT_ADDED)[0]["contact"]["username"] == "bob"
+    assert server.pushes(bob, MessageType.CONTACT_ADDED)[0]["contact"]["username"] == "alice"
+    assert [f["username"] for f in ok(contact_list, as_user(server, "bob"))["friends"]] == ["alice"]
+
+
+def test_resolve_friend_request(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    signup(server, "carol")
+    alice, bob = uid(server, "alice"), uid(server, "bob")
+    bob_ctx = as_user(server, "bob")
+    assert (
+        fails(resolve_friend_request, bob_ctx, username="alice", decision="accept").code
+        == "no_pending_request"
+    )
+    ok(add_friend, as_user(server, "alice"), username="bob")
+    ok(add_friend, as_user(server, "carol"), username="bob")
+    assert (
+        fails(
+            resolve_friend_request, as_user(server, "bob"), username="alice", decision="maybe"
+        ).code
+        == "bad_request"
+    )
+    ok(resolve_friend_request, as_user(server, "bob"), username="alice", decision="later")
+    assert ok(contact_list, as_user(server, "bob"))["friend_requests"] == ["alice", "carol"]
+
+    ok(resolve_friend_request, as_user(server, "bob"), username="carol", decision="reject")
+    assert ok(contact_list, as_user(server, "bob"))["friend_requests"] == ["alice"]
+    assert ok(add_friend, as_user(server, "carol"), username="bob") == {}  # may ask again
+
+    ok(resolve_friend_request, as_user(server, "bob"), username="alice", decision="accept")
+    added_for_alice = server.pushes(alice, MessageType.CONTACT_ADDED)
+    assert added_for_alice == [
+        {
+            "contact": {
+                "username": "bob",
+                "online": True,
+                "ip": "10.0.0.1",
+                "port": 50000,
+                "last_message_time": 0,
+            }
+        }
+    ]
+    assert server.pushes(bob, MessageType.CONTACT_ADDED)[0]["contact"]["username"] == "alice"
+
+
+def test_delete_friend(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    signup(server, "carol")
+    befriend(server, "alice", "bob")
+    assert fails(delete_friend, as_user(server, "alice"), username="zed").code == "user_not_found"
+    assert fails(delete_friend, as_user(server, "alice"), username="carol").code == "not_friends"
+    assert ok(delete_friend, as_user(server, "bob"), username="alice") == {}
+    assert server.pushes(uid(server, "alice"), MessageType.CONTACT_REMOVED) == [{"username": "bob"}]
+    assert server.pushes(uid(server, "bob"), MessageType.CONTACT_REMOVED) == [{"username": "alice"}]
+    assert fails(delete_friend, as_user(server, "alice"), username="bob").code == "not_friends"
+
+
+def test_certificate_access(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol", "dave"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    room = ok(create_room, as_user(server, "alice"), name="Team")
+    ok(join_room, as_user(server, "carol"), room_id=room["room_id"])
+    for name in ("alice", "bob", "carol"):
+        reply = ok(certificate, as_user(server, "alice"), username=name)
+        expected = users.by_username(server.db, name)
+        assert expected is not None
+        assert reply == {"username": name, "certificate": expected.certificate}
+    assert fails(certificate, as_user(server, "alice"), username="dave").code == "forbidden"
+    assert fails(certificate, as_user(server, "alice"), username="eve").code == "user_not_found"
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+def send(
+    ctx: FakeContext, message_id: str, target: str | int, envelopes: dict[str, Any], **extra: Any
+) -> FakeContext:
+    params: dict[str, Any] = {
+        "message_id": message_id,
+        "target_type": "room" if isinstance(target, int) else "user",
+        "target": target,
+        "time": 123,
+        "envelopes": envelopes,
+        "attachments": [],
+    }
+    params.update(extra)
+    return call(send_message, ctx, **params)
+
+
+def answer(ctx: FakeContext) -> Any:
+    assert len(ctx.answers) == 1
+    return ctx.answers[0][1]
+
+
+def test_send_message_to_a_friend(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    server.events.clear()
+    server.time += 10
+    reply = answer(send(as_user(server, "alice"), "a" * 32, "bob", {"bob": b"sealed"}))
+    assert reply == {"message_id": "a" * 32, "time": server.time}
+    bob = uid(server, "bob")
+    assert server.pushes(bob, MessageType.NEW_MESSAGE) == [
+        {
+            "messages": [
+                {
+                    "message_id": "a" * 32,
+                    "sender": "alice",
+                    "target_type": "user",
+                    "target": "bob",
+                    "time": server.time,
+                    "envelope": b"sealed",
+                    "attachments": [],
+                }
+            ]
+        }
+    ]
+    assert [d.message_id for d in messages.undelivered(server.db, bob)] == ["a" * 32]
+    friends_of_bob = ok(contact_list, as_user(server, "bob"))["friends"]
+    assert friends_of_bob[0]["last_message_time"] == server.time
+
+
+def test_send_message_is_idempotent(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    first = answer(send(as_user(server, "alice"), "b" * 32, "bob", {"bob": b"one"}))
+    server.events.clear()
+    server.time += 99
+    again = answer(send(as_user(server, "alice"), "b" * 32, "bob", {"bob": b"two"}))
+    assert again == first
+    assert server.events == [("reply", uid(server, "alice"), first)]
+    assert server.db.scalar("SELECT count(*) FROM chat_history") == 1
+    stolen = answer(send(as_user(server, "bob"), "b" * 32, "alice", {"alice": b"x"}))
+    assert (stolen.code, stolen.field) == ("bad_request", "message_id")
+
+
+def test_send_message_access_and_envelope_errors(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    alice = partial(as_user, server, "alice")
+    assert answer(send(alice(), "1" * 32, "carol", {"carol": b"x"})).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, "ghost", {"ghost": b"x"})).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, "alice", {"alice": b"x"})).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, 999, {})).code == "not_member"
+    assert answer(send(alice(), "1" * 32, "bob", {})).code == "missing_envelope"
+    extra = answer(send(alice(), "1" * 32, "bob", {"bob": b"x", "carol": b"y"}))
+    assert extra.code == "missing_envelope" and "carol" in extra.message
+    big = answer(send(alice(), "1" * 32, "bob", {"bob": bytes(64 * 1024 + 1)}))
+    assert big.code == "message_too_large"
+    assert answer(send(alice(), "1" * 32, "bob", {"bob": "text"})).code == "bad_request"
+    assert answer(send(alice(), "XYZ", "bob", {"bob": b"x"})).code == "bad_request"
+    assert answer(send(alice(), "1" * 32, "bob", {"bob": b"x"}, target_type="all")).code == (
+        "bad_request"
+    )
+    assert server.db.scalar("SELECT count(*) FROM chat_history") == 0
+    assert (
+        answer(send(alice(), "1" * 32, "bob", {"bob": bytes(64 * 1024)}))["message_id"] == "1" * 32
+    )
+
+
+def test_send_message_to_a_room_fans_out_to_members_but_not_the_sender(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    signup(server, "dave")
+    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    for name in ("bob", "dave"):
+        ok(join_room, as_user(server, name), room_id=room)
+    assert answer(send(as_user(server, "carol"), "2" * 32, room, {})).code == "not_member"
+    missing = answer(send(as_user(server, "alice"), "2" * 32, room, {"bob": b"b"}))
+    assert missing.code == "missing_envelope" and "dave" in missing.message
+    server.events.clear()
+    send(as_user(server, "alice"), "2" * 32, room, {"bob": b"for bob", "dave": b"for dave"})
+    pushed = server.pushes(kind=MessageType.NEW_MESSAGE)
+    assert len(pushed) == 1  # dave is offline, alice is the sender
+    item = pushed[0]["messages"][0]
+    assert (item["target_type"], item["target"], item["envelope"]) == ("room", room, b"for bob")
+    dave_rows = messages.undelivered(server.db, uid(server, "dave"))
+    assert [(d.envelope, d.target_id) for d in dave_rows] == [(b"for dave", room)]
+    reply = ok(login, FakeContext(server), username="dave", password=PASSWORD)
+    assert reply["rooms"][0]["last_message_time"] == server.time
+
+
+def upload(server: FakeServer, name: str, data: bytes, attachment_id: str) -> None:
+    digest = hashlib.sha256(data).digest()
+    ok(
+        upload_begin,
+        as_user(server, name),
+        attachment_id=attachment_id,
+        size=len(data),
+        digest=digest,
+    )
+    offset = 0
+    while True:
+        chunk = data[offset : offset + CONFIG.chunk_size]
+        reply = ok(
+            upload_chunk,
+            as_user(server, name),
+            attachment_id=attachment_id,
+            offset=offset,
+            data=chunk,
+        )
+        offset = reply["offset"]
+        if reply["complete"]:
+            return
+
+
+def test_send_message_checks_attachments(server: FakeServer) -> None:
+    for name in ("alice", "bob"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    upload(server, "alice", b"alice's file", "a" * 32)
+    upload(server, "bob", b"bob's file", "b" * 32)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=5, digest=bytes(32))
+    for attachment_id in ("b" * 32, "c" * 32, "d" * 32):
+        error = answer(
+            send(
+                as_user(server, "alice"),
+                "3" * 32,
+                "bob",
+                {"bob": b"x"},
+                attachments=[attachment_id],
+            )
+        )
+        assert error.code == "attachment_not_found"
+    bad = answer(send(as_user(server, "alice"), "3" * 32, "bob", {"bob": b"x"}, attachments="a"))
+    assert bad.code == "bad_request"
+    send(as_user(server, "alice"), "3" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32])
+    assert messages.undelivered(server.db, uid(server, "bob"))[0].attachments == ["a" * 32]
+
+
+def test_ack_delivery(server: FakeServer) -> None:
+    online(server, "alice")
+    online(server, "bob")
+    signup(server, "carol")
+    befriend(server, "alice", "bob")
+    befriend(server, "alice", "carol")
+    send(as_user(server, "alice"), "4" * 32, "bob", {"bob": b"x"})
+    send(as_user(server, "alice"), "5" * 32, "carol", {"carol": b"y"})
+    server.events.clear()
+    assert (
+        ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32, "5" * 32, "6" * 32]) == {}
+    )
+    assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == [
+        {"message_id": "4" * 32, "recipient": "bob"}
+    ]
+    assert messages.undelivered(server.db, uid(server, "bob")) == []
+    assert len(messages.undelivered(server.db, uid(server, "carol"))) == 1
+    server.events.clear()
+    ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32])
+    assert server.events == [("reply", uid(server, "bob"), {})]  # told once only
+    assert fails(ack_delivery, as_user(server, "bob"), message_ids=[1]).code == "bad_request"
+
+
+# -- rooms -----------------------------------------------------------------------------
+
+
+def test_create_room(server: FakeServer) -> None:
+    online(server, "alice")
+    reply = ok(create_room, as_user(server, "alice"), name="  Team  ")
+    assert reply == {
+        "room_id": reply["room_id"],
+        "name": "Team",
+        "members": ["alice"],
+        "last_message_time": 0,
+    }
+    assert server.pushes(uid(server, "alice"), MessageType.CONTACT_ADDED) == [{"room": reply}]
+    taken = fails(create_room, as_user(server, "alice"), name="team")
+    assert (taken.code, taken.field) == ("room_name_taken", "name")
+    invalid = fails(create_room, as_user(server, "alice"), name="")
+    assert (invalid.code, invalid.field) == ("invalid_room_name", "name")
+    assert fails(create_room, as_user(server, "alice"), name="x" * 41).code == "invalid_room_name"
+
+
+def test_join_and_leave_room(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    assert fails(join_room, as_user(server, "bob"), room_id=room + 1).code == "room_not_found"
+    assert fails(join_room, as_user(server, "bob"), room_id="1").code == "bad_request"
+    server.events.clear()
+    joined = ok(join_room, as_user(server, "bob"), room_id=room)
+    assert joined["members"] == ["alice", "bob"]
+    event = {"room_id": room, "username": "bob", "event": "joined"}
+    assert server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT) == [event]
+    assert server.pushes(uid(server, "bob"), MessageType.ROOM_MEMBER_EVENT) == []
+    assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
+
+    ok(join_room, as_user(server, "carol"), room_id=room)
+    server.events.clear()
+    assert fails(leave_room, as_user(server, "bob"), room_id=room + 1).code == "room_not_found"
+    assert ok(leave_room, as_user(server, "bob"), room_id=room) == {}
+    left = {"room_id": room, "username": "bob", "event": "left"}
+    assert server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT) == [left]
+    assert server.pushes(uid(server, "carol"), MessageType.ROOM_MEMBER_EVENT) == [left]
+    assert server.pushes(uid(server, "bob"), MessageType.CONTACT_REMOVED) == [{"room_id": room}]
+    assert fails(leave_room, as_user(server, "bob"), room_id=room).code == "not_member"
+
+
+def test_room_members_and_certificates_are_for_members_only(server: FakeServer) -> None:
+    online(server, "alice")
+    signup(server, "bob")
+    signup(server, "carol")
+    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    ok(join_room, as_user(server, "bob"), room_id=room)
+    assert ok(room_members, as_user(server, "bob"), room_id=room) == {
+        "room_id": room,
+        "members": [{"username": "alice", "online": True}, {"username": "bob", "online": False}],
+    }
+    certificates = ok(room_certificates, as_user(server, "bob"), room_id=room)
+    assert [m["username"] for m in certificates["members"]] == ["alice", "bob"]
+    for member in certificates["members"]:
+        issued = load_user_certificate(member["certificate"], CA.certificate)
+        assert issued.username == member["username"]
+    for module in (room_members, room_certificates):
+        assert fails(module, as_user(server, "carol"), room_id=room).code == "not_member"
+        assert fails(module, as_user(server, "carol"), room_id=room + 7).code == "not_member"
+
+
+# -- attachments -------------------------------------------------------------------------
+
+
+def test_upload_begin_limits_and_resume(server: FakeServer) -> None:
+    signup(server, "alice")
+    signup(server, "bob")
+    digest = hashlib.sha256(b"x" * 40).digest()
+    alice = partial(as_user, server, "alice")
+    too_big = fails(upload_begin, alice(), attachment_id="a" * 32, size=1_001, digest=digest)
+    assert too_big.code == "attachment_too_large" and "1000" in too_big.message
+    assert fails(upload_begin, alice(), attachment_id="a" * 32, size=40, digest=b"short").code == (
+        "bad_request"
+    )
+    assert fails(upload_begin, alice(), attachment_id="../x", size=40, digest=digest).code == (
+        "bad_request"
+    )
+    assert ok(upload_begin, alice(), attachment_id="a" * 32, size=40, digest=digest) == {
+        "attachment_id": "a" * 32,
+        "offset": 0,
+    }
+    ok(upload_chunk, alice(), attachment_id="a" * 32, offset=0, data=b"x" * 16)
+    assert ok(upload_begin, alice(), attachment_id="a" * 32, size=40, digest=digest)["offset"] == 16
+    reuse = fails(
+        upload_begin, as_user(server, "bob"), attachment_id="a" * 32, size=40, digest=digest
+    )
+    assert reuse.code == "bad_request"
+    assert fails(upload_begin, alice(), attachment_id="a" * 32, size=41, digest=digest).code == (
+        "bad_request"
+    )
+
+
+def test_upload_resume_trusts_the_file_when_a_crash_lost_its_tail(server: FakeServer) -> None:
+    signup(server, "alice")
+    data = bytes(range(40))
+    digest = hashlib.sha256(data).digest()
+    alice = partial(as_user, server, "alice")
+    ok(upload_begin, alice(), attachment_id="e" * 32, size=40, digest=digest)
+    ok(upload_chunk, alice(), attachment_id="e" * 32, offset=0, data=data[:16])
+    ok(upload_chunk, alice(), attachment_id="e" * 32, offset=16, data=data[16:32])
+    part_file = server.data_dir / "attachments" / ("e" * 32 + ".part")
+    with part_file.open("r+b") as file:
+        file.truncate(20)  # the OS lost the last 12 bytes
+    assert ok(upload_begin, alice(), attachment_id="e" * 32, size=40, digest=digest)["offset"] == 20
+    ok(upload_chunk, alice(), attachment_id="e" * 32, offset=20, data=data[20:36])
+    done = ok(upload_chunk, alice(), attachment_id="e" * 32, offset=36, data=data[36:])
+    assert done == {"offset": 40, "complete": True}
+    assert (server.data_dir / "attachments" / ("e" * 32)).read_bytes() == data
+
+
+def test_upload_chunk_errors(server: FakeServer) -> None:
+    signup(server, "alice")
+    signup(server, "bob")
+    data = b"y" * 20
+    digest = hashlib.sha256(data).digest()
+    alice = partial(as_user, server, "alice")
+    assert fails(upload_chunk, alice(), attachment_id="f" * 32, offset=0, data=b"y").code == (
+        "attachment_not_found"
+    )
+    ok(upload_begin, alice(), attachment_id="f" * 32, size=20, digest=digest)
+    assert fails(
+        upload_chunk, as_user(server, "bob"), attachment_id="f" * 32, offset=0, data=b"y"
+    ).code == ("attachment_not_found")
+    wrong = fails(upload_chunk, alice(), attachment_id="f" * 32, offset=5, data=b"y")
+    assert wrong.code == "bad_offset" and "0 bytes" in wrong.message
+    assert fails(upload_chunk, alice(), attachment_id="f" * 32, offset=0, data=b"y" * 17).code == (
+        "bad_request"
+    )
+    assert fails(upload_chunk, alice(), attachment_id="f" * 32, offset=0, data=b"").code == (
+        "bad_request"
+    )
+    ok(upload_chunk, alice(), attachment_id="f" * 32, offset=0, data=b"y" * 16)
+    assert fails(upload_chunk, alice(), attachment_id="f" * 32, offset=16, data=b"y" * 5).code == (
+        "bad_request"
+    )
+    ok(upload_chunk, alice(), attachment_id="f" * 32, offset=16, data=b"y" * 4)
+    assert ok(upload_chunk, alice(), attachment_id="f" * 32, offset=20, data=b"") == {
+        "offset": 20,
+        "complete": True,
+    }
+    assert fails(upload_chunk, alice(), attachment_id="f" * 32, offset=0, data=b"y").code == (
+        "bad_offset"
+    )
+
+
+def test_upload_digest_mismatch_discards_the_upload(server: FakeServer) -> None:
+    signup(server, "alice")
+    alice = partial(as_user, server, "alice")
+    ok(
+        upload_begin,
+        alice(),
+        attachment_id="9" * 32,
+        size=4,
+        digest=hashlib.sha256(b"good").digest(),
+    )
+    error = fails(upload_chunk, alice(), attachment_id="9" * 32, offset=0, data=b"evil")
+    assert error.code == "digest_mismatch"
+    assert attachments.get(server.db, "9" * 32) is None
+    assert list((server.data_dir / "attachments").iterdir()) == []
+    assert (
+        ok(
+            upload_begin,
+            alice(),
+            attachment_id="9" * 32,
+            size=4,
+            digest=hashlib.sha256(b"good").digest(),
+        )["offset"]
+        == 0
+    )
+
+
+def test_empty_attachment_completes(server: FakeServer) -> None:
+    signup(server, "alice")
+    alice = partial(as_user, server, "alice")
+    ok(upload_begin, alice(), attachment_id="0" * 32, size=0, digest=hashlib.sha256(b"").digest())
+    assert ok(upload_chunk, alice(), attachment_id="0" * 32, offset=0, data=b"") == {
+        "offset": 0,
+        "complete": True,
+    }
+
+
+def test_download_access_and_ranges(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        signup(server, name)
+    befriend(server, "alice", "bob")
+    data = bytes(range(50))
+    upload(server, "alice", data, "7" * 32)
+    params = {"attachment_id": "7" * 32, "offset": 0, "length": 1_000}
+    assert fails(download_chunk, as_user(server, "bob"), **params).code == "forbidden"
+    send(as_user(server, "alice"), "8" * 32, "bob", {"bob": b"x"}, attachments=["7" * 32])
+    assert ok(download_chunk, as_user(server, "bob"), **params) == {"data": data[:16], "size": 50}
+    assert ok(download_chunk, as_user(server, "alice"), **{**params, "offset": 40}) == {
+        "data": data[40:],
+        "size": 50,
+    }
+    assert ok(download_chunk, as_user(server, "bob"), **{**params, "offset": 50})["data"] == b""
+    assert fails(download_chunk, as_user(server, "bob"), **{**params, "offset": 51}).code == (
+        "bad_offset"
+    )
+    assert fails(download_chunk, as_user(server, "carol"), **params).code == "forbidden"
+    assert fails(download_chunk, as_user(server, "bob"), **{**params, "length": -1}).code == (
+        "bad_request"
+    )
+    ok(upload_begin, as_user(server, "alice"), attachment_id="6" * 32, size=5, digest=bytes(32))
+    assert fails(
+        download_chunk, as_user(server, "alice"), **{**params, "attachment_id": "6" * 32}
+    ).code == ("attachment_not_found")
