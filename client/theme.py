@@ -118,7 +118,9 @@ class Theme:
     pad: int = 12  # the one spacing unit; small gaps are pad // 2
 
 
-def pick_font_family(available: Iterable[str], preferred: Iterable[str] = PREFERRED_FAMILIES) -> str:
+def pick_font_family(
+    available: Iterable[str], preferred: Iterable[str] = PREFERRED_FAMILIES
+) -> str:
     """The first preferred family that is installed, else "TkDefaultFont"'s own family."""
     installed = {name.casefold(): name for name in available}
     for family in preferred:
@@ -195,13 +197,24 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
     _button_styles(style, theme)
     _input_styles(style, theme)
     style.configure(
-        "TProgressbar", troughcolor=p.border, background=p.primary, bordercolor=p.border,
-        lightcolor=p.primary, darkcolor=p.primary, thickness=6,
+        "TProgressbar",
+        troughcolor=p.border,
+        background=p.primary,
+        bordercolor=p.border,
+        lightcolor=p.primary,
+        darkcolor=p.primary,
+        thickness=6,
     )
     style.configure(
-        "Vertical.TScrollbar", background=p.surface_alt, troughcolor=p.surface,
-        bordercolor=p.surface, arrowcolor=p.muted, lightcolor=p.surface_alt,
-        darkcolor=p.surface_alt, gripcount=0, arrowsize=12,
+        "Vertical.TScrollbar",
+        background=p.surface_alt,
+        troughcolor=p.surface,
+        bordercolor=p.surface,
+        arrowcolor=p.muted,
+        lightcolor=p.surface_alt,
+        darkcolor=p.surface_alt,
+        gripcount=0,
+        arrowsize=12,
     )
     style.map("Vertical.TScrollbar", background=[("active", p.border)])
     style.configure("TSeparator", background=p.border)
@@ -211,20 +224,36 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
     p, f, pad = theme.palette, theme.fonts, theme.pad
     common = {"font": f.button, "borderwidth": 0, "focusthickness": 0, "relief": "flat"}
     style.configure(
-        "Primary.TButton", background=p.primary, foreground=p.primary_text,
-        padding=(pad + 6, pad // 2 + 2), bordercolor=p.primary, lightcolor=p.primary,
-        darkcolor=p.primary, **common,
+        "Primary.TButton",
+        background=p.primary,
+        foreground=p.primary_text,
+        padding=(pad + 6, pad // 2 + 2),
+        bordercolor=p.primary,
+        lightcolor=p.primary,
+        darkcolor=p.primary,
+        **common,
     )
     style.map(
         "Primary.TButton",
-        background=[("disabled", "#9db8f2"), ("pressed", p.primary_active),
-                    ("active", p.primary_active)],
+        background=[
+            ("disabled", "#9db8f2"),
+            ("pressed", p.primary_active),
+            ("active", p.primary_active),
+        ],
         foreground=[("disabled", "#eef3fd")],
     )
     style.configure(
-        "TButton", background=p.surface, foreground=p.text, padding=(pad, pad // 2),
-        bordercolor=p.border, lightcolor=p.surface, darkcolor=p.surface,
-        font=f.body, relief="flat", borderwidth=1, focusthickness=0,
+        "TButton",
+        background=p.surface,
+        foreground=p.text,
+        padding=(pad, pad // 2),
+        bordercolor=p.border,
+        lightcolor=p.surface,
+        darkcolor=p.surface,
+        font=f.body,
+        relief="flat",
+        borderwidth=1,
+        focusthickness=0,
     )
     style.map(
         "TButton",
@@ -233,36 +262,71 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
         bordercolor=[("active", p.primary)],
     )
     style.configure(
-        "Danger.TButton", background=p.surface, foreground=p.error, padding=(pad, pad // 2),
-        bordercolor=p.warning_border, lightcolor=p.surface, darkcolor=p.surface, font=f.body,
+        "Danger.TButton",
+        background=p.surface,
+        foreground=p.error,
+        padding=(pad, pad // 2),
+        bordercolor=p.warning_border,
+        lightcolor=p.surface,
+        darkcolor=p.surface,
+        font=f.body,
     )
     style.map("Danger.TButton", background=[("active", p.warning_bg)])
     style.configure(
-        "Link.TButton", background=p.surface, foreground=p.link, padding=(2, 2),
-        bordercolor=p.surface, lightcolor=p.surface, darkcolor=p.surface, font=f.body,
-        relief="flat", borderwidth=0,
+        "Link.TButton",
+        background=p.surface,
+        foreground=p.link,
+        padding=(2, 2),
+        bordercolor=p.surface,
+        lightcolor=p.surface,
+        darkcolor=p.surface,
+        font=f.body,
+        relief="flat",
+        borderwidth=0,
     )
-    style.map("Link.TButton", foreground=[("active", p.primary_active)],
-              background=[("active", p.surface)])
+    style.map(
+        "Link.TButton",
+        foreground=[("active", p.primary_active)],
+        background=[("active", p.surface)],
+    )
     style.configure(
-        "Header.TButton", background=p.primary_active, foreground=p.header_text,
-        padding=(pad - 2, pad // 2 - 2), bordercolor=p.primary_active,
-        lightcolor=p.primary_active, darkcolor=p.primary_active, font=f.small, borderwidth=0,
+        "Header.TButton",
+        background=p.primary_active,
+        foreground=p.header_text,
+        padding=(pad - 2, pad // 2 - 2),
+        bordercolor=p.primary_active,
+        lightcolor=p.primary_active,
+        darkcolor=p.primary_active,
+        font=f.small,
+        borderwidth=0,
     )
     style.map("Header.TButton", background=[("active", "#1d4aa8")])
     style.configure(
-        "Tool.TButton", background=p.surface_alt, foreground=p.text, padding=(pad - 4, 4),
-        bordercolor=p.border, lightcolor=p.surface_alt, darkcolor=p.surface_alt, font=f.body,
+        "Tool.TButton",
+        background=p.surface_alt,
+        foreground=p.text,
+        padding=(pad - 4, 4),
+        bordercolor=p.border,
+        lightcolor=p.surface_alt,
+        darkcolor=p.surface_alt,
+        font=f.body,
     )
-    style.map("Tool.TButton", background=[("active", p.hover), ("disabled", p.surface_alt)],
-              foreground=[("disabled", p.subtle)])
+    style.map(
+        "Tool.TButton",
+        background=[("active", p.hover), ("disabled", p.surface_alt)],
+        foreground=[("disabled", p.subtle)],
+    )
 
 
 def _input_styles(style: ttk.Style, theme: Theme) -> None:
     p, f, pad = theme.palette, theme.fonts, theme.pad
     field = {
-        "fieldbackground": p.surface, "foreground": p.text, "bordercolor": p.border,
-        "lightcolor": p.surface, "darkcolor": p.surface, "insertcolor": p.text,
+        "fieldbackground": p.surface,
+        "foreground": p.text,
+        "bordercolor": p.border,
+        "lightcolor": p.surface,
+        "darkcolor": p.surface,
+        "insertcolor": p.text,
         "padding": (pad // 2, pad // 2 - 1),
     }
     focus = {"bordercolor": [("focus", p.primary)], "lightcolor": [("focus", p.primary)]}
@@ -270,13 +334,20 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         style.configure(name, **field)
         style.map(name, **focus)
     style.configure("Invalid.TEntry", **{**field, "bordercolor": p.error, "lightcolor": p.error})
-    style.map("TCombobox", fieldbackground=[("readonly", p.surface)],
-              selectbackground=[("readonly", p.surface)],
-              selectforeground=[("readonly", p.text)])
+    style.map(
+        "TCombobox",
+        fieldbackground=[("readonly", p.surface)],
+        selectbackground=[("readonly", p.surface)],
+        selectforeground=[("readonly", p.text)],
+    )
     style.configure("TSpinbox", arrowsize=12, background=p.surface_alt)
     style.configure(
-        "TRadiobutton", background=p.surface, foreground=p.text, font=f.body,
-        indicatorcolor=p.surface, indicatorrelief="flat",
+        "TRadiobutton",
+        background=p.surface,
+        foreground=p.text,
+        font=f.body,
+        indicatorcolor=p.surface,
+        indicatorrelief="flat",
     )
     style.map(
         "TRadiobutton",

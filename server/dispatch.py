@@ -24,6 +24,7 @@ from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
+from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.presence import announce_offline
 from server.sessions import Sessions
@@ -183,8 +184,8 @@ class Context:
                 return
             try:
                 result = future.result()
-            except Exception:
-                log.exception("worker job for %s failed", self.opcode.name)
+            except Exception as exc:
+                log_failure(log, f"worker job for {self.opcode.name} failed", exc)
                 self.fail("internal_error", INTERNAL_ERROR_TEXT)
                 return
             run_guarded(self, lambda: then(result))
@@ -203,8 +204,8 @@ def run_guarded(ctx: Context, step: Callable[[], Any]) -> Any:
         ctx.fail(exc.code, exc.message, exc.field)
     except ValidationError as exc:
         ctx.fail(exc.code, exc.message, exc.field)
-    except Exception:
-        log.exception("handler for %s failed", ctx.opcode.name)
+    except Exception as exc:
+        log_failure(log, f"handler for {ctx.opcode.name} failed", exc)
         ctx.fail("internal_error", INTERNAL_ERROR_TEXT)
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import TextIO
 
 from common.errors import ConfigError
@@ -28,3 +29,13 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(name)
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected exception's type and stack, but not its message.
+
+    An exception's message can quote the data that caused it (a password, a message
+    body); its type and the code path are what a maintainer needs.
+    """
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("%s: %s\nTraceback (most recent call last):\n%s", what, type(exc).__name__, stack)

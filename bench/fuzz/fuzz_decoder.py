@@ -30,7 +30,7 @@ try:
 except ImportError:  # the fallback loop below needs nothing but the standard library
     HAVE_ATHERIS = False
 
-if HAVE_ATHERIS:
+if HAVE_ATHERIS and "--random" not in sys.argv:
     with atheris.instrument_imports():
         from common.protocol import codec, framing, message
 else:

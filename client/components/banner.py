@@ -32,9 +32,16 @@ class Banner(tk.Frame):
         }
         bg, fg, border = colors.get(level, colors["info"])
         super().__init__(parent, background=bg, highlightbackground=border, highlightthickness=1)
-        self.label = tk.Label(self, text=text, background=bg, foreground=fg, justify="left",
-                              anchor="w", wraplength=wraplength,
-                              font=theme.fonts.bold if level == "warning" else theme.fonts.small)
+        self.label = tk.Label(
+            self,
+            text=text,
+            background=bg,
+            foreground=fg,
+            justify="left",
+            anchor="w",
+            wraplength=wraplength,
+            font=theme.fonts.bold if level == "warning" else theme.fonts.small,
+        )
         self.label.pack(side="top", fill="x", padx=pad - 2, pady=(pad // 2, pad // 2))
         self.buttons: dict[str, ttk.Button] = {}
         if actions:

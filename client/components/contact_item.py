@@ -22,11 +22,18 @@ class Badge(tk.Canvas):
     """A red pill with a white count; a circle for one digit."""
 
     def __init__(self, parent: tk.Misc, theme: Theme, background: str) -> None:
-        super().__init__(parent, height=BADGE_HEIGHT, width=BADGE_HEIGHT, background=background,
-                         highlightthickness=0, borderwidth=0)
+        super().__init__(
+            parent,
+            height=BADGE_HEIGHT,
+            width=BADGE_HEIGHT,
+            background=background,
+            highlightthickness=0,
+            borderwidth=0,
+        )
         self.theme = theme
-        self._font = tkfont.Font(root=self, family=theme.fonts.family,
-                                 size=theme.fonts.base_size - 3, weight="bold")
+        self._font = tkfont.Font(
+            root=self, family=theme.fonts.family, size=theme.fonts.base_size - 3, weight="bold"
+        )
         self.text = ""
 
     def show(self, text: str) -> None:
@@ -42,20 +49,28 @@ class Badge(tk.Canvas):
         self.create_oval(0, 0, h, h, fill=color, outline=color)
         self.create_oval(w - h, 0, w, h, fill=color, outline=color)
         self.create_rectangle(r, 0, w - r, h, fill=color, outline=color)
-        self.create_text(w / 2, h / 2, text=text, fill=self.theme.palette.badge_text,
-                         font=self._font)
+        self.create_text(
+            w / 2, h / 2, text=text, fill=self.theme.palette.badge_text, font=self._font
+        )
 
 
 class Avatar(tk.Canvas):
     """A coloured circle with the first letter; a presence dot for friends."""
 
     def __init__(self, parent: tk.Misc, theme: Theme, background: str, size: int = AVATAR) -> None:
-        super().__init__(parent, width=size + 2, height=size + 2, background=background,
-                         highlightthickness=0, borderwidth=0)
+        super().__init__(
+            parent,
+            width=size + 2,
+            height=size + 2,
+            background=background,
+            highlightthickness=0,
+            borderwidth=0,
+        )
         self.theme = theme
         self.size = size
-        self._font = tkfont.Font(root=self, family=theme.fonts.family,
-                                 size=max(size // 3, 9), weight="bold")
+        self._font = tkfont.Font(
+            root=self, family=theme.fonts.family, size=max(size // 3, 9), weight="bold"
+        )
 
     def show(self, name: str, presence: bool | None, group: bool = False) -> None:
         """`presence` None draws no dot (groups, yourself)."""
@@ -71,8 +86,16 @@ class Avatar(tk.Canvas):
         if presence is not None:
             color = p.online if presence else p.offline
             d = max(s // 4, 8)
-            self.create_oval(s - d, s - d, s + 1, s + 1, fill=color,
-                             outline=self.cget("background"), width=2, tags="dot")
+            self.create_oval(
+                s - d,
+                s - d,
+                s + 1,
+                s + 1,
+                fill=color,
+                outline=self.cget("background"),
+                width=2,
+                tags="dot",
+            )
 
 
 class ContactItem(tk.Frame):
@@ -92,14 +115,18 @@ class ContactItem(tk.Frame):
         fonts, p, pad = theme.fonts, theme.palette, theme.pad
         self.avatar = Avatar(self, theme, bg)
         self.avatar.grid(row=0, column=0, rowspan=3, padx=(pad, pad - 2), pady=pad // 2 + 2)
-        self.name_label = tk.Label(self, font=fonts.bold, background=bg, foreground=p.text,
-                                   anchor="w")
-        self.time_label = tk.Label(self, font=fonts.small, background=bg, foreground=p.subtle,
-                                   anchor="e")
-        self.address_label = tk.Label(self, font=fonts.small, background=bg, foreground=p.muted,
-                                      anchor="w")
-        self.preview_label = tk.Label(self, font=fonts.small, background=bg, foreground=p.muted,
-                                      anchor="w")
+        self.name_label = tk.Label(
+            self, font=fonts.bold, background=bg, foreground=p.text, anchor="w"
+        )
+        self.time_label = tk.Label(
+            self, font=fonts.small, background=bg, foreground=p.subtle, anchor="e"
+        )
+        self.address_label = tk.Label(
+            self, font=fonts.small, background=bg, foreground=p.muted, anchor="w"
+        )
+        self.preview_label = tk.Label(
+            self, font=fonts.small, background=bg, foreground=p.muted, anchor="w"
+        )
         self.badge = Badge(self, theme, bg)
         self.name_label.grid(row=0, column=1, sticky="ew", pady=(pad // 2, 0))
         self.time_label.grid(row=0, column=2, sticky="e", padx=(4, pad), pady=(pad // 2, 0))
@@ -117,8 +144,14 @@ class ContactItem(tk.Frame):
         self.bind("<Return>", self._double_clicked)
 
     def _parts(self) -> tuple[tk.Widget, ...]:
-        return (self.avatar, self.name_label, self.time_label, self.address_label,
-                self.preview_label, self.badge)
+        return (
+            self.avatar,
+            self.name_label,
+            self.time_label,
+            self.address_label,
+            self.preview_label,
+            self.badge,
+        )
 
     def show(self, contact: Contact) -> None:
         self.contact = contact

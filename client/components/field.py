@@ -31,8 +31,7 @@ class Field(ttk.Frame):
         self.hint = ttk.Label(self, text=hint, style="SurfaceMuted.TLabel")
         if hint:
             self.hint.grid(row=2, column=0, sticky="w", pady=(2, 0))
-        self.error = ttk.Label(self, text="", style="Error.TLabel", wraplength=320,
-                               justify="left")
+        self.error = ttk.Label(self, text="", style="Error.TLabel", wraplength=320, justify="left")
         self.error.grid(row=3, column=0, sticky="w", pady=(2, 0))
         self.error.grid_remove()
         self.columnconfigure(0, weight=1)
@@ -69,8 +68,9 @@ class Placeholder:
 
     def __init__(self, entry: ttk.Entry, text: str, color: str, background: str) -> None:
         self.entry = entry
-        self.label = tk.Label(entry, text=text, foreground=color, background=background,
-                              anchor="w", cursor="xterm")
+        self.label = tk.Label(
+            entry, text=text, foreground=color, background=background, anchor="w", cursor="xterm"
+        )
         self.label.bind("<Button-1>", lambda _e: entry.focus_set())
         entry.bind("<FocusIn>", lambda _e: self.update(), add="+")
         entry.bind("<FocusOut>", lambda _e: self.update(), add="+")

@@ -39,10 +39,22 @@ class MessageView(tk.Frame):
         self._images: dict[str, tk.PhotoImage] = {}
         self._top_state = ""
         self.text = tk.Text(
-            self, wrap="word", state="disabled", cursor="arrow", background=p.surface,
-            foreground=p.text, borderwidth=0, highlightthickness=0, padx=theme.pad,
-            pady=theme.pad // 2, font=theme.fonts.body, spacing1=1, spacing3=1,
-            selectbackground=p.selected, selectforeground=p.text, inactiveselectbackground=p.selected,
+            self,
+            wrap="word",
+            state="disabled",
+            cursor="arrow",
+            background=p.surface,
+            foreground=p.text,
+            borderwidth=0,
+            highlightthickness=0,
+            padx=theme.pad,
+            pady=theme.pad // 2,
+            font=theme.fonts.body,
+            spacing1=1,
+            spacing3=1,
+            selectbackground=p.selected,
+            selectforeground=p.text,
+            inactiveselectbackground=p.selected,
         )
         self.scrollbar = ttk.Scrollbar(self, orient="vertical", command=self._scrollbar_moved)
         self.text.configure(yscrollcommand=self.scrollbar.set)
@@ -66,13 +78,27 @@ class MessageView(tk.Frame):
         t.tag_configure("status-delivered", foreground=p.primary)
         t.tag_configure("status-failed", foreground=p.error)
         t.tag_configure("link", foreground=p.link, underline=True)
-        t.tag_configure("button", foreground=p.primary_text, background=p.primary,
-                        font=(f.family, f.base_size - 1, "bold"), relief="raised", borderwidth=1)
+        t.tag_configure(
+            "button",
+            foreground=p.primary_text,
+            background=p.primary,
+            font=(f.family, f.base_size - 1, "bold"),
+            relief="raised",
+            borderwidth=1,
+        )
         t.tag_configure("muted", foreground=p.muted, font=f.small)
-        t.tag_configure("notice", justify="center", foreground=p.muted, font=f.small,
-                        spacing1=8, spacing3=4)
-        t.tag_configure("warning", justify="center", foreground=p.warning_text,
-                        background=p.warning_bg, font=f.bold, spacing1=8, spacing3=8)
+        t.tag_configure(
+            "notice", justify="center", foreground=p.muted, font=f.small, spacing1=8, spacing3=4
+        )
+        t.tag_configure(
+            "warning",
+            justify="center",
+            foreground=p.warning_text,
+            background=p.warning_bg,
+            font=f.bold,
+            spacing1=8,
+            spacing3=8,
+        )
         t.tag_configure("top", justify="center", font=f.small, spacing1=4, spacing3=6)
         t.tag_configure("older", foreground=p.link)
         t.tag_configure("hit", background="#fff3b0")
@@ -113,8 +139,9 @@ class MessageView(tk.Frame):
             style = self._style_tags(message)
             chunks.append((message.text, (*body, *style, f"txt-{message.message_id}")))
         elif message.kind == "image":
-            chunks.append((self._attachment_label(message), (*body, "muted",
-                                                             f"img-{message.message_id}")))
+            chunks.append(
+                (self._attachment_label(message), (*body, "muted", f"img-{message.message_id}"))
+            )
         else:
             chunks.extend(self._file_chunks(message, body))
         if message.outgoing:
@@ -214,8 +241,7 @@ class MessageView(tk.Frame):
         with self._editable():
             start = self.text.index(ranges[0])
             self.text.delete(ranges[0], ranges[-1])
-            self._insert(start, [self._status_chunk(message_id, status, side,
-                                                    f"msg-{message_id}")])
+            self._insert(start, [self._status_chunk(message_id, status, side, f"msg-{message_id}")])
 
     def show_image(self, message_id: str, image: tk.PhotoImage) -> None:
         """Replace an image message's placeholder with its thumbnail."""

@@ -33,8 +33,9 @@ class VerticalScrolledFrame(tk.Frame):
         self.bind("<Leave>", self._unbind_wheel)
 
     def _on_interior_configure(self, _event: tk.Event[tk.Misc]) -> None:
-        self.canvas.configure(scrollregion=(0, 0, self.interior.winfo_reqwidth(),
-                                            self.interior.winfo_reqheight()))
+        self.canvas.configure(
+            scrollregion=(0, 0, self.interior.winfo_reqwidth(), self.interior.winfo_reqheight())
+        )
 
     def _on_canvas_configure(self, event: tk.Event[tk.Misc]) -> None:
         self.canvas.itemconfigure(self._window, width=event.width)

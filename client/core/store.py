@@ -510,10 +510,7 @@ class LocalStore:
         if self.full_text and len(query) >= FTS_MIN_QUERY:
             # Sort just (time, id) of every match, then fetch whole rows for the page:
             # three times faster than sorting whole rows when a word matches thousands.
-            rows = self._query(
-                _SEARCH_FTS,
-                (fts_phrase(query), limit),
-            )
+            rows = self._query(_SEARCH_FTS, (fts_phrase(query), limit))
         else:
             rows = self._query(
                 f"{_SELECT_MESSAGE} WHERE text LIKE ?1 ESCAPE '\\' "

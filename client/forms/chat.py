@@ -28,7 +28,7 @@ def clamp_font_size(value: object, default: int = DEFAULT_FONT_SIZE) -> int:
 
 
 def normalise_color(value: object) -> str | None:
-    """"#RRGGBB" from a colour chooser (which may return None) as lowercase, else None."""
+    """ "#RRGGBB" from a colour chooser (which may return None) as lowercase, else None."""
     if isinstance(value, str) and _COLOR.fullmatch(value.strip()):
         return value.strip().lower()
     return None
@@ -87,7 +87,9 @@ class ChatTranscript:
         self._messages.append(message)
         return True
 
-    def prepend(self, older: Iterable[ChatMessage], requested: int | None = None) -> list[ChatMessage]:
+    def prepend(
+        self, older: Iterable[ChatMessage], requested: int | None = None
+    ) -> list[ChatMessage]:
         """Put a page of older messages in front; returns the ones that were new.
 
         A page shorter than requested means the beginning of the chat was reached.

@@ -81,15 +81,21 @@ class ChatWindow(tk.Toplevel):
 
     def _build(self) -> None:
         theme = self.app.theme
-        self.header = ChatHeader(self, theme, self.contact, self.toggle_safety_number,
-                                 self.search)
+        self.header = ChatHeader(self, theme, self.contact, self.toggle_safety_number, self.search)
         self.header.pack(fill="x")
         self.banners = tk.Frame(self, background=theme.palette.window)
         self.banners.pack(fill="x")
         self.composer = Composer(
-            self, theme, self.app.settings.font_size, self.app.settings.font_color,
-            {"send": self.send, "color": self.pick_color, "image": self.send_image,
-             "file": self.send_file},
+            self,
+            theme,
+            self.app.settings.font_size,
+            self.app.settings.font_color,
+            {
+                "send": self.send,
+                "color": self.pick_color,
+                "image": self.send_image,
+                "file": self.send_file,
+            },
         )
         self.composer.pack(side="bottom", fill="x")
         body = tk.Frame(self, background=theme.palette.surface)
@@ -99,8 +105,9 @@ class ChatWindow(tk.Toplevel):
             self.members = MemberList(body, theme)
             self.members.pack(side="right", fill="y")
             self.members.pack_propagate(False)
-        self.view = MessageView(body, theme, on_save=self.save_attachment,
-                                on_load_older=self.load_older)
+        self.view = MessageView(
+            body, theme, on_save=self.save_attachment, on_load_older=self.load_older
+        )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
 
@@ -167,8 +174,9 @@ class ChatWindow(tk.Toplevel):
                 self._show_message(message)
                 self.mark_read()
         elif event.kind == "message_status":
-            updated = self.transcript.set_status(str(data.get("message_id")),
-                                                 data.get("status", "sent"))
+            updated = self.transcript.set_status(
+                str(data.get("message_id")), data.get("status", "sent")
+            )
             if updated is not None:
                 self.view.update_status(updated.message_id, updated.status)
         elif event.kind == "presence" and self._is_me(data.get("username")):
@@ -190,8 +198,9 @@ class ChatWindow(tk.Toplevel):
 
     def _presence(self, data: dict[str, Any]) -> None:
         ip, port = data.get("ip") or self.contact.ip, data.get("port") or self.contact.port
-        self.contact = dataclasses.replace(self.contact, online=data.get("online") is True,
-                                           ip=str(ip), port=int(port))
+        self.contact = dataclasses.replace(
+            self.contact, online=data.get("online") is True, ip=str(ip), port=int(port)
+        )
         self.header.show(self.contact)
 
     def _member_event(self, username: str, what: str) -> None:
@@ -208,7 +217,8 @@ class ChatWindow(tk.Toplevel):
 
     def _removed(self, contact: object) -> None:
         if isinstance(contact, Contact) and (contact.kind, contact.id) == (
-            self.contact.kind, self.contact.id
+            self.contact.kind,
+            self.contact.id,
         ):
             self.view.add_notice(i18n.t("chat.removed"), warning=True)
 
@@ -221,11 +231,17 @@ class ChatWindow(tk.Toplevel):
 
         def show(members: list[dict[str, Any]]) -> None:
             if alive(self):
-                self._show_members({str(m.get("username")): m.get("online") is True
-                                    for m in members if m.get("username")})
+                self._show_members(
+                    {
+                        str(m.get("username")): m.get("online") is True
+                        for m in members
+                        if m.get("username")
+                    }
+                )
 
-        self.app.run(client.room_members, int(self.contact.id), on_result=show,
-                     on_error=lambda _exc: None)  # the names from the contact stay shown
+        self.app.run(
+            client.room_members, int(self.contact.id), on_result=show, on_error=lambda _exc: None
+        )  # the names from the contact stay shown
 
     def _show_members(self, members: dict[str, bool | None]) -> None:
         if self.members is not None:
@@ -239,8 +255,15 @@ class ChatWindow(tk.Toplevel):
         if not text.strip() or self.send_busy.busy or client is None:
             return
         self.send_busy.start(i18n.t("chat.sending"))
-        self.app.run(client.send_text, self.target, text, self.composer.font_size,
-                     self.composer.color, on_result=self._sent, on_error=self._send_failed)
+        self.app.run(
+            client.send_text,
+            self.target,
+            text,
+            self.composer.font_size,
+            self.composer.color,
+            on_result=self._sent,
+            on_error=self._send_failed,
+        )
 
     def _sent(self, message: ChatMessage) -> None:
         if not alive(self):
@@ -257,8 +280,9 @@ class ChatWindow(tk.Toplevel):
             self.show_info(describe_error(exc).message, level="warning")
 
     def pick_color(self) -> None:
-        _, chosen = colorchooser.askcolor(color=self.composer.color, parent=self,
-                                          title=i18n.t("chat.color"))
+        _, chosen = colorchooser.askcolor(
+            color=self.composer.color, parent=self, title=i18n.t("chat.color")
+        )
         color = normalise_color(chosen)
         if color is not None:
             self.composer.set_color(color)
@@ -274,8 +298,10 @@ class ChatWindow(tk.Toplevel):
         if client is None:
             return
         if image:
-            types = [(i18n.t("chat.images"), "*.png *.jpg *.jpeg *.gif *.bmp *.webp"),
-                     (i18n.t("chat.all_files"), "*")]
+            types = [
+                (i18n.t("chat.images"), "*.png *.jpg *.jpeg *.gif *.bmp *.webp"),
+                (i18n.t("chat.all_files"), "*"),
+            ]
         else:
             types = [(i18n.t("chat.all_files"), "*")]
         chosen = filedialog.askopenfilename(parent=self, filetypes=types)
@@ -283,8 +309,14 @@ class ChatWindow(tk.Toplevel):
             return
         send = client.send_image if image else client.send_file
         self._start_transfer()
-        self.app.run(send, self.target, Path(chosen), self.progress.report,
-                     on_result=self._attachment_sent, on_error=self._transfer_failed)
+        self.app.run(
+            send,
+            self.target,
+            Path(chosen),
+            self.progress.report,
+            on_result=self._attachment_sent,
+            on_error=self._transfer_failed,
+        )
 
     def _attachment_sent(self, message: ChatMessage) -> None:
         self.progress.finish()
@@ -308,15 +340,22 @@ class ChatWindow(tk.Toplevel):
                 self._saved(message, path)
                 self.show_info(i18n.t("chat.saved_to", path=str(path)), level="success")
 
-        self.app.run(client.download, message, Path(folder), self.progress.report,
-                     on_result=saved, on_error=self._transfer_failed)
+        self.app.run(
+            client.download,
+            message,
+            Path(folder),
+            self.progress.report,
+            on_result=saved,
+            on_error=self._transfer_failed,
+        )
 
     def _saved(self, message: ChatMessage, path: Path) -> ChatMessage:
         attachment = message.attachment
         if attachment is None:
             return message
-        updated = dataclasses.replace(message,
-                                      attachment=dataclasses.replace(attachment, local_path=path))
+        updated = dataclasses.replace(
+            message, attachment=dataclasses.replace(attachment, local_path=path)
+        )
         self.transcript.replace(updated)
         if updated.kind == "file":
             self.view.mark_saved(updated)
@@ -334,9 +373,12 @@ class ChatWindow(tk.Toplevel):
             if path is not None and Path(path).is_file():
                 self._render_thumbnail(message, Path(path))
             elif not message.outgoing:
-                self.app.run(client.download, message,
-                             on_result=lambda p, m=message: self._downloaded_image(m, p),
-                             on_error=lambda _e: None)  # the placeholder line stays
+                self.app.run(
+                    client.download,
+                    message,
+                    on_result=lambda p, m=message: self._downloaded_image(m, p),
+                    on_error=lambda _e: None,
+                )  # the placeholder line stays
 
     def _downloaded_image(self, message: ChatMessage, path: Path) -> None:
         if alive(self):
@@ -388,9 +430,12 @@ class ChatWindow(tk.Toplevel):
                 self.show_info(i18n.t("chat.safety_text", name=username, number=number))
                 self._info_is_safety = True
 
-        self.app.run(client.safety_number, username, on_result=show,
-                     on_error=lambda exc: self.show_info(describe_error(exc).message,
-                                                         level="warning"))
+        self.app.run(
+            client.safety_number,
+            username,
+            on_result=show,
+            on_error=lambda exc: self.show_info(describe_error(exc).message, level="warning"),
+        )
 
     def _show_key_warning(self) -> None:
         username = self.contact.id
@@ -400,19 +445,26 @@ class ChatWindow(tk.Toplevel):
             return
         client = self.app.client
         self._key_banner = Banner(
-            self.banners, self.app.theme, i18n.t("chat.key_changed", name=username),
-            actions=((i18n.t("chat.trust_key"), self.trust_new_key),), wraplength=560,
+            self.banners,
+            self.app.theme,
+            i18n.t("chat.key_changed", name=username),
+            actions=((i18n.t("chat.trust_key"), self.trust_new_key),),
+            wraplength=560,
         )
         self._key_banner.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
         self.view.add_notice(i18n.t("chat.key_changed_notice", name=username), warning=True)
         if client is not None:
-            self.app.run(client.safety_number, username,
-                         on_result=self._key_number, on_error=lambda _e: None)
+            self.app.run(
+                client.safety_number, username, on_result=self._key_number, on_error=lambda _e: None
+            )
 
     def _key_number(self, number: str) -> None:
         if self._key_banner is not None and alive(self._key_banner):
-            self._key_banner.set_text(i18n.t("chat.key_changed", name=self.contact.id) + "\n"
-                                      + i18n.t("chat.new_safety_number", number=number))
+            self._key_banner.set_text(
+                i18n.t("chat.key_changed", name=self.contact.id)
+                + "\n"
+                + i18n.t("chat.new_safety_number", number=number)
+            )
 
     def trust_new_key(self) -> None:
         client = self.app.client
@@ -429,9 +481,12 @@ class ChatWindow(tk.Toplevel):
                     self._key_banner = None
                 self.view.add_notice(i18n.t("chat.key_trusted", name=username))
 
-        self.app.run(client.trust_new_key, username, on_result=trusted,
-                     on_error=lambda exc: self.show_info(describe_error(exc).message,
-                                                         level="warning"))
+        self.app.run(
+            client.trust_new_key,
+            username,
+            on_result=trusted,
+            on_error=lambda exc: self.show_info(describe_error(exc).message, level="warning"),
+        )
 
     # ------------------------------------------------------------------ search
 
@@ -455,15 +510,22 @@ class ChatWindow(tk.Toplevel):
             self.load_older()
             pages += 1
         self.view.highlight(newest.message_id)
-        self.show_info(i18n.t("chat.search_hits", count=len(hits), query=text.strip()),
-                       level="info")
+        self.show_info(
+            i18n.t("chat.search_hits", count=len(hits), query=text.strip()), level="info"
+        )
 
     # ------------------------------------------------------------------ banners
 
     def show_info(self, text: str, level: str = "info") -> Banner:
         self.clear_info()
-        self._info = Banner(self.banners, self.app.theme, text, level=level, wraplength=560,
-                            actions=((i18n.t("common.dismiss"), self.clear_info),))
+        self._info = Banner(
+            self.banners,
+            self.app.theme,
+            text,
+            level=level,
+            wraplength=560,
+            actions=((i18n.t("common.dismiss"), self.clear_info),),
+        )
         self._info.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
         return self._info
 

@@ -33,11 +33,18 @@ class ChatHeader(tk.Frame):
         self.theme = theme
         self.avatar = Avatar(self, theme, p.surface, size=40)
         self.avatar.grid(row=0, column=0, rowspan=2, padx=(pad, pad - 2), pady=pad - 2)
-        self.name = tk.Label(self, text=contact.name, font=theme.fonts.heading,
-                             background=p.surface, foreground=p.text, anchor="w")
+        self.name = tk.Label(
+            self,
+            text=contact.name,
+            font=theme.fonts.heading,
+            background=p.surface,
+            foreground=p.text,
+            anchor="w",
+        )
         self.name.grid(row=0, column=1, sticky="sw", pady=(pad - 2, 0))
-        self.state = tk.Label(self, font=theme.fonts.small, background=p.surface,
-                              foreground=p.muted, anchor="w")
+        self.state = tk.Label(
+            self, font=theme.fonts.small, background=p.surface, foreground=p.muted, anchor="w"
+        )
         self.state.grid(row=1, column=1, sticky="nw", pady=(0, pad - 2))
         tools = tk.Frame(self, background=p.surface)
         tools.grid(row=0, column=2, rowspan=2, padx=pad, sticky="e")
@@ -48,12 +55,14 @@ class ChatHeader(tk.Frame):
         self.search_entry.bind("<Return>", lambda _e: on_search(self.query.get()))
         self.safety_button: ttk.Button | None = None
         if contact.kind == "user":
-            self.safety_button = ttk.Button(tools, text=i18n.t("chat.safety_number"),
-                                            command=on_safety)
+            self.safety_button = ttk.Button(
+                tools, text=i18n.t("chat.safety_number"), command=on_safety
+            )
             self.safety_button.pack(side="left")
         self.columnconfigure(1, weight=1)
-        tk.Frame(self, height=1, background=p.border).grid(row=2, column=0, columnspan=3,
-                                                           sticky="ew")
+        tk.Frame(self, height=1, background=p.border).grid(
+            row=2, column=0, columnspan=3, sticky="ew"
+        )
         self.show(contact)
 
     def show(self, contact: Contact) -> None:
@@ -88,40 +97,78 @@ class Composer(tk.Frame):
         tk.Frame(self, height=1, background=p.border).pack(fill="x")
         tools = tk.Frame(self, background=p.surface)
         tools.pack(fill="x", padx=pad, pady=(8, 4))
-        tk.Label(tools, text=i18n.t("chat.font_size"), background=p.surface, foreground=p.muted,
-                 font=theme.fonts.small).pack(side="left")
+        tk.Label(
+            tools,
+            text=i18n.t("chat.font_size"),
+            background=p.surface,
+            foreground=p.muted,
+            font=theme.fonts.small,
+        ).pack(side="left")
         self.size_var = tk.StringVar(self, value=str(clamp_font_size(font_size)))
-        self.size = ttk.Spinbox(tools, from_=MIN_FONT_SIZE, to=MAX_FONT_SIZE, width=4,
-                                textvariable=self.size_var, command=self.restyle)
+        self.size = ttk.Spinbox(
+            tools,
+            from_=MIN_FONT_SIZE,
+            to=MAX_FONT_SIZE,
+            width=4,
+            textvariable=self.size_var,
+            command=self.restyle,
+        )
         self.size.pack(side="left", padx=(4, 10))
         self.size.bind("<KeyRelease>", lambda _e: self.restyle())
-        self.color_button = ttk.Button(tools, text=i18n.t("chat.color"), style="Tool.TButton",
-                                       command=commands["color"])
+        self.color_button = ttk.Button(
+            tools, text=i18n.t("chat.color"), style="Tool.TButton", command=commands["color"]
+        )
         self.color_button.pack(side="left")
-        self.swatch = tk.Frame(tools, width=16, height=16, background=color,
-                               highlightthickness=1, highlightbackground=p.border)
+        self.swatch = tk.Frame(
+            tools,
+            width=16,
+            height=16,
+            background=color,
+            highlightthickness=1,
+            highlightbackground=p.border,
+        )
         self.swatch.pack(side="left", padx=(4, 12))
-        self.image_button = ttk.Button(tools, text=i18n.t("chat.image"), style="Tool.TButton",
-                                       command=commands["image"])
+        self.image_button = ttk.Button(
+            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=commands["image"]
+        )
         self.image_button.pack(side="left", padx=(0, 6))
-        self.file_button = ttk.Button(tools, text=i18n.t("chat.file"), style="Tool.TButton",
-                                      command=commands["file"])
+        self.file_button = ttk.Button(
+            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=commands["file"]
+        )
         self.file_button.pack(side="left")
         self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
         self.body_font = tkfont.Font(root=self, family=theme.fonts.family, size=font_size)
-        self.input = tk.Text(self, height=4, wrap="word", undo=True, font=self.body_font,
-                             background=p.surface_alt, foreground=color, borderwidth=0,
-                             highlightthickness=1, highlightbackground=p.border,
-                             highlightcolor=p.primary, padx=8, pady=6, insertbackground=p.text)
+        self.input = tk.Text(
+            self,
+            height=4,
+            wrap="word",
+            undo=True,
+            font=self.body_font,
+            background=p.surface_alt,
+            foreground=color,
+            borderwidth=0,
+            highlightthickness=1,
+            highlightbackground=p.border,
+            highlightcolor=p.primary,
+            padx=8,
+            pady=6,
+            insertbackground=p.text,
+        )
         self.input.pack(fill="both", expand=True, padx=pad, pady=(0, 6))
         self.input.bind("<KeyPress-Return>", self._key_enter)
         self.input.bind("<KeyPress-KP_Enter>", self._key_enter)
         bottom = tk.Frame(self, background=p.surface)
         bottom.pack(fill="x", padx=pad, pady=(0, pad - 2))
-        tk.Label(bottom, text=i18n.t("chat.enter_hint"), background=p.surface,
-                 foreground=p.subtle, font=theme.fonts.small).pack(side="left")
-        self.send_button = ttk.Button(bottom, text=i18n.t("chat.send"), style="Primary.TButton",
-                                      command=commands["send"])
+        tk.Label(
+            bottom,
+            text=i18n.t("chat.enter_hint"),
+            background=p.surface,
+            foreground=p.subtle,
+            font=theme.fonts.small,
+        ).pack(side="left")
+        self.send_button = ttk.Button(
+            bottom, text=i18n.t("chat.send"), style="Primary.TButton", command=commands["send"]
+        )
         self.send_button.pack(side="right")
         self._send = commands["send"]
         self.restyle()
@@ -171,8 +218,14 @@ class MemberList(tk.Frame):
         super().__init__(parent, background=p.surface_alt, width=150)
         self.theme = theme
         tk.Frame(self, width=1, background=p.border).pack(side="left", fill="y")
-        self.title = tk.Label(self, text=i18n.t("chat.members", count=0), background=p.surface_alt,
-                              foreground=p.muted, font=theme.fonts.small, anchor="w")
+        self.title = tk.Label(
+            self,
+            text=i18n.t("chat.members", count=0),
+            background=p.surface_alt,
+            foreground=p.muted,
+            font=theme.fonts.small,
+            anchor="w",
+        )
         self.title.pack(fill="x", padx=10, pady=(10, 4))
         self.rows = tk.Frame(self, background=p.surface_alt)
         self.rows.pack(fill="both", expand=True, padx=10)
@@ -190,7 +243,18 @@ class MemberList(tk.Frame):
             color = p.online if online else p.offline
             row = tk.Frame(self.rows, background=p.surface_alt)
             row.pack(fill="x", pady=1)
-            tk.Label(row, text="\u25cf", foreground=color, background=p.surface_alt,
-                     font=self.theme.fonts.small).pack(side="left")
-            tk.Label(row, text=name, background=p.surface_alt, foreground=p.text,
-                     font=self.theme.fonts.body, anchor="w").pack(side="left", padx=(4, 0))
+            tk.Label(
+                row,
+                text="\u25cf",
+                foreground=color,
+                background=p.surface_alt,
+                font=self.theme.fonts.small,
+            ).pack(side="left")
+            tk.Label(
+                row,
+                text=name,
+                background=p.surface_alt,
+                foreground=p.text,
+                font=self.theme.fonts.body,
+                anchor="w",
+            ).pack(side="left", padx=(4, 0))

@@ -85,7 +85,7 @@ def parse_action_input(action: Action, text: str) -> str | int:
 
 
 def search_row_state(user: Mapping[str, Any], me: str) -> str:
-    """"friend", "pending", "self" or "add": what the row's button should offer."""
+    """ "friend", "pending", "self" or "add": what the row's button should offer."""
     if user.get("username") == me:
         return "self"
     if user.get("is_friend") is True:
@@ -96,7 +96,7 @@ def search_row_state(user: Mapping[str, Any], me: str) -> str:
 
 
 def search_row_detail(user: Mapping[str, Any]) -> str:
-    """"female · 30" with translated sex; parts the server left out are skipped."""
+    """ "female · 30" with translated sex; parts the server left out are skipped."""
     parts: list[str] = []
     sex = user.get("sex")
     if isinstance(sex, str) and i18n.has(f"sex.{sex}"):

@@ -51,9 +51,16 @@ class ContactsForm(ttk.Frame):
         self.requests.grid_remove()
         self.list = VerticalScrolledFrame(self, background=p.surface)
         self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
-        self.empty = tk.Label(self.list.interior, text=i18n.t("contacts.empty"), background=p.surface,
-                              foreground=p.muted, font=app.theme.fonts.body, wraplength=320,
-                              justify="center", pady=40)
+        self.empty = tk.Label(
+            self.list.interior,
+            text=i18n.t("contacts.empty"),
+            background=p.surface,
+            foreground=p.muted,
+            font=app.theme.fonts.body,
+            wraplength=320,
+            justify="center",
+            pady=40,
+        )
         self.action = ActionPanel(self, app, on_done=lambda _c: self.schedule_refresh())
         self.action.grid(row=5, column=0, sticky="ew", pady=(1, 0))
         self.action.grid_remove()
@@ -70,8 +77,11 @@ class ContactsForm(ttk.Frame):
         bar = ttk.Frame(self, style="TFrame", padding=(pad, pad - 2))
         self.action_buttons: dict[Action, ttk.Button] = {}
         for index, action in enumerate(Action):
-            button = ttk.Button(bar, text=i18n.t(f"action.{action.value}.button"),
-                                command=lambda a=action: self.start_action(a))
+            button = ttk.Button(
+                bar,
+                text=i18n.t(f"action.{action.value}.button"),
+                command=lambda a=action: self.start_action(a),
+            )
             button.grid(row=index // 2, column=index % 2, sticky="ew", padx=3, pady=3, ipady=4)
             self.action_buttons[action] = button
         bar.columnconfigure(0, weight=1, uniform="actions")
@@ -144,11 +154,15 @@ class ContactsForm(ttk.Frame):
         theme = self.app.theme
         if self.key_missing:
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
-                fill="x", pady=(8, 0))
+                fill="x", pady=(8, 0)
+            )
         for username in sorted(self.app.key_warnings):
-            Banner(self.banners, theme, i18n.t("contacts.key_changed", name=username),
-                   actions=((i18n.t("contacts.open_chat"), lambda u=username: self._open_user(u)),),
-                   ).pack(fill="x", pady=(8, 0))
+            Banner(
+                self.banners,
+                theme,
+                i18n.t("contacts.key_changed", name=username),
+                actions=((i18n.t("contacts.open_chat"), lambda u=username: self._open_user(u)),),
+            ).pack(fill="x", pady=(8, 0))
 
     # ------------------------------------------------------------------ actions
 

@@ -43,13 +43,20 @@ class ProfileHeader(tk.Frame):
         self.avatar = Avatar(self, app.theme, p.header, size=46)
         self.avatar.show(name, None)
         self.avatar.grid(row=0, column=0, rowspan=2, padx=(pad, pad - 2), pady=pad)
-        ttk.Label(self, text=name, style="Header.TLabel").grid(row=0, column=1, sticky="sw",
-                                                               pady=(pad, 0))
-        self.status = tk.Label(self, background=p.header, foreground=p.header_muted,
-                               font=app.theme.fonts.small, anchor="w")
+        ttk.Label(self, text=name, style="Header.TLabel").grid(
+            row=0, column=1, sticky="sw", pady=(pad, 0)
+        )
+        self.status = tk.Label(
+            self,
+            background=p.header,
+            foreground=p.header_muted,
+            font=app.theme.fonts.small,
+            anchor="w",
+        )
         self.status.grid(row=1, column=1, sticky="nw", pady=(0, pad))
-        self.logout_button = ttk.Button(self, text=i18n.t("contacts.logout"),
-                                        style="Header.TButton", command=on_logout)
+        self.logout_button = ttk.Button(
+            self, text=i18n.t("contacts.logout"), style="Header.TButton", command=on_logout
+        )
         self.logout_button.grid(row=0, column=2, rowspan=2, padx=pad)
         self.columnconfigure(1, weight=1)
         self.email = profile.email if profile else ""
@@ -74,8 +81,9 @@ class SearchPanel(ttk.Frame):
         self.query = tk.StringVar(self)
         self.entry = ttk.Entry(self, textvariable=self.query)
         self.entry.grid(row=0, column=0, sticky="ew", padx=(0, 6))
-        self.placeholder = Placeholder(self.entry, i18n.t("contacts.search_placeholder"),
-                                       p.subtle, p.surface)
+        self.placeholder = Placeholder(
+            self.entry, i18n.t("contacts.search_placeholder"), p.subtle, p.surface
+        )
         self.entry.bind("<Return>", lambda _e: self.search())
         self.button = ttk.Button(self, text=i18n.t("contacts.search"), command=self.search)
         self.button.grid(row=0, column=1)
@@ -92,8 +100,12 @@ class SearchPanel(ttk.Frame):
         if not text or self.busy.busy:
             return
         self.busy.start(i18n.t("contacts.searching"))
-        self.app.run(self.app.require_client().search_users, text,
-                     on_result=lambda users: self._show(text, users), on_error=self._failed)
+        self.app.run(
+            self.app.require_client().search_users,
+            text,
+            on_result=lambda users: self._show(text, users),
+            on_error=self._failed,
+        )
 
     def _reset_results(self, title: str) -> None:
         for child in self.results.winfo_children():
@@ -102,8 +114,9 @@ class SearchPanel(ttk.Frame):
         header = ttk.Frame(self.results, style="Surface.TFrame")
         header.pack(fill="x")
         ttk.Label(header, text=title, style="SurfaceMuted.TLabel").pack(side="left")
-        ttk.Button(header, text="\u2715", style="Link.TButton", width=2,
-                   command=self.close).pack(side="right")
+        ttk.Button(header, text="\u2715", style="Link.TButton", width=2, command=self.close).pack(
+            side="right"
+        )
         self.message = ttk.Label(self.results, style="Error.TLabel", wraplength=340)
         self.results.grid()
 
@@ -118,23 +131,26 @@ class SearchPanel(ttk.Frame):
             if isinstance(name, str):
                 self._row(user, name, me or "")
         if not users:
-            ttk.Label(self.results, text=i18n.t("contacts.no_results"),
-                      style="SurfaceMuted.TLabel").pack(anchor="w", pady=4)
+            ttk.Label(
+                self.results, text=i18n.t("contacts.no_results"), style="SurfaceMuted.TLabel"
+            ).pack(anchor="w", pady=4)
 
     def _row(self, user: dict[str, Any], name: str, me: str) -> None:
         row = ttk.Frame(self.results, style="Surface.TFrame")
         row.pack(fill="x", pady=2)
         ttk.Label(row, text=name, style="Field.TLabel").pack(side="left")
         ttk.Label(row, text="  " + search_row_detail(user), style="SurfaceMuted.TLabel").pack(
-            side="left")
+            side="left"
+        )
         state = search_row_state(user, me)
         widget: ttk.Button | ttk.Label
         if state == "add":
             widget = ttk.Button(row, text=i18n.t("contacts.add"), style="Primary.TButton")
             widget.configure(command=lambda b=widget: self._add(name, b))
         else:
-            widget = ttk.Label(row, text=i18n.t(f"contacts.state_{state}"),
-                               style="SurfaceMuted.TLabel")
+            widget = ttk.Label(
+                row, text=i18n.t(f"contacts.state_{state}"), style="SurfaceMuted.TLabel"
+            )
         widget.pack(side="right")
         self.rows[name] = widget
 
@@ -193,18 +209,27 @@ class RequestsPanel(ttk.Frame):
             return
         self.grid()
         ttk.Label(self, text=i18n.t("contacts.requests_title"), style="Muted.TLabel").pack(
-            anchor="w")
+            anchor="w"
+        )
         for name in visible:
             self._row(name)
 
     def _row(self, name: str) -> None:
         p, pad = self.app.theme.palette, self.app.theme.pad
-        row = tk.Frame(self, background=p.notice_bg, highlightthickness=1,
-                       highlightbackground="#f3d58b")
+        row = tk.Frame(
+            self, background=p.notice_bg, highlightthickness=1, highlightbackground="#f3d58b"
+        )
         row.pack(fill="x", pady=(4, 0))
-        tk.Label(row, text=i18n.t("contacts.request_from", name=name), background=p.notice_bg,
-                 foreground=p.notice_text, font=self.app.theme.fonts.bold, anchor="w",
-                 wraplength=330, justify="left").pack(fill="x", padx=pad - 2, pady=(6, 4))
+        tk.Label(
+            row,
+            text=i18n.t("contacts.request_from", name=name),
+            background=p.notice_bg,
+            foreground=p.notice_text,
+            font=self.app.theme.fonts.bold,
+            anchor="w",
+            wraplength=330,
+            justify="left",
+        ).pack(fill="x", padx=pad - 2, pady=(6, 4))
         buttons = tk.Frame(row, background=p.notice_bg)
         buttons.pack(fill="x", padx=pad - 2, pady=(0, 8))
         for label, decision, style in (
@@ -231,17 +256,25 @@ class RequestsPanel(ttk.Frame):
                 for child in buttons.winfo_children():
                     if isinstance(child, ttk.Button):
                         child.state(["!disabled"])
-                ttk.Label(buttons, text=describe_error(exc).message,
-                          style="Error.TLabel").pack(side="left")
+                ttk.Label(buttons, text=describe_error(exc).message, style="Error.TLabel").pack(
+                    side="left"
+                )
 
-        self.app.run(self.app.require_client().answer_friend_request, name, decision,
-                     on_result=done, on_error=failed)
+        self.app.run(
+            self.app.require_client().answer_friend_request,
+            name,
+            decision,
+            on_result=done,
+            on_error=failed,
+        )
 
 
 class ActionPanel(ttk.Frame):
     """The inline form behind the toolbar buttons: one entry, one confirm button."""
 
-    def __init__(self, parent: tk.Misc, app: App, on_done: Callable[[Contact | None], object]) -> None:
+    def __init__(
+        self, parent: tk.Misc, app: App, on_done: Callable[[Contact | None], object]
+    ) -> None:
         pad = app.theme.pad
         super().__init__(parent, style="Surface.TFrame", padding=(pad, 10))
         self.app = app
@@ -269,8 +302,9 @@ class ActionPanel(ttk.Frame):
         self.action = action
         self.prompt.configure(text=i18n.t(f"action.{action.value}.prompt"))
         self.confirm.configure(text=i18n.t(f"action.{action.value}.confirm"))
-        self.confirm.configure(style="Danger.TButton" if action is Action.DELETE_FRIEND
-                               else "Primary.TButton")
+        self.confirm.configure(
+            style="Danger.TButton" if action is Action.DELETE_FRIEND else "Primary.TButton"
+        )
         self.value.set(prefill)
         self._say("", error=True)
         self.result.grid_remove()
@@ -303,9 +337,12 @@ class ActionPanel(ttk.Frame):
         }
         self._say("", error=True)
         self.busy.start(i18n.t("common.working"))
-        self.app.run(calls[action], argument,
-                     on_result=lambda r: self._succeeded(action, argument, r),
-                     on_error=self._failed)
+        self.app.run(
+            calls[action],
+            argument,
+            on_result=lambda r: self._succeeded(action, argument, r),
+            on_error=self._failed,
+        )
 
     def _succeeded(self, action: Action, argument: str | int, result: object) -> None:
         if not alive(self):

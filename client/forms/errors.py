@@ -44,6 +44,16 @@ class Problem:
     field: str | None = None
 
 
+# (exception type, catalog key, field): checked in order, the first match wins.
+_BY_TYPE: tuple[tuple[type[BaseException], str, str | None], ...] = (
+    (CertificateError, "error.certificate", None),
+    (ConnectionLost, "error.connection", "server"),
+    (RequestTimeout, "error.timeout", "server"),
+    (KeyStoreError, "error.keystore", None),
+    (RemoteProtocolError, "error.protocol", None),
+)
+
+
 def describe_error(exc: BaseException, server: str = "") -> Problem:
     """The inline message for anything a request can raise."""
     if isinstance(exc, RequestError):
@@ -54,18 +64,11 @@ def describe_error(exc: BaseException, server: str = "") -> Problem:
         if PIN_MISMATCH_HINT in str(exc):
             return Problem(i18n.t("error.pin_mismatch", server=server), "server")
         return Problem(i18n.t("error.handshake", detail=str(exc)), "server")
-    if isinstance(exc, CertificateError):
-        return Problem(i18n.t("error.certificate", detail=str(exc)))
-    if isinstance(exc, ConnectionLost):
-        return Problem(i18n.t("error.connection", server=server), "server")
-    if isinstance(exc, RequestTimeout):
-        return Problem(i18n.t("error.timeout"), "server")
-    if isinstance(exc, KeyStoreError):
-        return Problem(i18n.t("error.keystore", detail=str(exc)))
-    if isinstance(exc, RemoteProtocolError):
-        return Problem(i18n.t("error.protocol"))
-    if isinstance(exc, UchatError | OSError):
-        return Problem(str(exc) or i18n.t("error.unexpected"))
+    for kind, key, field in _BY_TYPE:
+        if isinstance(exc, kind):
+            return Problem(i18n.t(key, server=server, detail=str(exc)), field)
+    if isinstance(exc, UchatError | OSError) and str(exc):
+        return Problem(str(exc))
     return Problem(i18n.t("error.unexpected"))
 
 

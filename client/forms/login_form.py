@@ -6,6 +6,7 @@ appear inline under the field they concern (a server pin mismatch under the serv
 
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING
@@ -15,7 +16,12 @@ from client.components.busy import BusyButton, alive
 from client.components.field import Field
 from client.core.models import Profile
 from client.forms.errors import describe_error
-from client.forms.login import AddressError, ServerAddress, missing_login_fields, parse_server_address
+from client.forms.login import (
+    AddressError,
+    ServerAddress,
+    missing_login_fields,
+    parse_server_address,
+)
 
 if TYPE_CHECKING:
     from client.ui import App
@@ -36,13 +42,26 @@ class LoginForm(ttk.Frame):
         card = ttk.Frame(self, style="Surface.TFrame", padding=(pad * 2, pad * 2))
         card.place(relx=0.5, rely=0.5, anchor="center", relwidth=0.86)
         self.card = card
-        ttk.Label(card, text=i18n.t("app.name"), style="Title.TLabel",
-                  background=app.theme.palette.surface,
-                  foreground=app.theme.palette.primary).grid(row=0, column=0, sticky="w")
+        ttk.Label(
+            card,
+            text=i18n.t("app.name"),
+            style="Title.TLabel",
+            background=app.theme.palette.surface,
+            foreground=app.theme.palette.primary,
+        ).grid(row=0, column=0, sticky="w")
         ttk.Label(card, text=i18n.t("login.subtitle"), style="SurfaceMuted.TLabel").grid(
-            row=1, column=0, sticky="w", pady=(0, pad))
-        self.notice = tk.Label(card, text=notice, wraplength=320, justify="left", anchor="w",
-                               padx=pad // 2, pady=pad // 2, font=app.theme.fonts.small)
+            row=1, column=0, sticky="w", pady=(0, pad)
+        )
+        self.notice = tk.Label(
+            card,
+            text=notice,
+            wraplength=320,
+            justify="left",
+            anchor="w",
+            padx=pad // 2,
+            pady=pad // 2,
+            font=app.theme.fonts.small,
+        )
         self._paint_notice(notice, warning)
         self.notice.grid(row=2, column=0, sticky="ew", pady=(0, pad))
         if not notice:
@@ -57,8 +76,9 @@ class LoginForm(ttk.Frame):
         self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=320, justify="left")
         self.general_error.grid(row=6, column=0, sticky="ew")
         self.general_error.grid_remove()
-        self.login_button = ttk.Button(card, text=i18n.t("login.submit"), style="Primary.TButton",
-                                       command=self.submit)
+        self.login_button = ttk.Button(
+            card, text=i18n.t("login.submit"), style="Primary.TButton", command=self.submit
+        )
         self.login_button.grid(row=7, column=0, sticky="ew", pady=(pad // 2, 4), ipady=4)
         bar = ttk.Progressbar(card, mode="indeterminate")
         bar.grid(row=8, column=0, sticky="ew")
@@ -66,10 +86,15 @@ class LoginForm(ttk.Frame):
         links = ttk.Frame(card, style="Surface.TFrame")
         links.grid(row=9, column=0, pady=(pad, 0))
         ttk.Label(links, text=i18n.t("login.no_account"), style="SurfaceMuted.TLabel").pack(
-            side="left")
-        self.register_link = ttk.Button(links, text=i18n.t("login.register_link"),
-                                        style="Link.TButton", command=self.show_register,
-                                        cursor="hand2")
+            side="left"
+        )
+        self.register_link = ttk.Button(
+            links,
+            text=i18n.t("login.register_link"),
+            style="Link.TButton",
+            command=self.show_register,
+            cursor="hand2",
+        )
         self.register_link.pack(side="left")
         card.columnconfigure(0, weight=1)
         for field in (self.username, self.password, self.server):
@@ -87,11 +112,11 @@ class LoginForm(ttk.Frame):
     # ------------------------------------------------------------------ actions
 
     def show_register(self) -> None:
-        try:
-            self.app.server_address = parse_server_address(self.server.value,
-                                                           self.app.settings.port)
-        except AddressError:
-            pass  # keep the last good address; the register form shows which
+        # an unusable address keeps the last good one; the register form shows which
+        with contextlib.suppress(AddressError):
+            self.app.server_address = parse_server_address(
+                self.server.value, self.app.settings.port
+            )
         self.app.show_register()
 
     def _clear_errors(self) -> None:
@@ -121,8 +146,9 @@ class LoginForm(ttk.Frame):
             return
         client = self.app.connect_client(address)
         self.busy.start(i18n.t("login.busy"))
-        self.app.run(client.login, username, password,
-                     on_result=self._logged_in, on_error=self._failed)
+        self.app.run(
+            client.login, username, password, on_result=self._logged_in, on_error=self._failed
+        )
 
     def _logged_in(self, _profile: Profile) -> None:
         if alive(self):

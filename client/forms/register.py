@@ -81,8 +81,9 @@ def check_registration(values: Mapping[str, str]) -> Registration | Problem:
         clean = validate_registration(dict(values))
     except ValidationError as exc:
         return Problem(validation_message(exc, values), exc.field)
-    return Registration(clean["username"], clean["password"], clean["email"], clean["sex"],
-                        clean["age"])
+    return Registration(
+        clean["username"], clean["password"], clean["email"], clean["sex"], clean["age"]
+    )
 
 
 def sex_choices() -> tuple[str, ...]:

@@ -16,7 +16,13 @@ from client.components.busy import BusyButton, alive
 from client.components.field import Field
 from client.core.models import Profile
 from client.forms.errors import describe_error
-from client.forms.register import FIELDS, Registration, check_registration, field_errors, sex_choices
+from client.forms.register import (
+    FIELDS,
+    Registration,
+    check_registration,
+    field_errors,
+    sex_choices,
+)
 
 if TYPE_CHECKING:
     from client.ui import App
@@ -33,14 +39,24 @@ class RegisterForm(ttk.Frame):
         pad = app.theme.pad
         card = ttk.Frame(self, style="Surface.TFrame", padding=(pad * 2, pad + 4))
         card.place(relx=0.5, rely=0.5, anchor="center", relwidth=0.88)
-        ttk.Label(card, text=i18n.t("register.title"), style="Title.TLabel",
-                  background=app.theme.palette.surface).grid(row=0, column=0, sticky="w")
-        ttk.Label(card, text=i18n.t("register.server", server=str(app.server_address)),
-                  style="SurfaceMuted.TLabel").grid(row=1, column=0, sticky="w", pady=(0, pad))
+        ttk.Label(
+            card,
+            text=i18n.t("register.title"),
+            style="Title.TLabel",
+            background=app.theme.palette.surface,
+        ).grid(row=0, column=0, sticky="w")
+        ttk.Label(
+            card,
+            text=i18n.t("register.server", server=str(app.server_address)),
+            style="SurfaceMuted.TLabel",
+        ).grid(row=1, column=0, sticky="w", pady=(0, pad))
         self.fields: dict[str, Field] = {
-            "username": Field(card, i18n.t("field.username"), hint=i18n.t("register.username_hint")),
-            "password": Field(card, i18n.t("field.password"), show="\u2022",
-                              hint=i18n.t("register.password_hint")),
+            "username": Field(
+                card, i18n.t("field.username"), hint=i18n.t("register.username_hint")
+            ),
+            "password": Field(
+                card, i18n.t("field.password"), show="\u2022", hint=i18n.t("register.password_hint")
+            ),
             "confirm": Field(card, i18n.t("field.confirm"), show="\u2022"),
             "email": Field(card, i18n.t("field.email")),
         }
@@ -55,14 +71,20 @@ class RegisterForm(ttk.Frame):
         self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=340)
         self.general_error.grid(row=row + 2, column=0, sticky="ew")
         self.general_error.grid_remove()
-        self.submit_button = ttk.Button(card, text=i18n.t("register.submit"),
-                                        style="Primary.TButton", command=self.submit)
+        self.submit_button = ttk.Button(
+            card, text=i18n.t("register.submit"), style="Primary.TButton", command=self.submit
+        )
         self.submit_button.grid(row=row + 3, column=0, sticky="ew", pady=(pad // 2, 4), ipady=4)
         bar = ttk.Progressbar(card, mode="indeterminate")
         bar.grid(row=row + 4, column=0, sticky="ew")
         self.busy = BusyButton(self.submit_button, bar)
-        self.back_link = ttk.Button(card, text=i18n.t("register.back"), style="Link.TButton",
-                                    command=self.back, cursor="hand2")
+        self.back_link = ttk.Button(
+            card,
+            text=i18n.t("register.back"),
+            style="Link.TButton",
+            command=self.back,
+            cursor="hand2",
+        )
         self.back_link.grid(row=row + 5, column=0, pady=(pad // 2, 0))
         card.columnconfigure(0, weight=1)
         self._bind_validation()
@@ -74,8 +96,13 @@ class RegisterForm(ttk.Frame):
         choices.grid(row=1, column=0, sticky="w")
         self.sex_buttons: dict[str, ttk.Radiobutton] = {}
         for sex in sex_choices():
-            button = ttk.Radiobutton(choices, text=i18n.t(f"sex.{sex}"), value=sex,
-                                     variable=field.var, command=lambda: self._touch("sex"))
+            button = ttk.Radiobutton(
+                choices,
+                text=i18n.t(f"sex.{sex}"),
+                value=sex,
+                variable=field.var,
+                command=lambda: self._touch("sex"),
+            )
             button.pack(side="left", padx=(0, 16))
             self.sex_buttons[sex] = button
         return field
@@ -132,8 +159,16 @@ class RegisterForm(ttk.Frame):
         self._registration = checked
         client = self.app.connect_client(self.app.server_address)
         self.busy.start(i18n.t("register.busy"))
-        self.app.run(client.register, checked.username, checked.password, checked.email,
-                     checked.sex, checked.age, on_result=self._registered, on_error=self._failed)
+        self.app.run(
+            client.register,
+            checked.username,
+            checked.password,
+            checked.email,
+            checked.sex,
+            checked.age,
+            on_result=self._registered,
+            on_error=self._failed,
+        )
 
     def _registered(self, _result: object) -> None:
         registration = self._registration
@@ -141,8 +176,13 @@ class RegisterForm(ttk.Frame):
             return
         self.busy.button.configure(text=i18n.t("register.logging_in"))
         client = self.app.client
-        self.app.run(client.login, registration.username, registration.password,
-                     on_result=self._logged_in, on_error=self._login_failed)
+        self.app.run(
+            client.login,
+            registration.username,
+            registration.password,
+            on_result=self._logged_in,
+            on_error=self._login_failed,
+        )
 
     def _logged_in(self, _profile: Profile) -> None:
         if alive(self):

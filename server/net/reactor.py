@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from common.errors import UchatError
 from common.protocol.message import Message
+from server.logging_setup import log_failure
 from server.net.connection import Channel, Connection
 
 log = logging.getLogger(__name__)
@@ -346,8 +347,8 @@ class Reactor:
         except UchatError as exc:
             connection.close(f"{type(exc).__name__}: {exc}")
             return
-        except Exception:
-            log.exception("channel failure on %s", connection.address)
+        except Exception as exc:
+            log_failure(log, f"channel failure on {connection.address}", exc)
             connection.close("internal error in the channel")
             return
         if connection in self._handshaking and connection.channel.established:
@@ -361,8 +362,8 @@ class Reactor:
                 return
             try:
                 self._on_message(connection, message)
-            except Exception:
-                log.exception("dispatch failed on %s", connection.address)
+            except Exception as exc:
+                log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
                 return
 

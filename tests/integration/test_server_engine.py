@@ -364,4 +364,3 @@ def test_sigterm_exits_cleanly_and_keeps_what_was_stored(
     login = again.call(MessageType.LOGIN, username="durable", password=PASSWORD)
     assert login.type is MessageType.REPLY, login.params
     assert login.params["profile"]["username"] == "durable"
-

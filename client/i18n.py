@@ -1,0 +1,433 @@
+"""Every string the user reads, in English and Simplified Chinese.
+
+`t("key", **params)` looks the key up in the active catalog and fills `{params}`.
+The language is chosen once at start-up (`use_language`), from the configuration or
+the locale, like the process locale itself; that one setting is the only state here.
+Both catalogs have exactly the same keys (a unit test checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LANGUAGES = ("en", "zh_CN")
+DEFAULT_LANGUAGE = "en"
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
+
+EN: dict[str, str] = {
+    # application
+    "app.name": "Uchat",
+    "app.title": "Uchat — secure chat",
+    # common
+    "common.cancel": "Cancel",
+    "common.dismiss": "Dismiss",
+    "common.working": "Working…",
+    # fields
+    "field.username": "Username",
+    "field.password": "Password",
+    "field.confirm": "Confirm password",
+    "field.email": "Email",
+    "field.sex": "Sex",
+    "field.age": "Age",
+    "field.server": "Server",
+    "sex.male": "Male",
+    "sex.female": "Female",
+    "sex.other": "Other",
+    # login
+    "login.subtitle": "Secure instant messaging for your network",
+    "login.submit": "Log in",
+    "login.busy": "Logging in…",
+    "login.no_account": "No account yet?",
+    "login.register_link": "Create one",
+    "login.server_hint": "host:port — the server's identity is checked on every connection",
+    "login.kicked": "You were logged out because your account logged in elsewhere "
+    "(from {address}).",
+    # register
+    "register.window_title": "Uchat — create an account",
+    "register.title": "Create your account",
+    "register.server": "Server: {server}",
+    "register.username_hint": "2 to 32 letters (Chinese too), digits or _",
+    "register.password_hint": "At least 8 characters, letters mixed with digits or symbols",
+    "register.submit": "Create account",
+    "register.busy": "Creating account…",
+    "register.logging_in": "Logging in…",
+    "register.back": "Back to login",
+    # contacts
+    "contacts.window_title": "Uchat — {name}",
+    "contacts.logout": "Log out",
+    "contacts.search_placeholder": "Find people by username",
+    "contacts.search": "Search",
+    "contacts.searching": "Searching…",
+    "contacts.results": "Results for “{query}”: {count}",
+    "contacts.no_results": "Nobody found.",
+    "contacts.add": "Add",
+    "contacts.sending": "Sending…",
+    "contacts.request_sent": "Request sent",
+    "contacts.state_friend": "Friend",
+    "contacts.state_pending": "Request pending",
+    "contacts.state_self": "You",
+    "contacts.age": "{age} years",
+    "contacts.requests_title": "Friend requests",
+    "contacts.request_from": "{name} wants to be your friend",
+    "contacts.accept": "Accept",
+    "contacts.reject": "Reject",
+    "contacts.later": "Later",
+    "contacts.empty": "No friends or groups yet.\nSearch for people above, or create a group.",
+    "contacts.online": "Online",
+    "contacts.offline": "Offline",
+    "contacts.never_seen": "Not seen yet",
+    "contacts.group_line": "Group #{number} · {count} members",
+    "contacts.key_missing": "This computer does not hold your private keys, so messages "
+    "cannot be sent or read here. Log in on the computer where you registered.",
+    "contacts.key_changed": "Warning: {name}'s security key has changed. "
+    "Check the safety number with {name} before you trust it.",
+    "contacts.open_chat": "Open chat",
+    "connection.connecting": "Connecting…",
+    "connection.connected": "Online",
+    "connection.reconnecting": "Reconnecting…",
+    "connection.disconnected": "Offline — not connected",
+    # contact actions
+    "action.add_friend.button": "Add friend",
+    "action.add_friend.prompt": "Username of the person to add",
+    "action.add_friend.confirm": "Send request",
+    "action.add_friend.done": "Friend request sent to {name}.",
+    "action.delete_friend.button": "Delete friend",
+    "action.delete_friend.prompt": "Username of the friend to delete",
+    "action.delete_friend.confirm": "Delete",
+    "action.delete_friend.done": "{name} is no longer your friend.",
+    "action.create_group.button": "Create group",
+    "action.create_group.prompt": "Name of the new group",
+    "action.create_group.confirm": "Create",
+    "action.create_group.done": "Group “{name}” created. Its number is {number}: "
+    "share it so others can join.",
+    "action.join_group.button": "Join group",
+    "action.join_group.prompt": "Group number",
+    "action.join_group.confirm": "Join",
+    "action.join_group.done": "You joined “{name}” (#{number}).",
+    # chat
+    "chat.window_title": "Chat with {name}",
+    "chat.search_placeholder": "Search history",
+    "chat.search_hits": "{count} message(s) match “{query}”; the newest is highlighted.",
+    "chat.search_none": "No message matches “{query}”.",
+    "chat.safety_number": "Safety number",
+    "chat.safety_text": "Safety number with {name}: {number}\nCompare it with {name} in "
+    "person or by phone. If the numbers match, nobody is listening in.",
+    "chat.key_changed": "{name}'s security key has changed! Messages from {name} are held "
+    "back until you trust the new key. Compare the safety number with {name} first.",
+    "chat.key_changed_notice": "⚠ {name}'s security key changed",
+    "chat.new_safety_number": "New safety number: {number}",
+    "chat.trust_key": "Trust new key",
+    "chat.key_trusted": "You trusted {name}'s new key.",
+    "chat.load_older": "Load earlier messages",
+    "chat.beginning": "Beginning of the conversation",
+    "chat.font_size": "Size",
+    "chat.color": "Colour",
+    "chat.image": "Image",
+    "chat.file": "File",
+    "chat.images": "Images",
+    "chat.all_files": "All files",
+    "chat.send": "Send",
+    "chat.sending": "Sending…",
+    "chat.enter_hint": "Enter to send · Shift+Enter for a new line",
+    "chat.image_label": "[Image] {name} ({size})",
+    "chat.file_label": "[File] {name} ({size})",
+    "chat.save": "Save",
+    "chat.save_to": "Save the file to…",
+    "chat.saved_to": "Saved to {path}",
+    "chat.members": "Members ({count})",
+    "chat.member_joined": "{name} joined the group",
+    "chat.member_left": "{name} left the group",
+    "chat.removed": "You are no longer friends; messages cannot be sent.",
+    # time
+    "time.yesterday": "Yesterday",
+    "time.yesterday_at": "Yesterday {time}",
+    # errors: form checks
+    "error.required": "This field is required.",
+    "error.password_mismatch": "The two passwords do not match.",
+    "error.password_is_username": "The password must differ from the username.",
+    "error.server_address": "Enter the server as host:port, e.g. 192.168.1.10:9999.",
+    "error.server_port": "The port must be a number from 1 to 65535.",
+    "error.room_number": "A group number is made of digits, e.g. 12.",
+    # errors: connection and security
+    "error.connection": "Cannot reach the server at {server}. Check the address and that "
+    "the server is running.",
+    "error.timeout": "The server did not answer in time. Try again.",
+    "error.pin_mismatch": "The server at {server} is not the one this computer knows: its "
+    "identity (certificate fingerprint) changed. Someone may be intercepting the "
+    "connection, or the server was reinstalled. Ask the administrator for the server's "
+    "fingerprint before you continue.",
+    "error.handshake": "A secure connection could not be established: {detail}",
+    "error.certificate": "The server sent an invalid certificate: {detail}",
+    "error.keystore": "Your keys on this computer cannot be opened: {detail}",
+    "error.protocol": "The server sent something unexpected. Try again later.",
+    "error.unexpected": "Something went wrong. Try again.",
+    # errors: server codes (docs/protocol.md) and client refusals
+    "error.bad_request": "The request was not understood.",
+    "error.not_authenticated": "You are not logged in.",
+    "error.internal_error": "The server had a problem. Try again later.",
+    "error.server_busy": "The server is busy. Try again in a moment.",
+    "error.invalid_username": "Use 2 to 32 letters, digits or underscores.",
+    "error.invalid_password": "At least 8 characters, mixing letters with digits or symbols.",
+    "error.invalid_email": "Enter a valid email address, like name@example.com.",
+    "error.invalid_sex": "Choose male, female or other.",
+    "error.invalid_age": "Age must be a whole number from 1 to 150.",
+    "error.invalid_csr": "The account keys were refused. Try again.",
+    "error.username_taken": "This username is already taken.",
+    "error.email_taken": "This email address is already registered.",
+    "error.login_failed": "Wrong username or password.",
+    "error.too_many_attempts": "Too many failed attempts. Wait a while, then try again.",
+    "error.user_not_found": "No user has this name.",
+    "error.cannot_add_self": "You cannot add yourself.",
+    "error.already_friends": "You are already friends.",
+    "error.request_pending": "A friend request is already waiting.",
+    "error.no_pending_request": "This request no longer exists.",
+    "error.not_friends": "You are not friends with this user.",
+    "error.forbidden": "You are not allowed to do that.",
+    "error.missing_envelope": "The group changed while sending. Try again.",
+    "error.message_too_large": "The message is too large.",
+    "error.invalid_room_name": "A group name has 1 to 40 characters.",
+    "error.room_name_taken": "A group with this name already exists.",
+    "error.room_not_found": "No group has this number.",
+    "error.already_member": "You are already in this group.",
+    "error.not_member": "You are not a member of this group.",
+    "error.attachment_too_large": "The file is larger than the server accepts.",
+    "error.attachment_not_found": "The file is no longer on the server.",
+    "error.bad_offset": "The transfer got out of step. Try again.",
+    "error.digest_mismatch": "The file was damaged in transit. Try again.",
+    "error.empty_message": "There is nothing to send.",
+    "error.invalid_font_size": "Choose a font size from 8 to 36.",
+    "error.invalid_color": "Choose a valid colour.",
+    "error.key_missing": "This computer does not hold your private keys, so it cannot send.",
+    "error.upload_busy": "This file is already being sent.",
+    "error.no_attachment": "This message has no file.",
+    "error.file_not_found": "The file cannot be found.",
+    "error.file_changed": "The file changed while it was being sent. Try again.",
+    "error.no_key_change": "There is no new key to trust.",
+}
+
+ZH_CN: dict[str, str] = {
+    "app.name": "Uchat",
+    "app.title": "Uchat — 安全聊天",
+    "common.cancel": "取消",
+    "common.dismiss": "关闭",
+    "common.working": "处理中…",
+    "field.username": "用户名",
+    "field.password": "密码",
+    "field.confirm": "确认密码",
+    "field.email": "邮箱",
+    "field.sex": "性别",
+    "field.age": "年龄",
+    "field.server": "服务器",
+    "sex.male": "男",
+    "sex.female": "女",
+    "sex.other": "其他",
+    "login.subtitle": "局域网内的安全即时通讯",
+    "login.submit": "登录",
+    "login.busy": "正在登录…",
+    "login.no_account": "还没有账号？",
+    "login.register_link": "立即注册",
+    "login.server_hint": "主机:端口 — 每次连接都会核验服务器身份",
+    "login.kicked": "您的账号已在别处登录（来自 {address}），本机已下线。",
+    "register.window_title": "Uchat — 注册账号",
+    "register.title": "注册新账号",
+    "register.server": "服务器：{server}",
+    "register.username_hint": "2 到 32 个字母（可用中文）、数字或下划线",
+    "register.password_hint": "至少 8 个字符，需同时包含字母和数字或符号",
+    "register.submit": "注册",
+    "register.busy": "正在注册…",
+    "register.logging_in": "正在登录…",
+    "register.back": "返回登录",
+    "contacts.window_title": "Uchat — {name}",
+    "contacts.logout": "退出登录",
+    "contacts.search_placeholder": "按用户名查找用户",
+    "contacts.search": "搜索",
+    "contacts.searching": "搜索中…",
+    "contacts.results": "“{query}”的搜索结果：{count} 个",
+    "contacts.no_results": "没有找到用户。",
+    "contacts.add": "添加",
+    "contacts.sending": "发送中…",
+    "contacts.request_sent": "已发送请求",
+    "contacts.state_friend": "已是好友",
+    "contacts.state_pending": "等待验证",
+    "contacts.state_self": "我自己",
+    "contacts.age": "{age} 岁",
+    "contacts.requests_title": "好友请求",
+    "contacts.request_from": "{name} 请求添加您为好友",
+    "contacts.accept": "同意",
+    "contacts.reject": "拒绝",
+    "contacts.later": "稍后",
+    "contacts.empty": "还没有好友或群聊。\n在上方搜索用户，或创建一个群聊。",
+    "contacts.online": "在线",
+    "contacts.offline": "离线",
+    "contacts.never_seen": "尚未上线",
+    "contacts.group_line": "群号 {number} · {count} 位成员",
+    "contacts.key_missing": "本机没有您的私钥，因此无法在这里收发消息。"
+    "请在注册时使用的电脑上登录。",
+    "contacts.key_changed": "警告：{name} 的安全密钥已更改。信任之前请先与 {name} 核对安全码。",
+    "contacts.open_chat": "打开聊天",
+    "connection.connecting": "正在连接…",
+    "connection.connected": "在线",
+    "connection.reconnecting": "正在重新连接…",
+    "connection.disconnected": "离线 — 未连接",
+    "action.add_friend.button": "添加好友",
+    "action.add_friend.prompt": "要添加的用户名",
+    "action.add_friend.confirm": "发送请求",
+    "action.add_friend.done": "已向 {name} 发送好友请求。",
+    "action.delete_friend.button": "删除好友",
+    "action.delete_friend.prompt": "要删除的好友用户名",
+    "action.delete_friend.confirm": "删除",
+    "action.delete_friend.done": "已将 {name} 从好友中删除。",
+    "action.create_group.button": "创建群聊",
+    "action.create_group.prompt": "新群聊的名称",
+    "action.create_group.confirm": "创建",
+    "action.create_group.done": "群聊“{name}”已创建，群号为 {number}。把群号告诉别人即可加入。",
+    "action.join_group.button": "加入群聊",
+    "action.join_group.prompt": "群号",
+    "action.join_group.confirm": "加入",
+    "action.join_group.done": "已加入“{name}”（群号 {number}）。",
+    "chat.window_title": "与 {name} 聊天",
+    "chat.search_placeholder": "搜索聊天记录",
+    "chat.search_hits": "有 {count} 条消息包含“{query}”，已高亮最新一条。",
+    "chat.search_none": "没有消息包含“{query}”。",
+    "chat.safety_number": "安全码",
+    "chat.safety_text": "您与 {name} 的安全码：{number}\n请当面或通过电话与 {name} 核对。"
+    "若数字一致，说明没有人在窃听。",
+    "chat.key_changed": "{name} 的安全密钥已更改！在您信任新密钥之前，来自 {name} 的消息"
+    "将被暂时保留。请先与 {name} 核对安全码。",
+    "chat.key_changed_notice": "⚠ {name} 的安全密钥已更改",
+    "chat.new_safety_number": "新的安全码：{number}",
+    "chat.trust_key": "信任新密钥",
+    "chat.key_trusted": "您已信任 {name} 的新密钥。",
+    "chat.load_older": "加载更早的消息",
+    "chat.beginning": "已到达对话开头",
+    "chat.font_size": "字号",
+    "chat.color": "颜色",
+    "chat.image": "图片",
+    "chat.file": "文件",
+    "chat.images": "图片",
+    "chat.all_files": "所有文件",
+    "chat.send": "发送",
+    "chat.sending": "发送中…",
+    "chat.enter_hint": "Enter 发送 · Shift+Enter 换行",
+    "chat.image_label": "[图片] {name}（{size}）",
+    "chat.file_label": "[文件] {name}（{size}）",
+    "chat.save": "保存",
+    "chat.save_to": "将文件保存到…",
+    "chat.saved_to": "已保存到 {path}",
+    "chat.members": "成员（{count}）",
+    "chat.member_joined": "{name} 加入了群聊",
+    "chat.member_left": "{name} 退出了群聊",
+    "chat.removed": "你们已不再是好友，无法发送消息。",
+    "time.yesterday": "昨天",
+    "time.yesterday_at": "昨天 {time}",
+    "error.required": "此项不能为空。",
+    "error.password_mismatch": "两次输入的密码不一致。",
+    "error.password_is_username": "密码不能与用户名相同。",
+    "error.server_address": "请按“主机:端口”填写服务器，例如 192.168.1.10:9999。",
+    "error.server_port": "端口必须是 1 到 65535 之间的数字。",
+    "error.room_number": "群号由数字组成，例如 12。",
+    "error.connection": "无法连接到服务器 {server}。请检查地址并确认服务器正在运行。",
+    "error.timeout": "服务器未及时响应，请重试。",
+    "error.pin_mismatch": "{server} 上的服务器与本机记录的不一致：它的身份（证书指纹）"
+    "发生了变化。可能有人在拦截连接，也可能是服务器被重新安装。继续之前请向管理员"
+    "核实服务器指纹。",
+    "error.handshake": "无法建立安全连接：{detail}",
+    "error.certificate": "服务器发送的证书无效：{detail}",
+    "error.keystore": "无法打开本机保存的密钥：{detail}",
+    "error.protocol": "服务器返回了意外的数据，请稍后重试。",
+    "error.unexpected": "出现错误，请重试。",
+    "error.bad_request": "请求无法识别。",
+    "error.not_authenticated": "您尚未登录。",
+    "error.internal_error": "服务器出现问题，请稍后重试。",
+    "error.server_busy": "服务器繁忙，请稍后重试。",
+    "error.invalid_username": "请使用 2 到 32 个字母、数字或下划线。",
+    "error.invalid_password": "至少 8 个字符，需同时包含字母和数字或符号。",
+    "error.invalid_email": "请输入有效的邮箱地址，例如 name@example.com。",
+    "error.invalid_sex": "请选择男、女或其他。",
+    "error.invalid_age": "年龄必须是 1 到 150 之间的整数。",
+    "error.invalid_csr": "账号密钥被拒绝，请重试。",
+    "error.username_taken": "该用户名已被占用。",
+    "error.email_taken": "该邮箱已被注册。",
+    "error.login_failed": "用户名或密码错误。",
+    "error.too_many_attempts": "失败次数过多，请稍后再试。",
+    "error.user_not_found": "用户名不存在。",
+    "error.cannot_add_self": "不能添加自己为好友。",
+    "error.already_friends": "你们已经是好友了。",
+    "error.request_pending": "好友请求已发送，正在等待对方处理。",
+    "error.no_pending_request": "该好友请求已不存在。",
+    "error.not_friends": "该用户还不是您的好友。",
+    "error.forbidden": "您无权执行此操作。",
+    "error.missing_envelope": "发送期间群成员发生了变化，请重试。",
+    "error.message_too_large": "消息太大。",
+    "error.invalid_room_name": "群名称需为 1 到 40 个字符。",
+    "error.room_name_taken": "已存在同名群聊。",
+    "error.room_not_found": "群聊不存在。",
+    "error.already_member": "您已经在该群聊中了。",
+    "error.not_member": "您不是该群聊的成员。",
+    "error.attachment_too_large": "文件超过了服务器允许的大小。",
+    "error.attachment_not_found": "服务器上已没有这个文件。",
+    "error.bad_offset": "传输不同步，请重试。",
+    "error.digest_mismatch": "文件在传输中损坏，请重试。",
+    "error.empty_message": "没有可发送的内容。",
+    "error.invalid_font_size": "请选择 8 到 36 之间的字号。",
+    "error.invalid_color": "请选择有效的颜色。",
+    "error.key_missing": "本机没有您的私钥，无法发送消息。",
+    "error.upload_busy": "该文件正在发送中。",
+    "error.no_attachment": "这条消息没有附件。",
+    "error.file_not_found": "找不到该文件。",
+    "error.file_changed": "文件在发送过程中被修改，请重试。",
+    "error.no_key_change": "没有需要信任的新密钥。",
+}
+
+CATALOGS: Mapping[str, Mapping[str, str]] = {"en": EN, "zh_CN": ZH_CN}
+
+
+def detect_language(setting: str, environ: Mapping[str, str]) -> str:
+    """`en` / `zh_CN` as configured; for `auto` the first set locale variable decides."""
+    if setting in CATALOGS:
+        return setting
+    for name in LOCALE_VARIABLES:
+        value = environ.get(name, "")
+        if value:
+            return "zh_CN" if value.lower().startswith("zh") else DEFAULT_LANGUAGE
+    return DEFAULT_LANGUAGE
+
+
+class Translator:
+    """Looks keys up in one catalog, falling back to English, then to the key itself."""
+
+    def __init__(self, language: str = DEFAULT_LANGUAGE) -> None:
+        self.language = DEFAULT_LANGUAGE
+        self.use(language)
+
+    def use(self, language: str) -> None:
+        if language not in CATALOGS:
+            raise ValueError(f"unsupported language {language!r}; choose {', '.join(LANGUAGES)}")
+        self.language = language
+
+    def has(self, key: str) -> bool:
+        return key in CATALOGS[self.language] or key in EN
+
+    def t(self, key: str, **params: object) -> str:
+        text = CATALOGS[self.language].get(key) or EN.get(key) or key
+        return text.format(**params) if params else text
+
+
+_translator = Translator()
+
+
+def use_language(language: str) -> None:
+    """Switch the process's display language (at start-up, before any window)."""
+    _translator.use(language)
+
+
+def current_language() -> str:
+    return _translator.language
+
+
+def t(key: str, **params: object) -> str:
+    return _translator.t(key, **params)
+
+
+def has(key: str) -> bool:
+    return _translator.has(key)
