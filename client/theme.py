@@ -12,6 +12,7 @@ import tkinter.font as tkfont
 from collections.abc import Iterable
 from dataclasses import dataclass
 from tkinter import ttk
+from typing import Any
 
 # Families with good Chinese coverage first, then clean Latin fallbacks; Tk's fontconfig
 # fallback fills missing glyphs, but a CJK family keeps both scripts the same weight.
@@ -222,7 +223,12 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
 
 def _button_styles(style: ttk.Style, theme: Theme) -> None:
     p, f, pad = theme.palette, theme.fonts, theme.pad
-    common = {"font": f.button, "borderwidth": 0, "focusthickness": 0, "relief": "flat"}
+    common: dict[str, Any] = {
+        "font": f.button,
+        "borderwidth": 0,
+        "focusthickness": 0,
+        "relief": "flat",
+    }
     style.configure(
         "Primary.TButton",
         background=p.primary,
@@ -320,7 +326,7 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
 
 def _input_styles(style: ttk.Style, theme: Theme) -> None:
     p, f, pad = theme.palette, theme.fonts, theme.pad
-    field = {
+    field: dict[str, Any] = {
         "fieldbackground": p.surface,
         "foreground": p.text,
         "bordercolor": p.border,
@@ -329,7 +335,10 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         "insertcolor": p.text,
         "padding": (pad // 2, pad // 2 - 1),
     }
-    focus = {"bordercolor": [("focus", p.primary)], "lightcolor": [("focus", p.primary)]}
+    focus: dict[str, Any] = {
+        "bordercolor": [("focus", p.primary)],
+        "lightcolor": [("focus", p.primary)],
+    }
     for name in ("TEntry", "TCombobox", "TSpinbox"):
         style.configure(name, **field)
         style.map(name, **focus)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from common.config import ServerConfig
 from common.crypto.certs import ServerIdentity
-from common.errors import RequestError, ValidationError
+from common.errors import LocalProtocolError, RequestError, ValidationError
 from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
@@ -130,7 +130,11 @@ class Context:
             log.warning("second answer to %s dropped", self.opcode.name)
             return
         self._answered = True
-        self.connection.send(message)
+        try:
+            self.connection.send(message)
+        except LocalProtocolError as exc:  # the handler built params the codec refuses
+            log_failure(log, f"answer to {self.opcode.name} cannot be encoded", exc)
+            self.connection.send(error(self.request_id, "internal_error", INTERNAL_ERROR_TEXT))
         if self._close_after:
             self.connection.close_after_flush(f"closed after {self.opcode.name}")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from common.errors import RemoteProtocolError
+from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol.opcodes import MessageType
 
 try:
@@ -107,7 +107,7 @@ def check_frames(data: bytes, chunk_sizes: bytes) -> None:
     if whole_failed != split_failed or (not whole_failed and whole != split):
         raise AssertionError("frames depend on how the stream was split")
     for frames in (whole, split):
-        wire = b"".join(frame.header + frame.body for frame in frames)
+        wire = b"".join(_reencode(frame) for frame in frames)
         if wire != data[: len(wire)]:
             raise AssertionError("frames do not re-encode to the input")
     for frame in split:
@@ -115,8 +115,18 @@ def check_frames(data: bytes, chunk_sizes: bytes) -> None:
             payload = framing.decode_handshake_frame(frame)
         except RemoteProtocolError:
             continue
-        if framing.encode_handshake_frame(payload) != frame.header + frame.body:
+        if framing.encode_handshake_frame(payload) != _reencode(frame):
             raise AssertionError("handshake frame does not round-trip")
+
+
+def _reencode(frame: framing.Frame) -> bytes:
+    """The frame's bytes via the validating encoder: a frame it refuses is a decoder bug."""
+    if len(frame.body) > FUZZ_MAX_BODY:
+        raise AssertionError("decoder returned a frame over the cap")
+    try:
+        return framing.encode_frame(frame.pad, frame.iv, frame.mac, frame.body)
+    except LocalProtocolError as exc:
+        raise AssertionError("decoder returned a frame the encoder refuses") from exc
 
 
 def _feed(data: bytes, sizes: list[int]) -> tuple[list[framing.Frame], bool]:

@@ -67,7 +67,7 @@ class Avatar(tk.Canvas):
             borderwidth=0,
         )
         self.theme = theme
-        self.size = size
+        self.diameter = size
         self._font = tkfont.Font(
             root=self, family=theme.fonts.family, size=max(size // 3, 9), weight="bold"
         )
@@ -75,7 +75,7 @@ class Avatar(tk.Canvas):
     def show(self, name: str, presence: bool | None, group: bool = False) -> None:
         """`presence` None draws no dot (groups, yourself)."""
         self.delete("all")
-        s, p = self.size, self.theme.palette
+        s, p = self.diameter, self.theme.palette
         fill = avatar_color(name)
         if group:
             self.create_rectangle(1, 1, s, s, fill=fill, outline=fill, width=0)
@@ -143,7 +143,7 @@ class ContactItem(tk.Frame):
             widget.bind("<Leave>", lambda _e: self._paint(hover=False))
         self.bind("<Return>", self._double_clicked)
 
-    def _parts(self) -> tuple[tk.Widget, ...]:
+    def _parts(self) -> tuple[tk.Label | tk.Canvas, ...]:
         return (
             self.avatar,
             self.name_label,

@@ -9,6 +9,7 @@ Every piece of a message carries `msg-<id>` so it can be found and updated in pl
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -187,9 +188,9 @@ class MessageView(tk.Frame):
     def _bind_message(self, message: ChatMessage) -> None:
         mid = message.message_id
         for tag in (f"file-{mid}", f"save-{mid}"):
-            self.text.tag_bind(tag, "<Button-1>", lambda _e, m=mid: self._save_clicked(m))
+            self.text.tag_bind(tag, "<Button-1>", functools.partial(self._save_clicked, mid))
 
-    def _save_clicked(self, message_id: str) -> None:
+    def _save_clicked(self, message_id: str, _event: object = None) -> None:
         message = self._messages.get(message_id)
         if message is not None and not message.outgoing:
             self._on_save(message)

@@ -9,6 +9,7 @@ when the friend's key changed, offering "Trust new key" after the safety number.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tkinter as tk
 from pathlib import Path
 from tkinter import colorchooser, filedialog
@@ -91,7 +92,7 @@ class ChatWindow(tk.Toplevel):
             self.app.settings.font_size,
             self.app.settings.font_color,
             {
-                "send": self.send,
+                "send": self.send_message,
                 "color": self.pick_color,
                 "image": self.send_image,
                 "file": self.send_file,
@@ -249,7 +250,7 @@ class ChatWindow(tk.Toplevel):
 
     # ------------------------------------------------------------------ sending
 
-    def send(self) -> None:
+    def send_message(self) -> None:
         text = self.composer.text
         client = self.app.client
         if not text.strip() or self.send_busy.busy or client is None:
@@ -376,7 +377,7 @@ class ChatWindow(tk.Toplevel):
                 self.app.run(
                     client.download,
                     message,
-                    on_result=lambda p, m=message: self._downloaded_image(m, p),
+                    on_result=functools.partial(self._downloaded_image, message),
                     on_error=lambda _e: None,
                 )  # the placeholder line stays
 

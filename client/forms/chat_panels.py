@@ -105,7 +105,7 @@ class Composer(tk.Frame):
             font=theme.fonts.small,
         ).pack(side="left")
         self.size_var = tk.StringVar(self, value=str(clamp_font_size(font_size)))
-        self.size = ttk.Spinbox(
+        self.size_box = ttk.Spinbox(
             tools,
             from_=MIN_FONT_SIZE,
             to=MAX_FONT_SIZE,
@@ -113,8 +113,8 @@ class Composer(tk.Frame):
             textvariable=self.size_var,
             command=self.restyle,
         )
-        self.size.pack(side="left", padx=(4, 10))
-        self.size.bind("<KeyRelease>", lambda _e: self.restyle())
+        self.size_box.pack(side="left", padx=(4, 10))
+        self.size_box.bind("<KeyRelease>", lambda _e: self.restyle())
         self.color_button = ttk.Button(
             tools, text=i18n.t("chat.color"), style="Tool.TButton", command=commands["color"]
         )

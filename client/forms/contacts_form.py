@@ -8,6 +8,7 @@ presence changes or messages redraws the list once.
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING
@@ -80,7 +81,7 @@ class ContactsForm(ttk.Frame):
             button = ttk.Button(
                 bar,
                 text=i18n.t(f"action.{action.value}.button"),
-                command=lambda a=action: self.start_action(a),
+                command=functools.partial(self.start_action, action),
             )
             button.grid(row=index // 2, column=index % 2, sticky="ew", padx=3, pady=3, ipady=4)
             self.action_buttons[action] = button
@@ -132,8 +133,8 @@ class ContactsForm(ttk.Frame):
         wanted = {contact_key(c) for c in self.contacts}
         for key in [k for k in self.items if k not in wanted]:
             self.items.pop(key).destroy()
-        for item in self.items.values():
-            item.pack_forget()
+        for shown in self.items.values():
+            shown.pack_forget()
         for contact in self.contacts:
             key = contact_key(contact)
             item = self.items.get(key)
@@ -161,7 +162,9 @@ class ContactsForm(ttk.Frame):
                 self.banners,
                 theme,
                 i18n.t("contacts.key_changed", name=username),
-                actions=((i18n.t("contacts.open_chat"), lambda u=username: self._open_user(u)),),
+                actions=(
+                    (i18n.t("contacts.open_chat"), functools.partial(self._open_user, username)),
+                ),
             ).pack(fill="x", pady=(8, 0))
 
     # ------------------------------------------------------------------ actions

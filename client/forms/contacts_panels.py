@@ -6,6 +6,7 @@ All of them work inline in the contact window: nothing opens a second window.
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
@@ -146,7 +147,7 @@ class SearchPanel(ttk.Frame):
         widget: ttk.Button | ttk.Label
         if state == "add":
             widget = ttk.Button(row, text=i18n.t("contacts.add"), style="Primary.TButton")
-            widget.configure(command=lambda b=widget: self._add(name, b))
+            widget.configure(command=functools.partial(self._add, name, widget))
         else:
             widget = ttk.Label(
                 row, text=i18n.t(f"contacts.state_{state}"), style="SurfaceMuted.TLabel"
@@ -238,7 +239,7 @@ class RequestsPanel(ttk.Frame):
             ("contacts.later", None, "TButton"),
         ):
             button = ttk.Button(buttons, text=i18n.t(label), style=style)
-            button.configure(command=lambda d=decision, f=buttons: self._answer(name, d, f))
+            button.configure(command=functools.partial(self._answer, name, decision, buttons))
             button.pack(side="left", padx=(0, 6))
 
     def _answer(self, name: str, decision: bool | None, buttons: tk.Frame) -> None:

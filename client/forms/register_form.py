@@ -7,6 +7,7 @@ land under the field they name. On success the new account logs straight in.
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING
@@ -118,7 +119,7 @@ class RegisterForm(ttk.Frame):
     def _bind_validation(self) -> None:
         for name in FIELDS:
             entry = self.fields[name].entry
-            entry.bind("<FocusOut>", lambda _e, n=name: self._touch(n), add="+")
+            entry.bind("<FocusOut>", functools.partial(self._touch_event, name), add="+")
             entry.bind("<KeyRelease>", lambda _e: self._revalidate(), add="+")
             entry.bind("<Return>", lambda _e: self.submit(), add="+")
 
@@ -127,6 +128,9 @@ class RegisterForm(ttk.Frame):
 
     def values(self) -> dict[str, str]:
         return {name: self.fields[name].value for name in FIELDS}
+
+    def _touch_event(self, name: str, _event: object) -> None:
+        self._touch(name)
 
     def _touch(self, name: str) -> None:
         if not alive(self):

@@ -236,8 +236,8 @@ class Reactor:
         log.info("closed %s: %s", connection.address, reason)
         try:
             self._on_closed(connection, reason)
-        except Exception:
-            log.exception("close hook failed for %s", connection.address)
+        except Exception as exc:
+            log_failure(log, f"close hook failed for {connection.address}", exc)
 
     # -- internals --------------------------------------------------------------
 
@@ -306,8 +306,8 @@ class Reactor:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = self._channel_factory()
-        except Exception:
-            log.exception("could not set up connection from %s:%s", peer[0], peer[1])
+        except Exception as exc:
+            log_failure(log, f"could not set up connection from {peer[0]}:{peer[1]}", exc)
             sock.close()
             return
         now = self._clock()
@@ -372,8 +372,8 @@ class Reactor:
             callback = self._callbacks.popleft()
             try:
                 callback()
-            except Exception:
-                log.exception("reactor callback failed")
+            except Exception as exc:
+                log_failure(log, "reactor callback failed", exc)
 
     def _expire(self) -> None:
         now = self._clock()
@@ -395,8 +395,8 @@ class Reactor:
                 continue
             try:
                 timer.callback()
-            except Exception:
-                log.exception("reactor timer failed")
+            except Exception as exc:
+                log_failure(log, "reactor timer failed", exc)
 
     def _commit_then_flush(self) -> None:
         """Make the turn durable, then write; never write what was not committed."""
@@ -416,8 +416,8 @@ class Reactor:
     def _commit(self) -> bool:
         try:
             self._before_flush()
-        except Exception:
-            log.exception("commit failed; withholding this turn's output")
+        except Exception as exc:
+            log_failure(log, "commit failed; withholding this turn's output", exc)
             return False
         return True
 

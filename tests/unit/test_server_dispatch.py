@@ -47,8 +47,9 @@ class RecordingChannel:
         return b""
 
     def send(self, message: Message) -> bytes:
+        data = encode_message(message)  # raises for what the codec refuses, as the real one
         self.sent.append(message)
-        return encode_message(message)
+        return data
 
 
 class EncodedChannel(RecordingChannel):
@@ -275,6 +276,14 @@ def test_a_handler_returning_a_non_dict_is_an_internal_error(world: World) -> No
     )
 
 
+def test_an_unencodable_reply_becomes_internal_error(world: World) -> None:
+    connection = world.connection()
+    ctx = Context(world.services, connection, 6, MessageType.PING)
+    ctx.reply({"not encodable": {1, 2}})
+    (answer,) = world.sent(connection)
+    assert (answer.request_id, error_code(answer)) == (6, "internal_error")
+
+
 def test_two_handlers_for_one_opcode_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="two handlers"):
         World(tmp_path, [HANDLERS[0], HANDLERS[0]])
@@ -300,7 +309,7 @@ def test_close_after_reply_waits_for_the_reply(world: World) -> None:
     connection = world.connection()
     ctx = Context(world.services, connection, 3, MessageType.LOGOUT)
     ctx.close_after_reply()
-    assert connection.closing_reason is None
+    assert world.host.stopped_reading == []
     ctx.reply({})
     assert connection.closing_reason == "closed after LOGOUT"
     assert world.host.stopped_reading == [connection]
