@@ -50,6 +50,9 @@ class Palette:
     window: str = "#f3f5f9"
     surface: str = "#ffffff"
     surface_alt: str = "#f8f9fc"
+    button: str = "#edf0f5"
+    button_active: str = "#e1e6ef"
+    scroll_thumb: str = "#cdd4df"
     hover: str = "#eef3fd"
     selected: str = "#e3ecfd"
     border: str = "#dfe3ea"
@@ -62,6 +65,8 @@ class Palette:
     header: str = "#2f6fed"
     header_text: str = "#ffffff"
     header_muted: str = "#d6e2fb"
+    header_button: str = "#4a82f0"
+    header_button_active: str = "#6394f3"
     online: str = "#2fb344"
     offline: str = "#b8bfca"
     badge: str = "#f0443a"
@@ -90,7 +95,7 @@ class Fonts:
 
     @property
     def small(self) -> tuple[str, int]:
-        return (self.family, self.base_size - 2)
+        return (self.family, self.base_size - 1)
 
     @property
     def bold(self) -> tuple[str, int, str]:
@@ -152,7 +157,6 @@ def apply_theme(root: tk.Misc, base_size: int = 11) -> Theme:
     _configure_named_fonts(root, theme.fonts)
     if isinstance(root, tk.Tk):
         root.configure(background=theme.palette.window)
-    root.option_add("*Font", "TkDefaultFont")
     root.option_add("*selectBackground", theme.palette.primary)
     root.option_add("*selectForeground", theme.palette.primary_text)
     _configure_styles(ttk.Style(root), theme)
@@ -208,16 +212,16 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
     )
     style.configure(
         "Vertical.TScrollbar",
-        background=p.surface_alt,
+        background=p.scroll_thumb,
         troughcolor=p.surface,
         bordercolor=p.surface,
         arrowcolor=p.muted,
-        lightcolor=p.surface_alt,
-        darkcolor=p.surface_alt,
+        lightcolor=p.scroll_thumb,
+        darkcolor=p.scroll_thumb,
         gripcount=0,
         arrowsize=12,
     )
-    style.map("Vertical.TScrollbar", background=[("active", p.border)])
+    style.map("Vertical.TScrollbar", background=[("active", "#b4bdcb")])
     style.configure("TSeparator", background=p.border)
 
 
@@ -250,12 +254,12 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
     )
     style.configure(
         "TButton",
-        background=p.surface,
+        background=p.button,
         foreground=p.text,
         padding=(pad, pad // 2),
-        bordercolor=p.border,
-        lightcolor=p.surface,
-        darkcolor=p.surface,
+        bordercolor=p.button,
+        lightcolor=p.button,
+        darkcolor=p.button,
         font=f.body,
         relief="flat",
         borderwidth=1,
@@ -263,21 +267,24 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
     )
     style.map(
         "TButton",
-        background=[("disabled", p.surface_alt), ("pressed", p.selected), ("active", p.hover)],
+        background=[
+            ("disabled", p.surface_alt),
+            ("pressed", p.selected),
+            ("active", p.button_active),
+        ],
         foreground=[("disabled", p.subtle)],
-        bordercolor=[("active", p.primary)],
     )
     style.configure(
         "Danger.TButton",
-        background=p.surface,
+        background=p.warning_bg,
         foreground=p.error,
         padding=(pad, pad // 2),
-        bordercolor=p.warning_border,
-        lightcolor=p.surface,
-        darkcolor=p.surface,
+        bordercolor=p.warning_bg,
+        lightcolor=p.warning_bg,
+        darkcolor=p.warning_bg,
         font=f.body,
     )
-    style.map("Danger.TButton", background=[("active", p.warning_bg)])
+    style.map("Danger.TButton", background=[("active", "#fde2e0")])
     style.configure(
         "Link.TButton",
         background=p.surface,
@@ -297,29 +304,31 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
     )
     style.configure(
         "Header.TButton",
-        background=p.primary_active,
+        background=p.header_button,
         foreground=p.header_text,
         padding=(pad - 2, pad // 2 - 2),
-        bordercolor=p.primary_active,
-        lightcolor=p.primary_active,
-        darkcolor=p.primary_active,
+        bordercolor=p.header_button,
+        lightcolor=p.header_button,
+        darkcolor=p.header_button,
         font=f.small,
         borderwidth=0,
+        width=0,
     )
-    style.map("Header.TButton", background=[("active", "#1d4aa8")])
+    style.map("Header.TButton", background=[("active", p.header_button_active)])
     style.configure(
         "Tool.TButton",
-        background=p.surface_alt,
+        background=p.button,
         foreground=p.text,
-        padding=(pad - 4, 4),
-        bordercolor=p.border,
-        lightcolor=p.surface_alt,
-        darkcolor=p.surface_alt,
-        font=f.body,
+        padding=(pad - 4, 3),
+        bordercolor=p.button,
+        lightcolor=p.button,
+        darkcolor=p.button,
+        font=f.small,
+        width=0,
     )
     style.map(
         "Tool.TButton",
-        background=[("active", p.hover), ("disabled", p.surface_alt)],
+        background=[("active", p.button_active), ("disabled", p.surface_alt)],
         foreground=[("disabled", p.subtle)],
     )
 
@@ -357,6 +366,8 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         font=f.body,
         indicatorcolor=p.surface,
         indicatorrelief="flat",
+        indicatorsize=15,
+        indicatormargin=(0, 0, 6, 0),
     )
     style.map(
         "TRadiobutton",

@@ -7,6 +7,7 @@ entry's border turns red until the error is cleared.
 from __future__ import annotations
 
 import tkinter as tk
+from collections.abc import Callable
 from tkinter import ttk
 
 
@@ -18,17 +19,22 @@ class Field(ttk.Frame):
         *,
         show: str = "",
         hint: str = "",
-        widget: ttk.Entry | None = None,
+        make_widget: Callable[[tk.Misc], ttk.Entry] | None = None,
     ) -> None:
+        """`make_widget(parent)` builds another entry-like widget (a Spinbox) instead."""
         super().__init__(parent, style="Surface.TFrame")
         self.var = tk.StringVar(self)
         self.label = ttk.Label(self, text=label, style="Field.TLabel")
         self.label.grid(row=0, column=0, sticky="w", pady=(0, 3))
-        self.entry = widget or ttk.Entry(self, textvariable=self.var, show=show, width=30)
-        if widget is not None:
-            widget.configure(textvariable=self.var)
+        if make_widget is not None:
+            self.entry = make_widget(self)
+            self.entry.configure(textvariable=self.var)
+        else:
+            self.entry = ttk.Entry(self, textvariable=self.var, show=show, width=30)
         self.entry.grid(row=1, column=0, sticky="ew")
-        self.hint = ttk.Label(self, text=hint, style="SurfaceMuted.TLabel")
+        self.hint = ttk.Label(
+            self, text=hint, style="SurfaceMuted.TLabel", wraplength=320, justify="left"
+        )
         if hint:
             self.hint.grid(row=2, column=0, sticky="w", pady=(2, 0))
         self.error = ttk.Label(self, text="", style="Error.TLabel", wraplength=320, justify="left")

@@ -87,6 +87,10 @@ def now_ms() -> int:
 # ====================================================================== events
 
 
+class EventTimeout(RequestTimeout, TimeoutError):
+    """`wait_for_event` saw no matching event in time (catch either base class)."""
+
+
 class EventHub:
     """The event queue, the listeners, and `run_async` results routed through the queue."""
 
@@ -126,11 +130,11 @@ class EventHub:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise RequestTimeout(f"no matching event within {timeout:g} s")
+                raise EventTimeout(f"no matching event within {timeout:g} s")
             try:
                 event = self._queue.get(timeout=remaining)
             except queue.Empty:
-                raise RequestTimeout(f"no matching event within {timeout:g} s") from None
+                raise EventTimeout(f"no matching event within {timeout:g} s") from None
             self._deliver(event)
             if predicate(event):
                 return event

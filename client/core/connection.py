@@ -152,14 +152,14 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = SecureChannel.client(expected_fingerprint=pinned)
             early = self._handshake(sock, channel)
+            if pinned is None and self._pins is not None and channel.peer_fingerprint:
+                self._pins.set(self.host, self.port, channel.peer_fingerprint)  # first sight
         except BaseException:
             sock.close()
             raise
         self._sock, self._channel = sock, channel
         self.server_fingerprint = channel.peer_fingerprint
         self.server_certificate = channel.peer_certificate_der
-        if pinned is None and self._pins is not None and channel.peer_fingerprint:
-            self._pins.set(self.host, self.port, channel.peer_fingerprint)
         self._last_received = self._last_ping = time.monotonic()
         self._thread = threading.Thread(
             target=self._run, args=(early,), name=f"uchat-socket-{self.port}", daemon=True

@@ -47,14 +47,18 @@ class ProfileHeader(tk.Frame):
         ttk.Label(self, text=name, style="Header.TLabel").grid(
             row=0, column=1, sticky="sw", pady=(pad, 0)
         )
+        line = tk.Frame(self, background=p.header)
+        line.grid(row=1, column=1, sticky="nw", pady=(0, pad))
+        self.dot = tk.Label(line, text="\u25cf", background=p.header, font=app.theme.fonts.small)
+        self.dot.pack(side="left")
         self.status = tk.Label(
-            self,
+            line,
             background=p.header,
             foreground=p.header_muted,
             font=app.theme.fonts.small,
             anchor="w",
         )
-        self.status.grid(row=1, column=1, sticky="nw", pady=(0, pad))
+        self.status.pack(side="left", padx=(3, 0))
         self.logout_button = ttk.Button(
             self, text=i18n.t("contacts.logout"), style="Header.TButton", command=on_logout
         )
@@ -65,10 +69,9 @@ class ProfileHeader(tk.Frame):
 
     def set_state(self, state: str) -> None:
         label = i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
-        dot_color = STATUS_COLORS.get(state, "#ffb3ad")
-        text = f"\u25cf {label}" + (f"  \u00b7  {self.email}" if self.email else "")
+        text = label + (f"  \u00b7  {self.email}" if self.email else "")
         self.status.configure(text=text)
-        self.status.configure(foreground=dot_color if state != "connected" else "#d6e2fb")
+        self.dot.configure(foreground=STATUS_COLORS.get(state, "#ffb3ad"))
         self.state_name = state
 
 

@@ -109,11 +109,14 @@ class RegisterForm(ttk.Frame):
         return field
 
     def _age_field(self, card: ttk.Frame) -> Field:
-        spin = ttk.Spinbox(card, from_=1, to=150, increment=1, width=8)
-        field = Field(card, i18n.t("field.age"), widget=spin)
-        spin.grid_configure(sticky="w")
+        def spinbox(parent: tk.Misc) -> ttk.Entry:
+            return ttk.Spinbox(
+                parent, from_=1, to=150, increment=1, width=8, command=lambda: self._touch("age")
+            )
+
+        field = Field(card, i18n.t("field.age"), make_widget=spinbox)
+        field.entry.grid_configure(sticky="w")
         field.set_value(DEFAULT_AGE)
-        spin.configure(command=lambda: self._touch("age"))
         return field
 
     def _bind_validation(self) -> None:

@@ -42,7 +42,6 @@ _unpack_float = _FLOAT.unpack_from
 _NONE_BYTES = _pack_header(NONE, 0)
 _TRUE_BYTES = _pack_header(BOOL, 1) + b"\x01"
 _FALSE_BYTES = _pack_header(BOOL, 1) + b"\x00"
-_MAX_ENCODE_DEPTH = 32  # what a peer with the default Limits accepts
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,9 @@ class Limits:
     """Bounds on what `decode` accepts; the defaults fit one maximal frame body.
 
     `max_depth` counts nested containers (a flat list is depth 1); `max_items` counts
-    every encoded value in the input, containers, dict keys and the top value included.
+    every encoded value in the input, containers, dict keys and the top value included,
+    and is checked as each container completes (the work done before a rejection is
+    bounded by the input size anyway: every element takes at least 5 bytes).
     """
 
     max_size: int = 1_179_648
@@ -63,6 +64,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+_MAX_ENCODE_DEPTH = DEFAULT_LIMITS.max_depth  # never send what a default peer refuses
 
 
 # --------------------------------------------------------------------------- encoding

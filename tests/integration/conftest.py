@@ -173,3 +173,12 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def server(server_factory: ServerFactory) -> RunningServer:
     """One real server with default settings (and fast password hashing)."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for a whole test module, for tests that need no fresh state."""
+    running = start_server(tmp_path_factory.mktemp("shared") / "server")
+    yield running
+    if running.is_alive():
+        running.stop()

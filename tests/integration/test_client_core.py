@@ -162,6 +162,19 @@ def test_connection_refuses_a_server_that_does_not_match_its_pin(identity):
         server.close()
 
 
+def test_a_server_that_never_answers_the_handshake_times_out():
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        conn, _, lost = _connection(listener.getsockname()[1], timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            conn.open()
+        assert time.monotonic() - started < 2.0
+        assert not conn.alive and not lost
+    finally:
+        listener.close()
+
+
 def test_silent_server_times_out_requests_then_is_declared_dead(identity):
     server = ScriptedServer(identity, lambda m: [])  # completes the handshake, never answers
     conn, _, lost = _connection(server.port, ping_interval=0.2, timeout=2.0)

@@ -13,7 +13,10 @@ import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +29,7 @@ from common.protocol import codec
 from common.protocol.framing import HEADER_SIZE, encode_handshake_frame
 from common.protocol.message import Message, request
 from common.protocol.opcodes import MessageType
-from tests.integration.conftest import RunningServer, ServerFactory
+from tests.integration.conftest import REPO_ROOT, RunningServer, ServerFactory
 
 TIMEOUT = 5.0
 PASSWORD = "integration pass 1"
@@ -143,6 +146,12 @@ def register_and_login(
     return client
 
 
+@pytest.fixture
+def server(shared_server: RunningServer) -> RunningServer:
+    """Most tests here need no fresh state, so they share one server (much faster)."""
+    return shared_server
+
+
 # -- start, handshake, liveness ------------------------------------------------------
 
 
@@ -159,6 +168,29 @@ def test_a_wrong_pin_fails_the_handshake_on_the_client(server: RunningServer) ->
     with pytest.raises(HandshakeError):
         RawClient(server, fingerprint="00" * 32)
     assert_still_serving(server)
+
+
+def test_the_mac_flag_selects_hmac_md5(server_factory: ServerFactory) -> None:
+    server = server_factory(extra_args=("--mac", "hmac-md5"))
+    client = RawClient(server)
+    assert client.channel.mac_alg == "hmac-md5"
+    client.ping()
+
+
+def test_a_bad_setting_exits_with_code_2_and_a_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_server.py"), "--port", "70000"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "UCHAT_SERVER_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
 
 
 # -- bad input closes that connection only ---------------------------------------------
@@ -220,6 +252,7 @@ def test_bad_input_closes_only_that_connection(server: RunningServer, attack: An
 
 
 def test_a_truncated_connection_is_dropped_and_others_are_served(server: RunningServer) -> None:
+    closes_before = server.log_text().count("peer closed the connection")
     bystander = RawClient(server)
     half_hello = SecureChannel.client().initiate()[:30]
     for cut in (b"", half_hello):
@@ -232,7 +265,7 @@ def test_a_truncated_connection_is_dropped_and_others_are_served(server: Running
     established.close()
     assert_still_serving(server, bystander)
     deadline = time.monotonic() + TIMEOUT
-    while server.log_text().count("peer closed the connection") < 3:
+    while server.log_text().count("peer closed the connection") < closes_before + 3:
         assert time.monotonic() < deadline, server.log_text()
         time.sleep(0.05)
 
