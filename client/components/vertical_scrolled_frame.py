@@ -1,6 +1,7 @@
 """A frame that scrolls vertically: a Canvas holding an `interior` frame, plus a scrollbar.
 
-Put children in `.interior`. The interior always takes the canvas's width, and the
+Put children in `.interior`. The interior always takes the canvas's width, the
+scrollbar shows only when there is something to scroll, and the
 mouse wheel scrolls whichever list the pointer is over (X11 sends buttons 4/5;
 Windows and macOS send <MouseWheel>).
 """
@@ -20,7 +21,7 @@ class VerticalScrolledFrame(tk.Frame):
             background=background,
             borderwidth=0,
             highlightthickness=0,
-            yscrollcommand=self.scrollbar.set,
+            yscrollcommand=self._scrolled,
         )
         self.scrollbar.configure(command=self.canvas.yview)
         self.scrollbar.pack(side="right", fill="y")
@@ -31,6 +32,14 @@ class VerticalScrolledFrame(tk.Frame):
         self.canvas.bind("<Configure>", self._on_canvas_configure)
         self.bind("<Enter>", self._bind_wheel)
         self.bind("<Leave>", self._unbind_wheel)
+
+    def _scrolled(self, first: str, last: str) -> None:
+        """Show the scrollbar only while the list is taller than the window."""
+        if float(first) <= 0.0 and float(last) >= 1.0:
+            self.scrollbar.pack_forget()
+        elif not self.scrollbar.winfo_ismapped():
+            self.scrollbar.pack(side="right", fill="y", before=self.canvas)
+        self.scrollbar.set(first, last)
 
     def _on_interior_configure(self, _event: tk.Event[tk.Misc]) -> None:
         self.canvas.configure(

@@ -76,7 +76,7 @@ class ChatWindow(tk.Toplevel):
         offset = 28 * len(self.app.chats)
         x = root.winfo_x() + root.winfo_width() + 16 + offset
         y = max(root.winfo_y(), 0) + offset
-        width, height = WINDOW_SIZE
+        width, height = WINDOW_SIZE[0], max(WINDOW_SIZE[1], root.winfo_height())
         self.geometry(f"{width}x{height}+{x}+{y}")
         self.minsize(460, 480)
 

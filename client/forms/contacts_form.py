@@ -64,9 +64,10 @@ class ContactsForm(ttk.Frame):
         )
         self.action = ActionPanel(self, app, on_done=lambda _c: self.schedule_refresh())
         self.action.grid(row=5, column=0, sticky="ew", pady=(1, 0))
+        ttk.Separator(self).grid(row=6, column=0, sticky="ew")
         self.action.grid_remove()
         self.toolbar = self._toolbar()
-        self.toolbar.grid(row=6, column=0, sticky="ew")
+        self.toolbar.grid(row=7, column=0, sticky="ew")
         self.columnconfigure(0, weight=1)
         self.rowconfigure(4, weight=1)
         app.subscribe(self.on_event)
@@ -75,7 +76,7 @@ class ContactsForm(ttk.Frame):
 
     def _toolbar(self) -> ttk.Frame:
         pad = self.app.theme.pad
-        bar = ttk.Frame(self, style="TFrame", padding=(pad, pad - 2))
+        bar = ttk.Frame(self, style="Surface.TFrame", padding=(pad, pad - 2))
         self.action_buttons: dict[Action, ttk.Button] = {}
         for index, action in enumerate(Action):
             button = ttk.Button(
