@@ -240,15 +240,24 @@ class App:
 
         self.run(client.logout, on_result=done, on_error=done)
 
-    def quit(self) -> None:
-        """Window closed: keep drafts, disconnect, and leave the Tk loop."""
+    def close(self) -> None:
+        """Keep drafts, disconnect, stop pumping; the root window stays."""
         self._closing = True
         self.close_chats()
         client, self.client = self.client, None
         if client is not None:
+            client.remove_listener(self._dispatch)
             closer = threading.Thread(target=client.close, name="uchat-close", daemon=True)
             closer.start()
             closer.join(CLOSE_WAIT_SECONDS)
         if self._pump_job is not None:
             self.root.after_cancel(self._pump_job)
+            self._pump_job = None
+        if self.form is not None:
+            self.form.destroy()
+            self.form = None
+
+    def quit(self) -> None:
+        """The main window was closed: close, then leave the Tk loop."""
+        self.close()
         self.root.destroy()

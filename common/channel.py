@@ -128,34 +128,33 @@ class SecureChannel:
             raise
 
     def _on_frame(self, frame: Frame) -> Message | None:
-        if self._state is _State.ESTABLISHED:
-            assert self._receiver is not None
+        if self._state is _State.ESTABLISHED and self._receiver is not None:
             return decode_message(self._receiver.open(frame), self._limits)
         if not frame.is_handshake:
             raise RemoteProtocolError("record received before the handshake completed")
         payload = decode_handshake_frame(frame)
-        if self._state is _State.AWAIT_SERVER_HELLO:
-            assert self._client is not None
-            finished = self._client.receive_server_hello(payload)
-            self._outgoing += encode_handshake_frame(finished)
-            self.peer_fingerprint = self._client.peer_fingerprint
-            self.peer_certificate_der = self._client.peer_certificate_der
-            assert self._client.keys is not None
-            self._establish(self._client.keys)
-        elif self._state is _State.AWAIT_CLIENT_HELLO:
-            assert self._server is not None
+        if self._state is _State.AWAIT_SERVER_HELLO and self._client is not None:
+            self._on_server_hello(self._client, payload)
+        elif self._state is _State.AWAIT_CLIENT_HELLO and self._server is not None:
             self._outgoing += encode_handshake_frame(self._server.receive_client_hello(payload))
             self._state = _State.AWAIT_CLIENT_FINISHED
-        elif self._state is _State.AWAIT_CLIENT_FINISHED:
-            assert self._server is not None
+        elif self._state is _State.AWAIT_CLIENT_FINISHED and self._server is not None:
             self._server.receive_client_finished(payload)
-            assert self._server.keys is not None
             self._establish(self._server.keys)
         else:
             raise RemoteProtocolError("unexpected handshake frame")
         return None
 
-    def _establish(self, keys: SessionKeys) -> None:
+    def _on_server_hello(self, client: ClientHandshake, payload: bytes) -> None:
+        finished = client.receive_server_hello(payload)
+        self._outgoing += encode_handshake_frame(finished)
+        self.peer_fingerprint = client.peer_fingerprint
+        self.peer_certificate_der = client.peer_certificate_der
+        self._establish(client.keys)
+
+    def _establish(self, keys: SessionKeys | None) -> None:
+        if keys is None:  # the handshake object always sets keys on success
+            raise LocalProtocolError("handshake finished without keys")
         self._sender = RecordSender(keys.send_enc, keys.send_mac, keys.mac_alg, self._iv_source)
         self._receiver = RecordReceiver(keys.recv_enc, keys.recv_mac, keys.mac_alg)
         self.mac_alg = keys.mac_alg

@@ -66,7 +66,9 @@ def validate_password(value: Any, min_len: int = 8) -> str:
             "password", "invalid_password", f"Password must be at most {PASSWORD_MAX} characters."
         )
     if "\x00" in value or value.strip() == "":
-        raise ValidationError("password", "invalid_password", "Password contains invalid characters.")
+        raise ValidationError(
+            "password", "invalid_password", "Password contains invalid characters."
+        )
     has_letter = any(ch.isalpha() for ch in value)
     has_other = any(not ch.isalpha() for ch in value)
     if not (has_letter and has_other):
@@ -118,7 +120,9 @@ def validate_room_name(value: Any) -> str:
             "name", "invalid_room_name", f"Group name must be at most {ROOM_NAME_MAX} characters."
         )
     if any(unicodedata.category(ch)[0] == "C" for ch in name):
-        raise ValidationError("name", "invalid_room_name", "Group name contains invalid characters.")
+        raise ValidationError(
+            "name", "invalid_room_name", "Group name contains invalid characters."
+        )
     return name
 
 
@@ -139,7 +143,9 @@ def validate_registration(
     if "confirm" in fields and fields["confirm"] != password:
         raise ValidationError("confirm", "invalid_password", "The two passwords do not match.")
     if password.casefold() == username.casefold():
-        raise ValidationError("password", "invalid_password", "Password must differ from the username.")
+        raise ValidationError(
+            "password", "invalid_password", "Password must differ from the username."
+        )
     return {
         "username": username,
         "password": password,

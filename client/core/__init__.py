@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.core.client import ChatClient, Target
+from client.core.client import ChatClient, EventTimeout, Target
 from client.core.models import (
     Attachment,
     ChatKind,
@@ -21,6 +21,7 @@ __all__ = [
     "ChatMessage",
     "Contact",
     "Event",
+    "EventTimeout",
     "MessageKind",
     "MessageStatus",
     "Profile",

@@ -565,7 +565,7 @@ class ChatClient:
                 if exc.code not in TRANSIENT_LOGIN_ERRORS:
                     self._give_up_reconnecting(exc)
                     return
-            except (ConnectionLost, RequestTimeout, RemoteProtocolError) as exc:
+            except (UchatError, OSError) as exc:  # unreachable, timed out, garbled: retry
                 log.info("reconnect attempt failed: %s", exc)
             else:
                 self._emit("connection", state="connected")

@@ -89,9 +89,11 @@ def _decode_dict(payload: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _field(message: dict[str, Any], name: str, kind: type, what: str, size: int | None = None) -> Any:
-    value = message.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+def _field(
+    message: dict[str, Any], name: str, kind: type[Any], what: str, size: int | None = None
+) -> Any:
+    value: Any = message.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise HandshakeError(f"malformed {what}: bad {name}")
     if size is not None and len(value) != size:
         raise HandshakeError(f"malformed {what}: bad {name}")
@@ -234,7 +236,9 @@ class ServerHandshake:
         client_key = _field(message, "key", bytes, "client hello", 32)
         macs = _field(message, "macs", list, "client hello")
         if self._mac_alg not in macs:
-            raise HandshakeError(f"the client does not accept the server's record MAC {self._mac_alg}")
+            raise HandshakeError(
+                f"the client does not accept the server's record MAC {self._mac_alg}"
+            )
 
         ephemeral = _new_ephemeral(self._random)
         try:

@@ -17,7 +17,6 @@ import itertools
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -95,13 +94,12 @@ class Reactor:
         self._connections: set[Connection] = set()
         self._handshaking: OrderedDict[Connection, float] = OrderedDict()
         self._by_activity: OrderedDict[Connection, None] = OrderedDict()
+        self._closing: OrderedDict[Connection, float] = OrderedDict()
         self._to_flush: dict[Connection, None] = {}
         self._callbacks: deque[Callable[[], None]] = deque()
         self._timers: list[_Timer] = []
         self._timer_sequence = itertools.count()
-        self._running = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
 
     # -- public API -------------------------------------------------------------
 
@@ -157,13 +155,8 @@ class Reactor:
 
     def run(self) -> None:
         """Loop until `stop()`; the calling thread becomes the reactor thread."""
-        self._thread = threading.current_thread()
-        self._running = True
-        try:
-            while not self._stopping:
-                self.run_once()
-        finally:
-            self._running = False
+        while not self._stopping:
+            self.run_once()
 
     def stop(self) -> None:
         """Ask the loop to return after the current turn (from any thread)."""
@@ -214,21 +207,18 @@ class Reactor:
         self._to_flush[connection] = None
 
     def stop_reading(self, connection: Connection) -> None:
-        """Called by close_after_flush(): no more input, and a bound on the flush."""
+        """Called by close_after_flush(): no more input; the flush gets a deadline."""
         self._handshaking.pop(connection, None)
         self._by_activity.pop(connection, None)
+        self._closing[connection] = self._clock()
         self._set_events(connection, connection.events & ~selectors.EVENT_READ)
-        reason = connection.closing_reason or "closing"
-        self.call_later(
-            self._settings.handshake_timeout,
-            lambda: connection.close(f"{reason} (flush timed out)"),
-        )
 
     def release(self, connection: Connection, reason: str) -> None:
         """Forget a connection that closed itself; runs `on_closed` once."""
         self._connections.discard(connection)
         self._handshaking.pop(connection, None)
         self._by_activity.pop(connection, None)
+        self._closing.pop(connection, None)
         self._to_flush.pop(connection, None)
         self._set_events(connection, 0)
         with contextlib.suppress(OSError):
@@ -251,6 +241,9 @@ class Reactor:
         if self._by_activity:
             oldest = next(iter(self._by_activity))
             deadline = min(deadline, oldest.last_activity + self._settings.idle_timeout)
+        if self._closing:
+            began = next(iter(self._closing.values()))
+            deadline = min(deadline, began + self._settings.handshake_timeout)
         if self._timers:
             deadline = min(deadline, self._timers[0].deadline)
         return max(0.0, deadline - self._clock())
@@ -389,6 +382,11 @@ class Reactor:
             if connection.last_activity > idle_cutoff:
                 break
             connection.close("idle timeout")
+        while self._closing:  # a peer that will not take its last output
+            connection, began = next(iter(self._closing.items()))
+            if began > handshake_cutoff:
+                break
+            connection.close(f"{connection.closing_reason} (flush timed out)")
         while self._timers and self._timers[0].deadline <= now:
             timer = heapq.heappop(self._timers)
             if timer.cancelled:

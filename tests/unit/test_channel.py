@@ -18,7 +18,9 @@ def identity() -> ServerIdentity:
     return ServerIdentity.create()
 
 
-def _pair(identity: ServerIdentity, mac: str = "hmac-sha256") -> tuple[SecureChannel, SecureChannel]:
+def _pair(
+    identity: ServerIdentity, mac: str = "hmac-sha256"
+) -> tuple[SecureChannel, SecureChannel]:
     client = SecureChannel.client(identity.fingerprint)
     server = SecureChannel.server(identity, mac)
     assert server.receive_data(client.initiate()) == []

@@ -355,6 +355,26 @@ def test_close_after_flush_delivers_then_closes(harness: Harness) -> None:
     assert "dispatch 4" not in harness.events  # no input is handled once closing
 
 
+def test_a_closing_peer_that_never_reads_is_closed_after_a_deadline(harness: Harness) -> None:
+    client = harness.connect()
+    (connection,) = harness.reactor.connections
+    connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    def big_then_close(conn: Connection, message: Message) -> None:
+        conn.send(reply(message.request_id, {"size": 768 * 1024}))
+        conn.close_after_flush("logged out")
+
+    harness.handler = big_then_close
+    client.sendall(b"3 1\n")
+    harness.pump(lambda: connection.closing_reason is not None)
+    for _ in range(5):
+        harness.reactor.run_once(timeout=0.01)
+    assert not harness.closed  # still trying to deliver
+    harness.clock[0] += 10.5
+    harness.pump(lambda: bool(harness.closed))
+    assert list(harness.closed.values()) == ["logged out (flush timed out)"]
+
+
 def test_call_soon_threadsafe_runs_on_the_reactor_thread(harness: Harness) -> None:
     ran_on: list[threading.Thread] = []
     worker = threading.Thread(
