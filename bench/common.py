@@ -368,3 +368,487 @@ def login(server: ServerProcess, name: str, timeout: float = 30.0) -> Link:
     return open_sessions(server, [name], timeout=timeout)[0]
 
 
+@dataclass
+class SessionTimes:
+    """What `open_sessions` saw: seconds from each link's connect to its milestones."""
+
+    handshake: list[float] = field(default_factory=list)
+    login: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass
+class _Opening:
+    """One link on its way from connect() to a login reply."""
+
+    index: int
+    link: Link
+    started: float
+    connected: bool = False
+    login_id: int = 0
+
+
+def open_sessions(
+    server: ServerProcess,
+    names: Sequence[str],
+    *,
+    login: bool = True,
+    window: int = 256,
+    timeout: float = 120.0,
+    times: SessionTimes | None = None,
+    tolerate_errors: bool = False,
+) -> list[Link]:
+    """Connect, handshake and (optionally) log in one link per name, `window` at a time.
+
+    Returns the links in `names` order. The login reply is consumed; pushes that came
+    with it wait in `link.pushes` or the socket. With `tolerate_errors`, links whose
+    login failed are closed and left out (their error codes are counted in `times`).
+    """
+    times = times if times is not None else SessionTimes()
+    selector = selectors.DefaultSelector()
+    done: dict[int, Link] = {}
+    opening: dict[int, _Opening] = {}
+    next_index = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while len(done) + times.failed < len(names):
+            while next_index < len(names) and len(opening) < window:
+                state = _begin_connect(server, next_index, names[next_index])
+                selector.register(state.link.sock, selectors.EVENT_WRITE, state)
+                opening[next_index] = state
+                next_index += 1
+            if time.monotonic() > deadline:
+                raise BenchError(f"open_sessions: {len(done)}/{len(names)} after {timeout} s")
+            for key, mask in selector.select(0.5):
+                state = key.data
+                outcome = _advance(state, mask, login, times)
+                if outcome is None:
+                    wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if state.link.out else 0)
+                    if not state.connected:
+                        wanted = selectors.EVENT_WRITE
+                    if wanted != key.events:
+                        selector.modify(state.link.sock, wanted, state)
+                    continue
+                selector.unregister(state.link.sock)
+                del opening[state.index]
+                if outcome:
+                    done[state.index] = state.link
+                elif tolerate_errors:
+                    state.link.close()
+                else:
+                    raise BenchError(f"session for {state.link.name} failed: {times.errors}")
+    except BaseException:
+        for state in opening.values():
+            state.link.close()
+        for link in done.values():
+            link.close()
+        raise
+    finally:
+        selector.close()
+    return [done[index] for index in sorted(done)]
+
+
+def _begin_connect(server: ServerProcess, index: int, name: str) -> _Opening:
+    sock = new_socket()
+    code = sock.connect_ex(server.address)
+    if code not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise BenchError(f"connect failed: {os.strerror(code)}")
+    link = Link(sock, SecureChannel.client(server.fingerprint), name)
+    return _Opening(index, link, time.perf_counter())
+
+
+def _advance(state: _Opening, mask: int, login: bool, times: SessionTimes) -> bool | None:
+    """One step of connect -> hello -> handshake -> login; True/False once finished."""
+    link = state.link
+    try:
+        if not state.connected:
+            code = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                times.error(f"connect: {os.strerror(code)}")
+                return False
+            state.connected = True
+            link.queue_sealed(link.channel.initiate())
+        elif mask & selectors.EVENT_READ:
+            outcome = _on_session_data(state, login, times)
+            if outcome is not None:
+                return outcome
+        link.flush()
+    except LinkClosed:
+        times.error("closed by server")
+        return False
+    return None
+
+
+def _on_session_data(state: _Opening, login: bool, times: SessionTimes) -> bool | None:
+    link = state.link
+    was_established = link.channel.established
+    messages = link.receive()
+    if link.channel.established and not was_established:
+        times.handshake.append(time.perf_counter() - state.started)
+        link.queue_sealed(link.channel.data_to_send())
+        if not login:
+            link.flush()
+            return True
+        state.login_id = link.send(
+            MessageType.LOGIN, {"username": link.name, "password": PASSWORD}
+        )
+    for message in messages:
+        if message.request_id == state.login_id and message.type in REPLY_TYPES:
+            if message.type is MessageType.ERROR:
+                times.error(str(message.params.get("code")))
+                return False
+            times.login.append(time.perf_counter() - state.started)
+            link.flush()
+            return True
+        link.pushes.append(message)
+    return None
+
+
+# --- many requests in flight ------------------------------------------------------------
+
+Params = dict[str, Any] | Callable[[], dict[str, Any]]
+Job = tuple[Link, MessageType, Params]
+
+
+def pipeline(jobs: Sequence[Job], *, window: int = 32, timeout: float = 120.0) -> list[Message]:
+    """Send every job, at most `window` unanswered per link; answers in job order.
+
+    `params` may be a callable, called only when the request is about to be sent, so
+    costly parameters (a CSR) are built while the server works on earlier ones.
+    """
+    todo: dict[Link, deque[int]] = {}
+    for index, (link, _, _) in enumerate(jobs):
+        todo.setdefault(link, deque()).append(index)
+    results: list[Message | None] = [None] * len(jobs)
+    pending: dict[Link, dict[int, int]] = {link: {} for link in todo}
+    selector = selectors.DefaultSelector()
+    for link in todo:
+        selector.register(link.sock, selectors.EVENT_READ, link)
+    answered = 0
+    deadline = time.monotonic() + timeout
+    try:
+        for link in todo:
+            _refill(link, jobs, todo[link], pending[link], window, selector)
+        while answered < len(jobs):
+            if time.monotonic() > deadline:
+                raise BenchError(f"pipeline: {answered}/{len(jobs)} answered after {timeout} s")
+            for key, mask in selector.select(0.5):
+                link = key.data
+                if mask & selectors.EVENT_READ:
+                    answered += _collect(link, pending[link], results)
+                _refill(link, jobs, todo[link], pending[link], window, selector)
+    finally:
+        selector.close()
+    return [message for message in results if message is not None]
+
+
+def _refill(
+    link: Link,
+    jobs: Sequence[Job],
+    todo: deque[int],
+    pending: dict[int, int],
+    window: int,
+    selector: selectors.BaseSelector,
+) -> None:
+    while todo and len(pending) < window:
+        index = todo.popleft()
+        _, kind, params = jobs[index]
+        pending[link.send(kind, params() if callable(params) else params)] = index
+    events = selectors.EVENT_READ if link.flush() else selectors.EVENT_READ | selectors.EVENT_WRITE
+    if selector.get_key(link.sock).events != events:
+        selector.modify(link.sock, events, link)
+
+
+def _collect(link: Link, pending: dict[int, int], results: list[Message | None]) -> int:
+    answered = 0
+    for message in link.receive():
+        index = pending.pop(message.request_id, None) if message.type in REPLY_TYPES else None
+        if index is None:
+            link.pushes.append(message)
+            continue
+        results[index] = message
+        answered += 1
+    return answered
+
+
+def errors_of(messages: Iterable[Message]) -> dict[str, int]:
+    """Error code -> count among the answers."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        if message.type is MessageType.ERROR:
+            code = str(message.params.get("code"))
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def expect_ok(messages: Sequence[Message], what: str) -> list[Message]:
+    errors = errors_of(messages)
+    if errors:
+        raise BenchError(f"{what}: errors {errors}")
+    return list(messages)
+
+
+# --- users, friends, rooms ---------------------------------------------------------------
+
+
+def user_names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{index:05d}" for index in range(count)]
+
+
+def register_users(
+    server: ServerProcess, names: Sequence[str], *, links: int = 4, window: int = 16
+) -> dict[str, float]:
+    """Register `names` with real CSRs, pipelined over a few links; returns rates.
+
+    One key pair signs every CSR: the server's work per registration (CSR check,
+    password hash, certificate) is the same, and the generator saves a key generation.
+    """
+    keys = generate_user_keys()
+    connections = open_sessions(server, [f"reg{i}" for i in range(links)], login=False)
+
+    def form(name: str) -> Callable[[], dict[str, Any]]:
+        return lambda: {
+            "username": name,
+            "password": PASSWORD,
+            "email": f"{name}@bench.example.org",
+            "sex": "other",
+            "age": 30,
+            "csr": build_csr(name, f"{name}@bench.example.org", keys),
+        }
+
+    jobs: list[Job] = [
+        (connections[i % links], MessageType.REGISTER, form(name)) for i, name in enumerate(names)
+    ]
+    started = time.perf_counter()
+    try:
+        expect_ok(pipeline(jobs, window=window, timeout=60 + len(names) * 0.05), "register")
+    finally:
+        for link in connections:
+            link.close()
+    elapsed = time.perf_counter() - started
+    return {"users": len(names), "seconds": round(elapsed, 3), "per_s": round(len(names) / elapsed, 1)}
+
+
+def befriend(pairs: Sequence[tuple[Link, Link]]) -> None:
+    """Make each (a, b) friends: a asks, b accepts; the pushes are drained."""
+    expect_ok(
+        pipeline([(a, MessageType.ADD_FRIEND, {"username": b.name}) for a, b in pairs]),
+        "add_friend",
+    )
+    accept = [
+        (b, MessageType.RESOLVE_FRIEND_REQUEST, {"username": a.name, "decision": "accept"})
+        for a, b in pairs
+    ]
+    expect_ok(pipeline(accept), "accept_friend")
+    for a, b in pairs:
+        a.drain()
+        b.drain()
+
+
+def drain_all(links: Iterable[Link], quiet: float = 0.2) -> int:
+    """Read and drop pushes on many links until all stay quiet for `quiet` seconds."""
+    selector = selectors.DefaultSelector()
+    dropped = 0
+    try:
+        for link in links:
+            dropped += len(link.pushes)
+            link.pushes.clear()
+            selector.register(link.sock, selectors.EVENT_READ, link)
+        while events := selector.select(quiet):
+            for key, _ in events:
+                dropped += len(key.data.receive())
+    finally:
+        selector.close()
+    return dropped
+
+
+def message_id() -> str:
+    return os.urandom(16).hex()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def send_params(
+    msg_id: str,
+    target_type: str,
+    target: str | int,
+    envelopes: dict[str, bytes],
+    attachments: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "message_id": msg_id,
+        "target_type": target_type,
+        "target": target,
+        "time": now_ms(),
+        "envelopes": envelopes,
+        "attachments": list(attachments),
+    }
+
+
+def ack_params(message_ids: Sequence[str]) -> dict[str, Any]:
+    return {"message_ids": list(message_ids)}
+
+
+def new_attachment_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def summarize(samples: Iterable[float], scale: float = 1000.0, digits: int = 3) -> dict[str, Any]:
+    """count, min, p50, p90, p99, p99.9, max and mean; seconds are scaled to ms by default."""
+    values = sorted(value * scale for value in samples)
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "min": round(values[0], digits),
+        "p50": round(percentile(values, 50), digits),
+        "p90": round(percentile(values, 90), digits),
+        "p99": round(percentile(values, 99), digits),
+        "p999": round(percentile(values, 99.9), digits),
+        "max": round(values[-1], digits),
+        "mean": round(sum(values) / len(values), digits),
+    }
+
+
+def check(what: str, measured: float, bar: float, unit: str, higher_is_better: bool) -> dict[str, Any]:
+    """One line of the measured-vs-bar table."""
+    ok = measured >= bar if higher_is_better else measured <= bar
+    return {
+        "what": what,
+        "measured": round(measured, 3) if isinstance(measured, float) else measured,
+        "bar": ("≥ " if higher_is_better else "≤ ") + f"{bar:g}",
+        "unit": unit,
+        "ok": bool(ok) and not math.isnan(measured),
+    }
+
+
+class CpuMeter:
+    """CPU use of the server and of this generator process over a window, in %."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self._wall = time.perf_counter()
+        self._server_cpu = server.cpu_seconds()
+        self._own_cpu = time.process_time()
+
+    def read(self) -> dict[str, float]:
+        wall = max(time.perf_counter() - self._wall, 1e-9)
+        server = self._server.cpu_seconds() - self._server_cpu
+        own = time.process_time() - self._own_cpu
+        return {
+            "wall_s": round(wall, 3),
+            "server_cpu_pct": round(100 * server / wall, 1),
+            "generator_cpu_pct": round(100 * own / wall, 1),
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def emit(
+    scenario: str,
+    params: dict[str, Any],
+    results: dict[str, Any],
+    checks: Sequence[dict[str, Any]],
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Print the scenario's one JSON object on stdout (and return it)."""
+    document = {
+        "scenario": scenario,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "params": params,
+        "results": results,
+        "checks": list(checks),
+        "notes": list(notes),
+    }
+    print(json.dumps(document, ensure_ascii=False), flush=True)
+    return document
+
+
+# --- running a scenario --------------------------------------------------------------------
+
+
+def base_parser(description: str, time_limit: float = 180.0) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--time-limit", type=float, default=time_limit, help="abort after this many seconds"
+    )
+    parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
+    return parser
+
+
+def raise_nofile(wanted: int) -> int:
+    """Lift this process's open-files soft limit toward `wanted`; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return int(soft)
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise BenchError("time limit reached")
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def run(scenario: str, body: Callable[[], dict[str, Any]], time_limit: float) -> int:
+    """Run `body` under a time limit; on failure print a JSON error object instead.
+
+    `body` returns the document `emit` printed. The cyclic garbage collector is kept
+    out of timed loops (everything set up so far is frozen), as a real client would not
+    churn through millions of objects either.
+    """
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.setitimer(signal.ITIMER_REAL, time_limit)
+    gc.disable()
+    try:
+        body()
+    except BenchError as exc:
+        print(json.dumps({"scenario": scenario, "error": str(exc), "machine": machine_info()}))
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        gc.enable()
+    return 0

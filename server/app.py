@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from server.logging_setup import configure_logging
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 from server.sessions import Sessions
-from server.storage.database import Database
+from server.storage.database import Database, SchemaTooNewError
 from server.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,11 @@ class Server:
             identity=identity,
             data_dir=Path(config.data_dir),
         )
-        self.dispatcher = Dispatcher(self.services, HANDLERS)
+        try:
+            self.dispatcher = Dispatcher(self.services, HANDLERS)
+        except BaseException:
+            workers.stop()
+            raise
         self.address: tuple[str, int] | None = None
 
     @property
@@ -177,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(config.log_level)
         raise_file_limit(config.max_connections + SPARE_FILE_DESCRIPTORS)
         server = build_server(config)
-    except (UchatError, OSError) as exc:
+    except (UchatError, OSError, sqlite3.Error, SchemaTooNewError) as exc:
         print(f"uchat server: {exc}", file=sys.stderr)
         return 2
     try:

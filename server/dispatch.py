@@ -160,8 +160,8 @@ class Context:
         A user previously bound to this same connection (a second LOGIN without
         LOGOUT) goes offline first.
         """
-        previous_id, previous_name = self.connection.user_id, self.connection.username
-        if previous_id is not None and previous_id != user_id and previous_name is not None:
+        previous_id = self.connection.user_id
+        if previous_id is not None and previous_id != user_id:
             self.unbind_user()
         self.sessions.bind(self.connection, user_id, username)
 
@@ -178,12 +178,12 @@ class Context:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
         A full pool answers `server_busy` at once; `fn` raising answers
-        `internal_error`. If the connection closed meanwhile, `then` is skipped: the
-        caller is gone and must not be logged in or told anything.
+        `internal_error`. If the connection closed (or began closing) meanwhile, `then`
+        is skipped: the caller is gone and must not be logged in or told anything.
         """
 
         def on_done(future: Future[T]) -> None:
-            if self.connection.closed:
+            if not self.connection.is_open:
                 log.debug("%s result dropped: connection closed", self.opcode.name)
                 return
             try:

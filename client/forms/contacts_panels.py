@@ -200,6 +200,7 @@ class RequestsPanel(ttk.Frame):
         self.on_change = on_change
         self.later: set[str] = set()  # hidden for this session; the server asks again later
         self.names: list[str] = []
+        self.buttons: dict[tuple[str, str], ttk.Button] = {}  # (name, "accept"...) -> button
 
     def show(self, names: list[str]) -> None:
         visible = [n for n in names if n not in self.later]
@@ -208,6 +209,7 @@ class RequestsPanel(ttk.Frame):
         self.names = visible
         for child in self.winfo_children():
             child.destroy()
+        self.buttons.clear()
         if not visible:
             self.grid_remove()
             return
@@ -237,13 +239,14 @@ class RequestsPanel(ttk.Frame):
         buttons = tk.Frame(row, background=p.notice_bg)
         buttons.pack(fill="x", padx=pad - 2, pady=(0, 8))
         for label, decision, style in (
-            ("contacts.accept", True, "Primary.TButton"),
-            ("contacts.reject", False, "Danger.TButton"),
-            ("contacts.later", None, "TButton"),
+            ("accept", True, "Primary.TButton"),
+            ("reject", False, "Danger.TButton"),
+            ("later", None, "TButton"),
         ):
-            button = ttk.Button(buttons, text=i18n.t(label), style=style)
+            button = ttk.Button(buttons, text=i18n.t(f"contacts.{label}"), style=style)
             button.configure(command=functools.partial(self._answer, name, decision, buttons))
             button.pack(side="left", padx=(0, 6))
+            self.buttons[(name, label)] = button
 
     def _answer(self, name: str, decision: bool | None, buttons: tk.Frame) -> None:
         for child in buttons.winfo_children():
