@@ -46,7 +46,7 @@ from typing import Any
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import generate_user_keys
-from common.protocol.message import Message
+from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,18 +92,17 @@ class ServerProcess:
         cls,
         env_overrides: dict[str, str] | None = None,
         log_level: str = "INFO",
-        data_dir: Path | None = None,
         workdir: tempfile.TemporaryDirectory[str] | None = None,
     ) -> ServerProcess:
         """Start a server on a free port; returns once it printed its port and fingerprint.
 
-        Logs go to a file in the data folder's parent (a pipe nobody reads would fill
-        and stall the server); stdout carries only the two start-up lines.
+        The data folder is `<workdir>/server` (a fresh temporary folder by default;
+        pass one prepared with `seed_users`). Logs go to `<workdir>/server.log`, not a
+        pipe nobody reads, which would fill and stall the server.
         """
-        if workdir is None and data_dir is None:
-            workdir = tempfile.TemporaryDirectory(prefix="uchat-bench-")
-        base = Path(workdir.name) if workdir is not None else Path(data_dir or ".").parent
-        data = data_dir or base / "server"
+        workdir = workdir or new_workdir()
+        base = Path(workdir.name)
+        data = base / "server"
         config_path = base / "bench-config.json"
         config_path.write_text("{}\n", encoding="utf-8")  # defaults only, not config.json
         env = dict(os.environ)
@@ -187,6 +186,52 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def new_workdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="uchat-bench-")
+
+
+def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) -> dict[str, float]:
+    """Create accounts straight in the database of a server that is not running yet.
+
+    For scenarios that need thousands of accounts (registering 10,000 through the
+    protocol costs a CSR check, a password hash and a certificate each, minutes on two
+    cores). The rows are what REGISTER would store: a real scrypt hash (one salt for
+    all, computed once) and a certificate issued by the server's own CA for each name.
+    """
+    from common.crypto.certs import CsrInfo, ServerIdentity, issue_certificate
+    from common.crypto.passwords import ScryptParams, hash_password
+    from server.app import DATABASE_FILE
+    from server.storage import users
+    from server.storage.database import Database
+
+    started = time.perf_counter()
+    data = Path(workdir.name) / "server"
+    data.mkdir(mode=0o700, exist_ok=True)
+    identity = ServerIdentity.load_or_create(data)
+    keys = generate_user_keys()
+    password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
+    db = Database.open(data / DATABASE_FILE)
+    try:
+        with db.transaction():
+            for name in names:
+                email = f"{name}@bench.example.org"
+                info = CsrInfo(name, email, keys.identity_public, keys.agreement_public)
+                users.create_user(
+                    db,
+                    username=name,
+                    password_hash=password_hash,
+                    email=email,
+                    sex="other",
+                    age=30,
+                    certificate=issue_certificate(identity, info),
+                    now=now_ms(),
+                )
+    finally:
+        db.close()
+    elapsed = time.perf_counter() - started
+    return {"users": len(names), "seconds": round(elapsed, 3)}
 
 
 def _await_banner(process: subprocess.Popen[str], log_path: Path) -> tuple[int, str]:
@@ -510,6 +555,60 @@ def _on_session_data(state: _Opening, login: bool, times: SessionTimes) -> bool 
             return True
         link.pushes.append(message)
     return None
+
+
+# --- fast request encoding -------------------------------------------------------------
+
+_SENTINEL_ID = 0x5A17_E1A7_0BAD_F00D
+
+
+class RequestTemplate:
+    """Encodes many requests of one shape by patching bytes, identical to `encode_message`.
+
+    Only the request id and one fixed-length str field (a message id) change between
+    SEND_MESSAGE requests of a run; everything else (envelopes included) is the same
+    bytes, so the generator pays a copy instead of a codec walk per request.
+    """
+
+    def __init__(self, kind: MessageType, params: dict[str, Any], field_name: str) -> None:
+        sentinel = os.urandom(16).hex()
+        self._length = len(params[field_name])
+        if self._length != len(sentinel):
+            raise ValueError("the patched field must be 32 characters long")
+        body = encode_message(Message(kind, _SENTINEL_ID, {**params, field_name: sentinel}))
+        self._template = bytes(body)
+        self._id_at = body.index(_SENTINEL_ID.to_bytes(8, "big"))
+        self._field_at = body.index(sentinel.encode("ascii"))
+        check = encode_message(Message(kind, 7, params))
+        if self.encode(7, params[field_name]) != check:
+            raise ValueError("request template does not reproduce encode_message")
+
+    def encode(self, request_id: int, value: str) -> bytes:
+        body = bytearray(self._template)
+        body[self._id_at : self._id_at + 8] = request_id.to_bytes(8, "big")
+        body[self._field_at : self._field_at + self._length] = value.encode("ascii")
+        return bytes(body)
+
+    def seal(self, link: Link, value: str) -> tuple[int, bytes]:
+        """Take the link's next request id and seal the patched request for it."""
+        request_id = link.next_id
+        link.next_id += 1
+        return request_id, seal_encoded(link.channel, self.encode(request_id, value))
+
+
+def seal_encoded(channel: SecureChannel, body: bytes) -> bytes:
+    """Seal an already encoded message body as the channel's next record.
+
+    `SecureChannel` has no public way to seal pre-encoded bytes yet (server/broadcast.py
+    already looks for a `send_encoded`); until it does, use its record sender directly.
+    """
+    send_encoded = getattr(channel, "send_encoded", None)
+    if send_encoded is not None:
+        return bytes(send_encoded(body))
+    sender = channel._sender  # noqa: SLF001 - see the docstring
+    if sender is None or not channel.established:
+        raise BenchError("the channel is not established")
+    return sender.seal(body)
 
 
 # --- many requests in flight ------------------------------------------------------------

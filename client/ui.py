@@ -8,6 +8,9 @@ worker and their callbacks come back through the same queue, on this thread.
 
 from __future__ import annotations
 
+import functools
+import gc
+import itertools
 import threading
 import tkinter as tk
 from collections.abc import Callable
@@ -33,6 +36,15 @@ CLOSE_WAIT_SECONDS = 2.0
 T = TypeVar("T")
 Listener = Callable[[Event], None]
 ChatKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """The Tk-side callbacks of one `App.run` request."""
+
+    client: ChatClient
+    on_result: Callable[[Any], object] | None
+    on_error: Callable[[BaseException], object] | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,16 @@ class UiSettings:
         )
 
 
+def release_widgets() -> None:
+    """Collect destroyed widgets now, on the Tk thread.
+
+    A Tk widget and its parent refer to each other, so only the cycle collector frees
+    them; left alone it may run on a worker thread, where finalising a Tk variable
+    fails ("main thread is not in main loop").
+    """
+    gc.collect()
+
+
 class App:
     """Owns the root window and the current ChatClient; forms ask it to switch."""
 
@@ -83,6 +105,8 @@ class App:
         self._listeners: list[Listener] = []
         self._pump_job: str | None = None
         self._closing = False
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
         root.title(i18n.t("app.title"))
         root.protocol("WM_DELETE_WINDOW", self.quit)
         self._pump_job = root.after(PUMP_INTERVAL_MS, self._pump)
@@ -121,7 +145,13 @@ class App:
         client, self.client, self._client_address = self.client, None, None
         if client is not None:
             client.remove_listener(self._dispatch)
+            self._forget_pending(client)
             threading.Thread(target=client.close, name="uchat-close", daemon=True).start()
+
+    def _forget_pending(self, client: ChatClient) -> None:
+        """Callbacks of a client that is going away will never run; release them here."""
+        for token in [t for t, p in self._pending.items() if p.client is client]:
+            del self._pending[token]
 
     def run(
         self,
@@ -130,8 +160,28 @@ class App:
         on_result: Callable[[T], object] | None = None,
         on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
-        """A blocking request on a worker; the callbacks run later on the Tk thread."""
-        self.require_client().run_async(fn, *args, on_result=on_result, on_error=on_error)
+        """A blocking request on a worker; the callbacks run later on the Tk thread.
+
+        The worker only sees a token: the callbacks (bound to widgets) stay in
+        `_pending`, so no widget is ever released, and finalised, off the Tk thread.
+        """
+        client = self.require_client()
+        token = next(self._tokens)
+        self._pending[token] = _Pending(client, on_result, on_error)
+        client.run_async(
+            fn,
+            *args,
+            on_result=functools.partial(self._finish, token, False),
+            on_error=functools.partial(self._finish, token, True),
+        )
+
+    def _finish(self, token: int, failed: bool, value: Any) -> None:
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return
+        callback = pending.on_error if failed else pending.on_result
+        if callback is not None:
+            callback(value)
 
     # ------------------------------------------------------------------ events
 
@@ -172,6 +222,7 @@ class App:
     def _switch(self, form: tk.Widget, title: str, size: tuple[int, int]) -> None:
         if self.form is not None:
             self.form.destroy()
+            release_widgets()
         self.form = form
         form.pack(fill="both", expand=True)
         self.root.title(title)
@@ -217,6 +268,7 @@ class App:
         key = (window.contact.kind, window.contact.id)
         if self.chats.get(key) is window:
             del self.chats[key]
+        self.root.after_idle(release_widgets)
 
     def close_chats(self) -> None:
         """Close every chat window; each saves its draft first."""
@@ -247,6 +299,7 @@ class App:
         client, self.client = self.client, None
         if client is not None:
             client.remove_listener(self._dispatch)
+            self._forget_pending(client)
             closer = threading.Thread(target=client.close, name="uchat-close", daemon=True)
             closer.start()
             closer.join(CLOSE_WAIT_SECONDS)
@@ -256,6 +309,7 @@ class App:
         if self.form is not None:
             self.form.destroy()
             self.form = None
+        release_widgets()
 
     def quit(self) -> None:
         """The main window was closed: close, then leave the Tk loop."""

@@ -30,6 +30,7 @@ from common.errors import UchatError
 
 SCHEMA_VERSION = 1
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
+LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
 
 # SQL below interpolates only the module's own column-list constants (noqa: S608);
@@ -165,6 +166,16 @@ _SEARCH_FTS = (
     f"{_SELECT_MESSAGE} WHERE id IN (SELECT m.id FROM messages_fts AS f "  # noqa: S608
     "JOIN messages AS m ON m.id = f.rowid WHERE messages_fts MATCH ? "
     "ORDER BY m.time DESC, m.id DESC LIMIT ?) ORDER BY time DESC, id DESC"
+)
+_LIKE_MATCH = "(text LIKE ?1 ESCAPE '\\' OR attachment_name LIKE ?1 ESCAPE '\\')"
+_RECENT_BOUNDARY = "SELECT time, id FROM messages ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?"
+_SEARCH_LIKE_RECENT = (
+    f"{_SELECT_MESSAGE} WHERE (time, id) >= (?2, ?3) AND {_LIKE_MATCH} "
+    "ORDER BY time DESC, id DESC LIMIT ?4"
+)
+_SEARCH_LIKE_ALL = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages NOT INDEXED WHERE {_LIKE_MATCH} "  # noqa: S608
+    "ORDER BY time DESC, id DESC LIMIT ?2"
 )
 _VALUE_MARKS = ", ".join("?" for _ in range(len(_MESSAGE_FIELDS) + 1))
 _STAGE_MESSAGE = (
@@ -512,12 +523,24 @@ class LocalStore:
             # three times faster than sorting whole rows when a word matches thousands.
             rows = self._query(_SEARCH_FTS, (fts_phrase(query), limit))
         else:
-            rows = self._query(
-                f"{_SELECT_MESSAGE} WHERE text LIKE ?1 ESCAPE '\\' "
-                "OR attachment_name LIKE ?1 ESCAPE '\\' ORDER BY time DESC, id DESC LIMIT ?2",
-                (like_pattern(query), limit),
-            )
+            rows = self._like_search(like_pattern(query), limit)
         return [_row_to_message(row) for row in rows]
+
+    def _like_search(self, pattern: str, limit: int) -> list[Any]:
+        """Scan the newest rows first; fall back to a full scan only for rare matches.
+
+        Walking the time index finds a common pattern in the first few rows but costs a
+        row lookup per message for a rare one, where a plain table scan is twice as fast.
+        """
+        with self._lock:
+            boundary = self._conn.execute(_RECENT_BOUNDARY, (LIKE_RECENT_ROWS - 1,)).fetchone()
+            if boundary is not None:
+                recent = self._conn.execute(
+                    _SEARCH_LIKE_RECENT, (pattern, boundary[0], boundary[1], limit)
+                ).fetchall()
+                if len(recent) == limit:
+                    return recent
+            return self._conn.execute(_SEARCH_LIKE_ALL, (pattern, limit)).fetchall()
 
     # ------------------------------------------------------------------ unread / summaries
 

@@ -50,7 +50,7 @@ class ReactorSettings:
 
 
 @dataclass(order=True)
-class _Timer:
+class TimerHandle:
     deadline: float
     sequence: int
     callback: Callable[[], None]
@@ -97,7 +97,7 @@ class Reactor:
         self._closing: OrderedDict[Connection, float] = OrderedDict()
         self._to_flush: dict[Connection, None] = {}
         self._callbacks: deque[Callable[[], None]] = deque()
-        self._timers: list[_Timer] = []
+        self._timers: list[TimerHandle] = []
         self._timer_sequence = itertools.count()
         self._stopping = False
 
@@ -147,9 +147,9 @@ class Reactor:
         except OSError:
             pass  # closed during shutdown; the loop is gone anyway
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run `callback` on the reactor thread after `delay` seconds (reactor thread only)."""
-        timer = _Timer(self._clock() + delay, next(self._timer_sequence), callback)
+        timer = TimerHandle(self._clock() + delay, next(self._timer_sequence), callback)
         heapq.heappush(self._timers, timer)
         return timer
 

@@ -49,7 +49,9 @@ def test_wrong_password_shows_login_failed(
     form = login_form(app)
     form.username.set_value(name)
     form.password.set_value("not-the-password-1")
-    form.password.entry.event_generate("<Return>")
+    form.password.entry.focus_force()
+    app.root.update()
+    form.password.entry.event_generate("<Return>")  # key events go to the focus
     assert form.login_button.instate(["disabled"])  # busy while the request runs
     pump_until(app.root, lambda: form.errors()["general"] != "", what="the login error")
     assert form.errors()["general"] == i18n.t("error.login_failed")

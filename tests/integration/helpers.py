@@ -1,12 +1,14 @@
 """Shared pieces of the client-vs-real-server integration suite.
 
-Test modules load this file as a pytest plugin (`pytest_plugins = [...]`), which gives
-them two fixtures:
+Fixture bodies live here as plain generator functions; a test module turns the ones it
+needs into fixtures with one line each (`accounts = pytest.fixture(name="accounts")(
+make_accounts)`), which keeps this module importable as an ordinary helper:
 
-- `shared_server`: one real server process per test module (tests that do not
+- `serve_one_module`: one real server process per test module (tests that do not
   interfere share it; every test makes users with unique names);
-- `accounts`: makes `ChatClient`s in the test's tmp folder, registers and logs in fresh
-  users, and closes every client at the end.
+- `make_accounts`: makes `ChatClient`s in the test's tmp folder, registers and logs in
+  fresh users, and closes every client at the end;
+- `make_proxies`: `TcpProxy` factory, every proxy closed at the end.
 
 Every client gets an `EventLog`: a listener that keeps every event it has seen, so a
 test can wait for one kind of event without throwing the others away (plain
@@ -270,8 +272,7 @@ def refusal(connection: Connection, kind: MessageType, params: dict[str, Any]) -
 # ---------------------------------------------------------------- servers
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def serve_one_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server for a whole test module (fast password hashing, default limits)."""
     running = start_server(tmp_path_factory.mktemp("shared") / "server")
     yield running
@@ -279,8 +280,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         running.stop()
 
 
-@pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[Accounts]:
+def make_accounts(tmp_path: Path) -> Iterator[Accounts]:
     made = Accounts(tmp_path)
     yield made
     made.close_all()
@@ -379,8 +379,7 @@ class TcpProxy:
         self.cut()
 
 
-@pytest.fixture
-def proxies() -> Iterator[Callable[[Endpoint], TcpProxy]]:
+def make_proxies() -> Iterator[Callable[[Endpoint], TcpProxy]]:
     """`proxies(server)` -> a TcpProxy to it; all closed after the test."""
     made: list[TcpProxy] = []
 

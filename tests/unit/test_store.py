@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.core import store as store_module
 from client.core.models import Attachment, ChatMessage
 from client.core.store import (
     SCHEMA_VERSION,
@@ -340,6 +341,18 @@ def test_search_matches_a_plain_substring_reference(
         needle = query.strip()
         expected = [t for t in reversed(texts) if needle and needle in t]
         assert [m.text for m in s.search(query)] == expected
+
+
+@pytest.mark.parametrize("limit", [1, 3, 10])
+def test_short_queries_scan_recent_rows_then_everything(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    monkeypatch.setattr(store_module, "LIKE_RECENT_ROWS", 5)
+    texts = [f"{'ab' if i % 2 else 'zz'}{'q' if i < 3 else ''} {i}" for i in range(30)]
+    store.add_messages([msg(text, time=i) for i, text in enumerate(texts)])
+    for query in ("ab", "q", "zz", "none"):  # dense in recent rows / only old / both / none
+        expected = [t for t in reversed(texts) if query in t][:limit]
+        assert [m.text for m in store.search(query, limit=limit)] == expected
 
 
 def test_fts_index_stays_consistent_after_deletes_and_updates(store: LocalStore) -> None:
