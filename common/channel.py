@@ -112,6 +112,12 @@ class SecureChannel:
             raise LocalProtocolError("the channel is not established")
         return self._sender.seal(encode_message(message))
 
+    def send_encoded(self, body: bytes) -> bytes:
+        """Encrypt an already encoded message body: fan-out encodes a push only once."""
+        if self._sender is None or self._state is not _State.ESTABLISHED:
+            raise LocalProtocolError("the channel is not established")
+        return self._sender.seal(body)
+
     def receive_data(self, data: bytes) -> list[Message]:
         """Feed received bytes; return every message they complete, in order."""
         if self._state is _State.FAILED:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from client.forms.contacts_form import ContactsForm  # noqa: E402
 from client.forms.login_form import LoginForm  # noqa: E402
 from client.ui import App, UiSettings  # noqa: E402
 
-PASSWORD = "correct-horse-7"
+PASSWORD = secrets.token_urlsafe(12) + "-7a"  # throwaway accounts on a throwaway server
 BACKDROP = (226, 232, 241)
 MARGIN = 36
 SERVER_START_TIMEOUT = 20.0
@@ -47,7 +48,7 @@ def start_xvfb() -> tuple[str, subprocess.Popen[bytes]]:
     if xvfb is None:
         raise SystemExit("no DISPLAY and no Xvfb: install xvfb or run under a desktop")
     read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - fixed argv: Xvfb / our own server script
         [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
         pass_fds=(write_end,),
         stdout=subprocess.DEVNULL,
@@ -64,7 +65,7 @@ def start_xvfb() -> tuple[str, subprocess.Popen[bytes]]:
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ, UCHAT_SERVER_SCRYPT_N="1024", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - fixed argv: Xvfb / our own server script
         [sys.executable, str(REPO / "run_server.py"), "--port", "0", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -72,7 +73,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
         env=env,
         cwd=REPO,
     )
-    assert proc.stdout is not None
+    if proc.stdout is None:
+        raise SystemExit("the server's output is not readable")
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -138,13 +140,15 @@ def conversation(bob: ChatClient, carol: ChatClient, work: Path) -> None:
 
 def gui_scene(root: tk.Tk, app: App, bob: ChatClient) -> None:
     form = app.form
-    assert isinstance(form, LoginForm)
+    if not isinstance(form, LoginForm):
+        raise SystemExit("the login form is not shown")
     form.username.set_value("alice")
     form.password.set_value(PASSWORD)
     form.submit()
     pump_until(root, lambda: isinstance(app.form, ContactsForm))
     contacts = app.form
-    assert isinstance(contacts, ContactsForm)
+    if not isinstance(contacts, ContactsForm):
+        raise SystemExit("the contact list is not shown")
     pump_until(root, lambda: contacts.item("user", "carol") is not None)
     group = app.require_client().create_room("Hiking club 爬山群")
     bob.join_room(int(group.id))

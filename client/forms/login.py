@@ -28,7 +28,7 @@ def parse_server_address(text: str, default_port: int) -> ServerAddress:
     value = text.strip()
     if not value:
         raise AddressError(i18n.t("error.required"))
-    host, port_text = value, ""
+    host, port_text, has_port = value, "", False
     if value.startswith("["):
         closing = value.find("]")
         if closing < 0:
@@ -37,13 +37,14 @@ def parse_server_address(text: str, default_port: int) -> ServerAddress:
         if rest:
             if not rest.startswith(":"):
                 raise AddressError(i18n.t("error.server_address"))
-            port_text = rest[1:]
+            port_text, has_port = rest[1:], True
     elif value.count(":") == 1:
         host, port_text = value.split(":")
+        has_port = True
     host = host.strip()
     if not host or any(ch.isspace() for ch in host):
         raise AddressError(i18n.t("error.server_address"))
-    if not port_text:
+    if not has_port:
         return ServerAddress(host, default_port)
     if not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
         raise AddressError(i18n.t("error.server_port"))

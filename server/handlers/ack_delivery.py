@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from common.protocol.opcodes import MessageType
 from server.handlers._common import caller
 from server.handlers._params import get_hex_ids
+from server.handlers.login import push_backlog
 from server.storage import messages
 
 if TYPE_CHECKING:
@@ -30,4 +31,10 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             MessageType.MESSAGE_DELIVERED,
             {"message_id": message_id, "recipient": username},
         )
+    cursor = ctx.connection.backlog_cursor
+    if cursor is not None:
+        # The next window goes out once everything pushed so far is acknowledged.
+        oldest = messages.undelivered(ctx.db, user_id, 0, 1)
+        if not oldest or oldest[0].row_id > cursor:
+            push_backlog(ctx, user_id, username, after_row=cursor)
     return {}

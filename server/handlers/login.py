@@ -104,13 +104,29 @@ def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
     }
 
 
-def push_backlog(ctx: Context, user_id: int, username: str) -> int:
-    """Push every unacknowledged delivery in server order; returns how many."""
+BACKLOG_WINDOW_BYTES = 1024 * 1024
+
+
+def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) -> int:
+    """Push the next window of unacknowledged deliveries, in server order.
+
+    At most about `BACKLOG_WINDOW_BYTES` of envelopes go out at once, so a huge
+    backlog never overflows the connection's write buffer (which would drop the
+    client as a slow reader, and it would get the same backlog again forever). The
+    client's ACK_DELIVERY for a batch pulls the next window (see ack_delivery).
+    """
     batch_size = max(1, ctx.config.offline_batch)
-    after_row, pushed = 0, 0
+    pushed = window = 0
+    ctx.connection.backlog_cursor = None
     while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
         ctx.push(
             user_id, MessageType.NEW_MESSAGE, {"messages": [delivery(d, username) for d in batch]}
         )
         after_row, pushed = batch[-1].row_id, pushed + len(batch)
+        window += sum(len(d.envelope) + 256 for d in batch)
+        if len(batch) < batch_size:
+            break
+        if window >= BACKLOG_WINDOW_BYTES:
+            ctx.connection.backlog_cursor = after_row
+            break
     return pushed

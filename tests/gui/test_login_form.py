@@ -41,9 +41,7 @@ def test_bad_server_address_is_reported_under_the_server_field(app: App) -> None
     assert app.client is None
 
 
-def test_wrong_password_shows_login_failed(
-    app: App, headless: Callable[..., ChatClient]
-) -> None:
+def test_wrong_password_shows_login_failed(app: App, headless: Callable[..., ChatClient]) -> None:
     name = unique_name("pw")
     headless(name, login=False)
     form = login_form(app)

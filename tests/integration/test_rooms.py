@@ -147,3 +147,18 @@ def test_room_refusals(shared_server: RunningServer, accounts: Accounts) -> None
     owner.client.leave_room(room_id)  # the last member leaves...
     assert refused(owner.client.send_text, room_id, "anyone?").code == "not_member"
     assert refused(owner.client.create_room, "   ").code == "invalid_room_name"
+
+
+def test_a_message_sent_right_after_someone_joins_reaches_the_newcomer(
+    shared_server: RunningServer, accounts: Accounts
+) -> None:
+    owner = accounts.user(shared_server, "owner")
+    newcomer = accounts.user(shared_server, "newcomer")
+    room_id = int(owner.client.create_room(room_name()).id)
+    owner.client.send_text(room_id, "alone here")  # caches the (one-member) recipient list
+
+    newcomer.client.join_room(room_id)
+    sent = owner.client.send_text(room_id, "welcome!")  # maybe before the join push is seen
+    assert sent.status in ("sent", "delivered")
+    assert newcomer.events.message(sent.message_id).text == "welcome!"
+    assert [m.text for m in newcomer.client.history(room_id)] == ["welcome!"]  # not the past

@@ -8,6 +8,7 @@ replies, errors, pushes and session changes in one ordered event log.
 from __future__ import annotations
 
 import hashlib
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -133,6 +134,7 @@ class FakeContext:
         self.peer = peer
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
+        self.connection = types.SimpleNamespace(backlog_cursor=None)
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
@@ -915,6 +917,42 @@ def test_send_message_checks_attachments(server: FakeServer) -> None:
     assert bad.code == "bad_request"
     send(as_user(server, "alice"), "3" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32])
     assert messages.undelivered(server.db, uid(server, "bob"))[0].attachments == ["a" * 32]
+
+
+def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    online(server, "bob")
+    signup(server, "alice")
+    befriend(server, "bob", "alice")
+    alice_id = uid(server, "alice")
+    ids = [f"{index + 1:032x}" for index in range(12)]
+    for message_id in ids:
+        send(as_user(server, "bob"), message_id, "alice", {"alice": b"e" * 300})
+    server.events.clear()
+    session = FakeContext(server, peer=("10.1.1.1", 7000))
+    ok(login, session, username="alice", password=PASSWORD)
+
+    def pushed_ids() -> list[str]:
+        batches = server.pushes(alice_id, MessageType.NEW_MESSAGE)
+        return [item["message_id"] for batch in batches for item in batch["messages"]]
+
+    first_window = pushed_ids()
+    assert 0 < len(first_window) < len(ids)  # bounded: not the whole backlog at once
+    assert session.connection.backlog_cursor is not None
+    ack = as_user(server, "alice")
+    ack.connection = session.connection
+    # Acknowledging only part of the window does not release the next one.
+    ok(ack_delivery, ack, message_ids=first_window[:1])
+    assert pushed_ids() == first_window
+    delivered = list(first_window)
+    while session.connection.backlog_cursor is not None:
+        ack = as_user(server, "alice")
+        ack.connection = session.connection
+        ok(ack_delivery, ack, message_ids=pushed_ids())
+        delivered = pushed_ids()
+    assert delivered == ids  # everything, in server order, nothing twice
 
 
 def test_ack_delivery(server: FakeServer) -> None:
