@@ -180,6 +180,8 @@ class MessageView(tk.Frame):
         return (f"  {status_mark(status)}", tuple(tags))
 
     def _insert(self, index: str, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
         flat: list[object] = []
         for text, tags in chunks:
             flat.extend((text, tags))

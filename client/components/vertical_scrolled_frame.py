@@ -33,7 +33,7 @@ class VerticalScrolledFrame(tk.Frame):
         self.bind("<Enter>", self._bind_wheel)
         self.bind("<Leave>", self._unbind_wheel)
 
-    def _scrolled(self, first: str, last: str) -> None:
+    def _scrolled(self, first: float | str, last: float | str) -> None:
         """Show the scrollbar only while the list is taller than the window."""
         if float(first) <= 0.0 and float(last) >= 1.0:
             self.scrollbar.pack_forget()

@@ -5,7 +5,9 @@ thread reads history, so one connection is shared under a lock and every write i
 committed (synchronous=FULL) before the method returns. History pages backwards by
 keyset on (chat_kind, chat_id, time, rowid), never OFFSET, so the 1,000th page costs
 what the first does; search uses an FTS5 trigram index kept in sync by triggers, which
-finds substrings in any script (Chinese has no spaces to split words on).
+finds substrings in any script (Chinese has no spaces to split words on). Queries under
+three characters, or an SQLite without FTS5 trigram (< 3.34; `full_text` is then False),
+use LIKE with escaped wildcards instead.
 """
 
 from __future__ import annotations

@@ -45,15 +45,18 @@ class ContactsForm(ttk.Frame):
         self.header.grid(row=0, column=0, sticky="ew")
         self.banners = ttk.Frame(self, style="TFrame", padding=(app.theme.pad, 0))
         self.banners.grid(row=1, column=0, sticky="ew")
-        self.search = SearchPanel(self, app)
-        self.search.grid(row=2, column=0, sticky="ew")
-        self.requests = RequestsPanel(self, app, on_change=self.schedule_refresh)
-        self.requests.grid(row=3, column=0, sticky="ew")
-        self.requests.grid_remove()
         self.list = VerticalScrolledFrame(self, background=p.surface)
         self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
+        # One scrolling column: requests, then search results, then the contacts.
+        sections = [tk.Frame(self.list.interior, background=p.surface) for _ in range(3)]
+        for section in sections:
+            section.pack(fill="x")
+        self.rows = sections[2]
+        self.search = SearchPanel(self, app, results_parent=sections[1])
+        self.search.grid(row=2, column=0, sticky="ew")
+        self.requests = RequestsPanel(sections[0], app, on_change=self.schedule_refresh)
         self.empty = tk.Label(
-            self.list.interior,
+            self.rows,
             text=i18n.t("contacts.empty"),
             background=p.surface,
             foreground=p.muted,
@@ -140,7 +143,7 @@ class ContactsForm(ttk.Frame):
             key = contact_key(contact)
             item = self.items.get(key)
             if item is None:
-                item = ContactItem(self.list.interior, self.app.theme, self.select, self.open)
+                item = ContactItem(self.rows, self.app.theme, self.select, self.open)
                 self.items[key] = item
             item.show(contact)
             item.set_selected(key == self.selected)

@@ -76,9 +76,13 @@ class ProfileHeader(tk.Frame):
 
 
 class SearchPanel(ttk.Frame):
-    """Find users by name and send them a friend request from the result row."""
+    """Find users by name and send them a friend request from the result row.
 
-    def __init__(self, parent: tk.Misc, app: App) -> None:
+    The results go into `results_parent` (the top of the scrolling list), so a long
+    result list scrolls with the contacts instead of squeezing them off the window.
+    """
+
+    def __init__(self, parent: tk.Misc, app: App, results_parent: tk.Misc) -> None:
         super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 10))
         self.app = app
         p = app.theme.palette
@@ -92,9 +96,9 @@ class SearchPanel(ttk.Frame):
         self.button = ttk.Button(self, text=i18n.t("contacts.search"), command=self.search)
         self.button.grid(row=0, column=1)
         self.busy = BusyButton(self.button)
-        self.results = ttk.Frame(self, style="Surface.TFrame")
-        self.results.grid(row=1, column=0, columnspan=2, sticky="ew", pady=(8, 0))
-        self.results.grid_remove()
+        self.results = ttk.Frame(
+            results_parent, style="Surface.TFrame", padding=(app.theme.pad, 6, app.theme.pad, 10)
+        )
         self.columnconfigure(0, weight=1)
         self.rows: dict[str, ttk.Button | ttk.Label] = {}
         self.message = ttk.Label(self.results, style="SurfaceMuted.TLabel", wraplength=340)
@@ -122,7 +126,7 @@ class SearchPanel(ttk.Frame):
             side="right"
         )
         self.message = ttk.Label(self.results, style="Error.TLabel", wraplength=340)
-        self.results.grid()
+        self.results.pack(fill="x")
 
     def _show(self, text: str, users: list[dict[str, Any]]) -> None:
         if not alive(self):
@@ -186,7 +190,7 @@ class SearchPanel(ttk.Frame):
         self.message.pack(anchor="w", pady=(4, 0))
 
     def close(self) -> None:
-        self.results.grid_remove()
+        self.results.pack_forget()
         self.query.set("")
         self.placeholder.update()
 
@@ -195,7 +199,7 @@ class RequestsPanel(ttk.Frame):
     """Incoming friend requests with Accept / Reject / Later."""
 
     def __init__(self, parent: tk.Misc, app: App, on_change: Callable[[], object]) -> None:
-        super().__init__(parent, style="TFrame", padding=(app.theme.pad, 6))
+        super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 8))
         self.app = app
         self.on_change = on_change
         self.later: set[str] = set()  # hidden for this session; the server asks again later
@@ -211,10 +215,10 @@ class RequestsPanel(ttk.Frame):
             child.destroy()
         self.buttons.clear()
         if not visible:
-            self.grid_remove()
+            self.pack_forget()
             return
-        self.grid()
-        ttk.Label(self, text=i18n.t("contacts.requests_title"), style="Muted.TLabel").pack(
+        self.pack(fill="x")
+        ttk.Label(self, text=i18n.t("contacts.requests_title"), style="SurfaceMuted.TLabel").pack(
             anchor="w"
         )
         for name in visible:
@@ -294,9 +298,11 @@ class ActionPanel(ttk.Frame):
         self.entry.grid(row=1, column=0, sticky="ew", padx=(0, 6))
         self.entry.bind("<Return>", lambda _e: self.submit())
         self.entry.bind("<Escape>", lambda _e: self.close())
-        self.confirm = ttk.Button(self, style="Primary.TButton", command=self.submit)
+        self.confirm = ttk.Button(self, style="Primary.TButton", command=self.submit, width=0)
         self.confirm.grid(row=1, column=1, padx=(0, 6))
-        ttk.Button(self, text=i18n.t("common.cancel"), command=self.close).grid(row=1, column=2)
+        ttk.Button(self, text=i18n.t("common.cancel"), command=self.close, width=0).grid(
+            row=1, column=2
+        )
         self.busy = BusyButton(self.confirm)
         self.message = ttk.Label(self, style="Error.TLabel", wraplength=360, justify="left")
         self.message.grid(row=2, column=0, columnspan=3, sticky="w", pady=(6, 0))

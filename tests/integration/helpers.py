@@ -35,6 +35,7 @@ from client.core import ChatClient, ChatMessage, Event
 from client.core.connection import Connection
 from common.crypto.keys import KdfParams
 from common.errors import RequestError
+from common.protocol.message import Message
 from common.protocol.opcodes import MessageType
 from tests.integration.conftest import RunningServer, start_server
 
@@ -211,9 +212,7 @@ class Accounts:
             made.login(username, PASSWORD)
         return user
 
-    def reopen(
-        self, user: User, endpoint: Endpoint, *, login: bool = True, **kwargs: Any
-    ) -> User:
+    def reopen(self, user: User, endpoint: Endpoint, *, login: bool = True, **kwargs: Any) -> User:
         """Close the user's client and start a new one on the same data folder."""
         user.client.close()
         user.client = self.client(endpoint, user.data_dir, **kwargs)
@@ -245,12 +244,17 @@ def contact_of(user: User, contact_id: str) -> Any:
 
 
 @contextlib.contextmanager
-def raw_connection(endpoint: RunningServer) -> Iterator[Connection]:
-    """The product's `Connection` without a `ChatClient`: to send what a client would not."""
+def raw_connection(
+    endpoint: RunningServer, pushes: list[Message] | None = None
+) -> Iterator[Connection]:
+    """The product's `Connection` without a `ChatClient`: to send what a client would not,
+    and to see exactly what the server pushes (appended to `pushes`), before any
+    client-side de-duplication."""
+    collected = pushes if pushes is not None else []
     connection = Connection(
         endpoint.host,
         endpoint.port,
-        on_push=lambda _c, _m: None,
+        on_push=lambda _c, message: collected.append(message),
         on_lost=lambda _c, _e: None,
         expected_fingerprint=endpoint.fingerprint,
         timeout=5.0,
@@ -421,4 +425,3 @@ def sender_process_main(argv: list[str]) -> None:
     client.send_text(peer, text)
     print("ACKNOWLEDGED", flush=True)  # only if the reply got through: the test fails then
     time.sleep(60)
-

@@ -243,7 +243,10 @@ def test_local_file_names_that_look_like_paths_are_sanitised(
 ) -> None:
     """Without patching: Linux allows backslashes and bidi controls in a real file name."""
     alice, bob = pair
-    for name, expected in [("..\\..\\evil.txt", "evil.txt"), ("photo\u202egnp.exe", "photognp.exe")]:
+    for name, expected in [
+        ("..\\..\\evil.txt", "evil.txt"),
+        ("photo\u202egnp.exe", "photognp.exe"),
+    ]:
         source = tmp_path / name
         source.write_bytes(b"data " + name.encode())
         sent = alice.client.send_file(bob.name, source)

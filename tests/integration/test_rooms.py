@@ -45,17 +45,23 @@ def test_create_join_members_and_leave(shared_server: RunningServer, accounts: A
     assert room.kind == "room" and room.id.isdigit() and int(room.id) > 0
     assert (room.name, room.members) == (name, (owner.name,))
     room_id = int(room.id)
-    assert owner.events.wait_one("contact_added", added_contact(room.id)).data["contact"].name == name
+    assert (
+        owner.events.wait_one("contact_added", added_contact(room.id)).data["contact"].name == name
+    )
     assert members_of(owner, room_id) == {owner.name: True}
 
     joined = joiner.client.join_room(room_id)  # by number: no invitation or friendship needed
     assert (joined.id, joined.name) == (room.id, name)
     assert set(joined.members) == {owner.name, joiner.name}
     assert contact_of(joiner, room.id) is not None
-    assert members_of(owner, room_id) == members_of(joiner, room_id) == {
-        owner.name: True,
-        joiner.name: True,
-    }
+    assert (
+        members_of(owner, room_id)
+        == members_of(joiner, room_id)
+        == {
+            owner.name: True,
+            joiner.name: True,
+        }
+    )
 
     joiner.client.logout()
     assert members_of(owner, room_id) == {owner.name: True, joiner.name: False}

@@ -230,14 +230,18 @@ def test_targets_and_history_search_stay_within_the_chat() -> None:
 def test_transcript_keeps_each_message_once_and_pages_backwards() -> None:
     transcript = ChatTranscript(page_size=3)
     assert transcript.prepend([message("m3"), message("m4"), message("m5")]) != []
-    assert transcript.has_more  # a full page: there may be more
+    full_page_has_more = transcript.has_more  # a full page: there may be more
+    assert full_page_has_more
     assert transcript.add(message("m6"))
     assert not transcript.add(message("m6"))
     fresh = transcript.prepend([message("m1"), message("m2"), message("m3")])
     assert [m.message_id for m in fresh] == ["m1", "m2"]
     assert [m.message_id for m in transcript.messages] == ["m1", "m2", "m3", "m4", "m5", "m6"]
-    assert transcript.prepend([message("m0")]) and not transcript.has_more
-    assert transcript.oldest() is not None and transcript.oldest().message_id == "m0"  # type: ignore[union-attr]
+    assert transcript.prepend([message("m0")])
+    short_page_has_more = transcript.has_more  # a short page: the beginning
+    assert not short_page_has_more
+    oldest = transcript.oldest()
+    assert oldest is not None and oldest.message_id == "m0"
     updated = transcript.set_status("m4", "delivered")
     assert updated is not None and updated.status == "delivered"
     assert transcript.get("m4") == updated
@@ -246,15 +250,15 @@ def test_transcript_keeps_each_message_once_and_pages_backwards() -> None:
 
 def test_progress_tracker_reports_fractions_while_active() -> None:
     tracker = ProgressTracker()
-    assert not tracker.active and tracker.fraction() == 0.0
+    assert (tracker.active, tracker.fraction()) == (False, 0.0)
     tracker.start()
     tracker.report(25, 100)
-    assert tracker.active and tracker.fraction() == 0.25
+    assert (tracker.active, tracker.fraction()) == (True, 0.25)
     tracker.report(150, 100)
     assert tracker.fraction() == 1.0
     tracker.finish()
     tracker.finish()
-    assert not tracker.active
+    assert tracker.active is False
 
 
 # ---------------------------------------------------------------- login and registration

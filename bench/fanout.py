@@ -1,0 +1,222 @@
+"""Room fan-out: one sender, a room of N members all online; time to the LAST recipient.
+
+Set-up: N users register (real CSRs) and log in, one creates a room, the others join
+it. Then the sender sends `--messages` room messages, one at a time, each carrying one
+~200-byte opaque envelope per other member (the server never opens them), and the
+bench records when each member's link received it. Per message the figure is the time
+from writing the request to the last member's NEW_MESSAGE arriving; members
+acknowledge after every member has it (as clients do once they stored it), so
+acknowledgement work never delays the measured delivery. The sender waits for every
+MESSAGE_DELIVERED, then a short gap, before the next message.
+
+Generator bias: all ready sockets are read first (time-stamped right after each
+recv), and decrypted afterwards, so the timestamp of the last member is late by at most
+one read pass over the members; `read_pass_ms` reports how long that pass took.
+
+    .venv/bin/python bench/fanout.py [--members 500] [--messages 50]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    BenchError,
+    CpuMeter,
+    Link,
+    ServerProcess,
+    base_parser,
+    check,
+    drain_all,
+    emit,
+    expect_ok,
+    message_id,
+    open_sessions,
+    pipeline,
+    register_users,
+    run,
+    send_params,
+    summarize,
+    user_names,
+)
+from common.protocol.opcodes import MessageType
+
+SCENARIO = "fanout"
+MESSAGE_TIMEOUT = 10.0
+
+
+@dataclass
+class Round:
+    """One room message on its way to every member."""
+
+    msg_id: str
+    sent: float
+    arrivals: dict[Link, float] = field(default_factory=dict)
+    reply_at: float = math.nan
+    confirmations: int = 0
+    read_passes: list[float] = field(default_factory=list)
+
+
+class Fanout:
+    def __init__(self, sender: Link, members: list[Link], room_id: int, envelope_size: int):
+        self.sender = sender
+        self.members = members
+        self.room_id = room_id
+        self.envelopes = {member.name: os.urandom(envelope_size) for member in members}
+        self.selector = selectors.DefaultSelector()
+        for link in [sender, *members]:
+            self.selector.register(link.sock, selectors.EVENT_READ, link)
+
+    def one_round(self, timeout: float) -> Round:
+        msg_id = message_id()
+        params = send_params(msg_id, "room", self.room_id, self.envelopes)
+        reply_id = self.sender.send(MessageType.SEND_MESSAGE, params)  # sealed before t0
+        current = Round(msg_id, time.perf_counter())
+        self.sender.flush()
+        deadline = current.sent + timeout
+        pending: dict[Link, list[str]] = {}
+        while len(current.arrivals) < len(self.members) or current.confirmations < len(
+            self.members
+        ):
+            if time.perf_counter() > deadline:
+                raise BenchError(
+                    f"room message: {len(current.arrivals)}/{len(self.members)} delivered, "
+                    f"{current.confirmations} confirmed after {timeout} s"
+                )
+            if self.sender.out:
+                self.sender.flush()
+            self._read_pass(current, reply_id, pending)
+            if len(current.arrivals) == len(self.members) and pending:
+                self._acknowledge(pending)
+        return current
+
+    def _read_pass(self, current: Round, reply_id: int, pending: dict[Link, list[str]]) -> None:
+        """Read every ready socket first (timestamps), then decrypt and sort out."""
+        events = self.selector.select(0.05)
+        if not events:
+            return
+        pass_start = time.perf_counter()
+        reads = []
+        for key, _ in events:
+            link = key.data
+            reads.append((link, link.read_raw(), time.perf_counter()))
+        current.read_passes.append(time.perf_counter() - pass_start)
+        for link, data, arrived in reads:
+            if not data:
+                continue
+            for message in link.channel.receive_data(data):
+                if link is self.sender:
+                    if message.request_id == reply_id:
+                        current.reply_at = arrived
+                        if message.type is MessageType.ERROR:
+                            raise BenchError(f"room message refused: {message.params}")
+                    elif message.type is MessageType.MESSAGE_DELIVERED:
+                        current.confirmations += 1
+                elif message.type is MessageType.NEW_MESSAGE:
+                    for item in message.params["messages"]:
+                        pending.setdefault(link, []).append(item["message_id"])
+                        if item["message_id"] == current.msg_id:
+                            current.arrivals[link] = arrived
+
+    def _acknowledge(self, pending: dict[Link, list[str]]) -> None:
+        for link, ids in pending.items():
+            link.send(MessageType.ACK_DELIVERY, {"message_ids": ids})
+            link.flush()
+        pending.clear()
+
+
+def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, dict[str, Any]]:
+    names = user_names("f", members)
+    registration = register_users(server, names)
+    started = time.perf_counter()
+    links = open_sessions(server, names)
+    login_s = time.perf_counter() - started
+    sender, others = links[0], links[1:]
+    room = sender.call(MessageType.CREATE_ROOM, {"name": "fanout bench"})
+    room_id = int(room["room_id"])
+    started = time.perf_counter()
+    joins = [(link, MessageType.JOIN_ROOM, {"room_id": room_id}) for link in others]
+    expect_ok(pipeline(joins, window=1), "join_room")
+    join_s = time.perf_counter() - started
+    dropped = drain_all(links, quiet=0.5)
+    info = {
+        "registration": registration,
+        "login_seconds": round(login_s, 2),
+        "join_seconds": round(join_s, 2),
+        "setup_pushes_drained": dropped,
+    }
+    return sender, others, room_id, info
+
+
+def scenario(args: Any) -> dict[str, Any]:
+    if args.members < 2:
+        raise BenchError("a room needs at least 2 members")
+    with ServerProcess.start(log_level=args.log_level) as server:
+        sender, members, room_id, setup = set_up(server, args.members)
+        fanout = Fanout(sender, members, room_id, args.envelope_size)
+        for _ in range(args.warmup):
+            fanout.one_round(MESSAGE_TIMEOUT)
+        meter = CpuMeter(server)
+        rounds = []
+        for _ in range(args.messages):
+            rounds.append(fanout.one_round(MESSAGE_TIMEOUT))
+            time.sleep(args.gap)
+        cpu = meter.read()
+        alive = server.alive()
+        tracebacks = server.log_count("Traceback")
+    last = [max(r.arrivals.values()) - r.sent for r in rounds]
+    first = [min(r.arrivals.values()) - r.sent for r in rounds]
+    every = [t - r.sent for r in rounds for t in r.arrivals.values()]
+    last_ms = summarize(last)
+    results = {
+        "last_recipient_ms": last_ms,
+        "first_recipient_ms": summarize(first),
+        "every_recipient_ms": summarize(every),
+        "sender_reply_ms": summarize(r.reply_at - r.sent for r in rounds),
+        "read_pass_ms": summarize(p for r in rounds for p in r.read_passes),
+        "envelopes_per_message": len(members),
+        "request_bytes_approx": len(members) * (args.envelope_size + 25),
+        "setup": setup,
+        "cpu_during_rounds_incl_gaps": cpu,
+        "server_alive": alive,
+        "server_tracebacks": tracebacks,
+    }
+    checks = [
+        check(
+            f"room fan-out to {args.members} members, last recipient p99",
+            last_ms["p99"],
+            50,
+            "ms",
+            False,
+        )
+    ]
+    params = {k: v for k, v in vars(args).items() if k != "log_level"}
+    notes = [
+        "members acknowledge after the last one received; the next message starts once "
+        f"the sender has every MESSAGE_DELIVERED plus a {args.gap} s gap"
+    ]
+    return emit(SCENARIO, params, results, checks, notes)
+
+
+def main() -> int:
+    parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
+    parser.add_argument("--members", type=int, default=500, help="room size, sender included")
+    parser.add_argument("--messages", type=int, default=50, help="measured room messages")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between messages")
+    parser.add_argument("--envelope-size", type=int, default=200)
+    args = parser.parse_args()
+    return run(SCENARIO, lambda: scenario(args), args.time_limit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
