@@ -58,7 +58,7 @@ class MessageView(tk.Frame):
             inactiveselectbackground=p.selected,
         )
         self.scrollbar = ttk.Scrollbar(self, orient="vertical", command=self._scrollbar_moved)
-        self.text.configure(yscrollcommand=self.scrollbar.set)
+        self.text.configure(yscrollcommand=self._scrolled)
         self.scrollbar.pack(side="right", fill="y")
         self.text.pack(side="left", fill="both", expand=True)
         self._configure_tags()
@@ -317,6 +317,14 @@ class MessageView(tk.Frame):
             chunk = (i18n.t("chat.beginning") + "\n", ("top", "muted"))
         self._top_state = "more" if has_more else "start"
         self._insert("1.0", [chunk])
+
+    def _scrolled(self, first: float | str, last: float | str) -> None:
+        """Show the scrollbar only when there is more than one screen of messages."""
+        if float(first) <= 0.0 and float(last) >= 1.0:
+            self.scrollbar.pack_forget()
+        elif not self.scrollbar.winfo_ismapped():
+            self.scrollbar.pack(side="right", fill="y", before=self.text)
+        self.scrollbar.set(first, last)
 
     def _scrollbar_moved(self, *args: str) -> None:
         self.text.yview(*args)
