@@ -51,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"uchat client: cannot open a window ({exc}); is a display available?", file=sys.stderr
         )
         return 1
-    App(root, UiSettings.from_config(config, data_dir))
-    root.mainloop()
+    app = App(root, UiSettings.from_config(config, data_dir))
+    try:
+        root.mainloop()
+    except KeyboardInterrupt:  # Ctrl-C in the terminal: leave as if the window closed
+        app.quit()
     return 0
 
 

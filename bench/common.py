@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
@@ -261,6 +261,28 @@ def _await_banner(process: subprocess.Popen[str], log_path: Path) -> tuple[int, 
 # --- load-generator connections -------------------------------------------------------
 
 
+class Endpoint(Protocol):
+    """Where to connect and which server certificate to expect."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RemoteEndpoint:
+    """A server started elsewhere (e.g. by the parent of a generator process)."""
+
+    port: int
+    fingerprint: str
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return HOST, self.port
+
+
 class Link:
     """One client connection for load generation: non-blocking, no threads, no copies kept.
 
@@ -403,12 +425,12 @@ def new_socket() -> socket.socket:
     return sock
 
 
-def connect(server: ServerProcess, name: str = "", timeout: float = 10.0) -> Link:
+def connect(server: Endpoint, name: str = "", timeout: float = 10.0) -> Link:
     """One established link (handshake done, not logged in)."""
     return open_sessions(server, [name], login=False, timeout=timeout)[0]
 
 
-def login(server: ServerProcess, name: str, timeout: float = 30.0) -> Link:
+def login(server: Endpoint, name: str, timeout: float = 30.0) -> Link:
     """One logged-in link for user `name` (password `PASSWORD`)."""
     return open_sessions(server, [name], timeout=timeout)[0]
 
@@ -441,7 +463,7 @@ class _Opening:
 
 
 def open_sessions(
-    server: ServerProcess,
+    server: Endpoint,
     names: Sequence[str],
     *,
     login: bool = True,
@@ -500,7 +522,7 @@ def open_sessions(
     return [done[index] for index in sorted(done)]
 
 
-def _begin_connect(server: ServerProcess, index: int, name: str) -> _Opening:
+def _begin_connect(server: Endpoint, index: int, name: str) -> _Opening:
     sock = new_socket()
     code = sock.connect_ex(server.address)
     if code not in (0, errno.EINPROGRESS):
@@ -542,9 +564,7 @@ def _on_session_data(state: _Opening, login: bool, times: SessionTimes) -> bool 
         if not login:
             link.flush()
             return True
-        state.login_id = link.send(
-            MessageType.LOGIN, {"username": link.name, "password": PASSWORD}
-        )
+        state.login_id = link.send(MessageType.LOGIN, {"username": link.name, "password": PASSWORD})
     for message in messages:
         if message.request_id == state.login_id and message.type in REPLY_TYPES:
             if message.type is MessageType.ERROR:
@@ -605,7 +625,7 @@ def seal_encoded(channel: SecureChannel, body: bytes) -> bytes:
     send_encoded = getattr(channel, "send_encoded", None)
     if send_encoded is not None:
         return bytes(send_encoded(body))
-    sender = channel._sender  # noqa: SLF001 - see the docstring
+    sender = channel._sender  # see the docstring
     if sender is None or not channel.established:
         raise BenchError("the channel is not established")
     return sender.seal(body)
@@ -634,8 +654,8 @@ def pipeline(jobs: Sequence[Job], *, window: int = 32, timeout: float = 120.0) -
     answered = 0
     deadline = time.monotonic() + timeout
     try:
-        for link in todo:
-            _refill(link, jobs, todo[link], pending[link], window, selector)
+        for link, indexes in todo.items():
+            _refill(link, jobs, indexes, pending[link], window, selector)
         while answered < len(jobs):
             if time.monotonic() > deadline:
                 raise BenchError(f"pipeline: {answered}/{len(jobs)} answered after {timeout} s")
@@ -733,7 +753,8 @@ def register_users(
         for link in connections:
             link.close()
     elapsed = time.perf_counter() - started
-    return {"users": len(names), "seconds": round(elapsed, 3), "per_s": round(len(names) / elapsed, 1)}
+    rate = round(len(names) / elapsed, 1)
+    return {"users": len(names), "seconds": round(elapsed, 3), "per_s": rate}
 
 
 def befriend(pairs: Sequence[tuple[Link, Link]]) -> None:
@@ -832,7 +853,9 @@ def summarize(samples: Iterable[float], scale: float = 1000.0, digits: int = 3) 
     }
 
 
-def check(what: str, measured: float, bar: float, unit: str, higher_is_better: bool) -> dict[str, Any]:
+def check(
+    what: str, measured: float, bar: float, unit: str, higher_is_better: bool
+) -> dict[str, Any]:
     """One line of the measured-vs-bar table."""
     ok = measured >= bar if higher_is_better else measured <= bar
     return {

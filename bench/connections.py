@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BenchError,
     PASSWORD,
+    BenchError,
     Link,
     ServerProcess,
     SessionTimes,

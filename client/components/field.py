@@ -84,7 +84,12 @@ class Placeholder:
         self.update()
 
     def update(self) -> None:
-        focused = self.entry.focus_get() is self.entry if self.entry.winfo_exists() else False
+        if not self.entry.winfo_exists():
+            return
+        try:
+            focused = self.entry.focus_get() is self.entry
+        except (KeyError, tk.TclError):  # focus is in a Tk dialog tkinter did not create
+            focused = False
         if self.entry.get() or focused:
             self.label.place_forget()
         else:

@@ -13,6 +13,7 @@ MIN_FONT_SIZE = 8  # the protocol allows 6..72; the picker keeps to readable siz
 MAX_FONT_SIZE = 36
 DEFAULT_FONT_SIZE = 12
 PAGE_SIZE = 50
+EARLY_STATUS_LIMIT = 64  # statuses of messages other chats sent pass by too: keep few
 SHIFT_MASK = 0x0001
 SEND_KEYS = frozenset({"Return", "KP_Enter"})
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -62,6 +63,7 @@ class ChatTranscript:
         self.has_more = True
         self._messages: list[ChatMessage] = []
         self._ids: set[str] = set()
+        self._early_status: dict[str, MessageStatus] = {}
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -79,13 +81,19 @@ class ChatTranscript:
                 return message
         return None
 
-    def add(self, message: ChatMessage) -> bool:
-        """Append a new message; False (and nothing changes) if it is already shown."""
+    def add(self, message: ChatMessage) -> ChatMessage | None:
+        """Append a new message and return it as stored; None if it is already shown.
+
+        A delivery status that arrived before the message itself is applied now.
+        """
         if message.message_id in self._ids:
-            return False
+            return None
+        early = self._early_status.pop(message.message_id, None)
+        if early is not None and message.outgoing:
+            message = dataclasses.replace(message, status=early)
         self._ids.add(message.message_id)
         self._messages.append(message)
-        return True
+        return message
 
     def prepend(
         self, older: Iterable[ChatMessage], requested: int | None = None
@@ -109,7 +117,14 @@ class ChatTranscript:
                 updated = dataclasses.replace(message, status=status)
                 self._messages[index] = updated
                 return updated
+        self.remember_status(message_id, status)
         return None
+
+    def remember_status(self, message_id: str, status: MessageStatus) -> None:
+        """A status for a message not shown yet: our own send may still be returning."""
+        self._early_status[message_id] = status
+        while len(self._early_status) > EARLY_STATUS_LIMIT:
+            del self._early_status[next(iter(self._early_status))]
 
     def replace(self, message: ChatMessage) -> None:
         """Swap in a newer copy of a shown message (e.g. once its file is downloaded)."""

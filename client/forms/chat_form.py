@@ -9,27 +9,25 @@ when the friend's key changed, offering "Trust new key" after the safety number.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import tkinter as tk
-from pathlib import Path
-from tkinter import colorchooser, filedialog
+from tkinter import colorchooser
 from typing import TYPE_CHECKING, Any
 
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
 from client.components.message_view import MessageView
-from client.core import media
 from client.core.models import ChatMessage, Contact, Event
 from client.forms.chat import (
     PAGE_SIZE,
     ChatTranscript,
-    ProgressTracker,
     in_chat,
     normalise_color,
     search_in_chat,
     target_of,
 )
+from client.forms.chat_files import AttachmentFlow
+from client.forms.chat_keys import KeyVerification
 from client.forms.chat_panels import ChatHeader, Composer, MemberList
 from client.forms.errors import describe_error
 from common.errors import UchatError
@@ -37,7 +35,6 @@ from common.errors import UchatError
 if TYPE_CHECKING:
     from client.ui import App
 
-PROGRESS_POLL_MS = 100
 MAX_SEARCH_PAGES = 40
 WINDOW_SIZE = (620, 660)
 
@@ -49,12 +46,12 @@ class ChatWindow(tk.Toplevel):
         self.contact = contact
         self.target = target_of(contact)
         self.transcript = ChatTranscript(PAGE_SIZE)
-        self.progress = ProgressTracker()
         self._loading_older = False
         self._info: Banner | None = None
-        self._info_is_safety = False
-        self._key_banner: Banner | None = None
+        self.info_tag = ""  # what the info banner shows, so a second press can hide it
         self.title(i18n.t("chat.window_title", name=contact.name))
+        self.files = AttachmentFlow(self)
+        self.verification = KeyVerification(self)
         self._place()
         self._build()
         self.protocol("WM_DELETE_WINDOW", self.close)
@@ -62,7 +59,7 @@ class ChatWindow(tk.Toplevel):
         self._load_first_page()
         self._restore_draft()
         self.mark_read()
-        self._show_key_warning()
+        self.verification.show_warning()
         if contact.kind == "room":
             self._show_members({name: None for name in contact.members})
             self.refresh_members()
@@ -82,7 +79,9 @@ class ChatWindow(tk.Toplevel):
 
     def _build(self) -> None:
         theme = self.app.theme
-        self.header = ChatHeader(self, theme, self.contact, self.toggle_safety_number, self.search)
+        self.header = ChatHeader(
+            self, theme, self.contact, self.verification.toggle_safety_number, self.search
+        )
         self.header.pack(fill="x")
         self.banners = tk.Frame(self, background=theme.palette.window)
         self.banners.pack(fill="x")
@@ -107,7 +106,10 @@ class ChatWindow(tk.Toplevel):
             self.members.pack(side="right", fill="y")
             self.members.pack_propagate(False)
         self.view = MessageView(
-            body, theme, on_save=self.save_attachment, on_load_older=self.load_older
+            body,
+            theme,
+            on_save=self.files.save,
+            on_load_older=self.load_older,
         )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
@@ -125,7 +127,7 @@ class ChatWindow(tk.Toplevel):
             page = []
         fresh = self.transcript.prepend(page)
         self.view.show_history(fresh, self.transcript.has_more)
-        self._thumbnails(fresh)
+        self.files.thumbnails(fresh)
 
     def load_older(self) -> None:
         """The user reached the top: put the previous page above what is shown."""
@@ -137,7 +139,7 @@ class ChatWindow(tk.Toplevel):
             page = client.history(self.target, PAGE_SIZE, before=oldest)
             fresh = self.transcript.prepend(page)
             self.view.prepend(fresh, self.transcript.has_more)
-            self._thumbnails(fresh)
+            self.files.thumbnails(fresh)
         except UchatError as exc:
             self.show_info(describe_error(exc).message, level="warning")
         finally:
@@ -172,7 +174,7 @@ class ChatWindow(tk.Toplevel):
         if event.kind == "message":
             message = data.get("message")
             if isinstance(message, ChatMessage) and in_chat(message, self.contact):
-                self._show_message(message)
+                self.show_message(message)
                 self.mark_read()
         elif event.kind == "message_status":
             updated = self.transcript.set_status(
@@ -185,17 +187,18 @@ class ChatWindow(tk.Toplevel):
         elif event.kind == "room_member" and str(data.get("room_id")) == self.contact.id:
             self._member_event(str(data.get("username")), str(data.get("event")))
         elif event.kind == "key_changed" and self._is_me(data.get("username")):
-            self._show_key_warning()
+            self.verification.show_warning()
         elif event.kind == "contact_removed":
             self._removed(data.get("contact"))
 
     def _is_me(self, username: object) -> bool:
         return self.contact.kind == "user" and username == self.contact.id
 
-    def _show_message(self, message: ChatMessage) -> None:
-        if self.transcript.add(message):
-            self.view.append(message)
-            self._thumbnails([message])
+    def show_message(self, message: ChatMessage) -> None:
+        stored = self.transcript.add(message)
+        if stored is not None:
+            self.view.append(stored)
+            self.files.thumbnails([stored])
 
     def _presence(self, data: dict[str, Any]) -> None:
         ip, port = data.get("ip") or self.contact.ip, data.get("port") or self.contact.port
@@ -271,7 +274,7 @@ class ChatWindow(tk.Toplevel):
             return
         self.send_busy.stop()
         self.composer.set_text("")
-        self._show_message(message)
+        self.show_message(message)
         self._save_draft("")
         self.composer.input.focus_set()
 
@@ -289,205 +292,10 @@ class ChatWindow(tk.Toplevel):
             self.composer.set_color(color)
 
     def send_image(self) -> None:
-        self._send_attachment(image=True)
+        self.files.send(image=True)
 
     def send_file(self) -> None:
-        self._send_attachment(image=False)
-
-    def _send_attachment(self, image: bool) -> None:
-        client = self.app.client
-        if client is None:
-            return
-        if image:
-            types = [
-                (i18n.t("chat.images"), "*.png *.jpg *.jpeg *.gif *.bmp *.webp"),
-                (i18n.t("chat.all_files"), "*"),
-            ]
-        else:
-            types = [(i18n.t("chat.all_files"), "*")]
-        chosen = filedialog.askopenfilename(parent=self, filetypes=types)
-        if not chosen:
-            return
-        send = client.send_image if image else client.send_file
-        self._start_transfer()
-        self.app.run(
-            send,
-            self.target,
-            Path(chosen),
-            self.progress.report,
-            on_result=self._attachment_sent,
-            on_error=self._transfer_failed,
-        )
-
-    def _attachment_sent(self, message: ChatMessage) -> None:
-        self.progress.finish()
-        if alive(self):
-            self._show_message(message)
-
-    # ------------------------------------------------------------------ receiving files
-
-    def save_attachment(self, message: ChatMessage) -> None:
-        client = self.app.client
-        if client is None or message.attachment is None:
-            return
-        folder = filedialog.askdirectory(parent=self, title=i18n.t("chat.save_to"))
-        if not folder:
-            return
-        self._start_transfer()
-
-        def saved(path: Path) -> None:
-            self.progress.finish()
-            if alive(self):
-                self._saved(message, path)
-                self.show_info(i18n.t("chat.saved_to", path=str(path)), level="success")
-
-        self.app.run(
-            client.download,
-            message,
-            Path(folder),
-            self.progress.report,
-            on_result=saved,
-            on_error=self._transfer_failed,
-        )
-
-    def _saved(self, message: ChatMessage, path: Path) -> ChatMessage:
-        attachment = message.attachment
-        if attachment is None:
-            return message
-        updated = dataclasses.replace(
-            message, attachment=dataclasses.replace(attachment, local_path=path)
-        )
-        self.transcript.replace(updated)
-        if updated.kind == "file":
-            self.view.mark_saved(updated)
-        return updated
-
-    def _thumbnails(self, messages: list[ChatMessage]) -> None:
-        """Images: download if needed (off the Tk thread), then show a thumbnail."""
-        client = self.app.client
-        if client is None:
-            return
-        for message in messages:
-            if message.kind != "image" or message.attachment is None:
-                continue
-            path = message.attachment.local_path
-            if path is not None and Path(path).is_file():
-                self._render_thumbnail(message, Path(path))
-            elif not message.outgoing:
-                self.app.run(
-                    client.download,
-                    message,
-                    on_result=functools.partial(self._downloaded_image, message),
-                    on_error=lambda _e: None,
-                )  # the placeholder line stays
-
-    def _downloaded_image(self, message: ChatMessage, path: Path) -> None:
-        if alive(self):
-            self._render_thumbnail(self._saved(message, path), path)
-
-    def _render_thumbnail(self, message: ChatMessage, path: Path) -> None:
-        cache = self.app.settings.data_dir / "thumbnails"
-
-        def show(thumb: Path) -> None:
-            if alive(self):
-                self.view.show_image(message.message_id, tk.PhotoImage(master=self, file=thumb))
-
-        self.app.run(media.thumbnail, path, cache, on_result=show, on_error=lambda _e: None)
-
-    # ------------------------------------------------------------------ progress
-
-    def _start_transfer(self) -> None:
-        self.progress.start()
-        self.composer.show_progress(0.0)
-        self.after(PROGRESS_POLL_MS, self._poll_progress)
-
-    def _poll_progress(self) -> None:
-        if not alive(self):
-            return
-        if self.progress.active:
-            self.composer.show_progress(self.progress.fraction())
-            self.after(PROGRESS_POLL_MS, self._poll_progress)
-        else:
-            self.composer.show_progress(None)
-
-    def _transfer_failed(self, exc: BaseException) -> None:
-        self.progress.finish()
-        if alive(self):
-            self.show_info(describe_error(exc).message, level="warning")
-
-    # ------------------------------------------------------------------ keys
-
-    def toggle_safety_number(self) -> None:
-        client = self.app.client
-        if self._info is not None and self._info_is_safety:
-            self.clear_info()
-            return
-        if client is None or self.contact.kind != "user":
-            return
-        username = self.contact.id
-
-        def show(number: str) -> None:
-            if alive(self):
-                self.show_info(i18n.t("chat.safety_text", name=username, number=number))
-                self._info_is_safety = True
-
-        self.app.run(
-            client.safety_number,
-            username,
-            on_result=show,
-            on_error=lambda exc: self.show_info(describe_error(exc).message, level="warning"),
-        )
-
-    def _show_key_warning(self) -> None:
-        username = self.contact.id
-        if self.contact.kind != "user" or username not in self.app.key_warnings:
-            return
-        if self._key_banner is not None and alive(self._key_banner):
-            return
-        client = self.app.client
-        self._key_banner = Banner(
-            self.banners,
-            self.app.theme,
-            i18n.t("chat.key_changed", name=username),
-            actions=((i18n.t("chat.trust_key"), self.trust_new_key),),
-            wraplength=560,
-        )
-        self._key_banner.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
-        self.view.add_notice(i18n.t("chat.key_changed_notice", name=username), warning=True)
-        if client is not None:
-            self.app.run(
-                client.safety_number, username, on_result=self._key_number, on_error=lambda _e: None
-            )
-
-    def _key_number(self, number: str) -> None:
-        if self._key_banner is not None and alive(self._key_banner):
-            self._key_banner.set_text(
-                i18n.t("chat.key_changed", name=self.contact.id)
-                + "\n"
-                + i18n.t("chat.new_safety_number", number=number)
-            )
-
-    def trust_new_key(self) -> None:
-        client = self.app.client
-        if client is None:
-            return
-        username = self.contact.id
-
-        def trusted(_: object) -> None:
-            self.app.key_warnings.pop(username, None)
-            self.app.contacts_changed()
-            if alive(self):
-                if self._key_banner is not None:
-                    self._key_banner.destroy()
-                    self._key_banner = None
-                self.view.add_notice(i18n.t("chat.key_trusted", name=username))
-
-        self.app.run(
-            client.trust_new_key,
-            username,
-            on_result=trusted,
-            on_error=lambda exc: self.show_info(describe_error(exc).message, level="warning"),
-        )
+        self.files.send(image=False)
 
     # ------------------------------------------------------------------ search
 
@@ -517,8 +325,10 @@ class ChatWindow(tk.Toplevel):
 
     # ------------------------------------------------------------------ banners
 
-    def show_info(self, text: str, level: str = "info") -> Banner:
+    def show_info(self, text: str, level: str = "info", tag: str = "") -> Banner:
+        """One dismissable strip above the messages; `tag` names what it shows."""
         self.clear_info()
+        self.info_tag = tag
         self._info = Banner(
             self.banners,
             self.app.theme,
@@ -534,7 +344,7 @@ class ChatWindow(tk.Toplevel):
         if self._info is not None and alive(self._info):
             self._info.destroy()
         self._info = None
-        self._info_is_safety = False
+        self.info_tag = ""
 
     @property
     def info_text(self) -> str:

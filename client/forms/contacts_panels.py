@@ -59,8 +59,13 @@ class ProfileHeader(tk.Frame):
             anchor="w",
         )
         self.status.pack(side="left", padx=(3, 0))
+
+        def logout() -> None:
+            self.logout_button.state(["disabled"])
+            on_logout()
+
         self.logout_button = ttk.Button(
-            self, text=i18n.t("contacts.logout"), style="Header.TButton", command=on_logout
+            self, text=i18n.t("contacts.logout"), style="Header.TButton", command=logout
         )
         self.logout_button.grid(row=0, column=2, rowspan=2, padx=pad)
         self.columnconfigure(1, weight=1)

@@ -22,6 +22,7 @@ from client.forms.login import (
     missing_login_fields,
     parse_server_address,
 )
+from common.errors import UchatError
 
 if TYPE_CHECKING:
     from client.ui import App
@@ -144,7 +145,11 @@ class LoginForm(ttk.Frame):
             for name, message in problems.items():
                 getattr(self, name).set_error(message)
             return
-        client = self.app.connect_client(address)
+        try:
+            client = self.app.connect_client(address)
+        except (UchatError, OSError) as exc:  # e.g. an unreadable data folder
+            self._failed(exc)
+            return
         self.busy.start(i18n.t("login.busy"))
         self.app.run(
             client.login, username, password, on_result=self._logged_in, on_error=self._failed

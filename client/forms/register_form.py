@@ -24,6 +24,7 @@ from client.forms.register import (
     field_errors,
     sex_choices,
 )
+from common.errors import UchatError
 
 if TYPE_CHECKING:
     from client.ui import App
@@ -164,7 +165,11 @@ class RegisterForm(ttk.Frame):
             self._show_problem(checked.field, checked.message)
             return
         self._registration = checked
-        client = self.app.connect_client(self.app.server_address)
+        try:
+            client = self.app.connect_client(self.app.server_address)
+        except (UchatError, OSError) as exc:  # e.g. an unreadable data folder
+            self._failed(exc)
+            return
         self.busy.start(i18n.t("register.busy"))
         self.app.run(
             client.register,

@@ -4,12 +4,19 @@ presence, unread badge) and the chat window shows and sends styled messages."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from tkinter import filedialog
+
+import pytest
+from PIL import Image
 
 from client import i18n
 from client.core.client import ChatClient
 from client.core.models import ChatMessage, Event
+from client.forms.chat import PAGE_SIZE
 from client.forms.contacts import Action
 from client.forms.contacts_form import ContactsForm
+from client.forms.login_form import LoginForm
 from client.forms.register_form import RegisterForm
 from client.ui import App
 from tests.gui.conftest import PASSWORD, pump_until, unique_name
@@ -34,6 +41,12 @@ def register_through_the_form(app: App, username: str) -> ContactsForm:
     contacts = app.form
     assert isinstance(contacts, ContactsForm)
     return contacts
+
+
+def login_username(app: App) -> str:
+    form = app.form
+    assert isinstance(form, LoginForm)
+    return form.username.value
 
 
 def accept_request_from(app: App, contacts: ContactsForm, friend: str) -> None:
@@ -109,7 +122,7 @@ def test_register_befriend_receive_open_and_reply(
     assert "\u2713\u2713" in chat.view.text.get("1.0", "end")
 
 
-def test_group_creation_shows_the_number_and_presence_updates_live(
+def test_groups_are_created_and_joined_and_presence_updates_live(
     app: App, headless: Callable[..., ChatClient]
 ) -> None:
     me, friend = unique_name("me"), unique_name("carol")
@@ -117,6 +130,17 @@ def test_group_creation_shows_the_number_and_presence_updates_live(
     carol = headless(friend)
     carol.add_friend(me)
     accept_request_from(app, contacts, friend)
+
+    carols_room = carol.create_room(f"Room {friend}")
+    contacts.action_buttons[Action.JOIN_GROUP].invoke()
+    contacts.action.value.set(f" #{carols_room.id} ")
+    contacts.action.confirm.invoke()
+    pump_until(
+        app.root, lambda: contacts.item("room", carols_room.id) is not None, what="the joined group"
+    )
+    assert carols_room.name in contacts.action.message_text
+    joined = carol.wait_for_event(lambda e: e.kind == "room_member")
+    assert joined.data["username"] == me
 
     contacts.action_buttons[Action.CREATE_GROUP].invoke()
     contacts.action.value.set(f"Club {me}")
@@ -135,3 +159,103 @@ def test_group_creation_shows_the_number_and_presence_updates_live(
         what="carol going offline",
     )
     assert item.preview_label.cget("text") == i18n.t("contacts.offline")
+
+    item.name_label.event_generate("<ButtonPress-1>", x=3, y=3)  # select carol...
+    contacts.action_buttons[Action.DELETE_FRIEND].invoke()  # ...and the name is filled in
+    assert contacts.action.value.get() == friend
+    contacts.action.confirm.invoke()
+    pump_until(app.root, lambda: contacts.item("user", friend) is None, what="carol removed")
+
+
+def test_history_pages_drafts_images_and_logout(
+    app: App, headless: Callable[..., ChatClient], tmp_path: Path
+) -> None:
+    me, friend = unique_name("me"), unique_name("dan")
+    contacts = register_through_the_form(app, me)
+    dan = headless(friend)
+    dan.add_friend(me)
+    accept_request_from(app, contacts, friend)
+    for number in range(PAGE_SIZE + 5):
+        dan.send_text(me, f"message number {number}")
+    item = contacts.item("user", friend)
+    assert item is not None
+    pump_until(app.root, lambda: item.badge.text == str(PAGE_SIZE + 5), what="all 55 unread")
+
+    contacts.open(contacts.contacts[0])
+    chat = app.chats[("user", friend)]
+    assert len(chat.transcript) == PAGE_SIZE  # the newest page only
+    assert chat.transcript.messages[-1].text == f"message number {PAGE_SIZE + 4}"
+    chat.load_older()  # what scrolling to the top does
+    assert len(chat.transcript) == PAGE_SIZE + 5
+    assert not chat.transcript.has_more
+    assert chat.transcript.messages[0].text == "message number 0"
+    assert i18n.t("chat.beginning") in chat.view.text.get("1.0", "3.0")
+
+    picture = tmp_path / "dot.png"
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(picture)
+    dan.send_image(me, picture)
+    pump_until(app.root, lambda: chat.view.image_count() == 1, what="the thumbnail")
+
+    chat.composer.set_text("half-written thought")
+    chat.close()
+    assert ("user", friend) not in app.chats
+    reopened = app.open_chat(contacts.contacts[0])
+    assert reopened.composer.text == "half-written thought"
+
+    contacts.header.logout_button.invoke()
+    assert contacts.header.logout_button.instate(["disabled"])
+    pump_until(app.root, lambda: isinstance(app.form, LoginForm), what="the login form")
+    assert app.chats == {} and app.client is None
+    assert login_username(app) == me
+
+
+def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
+    app: App, headless: Callable[..., ChatClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me, friend = unique_name("me"), unique_name("fay")
+    contacts = register_through_the_form(app, me)
+    fay = headless(friend)
+    fay.add_friend(me)
+    accept_request_from(app, contacts, friend)
+    chat = app.open_chat(contacts.contacts[0])
+
+    outgoing = tmp_path / "notes.txt"
+    outgoing.write_bytes(b"meeting notes\n" * 20_000)
+    monkeypatch.setattr(filedialog, "askopenfilename", lambda **_: str(outgoing))
+    chat.composer.file_button.invoke()
+    assert chat.files.progress.active
+    arrived: list[ChatMessage] = []
+    fay.add_listener(lambda e: arrived.append(e.data["message"]) if e.kind == "message" else None)
+    pump_until(app.root, lambda: bool(arrived), also=fay.process_events, what="fay's file")
+    assert arrived[0].kind == "file" and arrived[0].attachment is not None
+    assert arrived[0].attachment.name == "notes.txt"
+    pump_until(app.root, lambda: not chat.files.progress.active, what="the upload to finish")
+    assert i18n.t("chat.file_label", name="notes.txt", size="273.4 KB") in chat.view.text.get(
+        "1.0", "end"
+    )
+
+    incoming = tmp_path / "report.pdf"
+    incoming.write_bytes(b"%PDF-1.4 pretend\n" * 100)
+    fay.send_file(me, incoming)
+    pump_until(
+        app.root, lambda: not chat.transcript.messages[-1].outgoing, what="the incoming file"
+    )
+    received = chat.transcript.messages[-1]
+    assert received.kind == "file"
+    assert i18n.t("chat.save") in chat.view.text.get("1.0", "end")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setattr(filedialog, "askdirectory", lambda **_: str(downloads))
+    text = chat.view.text
+    save_button = text.tag_ranges(f"save-{received.message_id}")[0]
+    text.see(save_button)
+    app.root.update()
+    box = text.bbox(save_button)
+    assert box is not None  # on screen
+    x, y, _, _ = box
+    text.event_generate("<Motion>", x=x + 3, y=y + 3)  # Tk tracks the tag under the pointer
+    text.event_generate("<Button-1>", x=x + 3, y=y + 3)
+    saved = downloads / "report.pdf"
+    pump_until(app.root, saved.exists, what="the saved file")
+    assert saved.read_bytes() == incoming.read_bytes()
+    pump_until(app.root, lambda: str(downloads) in chat.info_text, what="where it was saved")

@@ -81,14 +81,24 @@ class EventLog:
     def pump(self) -> None:
         self.client.process_events()
 
+    def mark(self) -> int:
+        """A position in the log: pass it as `since` to look only at later events."""
+        self.pump()
+        return len(self.events)
+
     def matching(
-        self, kind: str, where: Callable[[Event], bool] | None = None, **match: Any
+        self,
+        kind: str,
+        where: Callable[[Event], bool] | None = None,
+        *,
+        since: int = 0,
+        **match: Any,
     ) -> list[Event]:
         """Events seen so far of `kind` whose data has `match` (and pass `where`)."""
         self.pump()
         return [
             event
-            for event in self.events
+            for event in self.events[since:]
             if event.kind == kind
             and all(event.data.get(key) == value for key, value in match.items())
             and (where is None or where(event))
@@ -101,12 +111,13 @@ class EventLog:
         *,
         count: int = 1,
         timeout: float = WAIT,
+        since: int = 0,
         **match: Any,
     ) -> list[Event]:
         """Wait until `count` matching events were seen; returns them all (oldest first)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.matching(kind, where, **match)
+            found = self.matching(kind, where, since=since, **match)
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
@@ -118,9 +129,19 @@ class EventLog:
             time.sleep(0.01)
 
     def wait_one(
-        self, kind: str, where: Callable[[Event], bool] | None = None, **match: Any
+        self,
+        kind: str,
+        where: Callable[[Event], bool] | None = None,
+        *,
+        since: int = 0,
+        **match: Any,
     ) -> Event:
-        return self.wait(kind, where, **match)[0]
+        return self.wait(kind, where, since=since, **match)[0]
+
+    def wait_reconnected(self, since: int, timeout: float = 15.0) -> None:
+        """Wait for the connection to drop and come back, both after position `since`."""
+        lost = self.wait_one("connection", since=since, state="disconnected", timeout=timeout)
+        self.wait("connection", since=self.events.index(lost), state="connected", timeout=timeout)
 
     def messages(self) -> list[ChatMessage]:
         """Every received message (the `message` events), in arrival order."""

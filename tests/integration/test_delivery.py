@@ -236,11 +236,12 @@ def test_a_dropped_client_reconnects_by_itself_and_gets_what_was_sent_meanwhile(
     before = alice.client.send_text(bob.name, "before the restart")
     bob.events.message(before.message_id)
 
+    marks = alice.events.mark(), bob.events.mark()
     server.stop()
-    bob.events.wait("connection", state="disconnected")
+    bob.events.wait("connection", since=marks[1], state="disconnected")
     proxy.mode = "refuse"  # bob cannot get back in until we say so
     restart_on_same_port(server_factory, server)
-    alice.events.wait("connection", state="connected", timeout=15)
+    alice.events.wait_reconnected(since=marks[0])
     meanwhile = alice.client.send_text(bob.name, "sent while bob was away 🛰️")
     assert meanwhile.status == "sent"  # stored for bob, who is offline
     time.sleep(0.3)
@@ -248,10 +249,10 @@ def test_a_dropped_client_reconnects_by_itself_and_gets_what_was_sent_meanwhile(
 
     proxy.mode = "forward"
     assert bob.events.message(meanwhile.message_id, timeout=15).text == "sent while bob was away 🛰️"
-    states = [e.data["state"] for e in bob.events.matching("connection")]
-    lost = states.index("disconnected")
-    assert "reconnecting" in states[lost:] and states[-1] == "connected", states
-    assert bob.client.connected
+    states = [e.data["state"] for e in bob.events.matching("connection", since=marks[1])]
+    assert states[0] == "disconnected" and "reconnecting" in states, states
+    assert states[-1] == "connected" and "connected" not in states[:-1], states
+    wait_until(lambda: bob.client.connected, what="bob connected again")
     alice.events.status(meanwhile.message_id, "delivered")
     assert [m.message_id for m in bob.events.messages()] == [
         before.message_id,

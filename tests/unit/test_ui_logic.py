@@ -232,8 +232,8 @@ def test_transcript_keeps_each_message_once_and_pages_backwards() -> None:
     assert transcript.prepend([message("m3"), message("m4"), message("m5")]) != []
     full_page_has_more = transcript.has_more  # a full page: there may be more
     assert full_page_has_more
-    assert transcript.add(message("m6"))
-    assert not transcript.add(message("m6"))
+    assert transcript.add(message("m6")) is not None
+    assert transcript.add(message("m6")) is None
     fresh = transcript.prepend([message("m1"), message("m2"), message("m3")])
     assert [m.message_id for m in fresh] == ["m1", "m2"]
     assert [m.message_id for m in transcript.messages] == ["m1", "m2", "m3", "m4", "m5", "m6"]
@@ -246,6 +246,17 @@ def test_transcript_keeps_each_message_once_and_pages_backwards() -> None:
     assert updated is not None and updated.status == "delivered"
     assert transcript.get("m4") == updated
     assert transcript.set_status("nope", "sent") is None
+
+
+def test_a_status_that_overtakes_its_message_is_applied_on_arrival() -> None:
+    transcript = ChatTranscript()
+    assert transcript.set_status("fast", "delivered") is None
+    stored = transcript.add(message("fast", outgoing=True, status="sending"))
+    assert stored is not None and stored.status == "delivered"
+    for number in range(200):  # other chats' statuses pass by; only a few are kept
+        transcript.set_status(f"other{number}", "sent")
+    late = transcript.add(message("other0", outgoing=True, status="sending"))
+    assert late is not None and late.status == "sending"
 
 
 def test_progress_tracker_reports_fractions_while_active() -> None:

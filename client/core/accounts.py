@@ -1,0 +1,184 @@
+"""Registering, logging in (again) and out: the flows that create and end a session.
+
+Why it exists: login is more than a request. It checks the certificate the server
+hands back against the pinned CA, opens this account's local store, unseals this
+machine's keys (or says, with a `key_missing` event, why it cannot), reuses the live
+session on a re-login after a drop, remembers the credentials for the next drop, and
+then resends whatever waited in the outbox. Keeping that here leaves `ChatClient` a
+façade.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from client.core.connection import Connection
+from client.core.crypto_session import Identity, keys_match
+from client.core.events import Emit
+from client.core.keystore import KeyStore, server_id_for
+from client.core.link import ServerLink, server_ca
+from client.core.models import Profile
+from client.core.reconnect import Reconnector
+from client.core.session import (
+    Limits,
+    Session,
+    SessionSlot,
+    SessionWiring,
+    bytes_field,
+    open_session,
+    parse_limits,
+    parse_profile,
+)
+from client.core.store import LocalStore
+from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
+from common.crypto.keys import generate_user_keys
+from common.errors import (
+    CertificateError,
+    ConnectionLost,
+    KeyStoreError,
+    RequestError,
+    RequestTimeout,
+    ValidationError,
+)
+from common.protocol.opcodes import MessageType
+from common.validation import validate_registration
+
+log = logging.getLogger(__name__)
+
+
+class Accounts:
+    """Register, log in, log in again after a drop, log out."""
+
+    def __init__(
+        self,
+        *,
+        link: ServerLink,
+        keystore: KeyStore,
+        slot: SessionSlot,
+        reconnector: Reconnector,
+        wiring: SessionWiring,
+        connect: Callable[[], None],
+        resume_uploads: Callable[[Session], None],
+    ) -> None:
+        self._link = link
+        self._connect = connect
+        self._keystore = keystore
+        self._slot = slot
+        self._reconnector = reconnector
+        self._wiring = wiring
+        self._resume_uploads = resume_uploads
+
+    @property
+    def _emit(self) -> Emit:
+        return self._wiring.emit
+
+    def register(self, username: str, password: str, email: str, sex: str, age: int) -> None:
+        """Create keys and a CSR, register, and seal the keys under the password."""
+        try:
+            fields = validate_registration(
+                {"username": username, "password": password, "email": email, "sex": sex, "age": age}
+            )
+        except ValidationError as exc:
+            raise RequestError(exc.code, exc.message, exc.field) from exc
+        self._connect()
+        conn = self._link.current()
+        keys = generate_user_keys()
+        csr = build_csr(fields["username"], fields["email"], keys)
+        reply = conn.request(MessageType.REGISTER, {**fields, "csr": csr})
+        ca = server_ca(conn)
+        certificate = load_user_certificate(bytes_field(reply, "certificate"), ca)
+        if not keys_match(keys, certificate):
+            raise CertificateError("the server certified keys that are not ours")
+        server_id = server_id_for(self._link.server_fingerprint)
+        self._keystore.save(server_id, certificate.username, keys, password)
+
+    def login(self, username: str, password: str) -> Session:
+        """Log in on the current connection (also the reconnect thread's re-login)."""
+        with self._slot.lock:
+            conn = self._link.current()
+            reply = conn.request(MessageType.LOGIN, {"username": username, "password": password})
+            session = self._adopt_session(conn, reply, password)
+            self._reconnector.remember(session.username, password)
+        threading.Thread(
+            target=self._after_login, args=(session,), name="uchat-resend", daemon=True
+        ).start()
+        return session
+
+    def _adopt_session(self, conn: Connection, reply: dict[str, Any], password: str) -> Session:
+        """Reuse the session on re-login; otherwise open the store and load the keys."""
+        profile = parse_profile(reply.get("profile"))
+        limits = parse_limits(reply.get("limits"))
+        ca = server_ca(conn)
+        certificate = load_user_certificate(bytes_field(reply, "certificate"), ca)
+        server_id = server_id_for(self._link.server_fingerprint)
+        current = self._slot.get()
+        if current is not None and (current.username, current.server_id) == (
+            profile.username,
+            server_id,
+        ):
+            current.contacts.replace(reply)
+            current.limits = limits
+            return current
+        if current is not None:
+            self._slot.set(None)
+            current.store.close()
+        session = self._new_session(profile, server_id, certificate, ca, limits, password)
+        session.contacts.replace(reply)
+        self._slot.set(session)
+        return session
+
+    def _new_session(
+        self,
+        profile: Profile,
+        server_id: str,
+        certificate: UserCertificate,
+        ca: bytes,
+        limits: Limits,
+        password: str,
+    ) -> Session:
+        store = LocalStore(self._keystore.store_path(server_id, profile.username))
+        identity = self._load_identity(server_id, profile.username, password, certificate)
+        return open_session(
+            profile, server_id, certificate, ca, limits, identity, store, self._wiring
+        )
+
+    def _load_identity(
+        self, server_id: str, username: str, password: str, certificate: UserCertificate
+    ) -> Identity | None:
+        """This machine's keys, or None (with a `key_missing` event) if we cannot use them."""
+        if not self._keystore.exists(server_id, username):
+            reason = "no key file for this account on this computer"
+        else:
+            try:
+                keys = self._keystore.load(server_id, username, password)
+            except KeyStoreError as exc:
+                reason = str(exc)
+            else:
+                if keys_match(keys, certificate):
+                    return Identity(username, keys, certificate)
+                reason = "the key file on this computer does not match your certificate"
+        self._emit("key_missing", username=username, reason=reason)
+        return None
+
+    def _after_login(self, session: Session) -> None:
+        """Resend the outbox and resume uploads; failures wait for the next login."""
+        try:
+            session.outbox.replay()
+            self._resume_uploads(session)
+        except Exception as exc:  # a background task: report, never crash the process
+            log.info("resending after login stopped: %s", exc)
+
+    def logout(self) -> None:
+        """Tell the server, forget the credentials and close the local store."""
+        with self._slot.lock:
+            self._reconnector.forget()
+            conn = self._link.live_or_none()
+            if conn is not None:
+                try:
+                    conn.request(MessageType.LOGOUT)
+                except (ConnectionLost, RequestTimeout, RequestError) as exc:
+                    log.info("logout request failed: %s", exc)
+            self._slot.close()

@@ -1,0 +1,162 @@
+"""Friends, rooms and friend requests as the server last described them.
+
+Why it exists: the server's lists arrive at login, by CONTACT_LIST and piecemeal by
+pushes on the push thread, while the caller's thread reads them; this module checks
+their shape once, keeps them behind one lock, and merges them with the local store's
+unread counts into the order the contact list shows (docs/api.md, `contacts()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from client.core.models import ChatKind, Contact
+from client.core.store import ChatSummary
+from common.errors import RemoteProtocolError
+
+Target = str | int | Contact
+
+
+def chat_of(target: Target) -> tuple[ChatKind, str]:
+    """The conversation a target names: a username, a room id, or a `Contact`."""
+    if isinstance(target, Contact):
+        return target.kind, target.id
+    if isinstance(target, bool):
+        raise TypeError("a target is a username, a room id or a Contact")
+    if isinstance(target, int):
+        return "room", str(target)
+    if isinstance(target, str) and target:
+        return "user", target
+    raise TypeError("a target is a username, a room id or a Contact")
+
+
+def friend_contact(raw: Any) -> Contact:
+    """A protocol `Contact` dict as a `Contact`; RemoteProtocolError if malformed."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("username"), str):
+        raise RemoteProtocolError("malformed contact")
+    ip, port, last = raw.get("ip", ""), raw.get("port", 0), raw.get("last_message_time", 0)
+    return Contact(
+        "user",
+        raw["username"],
+        raw["username"],
+        online=raw.get("online") is True,
+        ip=ip if isinstance(ip, str) else "",
+        port=port if type(port) is int else 0,
+        last_message_time=last if type(last) is int else 0,
+    )
+
+
+def room_contact(raw: Any) -> Contact:
+    """A protocol `Room` dict as a `Contact`; RemoteProtocolError if malformed."""
+    if not isinstance(raw, dict) or type(raw.get("room_id")) is not int:
+        raise RemoteProtocolError("malformed room")
+    name, members, last = raw.get("name"), raw.get("members", []), raw.get("last_message_time", 0)
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise RemoteProtocolError("malformed room members")
+    room_id = raw["room_id"]
+    return Contact(
+        "room",
+        str(room_id),
+        name if isinstance(name, str) else f"#{room_id}",
+        members=tuple(members),
+        last_message_time=last if type(last) is int else 0,
+    )
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RemoteProtocolError("expected a list of names")
+    return list(value)
+
+
+def with_summaries(
+    known: Iterable[Contact], summaries: Mapping[tuple[str, str], ChatSummary]
+) -> list[Contact]:
+    """Contacts with unread counts and last messages; online first, then newest first."""
+    merged: list[Contact] = []
+    for known_contact in known:
+        summary = summaries.get((known_contact.kind, known_contact.id))
+        contact = known_contact
+        if summary is not None:
+            contact = dataclasses.replace(
+                known_contact,
+                unread=summary.unread,
+                last_message=summary.last_message,
+                last_message_time=max(known_contact.last_message_time, summary.last_time),
+            )
+        merged.append(contact)
+    merged.sort(key=lambda c: (not c.online, -c.last_message_time, c.name.casefold()))
+    return merged
+
+
+class ContactBook:
+    """Friends, rooms and friend requests as the server last described them; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._friends: dict[str, Contact] = {}
+        self._rooms: dict[str, Contact] = {}
+        self._requests: list[str] = []
+
+    def replace(self, lists: Mapping[str, Any]) -> None:
+        """Take the `friends`, `rooms` and `friend_requests` of LOGIN or CONTACT_LIST."""
+        friends = [friend_contact(raw) for raw in lists.get("friends", [])]
+        rooms = [room_contact(raw) for raw in lists.get("rooms", [])]
+        requests = _str_list(lists.get("friend_requests", []))
+        with self._lock:
+            self._friends = {c.id: c for c in friends}
+            self._rooms = {c.id: c for c in rooms}
+            self._requests = requests
+
+    def put(self, contact: Contact) -> None:
+        with self._lock:
+            (self._friends if contact.kind == "user" else self._rooms)[contact.id] = contact
+            if contact.kind == "user" and contact.id in self._requests:
+                self._requests.remove(contact.id)
+
+    def pop(self, kind: ChatKind, contact_id: str) -> Contact | None:
+        with self._lock:
+            return (self._friends if kind == "user" else self._rooms).pop(contact_id, None)
+
+    def get(self, kind: ChatKind, contact_id: str) -> Contact | None:
+        with self._lock:
+            return (self._friends if kind == "user" else self._rooms).get(contact_id)
+
+    def set_presence(self, username: str, online: bool, ip: str, port: int) -> None:
+        with self._lock:
+            friend = self._friends.get(username)
+            if friend is not None:
+                self._friends[username] = dataclasses.replace(
+                    friend, online=online, ip=ip or friend.ip, port=port or friend.port
+                )
+
+    def room_member(self, room_id: str, username: str, joined: bool) -> None:
+        with self._lock:
+            room = self._rooms.get(room_id)
+            if room is None:
+                return
+            members = [m for m in room.members if m != username]
+            if joined:
+                members.append(username)
+            self._rooms[room_id] = dataclasses.replace(room, members=tuple(members))
+
+    def add_request(self, username: str) -> None:
+        with self._lock:
+            if username not in self._requests:
+                self._requests.append(username)
+
+    def remove_request(self, username: str) -> None:
+        with self._lock:
+            if username in self._requests:
+                self._requests.remove(username)
+
+    def requests(self) -> list[str]:
+        with self._lock:
+            return list(self._requests)
+
+    def all(self) -> list[Contact]:
+        with self._lock:
+            return [*self._friends.values(), *self._rooms.values()]

@@ -1,0 +1,83 @@
+"""The requests that change who you talk to: friends, friend requests, rooms.
+
+Why it exists: each of these is a server request followed by keeping the session's
+contact book (and its cached room certificates) in step with what the server now
+says, without waiting for the push that may or may not follow. `ChatClient` forwards
+to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from client.core.contacts import room_contact, with_summaries
+from client.core.models import Contact
+from client.core.session import Request, SessionSlot
+from common.errors import RemoteProtocolError
+from common.protocol.opcodes import MessageType
+
+
+def _dict_list(reply: dict[str, Any], field: str, request: str) -> list[dict[str, Any]]:
+    items = reply.get(field)
+    if not isinstance(items, list):
+        raise RemoteProtocolError(f"{request} reply lacks {field}")
+    return [item for item in items if isinstance(item, dict)]
+
+
+class Directory:
+    """Friends and rooms, as server requests on behalf of the current session."""
+
+    def __init__(self, *, slot: SessionSlot, request: Request) -> None:
+        self._slot = slot
+        self._request = request
+
+    def search_users(self, query: str) -> list[dict[str, Any]]:
+        reply = self._request(MessageType.SEARCH_USERS, {"query": query})
+        return _dict_list(reply, "users", "SEARCH_USERS")
+
+    def add_friend(self, username: str) -> None:
+        self._slot.require()
+        self._request(MessageType.ADD_FRIEND, {"username": username})
+
+    def answer_friend_request(self, username: str, accept: bool | None) -> None:
+        session = self._slot.require()
+        decision = "later" if accept is None else ("accept" if accept else "reject")
+        self._request(
+            MessageType.RESOLVE_FRIEND_REQUEST, {"username": username, "decision": decision}
+        )
+        if accept is not None:
+            session.contacts.remove_request(username)
+
+    def delete_friend(self, username: str) -> None:
+        self._slot.require()
+        self._request(MessageType.DELETE_FRIEND, {"username": username})
+
+    def refresh(self) -> None:
+        session = self._slot.require()
+        session.contacts.replace(self._request(MessageType.CONTACT_LIST, None))
+
+    def contacts(self) -> list[Contact]:
+        session = self._slot.require()
+        return with_summaries(session.contacts.all(), session.store.chat_summaries())
+
+    def create_room(self, name: str) -> Contact:
+        session = self._slot.require()
+        contact = room_contact(self._request(MessageType.CREATE_ROOM, {"name": name}))
+        session.contacts.put(contact)
+        return contact
+
+    def join_room(self, room_id: int) -> Contact:
+        session = self._slot.require()
+        contact = room_contact(self._request(MessageType.JOIN_ROOM, {"room_id": room_id}))
+        session.contacts.put(contact)
+        return contact
+
+    def leave_room(self, room_id: int) -> None:
+        session = self._slot.require()
+        self._request(MessageType.LEAVE_ROOM, {"room_id": room_id})
+        session.contacts.pop("room", str(room_id))
+        session.certificates.forget_room(room_id)
+
+    def room_members(self, room_id: int) -> list[dict[str, Any]]:
+        reply = self._request(MessageType.ROOM_MEMBERS, {"room_id": room_id})
+        return _dict_list(reply, "members", "ROOM_MEMBERS")

@@ -1,0 +1,237 @@
+"""Sending: texts, images and files, sealed end to end for every recipient.
+
+Why it exists: a message goes out as one envelope per recipient (the friend, or every
+room member but us), each sealing a body that names its conversation; attachments are
+encrypted and uploaded (resumably) before the message naming them is queued; and a
+queued message is resealed when the recipients changed. All of it lands in the
+session's outbox, which owns retries and statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from client.core import media
+from client.core.contacts import Target, chat_of
+from client.core.crypto_session import (
+    MAX_NAME_LENGTH,
+    Identity,
+    bind_chat,
+    check_style,
+    text_body,
+)
+from client.core.events import Emit
+from client.core.models import Attachment, ChatMessage, MessageKind
+from client.core.session import Session, SessionSlot, report_status
+from client.core.store import UploadState
+from client.core.transfers import Progress
+from common.errors import ConnectionLost, RequestError, RequestTimeout
+
+log = logging.getLogger(__name__)
+
+AttachmentBody = Callable[[str, Attachment], bytes]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def attachment_of(state: UploadState) -> Attachment:
+    """The attachment an upload carries, as sealed into its message."""
+    return Attachment(
+        state.attachment_id,
+        state.name[:MAX_NAME_LENGTH],
+        state.size,
+        state.key,
+        state.digest,
+        state.chunk_size,
+        local_path=state.source_path,
+    )
+
+
+class Outgoing:
+    """Builds, seals and queues outgoing messages of the current session."""
+
+    def __init__(
+        self,
+        *,
+        slot: SessionSlot,
+        emit: Emit,
+        remember: Callable[[ChatMessage], None],
+        attachment_body: AttachmentBody,
+    ) -> None:
+        self._slot = slot
+        self._emit = emit
+        self._remember = remember
+        self._attachment_body = attachment_body
+
+    def send_text(self, target: Target, text: str, font_size: int, color: str) -> ChatMessage:
+        """Seal, store (`sending`), queue, send; see `ChatClient.send_text`."""
+        session, identity = self._slot.require_sender()
+        if not text.strip():
+            raise RequestError("empty_message", "there is nothing to send", "text")
+        check_style(font_size, color)
+        chat_kind, chat_id = chat_of(target)
+        message = ChatMessage(
+            uuid.uuid4().hex,
+            chat_kind,
+            chat_id,
+            session.username,
+            now_ms(),
+            "text",
+            text=text,
+            font_size=font_size,
+            color=color,
+            outgoing=True,
+            status="sending",
+        )
+        params = self._seal_params(session, identity, message, text_body(text, font_size, color))
+        return session.outbox.submit(message, params)
+
+    def _seal_params(
+        self,
+        session: Session,
+        identity: Identity,
+        message: ChatMessage,
+        body: bytes,
+        attachments: Sequence[str] = (),
+        *,
+        refresh: bool = False,
+    ) -> dict[str, Any]:
+        """SEND_MESSAGE params: one envelope per recipient (every room member but us)."""
+        sealed = bind_chat(body, message.chat_kind, message.chat_id)
+        envelopes: dict[str, bytes] = {}
+        target: str | int
+        if message.chat_kind == "user":
+            target = message.chat_id
+            recipient = session.certificates.certificate(target, refresh=refresh)
+            envelopes[target] = identity.seal_for(recipient, message.message_id, sealed)
+        else:
+            target = int(message.chat_id)
+            members = session.certificates.room_certificates(target, refresh=refresh)
+            for username, certificate in members.items():
+                if username != session.username:
+                    envelopes[username] = identity.seal_for(certificate, message.message_id, sealed)
+        return {
+            "message_id": message.message_id,
+            "target_type": message.chat_kind,
+            "target": target,
+            "time": message.time,
+            "envelopes": envelopes,
+            "attachments": list(attachments),
+        }
+
+    def rebuild_params(self, message: ChatMessage, params: dict[str, Any]) -> dict[str, Any]:
+        """The recipients changed since sealing: seal the stored message for the new set."""
+        session, identity = self._slot.require_sender()
+        if message.attachment is not None:
+            body = self._attachment_body(message.kind, message.attachment)
+        else:
+            body = text_body(message.text, message.font_size, message.color)
+        attachments = params.get("attachments") or []
+        return self._seal_params(session, identity, message, body, attachments, refresh=True)
+
+    # ---------------------------------------------------------------- attachments
+
+    def send_image(self, target: Target, path: Path, progress: Progress | None) -> ChatMessage:
+        """Like `send_file`, shown inline; a file that is not a safe image goes as a file."""
+        kind: MessageKind = "image" if media.detect_image(path) is not None else "file"
+        return self.send_attachment(target, path, kind, progress)
+
+    def send_attachment(
+        self, target: Target, path: Path, kind: MessageKind, progress: Progress | None
+    ) -> ChatMessage:
+        """Encrypt and stage `path`, store the message (`sending`), upload, then send."""
+        session, _ = self._slot.require_sender()
+        chat_kind, chat_id = chat_of(target)
+        message_id = uuid.uuid4().hex
+        state = session.transfers.stage(
+            path,
+            message_id=message_id,
+            chat_kind=chat_kind,
+            chat_id=chat_id,
+            kind=kind,
+            max_size=session.limits.max_attachment_size,
+        )
+        message = ChatMessage(
+            message_id,
+            chat_kind,
+            chat_id,
+            session.username,
+            now_ms(),
+            kind,
+            attachment=attachment_of(state),
+            outgoing=True,
+            status="sending",
+        )
+        session.store.add_message(message)
+        self._remember(message)
+        return self._complete_upload(session, state, progress)
+
+    def _complete_upload(
+        self, session: Session, state: UploadState, progress: Progress | None
+    ) -> ChatMessage:
+        """Upload what the server lacks, then queue and send the message naming it."""
+        with session.uploads_lock:
+            if state.attachment_id in session.active_uploads:
+                stored = session.store.get_message(state.message_id)
+                if stored is None:
+                    raise RequestError("upload_busy", "this upload is already running")
+                return stored
+            session.active_uploads.add(state.attachment_id)
+        try:
+            return self._upload_and_send(session, state, progress)
+        finally:
+            with session.uploads_lock:
+                session.active_uploads.discard(state.attachment_id)
+
+    def _upload_and_send(
+        self, session: Session, state: UploadState, progress: Progress | None
+    ) -> ChatMessage:
+        _, identity = self._slot.require_sender()
+        attachment = attachment_of(state)
+        stored = session.store.get_message(state.message_id)
+        message = stored or ChatMessage(
+            state.message_id,
+            state.chat_kind,
+            state.chat_id,
+            session.username,
+            now_ms(),
+            state.kind,
+            attachment=attachment,
+            outgoing=True,
+            status="sending",
+        )
+        try:
+            session.transfers.upload(state, session.limits.chunk_size, progress)
+            body = self._attachment_body(state.kind, attachment)
+            params = self._seal_params(session, identity, message, body, [state.attachment_id])
+        except (ConnectionLost, RequestTimeout):
+            return message  # resumed after the next login
+        except RequestError:
+            session.transfers.finish(state)
+            session.store.set_status(state.message_id, "failed")
+            report_status(session, state.message_id, self._emit)
+            raise
+        try:
+            return session.outbox.submit(message, params)
+        finally:
+            session.transfers.finish(state)
+
+    def resume_uploads(self, session: Session) -> None:
+        """After a login: finish the uploads a drop or a restart interrupted."""
+        for state in session.store.pending_uploads():
+            if not state.encrypted_path.is_file():
+                session.store.remove_upload(state.attachment_id)
+                session.store.set_status(state.message_id, "failed")
+                report_status(session, state.message_id, self._emit)
+                continue
+            try:
+                self._complete_upload(session, state, None)
+            except RequestError as exc:
+                log.info("resumed upload refused: %s", exc.code)

@@ -1,0 +1,245 @@
+"""One logged-in account on this machine: its parts, and the slot that holds it.
+
+Why it exists: everything that belongs to an account (local store, pinned
+certificates, outbox, transfers, inbox, contacts, server limits) is created together at
+login and closed together at logout, and several threads (the caller's, the push thread,
+the reconnect thread, `run_async` workers) reach it. `Session` keeps those parts
+together, `open_session` wires them to the server and the event queue, and
+`SessionSlot` is the single place the current session is swapped, under one lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from client.core.connection import PendingRequest
+from client.core.contacts import ContactBook
+from client.core.crypto_session import CertificateBook, Identity, Inbox
+from client.core.events import Emit
+from client.core.models import ChatMessage, MessageStatus, Profile
+from client.core.outbox import Outbox, RebuildFunction
+from client.core.store import LocalStore
+from client.core.transfers import Transfers
+from common.crypto.certs import UserCertificate
+from common.errors import RemoteProtocolError, RequestError
+from common.protocol.opcodes import MessageType
+
+Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attachment_size: int
+    chunk_size: int
+
+
+@dataclass
+class Session:
+    """Everything that belongs to one logged-in account on this machine."""
+
+    profile: Profile
+    server_id: str
+    certificate: UserCertificate
+    identity: Identity | None
+    store: LocalStore
+    certificates: CertificateBook
+    outbox: Outbox
+    transfers: Transfers
+    inbox: Inbox | None
+    contacts: ContactBook
+    limits: Limits
+    uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    active_uploads: set[str] = dataclasses.field(default_factory=set)
+
+    @property
+    def username(self) -> str:
+        return self.profile.username
+
+
+# ---------------------------------------------------------------- the login reply
+
+
+def parse_limits(raw: Any) -> Limits:
+    if not isinstance(raw, dict):
+        raise RemoteProtocolError("login reply lacks limits")
+    size, chunk = raw.get("max_attachment_size"), raw.get("chunk_size")
+    if type(size) is not int or type(chunk) is not int or size < 0 or chunk <= 0:
+        raise RemoteProtocolError("login reply has bad limits")
+    return Limits(size, chunk)
+
+
+def parse_profile(raw: Any) -> Profile:
+    if not isinstance(raw, dict):
+        raise RemoteProtocolError("login reply lacks a profile")
+    username, email, sex, age = (raw.get(k) for k in ("username", "email", "sex", "age"))
+    if not (isinstance(username, str) and isinstance(email, str) and isinstance(sex, str)):
+        raise RemoteProtocolError("login reply has a bad profile")
+    if type(age) is not int:
+        raise RemoteProtocolError("login reply has a bad profile")
+    return Profile(username, email, sex, age)
+
+
+def bytes_field(reply: Mapping[str, Any], name: str) -> bytes:
+    value = reply.get(name)
+    if not isinstance(value, bytes):
+        raise RemoteProtocolError(f"reply lacks {name}")
+    return value
+
+
+# ---------------------------------------------------------------- wiring the parts
+
+
+@dataclass(frozen=True)
+class SessionWiring:
+    """How a session's parts reach the server and the event queue."""
+
+    request: Request
+    start_request: StartRequest
+    rebuild: RebuildFunction  # reseal a queued message for changed recipients
+    announce: Callable[[ChatMessage], None]  # a new incoming message was stored
+    emit: Emit
+
+    def fetch_certificate(self, username: str) -> bytes:
+        reply = self.request(MessageType.CERTIFICATE, {"username": username})
+        return bytes_field(reply, "certificate")
+
+    def fetch_room_certificates(self, room_id: int) -> dict[str, bytes]:
+        reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
+        members = reply.get("members")
+        if not isinstance(members, list):
+            raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+        result: dict[str, bytes] = {}
+        for entry in members:
+            if not isinstance(entry, dict):
+                raise RemoteProtocolError("malformed room certificate")
+            name, der = entry.get("username"), entry.get("certificate")
+            if not isinstance(name, str) or not isinstance(der, bytes):
+                raise RemoteProtocolError("malformed room certificate")
+            result[name] = der
+        return result
+
+    def acknowledge(self, message_ids: list[str]) -> None:
+        self.request(MessageType.ACK_DELIVERY, {"message_ids": message_ids})
+
+    def on_status(self, message_id: str, status: MessageStatus) -> None:
+        self.emit("message_status", message_id=message_id, status=status)
+
+    def on_key_changed(self, username: str, old: str, new: str) -> None:
+        self.emit("key_changed", username=username, old_fingerprint=old, new_fingerprint=new)
+
+    def on_transfer(self, attachment_id: str, done: int, total: int, direction: str) -> None:
+        self.emit(
+            "transfer", attachment_id=attachment_id, done=done, total=total, direction=direction
+        )
+
+
+def open_session(
+    profile: Profile,
+    server_id: str,
+    certificate: UserCertificate,
+    ca: bytes,
+    limits: Limits,
+    identity: Identity | None,
+    store: LocalStore,
+    wiring: SessionWiring,
+) -> Session:
+    """Build a session's parts around an opened store (and keys, if this machine has them)."""
+    certificates = CertificateBook(
+        ca_certificate=ca,
+        pins=store,
+        fetch_user=wiring.fetch_certificate,
+        fetch_room=wiring.fetch_room_certificates,
+        on_key_changed=wiring.on_key_changed,
+    )
+    outbox = Outbox(
+        store,
+        send=lambda params: wiring.request(MessageType.SEND_MESSAGE, params),
+        rebuild=wiring.rebuild,
+        on_status=wiring.on_status,
+    )
+    transfers = Transfers(
+        store=store,
+        staging_dir=store.path.parent / "uploads",
+        request=wiring.request,
+        start_request=wiring.start_request,
+        report=wiring.on_transfer,
+    )
+    inbox = None
+    if identity is not None:
+        inbox = Inbox(
+            identity=identity,
+            certificates=certificates,
+            store=store,
+            acknowledge=wiring.acknowledge,
+            announce=wiring.announce,
+        )
+    return Session(
+        profile,
+        server_id,
+        certificate,
+        identity,
+        store,
+        certificates,
+        outbox,
+        transfers,
+        inbox,
+        ContactBook(),
+        limits,
+    )
+
+
+def report_status(session: Session, message_id: str, emit: Emit) -> None:
+    """Emit `message_status` with what the store now says about an outgoing message."""
+    stored = session.store.get_message(message_id)
+    if stored is not None and stored.outgoing:
+        emit("message_status", message_id=message_id, status=stored.status)
+
+
+# ---------------------------------------------------------------- the current session
+
+
+class SessionSlot:
+    """The current session, if any.
+
+    Reading it takes no lock (callers get the session or None, and use that object);
+    replacing it, and handling a push against it, happen under `lock`, so a push is
+    never handled against a session that logout is closing.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._session: Session | None = None
+
+    def get(self) -> Session | None:
+        return self._session
+
+    def set(self, session: Session | None) -> None:
+        """Swap the session; the caller holds `lock`."""
+        self._session = session
+
+    def close(self) -> None:
+        """Drop the current session and close its store."""
+        with self.lock:
+            session, self._session = self._session, None
+            if session is not None:
+                session.store.close()
+
+    def require(self) -> Session:
+        session = self._session
+        if session is None:
+            raise RequestError("not_authenticated", "log in first")
+        return session
+
+    def require_sender(self) -> tuple[Session, Identity]:
+        session = self.require()
+        if session.identity is None:
+            raise RequestError(
+                "key_missing",
+                "this computer does not hold your private keys, so it cannot send messages",
+            )
+        return session, session.identity
