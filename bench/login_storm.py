@@ -155,9 +155,10 @@ def scenario(args: Any) -> dict[str, Any]:
         befriend([(a, b)])
         chat = Chat(a, b, os.urandom(args.envelope_size))
         ours, theirs = multiprocessing.Pipe()
+        window = args.storm_window or args.logins
         child = multiprocessing.Process(
             target=storm,
-            args=(RemoteEndpoint(server.port, server.fingerprint), names, args.logins, theirs),
+            args=(RemoteEndpoint(server.port, server.fingerprint), names, window, theirs),
         )
         start = time.perf_counter()
         sent = chat.run_until(start + args.baseline, args.chat_rate, start, 0)
@@ -231,6 +232,9 @@ def report_results(
 def main() -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=180.0)
     parser.add_argument("--logins", type=int, default=1000)
+    parser.add_argument(
+        "--storm-window", type=int, default=0, help="logins in flight at once (0: all)"
+    )
     parser.add_argument("--chat-rate", type=float, default=100.0, help="chat msgs/s, both ways")
     parser.add_argument("--baseline", type=float, default=2.0, help="chat seconds before")
     parser.add_argument("--after", type=float, default=2.0, help="chat seconds after")

@@ -201,16 +201,25 @@ class Context:
 
 
 def run_guarded(ctx: Context, step: Callable[[], Any]) -> Any:
-    """Run handler code, turning its errors into ERROR answers; None on error."""
+    """Run handler code, turning its errors into ERROR answers; None on error.
+
+    Each step runs in a savepoint: a refusal (`RequestError`) keeps what the handler
+    wrote on purpose (a counted login failure, say), while an unexpected exception
+    rolls the step back so a half-done request never reaches the turn's commit.
+    """
+    db = ctx.db
+    db.begin_step()
+    keep = True
     try:
         return step()
-    except RequestError as exc:
-        ctx.fail(exc.code, exc.message, exc.field)
-    except ValidationError as exc:
+    except (RequestError, ValidationError) as exc:
         ctx.fail(exc.code, exc.message, exc.field)
     except Exception as exc:
+        keep = False
         log_failure(log, f"handler for {ctx.opcode.name} failed", exc)
         ctx.fail("internal_error", INTERNAL_ERROR_TEXT)
+    finally:
+        db.end_step(keep)
     return None
 
 

@@ -105,14 +105,19 @@ class ChatClient:
             remember=self._downloads.remember,
             attachment_body=self._attachment_body,
         )
+        self._accounts = self._make_accounts()
+        self._pushes = PushHandler(slot=self._slot, emit=emit, on_kicked=self._reconnector.kicked)
+
+    def _make_accounts(self) -> Accounts:
+        """Login and what it opens, wired to the link, the outbox's resealing and events."""
         wiring = SessionWiring(
             request=self._link.request,
             start_request=self._link.start_request,
             rebuild=self._outgoing.rebuild_params,
             announce=self._announce,
-            emit=emit,
+            emit=self._events.emit,
         )
-        self._accounts = Accounts(
+        return Accounts(
             link=self._link,
             keystore=self._keystore,
             slot=self._slot,
@@ -121,7 +126,6 @@ class ChatClient:
             connect=self.connect,
             resume_uploads=self._outgoing.resume_uploads,
         )
-        self._pushes = PushHandler(slot=self._slot, emit=emit, on_kicked=self._reconnector.kicked)
 
     # ------------------------------------------------------------------ events
 

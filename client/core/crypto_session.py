@@ -5,11 +5,7 @@ issued by the CA whose fingerprint we pinned in the handshake, and they must mat
 the certificate pinned for that user on first sight. A different key is never
 accepted silently: it is parked, reported once through `on_key_changed`, and every
 message to or from that user is refused until `trust_new_key` is called.
-
-Sealed bodies name their conversation (`chat`), and an opened body whose conversation
-differs from the delivery's label is refused: the envelope's key derivation binds the
-sender, the recipient and the message id, but not whether it went to a friend or to
-which room, so without this a server could relabel a direct message as a room message.
+An opened body must also name the conversation it was delivered as (`client.core.binding`).
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from client.core.binding import chat_matches
 from client.core.models import Attachment, ChatKind, ChatMessage
 from common.crypto.certs import (
     UserCertificate,
@@ -264,21 +261,6 @@ def attachment_body(kind: str, attachment: Attachment) -> bytes:
     )
 
 
-def sealed_chat(chat_kind: ChatKind, chat_id: str) -> list[str | int]:
-    """The `chat` a sender seals: `["user", recipient]` or `["room", room_id]`."""
-    if chat_kind == "user":
-        return ["user", chat_id]
-    return ["room", int(chat_id)]
-
-
-def bind_chat(body: bytes, chat_kind: ChatKind, chat_id: str) -> bytes:
-    """`body` (a codec dict from `text_body` / `attachment_body`) with its `chat` added."""
-    value = codec.decode(body, BODY_LIMITS)
-    if not isinstance(value, dict):
-        raise TypeError("a sealed body is a codec dict")
-    return codec.encode({**value, "chat": sealed_chat(chat_kind, chat_id)})
-
-
 def check_style(font_size: int, color: str) -> None:
     """Refuse styles a peer would reject, before anything is sealed."""
     if type(font_size) is not int or not MIN_FONT_SIZE <= font_size <= MAX_FONT_SIZE:
@@ -342,35 +324,16 @@ class Delivery:
             text=UNDECRYPTABLE_TEXT,
         )
 
-    def sealed_chat_matches(self, sealed: Any, recipient: str) -> bool:
-        """True if the sealed `chat` is this delivery's conversation, seen by `recipient`.
-
-        A direct message must be sealed for `["user", recipient]` and delivered to the
-        recipient; a room message for `["room", target]`. Types are compared too, so a
-        room id never matches a string (or `True` the room 1).
-        """
-        if self.target_type == "user":
-            if self.target != recipient:
-                return False
-            expected: list[str | int] = ["user", recipient]
-        else:
-            expected = ["room", self.target]
-        return (
-            isinstance(sealed, list)
-            and len(sealed) == 2
-            and all(type(a) is type(b) and a == b for a, b in zip(sealed, expected, strict=True))
-        )
-
     def to_message(self, body: bytes, recipient: str) -> ChatMessage:
         """Decode a body `recipient` opened; RemoteProtocolError if it breaks the protocol
-        or was sealed for another conversation than the one it was delivered as."""
+        or was sealed for another conversation than the one it is delivered as."""
         try:
             value = codec.decode(body, BODY_LIMITS)
         except ProtocolError as exc:
             raise RemoteProtocolError("sealed body is not a codec dict") from exc
         if not isinstance(value, dict):
             raise RemoteProtocolError("sealed body is not a dict")
-        if not self.sealed_chat_matches(value.get("chat"), recipient):
+        if not chat_matches(value.get("chat"), self.target_type, self.target, recipient):
             log.warning("refusing message %r: sealed for another conversation", self.message_id)
             raise RemoteProtocolError("sealed conversation differs from the delivery's")
         kind = value.get("kind")
@@ -412,7 +375,7 @@ def _attachment(value: dict[str, Any]) -> Attachment:
 
 def try_open(identity: Identity, sender: UserCertificate, delivery: Delivery) -> ChatMessage | None:
     """Open and decode one delivery; None if the envelope or its body is bad, or if it
-    was sealed for another conversation than the one the server labelled it with."""
+    was sealed for another conversation than the one it is delivered as."""
     try:
         body = identity.open_from(sender, delivery.message_id, delivery.envelope)
         return delivery.to_message(body, identity.username)

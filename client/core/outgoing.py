@@ -17,14 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from client.core import media
+from client.core.binding import bind_chat
 from client.core.contacts import Target, chat_of
-from client.core.crypto_session import (
-    MAX_NAME_LENGTH,
-    Identity,
-    bind_chat,
-    check_style,
-    text_body,
-)
+from client.core.crypto_session import MAX_NAME_LENGTH, Identity, check_style, text_body
 from client.core.events import Emit
 from client.core.models import Attachment, ChatMessage, MessageKind
 from client.core.session import Session, SessionSlot, report_status

@@ -109,6 +109,22 @@ class Database:
     def rollback(self) -> None:
         self._connection.rollback()
 
+    def begin_step(self) -> None:
+        """Open a savepoint for one handler step inside the turn's transaction.
+
+        The turn's transaction is opened first if needed, so releasing the savepoint
+        merges the step into it instead of committing on its own (group commit).
+        """
+        if not self._connection.in_transaction:
+            self._connection.execute("BEGIN")
+        self._connection.execute("SAVEPOINT handler_step")
+
+    def end_step(self, keep: bool) -> None:
+        """Keep the step's writes, or undo them (a handler that failed unexpectedly)."""
+        if not keep:
+            self._connection.execute("ROLLBACK TO handler_step")
+        self._connection.execute("RELEASE handler_step")
+
     @contextmanager
     def transaction(self) -> Iterator[Database]:
         """Commit on success, roll back on error. For tests and tools, not the reactor."""

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from client.core.binding import bind_chat
 from client.core.crypto_session import (
     UNDECRYPTABLE_TEXT,
     CertificateBook,
     Identity,
     Inbox,
-    bind_chat,
     text_body,
 )
 from client.core.keystore import KeyStore, server_id_for

@@ -270,6 +270,34 @@ def test_a_crashing_handler_answers_internal_error_and_logs_no_params(
     assert ask(world, connection, MessageType.PING).type is MessageType.REPLY
 
 
+def _write_then(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.db.execute(
+        "INSERT INTO login_attempts (key, failures, last_failure, locked_until)"
+        " VALUES (?, 1, 0, 0)",
+        (params["key"],),
+    )
+    if params["then"] == "crash":
+        raise RuntimeError("unexpected")
+    if params["then"] == "refuse":
+        raise RequestError("login_failed", "no")
+    return {}
+
+
+def test_a_crashing_step_is_rolled_back_but_refusals_keep_their_writes(tmp_path: Path) -> None:
+    world = World(tmp_path, [handler(MessageType.PING, False, _write_then)])
+    try:
+        connection = world.connection()
+        db = world.services.db
+        for key, then in (("kept", "ok"), ("undone", "crash"), ("counted", "refuse")):
+            ask(world, connection, MessageType.PING, key=key, then=then)
+        db.commit()
+        rows = {row[0] for row in db.all("SELECT key FROM login_attempts")}
+        assert rows == {"kept", "counted"}
+        assert not db.in_transaction
+    finally:
+        world.close()
+
+
 def test_a_handler_returning_a_non_dict_is_an_internal_error(world: World) -> None:
     assert error_code(ask(world, world.connection(), MessageType.REGISTER, mode="wrong-type")) == (
         "internal_error"
