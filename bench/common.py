@@ -11,6 +11,9 @@
 
 The generator shares two cores with the server, so it is built to be cheap: one
 selector, batched writes, records sealed ahead of time where the scenario allows.
+
+Run on its own (`python bench/common.py`) it is the smoke scenario: server start-up
+time, idle memory, and the latency of a PING and of one message between two friends.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+# Run as a script, this file's folder comes first on sys.path and this very file would
+# shadow the `common` package; the repository root must win.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import generate_user_keys
@@ -57,6 +64,9 @@ STARTUP_TIMEOUT = 30.0
 SCRYPT_N = 1024
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})
+
+#: The 1-minute load average when `run` started: others' work skews every figure.
+_LOAD_AT_START: list[float] = []
 
 
 class BenchError(RuntimeError):
@@ -900,6 +910,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
+        "loadavg_1m_at_start": _LOAD_AT_START[0] if _LOAD_AT_START else None,
     }
 
 
@@ -961,6 +972,7 @@ def run(scenario: str, body: Callable[[], dict[str, Any]], time_limit: float) ->
     out of timed loops (everything set up so far is frozen), as a real client would not
     churn through millions of objects either.
     """
+    _LOAD_AT_START.append(round(os.getloadavg()[0], 2))
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, _on_term)
     signal.setitimer(signal.ITIMER_REAL, time_limit)
@@ -974,3 +986,56 @@ def run(scenario: str, body: Callable[[], dict[str, Any]], time_limit: float) ->
         signal.setitimer(signal.ITIMER_REAL, 0)
         gc.enable()
     return 0
+
+
+# --- the smoke scenario ------------------------------------------------------------------
+
+
+def smoke(args: argparse.Namespace) -> dict[str, Any]:
+    """Start-up time, idle RSS, PING and one-message latency on an idle server."""
+    started = time.perf_counter()
+    with ServerProcess.start(log_level=args.log_level) as server:
+        startup_s = time.perf_counter() - started
+        idle_rss = server.rss_kb()
+        names = user_names("k", 2)
+        registration = register_users(server, names, links=1)
+        times = SessionTimes()
+        a, b = open_sessions(server, names, times=times)
+        befriend([(a, b)])
+        pings, messages = [], []
+        for _ in range(args.repeats):
+            begin = time.perf_counter()
+            a.call(MessageType.PING)
+            pings.append(time.perf_counter() - begin)
+            begin = time.perf_counter()
+            a.call(
+                MessageType.SEND_MESSAGE,
+                send_params(message_id(), "user", b.name, {b.name: b"x" * 200}),
+            )
+            push = b.wait_push(MessageType.NEW_MESSAGE)
+            messages.append(time.perf_counter() - begin)
+            ids = [item["message_id"] for item in push.params["messages"]]
+            b.call(MessageType.ACK_DELIVERY, ack_params(ids))
+        results = {
+            "startup_s": round(startup_s, 3),
+            "idle_rss_kb": idle_rss,
+            "registration": registration,
+            "handshake_ms": summarize(times.handshake),
+            "handshake_and_login_ms": summarize(times.login),
+            "ping_ms": summarize(pings),
+            "send_to_new_message_ms": summarize(messages),
+            "server_tracebacks": server.log_count("Traceback"),
+        }
+    checks = [check("server start-up", results["startup_s"], 5, "s", False)]
+    return emit("smoke", {"repeats": args.repeats}, results, checks)
+
+
+def main() -> int:
+    parser = base_parser("smoke: start-up, idle memory, PING and message latency", 60.0)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    return run("smoke", lambda: smoke(args), args.time_limit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

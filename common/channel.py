@@ -132,6 +132,9 @@ class SecureChannel:
         except UchatError:
             self._state = _State.FAILED
             raise
+        except Exception as exc:  # a library surprise is still the peer's bad input
+            self._state = _State.FAILED
+            raise RemoteProtocolError(f"unexpected input ({type(exc).__name__})") from exc
 
     def _on_frame(self, frame: Frame) -> Message | None:
         if self._state is _State.ESTABLISHED and self._receiver is not None:

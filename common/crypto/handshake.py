@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -199,7 +200,7 @@ def _certificate_public_key(der: bytes) -> bytes:
     try:
         certificate = x509.load_der_x509_certificate(der)
         key = certificate.public_key()
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise HandshakeError("the server sent a malformed certificate") from None
     if not isinstance(key, Ed25519PublicKey):
         raise HandshakeError("the server's certificate does not carry an Ed25519 key")

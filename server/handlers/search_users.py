@@ -21,6 +21,8 @@ QUERY_MAX = 64
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, _ = caller(ctx)
     query = get_str(params, "query", max_len=QUERY_MAX).strip()
+    if not query:  # an empty query would list everyone: not a directory
+        return {"users": []}
     found = users.search(ctx.db, query, exclude_user_id=user_id, limit=MAX_RESULTS)
     links = friends.relations(ctx.db, user_id, [user.id for user in found])
     return {

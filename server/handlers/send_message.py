@@ -62,8 +62,21 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             envelope=envelope,
             attachments=attachment_ids,
         )
-        ctx.push(recipients[name], MessageType.NEW_MESSAGE, {"messages": [delivery(item, name)]})
+        if not _draining_backlog(ctx, recipients[name]):
+            ctx.push(
+                recipients[name], MessageType.NEW_MESSAGE, {"messages": [delivery(item, name)]}
+            )
     return {"message_id": message_id, "time": now}
+
+
+def _draining_backlog(ctx: Context, user_id: int) -> bool:
+    """True while the recipient's offline backlog is still going out in windows.
+
+    The new row sorts after the backlog's cursor, so a later window carries it;
+    pushing it now would put it ahead of older messages.
+    """
+    connection = ctx.sessions.connection_for(user_id)
+    return connection is not None and connection.backlog_cursor is not None
 
 
 def _recipients(

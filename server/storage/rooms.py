@@ -6,6 +6,7 @@ again, and its history keeps pointing at it.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from server.storage import conversations
@@ -36,14 +37,27 @@ class RoomView:
     last_message_time: int
 
 
+ROOM_NUMBER_MIN = 10_000_000
+ROOM_NUMBER_SPAN = 90_000_000  # eight-digit group numbers
+
+
 def create_room(db: Database, name: str, created_by: int, now: int) -> int:
-    """Insert a room (no members yet); sqlite3.IntegrityError if the name is taken."""
-    return int(
-        db.scalar(
-            "INSERT INTO rooms (room_name, created_by, created_at) VALUES (?, ?, ?) RETURNING id",
-            (name, created_by, now),
-        )
+    """Insert a room (no members yet); sqlite3.IntegrityError if the name is taken.
+
+    The number people share to join is random, not sequential, so nobody can walk
+    through every group by counting (joining needs only the number).
+    """
+    for _ in range(64):
+        number = ROOM_NUMBER_MIN + secrets.randbelow(ROOM_NUMBER_SPAN)
+        if db.one("SELECT 1 FROM rooms WHERE id = ?", (number,)) is None:
+            break
+    else:  # pragma: no cover - needs tens of millions of rooms
+        raise RuntimeError("no free room number")
+    db.execute(
+        "INSERT INTO rooms (id, room_name, created_by, created_at) VALUES (?, ?, ?, ?)",
+        (number, name, created_by, now),
     )
+    return number
 
 
 def get_room(db: Database, room_id: int) -> Room | None:
@@ -121,7 +135,7 @@ def rooms_of(db: Database, user_id: int) -> list[RoomView]:
     """Every room `user_id` is in, with members and newest message time (two queries)."""
     rooms = db.all(
         "SELECT r.id, r.room_name FROM room_user m JOIN rooms r ON r.id = m.room_id"
-        " WHERE m.user_id = ? ORDER BY r.id",
+        " WHERE m.user_id = ? ORDER BY m.id",
         (user_id,),
     )
     room_ids = [row["id"] for row in rooms]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import client.core.client as client_module
 from client.core import ChatMessage
+from client.core.crypto_session import attachment_body
 from common.errors import RequestError
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
@@ -210,14 +210,12 @@ def test_hostile_file_names_from_a_sender_stay_in_the_download_folder(
     alice, bob = pair
     source = tmp_path / "innocent.txt"
     source.write_text("payload", encoding="utf-8")
-    seal_body = client_module.attachment_body
     inbox = tmp_path / "deep" / "inbox"
 
     for hostile, expected in HOSTILE_NAMES:
-        monkeypatch.setattr(
-            client_module,
-            "attachment_body",
-            lambda kind, attachment, name=hostile: seal_body(
+        monkeypatch.setattr(  # the seam ChatClient keeps for a modified sender
+            "client.core.client.attachment_body",
+            lambda kind, attachment, name=hostile: attachment_body(
                 kind, dataclasses.replace(attachment, name=name)
             ),
         )

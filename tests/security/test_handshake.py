@@ -243,3 +243,36 @@ def test_client_hello_travels_as_a_marked_handshake_frame(identity: ServerIdenti
     frames = FrameDecoder().receive_data(client.initiate())
     assert len(frames) == 1 and frames[0].is_handshake
     assert codec.decode(decode_handshake_frame(frames[0]))["version"] == 1
+
+
+def test_a_certificate_with_an_unsupported_key_is_a_handshake_error(
+    identity: ServerIdentity,
+) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec server")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    client = ClientHandshake(None)
+    server = ServerHandshake(identity)
+    hello = server.receive_client_hello(client.hello())
+    forged = _rewrite_core(hello, certificate=certificate.public_bytes(Encoding.DER))
+    with pytest.raises(HandshakeError):
+        client.receive_server_hello(forged)

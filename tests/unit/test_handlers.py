@@ -71,6 +71,11 @@ class FakeConnection:
     def send(self, message: Message) -> None:
         self.server.events.append(("push", self.user_id, message.type, message.params))
 
+    @property
+    def backlog_cursor(self) -> int | None:
+        session = self.server.live.get(self.user_id)
+        return None if session is None else session.backlog_cursor
+
 
 @dataclass
 class FakeSessions:
@@ -93,6 +98,7 @@ class FakeServer:
     identity: ServerIdentity = CA
     time: int = 1_700_000_000_000
     online: dict[int, str] = field(default_factory=dict)
+    live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
 
@@ -134,7 +140,8 @@ class FakeContext:
         self.peer = peer
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
-        self.connection = types.SimpleNamespace(backlog_cursor=None)
+        # Output still queued: windows are released only by acknowledgements here.
+        self.connection = types.SimpleNamespace(backlog_cursor=None, pending_output=1 << 30)
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
@@ -165,6 +172,7 @@ class FakeContext:
     def bind_user(self, user_id: int, username: str) -> None:
         self.server.events.append(("bind", user_id, username, self.peer))
         self.server.online[user_id] = username
+        self.server.live[user_id] = self.connection
         self.user_id, self.username = user_id, username
 
     def unbind_user(self) -> None:
@@ -953,6 +961,52 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
         ok(ack_delivery, ack, message_ids=pushed_ids())
         delivered = pushed_ids()
     assert delivered == ids  # everything, in server order, nothing twice
+
+
+def test_a_drained_connection_gets_the_next_window_despite_held_messages(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    online(server, "bob")
+    signup(server, "alice")
+    befriend(server, "bob", "alice")
+    for index in range(12):
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
+    server.events.clear()
+    session = FakeContext(server, peer=("10.1.1.1", 7000))
+    ok(login, session, username="alice", password=PASSWORD)
+    first = [
+        item["message_id"]
+        for batch in server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
+        for item in batch["messages"]
+    ]
+    session.connection.pending_output = 0  # the client has read everything
+    ack = as_user(server, "alice")
+    ack.connection = session.connection
+    ok(ack_delivery, ack, message_ids=first[1:])  # first[0] is held back on purpose
+    after = [
+        item["message_id"]
+        for batch in server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
+        for item in batch["messages"]
+    ]
+    assert len(after) > len(first)
+
+
+def test_live_messages_wait_behind_a_draining_backlog(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    online(server, "bob")
+    signup(server, "alice")
+    befriend(server, "bob", "alice")
+    for index in range(12):
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
+    session = FakeContext(server, peer=("10.1.1.1", 7000))
+    ok(login, session, username="alice", password=PASSWORD)
+    assert session.connection.backlog_cursor is not None
+    server.events.clear()
+    send(as_user(server, "bob"), "f" * 32, "alice", {"alice": b"late"})
+    assert server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE) == []
 
 
 def test_ack_delivery(server: FakeServer) -> None:

@@ -321,7 +321,9 @@ def test_store_message_is_idempotent(db: Database) -> None:
     stored = messages.find_message(db, "1" * 32)
     assert stored == messages.StoredMessage("1" * 32, alice, 50)
     assert messages.find_message(db, "2" * 32) is None
-    assert conversations.last_message_times(db, [conversations.room_key(room)]) == {"r:1": 50}
+    assert conversations.last_message_times(db, [conversations.room_key(room)]) == {
+        conversations.room_key(room): 50
+    }
 
 
 def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> None:
