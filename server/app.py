@@ -15,6 +15,7 @@ import resource
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,8 @@ from server.logging_setup import configure_logging
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 from server.sessions import Sessions
+from server.storage import attachments
+from server.storage.attachment_files import AttachmentFiles
 from server.storage.database import Database, SchemaTooNewError
 from server.workers import WorkerPool
 
@@ -131,6 +134,21 @@ class Server:
             raise
 
 
+ABANDONED_UPLOAD_AGE_MS = 24 * 3600 * 1000
+
+
+def _forget_abandoned_uploads(db: Database, files: AttachmentFiles) -> None:
+    """Free the disk held by uploads unfinished for a day (they could resume until then)."""
+    cutoff = int(time.time() * 1000) - ABANDONED_UPLOAD_AGE_MS
+    stale = attachments.abandoned(db, cutoff)
+    for attachment_id in stale:
+        files.discard(attachment_id)
+        attachments.delete(db, attachment_id)
+    db.commit()
+    if stale:
+        log.info("removed %d abandoned uploads", len(stale))
+
+
 def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
@@ -139,6 +157,7 @@ def build_server(config: ServerConfig) -> Server:
     identity = ServerIdentity.load_or_create(data_dir)
     db = Database.open(data_dir / DATABASE_FILE)
     try:
+        _forget_abandoned_uploads(db, AttachmentFiles(data_dir / ATTACHMENTS_DIR))
         return Server(config, identity, db)
     except BaseException:
         db.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 OPCODE = MessageType.UPLOAD_BEGIN
 REQUIRES_AUTH = True
 DIGEST_SIZE = 32
+MAX_OPEN_UPLOADS = 8  # bounds the disk one account can hold with unfinished uploads
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +37,11 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         )
     existing = attachments.get(ctx.db, attachment_id)
     if existing is None:
+        if attachments.open_uploads(ctx.db, user_id) >= MAX_OPEN_UPLOADS:
+            raise RequestError(
+                "too_many_uploads",
+                f"finish or abandon your {MAX_OPEN_UPLOADS} unfinished uploads first",
+            )
         attachments.create(
             ctx.db, attachment_id, uploader_id=user_id, size=size, digest=digest, now=ctx.now()
         )

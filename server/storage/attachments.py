@@ -68,3 +68,21 @@ def mark_complete(db: Database, attachment_id: str) -> None:
 def delete(db: Database, attachment_id: str) -> None:
     """Forget an upload (only ever one no message references, e.g. a bad digest)."""
     db.execute("DELETE FROM attachments WHERE id = ?", (attachment_id,))
+
+
+def open_uploads(db: Database, uploader_id: int) -> int:
+    """How many unfinished uploads this user has (each holds disk space)."""
+    return int(
+        db.scalar(
+            "SELECT count(*) FROM attachments WHERE uploader_id = ? AND complete = 0",
+            (uploader_id,),
+        )
+    )
+
+
+def abandoned(db: Database, older_than: int) -> list[str]:
+    """Unfinished uploads created before `older_than` (ms): nobody is coming back."""
+    rows = db.all(
+        "SELECT id FROM attachments WHERE complete = 0 AND created_at < ?", (older_than,)
+    )
+    return [row["id"] for row in rows]

@@ -1128,6 +1128,22 @@ def test_upload_begin_limits_and_resume(server: FakeServer) -> None:
     )
 
 
+def test_unfinished_uploads_per_account_are_bounded(server: FakeServer) -> None:
+    signup(server, "alice")
+    alice = partial(as_user, server, "alice")
+    digest = hashlib.sha256(b"x").digest()
+    for index in range(upload_begin.MAX_OPEN_UPLOADS):
+        ok(upload_begin, alice(), attachment_id=f"{index + 1:032x}", size=1, digest=digest)
+    refused = fails(upload_begin, alice(), attachment_id="f" * 32, size=1, digest=digest)
+    assert refused.code == "too_many_uploads"
+    # Resuming one already started is still allowed, and finishing one frees a place.
+    assert ok(upload_begin, alice(), attachment_id=f"{1:032x}", size=1, digest=digest)["offset"] == 0
+    ok(upload_chunk, alice(), attachment_id=f"{1:032x}", offset=0, data=b"x")
+    ok(upload_begin, alice(), attachment_id="f" * 32, size=1, digest=digest)
+    stale = attachments.abandoned(server.db, older_than=server.clock() + 1)
+    assert f"{1:032x}" not in stale and "f" * 32 in stale
+
+
 def test_upload_resume_trusts_the_file_when_a_crash_lost_its_tail(server: FakeServer) -> None:
     signup(server, "alice")
     data = bytes(range(40))
