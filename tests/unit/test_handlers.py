@@ -1137,7 +1137,9 @@ def test_unfinished_uploads_per_account_are_bounded(server: FakeServer) -> None:
     refused = fails(upload_begin, alice(), attachment_id="f" * 32, size=1, digest=digest)
     assert refused.code == "too_many_uploads"
     # Resuming one already started is still allowed, and finishing one frees a place.
-    assert ok(upload_begin, alice(), attachment_id=f"{1:032x}", size=1, digest=digest)["offset"] == 0
+    assert (
+        ok(upload_begin, alice(), attachment_id=f"{1:032x}", size=1, digest=digest)["offset"] == 0
+    )
     ok(upload_chunk, alice(), attachment_id=f"{1:032x}", offset=0, data=b"x")
     ok(upload_begin, alice(), attachment_id="f" * 32, size=1, digest=digest)
     stale = attachments.abandoned(server.db, older_than=server.clock() + 1)
