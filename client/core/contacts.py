@@ -125,6 +125,14 @@ class ContactBook:
         with self._lock:
             return (self._friends if kind == "user" else self._rooms).get(contact_id)
 
+    def friend_named(self, name: str) -> str | None:
+        """The friend's exact username for `name` (the server ignores case in names)."""
+        with self._lock:
+            if name in self._friends:
+                return name
+            folded = name.casefold()
+            return next((n for n in self._friends if n.casefold() == folded), None)
+
     def set_presence(self, username: str, online: bool, ip: str, port: int) -> None:
         with self._lock:
             friend = self._friends.get(username)

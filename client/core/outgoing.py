@@ -21,7 +21,7 @@ from client.core.binding import bind_chat
 from client.core.contacts import Target, chat_of
 from client.core.crypto_session import MAX_NAME_LENGTH, Identity, check_style, text_body
 from client.core.events import Emit
-from client.core.models import Attachment, ChatMessage, MessageKind
+from client.core.models import Attachment, ChatKind, ChatMessage, MessageKind
 from client.core.session import Session, SessionSlot, report_status
 from client.core.store import UploadState
 from client.core.transfers import Progress
@@ -71,7 +71,7 @@ class Outgoing:
         if not text.strip():
             raise RequestError("empty_message", "there is nothing to send", "text")
         check_style(font_size, color)
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = _resolve(session, target)
         message = ChatMessage(
             uuid.uuid4().hex,
             chat_kind,
@@ -104,7 +104,14 @@ class Outgoing:
         target: str | int
         if message.chat_kind == "user":
             target = message.chat_id
-            recipient = session.certificates.certificate(target, refresh=refresh)
+            try:
+                recipient = session.certificates.certificate(target, refresh=refresh)
+            except RequestError as exc:
+                if exc.code != "forbidden":
+                    raise
+                # The server shows certificates to friends only: say what that means.
+                message_text = f"{target} is not your friend"
+                raise RequestError("not_friends", message_text, "target") from None
             envelopes[target] = identity.seal_for(recipient, message.message_id, sealed)
         else:
             target = int(message.chat_id)
@@ -143,7 +150,7 @@ class Outgoing:
     ) -> ChatMessage:
         """Encrypt and stage `path`, store the message (`sending`), upload, then send."""
         session, _ = self._slot.require_sender()
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = _resolve(session, target)
         message_id = uuid.uuid4().hex
         state = session.transfers.stage(
             path,
@@ -230,3 +237,15 @@ class Outgoing:
                 self._complete_upload(session, state, None)
             except RequestError as exc:
                 log.info("resumed upload refused: %s", exc.code)
+
+
+def _resolve(session: Session, target: Target) -> tuple[ChatKind, str]:
+    """The conversation to send to, with a friend's name spelled as the server has it.
+
+    The server treats names case-insensitively but certificates carry the exact
+    spelling; without this, "Bob" for friend "bob" would look like a forged key.
+    """
+    chat_kind, chat_id = chat_of(target)
+    if chat_kind == "user":
+        chat_id = session.contacts.friend_named(chat_id) or chat_id
+    return chat_kind, chat_id
