@@ -28,7 +28,7 @@ from client.core.models import (
     MessageKind,
     MessageStatus,
 )
-from common.errors import UchatError
+from common.errors import RequestError, UchatError
 
 SCHEMA_VERSION = 1
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
@@ -350,6 +350,10 @@ def _row_to_upload(row: Sequence[Any]) -> UploadState:
     )
 
 
+class StoreClosed(RequestError):
+    """The store was closed by logout while another thread still held the session."""
+
+
 class LocalStore:
     """Messages, unread counts, outbox, drafts, pinned certificates and uploads."""
 
@@ -358,6 +362,7 @@ class LocalStore:
         self.path = Path(path)
         _create_private_file(self.path)
         self._lock = threading.Lock()
+        self._closed = False
         self._conn = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
         )
@@ -377,9 +382,17 @@ class LocalStore:
     # ------------------------------------------------------------------ plumbing
 
     @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock on an open store; a closed one (after logout) says so clearly."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("not_authenticated", "logged out: the local history is closed")
+            yield
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed before the caller's method returns."""
-        with self._lock:
+        with self._locked():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -389,7 +402,7 @@ class LocalStore:
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._locked():
             return self._conn.execute(sql, params).fetchall()
 
     def _migrate(self) -> None:
@@ -419,6 +432,7 @@ class LocalStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
     def __enter__(self) -> LocalStore:
@@ -534,7 +548,7 @@ class LocalStore:
         Walking the time index finds a common pattern in the first few rows but costs a
         row lookup per message for a rare one, where a plain table scan is twice as fast.
         """
-        with self._lock:
+        with self._locked():
             boundary = self._conn.execute(_RECENT_BOUNDARY, (LIKE_RECENT_ROWS - 1,)).fetchone()
             if boundary is not None:
                 recent = self._conn.execute(

@@ -506,3 +506,15 @@ def test_concurrent_writers_do_not_corrupt(tmp_path: Path) -> None:
         assert s.unread("user", "shared") == unread_in_rows
         assert s.unread("user", "t2") == per_thread
         assert len(s.search("shared t2", limit=1000)) == per_thread
+
+
+def test_a_closed_store_refuses_with_a_clear_error(tmp_path: Path) -> None:
+    from client.core.store import StoreClosed
+
+    store = LocalStore(tmp_path / "closed.sqlite3")
+    store.close()
+    with pytest.raises(StoreClosed) as info:
+        store.unread("user", "bob")
+    assert info.value.code == "not_authenticated"
+    with pytest.raises(StoreClosed):
+        store.save_draft("user", "bob", "text")
