@@ -99,13 +99,14 @@ def main() -> int:
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    load_at_start = round(os.getloadavg()[0], 2)
     documents = []
     for name in names:
         print(f"run_all: {name} ...", file=sys.stderr, flush=True)
         documents.append(run_one(name, args.quick))
     combined = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loadavg_1m_at_start": load_at_start},
         "scale": "quick" if args.quick else "full",
         "table": table(documents),
         "results": {document.get("scenario", "?"): document for document in documents},

@@ -226,22 +226,32 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
 
 
 def _button_styles(style: ttk.Style, theme: Theme) -> None:
+    """One builder per button family, so each look can be read (and changed) on its own."""
+    _primary_button_style(style, theme)
+    _plain_button_style(style, theme)
+    _danger_button_style(style, theme)
+    _link_button_style(style, theme)
+    _header_button_style(style, theme)
+    _tool_button_style(style, theme)
+
+
+def _flat_edges(color: str) -> dict[str, str]:
+    """clam draws a 3D bevel from these three; one colour for all makes the button flat."""
+    return {"bordercolor": color, "lightcolor": color, "darkcolor": color}
+
+
+def _primary_button_style(style: ttk.Style, theme: Theme) -> None:
     p, f, pad = theme.palette, theme.fonts, theme.pad
-    common: dict[str, Any] = {
-        "font": f.button,
-        "borderwidth": 0,
-        "focusthickness": 0,
-        "relief": "flat",
-    }
     style.configure(
         "Primary.TButton",
         background=p.primary,
         foreground=p.primary_text,
         padding=(pad + 6, pad // 2 + 2),
-        bordercolor=p.primary,
-        lightcolor=p.primary,
-        darkcolor=p.primary,
-        **common,
+        font=f.button,
+        borderwidth=0,
+        focusthickness=0,
+        relief="flat",
+        **_flat_edges(p.primary),
     )
     style.map(
         "Primary.TButton",
@@ -252,18 +262,20 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
         ],
         foreground=[("disabled", "#eef3fd")],
     )
+
+
+def _plain_button_style(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
     style.configure(
         "TButton",
         background=p.button,
         foreground=p.text,
         padding=(pad, pad // 2),
-        bordercolor=p.button,
-        lightcolor=p.button,
-        darkcolor=p.button,
         font=f.body,
         relief="flat",
         borderwidth=1,
         focusthickness=0,
+        **_flat_edges(p.button),
     )
     style.map(
         "TButton",
@@ -274,57 +286,65 @@ def _button_styles(style: ttk.Style, theme: Theme) -> None:
         ],
         foreground=[("disabled", p.subtle)],
     )
+
+
+def _danger_button_style(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
     style.configure(
         "Danger.TButton",
         background=p.warning_bg,
         foreground=p.error,
         padding=(pad, pad // 2),
-        bordercolor=p.warning_bg,
-        lightcolor=p.warning_bg,
-        darkcolor=p.warning_bg,
         font=f.body,
+        **_flat_edges(p.warning_bg),
     )
     style.map("Danger.TButton", background=[("active", "#fde2e0")])
+
+
+def _link_button_style(style: ttk.Style, theme: Theme) -> None:
+    p, f = theme.palette, theme.fonts
     style.configure(
         "Link.TButton",
         background=p.surface,
         foreground=p.link,
         padding=(2, 2),
-        bordercolor=p.surface,
-        lightcolor=p.surface,
-        darkcolor=p.surface,
         font=f.body,
         relief="flat",
         borderwidth=0,
+        **_flat_edges(p.surface),
     )
     style.map(
         "Link.TButton",
         foreground=[("active", p.primary_active)],
         background=[("active", p.surface)],
     )
+
+
+def _header_button_style(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
     style.configure(
         "Header.TButton",
         background=p.header_button,
         foreground=p.header_text,
         padding=(pad - 2, pad // 2 - 2),
-        bordercolor=p.header_button,
-        lightcolor=p.header_button,
-        darkcolor=p.header_button,
         font=f.small,
         borderwidth=0,
         width=0,
+        **_flat_edges(p.header_button),
     )
     style.map("Header.TButton", background=[("active", p.header_button_active)])
+
+
+def _tool_button_style(style: ttk.Style, theme: Theme) -> None:
+    p, f, pad = theme.palette, theme.fonts, theme.pad
     style.configure(
         "Tool.TButton",
         background=p.button,
         foreground=p.text,
         padding=(pad - 4, 3),
-        bordercolor=p.button,
-        lightcolor=p.button,
-        darkcolor=p.button,
         font=f.small,
         width=0,
+        **_flat_edges(p.button),
     )
     style.map(
         "Tool.TButton",

@@ -97,12 +97,25 @@ class Composer(tk.Frame):
         tk.Frame(self, height=1, background=p.border).pack(fill="x")
         tools = tk.Frame(self, background=p.surface)
         tools.pack(fill="x", padx=pad, pady=(8, 4))
+        self._build_size_picker(tools, font_size)
+        self._build_color_picker(tools, commands["color"])
+        self._build_attach_buttons(tools, commands["image"], commands["file"])
+        self._build_input(font_size)
+        self._build_send_row(commands["send"])
+        self._send = commands["send"]
+        self.restyle()
+
+    # Builders run in this order from __init__: Tk names widgets by creation order.
+
+    def _build_size_picker(self, tools: tk.Frame, font_size: int) -> None:
+        """The Size spinbox; every change re-previews the input at that size."""
+        p = self.theme.palette
         tk.Label(
             tools,
             text=i18n.t("chat.font_size"),
             background=p.surface,
             foreground=p.muted,
-            font=theme.fonts.small,
+            font=self.theme.fonts.small,
         ).pack(side="left")
         self.size_var = tk.StringVar(self, value=str(clamp_font_size(font_size)))
         self.size_box = ttk.Spinbox(
@@ -115,29 +128,41 @@ class Composer(tk.Frame):
         )
         self.size_box.pack(side="left", padx=(4, 10))
         self.size_box.bind("<KeyRelease>", lambda _e: self.restyle())
+
+    def _build_color_picker(self, tools: tk.Frame, on_color: Callable[[], object]) -> None:
+        """The Colour button and a swatch showing the colour messages will be sent in."""
         self.color_button = ttk.Button(
-            tools, text=i18n.t("chat.color"), style="Tool.TButton", command=commands["color"]
+            tools, text=i18n.t("chat.color"), style="Tool.TButton", command=on_color
         )
         self.color_button.pack(side="left")
         self.swatch = tk.Frame(
             tools,
             width=16,
             height=16,
-            background=color,
+            background=self.color,
             highlightthickness=1,
-            highlightbackground=p.border,
+            highlightbackground=self.theme.palette.border,
         )
         self.swatch.pack(side="left", padx=(4, 12))
+
+    def _build_attach_buttons(
+        self, tools: tk.Frame, on_image: Callable[[], object], on_file: Callable[[], object]
+    ) -> None:
+        """Image and File, plus the upload progress bar (packed only while sending)."""
         self.image_button = ttk.Button(
-            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=commands["image"]
+            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=on_image
         )
         self.image_button.pack(side="left", padx=(0, 6))
         self.file_button = ttk.Button(
-            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=commands["file"]
+            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=on_file
         )
         self.file_button.pack(side="left")
         self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
-        self.body_font = tkfont.Font(root=self, family=theme.fonts.family, size=font_size)
+
+    def _build_input(self, font_size: int) -> None:
+        """The message box; its own font so size changes preview without touching others."""
+        p, pad = self.theme.palette, self.theme.pad
+        self.body_font = tkfont.Font(root=self, family=self.theme.fonts.family, size=font_size)
         self.input = tk.Text(
             self,
             height=4,
@@ -145,7 +170,7 @@ class Composer(tk.Frame):
             undo=True,
             font=self.body_font,
             background=p.surface_alt,
-            foreground=color,
+            foreground=self.color,
             borderwidth=0,
             highlightthickness=1,
             highlightbackground=p.border,
@@ -157,6 +182,10 @@ class Composer(tk.Frame):
         self.input.pack(fill="both", expand=True, padx=pad, pady=(0, 6))
         self.input.bind("<KeyPress-Return>", self._key_enter)
         self.input.bind("<KeyPress-KP_Enter>", self._key_enter)
+
+    def _build_send_row(self, on_send: Callable[[], object]) -> None:
+        """The Enter / Shift+Enter hint on the left, Send on the right."""
+        p, pad = self.theme.palette, self.theme.pad
         bottom = tk.Frame(self, background=p.surface)
         bottom.pack(fill="x", padx=pad, pady=(0, pad - 2))
         tk.Label(
@@ -164,14 +193,12 @@ class Composer(tk.Frame):
             text=i18n.t("chat.enter_hint"),
             background=p.surface,
             foreground=p.subtle,
-            font=theme.fonts.small,
+            font=self.theme.fonts.small,
         ).pack(side="left")
         self.send_button = ttk.Button(
-            bottom, text=i18n.t("chat.send"), style="Primary.TButton", command=commands["send"]
+            bottom, text=i18n.t("chat.send"), style="Primary.TButton", command=on_send
         )
         self.send_button.pack(side="right")
-        self._send = commands["send"]
-        self.restyle()
 
     def _key_enter(self, event: tk.Event[Any]) -> str | None:
         if should_send(event.keysym, int(event.state)):

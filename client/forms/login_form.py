@@ -43,16 +43,31 @@ class LoginForm(ttk.Frame):
         card = ttk.Frame(self, style="Surface.TFrame", padding=(pad * 2, pad * 2))
         card.place(relx=0.5, rely=0.5, anchor="center", relwidth=0.86)
         self.card = card
+        # Builders run in grid-row order; Tk also names widgets by creation order.
+        self._build_heading(card)
+        self._build_notice(card, notice, warning)
+        self._build_fields(card, username)
+        self._build_submit_area(card)
+        self._build_register_link(card)
+        card.columnconfigure(0, weight=1)
+
+    def _build_heading(self, card: ttk.Frame) -> None:
+        """Rows 0-1: the app name in the brand colour and the subtitle."""
+        palette = self.app.theme.palette
         ttk.Label(
             card,
             text=i18n.t("app.name"),
             style="Title.TLabel",
-            background=app.theme.palette.surface,
-            foreground=app.theme.palette.primary,
+            background=palette.surface,
+            foreground=palette.primary,
         ).grid(row=0, column=0, sticky="w")
         ttk.Label(card, text=i18n.t("login.subtitle"), style="SurfaceMuted.TLabel").grid(
-            row=1, column=0, sticky="w", pady=(0, pad)
+            row=1, column=0, sticky="w", pady=(0, self.app.theme.pad)
         )
+
+    def _build_notice(self, card: ttk.Frame, notice: str, warning: bool) -> None:
+        """Row 2: why we are back here (e.g. logged in elsewhere); hidden when empty."""
+        pad = self.app.theme.pad
         self.notice = tk.Label(
             card,
             text=notice,
@@ -61,31 +76,43 @@ class LoginForm(ttk.Frame):
             anchor="w",
             padx=pad // 2,
             pady=pad // 2,
-            font=app.theme.fonts.small,
+            font=self.app.theme.fonts.small,
         )
         self._paint_notice(notice, warning)
         self.notice.grid(row=2, column=0, sticky="ew", pady=(0, pad))
         if not notice:
             self.notice.grid_remove()
+
+    def _build_fields(self, card: ttk.Frame, username: str) -> None:
+        """Rows 3-5: username, password, server; Return in any of them submits."""
         self.username = Field(card, i18n.t("field.username"))
         self.password = Field(card, i18n.t("field.password"), show="\u2022")
         self.server = Field(card, i18n.t("field.server"), hint=i18n.t("login.server_hint"))
         self.username.set_value(username)
-        self.server.set_value(str(app.server_address))
+        self.server.set_value(str(self.app.server_address))
         for row, field in enumerate((self.username, self.password, self.server), start=3):
-            field.grid(row=row, column=0, sticky="ew", pady=(0, pad))
+            field.grid(row=row, column=0, sticky="ew", pady=(0, self.app.theme.pad))
+            field.entry.bind("<Return>", lambda _e: self.submit())
+
+    def _build_submit_area(self, card: ttk.Frame) -> None:
+        """Rows 6-8: errors that belong to no field, Login, and its busy bar."""
         self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=320, justify="left")
         self.general_error.grid(row=6, column=0, sticky="ew")
         self.general_error.grid_remove()
         self.login_button = ttk.Button(
             card, text=i18n.t("login.submit"), style="Primary.TButton", command=self.submit
         )
-        self.login_button.grid(row=7, column=0, sticky="ew", pady=(pad // 2, 4), ipady=4)
+        self.login_button.grid(
+            row=7, column=0, sticky="ew", pady=(self.app.theme.pad // 2, 4), ipady=4
+        )
         bar = ttk.Progressbar(card, mode="indeterminate")
         bar.grid(row=8, column=0, sticky="ew")
         self.busy = BusyButton(self.login_button, bar)
+
+    def _build_register_link(self, card: ttk.Frame) -> None:
+        """Row 9: "No account?" and the link to the register form."""
         links = ttk.Frame(card, style="Surface.TFrame")
-        links.grid(row=9, column=0, pady=(pad, 0))
+        links.grid(row=9, column=0, pady=(self.app.theme.pad, 0))
         ttk.Label(links, text=i18n.t("login.no_account"), style="SurfaceMuted.TLabel").pack(
             side="left"
         )
@@ -97,9 +124,6 @@ class LoginForm(ttk.Frame):
             cursor="hand2",
         )
         self.register_link.pack(side="left")
-        card.columnconfigure(0, weight=1)
-        for field in (self.username, self.password, self.server):
-            field.entry.bind("<Return>", lambda _e: self.submit())
 
     def _paint_notice(self, text: str, warning: bool) -> None:
         p = self.app.theme.palette
