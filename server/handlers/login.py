@@ -40,9 +40,14 @@ def dummy_hash(scrypt_n: int) -> str:
     return f"scrypt${scrypt_n}$8$1${salt}${digest}"
 
 
-def backoff_policy(ctx: Context) -> login_attempts.BackoffPolicy:
+ADDRESS_FAILURE_FACTOR = 4  # one address may be a whole office behind NAT
+
+
+def backoff_policy(ctx: Context, per_address: bool = False) -> login_attempts.BackoffPolicy:
+    """The account's policy; an address gets more room before its backoff starts."""
+    factor = ADDRESS_FAILURE_FACTOR if per_address else 1
     return login_attempts.BackoffPolicy(
-        max_failures=ctx.config.login_max_failures,
+        max_failures=ctx.config.login_max_failures * factor,
         base_seconds=ctx.config.login_backoff_base,
         max_seconds=ctx.config.login_backoff_max,
     )
@@ -74,7 +79,8 @@ def _finish(ctx: Context, user_id: int | None, account_key: str, address_key: st
     """Runs after the hash check; the account's failure is already counted."""
     user = users.by_id(ctx.db, user_id) if user_id is not None else None
     if user is None:
-        login_attempts.record_failure(ctx.db, address_key, ctx.now(), backoff_policy(ctx))
+        policy = backoff_policy(ctx, per_address=True)
+        login_attempts.record_failure(ctx.db, address_key, ctx.now(), policy)
         raise RequestError("login_failed", LOGIN_FAILED)
     login_attempts.reset(ctx.db, [account_key, address_key])
     ip, port = ctx.peer

@@ -287,6 +287,21 @@ def raw_connection(
         connection.close()
 
 
+def refused(action: Callable[..., object], *args: Any) -> RequestError:
+    """Call a `ChatClient` method that must be refused; returns the error."""
+    with pytest.raises(RequestError) as error:
+        action(*args)
+    return error.value
+
+
+def befriended_pair(endpoint: Endpoint, accounts: Accounts) -> tuple[User, User]:
+    """alice and bob, logged in and friends."""
+    alice = accounts.user(endpoint, "alice")
+    bob = accounts.user(endpoint, "bob")
+    befriend(alice, bob)
+    return alice, bob
+
+
 def refusal(connection: Connection, kind: MessageType, params: dict[str, Any]) -> RequestError:
     """Send a request that must be refused; returns the error."""
     with pytest.raises(RequestError) as refused:

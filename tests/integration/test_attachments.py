@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     Accounts,
     User,
     befriend,
+    befriended_pair,
     make_accounts,
     serve_one_module,
 )
@@ -34,10 +35,7 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def pair(shared_server: RunningServer, accounts: Accounts) -> tuple[User, User]:
-    alice = accounts.user(shared_server, "alice")
-    bob = accounts.user(shared_server, "bob")
-    befriend(alice, bob)
-    return alice, bob
+    return befriended_pair(shared_server, accounts)
 
 
 def sha256_of(path: Path) -> str:

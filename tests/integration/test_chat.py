@@ -16,6 +16,7 @@ from tests.integration.helpers import (
     Accounts,
     User,
     befriend,
+    befriended_pair,
     make_accounts,
     serve_one_module,
 )
@@ -34,10 +35,7 @@ STYLED = [
 
 @pytest.fixture
 def pair(shared_server: RunningServer, accounts: Accounts) -> tuple[User, User]:
-    alice = accounts.user(shared_server, "alice")
-    bob = accounts.user(shared_server, "bob")
-    befriend(alice, bob)
-    return alice, bob
+    return befriended_pair(shared_server, accounts)
 
 
 def test_styled_text_arrives_intact(pair: tuple[User, User]) -> None:

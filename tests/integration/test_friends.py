@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from tests.integration.conftest import RunningServer
 from tests.integration.helpers import (
@@ -21,18 +20,13 @@ from tests.integration.helpers import (
     make_accounts,
     raw_connection,
     refusal,
+    refused,
     serve_one_module,
     unique_name,
 )
 
 shared_server = pytest.fixture(scope="module", name="shared_server")(serve_one_module)
 accounts = pytest.fixture(name="accounts")(make_accounts)
-
-
-def refused(action, *args) -> RequestError:
-    with pytest.raises(RequestError) as error:
-        action(*args)
-    return error.value
 
 
 def friend_ids(user: User) -> set[str]:
@@ -168,6 +162,7 @@ def test_a_request_answered_later_comes_back_at_the_next_login(
 
     bob.client.answer_friend_request(alice.name, True)
     alice.events.wait("contact_added", added_contact(bob.name))
+    bob.events.wait("contact_added", added_contact(alice.name))
     assert friend_ids(bob) == {alice.name}
     assert bob.client.pending_friend_requests() == []
 

@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from common.errors import RequestError
 from tests.integration.conftest import RunningServer
 from tests.integration.helpers import (
     Accounts,
@@ -15,6 +14,7 @@ from tests.integration.helpers import (
     added_contact,
     contact_of,
     make_accounts,
+    refused,
     serve_one_module,
 )
 
@@ -24,12 +24,6 @@ accounts = pytest.fixture(name="accounts")(make_accounts)
 
 def room_name(prefix: str = "room") -> str:
     return f"{prefix} 小组 {os.urandom(3).hex()}"
-
-
-def refused(action, *args) -> RequestError:
-    with pytest.raises(RequestError) as error:
-        action(*args)
-    return error.value
 
 
 def members_of(user: User, room_id: int) -> dict[str, bool]:
