@@ -300,7 +300,7 @@ class Link:
     sealed in advance (in order) so a timed loop only writes bytes.
     """
 
-    __slots__ = ("channel", "closed", "fd", "in_flight", "name", "next_id", "out", "pushes", "sock")
+    __slots__ = ("channel", "closed", "fd", "name", "next_id", "out", "pushes", "sock")
 
     def __init__(self, sock: socket.socket, channel: SecureChannel, name: str = "") -> None:
         self.sock = sock
@@ -309,7 +309,6 @@ class Link:
         self.name = name
         self.next_id = 1
         self.out = bytearray()
-        self.in_flight = 0
         self.closed = False
         self.pushes: deque[Message] = deque(maxlen=100_000)
 

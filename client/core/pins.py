@@ -8,12 +8,12 @@ store: treating it as empty would let whoever can damage the file re-pin a rogue
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from pathlib import Path
 
 from common.errors import KeyStoreError
+from common.fileio import write_private_file
 
 FILE_VERSION = 1
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -27,22 +27,6 @@ def pin_key(host: str, port: int) -> str:
     if not name:
         raise ValueError("empty host")
     return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`: 0600 temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 class ServerPins:
@@ -86,4 +70,7 @@ class ServerPins:
             pins = self._read()
             pins[pin_key(host, port)] = value
             document = {"version": FILE_VERSION, "pins": dict(sorted(pins.items()))}
+            # The pin directory is private too: create it 0700 before the shared writer,
+            # which would create it with the default mode.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_private_file(self.path, json.dumps(document, indent=2).encode("utf-8"))

@@ -36,6 +36,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID, SignatureAlgorithmOID
 from common.crypto.keys import UserKeys
 from common.crypto.primitives import x25519_shared
 from common.errors import CertificateError, CryptoError
+from common.fileio import write_private_file
 
 AGREEMENT_KEY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.59999.1.1")
 CA_COMMON_NAME = "Uchat server CA"
@@ -118,13 +119,15 @@ class ServerIdentity:
                     f"server key {key_path} is missing but its certificate exists"
                 )
             key = Ed25519PrivateKey.generate()
-            _write_file(key_path, _private_pem(key), mode=0o600)
+            write_private_file(key_path, _private_pem(key))
         else:
             key = _load_private_key(key_path)
         if not cert_path.exists():
             # A crash between the two writes: certify the same key again. (If an operator
             # deleted a served certificate instead, pinned clients will flag the change.)
-            _write_file(cert_path, _self_signed_ca(key).public_bytes(Encoding.PEM), mode=0o644)
+            write_private_file(
+                cert_path, _self_signed_ca(key).public_bytes(Encoding.PEM), mode=0o644
+            )
         identity = cls(key=key, certificate=_load_certificate_file(cert_path))
         _check_identity(identity)
         return identity
@@ -165,22 +168,6 @@ def _key_usage(cert_sign: bool) -> x509.KeyUsage:
 
 def _private_pem(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Atomic write: a temp file created with `mode` from the start, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from common.errors import KeyStoreError
+from common.fileio import write_private_file
 
 FILE_VERSION = 1
 KDF_NAME = "scrypt"
@@ -107,26 +108,9 @@ def save_keys(path: Path, keys: UserKeys, password: str, params: KdfParams = Kdf
         "ciphertext": _b64(ciphertext),
     }
     try:
-        _write_private_file(Path(path), json.dumps(document, indent=2).encode("utf-8"))
+        write_private_file(Path(path), json.dumps(document, indent=2).encode("utf-8"))
     except OSError as error:
         raise KeyStoreError(f"key file cannot be written: {path}: {error.strerror}") from error
-
-
-def _write_private_file(path: Path, data: bytes) -> None:
-    """Write to a 0600 temp file in the same directory, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_name = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
 
 
 def load_keys(path: Path, password: str) -> UserKeys:

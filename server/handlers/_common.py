@@ -1,11 +1,13 @@
-"""Lookups most handlers share: who is asking, and the users they name."""
+"""Lookups most handlers share: who is asking, and the users and rooms they name."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
-from server.storage import users
+from server.handlers._params import get_int, get_str
+from server.storage import rooms, users
 from server.storage.attachment_files import AttachmentFiles
 
 if TYPE_CHECKING:
@@ -21,11 +23,35 @@ def caller(ctx: Context) -> tuple[int, str]:
     return ctx.user_id, ctx.username
 
 
-def existing_user(ctx: Context, username: str) -> users.User:
+def existing_user(ctx: Context, params: Mapping[str, Any]) -> users.User:
+    """The user `params["username"]` names; `user_not_found` if there is none."""
+    username = get_str(params, "username", max_len=USERNAME_MAX)
     user = users.by_username(ctx.db, username)
     if user is None:
         raise RequestError("user_not_found", f"there is no user called {username!r}", "username")
     return user
+
+
+def existing_room(ctx: Context, params: Mapping[str, Any]) -> rooms.Room:
+    """The room `params["room_id"]` names; `room_not_found` if there is none."""
+    room_id = get_int(params, "room_id")
+    room = rooms.get_room(ctx.db, room_id)
+    if room is None:
+        raise RequestError("room_not_found", f"there is no room {room_id}", "room_id")
+    return room
+
+
+def member_room_id(ctx: Context, params: Mapping[str, Any]) -> int:
+    """`params["room_id"]`, once the caller is known to be in that room.
+
+    A missing room and a room the caller is not in both answer `not_member`, so
+    members-only requests tell outsiders nothing about which rooms exist.
+    """
+    user_id, _ = caller(ctx)
+    room_id = get_int(params, "room_id")
+    if not rooms.is_member(ctx.db, room_id, user_id):
+        raise RequestError("not_member", "you are not in this room", "room_id")
+    return room_id
 
 
 def attachment_files(ctx: Context) -> AttachmentFiles:

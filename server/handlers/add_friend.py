@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import USERNAME_MAX, caller, existing_user
-from server.handlers._params import get_str
+from server.handlers._common import caller, existing_user
 from server.handlers.resolve_friend_request import accept
 from server.storage import friends
 
@@ -23,7 +22,7 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    target = existing_user(ctx, get_str(params, "username", max_len=USERNAME_MAX))
+    target = existing_user(ctx, params)
     if target.id == user_id:
         raise RequestError("cannot_add_self", "you cannot add yourself", "username")
     if friends.are_friends(ctx.db, user_id, target.id):

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import USERNAME_MAX, caller, existing_user
-from server.handlers._params import get_str
+from server.handlers._common import caller, existing_user
 from server.storage import friends, rooms
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, _ = caller(ctx)
-    target = existing_user(ctx, get_str(params, "username", max_len=USERNAME_MAX))
+    target = existing_user(ctx, params)
     allowed = (
         target.id == user_id
         or friends.are_friends(ctx.db, user_id, target.id)

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import USERNAME_MAX, caller, existing_user
-from server.handlers._params import get_str
+from server.handlers._common import caller, existing_user
 from server.storage import friends
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    target = existing_user(ctx, get_str(params, "username", max_len=USERNAME_MAX))
+    target = existing_user(ctx, params)
     if not friends.remove_friendship(ctx.db, user_id, target.id):
         raise RequestError("not_friends", f"{target.username} is not your friend", "username")
     ctx.push(user_id, MessageType.CONTACT_REMOVED, {"username": target.username})

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller
-from server.handlers._params import get_int
+from server.handlers._common import caller, existing_room
 from server.handlers._wire import room
 from server.storage import rooms
 
@@ -20,9 +19,7 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    room_id = get_int(params, "room_id")
-    if rooms.get_room(ctx.db, room_id) is None:
-        raise RequestError("room_not_found", f"there is no room {room_id}", "room_id")
+    room_id = existing_room(ctx, params).id
     others = rooms.member_ids(ctx.db, room_id)
     if not rooms.add_member(ctx.db, room_id, user_id, ctx.now()):
         raise RequestError("already_member", "you are already in this room", "room_id")

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller
-from server.handlers._params import get_int
+from server.handlers._common import caller, existing_room
 from server.storage import rooms
 
 if TYPE_CHECKING:
@@ -19,9 +18,7 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    room_id = get_int(params, "room_id")
-    if rooms.get_room(ctx.db, room_id) is None:
-        raise RequestError("room_not_found", f"there is no room {room_id}", "room_id")
+    room_id = existing_room(ctx, params).id
     if not rooms.remove_member(ctx.db, room_id, user_id):
         raise RequestError("not_member", "you are not in this room", "room_id")
     ctx.push_many(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller
-from server.handlers._params import get_int
+from server.handlers._common import member_room_id
 from server.storage import rooms
 
 if TYPE_CHECKING:
@@ -18,10 +16,7 @@ REQUIRES_AUTH = True
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    user_id, _ = caller(ctx)
-    room_id = get_int(params, "room_id")
-    if not rooms.is_member(ctx.db, room_id, user_id):
-        raise RequestError("not_member", "you are not in this room", "room_id")
+    room_id = member_room_id(ctx, params)
     members = [
         {"username": member.username, "online": ctx.sessions.is_online(member.id)}
         for member in rooms.members(ctx.db, room_id)

@@ -26,6 +26,13 @@ class User:
     last_seen: int
 
 
+# Every column `_user` reads, in one place so each lookup returns whole users.
+_SELECT_USERS = (
+    "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
+    " last_seen FROM users"
+)
+
+
 def _user(row: Row) -> User:
     return User(
         id=row["id"],
@@ -64,20 +71,12 @@ def create_user(
 
 
 def by_username(db: Database, username: str) -> User | None:
-    row = db.one(
-        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
-        " last_seen FROM users WHERE username = ?",
-        (username,),
-    )
+    row = db.one(_SELECT_USERS + " WHERE username = ?", (username,))
     return None if row is None else _user(row)
 
 
 def by_id(db: Database, user_id: int) -> User | None:
-    row = db.one(
-        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
-        " last_seen FROM users WHERE id = ?",
-        (user_id,),
-    )
+    row = db.one(_SELECT_USERS + " WHERE id = ?", (user_id,))
     return None if row is None else _user(row)
 
 
@@ -110,8 +109,7 @@ def search(db: Database, query: str, exclude_user_id: int, limit: int = 50) -> l
     """Users whose name contains `query` (case-insensitive), never `exclude_user_id`."""
     pattern = f"%{escape_like(query)}%"
     rows = db.all(
-        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
-        " last_seen FROM users WHERE username LIKE ? ESCAPE '\\' AND id <> ?"
+        _SELECT_USERS + " WHERE username LIKE ? ESCAPE '\\' AND id <> ?"
         " ORDER BY length(username), username LIMIT ?",
         (pattern, exclude_user_id, limit),
     )

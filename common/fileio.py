@@ -1,0 +1,33 @@
+"""Atomic writes of private files (key files, the CA key, server pins).
+
+Keys and pins must never exist half-written or world-readable: a crash mid-write must
+leave the old file intact, and no other user may ever read the new bytes, not even for
+the instant between creating a file and restricting it. So the data goes to a temp file
+in the same directory, created with its final mode, fsynced, then renamed over `path`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Atomically replace `path` with `data`; the file has `mode` from its creation.
+
+    Creates missing parent directories. On any failure the temp file is removed and the
+    old `path` (if any) is left as it was; the error (an `OSError`) propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
