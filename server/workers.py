@@ -9,6 +9,7 @@ unbounded memory and latency.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -87,6 +88,7 @@ class WorkerPool:
             thread.join(timeout)
 
     def _work(self) -> None:
+        _lower_priority()
         while True:
             job = self._queue.get()
             if job is None:
@@ -98,6 +100,22 @@ class WorkerPool:
             except Exception as exc:  # delivered to on_done, which reports it
                 future.set_exception(exc)
             self._call_soon(_bind(on_done, future))
+
+
+WORKER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Let the reactor win the CPU over password hashing.
+
+    scrypt releases the GIL, so during a login storm the workers compete with the
+    reactor for the cores; chat traffic must not wait behind them. Linux lets one
+    thread be niced on its own; elsewhere this is a no-op.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        log.debug("could not lower the worker thread's priority")
 
 
 def _bind(on_done: Callable[[Future[Any]], None], future: Future[Any]) -> Callable[[], None]:

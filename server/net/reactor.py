@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 4096
 READ_SIZE = 256 * 1024
 ACCEPTS_PER_TURN = 256
+HANDSHAKES_PER_TURN = 16
 MAX_WAIT = 1.0  # seconds; bounds how late a timer can fire
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after running out of file descriptors
 
@@ -169,6 +170,7 @@ class Reactor:
     def run_once(self, timeout: float | None = None) -> None:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
+        handshakes = HANDSHAKES_PER_TURN
         for key, mask in self._selector.select(wait):
             if key.data is _LISTENER:
                 self._accept()
@@ -177,7 +179,13 @@ class Reactor:
             else:
                 connection: Connection = key.data
                 if mask & selectors.EVENT_READ:
-                    self._read(connection)
+                    if connection in self._handshaking:
+                        # Handshake crypto is the costly part of a login storm; a
+                        # bounded share per turn keeps chat traffic moving. The
+                        # selector is level-triggered: the rest come next turn.
+                        handshakes -= 1
+                    if handshakes >= 0 or connection not in self._handshaking:
+                        self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
         self._run_callbacks()
