@@ -136,15 +136,17 @@ def mark_delivered(
     Returns (message id, sender id) for each row that changed now; ids that are not
     this recipient's, or were already acknowledged, are ignored.
     """
-    changed: list[tuple[str, int]] = []
-    for message_id in dict.fromkeys(message_ids):
-        rows = db.all(
-            "UPDATE chat_history SET sent = 1"
-            " WHERE message_id = ? AND recipient_id = ? AND sent = 0"
-            " RETURNING user_id",
-            (message_id, recipient_id),
-        )
-        changed.extend((message_id, row[0]) for row in rows)
+    ids = list(dict.fromkeys(message_ids))
+    rows = db.all_in(
+        "UPDATE chat_history SET sent = 1"
+        " WHERE recipient_id = ? AND sent = 0 AND message_id IN ({marks})"
+        " RETURNING message_id, user_id",
+        ids,
+        leading=(recipient_id,),
+    )
+    order = {message_id: index for index, message_id in enumerate(ids)}
+    changed = [(row[0], row[1]) for row in rows]
+    changed.sort(key=lambda item: order[item[0]])  # in the order they were acknowledged
     return changed
 
 
