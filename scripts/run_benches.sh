@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: run every bench/*.py script in turn. Each prints its JSON results on
+# `make bench`: the micro-benchmarks (bench/*_bench.py), then bench/run_all.py, which
+# runs every server scenario once and writes bench/results.json. Each prints JSON on
 # stdout; the name of the script running goes to stderr so stdout stays JSON only.
 # Runs them all even if one fails, then exits non-zero if any failed.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
 
 shopt -s nullglob
-scripts=(bench/*.py)
+scripts=(bench/*_bench.py bench/run_all.py)
 if [ "${#scripts[@]}" -eq 0 ]; then
     printf 'make bench: no bench/*.py scripts found\n' >&2
     exit 1
@@ -17,7 +18,6 @@ fi
 
 failed=()
 for script in "${scripts[@]}"; do
-    case "$(basename "$script")" in __init__.py | _*) continue ;; esac
     printf 'make bench: %s\n' "$script" >&2
     PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$script" || failed+=("$script")
 done
