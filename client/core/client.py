@@ -357,8 +357,12 @@ class ChatClient:
         self._downloads.remember_all(messages)
         return messages
 
-    def search_history(self, text: str, limit: int = 100) -> list[ChatMessage]:
-        messages = self._slot.require().store.search(text, limit)
+    def search_history(
+        self, text: str, limit: int = 100, target: Target | None = None
+    ) -> list[ChatMessage]:
+        """Local history search, newest first; `target` limits it to one conversation."""
+        chat = chat_of(target) if target is not None else None
+        messages = self._slot.require().store.search(text, limit, chat)
         self._downloads.remember_all(messages)
         return messages
 

@@ -169,7 +169,17 @@ _SEARCH_FTS = (
     "JOIN messages AS m ON m.id = f.rowid WHERE messages_fts MATCH ? "
     "ORDER BY m.time DESC, m.id DESC LIMIT ?) ORDER BY time DESC, id DESC"
 )
+_SEARCH_FTS_IN_CHAT = (
+    f"{_SELECT_MESSAGE} WHERE id IN (SELECT m.id FROM messages_fts AS f "  # noqa: S608
+    "JOIN messages AS m ON m.id = f.rowid WHERE messages_fts MATCH ? "
+    "AND m.chat_kind = ? AND m.chat_id = ? "
+    "ORDER BY m.time DESC, m.id DESC LIMIT ?) ORDER BY time DESC, id DESC"
+)
 _LIKE_MATCH = "(text LIKE ?1 ESCAPE '\\' OR attachment_name LIKE ?1 ESCAPE '\\')"
+_SEARCH_LIKE_IN_CHAT = (
+    f"{_SELECT_MESSAGE} WHERE chat_kind = ?2 AND chat_id = ?3 AND {_LIKE_MATCH} "
+    "ORDER BY time DESC, id DESC LIMIT ?4"
+)
 _RECENT_BOUNDARY = "SELECT time, id FROM messages ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?"
 _SEARCH_LIKE_RECENT = (
     f"{_SELECT_MESSAGE} WHERE (time, id) >= (?2, ?3) AND {_LIKE_MATCH} "
@@ -529,11 +539,19 @@ class LocalStore:
         rows = self._query("SELECT time, id FROM messages WHERE message_id = ?", (message_id,))
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
-        """Messages whose text or file name contains `text` (case-insensitive), newest first."""
+    def search(
+        self, text: str, limit: int = 100, chat: tuple[str, str] | None = None
+    ) -> list[ChatMessage]:
+        """Messages whose text or file name contains `text` (case-insensitive), newest first.
+
+        `chat` (kind, id) limits the search to one conversation, so a chat window's
+        search is not crowded out by newer hits in other chats.
+        """
         query = text.strip()
         if not query or limit <= 0:
             return []
+        if chat is not None:
+            return [_row_to_message(row) for row in self._search_in_chat(query, limit, chat)]
         if self.full_text and len(query) >= FTS_MIN_QUERY:
             # Sort just (time, id) of every match, then fetch whole rows for the page:
             # three times faster than sorting whole rows when a word matches thousands.
@@ -541,6 +559,12 @@ class LocalStore:
         else:
             rows = self._like_search(like_pattern(query), limit)
         return [_row_to_message(row) for row in rows]
+
+    def _search_in_chat(self, query: str, limit: int, chat: tuple[str, str]) -> list[Any]:
+        kind, chat_id = chat
+        if self.full_text and len(query) >= FTS_MIN_QUERY:
+            return self._query(_SEARCH_FTS_IN_CHAT, (fts_phrase(query), kind, chat_id, limit))
+        return self._query(_SEARCH_LIKE_IN_CHAT, (like_pattern(query), kind, chat_id, limit))
 
     def _like_search(self, pattern: str, limit: int) -> list[Any]:
         """Scan the newest rows first; fall back to a full scan only for rare matches.

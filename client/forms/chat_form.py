@@ -304,7 +304,8 @@ class ChatWindow(tk.Toplevel):
         if client is None or not text.strip():
             return
         try:
-            hits = search_in_chat(client.search_history(text.strip()), self.contact)
+            found = client.search_history(text.strip(), target=self.contact)
+            hits = search_in_chat(found, self.contact)
         except UchatError as exc:
             self.show_info(describe_error(exc).message, level="warning")
             return

@@ -518,3 +518,20 @@ def test_a_closed_store_refuses_with_a_clear_error(tmp_path: Path) -> None:
     assert info.value.code == "not_authenticated"
     with pytest.raises(StoreClosed):
         store.save_draft("user", "bob", "text")
+
+
+def test_search_can_be_limited_to_one_chat(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "chat_search.sqlite3")
+    try:
+        crowd = [
+            ChatMessage(f"{i:032x}", "user", "carol", "carol", 1000 + i, "text", text="hotpot 火锅")
+            for i in range(30)
+        ]
+        mine = ChatMessage("f" * 32, "user", "bob", "bob", 10, "text", text="hotpot 火锅 old")
+        store.add_messages([mine, *crowd])
+        for query in ("hotpot", "火锅"):
+            assert [m.message_id for m in store.search(query, limit=5)] != [mine.message_id]
+            found = store.search(query, limit=5, chat=("user", "bob"))
+            assert [m.message_id for m in found] == [mine.message_id]
+    finally:
+        store.close()

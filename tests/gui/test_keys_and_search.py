@@ -1,0 +1,246 @@
+"""Key verification and history search in the chat window: the safety number both users
+compare, the loud warning when a friend's key changed (sending refused until "Trust new
+key"), and search that finds English and Chinese words, even beyond the loaded page."""
+
+from __future__ import annotations
+
+import re
+import tkinter as tk
+from collections.abc import Callable
+
+from client import i18n
+from client.components.banner import Banner
+from client.core.client import ChatClient
+from client.core.keystore import KeyStore, server_id_for
+from client.core.models import ChatMessage, Event
+from client.core.store import LocalStore
+from client.forms.chat import PAGE_SIZE
+from client.forms.chat_form import ChatWindow
+from client.forms.chat_keys import SAFETY_TAG
+from client.forms.contacts_form import ContactsForm
+from client.forms.login_form import LoginForm
+from client.ui import App
+from common.crypto.certs import CsrInfo, ServerIdentity, issue_certificate
+from common.crypto.keys import generate_user_keys
+from tests.gui.conftest import PASSWORD, pump_until, unique_name
+from tests.gui.test_contacts_and_chat import accept_request_from, register_through_the_form
+from tests.integration.conftest import RunningServer
+
+SAFETY_NUMBER = re.compile(r"\d{5}(?: \d{5}){11}")  # 60 digits in groups of five
+
+
+def befriended(
+    app: App, headless: Callable[..., ChatClient], prefix: str
+) -> tuple[ContactsForm, str, ChatClient]:
+    """Register a user through the form and make a headless friend; (form, me, friend)."""
+    me = unique_name("me")
+    contacts = register_through_the_form(app, me)
+    friend = headless(unique_name(prefix))
+    assert friend.username is not None
+    friend.add_friend(me)
+    accept_request_from(app, contacts, friend.username)
+    friend.wait_for_event(lambda e: e.kind == "contact_added")
+    return contacts, me, friend
+
+
+def open_chat_with(app: App, contacts: ContactsForm, username: str) -> ChatWindow:
+    item = contacts.item("user", username)
+    assert item is not None and item.contact is not None
+    contacts.open(item.contact)
+    return app.chats[("user", username)]
+
+
+def collect_messages(client: ChatClient) -> list[ChatMessage]:
+    """Messages the headless client receives from now on (drained by `process_events`)."""
+    arrived: list[ChatMessage] = []
+
+    def collect(event: Event) -> None:
+        if event.kind == "message":
+            arrived.append(event.data["message"])
+
+    client.add_listener(collect)
+    return arrived
+
+
+def press_enter(widget: tk.Misc) -> None:
+    """Key events go to the focus, as when the user types."""
+    widget.focus_force()
+    widget.update()
+    widget.event_generate("<KeyPress-Return>", keysym="Return")
+
+
+def shown_text(chat: ChatWindow) -> str:
+    return chat.view.text.get("1.0", "end")
+
+
+def test_the_safety_number_matches_what_the_friend_sees_and_toggles(
+    app: App, headless: Callable[..., ChatClient]
+) -> None:
+    contacts, me, bob = befriended(app, headless, "bob")
+    friend = bob.username or ""
+    chat = open_chat_with(app, contacts, friend)
+    button = chat.header.safety_button
+    assert button is not None and str(button.cget("text")) == i18n.t("chat.safety_number")
+
+    button.invoke()
+    pump_until(app.root, lambda: chat.info_tag == SAFETY_TAG, what="the safety number")
+    found = SAFETY_NUMBER.search(chat.info_text)
+    assert found is not None, chat.info_text
+    number = found.group()
+    assert len(number.replace(" ", "")) == 60
+    assert number == bob.safety_number(me) == app.require_client().safety_number(friend)
+    assert chat.info_text == i18n.t("chat.safety_text", name=friend, number=number)
+
+    button.invoke()  # the second press hides it again
+    assert chat.info_text == "" and chat.info_tag == ""
+
+
+def pin_a_different_key_for(app: App, server: RunningServer, me: str, friend: str) -> None:
+    """Make this computer's pin of `friend` differ from the certificate the server holds,
+    exactly as if `friend`'s key had changed since we last talked (done while logged
+    out, as the pin lives in the local store the client keeps open)."""
+    rogue_ca = ServerIdentity.create()
+    keys = generate_user_keys()
+    other = issue_certificate(
+        rogue_ca,
+        CsrInfo(friend, f"{friend}@example.org", keys.identity_public, keys.agreement_public),
+    )
+    store_path = KeyStore(app.settings.data_dir).store_path(server_id_for(server.fingerprint), me)
+    assert store_path.is_file()
+    with LocalStore(store_path) as store:
+        assert store.pinned_certificate(friend) is not None  # pinned by the first message
+        store.pin_certificate(friend, other)
+
+
+def log_out(app: App, contacts: ContactsForm) -> None:
+    contacts.header.logout_button.invoke()
+    pump_until(app.root, lambda: isinstance(app.form, LoginForm), what="the login form")
+    assert app.client is None
+
+
+def log_in(app: App, me: str) -> ContactsForm:
+    form = app.form
+    assert isinstance(form, LoginForm)
+    assert form.username.value == me  # remembered from the session that ended
+    form.password.set_value(PASSWORD)
+    form.login_button.invoke()
+    pump_until(app.root, lambda: isinstance(app.form, ContactsForm), what="the contact list")
+    assert isinstance(app.form, ContactsForm)
+    return app.form
+
+
+def key_banner(chat: ChatWindow) -> Banner | None:
+    """The chat's key-change warning, if it is raised."""
+    return chat.verification.banner
+
+
+def contact_banners(contacts: ContactsForm) -> list[Banner]:
+    return [child for child in contacts.banners.winfo_children() if isinstance(child, Banner)]
+
+
+def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
+    app: App, headless: Callable[..., ChatClient], gui_server: RunningServer
+) -> None:
+    contacts, me, bob = befriended(app, headless, "bob")
+    friend = bob.username or ""
+    bob.send_text(me, "first, with the old key")
+    item = contacts.item("user", friend)
+    assert item is not None
+    pump_until(app.root, lambda: item.badge.text == "1", what="bob's first message")
+
+    log_out(app, contacts)
+    pin_a_different_key_for(app, gui_server, me, friend)
+    contacts = log_in(app, me)
+    chat = open_chat_with(app, contacts, friend)
+    assert key_banner(chat) is None  # nothing changed as far as we know yet
+
+    held = bob.send_text(me, "sent after the key change")
+    pump_until(app.root, lambda: friend in app.key_warnings, what="the key change")
+    banner = key_banner(chat)
+    assert banner is not None
+    pump_until(app.root, lambda: "\n" in banner.text, what="the new safety number in the banner")
+    expected_number = bob.safety_number(me)
+    assert banner.text == (
+        i18n.t("chat.key_changed", name=friend)
+        + "\n"
+        + i18n.t("chat.new_safety_number", number=expected_number)
+    )
+    assert banner.winfo_ismapped()
+    assert str(banner.label.cget("foreground")) == app.theme.palette.warning_text  # red
+    assert i18n.t("chat.key_changed_notice", name=friend) in shown_text(chat)
+    assert "sent after the key change" not in shown_text(chat)  # held back, not shown
+
+    [warning] = contact_banners(contacts)  # the contact list warns too
+    assert warning.text == i18n.t("contacts.key_changed", name=friend)
+    warning.buttons[i18n.t("contacts.open_chat")].invoke()
+    assert app.chats[("user", friend)] is chat  # the open window comes forward, not a new one
+
+    arrived = collect_messages(bob)
+    chat.composer.set_text("hello, is this still you?")
+    press_enter(chat.composer.input)
+    pump_until(app.root, lambda: chat.info_text != "", what="the refusal")
+    assert "trust" in chat.info_text.lower()  # says what to do: check, then trust the key
+    assert chat.composer.text == "hello, is this still you?"  # kept to send once trusted
+    assert not chat.send_busy.busy
+
+    banner.buttons[i18n.t("chat.trust_key")].invoke()
+    pump_until(app.root, lambda: key_banner(chat) is None, what="the banner to go")
+    assert not banner.winfo_exists()
+    assert friend not in app.key_warnings
+    assert i18n.t("chat.key_trusted", name=friend) in shown_text(chat)
+    pump_until(
+        app.root,
+        lambda: chat.transcript.messages[-1].message_id == held.message_id,
+        what="the held message",
+    )
+    pump_until(app.root, lambda: contact_banners(contacts) == [], what="the list's warning")
+
+    press_enter(chat.composer.input)  # the same text, now allowed
+    pump_until(app.root, lambda: bool(arrived), also=bob.process_events, what="bob's copy")
+    assert [m.text for m in arrived] == ["hello, is this still you?"]  # the refusal sent none
+    pump_until(app.root, lambda: chat.composer.text == "", what="the input to clear")
+    assert chat.transcript.messages[-1].text == "hello, is this still you?"
+
+
+def highlighted(chat: ChatWindow) -> str:
+    ranges = chat.view.text.tag_ranges("hit")
+    return chat.view.text.get(ranges[0], ranges[-1]) if ranges else ""
+
+
+def search_for(chat: ChatWindow, query: str) -> None:
+    chat.header.query.set(query)
+    press_enter(chat.header.search_entry)
+
+
+def test_history_search_finds_english_and_chinese_words_beyond_the_loaded_page(
+    app: App, headless: Callable[..., ChatClient]
+) -> None:
+    contacts, me, bob = befriended(app, headless, "bob")
+    friend = bob.username or ""
+    bob.send_text(me, "Meet me at the Pagoda café at noon")
+    bob.send_text(me, "今晚我们去吃火锅吧")
+    for number in range(PAGE_SIZE):
+        bob.send_text(me, f"filler {number}")
+    item = contacts.item("user", friend)
+    assert item is not None
+    pump_until(app.root, lambda: item.badge.text == str(PAGE_SIZE + 2), what="every message")
+    chat = open_chat_with(app, contacts, friend)
+    assert "Pagoda" not in shown_text(chat) and "火锅" not in shown_text(chat)  # older page
+
+    search_for(chat, "pagoda")  # another case, and not on the page shown
+    assert chat.info_text == i18n.t("chat.search_hits", count=1, query="pagoda")
+    assert "Meet me at the Pagoda café at noon" in highlighted(chat)
+    assert "filler" not in highlighted(chat)
+
+    for query in ("火锅", "吃火锅"):  # two characters search by LIKE, three by trigram index
+        search_for(chat, f" {query} ")
+        assert chat.info_text == i18n.t("chat.search_hits", count=1, query=query)
+        assert "今晚我们去吃火锅吧" in highlighted(chat)
+        assert "Pagoda" not in highlighted(chat)
+
+    search_for(chat, "filler 4")  # "filler 4" and "filler 40".."filler 49": newest is marked
+    assert chat.info_text == i18n.t("chat.search_hits", count=11, query="filler 4")
+    assert "filler 49" in highlighted(chat)
+
+    search_for(chat, "寿司")
+    assert chat.info_text == i18n.t("chat.search_none", query="寿司")
