@@ -101,7 +101,9 @@ def validate_age(value: Any) -> int:
         raise ValidationError("age", "invalid_age", "Age must be a whole number.")
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        # isdigit() alone accepts "²" and other digits int() refuses; three ASCII
+        # digits are all an age can need.
+        if not (value.isascii() and value.isdigit() and len(value) <= 3):
             raise ValidationError("age", "invalid_age", "Age must be a whole number.")
         value = int(value)
     if not isinstance(value, int):

@@ -95,7 +95,7 @@ def test_email_domain_is_lowercased() -> None:
 def test_sex_and_age() -> None:
     assert validate_sex("Female") == "female"
     assert validate_age("30") == 30
-    for bad in ("x", "-1", 0, 151, True, 3.5):
+    for bad in ("x", "-1", 0, 151, True, 3.5, "²", "٣٠", "9" * 5000):
         with pytest.raises(ValidationError):
             validate_age(bad)
     with pytest.raises(ValidationError):
