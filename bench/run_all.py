@@ -5,8 +5,8 @@ the other so they never compete for the two cores. A scenario that fails or time
 out is recorded with its error and the others still run. The measured-vs-bar table
 goes to stderr; the combined JSON object goes to stdout and to `--out`.
 
-    .venv/bin/python bench/run_all.py            # full size, ~10 minutes on 2 cores
-    .venv/bin/python bench/run_all.py --quick    # scaled down, ~3 minutes
+    .venv/bin/python bench/run_all.py            # full size, ~2.5 minutes on 2 cores
+    .venv/bin/python bench/run_all.py --quick    # scaled down, ~1.5 minutes
     .venv/bin/python bench/run_all.py --only relay,fanout
 """
 
