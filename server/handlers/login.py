@@ -111,6 +111,25 @@ def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
 
 
 BACKLOG_WINDOW_BYTES = 1024 * 1024
+PUSH_BYTES = 512 * 1024  # one NEW_MESSAGE stays far below any peer's frame cap
+DELIVERY_OVERHEAD = 256  # ids, names and times around each envelope, generously
+
+
+def _wire_size(item: messages.Delivery) -> int:
+    return len(item.envelope) + DELIVERY_OVERHEAD
+
+
+def _frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:
+    """Split a batch so no single push exceeds PUSH_BYTES (envelopes reach 64 KiB)."""
+    parts: list[list[messages.Delivery]] = [[]]
+    size = 0
+    for item in batch:
+        if parts[-1] and size + _wire_size(item) > PUSH_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += _wire_size(item)
+    return parts
 
 
 def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) -> int:
@@ -125,11 +144,14 @@ def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) 
     pushed = window = 0
     ctx.connection.backlog_cursor = None
     while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
-        ctx.push(
-            user_id, MessageType.NEW_MESSAGE, {"messages": [delivery(d, username) for d in batch]}
-        )
+        for part in _frames_of(batch):
+            ctx.push(
+                user_id,
+                MessageType.NEW_MESSAGE,
+                {"messages": [delivery(d, username) for d in part]},
+            )
         after_row, pushed = batch[-1].row_id, pushed + len(batch)
-        window += sum(len(d.envelope) + 256 for d in batch)
+        window += sum(_wire_size(d) for d in batch)
         if len(batch) < batch_size:
             break
         if window >= BACKLOG_WINDOW_BYTES:

@@ -1266,3 +1266,19 @@ def test_download_access_and_ranges(server: FakeServer) -> None:
     assert fails(
         download_chunk, as_user(server, "alice"), **{**params, "attachment_id": "6" * 32}
     ).code == ("attachment_not_found")
+
+
+def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeServer) -> None:
+    online(server, "bob")
+    signup(server, "alice")
+    befriend(server, "bob", "alice")
+    for index in range(12):
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"L" * 60_000})
+    server.events.clear()
+    ok(login, FakeContext(server, peer=("10.1.1.1", 7000)), username="alice", password=PASSWORD)
+    batches = server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
+    assert len(batches) > 1
+    for batch in batches:
+        assert sum(len(item["envelope"]) for item in batch["messages"]) <= login.PUSH_BYTES
+    delivered = [item["message_id"] for batch in batches for item in batch["messages"]]
+    assert delivered == [f"{index + 1:032x}" for index in range(12)]
