@@ -192,6 +192,7 @@ EN: dict[str, str] = {
     "error.not_member": "You are not a member of this group.",
     "error.attachment_too_large": "The file is larger than the server accepts.",
     "error.too_many_uploads": "Too many unfinished uploads. Let one finish first.",
+    "error.room_full": "This group is full.",
     "error.key_changed": (
         "This friend's key changed. Compare the safety number, then trust the new key."
     ),
@@ -370,6 +371,7 @@ ZH_CN: dict[str, str] = {
     "error.not_member": "您不是该群聊的成员。",
     "error.attachment_too_large": "文件超过了服务器允许的大小。",
     "error.too_many_uploads": "未完成的上传太多，请等其中一个完成。",
+    "error.room_full": "该群聊人数已满。",
     "error.key_changed": "该好友的密钥已更换。请先核对安全码，再信任新密钥后继续。",
     "error.attachment_not_found": "服务器上已没有这个文件。",
     "error.bad_offset": "传输不同步，请重试。",

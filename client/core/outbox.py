@@ -23,6 +23,21 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = frozenset({"server_busy", "internal_error"})
 #: The recipients changed (a room member joined): rebuild the envelopes once and retry.
 STALE_ENVELOPES = "missing_envelope"
+# A SEND_MESSAGE must fit one record the server accepts (its cap is 1 MiB + 128 KiB by
+# default). A bigger one would get the connection closed, and the outbox would resend
+# it after every reconnect: refuse it here instead, before anything is stored.
+MAX_SEND_BYTES = 1024 * 1024
+
+
+def _encoded_within_limit(params: dict[str, Any]) -> bytes:
+    encoded = codec.encode(params)
+    if len(encoded) > MAX_SEND_BYTES:
+        raise RequestError(
+            "message_too_large",
+            "this message is too large to send (long text to a large group?)",
+            "text",
+        )
+    return encoded
 
 
 class OutboxStore(Protocol):
@@ -69,8 +84,9 @@ class Outbox:
         Returns the message with its current status; raises `RequestError` only if the
         server refused it for good (the message is then stored as `failed`).
         """
+        encoded = _encoded_within_limit(params)
         self._store.add_message(message)
-        self._store.outbox_add(message.message_id, codec.encode(params))
+        self._store.outbox_add(message.message_id, encoded)
         self._deliver(message.message_id, params)
         return self._store.get_message(message.message_id) or message
 
@@ -111,13 +127,14 @@ class Outbox:
 
     def _send_with_rebuild(self, message_id: str, params: dict[str, Any]) -> None:
         try:
+            _encoded_within_limit(params)
             self._send(params)
         except RequestError as error:
             message = self._store.get_message(message_id)
             if error.code != STALE_ENVELOPES or message is None:
                 raise
             fresh = self._rebuild(message, params)
-            self._store.outbox_add(message_id, codec.encode(fresh))
+            self._store.outbox_add(message_id, _encoded_within_limit(fresh))
             self._send(fresh)
 
     def _give_up(self, message_id: str) -> None:

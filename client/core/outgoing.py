@@ -28,6 +28,8 @@ from client.core.transfers import Progress
 from common.errors import ConnectionLost, RequestError, RequestTimeout
 
 log = logging.getLogger(__name__)
+# The server takes envelopes of at most 64 KiB; sealing adds about 200 bytes.
+MAX_TEXT_BYTES = 60_000
 
 AttachmentBody = Callable[[str, Attachment], bytes]
 
@@ -70,6 +72,12 @@ class Outgoing:
         session, identity = self._slot.require_sender()
         if not text.strip():
             raise RequestError("empty_message", "there is nothing to send", "text")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise RequestError(
+                "message_too_large",
+                f"a message may hold at most {MAX_TEXT_BYTES:,} bytes of text",
+                "text",
+            )
         check_style(font_size, color)
         chat_kind, chat_id = _resolve(session, target)
         message = ChatMessage(

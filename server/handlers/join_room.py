@@ -15,12 +15,20 @@ if TYPE_CHECKING:
 
 OPCODE = MessageType.JOIN_ROOM
 REQUIRES_AUTH = True
+# Every member's certificate must fit one ROOM_CERTIFICATES reply (~560 bytes each,
+# well under the client's frame cap at this size), and every message is sealed per
+# member by its sender.
+MAX_ROOM_MEMBERS = 1_000
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     room_id = existing_room(ctx, params).id
     others = rooms.member_ids(ctx.db, room_id)
+    if user_id not in others and len(others) >= MAX_ROOM_MEMBERS:
+        raise RequestError(
+            "room_full", f"a group holds at most {MAX_ROOM_MEMBERS} members", "room_id"
+        )
     if not rooms.add_member(ctx.db, room_id, user_id, ctx.now()):
         raise RequestError("already_member", "you are already in this room", "room_id")
     ctx.push_many(

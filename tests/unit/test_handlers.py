@@ -1282,3 +1282,17 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
         assert sum(len(item["envelope"]) for item in batch["messages"]) <= login.PUSH_BYTES
     delivered = [item["message_id"] for batch in batches for item in batch["messages"]]
     assert delivered == [f"{index + 1:032x}" for index in range(12)]
+
+
+def test_a_full_group_refuses_new_members(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(join_room, "MAX_ROOM_MEMBERS", 2)
+    for name in ("alice", "bob", "carol"):
+        signup(server, name)
+    room = ok(create_room, as_user(server, "alice"), name="tiny")["room_id"]
+    ok(join_room, as_user(server, "bob"), room_id=room)
+    full = fails(join_room, as_user(server, "carol"), room_id=room)
+    assert (full.code, full.field) == ("room_full", "room_id")
+    # A member asking again still hears that they are already in.
+    assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
