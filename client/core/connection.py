@@ -36,6 +36,10 @@ from common.protocol.message import Message, request
 from common.protocol.opcodes import PUSHES, MessageType
 
 log = logging.getLogger(__name__)
+# What the client accepts from its server in one record. Larger than what the server
+# accepts from a client: a login reply lists every group's members, and a user in many
+# big groups must still be able to log in. Still a cap, so memory stays bounded.
+MAX_INBOUND_FRAME = 16 * 1024 * 1024
 
 RECV_SIZE = 256 * 1024
 MAX_TICK = 1.0
@@ -150,7 +154,9 @@ class Connection:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            channel = SecureChannel.client(expected_fingerprint=pinned)
+            channel = SecureChannel.client(
+                expected_fingerprint=pinned, max_frame=MAX_INBOUND_FRAME
+            )
             early = self._handshake(sock, channel)
             if pinned is None and self._pins is not None and channel.peer_fingerprint:
                 self._pins.set(self.host, self.port, channel.peer_fingerprint)  # first sight
