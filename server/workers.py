@@ -8,6 +8,7 @@ unbounded memory and latency.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -77,11 +78,9 @@ class WorkerPool:
         if self._stopped:
             return
         self._stopped = True
-        try:
+        with contextlib.suppress(queue.Empty):  # drop every job still waiting
             while True:
                 self._queue.get_nowait()
-        except queue.Empty:
-            pass
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:

@@ -141,12 +141,10 @@ class Reactor:
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the reactor thread at its next turn (from any thread)."""
         self._callbacks.append(callback)
-        try:
+        # A full socket means a wake-up is already pending; a closed one means the
+        # loop has shut down. Either way there is nothing more to do.
+        with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the pipe is full, so a wake-up is already pending
-        except OSError:
-            pass  # closed during shutdown; the loop is gone anyway
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run `callback` on the reactor thread after `delay` seconds (reactor thread only)."""
@@ -320,11 +318,10 @@ class Reactor:
         log.info("connection from %s", connection.address)
 
     def _drain_waker(self) -> None:
-        try:
+        """Empty the wake-up socket; the callbacks themselves are in `_callbacks`."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
             while self._wake_reader.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+                continue
 
     def _read(self, connection: Connection) -> None:
         if connection.closed or connection.closing_reason is not None:
