@@ -161,7 +161,8 @@ class Relay:
                 pair.in_flight -= 1
                 window.replies += window.inside(arrived)
             elif message.type is MessageType.MESSAGE_DELIVERED:
-                window.confirmations += window.inside(arrived)
+                if window.inside(arrived):
+                    window.confirmations += len(message.params["deliveries"])
             elif message.type is MessageType.ERROR:
                 pair.in_flight -= 1
                 code = str(message.params.get("code"))

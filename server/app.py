@@ -123,8 +123,18 @@ class Server:
         self.dispatcher.connection_closed(connection, reason)
 
     def _commit(self) -> None:
-        """The group commit, run by the reactor before it writes a turn's output."""
+        """The group commit, run by the reactor before it writes a turn's output.
+
+        The turn's gathered work (`server.turn`) is done first, inside the transaction.
+        """
         db = self.services.db
+        turn = self.services.turn
+        if turn.pending:
+            try:
+                turn.finish(db, self.services.sessions)
+            except Exception:
+                db.rollback()
+                raise
         if not db.in_transaction:
             return
         try:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from server.net.connection import Connection
 from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage.database import Database
+from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Services:
     identity: ServerIdentity
     data_dir: Path
     clock: Callable[[], int] = wall_clock_ms
+    turn: TurnBatch = field(default_factory=TurnBatch)
 
 
 class Context:
@@ -89,6 +91,11 @@ class Context:
     @property
     def identity(self) -> ServerIdentity:
         return self.services.identity
+
+    @property
+    def turn(self) -> TurnBatch:
+        """Work gathered for the end of this reactor turn (`server.turn`)."""
+        return self.services.turn
 
     @property
     def user_id(self) -> int | None:
@@ -146,6 +153,14 @@ class Context:
         if connection is None or not connection.is_open:
             return False
         connection.send(push(type, params))
+        return True
+
+    def push_encoded(self, user_id: int, body: bytes) -> bool:
+        """Push an already encoded message (fan-out encodes shared parts once)."""
+        connection = self.sessions.connection_for(user_id)
+        if connection is None or not connection.is_open:
+            return False
+        connection.send_encoded(body)
         return True
 
     def push_many(self, user_ids: Iterable[int], type: MessageType, params: dict[str, Any]) -> int:

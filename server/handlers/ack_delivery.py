@@ -1,7 +1,8 @@
 """ACK_DELIVERY {message_ids} -> {}: the caller stored these messages.
 
 Only the caller's own delivery rows change; other ids are ignored. Each sender still
-online hears MESSAGE_DELIVERED once per recipient.
+online hears of it once per recipient, in one MESSAGE_DELIVERED {deliveries} per
+sender per reactor turn (`server.turn`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,12 @@ MAX_IDS = 10_000
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
-    for message_id, sender_id in messages.mark_delivered(ctx.db, user_id, ids):
-        ctx.push(
-            sender_id,
-            MessageType.MESSAGE_DELIVERED,
-            {"message_id": message_id, "recipient": username},
-        )
+    changed = messages.mark_delivered(ctx.db, user_id, ids)
     cursor = ctx.connection.backlog_cursor
     if cursor is not None and _window_taken(ctx, user_id, cursor):
         push_backlog(ctx, user_id, username, after_row=cursor)
+    for message_id, sender_id in changed:  # last: nothing after this can fail
+        ctx.turn.delivered(sender_id, message_id, username)
     return {}
 
 

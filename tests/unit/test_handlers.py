@@ -23,7 +23,7 @@ from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
 from common.crypto.keys import generate_user_keys
 from common.crypto.passwords import verify_password
 from common.errors import RequestError, ValidationError
-from common.protocol.message import Message
+from common.protocol.message import Message, decode_message
 from common.protocol.opcodes import PUSHES, MessageType
 from server import presence
 from server.handlers import (
@@ -51,6 +51,7 @@ from server.handlers import (
 )
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
+from server.turn import TurnBatch
 
 PASSWORD = "correct horse 1"
 CA = ServerIdentity.create()
@@ -70,6 +71,9 @@ class FakeConnection:
 
     def send(self, message: Message) -> None:
         self.server.events.append(("push", self.user_id, message.type, message.params))
+
+    def send_encoded(self, body: bytes) -> None:
+        self.send(decode_message(body))
 
     @property
     def backlog_cursor(self) -> int | None:
@@ -101,9 +105,14 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    turn: TurnBatch = field(default_factory=TurnBatch)
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
+
+    def end_turn(self) -> None:
+        """What the reactor does before it commits a turn (`server.turn`)."""
+        self.turn.finish(self.db, self.sessions)
 
     def clock(self) -> int:
         return self.time
@@ -141,10 +150,13 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(backlog_cursor=None, pending_output=1 << 30)
+        self.connection = types.SimpleNamespace(
+            backlog_cursor=None, pending_output=1 << 30, session_cache=None
+        )
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
+    turn = property(lambda self: self.server.turn)
     config = property(lambda self: self.server.config)
     identity = property(lambda self: self.server.identity)
 
@@ -165,6 +177,10 @@ class FakeContext:
             return False
         self.server.events.append(("push", user_id, type, params))
         return True
+
+    def push_encoded(self, user_id: int, body: bytes) -> bool:
+        message = decode_message(body)
+        return self.push(user_id, message.type, message.params)
 
     def push_many(self, user_ids: Any, type: MessageType, params: dict[str, Any]) -> int:
         return sum(self.push(user_id, type, params) for user_id in dict.fromkeys(user_ids))
@@ -205,9 +221,11 @@ class FakeContext:
 
 
 def call(module: ModuleType, ctx: FakeContext, **params: Any) -> FakeContext:
+    """One request in a turn of its own: handled, answered, then the turn's end."""
     result = ctx.guarded(lambda: module.handle(ctx, params))
     if result is not None:
         ctx.reply(result)
+    ctx.server.end_turn()
     return ctx
 
 
@@ -1027,7 +1045,7 @@ def test_ack_delivery(server: FakeServer) -> None:
         ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32, "5" * 32, "6" * 32]) == {}
     )
     assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == [
-        {"message_id": "4" * 32, "recipient": "bob"}
+        {"deliveries": [{"message_id": "4" * 32, "recipient": "bob"}]}
     ]
     assert messages.undelivered(server.db, uid(server, "bob")) == []
     assert len(messages.undelivered(server.db, uid(server, "carol"))) == 1
