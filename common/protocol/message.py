@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import LocalProtocolError, RemoteProtocolError
-from common.protocol.codec import DEFAULT_LIMITS, Limits, decode, encode
+from common.protocol.codec import DEFAULT_LIMITS, Limits, decode, encode_triple
 from common.protocol.opcodes import PUSHES, MessageType
 
 MAX_REQUEST_ID = 2**63 - 1
@@ -42,7 +42,7 @@ def encode_message(message: Message) -> bytes:
         raise LocalProtocolError("message params must be a dict")
     if int(message.type) not in _TYPES_BY_NUMBER:
         raise LocalProtocolError("unknown message type")
-    return encode([int(message.type), message.request_id, message.params])
+    return encode_triple(int(message.type), message.request_id, message.params)
 
 
 def decode_message(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import struct
 from typing import TYPE_CHECKING, Any
 
-from common.protocol.message import encode_message, push
+from common.protocol import codec
 from common.protocol.opcodes import MessageType
 from server.storage import friends, messages, rooms
 
@@ -81,10 +81,72 @@ class DeliveryPushes:
         return b"".join((template[0], envelope, template[1]))
 
     def _encode(self, recipient: str, envelope: bytes) -> bytes:
-        item = dataclasses.replace(self._item, envelope=envelope)
-        return encode_message(
-            push(MessageType.NEW_MESSAGE, {"messages": [delivery(item, recipient)]})
+        return encode_new_message(self._item, recipient, envelope)
+
+
+# `encode_new_message` writes the codec bytes of one NEW_MESSAGE push directly: the
+# general encoder walks the dict, re-encodes its constant keys and dispatches on every
+# value's type, which was the largest single cost of relaying a message. Its output is
+# byte for byte `encode_message(push(NEW_MESSAGE, {"messages": [delivery(...)]}))`
+# (tests/unit/test_send_path.py checks it on random deliveries).
+_HEADER = struct.Struct(">BI")
+_INT_TLV = struct.Struct(">BIq")
+
+
+def _key(name: str) -> bytes:
+    return codec.encode(name)
+
+
+_KEYS = {
+    name: _key(name)
+    for name in ("message_id", "sender", "target_type", "target", "time", "envelope")
+}
+_ATTACHMENTS_KEY = _key("attachments")
+_PUSH_PREFIX = _INT_TLV.pack(codec.INT, 8, int(MessageType.NEW_MESSAGE)) + _INT_TLV.pack(
+    codec.INT, 8, 0
+)
+_MESSAGES_KEY = _key("messages")
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _HEADER.pack(codec.STR, len(raw)) + raw
+
+
+def encode_new_message(item: messages.Delivery, recipient: str, envelope: bytes) -> bytes:
+    """The encoded NEW_MESSAGE push of `item` for `recipient`, carrying `envelope`."""
+    keys = _KEYS
+    if item.target_type == messages.USER:
+        target = _text(recipient)
+    else:
+        target = _INT_TLV.pack(codec.INT, 8, item.target_id)
+    names = b"".join([_text(name) for name in item.attachments])
+    fields = b"".join(
+        (
+            keys["message_id"],
+            _text(item.message_id),
+            keys["sender"],
+            _text(item.sender),
+            keys["target_type"],
+            _text(item.target_type),
+            keys["target"],
+            target,
+            keys["time"],
+            _INT_TLV.pack(codec.INT, 8, item.time),
+            keys["envelope"],
+            _HEADER.pack(codec.BYTES, len(envelope)),
+            envelope,
+            _ATTACHMENTS_KEY,
+            _HEADER.pack(codec.LIST, len(names)),
+            names,
         )
+    )
+    one = _HEADER.pack(codec.DICT, len(fields)) + fields
+    listed = _HEADER.pack(codec.LIST, len(one)) + one
+    params = _MESSAGES_KEY + listed
+    params = _HEADER.pack(codec.DICT, len(params)) + params
+    body = _PUSH_PREFIX + params
+    return _HEADER.pack(codec.LIST, len(body)) + body
 
 
 def contact_lists(ctx: Context, user_id: int) -> dict[str, Any]:

@@ -132,12 +132,15 @@ def _envelopes(params: dict[str, Any], recipients: dict[str, int]) -> dict[str, 
     envelopes = params.get("envelopes")
     if type(envelopes) is not dict or len(envelopes) > MAX_RECIPIENTS:
         raise RequestError("bad_request", "'envelopes' must be a dict of name -> bytes")
-    if not all(type(value) is bytes for value in envelopes.values()):
-        raise RequestError("bad_request", "every envelope must be bytes", "envelopes")
-    if any(len(value) > MAX_ENVELOPE for value in envelopes.values()):
-        raise RequestError(
-            "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes"
-        )
+    for value in envelopes.values():
+        if type(value) is not bytes:
+            raise RequestError("bad_request", "every envelope must be bytes", "envelopes")
+        if len(value) > MAX_ENVELOPE:
+            raise RequestError(
+                "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes"
+            )
+    if envelopes.keys() == recipients.keys():  # the usual case, checked in one pass
+        return {name: envelopes[name] for name in recipients}
     missing = sorted(set(recipients) - set(envelopes))
     unexpected = sorted(set(envelopes) - set(recipients))
     if missing or unexpected:

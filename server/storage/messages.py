@@ -51,6 +51,15 @@ def find_message(db: Database, message_id: str) -> StoredMessage | None:
     return StoredMessage(message_id, row["user_id"], row["time"])
 
 
+_INSERT_DELIVERY = (
+    "INSERT INTO chat_history"
+    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0 WHERE NOT EXISTS"
+    " (SELECT 1 FROM chat_history WHERE message_id = ?1 AND user_id != ?2)"
+    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
+)
+
+
 def store_message(
     db: Database,
     *,
@@ -73,17 +82,14 @@ def store_message(
     """
     if not envelopes:
         return True
-    inserted = db.executemany(
-        "INSERT INTO chat_history"
-        " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
-        " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0 WHERE NOT EXISTS"
-        " (SELECT 1 FROM chat_history WHERE message_id = ?1 AND user_id != ?2)"
-        " ON CONFLICT (message_id, recipient_id) DO NOTHING",
-        [
-            (message_id, sender_id, target_id, target_type, recipient, envelope, time)
-            for recipient, envelope in envelopes
-        ],
-    ).rowcount
+    rows = [
+        (message_id, sender_id, target_id, target_type, recipient, envelope, time)
+        for recipient, envelope in envelopes
+    ]
+    if len(rows) == 1:  # a direct message: execute() costs less than executemany()
+        inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
+    else:
+        inserted = db.executemany(_INSERT_DELIVERY, rows).rowcount
     if inserted <= 0:
         return False
     if attachment_ids:

@@ -314,3 +314,10 @@ def test_mutated_batches_raise_only_remote_protocol_error(
     body[index] ^= data.draw(st.integers(min_value=1, max_value=255))
     with contextlib.suppress(RemoteProtocolError):
         decode_messages(bytes(body))
+
+
+@given(MESSAGES)
+@settings(max_examples=200, deadline=None)
+def test_encode_message_equals_the_generic_encoding(message: Message) -> None:
+    generic = encode([int(message.type), message.request_id, message.params])
+    assert encode_message(message) == generic

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, decode_messages, encode_message, push
 from common.protocol.opcodes import MessageType
-from server.handlers._wire import DeliveryPushes, delivery
+from server.handlers._wire import DeliveryPushes, delivery, encode_new_message
 from server.net.connection import MAX_BATCH_BYTES, Connection
 from server.session_cache import friend_named, room_members
 from server.storage import conversations, friends, messages, rooms, users
@@ -69,6 +69,32 @@ def test_room_pushes_from_the_template_equal_encode_message(
             push(MessageType.NEW_MESSAGE, {"messages": [delivery(full, name)]})
         )
         assert pushes.body(name, envelope) == expected
+
+
+DELIVERIES = st.builds(
+    messages.Delivery,
+    st.just(0),
+    st.text(max_size=40),
+    st.integers(min_value=1, max_value=2**40),
+    st.text(max_size=40),
+    st.sampled_from([messages.USER, messages.ROOM]),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.just(b""),
+    st.lists(st.text(max_size=40), max_size=5),
+)
+
+
+@given(DELIVERIES, st.text(max_size=40), st.binary(max_size=600))
+@settings(max_examples=200, deadline=None)
+def test_the_direct_encoder_equals_encode_message(
+    item: messages.Delivery, recipient: str, envelope: bytes
+) -> None:
+    full = messages.Delivery(**{**item.__dict__, "envelope": envelope})
+    expected = encode_message(
+        push(MessageType.NEW_MESSAGE, {"messages": [delivery(full, recipient)]})
+    )
+    assert encode_new_message(item, recipient, envelope) == expected
 
 
 def test_direct_pushes_name_the_recipient() -> None:
