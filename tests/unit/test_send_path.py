@@ -21,6 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client.core.binding import bind_chat, sealed_chat
+from client.core.crypto_session import text_body
+from common.protocol import codec
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, decode_messages, encode_message, push
 from common.protocol.opcodes import MessageType
@@ -215,3 +218,35 @@ def test_a_turns_messages_leave_in_one_record_split_only_past_the_cap() -> None:
     finally:
         left.close()
         right.close()
+
+
+# -- the client's side --------------------------------------------------------------------
+
+
+@given(
+    st.text(max_size=200),
+    st.integers(min_value=8, max_value=72),
+    st.sampled_from([("user", "bob"), ("room", "42")]),
+)
+@settings(max_examples=100, deadline=None)
+def test_bind_chat_appends_exactly_what_the_long_way_gives(
+    text: str, size: int, chat: tuple[Any, str]
+) -> None:
+    body = text_body(text, size, "#112233")
+    long_way = codec.encode({**codec.decode(body), "chat": sealed_chat(*chat)})
+    assert bind_chat(body, *chat) == long_way
+
+
+def test_bind_chat_replaces_a_chat_the_body_already_names() -> None:
+    body = codec.encode({"kind": "text", "text": "hi", "chat": ["room", 1]})
+    assert codec.decode(bind_chat(body, "user", "bob")) == {
+        "kind": "text",
+        "text": "hi",
+        "chat": ["user", "bob"],
+    }
+
+
+@pytest.mark.parametrize("body", [b"", codec.encode(["not", "a dict"]), codec.encode({}) + b"x"])
+def test_bind_chat_refuses_what_is_not_one_codec_dict(body: bytes) -> None:
+    with pytest.raises(TypeError):
+        bind_chat(body, "user", "bob")
