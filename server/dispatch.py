@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import ServerConfig
 from common.crypto.certs import ServerIdentity
@@ -26,11 +26,13 @@ from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
 from server.logging_setup import log_failure
 from server.net.connection import Connection
-from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage.database import Database
 from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
+
+if TYPE_CHECKING:
+    from server.handlers._backlog import BacklogCursors
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ class Services:
     config: ServerConfig
     identity: ServerIdentity
     data_dir: Path
+    #: Called once when a user's live session ends (logout or close, not a takeover):
+    #: `server.app` wires presence and the backlog cursors to it.
+    on_offline: Callable[[int, str], None]
+    #: Offline backlog cursors of online users (`server.handlers._backlog`).
+    backlog: BacklogCursors
     clock: Callable[[], int] = wall_clock_ms
     turn: TurnBatch = field(default_factory=TurnBatch)
 
@@ -185,7 +192,7 @@ class Context:
         user_id, username = self.connection.user_id, self.connection.username
         if self.sessions.unbind(self.connection) and user_id is not None and username:
             log.info("user %s went offline", username)
-            announce_offline(self.services, user_id, username)
+            self.services.on_offline(user_id, username)
 
     # -- slow work ------------------------------------------------------------------
 
@@ -283,4 +290,4 @@ class Dispatcher:
             return
         if self._services.sessions.unbind(connection) and username:
             log.info("user %s went offline", username)
-            announce_offline(self._services, user_id, username)
+            self._services.on_offline(user_id, username)

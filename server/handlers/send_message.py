@@ -79,9 +79,10 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         attachments=attachment_ids,
     )
     pushes = DeliveryPushes(item)
+    draining = ctx.services.backlog.draining
     for name, envelope in envelopes.items():
         user_id = recipients[name]
-        if not _draining_backlog(ctx, user_id):
+        if not draining(user_id):  # a later backlog window carries it, in order
             ctx.push_encoded(user_id, pushes.body(name, envelope))
     return {"message_id": message_id, "time": now}
 
@@ -97,16 +98,6 @@ def _already_stored(ctx: Context, sender_id: int, message_id: str) -> dict[str, 
     if already.sender_id != sender_id:
         raise RequestError("bad_request", "this message id is already in use", "message_id")
     return {"message_id": message_id, "time": already.time}
-
-
-def _draining_backlog(ctx: Context, user_id: int) -> bool:
-    """True while the recipient's offline backlog is still going out in windows.
-
-    The new row sorts after the backlog's cursor, so a later window carries it;
-    pushing it now would put it ahead of older messages.
-    """
-    connection = ctx.sessions.connection_for(user_id)
-    return connection is not None and connection.backlog_cursor is not None
 
 
 def _recipients(

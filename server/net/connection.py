@@ -62,7 +62,6 @@ class Connection:
         "_host",
         "_out",
         "_out_size",
-        "backlog_cursor",
         "channel",
         "closed",
         "closing_reason",
@@ -88,9 +87,6 @@ class Connection:
         self.channel = channel
         self.peer = peer
         self.user_id: int | None = None
-        # Offline backlog flow control: the last delivery row pushed while more may
-        # remain; the next window goes out when the client acknowledges (ACK_DELIVERY).
-        self.backlog_cursor: int | None = None
         self.username: str | None = None
         #: True once a newer login of the same user took over this session.
         self.replaced = False

@@ -28,6 +28,7 @@ from common.protocol.opcodes import PUSHES, MessageType
 from server import presence
 from server.handlers import (
     HANDLERS,
+    _backlog,
     ack_delivery,
     add_friend,
     certificate,
@@ -49,6 +50,7 @@ from server.handlers import (
     upload_begin,
     upload_chunk,
 )
+from server.handlers._backlog import BacklogCursors
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
 from server.turn import TurnBatch
@@ -74,11 +76,6 @@ class FakeConnection:
 
     def send_encoded(self, body: bytes) -> None:
         self.send(decode_message(body))
-
-    @property
-    def backlog_cursor(self) -> int | None:
-        session = self.server.live.get(self.user_id)
-        return None if session is None else session.backlog_cursor
 
 
 @dataclass
@@ -106,6 +103,7 @@ class FakeServer:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
     turn: TurnBatch = field(default_factory=TurnBatch)
+    backlog: BacklogCursors = field(default_factory=BacklogCursors)
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
@@ -150,9 +148,7 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(
-            backlog_cursor=None, pending_output=1 << 30, session_cache=None
-        )
+        self.connection = types.SimpleNamespace(pending_output=1 << 30, session_cache=None)
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
@@ -197,6 +193,7 @@ class FakeContext:
         del self.server.online[user_id]
         self.user_id = self.username = None
         self.server.events.append(("unbind", user_id))
+        self.server.backlog.forget(user_id)
         presence.announce_offline(self.server, user_id, username)  # type: ignore[arg-type]
 
     def close_after_reply(self) -> None:
@@ -953,7 +950,7 @@ def test_send_message_checks_attachments(server: FakeServer) -> None:
 def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -971,14 +968,14 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 
     first_window = pushed_ids()
     assert 0 < len(first_window) < len(ids)  # bounded: not the whole backlog at once
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     ack = as_user(server, "alice")
     ack.connection = session.connection
     # Acknowledging only part of the window does not release the next one.
     ok(ack_delivery, ack, message_ids=first_window[:1])
     assert pushed_ids() == first_window
     delivered = list(first_window)
-    while session.connection.backlog_cursor is not None:
+    while server.backlog.draining(uid(server, "alice")):
         ack = as_user(server, "alice")
         ack.connection = session.connection
         ok(ack_delivery, ack, message_ids=pushed_ids())
@@ -989,7 +986,7 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 def test_a_drained_connection_gets_the_next_window_despite_held_messages(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1018,7 +1015,7 @@ def test_a_drained_connection_gets_the_next_window_despite_held_messages(
 def test_live_messages_wait_behind_a_draining_backlog(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1026,7 +1023,7 @@ def test_live_messages_wait_behind_a_draining_backlog(
         send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     server.events.clear()
     send(as_user(server, "bob"), "f" * 32, "alice", {"alice": b"late"})
     assert server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE) == []
@@ -1297,7 +1294,7 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
     batches = server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
     assert len(batches) > 1
     for batch in batches:
-        assert sum(len(item["envelope"]) for item in batch["messages"]) <= login.PUSH_BYTES
+        assert sum(len(item["envelope"]) for item in batch["messages"]) <= _backlog.PUSH_BYTES
     delivered = [item["message_id"] for batch in batches for item in batch["messages"]]
     assert delivered == [f"{index + 1:032x}" for index in range(12)]
 

@@ -22,9 +22,9 @@ from common.crypto.certs import ServerIdentity
 from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, decode_message, encode_message, request
 from common.protocol.opcodes import MessageType
-from server import dispatch
 from server.broadcast import send_to_users
 from server.dispatch import Context, Dispatcher, Services
+from server.handlers._backlog import BacklogCursors
 from server.net.connection import Connection
 from server.sessions import Sessions
 from server.storage.database import Database
@@ -96,6 +96,8 @@ class World:
             config=ServerConfig(),
             identity=IDENTITY,
             data_dir=tmp_path,
+            on_offline=lambda uid, name: self.offline.append((uid, name)),
+            backlog=BacklogCursors(),
             clock=lambda: 1_700_000_000_000,
         )
         self.dispatcher = Dispatcher(self.services, handlers)
@@ -196,11 +198,8 @@ HANDLERS = [
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path, HANDLERS)
-    monkeypatch.setattr(
-        dispatch, "announce_offline", lambda services, uid, name: w.offline.append((uid, name))
-    )
     yield w
     w.close()
 
