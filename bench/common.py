@@ -487,12 +487,13 @@ def _on_session_data(state: _Opening, login: bool, times: SessionTimes) -> bool 
             link.flush()
             return True
         state.login_id = link.send(MessageType.LOGIN, {"username": link.name, "password": PASSWORD})
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.request_id == state.login_id and message.type in REPLY_TYPES:
             if message.type is MessageType.ERROR:
                 times.error(str(message.params.get("code")))
                 return False
             times.login.append(time.perf_counter() - state.started)
+            link.pushes.extend(messages[index + 1 :])  # the backlog may share the read
             link.flush()
             return True
         link.pushes.append(message)

@@ -34,7 +34,13 @@ from bench.common import (
     summarize,
 )
 from client.core import ChatClient
-from client.core.models import Event
+from client.core.event_types import (
+    ContactAdded,
+    Event,
+    FriendRequest,
+    MessageReceived,
+    MessageStatusChanged,
+)
 from common.crypto.keys import KdfParams
 
 SCENARIO = "e2e"
@@ -60,7 +66,7 @@ def make_client(server: ServerProcess, root: Path, name: str) -> ChatClient:
 def befriend(alice: ChatClient, bob: ChatClient, names: tuple[str, str]) -> None:
     alice.add_friend(names[1])
     bob.wait_for_event(
-        lambda e: e.kind == "friend_request" and e.data.get("username") == names[0], WAIT_S
+        lambda e: isinstance(e, FriendRequest) and e.username == names[0], WAIT_S
     )
     bob.answer_friend_request(names[0], True)
     for client, other in ((alice, names[1]), (bob, names[0])):
@@ -68,7 +74,7 @@ def befriend(alice: ChatClient, bob: ChatClient, names: tuple[str, str]) -> None
 
 
 def added(contact_id: str) -> Callable[[Event], bool]:
-    return lambda event: event.kind == "contact_added" and event.data["contact"].id == contact_id
+    return lambda event: isinstance(event, ContactAdded) and event.contact.id == contact_id
 
 
 class Watch:
@@ -80,12 +86,12 @@ class Watch:
         self.delivered: dict[str, float] = {}
 
     def on_receiver(self, event: Event) -> None:
-        if event.kind == "message":
-            self.displayed.setdefault(event.data["message"].message_id, time.perf_counter())
+        if isinstance(event, MessageReceived):
+            self.displayed.setdefault(event.message.message_id, time.perf_counter())
 
     def on_sender(self, event: Event) -> None:
-        if event.kind == "message_status" and event.data.get("status") == "delivered":
-            self.delivered.setdefault(event.data["message_id"], time.perf_counter())
+        if isinstance(event, MessageStatusChanged) and event.status == "delivered":
+            self.delivered.setdefault(event.message_id, time.perf_counter())
 
 
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
