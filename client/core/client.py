@@ -27,12 +27,13 @@ from typing import Any, TypeVar
 from client.core.accounts import Accounts
 from client.core.connection import Connection
 from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
-from client.core.crypto_session import attachment_body, safety_number_between
+from client.core.crypto_session import attachment_body, check_style, safety_number_between
 from client.core.directory import Directory
 from client.core.downloads import Downloads
 from client.core.event_types import ConnectionChanged, Event, KeyTrusted, MessageReceived
 from client.core.events import EventHub, EventTimeout, Listener
-from client.core.keystore import KeyStore
+from client.core.identity_file import export_keys, import_keys
+from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink
 from client.core.models import Attachment, ChatKind, ChatMessage, Contact, Profile
 from client.core.outgoing import Outgoing
@@ -174,6 +175,12 @@ class ChatClient:
         return session.profile if session else None
 
     @property
+    def max_attachment_size(self) -> int:
+        """The largest attachment the server takes (bytes of ciphertext); 0 before login."""
+        session = self._slot.get()
+        return session.limits.max_attachment_size if session else 0
+
+    @property
     def can_send(self) -> bool:
         """False when this machine lacks the private keys (a `key_missing` event said so)."""
         session = self._slot.get()
@@ -201,6 +208,23 @@ class ChatClient:
     def logout(self) -> None:
         """Tell the server, forget the credentials and close the local store."""
         self._accounts.logout()
+
+    def export_identity(self, path: Path | str, passphrase: str) -> Path:
+        """Write this account's private keys, sealed under `passphrase`, for another computer."""
+        _, identity = self._slot.require_sender()
+        return export_keys(identity.keys, Path(path), passphrase, self._keystore.kdf_params)
+
+    def import_identity(
+        self, path: Path | str, passphrase: str, username: str, password: str
+    ) -> None:
+        """Before `login` on a new computer: keep the file's keys for `username` here.
+
+        Connects first, because keys are kept per server. Login then checks them against
+        the account's certificate (a mismatch is reported as `KeyMissing`).
+        """
+        self.connect()
+        server_id = server_id_for(self._link.server_fingerprint)
+        import_keys(self._keystore, server_id, username, Path(path), passphrase, password)
 
     def close(self) -> None:
         """Disconnect for good: no reconnect, threads stopped, store closed."""
@@ -243,8 +267,9 @@ class ChatClient:
     def search_users(self, query: str) -> list[dict[str, Any]]:
         return self._directory.search_users(query)
 
-    def add_friend(self, username: str) -> None:
-        self._directory.add_friend(username)
+    def add_friend(self, username: str) -> bool:
+        """True when they had asked us first: this accepted, and we are friends now."""
+        return self._directory.add_friend(username)
 
     def answer_friend_request(self, username: str, accept: bool | None) -> None:
         """accept True / False, or None to decide later (it comes back at next login)."""
@@ -262,7 +287,7 @@ class ChatClient:
         return self.contacts()
 
     def contacts(self) -> list[Contact]:
-        """Friends and rooms with unread counts; online first, then newest message first."""
+        """Friends and rooms with unread counts and drafts, newest activity first."""
         return self._directory.contacts()
 
     def create_room(self, name: str) -> Contact:
@@ -398,3 +423,13 @@ class ChatClient:
 
     def draft(self, target: Target) -> str:
         return self._slot.require().store.draft(*self._chat(target))
+
+    def save_style(self, target: Target, font_size: int, color: str) -> None:
+        """Remember the font size and colour used in this chat (checked like a send)."""
+        check_style(font_size, color)
+        chat_kind, chat_id = self._chat(target)
+        self._slot.require().store.save_style(chat_kind, chat_id, font_size, color)
+
+    def style(self, target: Target) -> tuple[int, str] | None:
+        """`(font_size, color)` last used in this chat, or None."""
+        return self._slot.require().store.style(*self._chat(target))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
+from client.components.layout import collapse_if_empty
 from client.components.message_view import MessageView
 from client.core.event_types import (
     ConnectionChanged,
@@ -71,6 +72,7 @@ class ChatWindow(tk.Toplevel):
         app.subscribe(self.on_event)
         self._load_first_page()
         self._restore_draft()
+        self._restore_style()
         self.mark_read()
         self.verification.show_warning()
         if contact.kind == "room":
@@ -164,6 +166,28 @@ class ChatWindow(tk.Toplevel):
             return
         try:
             self.composer.set_text(client.draft(self.target))
+        except UchatError:
+            return
+
+    def _restore_style(self) -> None:
+        """Start with the size and colour last used in this chat."""
+        client = self.app.client
+        if client is None:
+            return
+        try:
+            style = client.style(self.target)
+        except UchatError:
+            return
+        if style is not None:
+            self.composer.set_font_size(style[0])
+            self.composer.set_color(style[1])
+
+    def _save_style(self) -> None:
+        client = self.app.client
+        if client is None:
+            return
+        try:
+            client.save_style(self.target, self.composer.font_size, self.composer.color)
         except UchatError:
             return
 
@@ -314,6 +338,8 @@ class ChatWindow(tk.Toplevel):
         color = normalise_color(chosen)
         if color is not None:
             self.composer.set_color(color)
+            self._save_style()
+        self.composer.input.focus_set()  # typing goes on in the message box
 
     def send_image(self) -> None:
         self.files.send(image=True)
@@ -368,6 +394,7 @@ class ChatWindow(tk.Toplevel):
     def clear_info(self) -> None:
         if self._info is not None and alive(self._info):
             self._info.destroy()
+            collapse_if_empty(self.banners)
         self._info = None
         self.info_tag = ""
 
@@ -391,6 +418,7 @@ class ChatWindow(tk.Toplevel):
         if not alive(self):
             return
         self._save_draft(self.composer.text)
+        self._save_style()
         self.app.unsubscribe(self.on_event)
         self.app.chat_closed(self)
         self.destroy()

@@ -230,6 +230,10 @@ class Composer(tk.Frame):
     def font_size(self) -> int:
         return clamp_font_size(self.size_var.get())
 
+    def set_font_size(self, size: int) -> None:
+        self.size_var.set(str(clamp_font_size(size)))
+        self.restyle()
+
     def set_color(self, color: str) -> None:
         self.color = color
         self.swatch.configure(background=color)

@@ -17,6 +17,7 @@ from client import i18n
 from client.components.banner import Banner
 from client.components.busy import alive
 from client.components.contact_item import ContactItem
+from client.components.layout import collapse_if_empty
 from client.components.vertical_scrolled_frame import VerticalScrolledFrame
 from client.core.event_types import (
     ConnectionChanged,
@@ -157,6 +158,7 @@ class ContactsForm(ttk.Frame):
         wanted = {contact_key(c) for c in self.contacts}
         for key in [k for k in self.items if k not in wanted]:
             self.items.pop(key).destroy()
+        client_name = self.app.client.username or "" if self.app.client else ""
         for shown in self.items.values():
             shown.pack_forget()
         for contact in self.contacts:
@@ -165,7 +167,7 @@ class ContactsForm(ttk.Frame):
             if item is None:
                 item = ContactItem(self.rows, self.app.theme, self.select, self.open)
                 self.items[key] = item
-            item.show(contact)
+            item.show(contact, client_name)
             item.set_selected(key == self.selected)
             item.pack(fill="x")
         if self.contacts:
@@ -181,6 +183,7 @@ class ContactsForm(ttk.Frame):
         self._banners_shown = shown
         for child in self.banners.winfo_children():
             child.destroy()
+        collapse_if_empty(self.banners)
         theme = self.app.theme
         if key_missing:
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
