@@ -113,6 +113,8 @@ EN: dict[str, str] = {
     "chat.window_title": "Chat with {name}",
     "chat.search_placeholder": "Search history",
     "chat.search_hits": "{count} message(s) match “{query}”; the newest is highlighted.",
+    "main.no_chat": "Choose a chat on the left to start messaging",
+    "chat.search_position": "{index} of {count}",
     "chat.search_none": "No message matches “{query}”.",
     "chat.safety_number": "Safety number",
     "chat.safety_text": "Safety number with {name}: {number}\nCompare it with {name} in "
@@ -303,6 +305,8 @@ ZH_CN: dict[str, str] = {
     "chat.window_title": "与 {name} 聊天",
     "chat.search_placeholder": "搜索聊天记录",
     "chat.search_hits": "有 {count} 条消息包含“{query}”，已高亮最新一条。",
+    "main.no_chat": "在左侧选择一个会话开始聊天",
+    "chat.search_position": "第 {index} 条，共 {count} 条",
     "chat.search_none": "没有消息包含“{query}”。",
     "chat.safety_number": "安全码",
     "chat.safety_text": "您与 {name} 的安全码：{number}\n请当面或通过电话与 {name} 核对。"

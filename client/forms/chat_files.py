@@ -23,13 +23,13 @@ from client.core.models import ChatMessage
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.forms.chat_form import ChatWindow
+    from client.forms.chat_form import ChatPanel
 
 IMAGE_PATTERNS = "*.png *.jpg *.jpeg *.gif *.bmp *.webp"
 
 
 class AttachmentFlow:
-    def __init__(self, window: ChatWindow) -> None:
+    def __init__(self, window: ChatPanel) -> None:
         self.window = window
         self.app = window.app
         self._watched: dict[str, float] = {}  # attachment id -> fraction done

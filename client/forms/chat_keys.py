@@ -16,13 +16,13 @@ from client.components.layout import collapse_if_empty
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.forms.chat_form import ChatWindow
+    from client.forms.chat_form import ChatPanel
 
 SAFETY_TAG = "safety"
 
 
 class KeyVerification:
-    def __init__(self, window: ChatWindow) -> None:
+    def __init__(self, window: ChatPanel) -> None:
         self.window = window
         self.app = window.app
         self.banner: Banner | None = None

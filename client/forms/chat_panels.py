@@ -27,6 +27,10 @@ class ChatHeader(tk.Frame):
         contact: Contact,
         on_safety: Callable[[], object],
         on_search: Callable[[str], object],
+        *,
+        on_pop_out: Callable[[], object] | None = None,
+        on_step: Callable[[int], object] | None = None,
+        menu: tuple[tuple[str, Callable[[], object]], ...] = (),
     ) -> None:
         p, pad = theme.palette, theme.pad
         super().__init__(parent, background=p.surface)
@@ -53,12 +57,38 @@ class ChatHeader(tk.Frame):
         self.search_entry.pack(side="left", padx=(0, 6))
         Placeholder(self.search_entry, i18n.t("chat.search_placeholder"), p.subtle, p.surface)
         self.search_entry.bind("<Return>", lambda _e: on_search(self.query.get()))
+        self.search_entry.bind("<Shift-Return>", lambda _e: self._step(on_step, -1))
+        # Older / newer hit and "2 of 5": packed only while a search has hits.
+        self.hit_label = tk.Label(
+            tools, background=p.surface, foreground=p.muted, font=theme.fonts.small
+        )
+        self.older_button = ttk.Button(
+            tools, text="\u25b2", width=2, command=lambda: self._step(on_step, 1)
+        )
+        self.newer_button = ttk.Button(
+            tools, text="\u25bc", width=2, command=lambda: self._step(on_step, -1)
+        )
+        self._search_parts = (self.hit_label, self.older_button, self.newer_button)
         self.safety_button: ttk.Button | None = None
         if contact.kind == "user":
             self.safety_button = ttk.Button(
                 tools, text=i18n.t("chat.safety_number"), command=on_safety
             )
             self.safety_button.pack(side="left")
+        self.pop_out_button: ttk.Button | None = None
+        if on_pop_out is not None:
+            self.pop_out_button = ttk.Button(
+                tools, text="\u29c9", width=3, command=on_pop_out, style="Tool.TButton"
+            )
+            self.pop_out_button.pack(side="left", padx=(6, 0))
+        self.menu_button: ttk.Menubutton | None = None
+        if menu:
+            self.menu_button = ttk.Menubutton(tools, text="\u22ef", width=3)
+            self.menu = tk.Menu(self.menu_button, tearoff=False)
+            for label, command in menu:
+                self.menu.add_command(label=label, command=command)
+            self.menu_button.configure(menu=self.menu)
+            self.menu_button.pack(side="left", padx=(6, 0))
         self.columnconfigure(1, weight=1)
         tk.Frame(self, height=1, background=p.border).grid(
             row=2, column=0, columnspan=3, sticky="ew"
@@ -66,6 +96,25 @@ class ChatHeader(tk.Frame):
         self.connection = "connected"
         self.contact = contact
         self.show(contact)
+
+    def _step(self, on_step: Callable[[int], object] | None, delta: int) -> str:
+        if on_step is not None:
+            on_step(delta)
+        return "break"
+
+    def show_hits(self, index: int, count: int) -> None:
+        """ "2 / 5" with older and newer buttons; count 0 hides them (they take no space)."""
+        for part in self._search_parts:
+            part.pack_forget()
+        if count <= 0:
+            return
+        self.hit_label.configure(text=i18n.t("chat.search_position", index=index + 1, count=count))
+        for part in self._search_parts:
+            part.pack(side="left", padx=(0, 4), before=self.search_entry)
+        self.search_entry.pack_forget()
+        self.search_entry.pack(side="left", padx=(0, 6), before=self.hit_label)
+        self.older_button.state(["!disabled" if index + 1 < count else "disabled"])
+        self.newer_button.state(["!disabled" if index > 0 else "disabled"])
 
     def set_connection(self, state: str) -> None:
         """While we are not connected nobody's presence is known: say so instead."""
