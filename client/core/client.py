@@ -19,7 +19,7 @@ listener: events wait on a queue until the caller's thread drains it with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,8 +30,16 @@ from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room
 from client.core.crypto_session import attachment_body, check_style, safety_number_between
 from client.core.directory import Directory
 from client.core.downloads import Downloads
-from client.core.event_types import ConnectionChanged, Event, KeyTrusted, MessageReceived
+from client.core.event_types import (
+    ConnectionChanged,
+    Event,
+    ExportProgress,
+    KeyTrusted,
+    MessageReceived,
+)
 from client.core.events import EventHub, EventTimeout, Listener
+from client.core.history_export import PAGE as EXPORT_PAGE
+from client.core.history_export import ExportResult, collect, write_export
 from client.core.identity_file import export_keys, import_keys
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink
@@ -43,7 +51,7 @@ from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from common.crypto.keys import KdfParams
-from common.errors import RequestError
+from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
 __all__ = ["ChatClient", "EventTimeout", "Target"]
@@ -423,6 +431,42 @@ class ChatClient:
 
     def draft(self, target: Target) -> str:
         return self._slot.require().store.draft(*self._chat(target))
+
+    def export_history(
+        self, folder: Path | str, targets: Sequence[Target] | None = None
+    ) -> ExportResult:
+        """Write the chats (all when `targets` is None) to HTML and JSON in `folder`.
+
+        Attachments not on this computer are downloaded first; progress arrives as
+        `ExportProgress` events.
+        """
+        session = self._slot.require()
+        known = {(c.kind, c.id): c for c in self.contacts()}
+        chosen: list[Contact] = []
+        for target in targets if targets is not None else list(known.values()):
+            key = self._chat(target)
+            chosen.append(known.get(key) or Contact(key[0], key[1], key[1]))
+
+        def page(contact: Contact, before: tuple[int, int] | None) -> list[ChatMessage]:
+            return session.store.history(contact.kind, contact.id, EXPORT_PAGE, before)
+
+        def cursor(message: ChatMessage) -> tuple[int, int] | None:
+            return session.store.history_cursor(message.message_id)
+
+        def fetch(message: ChatMessage) -> Path | None:
+            local = message.attachment.local_path if message.attachment else None
+            if local is not None and Path(local).is_file():
+                return Path(local)
+            try:
+                return self.download(message)
+            except UchatError:
+                return None
+
+        def progress(done: int, total: int) -> None:
+            self._events.emit(ExportProgress(done, total))
+
+        chats = collect(chosen, page, cursor)
+        return write_export(chats, Path(folder), session.username, fetch, progress)
 
     def save_style(self, target: Target, font_size: int, color: str) -> None:
         """Remember the font size and colour used in this chat (checked like a send)."""

@@ -12,6 +12,7 @@ from client import i18n
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
 from client.components.formatting import address_text
+from client.components.tooltip import Tooltip
 from client.core.models import Contact
 from client.forms.chat import MAX_FONT_SIZE, MIN_FONT_SIZE, clamp_font_size, should_send
 from client.theme import Theme
@@ -78,16 +79,17 @@ class ChatHeader(tk.Frame):
         self.pop_out_button: ttk.Button | None = None
         if on_pop_out is not None:
             self.pop_out_button = ttk.Button(
-                tools, text="\u29c9", width=3, command=on_pop_out, style="Tool.TButton"
+                tools, text="\u21d7", width=3, command=on_pop_out, style="Tool.TButton"
             )
             self.pop_out_button.pack(side="left", padx=(6, 0))
-        self.menu_button: ttk.Menubutton | None = None
+            Tooltip(self.pop_out_button, i18n.t("chat.pop_out"), theme)
+        # "⋯": what is done to the conversation as a whole (leave, delete, export).
+        self.menu_button = ttk.Menubutton(tools, text="\u22ef", width=3)
+        self.menu = tk.Menu(self.menu_button, tearoff=False, font=theme.fonts.body)
+        for label, command in menu:
+            self.menu.add_command(label=label, command=command)
+        self.menu_button.configure(menu=self.menu)
         if menu:
-            self.menu_button = ttk.Menubutton(tools, text="\u22ef", width=3)
-            self.menu = tk.Menu(self.menu_button, tearoff=False)
-            for label, command in menu:
-                self.menu.add_command(label=label, command=command)
-            self.menu_button.configure(menu=self.menu)
             self.menu_button.pack(side="left", padx=(6, 0))
         self.columnconfigure(1, weight=1)
         tk.Frame(self, height=1, background=p.border).grid(
