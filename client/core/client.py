@@ -36,6 +36,7 @@ from client.core.event_types import (
     ExportProgress,
     KeyTrusted,
     MessageReceived,
+    MessageStatusChanged,
 )
 from client.core.events import EventHub, EventTimeout, Listener
 from client.core.history_export import PAGE as EXPORT_PAGE
@@ -374,6 +375,23 @@ class ChatClient:
     ) -> ChatMessage:
         """Like `send_file`, shown inline; a file that is not a safe image goes as a file."""
         return self._outgoing.send_image(target, Path(path), progress)
+
+    def cancel_upload(self, message: ChatMessage | str) -> None:
+        """Give up sending an attachment: its upload stops and the message is `failed`."""
+        session = self._slot.require()
+        message_id = message.message_id if isinstance(message, ChatMessage) else message
+        stored = session.store.get_message(message_id)
+        if stored is None or stored.attachment is None or stored.status != "sending":
+            return
+        attachment_id = stored.attachment.attachment_id
+        with session.uploads_lock:
+            running = attachment_id in session.active_uploads
+            if running:
+                session.transfers.cancel(attachment_id)
+        if not running:  # waiting to resume after a reconnect: drop it now
+            session.store.remove_upload(attachment_id)
+            session.store.set_status(message_id, "failed")
+            self._events.emit(MessageStatusChanged(message_id, "failed"))
 
     def download(
         self,

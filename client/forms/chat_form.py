@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import tkinter as tk
 import tkinter.font as tkfont
+from collections.abc import Callable
 from tkinter import colorchooser
 from typing import TYPE_CHECKING, Any
 
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
+from client.components.emoji_picker import EmojiPicker
 from client.components.layout import collapse_if_empty, text_width
 from client.components.message_view import MessageView
 from client.core.event_types import (
@@ -45,6 +47,7 @@ from client.forms.chat import (
     search_in_chat,
     target_of,
 )
+from client.forms.chat_actions import ChatActions
 from client.forms.chat_files import AttachmentFlow
 from client.forms.chat_keys import KeyVerification
 from client.forms.chat_panels import ChatHeader, Composer, MemberList
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 
 MAX_SEARCH_PAGES = 40
 SEARCH_TAG = "search"
+BANNER_CHARS = 60
 WINDOW_CHARS = (64, 34)  # a popped-out chat: average characters wide, lines high
 CLOSE_KEYS = ("<Escape>", "<Control-w>", "<Control-W>")
 SEARCH_KEYS = ("<Control-f>", "<Control-F>")
@@ -76,6 +80,7 @@ class ChatPanel(tk.Frame):
         self.info_tag = ""  # what the info banner shows, so a second press can hide it
         self.files = AttachmentFlow(self)
         self.verification = KeyVerification(self)
+        self.actions = ChatActions(self)
         self.search_hits = SearchHits()
         self._build()
         self._bind_keys()
@@ -102,6 +107,7 @@ class ChatPanel(tk.Frame):
             self.search,
             on_pop_out=None if self.popped else self.pop_out,
             on_step=self.step_search,
+            menu=self.actions.menu(),
         )
         self.header.pack(fill="x")
         self.banners = tk.Frame(self, background=theme.palette.window)
@@ -116,8 +122,11 @@ class ChatPanel(tk.Frame):
                 "color": self.pick_color,
                 "image": self.send_image,
                 "file": self.send_file,
+                "emoji": self.pick_emoji,
             },
+            limit=self.files.limit_text(),
         )
+        self.composer.input.bind("<<Paste>>", self._paste, add="+")
         self.composer.pack(side="bottom", fill="x")
         body = tk.Frame(self, background=theme.palette.surface)
         body.pack(fill="both", expand=True)
@@ -131,6 +140,8 @@ class ChatPanel(tk.Frame):
             theme,
             on_save=self.files.save,
             on_load_older=self.load_older,
+            on_open_image=self.files.open_image,
+            on_cancel=self.files.cancel,
         )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
@@ -360,6 +371,18 @@ class ChatPanel(tk.Frame):
             self._save_style()
         self.composer.input.focus_set()  # typing goes on in the message box
 
+    def pick_emoji(self) -> None:
+        EmojiPicker(self.composer.emoji_button, self.app.theme, self._insert_emoji)
+
+    def _insert_emoji(self, symbol: str) -> None:
+        if alive(self):
+            self.composer.input.insert("insert", symbol)
+            self.composer.input.focus_set()
+
+    def _paste(self, _event: object = None) -> str | None:
+        """Ctrl+V: pictures and copied files are sent; text pastes as usual."""
+        return "break" if self.files.paste() else None
+
     def send_image(self) -> None:
         self.files.send(image=True)
 
@@ -411,7 +434,13 @@ class ChatPanel(tk.Frame):
 
     # ------------------------------------------------------------------ banners
 
-    def show_info(self, text: str, level: str = "info", tag: str = "") -> Banner:
+    def show_info(
+        self,
+        text: str,
+        level: str = "info",
+        tag: str = "",
+        actions: tuple[tuple[str, Callable[[], object]], ...] = (),
+    ) -> Banner:
         """One dismissable strip above the messages; `tag` names what it shows."""
         self.clear_info()
         self.info_tag = tag
@@ -420,8 +449,8 @@ class ChatPanel(tk.Frame):
             self.app.theme,
             text,
             level=level,
-            wraplength=560,
-            actions=((i18n.t("common.dismiss"), self.clear_info),),
+            wraplength=text_width(self, self.app.theme.fonts.body, BANNER_CHARS),
+            actions=(*actions, (i18n.t("common.dismiss"), self.clear_info)),
         )
         self._info.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
         return self._info

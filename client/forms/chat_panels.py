@@ -145,7 +145,7 @@ class ChatHeader(tk.Frame):
 
 
 class Composer(tk.Frame):
-    """Font size, colour, Image and File, the input box and Send."""
+    """Font size, colour, emoji, Image and File (with the size limit), the input box, Send."""
 
     def __init__(
         self,
@@ -154,6 +154,7 @@ class Composer(tk.Frame):
         font_size: int,
         color: str,
         commands: dict[str, Callable[[], object]],
+        limit: str = "",
     ) -> None:
         p, pad = theme.palette, theme.pad
         super().__init__(parent, background=p.surface)
@@ -164,7 +165,7 @@ class Composer(tk.Frame):
         tools.pack(fill="x", padx=pad, pady=(8, 4))
         self._build_size_picker(tools, font_size)
         self._build_color_picker(tools, commands["color"])
-        self._build_attach_buttons(tools, commands["image"], commands["file"])
+        self._build_attach_buttons(tools, commands, limit)
         self._build_input(font_size)
         self._build_send_row(commands["send"])
         self._send = commands["send"]
@@ -211,24 +212,31 @@ class Composer(tk.Frame):
         self.swatch.pack(side="left", padx=(4, 12))
 
     def _build_attach_buttons(
-        self, tools: tk.Frame, on_image: Callable[[], object], on_file: Callable[[], object]
+        self, tools: tk.Frame, commands: dict[str, Callable[[], object]], limit: str
     ) -> None:
-        """Image and File, plus the upload progress bar (packed only while sending)."""
+        """Emoji, Image and File, and the largest file the server takes, shown up front."""
+        self.emoji_button = ttk.Button(
+            tools, text="\u263a", width=3, style="Tool.TButton", command=commands["emoji"]
+        )
+        self.emoji_button.pack(side="left", padx=(0, 6))
+        Tooltip(self.emoji_button, i18n.t("chat.emoji"), self.theme)
         self.image_button = ttk.Button(
-            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=on_image
+            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=commands["image"]
         )
         self.image_button.pack(side="left", padx=(0, 6))
         self.file_button = ttk.Button(
-            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=on_file
+            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=commands["file"]
         )
         self.file_button.pack(side="left")
-        self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
-        self.percent = tk.Label(
+        self.limit_label = tk.Label(
             tools,
+            text=i18n.t("chat.size_limit", limit=limit) if limit else "",
             background=self.theme.palette.surface,
-            foreground=self.theme.palette.muted,
+            foreground=self.theme.palette.subtle,
             font=self.theme.fonts.small,
         )
+        if limit:
+            self.limit_label.pack(side="left", padx=(8, 0))
 
     def _build_input(self, font_size: int) -> None:
         """The message box; its own font so size changes preview without touching others."""
@@ -302,18 +310,6 @@ class Composer(tk.Frame):
     def set_text(self, text: str) -> None:
         self.input.delete("1.0", "end")
         self.input.insert("1.0", text)
-
-    def show_progress(self, fraction: float | None) -> None:
-        """The transfer bar with its percentage; None hides both (they take no space)."""
-        if fraction is None:
-            self.progress.pack_forget()
-            self.percent.pack_forget()
-            return
-        if not self.progress.winfo_ismapped():
-            self.percent.pack(side="right")
-            self.progress.pack(side="right", padx=(0, 4))
-        self.progress.configure(value=fraction)
-        self.percent.configure(text=f"{round(fraction * 100)} %")
 
 
 class MemberList(tk.Frame):
