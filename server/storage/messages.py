@@ -94,7 +94,7 @@ def store_message(
         (message_id, sender_id, target_id, target_type, recipient, envelope, time)
         for recipient, envelope in envelopes
     ]
-    if len(rows) == 1:  # a direct message: one statement does the owner check too
+    if len(rows) == 1:  # a direct message: one statement does the id check too
         inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
     else:
         # A room message: the id is checked once, not per row (per row it would scan
