@@ -62,6 +62,13 @@ PASSWORD = "bench-Password-1"
 READ_SIZE = 256 * 1024
 STARTUP_TIMEOUT = 30.0
 SCRYPT_N = 1024
+#: The load comes from one address; per-address limits meant for the public would
+#: throttle the generator itself (scenarios about those limits pass their own).
+LOAD_GENERATOR_ENV = {
+    "UCHAT_SERVER_REGISTER_PER_ADDRESS": "1000000",
+    "UCHAT_SERVER_HASHES_IN_FLIGHT_PER_ADDRESS": "64",
+    "UCHAT_SERVER_HASHES_WAITING_PER_ADDRESS": "100000",
+}
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})
 
@@ -117,6 +124,7 @@ class ServerProcess:
         config_path.write_text("{}\n", encoding="utf-8")  # defaults only, not config.json
         env = dict(os.environ)
         env.update({"UCHAT_CONFIG": str(config_path), "UCHAT_SERVER_SCRYPT_N": str(SCRYPT_N)})
+        env.update(LOAD_GENERATOR_ENV)  # every generated client comes from 127.0.0.1
         env.update(env_overrides or {})
         env["PYTHONPATH"] = str(ROOT)
         log_path = base / "server.log"

@@ -7,6 +7,7 @@ replies, errors, pushes and session changes in one ordered event log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from server.handlers import (
     upload_begin,
     upload_chunk,
 )
+from server.hash_queue import HashQueue
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
 
@@ -101,6 +103,7 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    hashes: HashQueue = field(default_factory=HashQueue)
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
@@ -141,7 +144,9 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(backlog_cursor=None, pending_output=1 << 30)
+        self.connection = types.SimpleNamespace(
+            backlog_cursor=None, pending_output=1 << 30, is_open=True
+        )
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
@@ -186,8 +191,15 @@ class FakeContext:
     def close_after_reply(self) -> None:
         self.closing = True
 
-    def run_in_worker(self, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def run_in_worker(
+        self,
+        fn: Callable[[], Any],
+        then: Callable[[Any], None],
+        always: Callable[[], None] | None = None,
+    ) -> None:
         def job() -> None:
+            if always is not None:
+                always()
             self.guarded(lambda: then(fn()))
 
         if self.server.deferred is None:
@@ -472,7 +484,7 @@ def test_login_backoff_locks_the_account_and_survives_a_restart(
     assert "2 seconds" in error.message
     server.time += 1_500
     ok(login, FakeContext(server, peer=("10.0.2.1", 1)), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.2.1")) is None
 
 
 def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
@@ -480,14 +492,37 @@ def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
     peer = ("10.9.9.9", 1)
     # An address (maybe a whole office behind NAT) gets four times an account's room.
     allowed = server.config.login_max_failures * login.ADDRESS_FAILURE_FACTOR
-    for index in range(allowed):
-        fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
-    ok(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     for index in range(allowed + 1):
         fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
     error = fails(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     assert error.code == "too_many_attempts"
     ok(login, FakeContext(server, peer=("10.9.9.10", 1)), username="alice", password=PASSWORD)
+
+
+def test_an_address_the_owner_used_keeps_its_own_allowance(server: FakeServer) -> None:
+    signup(server, "alice")
+    home = ("10.8.0.1", 1)
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)
+    for index in range(20):  # a stranger from many addresses, and the home address's
+        stranger = FakeContext(server, peer=(f"10.8.1.{index}", 1))  # own guesses elsewhere
+        fails(login, stranger, username="ALICE", password="guess 1")
+        fails(login, FakeContext(server, peer=home), username=f"other{index}", password="x")
+    error = fails(
+        login, FakeContext(server, peer=("10.8.2.1", 1)), username="alice", password=PASSWORD
+    )
+    assert error.code == "too_many_attempts"  # new addresses are locked out ...
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)  # not home
+
+
+def test_lock_keys_fold_as_the_database_folds(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="elise@example.org"))
+    for index in range(4):  # three allowed, the fourth locks
+        fails(
+            login, FakeContext(server, peer=(f"10.7.0.{index}", 1)), username="ÉLISE", password="x"
+        )
+    assert login_attempts.user_key("ÉLISE") == login_attempts.user_key("élise")
+    error = fails(login, FakeContext(server, peer=("10.7.1.1", 1)), username="élise", password="x")
+    assert error.code == "too_many_attempts"
 
 
 def test_parallel_guesses_cannot_outrun_the_lock(server: FakeServer) -> None:
@@ -506,9 +541,13 @@ def test_a_correct_password_clears_the_pre_counted_failure(server: FakeServer) -
     signup(server, "alice")
     for _ in range(2):
         fails(login, FakeContext(server), username="alice", password="bad password 1")
+    fails(login, FakeContext(server, peer=("10.6.0.1", 1)), username="alice", password="guess")
     ok(login, FakeContext(server), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
-    assert login_attempts.get(server.db, login_attempts.address_key("10.0.0.1")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.0.1")) is None
+    account = login_attempts.get(server.db, login_attempts.user_key("alice"))
+    assert account is not None and account.failures == 1  # the stranger's guess stays
+    address = login_attempts.get(server.db, login_attempts.address_key("10.0.0.1"))
+    assert address is not None and address.failures == 0
 
 
 def test_login_lock_grows_and_is_capped(server: FakeServer) -> None:
@@ -1296,3 +1335,64 @@ def test_a_full_group_refuses_new_members(
     assert (full.code, full.field) == ("room_full", "room_id")
     # A member asking again still hears that they are already in.
     assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
+
+
+# --- hostile load: names and registration limits (issue 8) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("\u0430lice", "username_confusable"),  # Cyrillic a
+        ("\uff41\uff4c\uff49\uff43\uff45", "username_taken"),  # fullwidth, NFKC = alice
+        ("ALICE", "username_taken"),
+        ("a1ice", "username_confusable"),
+        ("alice\u034f", "username_invisible"),
+        ("alice\ufe0f", "username_invisible"),
+        ("alice\u3164", "username_invisible"),
+    ],
+)
+def test_names_that_pass_for_alice_are_refused(server: FakeServer, name: str, code: str) -> None:
+    signup(server, "alice")
+    error = fails(register, FakeContext(server), **form(name, email="other@example.org"))
+    assert (error.code, error.field) == (code, "username")
+
+
+def test_elise_and_accented_capital_elise_are_one_name(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="e1@example.org"))
+    error = fails(register, FakeContext(server), **form("Élise", email="e2@example.org"))
+    assert error.code == "username_taken"
+    ok(login, FakeContext(server), username="ÉLISE", password=PASSWORD)
+
+
+def test_registrations_per_address_are_limited(server: FakeServer) -> None:
+    server.config = dataclasses.replace(server.config, register_per_address=3)
+    for index in range(3):
+        ok(register, FakeContext(server), **form(f"user{index}x"))
+    error = fails(register, FakeContext(server), **form("user9x"))
+    assert error.code == "too_many_registrations" and "minutes" in error.message
+    ok(register, FakeContext(server, peer=("10.5.5.5", 1)), **form("user9x"))
+    server.time += int(server.config.register_window * 1000)
+    ok(register, FakeContext(server), **form("user10x"))
+
+
+def test_an_address_has_few_hashes_in_flight_and_a_bounded_queue(server: FakeServer) -> None:
+    server.config = dataclasses.replace(
+        server.config, hashes_in_flight_per_address=2, hashes_waiting_per_address=3
+    )
+    signup(server, "alice")
+    server.deferred = []
+    guesses = [FakeContext(server, peer=("10.2.0.1", 1)) for _ in range(6)]
+    for index, ctx in enumerate(guesses):
+        call(login, ctx, username=f"nobody{index}", password="guess")
+    assert server.hashes.in_flight("10.2.0.1") == 2 and server.hashes.waiting("10.2.0.1") == 3
+    assert len(server.deferred) == 2  # only two hashes reached the workers
+    assert answer(guesses[5]).code == "server_busy"
+    honest = FakeContext(server, peer=("10.2.0.2", 1))
+    call(login, honest, username="alice", password=PASSWORD)
+    assert len(server.deferred) == 3  # another address is not queued behind the flood
+    while server.deferred:
+        server.run_deferred()
+    assert [kind for kind, _ in honest.answers] == ["reply"]
+    assert [answer(ctx).code for ctx in guesses[:5]] == ["login_failed"] * 5
+    assert server.hashes.in_flight("10.2.0.1") == 0
