@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
+from server import quotas
 from server.handlers._common import USERNAME_MAX, caller
 from server.handlers._params import get_choice, get_hex_id, get_hex_ids, get_int, get_str
 from server.handlers._wire import delivery
@@ -38,6 +39,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
     target_id, recipients = _recipients(ctx, sender_id, target_type, params)
     envelopes = _envelopes(params, recipients)
+    quotas.check_inboxes(ctx, recipients)
     attachment_ids = _attachments(ctx, sender_id, params)
     now = ctx.now()
     messages.store_message(

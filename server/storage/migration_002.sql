@@ -26,3 +26,10 @@ CREATE TABLE rate_windows (
     window_start INTEGER NOT NULL,
     count        INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The retention sweep (server/storage/retention.py) finds delivered envelopes by age.
+CREATE INDEX chat_history_delivered ON chat_history (time) WHERE sent = 1;
+
+-- Quotas (server/quotas.py) count one account's rooms and uploads.
+CREATE INDEX rooms_by_creator ON rooms (created_by);
+CREATE INDEX attachments_by_uploader ON attachments (uploader_id);

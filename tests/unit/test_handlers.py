@@ -1396,3 +1396,112 @@ def test_an_address_has_few_hashes_in_flight_and_a_bounded_queue(server: FakeSer
     assert [kind for kind, _ in honest.answers] == ["reply"]
     assert [answer(ctx).code for ctx in guesses[:5]] == ["login_failed"] * 5
     assert server.hashes.in_flight("10.2.0.1") == 0
+
+
+# --- quotas and retention (issue 8) ----------------------------------------------------
+
+
+def limit(server: FakeServer, **changes: Any) -> None:
+    server.config = dataclasses.replace(server.config, **changes)
+
+
+def test_pending_friend_requests_are_limited_both_ways(server: FakeServer) -> None:
+    limit(server, max_friend_requests_out=2, max_friend_requests_in=2)
+    for name in ("bob", "carol", "dave", "erin", "frank"):
+        signup(server, name)
+    alice = online(server, "alice")
+    ok(add_friend, alice, username="bob")
+    ok(add_friend, as_user(server, "alice"), username="carol")
+    error = fails(add_friend, as_user(server, "alice"), username="dave")
+    assert error.code == "too_many_friend_requests"
+    online(server, "erin")
+    online(server, "frank")
+    online(server, "dave")
+    ok(add_friend, as_user(server, "erin"), username="bob")  # bob now has two waiting
+    error = fails(add_friend, as_user(server, "frank"), username="bob")
+    assert (error.code, error.field) == ("friend_requests_full", "username")
+    ok(resolve_friend_request, online(server, "bob"), username="alice", decision="reject")
+    ok(add_friend, as_user(server, "frank"), username="bob")
+
+
+def test_login_pages_friend_requests_and_contact_list_gives_the_rest(server: FakeServer) -> None:
+    limit(server, friend_requests_page=2)
+    signup(server, "alice")
+    askers = [f"asker{index}" for index in range(5)]
+    for name in askers:
+        online(server, name)
+        ok(add_friend, as_user(server, name), username="alice")
+        server.time += 1
+    bundle = ok(login, FakeContext(server), username="alice", password=PASSWORD)
+    assert bundle["friend_requests"] == askers[:2] and bundle["friend_requests_next"]
+    names, cursor = list(bundle["friend_requests"]), bundle["friend_requests_next"]
+    while cursor:
+        page = ok(contact_list, as_user(server, "alice"), requests_after=cursor)
+        assert set(page) == {"friend_requests", "friend_requests_next"}
+        names += page["friend_requests"]
+        cursor = page["friend_requests_next"]
+    assert names == askers
+
+
+def test_rooms_per_account_are_limited(server: FakeServer) -> None:
+    limit(server, max_rooms_per_account=2)
+    online(server, "alice")
+    ok(create_room, as_user(server, "alice"), name="one")
+    ok(create_room, as_user(server, "alice"), name="two")
+    assert fails(create_room, as_user(server, "alice"), name="three").code == "too_many_rooms"
+
+
+def test_uploads_kept_and_their_bytes_are_limited(server: FakeServer) -> None:
+    limit(server, max_uploads_per_account=2, max_upload_bytes_per_account=1_000_000)
+    online(server, "alice")
+    digest = bytes(32)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="a" * 32, size=10, digest=digest)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=10, digest=digest)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=10, digest=digest
+    )
+    assert error.code == "upload_quota_exceeded"
+    limit(server, max_uploads_per_account=10, max_upload_bytes_per_account=1_000)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=990, digest=digest
+    )
+    assert (error.code, error.field) == ("upload_quota_exceeded", "size")
+
+
+def test_undelivered_messages_per_recipient_are_limited(server: FakeServer) -> None:
+    limit(server, max_undelivered_per_recipient=2)
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    for index in range(2):
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+    assert (error.code, error.field) == ("recipient_inbox_full", "target")
+    ok(ack_delivery, as_user(server, "bob"), message_ids=[f"{0:032x}"])
+    assert answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))["time"]
+
+
+def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeServer) -> None:
+    from server.storage import retention
+
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    digest = hashlib.sha256(b"hello").digest()
+    alice = as_user(server, "alice")
+    ok(upload_begin, alice, attachment_id="a" * 32, size=5, digest=digest)
+    ok(upload_chunk, as_user(server, "alice"), attachment_id="a" * 32, offset=0, data=b"hello")
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=5, digest=digest)
+    answer(send(as_user(server, "alice"), "1" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32]))
+    answer(send(as_user(server, "alice"), "2" * 32, "bob", {"bob": b"y"}))
+    ok(ack_delivery, as_user(server, "bob"), message_ids=["1" * 32])
+    day = 24 * 3600 * 1000
+    early = retention.sweep(server.db, server.time + day, retention_days=30, abandoned_hours=48)
+    assert (early.envelopes, early.attachments) == (0, [])
+    result = retention.sweep(
+        server.db, server.time + 31 * day, retention_days=30, abandoned_hours=48
+    )
+    assert result.envelopes == 1 and sorted(result.attachments) == ["a" * 32, "b" * 32]
+    left = [d.message_id for d in messages.undelivered(server.db, uid(server, "bob"))]
+    assert left == ["2" * 32]  # undelivered messages are never swept
+    assert attachments.get(server.db, "a" * 32) is None
