@@ -15,19 +15,19 @@ import threading
 import tkinter as tk
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from client import i18n
 from client.core.client import ChatClient
-from client.core.models import Contact, Event
+from client.core.event_types import Event, Kicked
+from client.core.models import Contact
 from client.forms.chat_form import ChatWindow
 from client.forms.contacts_form import ContactsForm
+from client.forms.host import FormHost, UiSettings
 from client.forms.login import ServerAddress
 from client.forms.login_form import LoginForm
 from client.forms.register_form import RegisterForm
 from client.theme import Theme, apply_theme
-from common.config import Config
 
 PUMP_INTERVAL_MS = 30
 PUMP_BATCH = 200
@@ -45,38 +45,6 @@ class _Pending:
     client: ChatClient
     on_result: Callable[[Any], object] | None
     on_error: Callable[[BaseException], object] | None
-
-
-@dataclass(frozen=True)
-class UiSettings:
-    """What the GUI needs from the configuration, resolved once at start-up."""
-
-    host: str
-    port: int
-    data_dir: Path
-    server_fingerprint: str = ""
-    request_timeout: float = 10.0
-    ping_interval: float = 30.0
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
-    font_size: int = 12
-    font_color: str = "#1f2328"
-
-    @classmethod
-    def from_config(cls, config: Config, data_dir: Path) -> UiSettings:
-        c = config.client
-        return cls(
-            host=c.host,
-            port=c.port,
-            data_dir=data_dir,
-            server_fingerprint=c.server_fingerprint,
-            request_timeout=c.request_timeout,
-            ping_interval=c.ping_interval,
-            reconnect_min=c.reconnect_min,
-            reconnect_max=c.reconnect_max,
-            font_size=c.font_size,
-            font_color=c.font_color,
-        )
 
 
 def release_widgets() -> None:
@@ -98,7 +66,6 @@ class App:
         self.theme: Theme = apply_theme(root)
         self.client: ChatClient | None = None
         self.server_address = ServerAddress(settings.host, settings.port)
-        self.key_warnings: dict[str, str] = {}  # username -> new fingerprint, until trusted
         self.chats: dict[ChatKey, ChatWindow] = {}
         self.form: tk.Widget | None = None
         self._client_address: ServerAddress | None = None
@@ -202,20 +169,22 @@ class App:
             self._pump_job = self.root.after(delay, self._pump)
 
     def _dispatch(self, event: Event) -> None:
-        if event.kind == "kicked":
+        if isinstance(event, Kicked):
             self._kicked(event)
             return
-        if event.kind == "key_changed":
-            username = str(event.data.get("username", ""))
-            self.key_warnings[username] = str(event.data.get("new_fingerprint", ""))
         for listener in list(self._listeners):
             listener(event)
 
-    def _kicked(self, event: Event) -> None:
-        address = str(event.data.get("address", "")) or "?"
+    def _kicked(self, event: Kicked) -> None:
+        client = self.client
+        username = client.username or "" if client is not None else ""
         self.close_chats()
         self.drop_client()
-        self.show_login(notice=i18n.t("login.kicked", address=address), warning=True)
+        self.show_login(
+            notice=i18n.t("login.kicked", address=event.address or "?"),
+            warning=True,
+            username=username,
+        )
 
     # ------------------------------------------------------------------ forms
 
@@ -258,6 +227,9 @@ class App:
         window = ChatWindow(self.root, self, contact)
         self.chats[key] = window
         return window
+
+    def open_chats(self) -> int:
+        return len(self.chats)
 
     def contacts_changed(self) -> None:
         """Something local changed the list (a chat was read): redraw it soon."""
@@ -315,3 +287,11 @@ class App:
         """The main window was closed: close, then leave the Tk loop."""
         self.close()
         self.root.destroy()
+
+
+def _host_check(app: App) -> FormHost:
+    """mypy proves here that `App` is a `FormHost`."""
+    return app
+
+
+__all__ = ["App", "UiSettings", "release_widgets"]

@@ -18,6 +18,7 @@ from typing import Any
 from client.core.connection import Connection
 from client.core.crypto_session import Identity, keys_match
 from client.core.directory import fetch_remaining_requests
+from client.core.event_types import KeyMissing
 from client.core.events import Emit
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink, server_ca
@@ -161,7 +162,7 @@ class Accounts:
                 if keys_match(keys, certificate):
                     return Identity(username, keys, certificate)
                 reason = "the key file on this computer does not match your certificate"
-        self._emit("key_missing", username=username, reason=reason)
+        self._emit(KeyMissing(username, reason))
         return None
 
     def _after_login(self, session: Session) -> None:

@@ -26,14 +26,15 @@ from typing import Any, TypeVar
 
 from client.core.accounts import Accounts
 from client.core.connection import Connection
-from client.core.contacts import Target, chat_of
+from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
 from client.core.crypto_session import attachment_body, safety_number_between
 from client.core.directory import Directory
 from client.core.downloads import Downloads
+from client.core.event_types import ConnectionChanged, Event, KeyTrusted, MessageReceived
 from client.core.events import EventHub, EventTimeout, Listener
 from client.core.keystore import KeyStore
 from client.core.link import ServerLink
-from client.core.models import Attachment, ChatMessage, Contact, Event, Profile
+from client.core.models import Attachment, ChatKind, ChatMessage, Contact, Profile
 from client.core.outgoing import Outgoing
 from client.core.pins import ServerPins
 from client.core.pushes import PushHandler
@@ -41,6 +42,7 @@ from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from common.crypto.keys import KdfParams
+from common.errors import RequestError
 from common.protocol.message import Message
 
 __all__ = ["ChatClient", "EventTimeout", "Target"]
@@ -183,7 +185,7 @@ class ChatClient:
         """TCP + handshake, checking the server pin (configured, else trust on first use)."""
         if self._link.connect():
             self._reconnector.allow()
-            self._events.emit("connection", state="connected")
+            self._events.emit(ConnectionChanged("connected"))
 
     def register(self, username: str, password: str, email: str, sex: str, age: int) -> None:
         """Create keys and a CSR, register, and seal the keys under the password."""
@@ -234,7 +236,7 @@ class ChatClient:
 
     def _announce(self, message: ChatMessage) -> None:
         self._downloads.remember(message)
-        self._events.emit("message", message=message)
+        self._events.emit(MessageReceived(message))
 
     # ------------------------------------------------------------------ friends, rooms
 
@@ -266,15 +268,16 @@ class ChatClient:
     def create_room(self, name: str) -> Contact:
         return self._directory.create_room(name)
 
-    def join_room(self, room_id: int) -> Contact:
-        return self._directory.join_room(room_id)
+    def join_room(self, room: RoomRef) -> Contact:
+        """Join by room id (an int, as everywhere in this API) or the room's Contact."""
+        return self._directory.join_room(room_number(room))
 
-    def leave_room(self, room_id: int) -> None:
-        self._directory.leave_room(room_id)
+    def leave_room(self, room: RoomRef) -> None:
+        self._directory.leave_room(room_number(room))
 
-    def room_members(self, room_id: int) -> list[dict[str, Any]]:
+    def room_members(self, room: RoomRef) -> list[dict[str, Any]]:
         """[{username, online}] of a room you are in."""
-        return self._directory.room_members(room_id)
+        return self._directory.room_members(room_number(room))
 
     # ------------------------------------------------------------------ keys
 
@@ -297,6 +300,23 @@ class ChatClient:
         if session.inbox is not None:
             with self._slot.lock:
                 session.inbox.release(username)
+        self._events.emit(KeyTrusted(username))
+
+    def pending_key_changes(self) -> list[str]:
+        """Friends whose changed key waits for `trust_new_key`, sorted (the one list of them)."""
+        certificates = self._slot.require().certificates
+        return sorted(name for name in self._friend_names() if certificates.changed_key(name))
+
+    def _friend_names(self) -> list[str]:
+        return [c.id for c in self._slot.require().contacts.all() if c.kind == "user"]
+
+    def _chat(self, target: Target) -> tuple[ChatKind, str]:
+        """`chat_of`, refusing a room id given as a str (it would name a user)."""
+        if misused_room_id(self._slot.require().contacts, target):
+            raise RequestError(
+                "invalid_target", f"a room id is an int: pass {target}, not {target!r}", "target"
+            )
+        return chat_of(target)
 
     # ------------------------------------------------------------------ sending
 
@@ -345,7 +365,7 @@ class ChatClient:
     ) -> list[ChatMessage]:
         """Up to `limit` messages, oldest first, older than `before` (a message or its id)."""
         session = self._slot.require()
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = self._chat(target)
         cursor: tuple[int, int] | None
         if isinstance(before, ChatMessage):
             cursor = session.store.history_cursor(before.message_id)
@@ -361,20 +381,20 @@ class ChatClient:
         self, text: str, limit: int = 100, target: Target | None = None
     ) -> list[ChatMessage]:
         """Local history search, newest first; `target` limits it to one conversation."""
-        chat = chat_of(target) if target is not None else None
+        chat = self._chat(target) if target is not None else None
         messages = self._slot.require().store.search(text, limit, chat)
         self._downloads.remember_all(messages)
         return messages
 
     def mark_read(self, target: Target) -> None:
-        self._slot.require().store.mark_read(*chat_of(target))
+        self._slot.require().store.mark_read(*self._chat(target))
 
     def unread(self, target: Target) -> int:
-        return self._slot.require().store.unread(*chat_of(target))
+        return self._slot.require().store.unread(*self._chat(target))
 
     def save_draft(self, target: Target, text: str) -> None:
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = self._chat(target)
         self._slot.require().store.save_draft(chat_kind, chat_id, text)
 
     def draft(self, target: Target) -> str:
-        return self._slot.require().store.draft(*chat_of(target))
+        return self._slot.require().store.draft(*self._chat(target))

@@ -17,7 +17,27 @@ from client.core.models import ChatKind, Contact
 from client.core.store import ChatSummary
 from common.errors import RemoteProtocolError
 
-Target = str | int | Contact
+Target = str | int | Contact  # a username, a room id, or either as a Contact
+RoomRef = int | Contact  # a room id is an int everywhere in the API (or the room's Contact)
+
+
+def room_number(room: RoomRef) -> int:
+    """The room id of `room`; TypeError for anything that is not a room."""
+    if isinstance(room, Contact):
+        return room.room_id
+    if isinstance(room, bool) or not isinstance(room, int):
+        raise TypeError(f"a room id is an int (or the room's Contact), not {type(room).__name__}")
+    return room
+
+
+def misused_room_id(book: ContactBook, target: Target) -> bool:
+    """A room number passed as a str: `history("123")` must fail, not show nothing."""
+    return (
+        isinstance(target, str)
+        and target.isdigit()
+        and book.get("user", target) is None
+        and book.get("room", target) is not None
+    )
 
 
 def chat_of(target: Target) -> tuple[ChatKind, str]:

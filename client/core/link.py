@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from client.core.connection import Connection, PendingRequest, PinStore
 from client.core.connection import PushHandler as ConnectionPushHandler
+from client.core.event_types import ConnectionChanged
 from client.core.events import Emit
 from common.errors import ConnectionLost, HandshakeError, UchatError
 from common.protocol.opcodes import MessageType
@@ -73,11 +74,11 @@ class ServerLink:
         with self._conn_lock:
             if self.connected:
                 return False
-            self._emit("connection", state="connecting")
+            self._emit(ConnectionChanged("connecting"))
             try:
                 self._open()
             except UchatError as exc:
-                self._emit("connection", state="disconnected", error=str(exc))
+                self._emit(ConnectionChanged("disconnected", str(exc)))
                 raise
         return True
 
@@ -125,7 +126,7 @@ class ServerLink:
         """Socket thread: a superseded connection's death is nobody's business."""
         if conn is not self._conn:
             return
-        self._emit("connection", state="disconnected", error=str(error) if error else "")
+        self._emit(ConnectionChanged("disconnected", str(error) if error else ""))
         self._on_lost_current()
 
     def close(self) -> None:

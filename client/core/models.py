@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 ChatKind = Literal["user", "room"]
 MessageKind = Literal["text", "image", "file"]
 MessageStatus = Literal["sending", "sent", "delivered", "received", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the server pushed or the client noticed; see docs/api.md."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +33,13 @@ class Contact:
     last_message: str = ""
     last_message_time: int = 0
     members: tuple[str, ...] = ()
+
+    @property
+    def room_id(self) -> int:
+        """The room number, the one type every room method takes; ValueError for a friend."""
+        if self.kind != "room":
+            raise ValueError(f"{self.id} is a friend, not a room")
+        return int(self.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from typing import Any
 
 from client.core import media
 from client.core.binding import bind_chat
-from client.core.contacts import Target, chat_of
+from client.core.contacts import Target, chat_of, misused_room_id
 from client.core.crypto_session import MAX_NAME_LENGTH, Identity, check_style, text_body
+from client.core.event_types import MessageSent
 from client.core.events import Emit
 from client.core.models import Attachment, ChatKind, ChatMessage, MessageKind
 from client.core.session import Session, SessionSlot, report_status
@@ -94,7 +95,9 @@ class Outgoing:
             status="sending",
         )
         params = self._seal_params(session, identity, message, text_body(text, font_size, color))
-        return session.outbox.submit(message, params)
+        sent = session.outbox.submit(message, params)
+        self._emit(MessageSent(sent))
+        return sent
 
     def _seal_params(
         self,
@@ -181,6 +184,7 @@ class Outgoing:
         )
         session.store.add_message(message)
         self._remember(message)
+        self._emit(MessageSent(message))
         return self._complete_upload(session, state, progress)
 
     def _complete_upload(
@@ -253,6 +257,8 @@ def _resolve(session: Session, target: Target) -> tuple[ChatKind, str]:
     The server treats names case-insensitively but certificates carry the exact
     spelling; without this, "Bob" for friend "bob" would look like a forged key.
     """
+    if misused_room_id(session.contacts, target):
+        raise RequestError("invalid_target", f"a room id is an int: pass {target}", "target")
     chat_kind, chat_id = chat_of(target)
     if chat_kind == "user":
         chat_id = session.contacts.friend_named(chat_id) or chat_id

@@ -1,8 +1,9 @@
 """Images and files in a chat window: pick and send, save where the user chooses,
 thumbnails for images, and the progress bar while a transfer runs.
 
-Transfers run on workers; their progress goes into a `ProgressTracker` (numbers under
-a lock) that a Tk timer reads, so no worker ever touches a widget.
+Transfers run on workers; their progress reaches this window only as the core's
+`TransferProgress` events, drained on the Tk thread, so no worker touches a widget and
+nothing polls.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from typing import TYPE_CHECKING
 from client import i18n
 from client.components.busy import alive
 from client.core import media
+from client.core.event_types import TransferProgress
 from client.core.models import ChatMessage
-from client.forms.chat import ProgressTracker
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
     from client.forms.chat_form import ChatWindow
 
-PROGRESS_POLL_MS = 100
 IMAGE_PATTERNS = "*.png *.jpg *.jpeg *.gif *.bmp *.webp"
 
 
@@ -32,7 +32,7 @@ class AttachmentFlow:
     def __init__(self, window: ChatWindow) -> None:
         self.window = window
         self.app = window.app
-        self.progress = ProgressTracker()
+        self._watched: dict[str, float] = {}  # attachment id -> fraction done
 
     # ------------------------------------------------------------------ sending
 
@@ -47,18 +47,22 @@ class AttachmentFlow:
         if not chosen:
             return
         send = client.send_image if image else client.send_file
-        self._start()
         self.app.run(
             send,
             self.window.target,
             Path(chosen),
-            self.progress.report,
             on_result=self._sent,
             on_error=self._failed,
         )
 
+    def sending(self, message: ChatMessage) -> None:
+        """Our attachment message is stored: follow its upload's progress."""
+        if message.outgoing and message.status == "sending" and message.attachment is not None:
+            self._watch(message.attachment.attachment_id)
+
     def _sent(self, message: ChatMessage) -> None:
-        self.progress.finish()
+        if message.attachment is not None:
+            self._done(message.attachment.attachment_id)
         if alive(self.window):
             self.window.show_message(message)
 
@@ -72,18 +76,19 @@ class AttachmentFlow:
         folder = filedialog.askdirectory(parent=self.window, title=i18n.t("chat.save_to"))
         if not folder:
             return
-        self._start()
+        attachment_id = message.attachment.attachment_id
+        self._watch(attachment_id)
         self.app.run(
             client.download,
             message,
             Path(folder),
-            self.progress.report,
             on_result=functools.partial(self._saved, message),
-            on_error=self._failed,
+            on_error=functools.partial(self._failed, attachment_id=attachment_id),
         )
 
     def _saved(self, message: ChatMessage, path: Path) -> None:
-        self.progress.finish()
+        if message.attachment is not None:
+            self._done(message.attachment.attachment_id)
         if alive(self.window):
             self._record_path(message, path)
             self.window.show_info(i18n.t("chat.saved_to", path=str(path)), level="success")
@@ -145,22 +150,42 @@ class AttachmentFlow:
 
     # ------------------------------------------------------------------ progress
 
-    def _start(self) -> None:
-        self.progress.start()
-        self.window.composer.show_progress(0.0)
-        self.window.after(PROGRESS_POLL_MS, self._poll)
+    def progress(self, event: TransferProgress) -> None:
+        """A `TransferProgress` event: move the bar if it is one of ours."""
+        if event.attachment_id not in self._watched or event.total <= 0:
+            return
+        self._watched[event.attachment_id] = min(event.done / event.total, 1.0)
+        self._show()
 
-    def _poll(self) -> None:
+    @property
+    def active(self) -> bool:
+        return bool(self._watched)
+
+    def _watch(self, attachment_id: str) -> None:
+        self._watched[attachment_id] = 0.0
+        self._show()
+
+    def _done(self, attachment_id: str) -> None:
+        self._watched.pop(attachment_id, None)
+        self._show()
+
+    def _show(self) -> None:
+        """One bar for what this window moves: the mean of its transfers."""
         if not alive(self.window):
             return
-        if self.progress.active:
-            self.window.composer.show_progress(self.progress.fraction())
-            self.window.after(PROGRESS_POLL_MS, self._poll)
-        else:
+        if not self._watched:
             self.window.composer.show_progress(None)
+            return
+        self.window.composer.show_progress(sum(self._watched.values()) / len(self._watched))
 
-    def _failed(self, exc: BaseException) -> None:
-        self.progress.finish()
+    def settled(self, message: ChatMessage) -> None:
+        """An outgoing message left `sending`: its upload is over, either way."""
+        if message.status != "sending" and message.attachment is not None:
+            self._done(message.attachment.attachment_id)
+
+    def _failed(self, exc: BaseException, attachment_id: str = "") -> None:
+        if attachment_id:
+            self._done(attachment_id)
         if alive(self.window):
             self.window.show_info(describe_error(exc).message, level="warning")
 

@@ -17,7 +17,20 @@ from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
 from client.components.message_view import MessageView
-from client.core.models import ChatMessage, Contact, Event
+from client.core.event_types import (
+    ConnectionChanged,
+    ContactRemoved,
+    Event,
+    KeyChanged,
+    KeyTrusted,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    PresenceChanged,
+    RoomMemberChanged,
+    TransferProgress,
+)
+from client.core.models import ChatMessage, Contact
 from client.forms.chat import (
     PAGE_SIZE,
     ChatTranscript,
@@ -33,14 +46,14 @@ from client.forms.errors import describe_error
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 MAX_SEARCH_PAGES = 40
 WINDOW_SIZE = (620, 660)
 
 
 class ChatWindow(tk.Toplevel):
-    def __init__(self, master: tk.Misc, app: App, contact: Contact) -> None:
+    def __init__(self, master: tk.Misc, app: FormHost, contact: Contact) -> None:
         super().__init__(master, background=app.theme.palette.window)
         self.app = app
         self.contact = contact
@@ -70,7 +83,7 @@ class ChatWindow(tk.Toplevel):
     def _place(self) -> None:
         root = self.app.root
         root.update_idletasks()
-        offset = 28 * len(self.app.chats)
+        offset = 28 * self.app.open_chats()
         x = root.winfo_x() + root.winfo_width() + 16 + offset
         y = max(root.winfo_y(), 0) + offset
         width, height = WINDOW_SIZE[0], max(WINDOW_SIZE[1], root.winfo_height())
@@ -170,29 +183,38 @@ class ChatWindow(tk.Toplevel):
     def on_event(self, event: Event) -> None:
         if not alive(self):
             return
-        data = event.data
-        if event.kind == "message":
-            message = data.get("message")
-            if isinstance(message, ChatMessage) and in_chat(message, self.contact):
-                self.show_message(message)
-                self.mark_read()
-        elif event.kind == "message_status":
-            updated = self.transcript.set_status(
-                str(data.get("message_id")), data.get("status", "sent")
-            )
+        if isinstance(event, MessageReceived | MessageSent):
+            if in_chat(event.message, self.contact):
+                self.show_message(event.message)
+                if isinstance(event, MessageReceived):
+                    self.mark_read()
+                else:
+                    self.files.sending(event.message)
+        elif isinstance(event, MessageStatusChanged):
+            updated = self.transcript.set_status(event.message_id, event.status)
             if updated is not None:
                 self.view.update_status(updated.message_id, updated.status)
-        elif event.kind == "presence" and self._is_me(data.get("username")):
-            self._presence(data)
-        elif event.kind == "room_member" and str(data.get("room_id")) == self.contact.id:
-            self._member_event(str(data.get("username")), str(data.get("event")))
-        elif event.kind == "key_changed" and self._is_me(data.get("username")):
+                self.files.settled(updated)
+        elif isinstance(event, TransferProgress):
+            self.files.progress(event)
+        elif isinstance(event, PresenceChanged) and self._is_me(event.username):
+            self._presence(event)
+        elif isinstance(event, RoomMemberChanged) and self._is_my_room(event.room_id):
+            self._member_event(event.username, event.event)
+        elif isinstance(event, KeyChanged) and self._is_me(event.username):
             self.verification.show_warning()
-        elif event.kind == "contact_removed":
-            self._removed(data.get("contact"))
+        elif isinstance(event, KeyTrusted) and self._is_me(event.username):
+            self.verification.trusted()
+        elif isinstance(event, ContactRemoved):
+            self._removed(event.contact)
+        elif isinstance(event, ConnectionChanged):
+            self.header.set_connection(event.state)
 
-    def _is_me(self, username: object) -> bool:
+    def _is_me(self, username: str) -> bool:
         return self.contact.kind == "user" and username == self.contact.id
+
+    def _is_my_room(self, room_id: int) -> bool:
+        return self.contact.kind == "room" and self.contact.room_id == room_id
 
     def show_message(self, message: ChatMessage) -> None:
         stored = self.transcript.add(message)
@@ -200,10 +222,12 @@ class ChatWindow(tk.Toplevel):
             self.view.append(stored)
             self.files.thumbnails([stored])
 
-    def _presence(self, data: dict[str, Any]) -> None:
-        ip, port = data.get("ip") or self.contact.ip, data.get("port") or self.contact.port
+    def _presence(self, event: PresenceChanged) -> None:
         self.contact = dataclasses.replace(
-            self.contact, online=data.get("online") is True, ip=str(ip), port=int(port)
+            self.contact,
+            online=event.online,
+            ip=event.ip or self.contact.ip,
+            port=event.port or self.contact.port,
         )
         self.header.show(self.contact)
 
@@ -219,8 +243,8 @@ class ChatWindow(tk.Toplevel):
         self.header.show(self.contact)
         self.refresh_members()
 
-    def _removed(self, contact: object) -> None:
-        if isinstance(contact, Contact) and (contact.kind, contact.id) == (
+    def _removed(self, contact: Contact) -> None:
+        if (contact.kind, contact.id) == (
             self.contact.kind,
             self.contact.id,
         ):
@@ -244,7 +268,7 @@ class ChatWindow(tk.Toplevel):
                 )
 
         self.app.run(
-            client.room_members, int(self.contact.id), on_result=show, on_error=lambda _exc: None
+            client.room_members, self.contact, on_result=show, on_error=lambda _exc: None
         )  # the names from the contact stay shown
 
     def _show_members(self, members: dict[str, bool | None]) -> None:

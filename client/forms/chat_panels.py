@@ -63,13 +63,27 @@ class ChatHeader(tk.Frame):
         tk.Frame(self, height=1, background=p.border).grid(
             row=2, column=0, columnspan=3, sticky="ew"
         )
+        self.connection = "connected"
+        self.contact = contact
         self.show(contact)
 
+    def set_connection(self, state: str) -> None:
+        """While we are not connected nobody's presence is known: say so instead."""
+        self.connection = state
+        self.show(self.contact)
+
     def show(self, contact: Contact) -> None:
+        self.contact = contact
         is_room = contact.kind == "room"
-        self.avatar.show(contact.name, None if is_room else contact.online, group=is_room)
+        connected = self.connection == "connected"
+        online = contact.online if connected else False
+        self.avatar.show(contact.name, None if is_room else online, group=is_room)
         p = self.theme.palette
-        if is_room:
+        if not connected:
+            key = f"connection.{self.connection}"
+            text = "\u25cb " + (i18n.t(key) if i18n.has(key) else self.connection)
+            color = p.error
+        elif is_room:
             text, color = address_text(contact), p.muted
         elif contact.online:
             text = f"\u25cf {i18n.t('contacts.online')}  \u00b7  {address_text(contact)}"
@@ -158,6 +172,12 @@ class Composer(tk.Frame):
         )
         self.file_button.pack(side="left")
         self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
+        self.percent = tk.Label(
+            tools,
+            background=self.theme.palette.surface,
+            foreground=self.theme.palette.muted,
+            font=self.theme.fonts.small,
+        )
 
     def _build_input(self, font_size: int) -> None:
         """The message box; its own font so size changes preview without touching others."""
@@ -229,12 +249,16 @@ class Composer(tk.Frame):
         self.input.insert("1.0", text)
 
     def show_progress(self, fraction: float | None) -> None:
+        """The transfer bar with its percentage; None hides both (they take no space)."""
         if fraction is None:
             self.progress.pack_forget()
+            self.percent.pack_forget()
             return
         if not self.progress.winfo_ismapped():
-            self.progress.pack(side="right")
+            self.percent.pack(side="right")
+            self.progress.pack(side="right", padx=(0, 4))
         self.progress.configure(value=fraction)
+        self.percent.configure(text=f"{round(fraction * 100)} %")
 
 
 class MemberList(tk.Frame):

@@ -18,28 +18,52 @@ from client.components.banner import Banner
 from client.components.busy import alive
 from client.components.contact_item import ContactItem
 from client.components.vertical_scrolled_frame import VerticalScrolledFrame
-from client.core.models import Contact, Event
+from client.core.event_types import (
+    ConnectionChanged,
+    ContactAdded,
+    ContactRemoved,
+    Event,
+    FriendRequest,
+    KeyChanged,
+    KeyMissing,
+    KeyTrusted,
+    MessageReceived,
+    MessageSent,
+    PresenceChanged,
+    RoomMemberChanged,
+)
+from client.core.models import Contact
 from client.forms.contacts import Action, ContactKey, contact_key, sort_contacts
 from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
-REFRESHING_EVENTS = frozenset(
-    {"presence", "contact_added", "contact_removed", "message", "room_member", "connection"}
+REFRESHING_EVENTS = (
+    PresenceChanged,
+    ContactAdded,
+    ContactRemoved,
+    MessageReceived,
+    MessageSent,
+    RoomMemberChanged,
+    ConnectionChanged,
+    FriendRequest,
+    KeyChanged,
+    KeyTrusted,
+    KeyMissing,
 )
 
 
 class ContactsForm(ttk.Frame):
-    def __init__(self, parent: tk.Misc, app: App) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost) -> None:
         super().__init__(parent, style="TFrame")
         self.app = app
         self.items: dict[ContactKey, ContactItem] = {}
         self.contacts: list[Contact] = []
         self.selected: ContactKey | None = None
-        self.key_missing = False
         self._refresh_job: str | None = None
+        self._banners_shown: tuple[bool, tuple[str, ...]] = (False, ())
         p = app.theme.palette
         self.header = ProfileHeader(self, app, on_logout=app.logout)
         self.header.grid(row=0, column=0, sticky="ew")
@@ -102,15 +126,10 @@ class ContactsForm(ttk.Frame):
     def on_event(self, event: Event) -> None:
         if not alive(self):
             return
-        if event.kind == "connection":
-            self.header.set_state(str(event.data.get("state", "")))
-        if event.kind in REFRESHING_EVENTS or event.kind == "friend_request":
+        if isinstance(event, ConnectionChanged):
+            self.header.set_state(event.state)
+        if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if event.kind == "key_missing":
-            self.key_missing = True
-            self._render_banners()
-        if event.kind == "key_changed":
-            self._render_banners()
 
     def schedule_refresh(self) -> None:
         if self._refresh_job is None and alive(self):
@@ -124,12 +143,13 @@ class ContactsForm(ttk.Frame):
         try:
             contacts = client.contacts()
             requests = client.pending_friend_requests()
+            changed_keys = client.pending_key_changes()
         except UchatError:
             return  # logged out meanwhile; the form is about to go
         self.contacts = sort_contacts(contacts)
         self._render_list()
         self.requests.show(requests)
-        self._render_banners()
+        self._render_banners(not client.can_send, changed_keys)
 
     # ------------------------------------------------------------------ rendering
 
@@ -153,15 +173,20 @@ class ContactsForm(ttk.Frame):
         else:
             self.empty.pack(fill="x")
 
-    def _render_banners(self) -> None:
+    def _render_banners(self, key_missing: bool, changed_keys: list[str]) -> None:
+        """Rebuilt from the client's state, so a notice raised during login still shows."""
+        shown = (key_missing, tuple(changed_keys))
+        if shown == self._banners_shown:
+            return
+        self._banners_shown = shown
         for child in self.banners.winfo_children():
             child.destroy()
         theme = self.app.theme
-        if self.key_missing:
+        if key_missing:
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
                 fill="x", pady=(8, 0)
             )
-        for username in sorted(self.app.key_warnings):
+        for username in changed_keys:
             Banner(
                 self.banners,
                 theme,

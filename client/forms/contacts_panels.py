@@ -27,7 +27,7 @@ from client.forms.contacts import (
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting": "#ffd27a"}
 
@@ -35,7 +35,7 @@ STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting"
 class ProfileHeader(tk.Frame):
     """Who is logged in, the connection state, and Log out."""
 
-    def __init__(self, parent: tk.Misc, app: App, on_logout: Callable[[], object]) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, on_logout: Callable[[], object]) -> None:
         p, pad = app.theme.palette, app.theme.pad
         super().__init__(parent, background=p.header)
         client = app.require_client()
@@ -87,7 +87,7 @@ class SearchPanel(ttk.Frame):
     result list scrolls with the contacts instead of squeezing them off the window.
     """
 
-    def __init__(self, parent: tk.Misc, app: App, results_parent: tk.Misc) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, results_parent: tk.Misc) -> None:
         super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 10))
         self.app = app
         p = app.theme.palette
@@ -203,7 +203,7 @@ class SearchPanel(ttk.Frame):
 class RequestsPanel(ttk.Frame):
     """Incoming friend requests with Accept / Reject / Later."""
 
-    def __init__(self, parent: tk.Misc, app: App, on_change: Callable[[], object]) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, on_change: Callable[[], object]) -> None:
         super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 8))
         self.app = app
         self.on_change = on_change
@@ -289,7 +289,7 @@ class ActionPanel(ttk.Frame):
     """The inline form behind the toolbar buttons: one entry, one confirm button."""
 
     def __init__(
-        self, parent: tk.Misc, app: App, on_done: Callable[[Contact | None], object]
+        self, parent: tk.Misc, app: FormHost, on_done: Callable[[Contact | None], object]
     ) -> None:
         pad = app.theme.pad
         super().__init__(parent, style="Surface.TFrame", padding=(pad, 10))

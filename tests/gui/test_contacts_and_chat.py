@@ -12,7 +12,8 @@ from PIL import Image
 
 from client import i18n
 from client.core.client import ChatClient
-from client.core.models import ChatMessage, Event
+from client.core.event_types import Event
+from client.core.models import ChatMessage
 from client.forms.chat import PAGE_SIZE
 from client.forms.contacts import Action
 from client.forms.contacts_form import ContactsForm
@@ -222,14 +223,23 @@ def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
     outgoing = tmp_path / "notes.txt"
     outgoing.write_bytes(b"meeting notes\n" * 20_000)
     monkeypatch.setattr(filedialog, "askopenfilename", lambda **_: str(outgoing))
+    shown: list[float | None] = []  # what the bar showed, driven by transfer events only
+    show_progress = chat.composer.show_progress
+    monkeypatch.setattr(
+        chat.composer, "show_progress", lambda f: (shown.append(f), show_progress(f))
+    )
     chat.composer.file_button.invoke()
-    assert chat.files.progress.active
     arrived: list[ChatMessage] = []
     fay.add_listener(lambda e: arrived.append(e.data["message"]) if e.kind == "message" else None)
     pump_until(app.root, lambda: bool(arrived), also=fay.process_events, what="fay's file")
     assert arrived[0].kind == "file" and arrived[0].attachment is not None
     assert arrived[0].attachment.name == "notes.txt"
-    pump_until(app.root, lambda: not chat.files.progress.active, what="the upload to finish")
+    pump_until(app.root, lambda: not chat.files.active, what="the upload to finish")
+    assert shown[0] == 0.0 and 1.0 in shown and shown[-1] is None
+    fractions = [f for f in shown if f is not None]
+    assert fractions == sorted(fractions)  # only ever forwards
+    assert shown.index(None) == len(fractions)  # hidden only once it is over
+    assert not chat.composer.progress.winfo_ismapped()  # takes no space once done
     assert i18n.t("chat.file_label", name="notes.txt", size="273.4 KB") in chat.view.text.get(
         "1.0", "end"
     )

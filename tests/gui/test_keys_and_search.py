@@ -11,8 +11,9 @@ from collections.abc import Callable
 from client import i18n
 from client.components.banner import Banner
 from client.core.client import ChatClient
+from client.core.event_types import Event
 from client.core.keystore import KeyStore, server_id_for
-from client.core.models import ChatMessage, Event
+from client.core.models import ChatMessage
 from client.core.store import LocalStore
 from client.forms.chat import PAGE_SIZE
 from client.forms.chat_form import ChatWindow
@@ -155,7 +156,11 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
     assert key_banner(chat) is None  # nothing changed as far as we know yet
 
     held = bob.send_text(me, "sent after the key change")
-    pump_until(app.root, lambda: friend in app.key_warnings, what="the key change")
+    pump_until(
+        app.root,
+        lambda: friend in app.require_client().pending_key_changes(),
+        what="the key change",
+    )
     banner = key_banner(chat)
     assert banner is not None
     pump_until(app.root, lambda: "\n" in banner.text, what="the new safety number in the banner")
@@ -186,7 +191,7 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
     banner.buttons[i18n.t("chat.trust_key")].invoke()
     pump_until(app.root, lambda: key_banner(chat) is None, what="the banner to go")
     assert not banner.winfo_exists()
-    assert friend not in app.key_warnings
+    assert friend not in app.require_client().pending_key_changes()
     assert i18n.t("chat.key_trusted", name=friend) in shown_text(chat)
     pump_until(
         app.root,

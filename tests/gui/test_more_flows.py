@@ -157,7 +157,7 @@ def test_images_show_as_thumbnails_and_files_save_where_chosen(
     monkeypatch.setattr(filedialog, "askdirectory", lambda **_: "")  # the user cancels
     click_tag(app, text, save_tag)
     app.root.update()
-    assert not chat.files.progress.active and chat.info_text == ""
+    assert not chat.files.active and chat.info_text == ""
     downloads = tmp_path / "chosen folder"
     downloads.mkdir()
     monkeypatch.setattr(filedialog, "askdirectory", lambda **_: str(downloads))

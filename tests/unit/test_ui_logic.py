@@ -25,7 +25,6 @@ from client.forms.chat import (
     MAX_FONT_SIZE,
     MIN_FONT_SIZE,
     ChatTranscript,
-    ProgressTracker,
     clamp_font_size,
     normalise_color,
     search_in_chat,
@@ -257,19 +256,6 @@ def test_a_status_that_overtakes_its_message_is_applied_on_arrival() -> None:
         transcript.set_status(f"other{number}", "sent")
     late = transcript.add(message("other0", outgoing=True, status="sending"))
     assert late is not None and late.status == "sending"
-
-
-def test_progress_tracker_reports_fractions_while_active() -> None:
-    tracker = ProgressTracker()
-    assert (tracker.active, tracker.fraction()) == (False, 0.0)
-    tracker.start()
-    tracker.report(25, 100)
-    assert (tracker.active, tracker.fraction()) == (True, 0.25)
-    tracker.report(150, 100)
-    assert tracker.fraction() == 1.0
-    tracker.finish()
-    tracker.finish()
-    assert tracker.active is False
 
 
 # ---------------------------------------------------------------- login and registration
