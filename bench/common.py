@@ -347,8 +347,12 @@ class Link:
             self.sock.close()
 
 
-def new_socket() -> socket.socket:
+def new_socket(source: str | None = None) -> socket.socket:
+    """A non-blocking TCP socket; bound to `source` (e.g. 127.0.0.2) to look like another
+    client machine to the server's per-address limits."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source is not None:
+        sock.bind((source, 0))
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -400,6 +404,7 @@ def open_sessions(
     timeout: float = 120.0,
     times: SessionTimes | None = None,
     tolerate_errors: bool = False,
+    source: str | None = None,
 ) -> list[Link]:
     """Connect, handshake and (optionally) log in one link per name, `window` at a time.
 
@@ -416,7 +421,7 @@ def open_sessions(
     try:
         while len(done) + times.failed < len(names):
             while next_index < len(names) and len(opening) < window:
-                state = _begin_connect(server, next_index, names[next_index])
+                state = _begin_connect(server, next_index, names[next_index], source)
                 selector.register(state.link.sock, selectors.EVENT_WRITE, state)
                 opening[next_index] = state
                 next_index += 1
@@ -451,8 +456,8 @@ def open_sessions(
     return [done[index] for index in sorted(done)]
 
 
-def _begin_connect(server: Endpoint, index: int, name: str) -> _Opening:
-    sock = new_socket()
+def _begin_connect(server: Endpoint, index: int, name: str, source: str | None = None) -> _Opening:
+    sock = new_socket(source)
     code = sock.connect_ex(server.address)
     if code not in (0, errno.EINPROGRESS):
         sock.close()

@@ -85,6 +85,12 @@ SCENARIOS: dict[str, Scenario] = {
         ("--logins", "10", "--baseline", "0.3", "--after", "0.3"),
         180.0,
     ),
+    "account_flood": Scenario(
+        "bench.account_flood",
+        ("--samples", "15"),
+        ("--samples", "3", "--scrypt-n", "1024", "--warmup", "0.2", "--flood-rate", "200"),
+        300.0,
+    ),
     "soak": Scenario(
         "bench.soak",
         _SOAK_QUICK,

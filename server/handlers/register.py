@@ -37,32 +37,39 @@ log = logging.getLogger(__name__)
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> None:
+    window = _Window(ctx)
+    window.refuse_if_full(rate_windows.wait_ms(ctx.db, *window.args))  # before costly checks
     form = _validated_form(ctx, params)
     csr = get_bytes(params, "csr", max_len=CSR_MAX)
     _check_available(ctx, form)
     info = _certified_identity(csr, form)
     password, cost = form["password"], ScryptParams(n=ctx.config.scrypt_n)
-    window_key = f"register:{ctx.peer[0]}"
-    wait_ms = rate_windows.take(
-        ctx.db,
-        window_key,
-        ctx.now(),
-        ctx.config.register_per_address,
-        int(ctx.config.register_window * 1000),
-    )
-    if wait_ms:
-        minutes = max(1, math.ceil(wait_ms / 60_000))
-        raise RequestError(
-            "too_many_registrations",
-            f"too many accounts registered from your address; try again in {minutes} minutes",
-        )
+    window.refuse_if_full(rate_windows.take(ctx.db, *window.args))
     try:
         ctx.services.hashes.submit(
             ctx, lambda: hash_password(password, cost), lambda h: _create(ctx, form, info, h)
         )
     except RequestError:
-        rate_windows.give_back(ctx.db, window_key)
+        rate_windows.give_back(ctx.db, window.key)
         raise
+
+
+class _Window:
+    """This address's registration window: `register_per_address` per `register_window`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.key = f"register:{ctx.peer[0]}"
+        window_ms = int(ctx.config.register_window * 1000)
+        self.args = (self.key, ctx.now(), ctx.config.register_per_address, window_ms)
+
+    @staticmethod
+    def refuse_if_full(wait_ms: int) -> None:
+        if wait_ms:
+            minutes = max(1, math.ceil(wait_ms / 60_000))
+            raise RequestError(
+                "too_many_registrations",
+                f"too many accounts registered from your address; try again in {minutes} minutes",
+            )
 
 
 def _validated_form(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

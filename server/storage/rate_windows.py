@@ -23,6 +23,14 @@ def take(db: Database, key: str, now: int, limit: int, window_ms: int) -> int:
     return 0
 
 
+def wait_ms(db: Database, key: str, now: int, limit: int, window_ms: int) -> int:
+    """What `take` would answer, without counting (to refuse before costly checks)."""
+    row = db.one("SELECT window_start, count FROM rate_windows WHERE key = ?", (key,))
+    if row is None or now - row["window_start"] >= window_ms or row["count"] < limit:
+        return 0
+    return max(1, int(row["window_start"]) + window_ms - now)
+
+
 def give_back(db: Database, key: str) -> None:
     """Undo one `take` (the event was refused for another reason before costing much)."""
     db.execute("UPDATE rate_windows SET count = max(count - 1, 0) WHERE key = ?", (key,))
