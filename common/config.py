@@ -43,7 +43,7 @@ class ServerConfig:
     login_max_failures: int = 5
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
-    hashes_in_flight_per_address: int = 2
+    hashes_in_flight_per_address: int = 1
     hashes_waiting_per_address: int = 64
     register_per_address: int = 20
     register_window: float = 3600.0
