@@ -372,7 +372,7 @@ def test_register_refuses_taken_username_and_email(server: FakeServer) -> None:
 
 def test_register_rechecks_uniqueness_after_hashing(server: FakeServer) -> None:
     server.deferred = []
-    first, second = FakeContext(server), FakeContext(server)
+    first, second = FakeContext(server), FakeContext(server, peer=("10.0.0.2", 50000))
     call(register, first, **form("alice"))
     call(register, second, **form("alice", email="second@example.com"))
     assert first.answers == second.answers == []  # both are hashing
