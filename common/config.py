@@ -74,6 +74,7 @@ class ClientConfig:
     reconnect_max: float = 30.0
     font_size: int = 12
     font_color: str = "#1f2328"
+    allow_hmac_md5: bool = False  # the original design's weaker record MAC, off unless chosen
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,14 @@ def _coerce(section: str, name: str, kind: Any, value: Any) -> Any:
     """Convert a JSON or environment value to the field's type, or fail clearly."""
     where = f"{section}.{name}"
     try:
+        if kind in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if kind in (int, "int"):
             if isinstance(value, bool):
                 raise ValueError

@@ -24,6 +24,7 @@ from common.channel import SecureChannel
 from common.config import ServerConfig, load_config
 from common.crypto.certs import ServerIdentity
 from common.errors import UchatError
+from common.fileio import make_private_dir
 from common.protocol.message import Message
 from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
@@ -184,8 +185,8 @@ def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, no
 def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data_dir / ATTACHMENTS_DIR).mkdir(exist_ok=True, mode=0o700)
+    make_private_dir(data_dir)  # keys, database, attachments: the operator's only
+    make_private_dir(data_dir / ATTACHMENTS_DIR)
     identity = ServerIdentity.load_or_create(data_dir)
     db = Database.open(data_dir / DATABASE_FILE)
     try:
