@@ -132,7 +132,8 @@ def test_a_registration_flood_from_one_address_is_cut_short(
         ids = []
         for index in range(12):
             name = f"flood{index}"
-            form = {"username": name, "password": PASSWORD, "email": f"{name}@example.org"}
+            form: dict[str, Any] = {"username": name, "password": PASSWORD}
+            form["email"] = f"{name}@example.org"
             form |= {"sex": "other", "age": 30, "csr": build_csr(name, form["email"], keys)}
             ids.append(flooder.send(MessageType.REGISTER, form))
         codes = [str(flooder.answer(i).params.get("code", "ok")) for i in ids]
@@ -140,7 +141,8 @@ def test_a_registration_flood_from_one_address_is_cut_short(
     assert set(codes) <= {"ok", "too_many_registrations", "server_busy"}
     with client_from(server, "127.0.0.3") as honest:
         name = "honest1"
-        form = {"username": name, "password": PASSWORD, "email": f"{name}@example.org"}
+        form = {"username": name, "password": PASSWORD}
+        form["email"] = f"{name}@example.org"
         form |= {"sex": "other", "age": 30, "csr": build_csr(name, form["email"], keys)}
         assert honest.code(MessageType.REGISTER, form) == "ok"
 
