@@ -22,13 +22,9 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from multiprocessing.connection import Connection as PipeEnd
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PASSWORD,
@@ -207,7 +203,3 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="flood seconds before measuring")
     args = parser.parse_args(argv)
     return run(SCENARIO, lambda: scenario(args), args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from client.core.models import ChatKind, Contact
+from client.core.models import ChatKind, Contact, MessageKind
 from client.core.store import ChatSummary
 from common.errors import RemoteProtocolError
 
@@ -93,23 +93,36 @@ def _str_list(value: Any) -> list[str]:
 
 
 def with_summaries(
-    known: Iterable[Contact], summaries: Mapping[tuple[str, str], ChatSummary]
+    known: Iterable[Contact],
+    summaries: Mapping[tuple[str, str], ChatSummary],
+    drafts: Collection[tuple[str, str]] = (),
 ) -> list[Contact]:
-    """Contacts with unread counts and last messages; online first, then newest first."""
+    """Contacts with unread counts, last messages and draft marks, newest activity first.
+
+    Only activity orders the list (our own sends count): online state is shown, not
+    sorted on, so a group with the newest message is never below an older chat.
+    """
     merged: list[Contact] = []
     for known_contact in known:
-        summary = summaries.get((known_contact.kind, known_contact.id))
-        contact = known_contact
+        key = (known_contact.kind, known_contact.id)
+        summary = summaries.get(key)
+        contact = dataclasses.replace(known_contact, draft=key in drafts)
         if summary is not None:
             contact = dataclasses.replace(
-                known_contact,
+                contact,
                 unread=summary.unread,
                 last_message=summary.last_message,
                 last_message_time=max(known_contact.last_message_time, summary.last_time),
+                last_sender=summary.last_sender,
+                last_kind=_message_kind(summary.last_kind),
             )
         merged.append(contact)
-    merged.sort(key=lambda c: (not c.online, -c.last_message_time, c.name.casefold()))
+    merged.sort(key=lambda c: (-c.last_message_time, c.name.casefold(), c.kind))
     return merged
+
+
+def _message_kind(value: str) -> MessageKind:
+    return "image" if value == "image" else "file" if value == "file" else "text"
 
 
 class ContactBook:

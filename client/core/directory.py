@@ -47,9 +47,15 @@ class Directory:
         reply = self._request(MessageType.SEARCH_USERS, {"query": query})
         return _dict_list(reply, "users", "SEARCH_USERS")
 
-    def add_friend(self, username: str) -> None:
-        self._slot.require()
+    def add_friend(self, username: str) -> bool:
+        """True when `username` had asked us first: the server accepted that request."""
+        session = self._slot.require()
+        folded = username.casefold()
+        asker = next((n for n in session.contacts.requests() if n.casefold() == folded), None)
         self._request(MessageType.ADD_FRIEND, {"username": username})
+        if asker is not None:
+            session.contacts.remove_request(asker)
+        return asker is not None
 
     def answer_friend_request(self, username: str, accept: bool | None) -> None:
         session = self._slot.require()
@@ -71,7 +77,8 @@ class Directory:
 
     def contacts(self) -> list[Contact]:
         session = self._slot.require()
-        return with_summaries(session.contacts.all(), session.store.chat_summaries())
+        store = session.store
+        return with_summaries(session.contacts.all(), store.chat_summaries(), store.drafted_chats())
 
     def create_room(self, name: str) -> Contact:
         session = self._slot.require()

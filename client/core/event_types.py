@@ -157,6 +157,15 @@ class TransferProgress(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ExportProgress(Event):
+    """`export_history` wrote `done` of `total` messages."""
+
+    kind: ClassVar[str] = "export_progress"
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class AsyncResult(Event):
     """Internal: carries a `run_async` callback to the draining thread."""
 
@@ -172,6 +181,7 @@ __all__ = [
     "ContactAdded",
     "ContactRemoved",
     "Event",
+    "ExportProgress",
     "FriendRequest",
     "FriendRequestRefused",
     "KeyChanged",

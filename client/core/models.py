@@ -33,6 +33,9 @@ class Contact:
     last_message: str = ""
     last_message_time: int = 0
     members: tuple[str, ...] = ()
+    last_sender: str = ""  # who wrote `last_message`
+    last_kind: MessageKind = "text"  # for "image"/"file", `last_message` is the file name
+    draft: bool = False  # a draft waits in this chat
 
     @property
     def room_id(self) -> int:
@@ -73,8 +76,7 @@ class ChatMessage:
     status: MessageStatus = "received"
 
     def preview(self) -> str:
-        """Short text for the contact list's last-message line."""
+        """The contact list's last-message text: the first line, or the file name."""
         if self.kind == "text":
             return self.text.splitlines()[0][:60] if self.text else ""
-        name = self.attachment.name if self.attachment else ""
-        return f"[{self.kind}] {name}".strip()
+        return self.attachment.name if self.attachment else ""

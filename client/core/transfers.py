@@ -84,6 +84,18 @@ class Transfers:
         self._report = report
         self._window = max(1, window)
         self._naming = threading.Lock()
+        self._cancelled: set[str] = set()  # attachment ids the user gave up on
+
+    def cancel(self, attachment_id: str) -> None:
+        """Stop this upload before its next chunk (the message then fails)."""
+        with self._naming:
+            self._cancelled.add(attachment_id)
+
+    def _check_cancelled(self, attachment_id: str) -> None:
+        with self._naming:
+            if attachment_id in self._cancelled:
+                self._cancelled.discard(attachment_id)
+                raise RequestError("upload_cancelled", "the upload was cancelled")
 
     # ------------------------------------------------------------------ upload
 
@@ -147,6 +159,7 @@ class Transfers:
             staged.seek(offset)
             while position < total or in_flight:
                 while position < total and len(in_flight) < self._window:
+                    self._check_cancelled(state.attachment_id)
                     data = staged.read(min(piece, total - position))
                     if not data:
                         raise RequestError("file_changed", "the staged upload was truncated")

@@ -131,3 +131,29 @@ class ChatTranscript:
             if shown.message_id == message.message_id:
                 self._messages[index] = message
                 return
+
+
+class SearchHits:
+    """The hits of a history search, newest first, and which one is shown."""
+
+    def __init__(self) -> None:
+        self.query = ""
+        self.hits: list[ChatMessage] = []
+        self.index = 0
+
+    def start(self, query: str, hits: list[ChatMessage]) -> ChatMessage | None:
+        self.query, self.hits, self.index = query, hits, 0
+        return self.current()
+
+    def step(self, delta: int) -> ChatMessage | None:
+        """+1 = the next older hit, -1 = the next newer; stays within the hits."""
+        if not self.hits:
+            return None
+        self.index = max(0, min(len(self.hits) - 1, self.index + delta))
+        return self.current()
+
+    def current(self) -> ChatMessage | None:
+        return self.hits[self.index] if self.hits else None
+
+    def clear(self) -> None:
+        self.query, self.hits, self.index = "", [], 0

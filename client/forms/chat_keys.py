@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import alive
+from client.components.layout import collapse_if_empty
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.forms.chat_form import ChatWindow
+    from client.forms.chat_form import ChatPanel
 
 SAFETY_TAG = "safety"
 
 
 class KeyVerification:
-    def __init__(self, window: ChatWindow) -> None:
+    def __init__(self, window: ChatPanel) -> None:
         self.window = window
         self.app = window.app
         self.banner: Banner | None = None
@@ -90,6 +91,7 @@ class KeyVerification:
             return
         self.banner.destroy()
         self.banner = None
+        collapse_if_empty(self.window.banners)
         if self.username is not None:
             self.window.view.add_notice(i18n.t("chat.key_trusted", name=self.username))
 

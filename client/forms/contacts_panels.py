@@ -16,6 +16,7 @@ from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
+from client.components.layout import collapse_if_empty
 from client.core.models import Contact
 from client.forms.contacts import (
     Action,
@@ -196,6 +197,7 @@ class SearchPanel(ttk.Frame):
 
     def close(self) -> None:
         self.results.pack_forget()
+        collapse_if_empty(self.results.master)  # type: ignore[arg-type]
         self.query.set("")
         self.placeholder.update()
 
@@ -221,6 +223,7 @@ class RequestsPanel(ttk.Frame):
         self.buttons.clear()
         if not visible:
             self.pack_forget()
+            collapse_if_empty(self.master)  # type: ignore[arg-type]
             return
         self.pack(fill="x")
         ttk.Label(self, text=i18n.t("contacts.requests_title"), style="SurfaceMuted.TLabel").pack(

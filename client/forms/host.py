@@ -22,7 +22,7 @@ from client.theme import Theme
 from common.config import Config
 
 if TYPE_CHECKING:
-    from client.forms.chat_form import ChatWindow
+    from client.forms.chat_form import ChatPanel
 
 T = TypeVar("T")
 Listener = Callable[[Event], None]
@@ -95,7 +95,13 @@ class FormHost(Protocol):
 
     def show_contacts(self) -> None: ...
 
-    def open_chat(self, contact: Contact) -> ChatWindow: ...
+    def open_chat(self, contact: Contact) -> ChatPanel:
+        """Show the conversation: beside the list, or its popped-out window if it has one."""
+        ...
+
+    def pop_out(self, contact: Contact) -> ChatPanel:
+        """Move the conversation into its own window."""
+        ...
 
     def open_chats(self) -> int:
         """How many chat windows are open (new ones cascade by this many steps)."""
@@ -103,6 +109,10 @@ class FormHost(Protocol):
 
     def contacts_changed(self) -> None: ...
 
-    def chat_closed(self, window: ChatWindow) -> None: ...
+    def show_unread(self, count: int) -> None:
+        """Put the unread total in the main window's title."""
+        ...
+
+    def chat_closed(self, panel: ChatPanel) -> None: ...
 
     def logout(self) -> None: ...

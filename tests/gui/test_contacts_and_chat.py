@@ -223,11 +223,17 @@ def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
     outgoing = tmp_path / "notes.txt"
     outgoing.write_bytes(b"meeting notes\n" * 20_000)
     monkeypatch.setattr(filedialog, "askopenfilename", lambda **_: str(outgoing))
-    shown: list[float | None] = []  # what the bar showed, driven by transfer events only
-    show_progress = chat.composer.show_progress
-    monkeypatch.setattr(
-        chat.composer, "show_progress", lambda f: (shown.append(f), show_progress(f))
-    )
+    shown: list[str] = []  # the percentage inside the message, driven by transfer events
+    set_progress = chat.view.set_progress
+
+    def record(message_id: str, fraction: float | None, cancel: bool = False) -> None:
+        set_progress(message_id, fraction, cancel)
+        shown.append(chat.view.progress_text(message_id))
+
+    monkeypatch.setattr(chat.view, "set_progress", record)
+    assert i18n.t("chat.size_limit", limit="") .split()[0] in str(
+        chat.composer.limit_label.cget("text")
+    )  # the limit is on screen before a file is chosen
     chat.composer.file_button.invoke()
     arrived: list[ChatMessage] = []
     fay.add_listener(lambda e: arrived.append(e.data["message"]) if e.kind == "message" else None)
@@ -235,11 +241,11 @@ def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
     assert arrived[0].kind == "file" and arrived[0].attachment is not None
     assert arrived[0].attachment.name == "notes.txt"
     pump_until(app.root, lambda: not chat.files.active, what="the upload to finish")
-    assert shown[0] == 0.0 and 1.0 in shown and shown[-1] is None
-    fractions = [f for f in shown if f is not None]
-    assert fractions == sorted(fractions)  # only ever forwards
-    assert shown.index(None) == len(fractions)  # hidden only once it is over
-    assert not chat.composer.progress.winfo_ismapped()  # takes no space once done
+    cancel = i18n.t("chat.cancel")
+    assert shown[0] == f"0 %  {cancel}" and f"100 %  {cancel}" in shown and shown[-1] == ""
+    percents = [int(text.split()[0]) for text in shown if text]
+    assert percents == sorted(percents)  # only ever forwards
+    assert shown.index("") == len(percents)  # gone only once it is over
     assert i18n.t("chat.file_label", name="notes.txt", size="273.4 KB") in chat.view.text.get(
         "1.0", "end"
     )

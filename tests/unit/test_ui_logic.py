@@ -3,6 +3,7 @@ error wording and the translation catalogs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from client.components.formatting import (
     format_list_time,
     format_message_time,
     format_size,
+    preview_text,
     status_mark,
 )
 from client.core.models import ChatMessage, Contact
@@ -82,7 +84,7 @@ def message(mid: str, time: int = 0, **extra: object) -> ChatMessage:
 # ---------------------------------------------------------------- contact list
 
 
-def test_contacts_sort_online_first_then_newest_message_then_name() -> None:
+def test_contacts_sort_by_last_activity_only_then_name() -> None:
     contacts = [
         Contact("user", "dave", "dave", online=False, last_message_time=900),
         Contact("user", "bob", "bob", online=True, last_message_time=100),
@@ -90,7 +92,34 @@ def test_contacts_sort_online_first_then_newest_message_then_name() -> None:
         Contact("user", "amy", "amy", online=True, last_message_time=100),
         Contact("user", "eve", "eve", online=True, last_message_time=300),
     ]
-    assert [c.id for c in sort_contacts(contacts)] == ["eve", "amy", "bob", "dave", "7"]
+    assert [c.id for c in sort_contacts(contacts)] == ["dave", "7", "eve", "amy", "bob"]
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+def test_previews_translate_the_kind_name_the_group_sender_and_mark_drafts(
+    language: str,
+) -> None:
+    i18n.use_language(language)
+    try:
+        friend = Contact("user", "bob", "bob", last_message="cat.png", last_kind="image")
+        assert preview_text(friend, "me") == ("", f"{i18n.t('contacts.preview_image')} cat.png")
+        room = Contact("room", "7", "Club", last_message="hi all", last_sender="bob")
+        assert preview_text(room, "me")[1] == i18n.t(
+            "contacts.preview_sender", name="bob", text="hi all"
+        )
+        mine = dataclasses.replace(room, last_sender="me", last_kind="file", last_message="a.pdf")
+        assert preview_text(mine, "me")[1] == i18n.t(
+            "contacts.preview_sender",
+            name=i18n.t("contacts.you"),
+            text=f"{i18n.t('contacts.preview_file')} a.pdf",
+        )
+        drafted = dataclasses.replace(friend, draft=True)
+        assert preview_text(drafted, "me")[0] == i18n.t("contacts.draft_marker")
+        assert preview_text(Contact("user", "x", "x"), "me") == ("", "")
+        if language == "zh_CN":
+            assert "[文件]" in preview_text(mine, "me")[1]
+    finally:
+        i18n.use_language("en")
 
 
 def test_badge_text_hides_zero_and_caps_large_counts() -> None:
