@@ -178,3 +178,21 @@ def test_look_alikes_of_alice_are_refused_by_the_server(
         assert client.code(MessageType.REGISTER, form(name, "other@example.org")) == code
         search = client.code(MessageType.SEARCH_USERS, {"query": "lice"})
         assert search == "not_authenticated"  # and nothing else was created
+
+
+def test_the_client_fetches_every_page_of_friend_requests(
+    server_factory: ServerFactory, accounts: Accounts
+) -> None:
+    from tests.integration.helpers import wait_until
+
+    server = server_factory(env={"UCHAT_SERVER_FRIEND_REQUESTS_PAGE": "2"})
+    alice = accounts.user(server, "alice", login=False)
+    askers = [accounts.user(server, "asker") for _ in range(5)]
+    for asker in askers:
+        asker.client.add_friend(alice.name)
+    alice.client.login(alice.name, PASSWORD)
+    expected = sorted(asker.name for asker in askers)
+    wait_until(
+        lambda: sorted(alice.client.pending_friend_requests()) == expected,
+        what="all five requests, two per page",
+    )
