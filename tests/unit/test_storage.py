@@ -184,7 +184,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.has_pending_request(db, alice, bob)
     assert not friends.has_pending_request(db, bob, alice)
     assert not friends.are_friends(db, alice, bob)
-    assert friends.incoming_requests(db, bob) == ["alice"]
+    assert friends.incoming_requests_page(db, bob, "", 10) == (["alice"], "")
     assert friends.relations(db, bob, [alice]) == {alice: "pending"}
     with pytest.raises(sqlite3.IntegrityError):
         friends.add_request(db, alice, bob, 11)
@@ -192,7 +192,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.accept_request(db, alice, bob, 20)
     assert not friends.accept_request(db, alice, bob, 21)
     assert friends.are_friends(db, alice, bob) and friends.are_friends(db, bob, alice)
-    assert friends.incoming_requests(db, bob) == []
+    assert friends.incoming_requests_page(db, bob, "", 10) == ([], "")
     assert friends.friend_ids(db, bob) == [alice]
     assert friends.relations(db, alice, [bob]) == {bob: "friend"}
 
