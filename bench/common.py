@@ -63,6 +63,9 @@ LOAD_GENERATOR_ENV = {
     "UCHAT_SERVER_REGISTER_PER_ADDRESS": "1000000",
     "UCHAT_SERVER_HASHES_IN_FLIGHT_PER_ADDRESS": "64",
     "UCHAT_SERVER_HASHES_WAITING_PER_ADDRESS": "100000",
+    # A login is counted as a failure of its address until its hash says otherwise, so
+    # hundreds of logins in flight from 127.0.0.1 would lock the generator out.
+    "UCHAT_SERVER_LOGIN_MAX_FAILURES": "1000000",
 }
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})
