@@ -107,25 +107,26 @@ class MessageView(tk.Frame):
 
     def _configure_tags(self) -> None:
         t, p, f = self.text, self.theme.palette, self.theme.fonts
-        t.tag_configure("in", lmargin1=2, lmargin2=2, rmargin=OUT_MARGIN)
-        t.tag_configure("out", justify="right", lmargin1=OUT_MARGIN, lmargin2=OUT_MARGIN, rmargin=4)
+        out, pad = self.theme.px(OUT_MARGIN), self.theme.px(BUBBLE_PAD)
+        t.tag_configure("in", lmargin1=2, lmargin2=2, rmargin=out)
+        t.tag_configure("out", justify="right", lmargin1=out, lmargin2=out, rmargin=4)
         t.tag_configure(
             "bubble-in",
             background=BUBBLE_IN,
-            lmargin1=BUBBLE_PAD,
-            lmargin2=BUBBLE_PAD,
+            lmargin1=pad,
+            lmargin2=pad,
             lmargincolor=BUBBLE_IN,
-            rmargin=OUT_MARGIN,
+            rmargin=out,
             rmargincolor=p.surface,
         )
         t.tag_configure(
             "bubble-out",
             background=BUBBLE_OUT,
             justify="right",
-            lmargin1=OUT_MARGIN,
-            lmargin2=OUT_MARGIN,
+            lmargin1=out,
+            lmargin2=out,
             lmargincolor=p.surface,
-            rmargin=BUBBLE_PAD,
+            rmargin=pad,
             rmargincolor=BUBBLE_OUT,
         )
         t.tag_configure("header", font=f.small, spacing1=10)

@@ -263,6 +263,21 @@ class ChatPanel(tk.Frame):
             self._removed(event.contact)
         elif isinstance(event, ConnectionChanged):
             self.header.set_connection(event.state)
+            if event.state == "connected":
+                self._reload_contact()  # presence and address may have changed meanwhile
+
+    def _reload_contact(self) -> None:
+        client = self.app.client
+        if client is None:
+            return
+        key = (self.contact.kind, self.contact.id)
+        try:
+            fresh = next((c for c in client.contacts() if (c.kind, c.id) == key), None)
+        except UchatError:
+            return
+        if fresh is not None:
+            self.contact = fresh
+            self.header.show(fresh)
 
     def _is_me(self, username: str) -> bool:
         return self.contact.kind == "user" and username == self.contact.id

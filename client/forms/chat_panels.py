@@ -317,7 +317,7 @@ class MemberList(tk.Frame):
 
     def __init__(self, parent: tk.Misc, theme: Theme) -> None:
         p = theme.palette
-        super().__init__(parent, background=p.surface_alt, width=150)
+        super().__init__(parent, background=p.surface_alt, width=theme.px(150))
         self.theme = theme
         tk.Frame(self, width=1, background=p.border).pack(side="left", fill="y")
         self.title = tk.Label(

@@ -70,7 +70,7 @@ class RegisterForm(ttk.Frame):
         self.fields["sex"].grid(row=row, column=0, sticky="ew", pady=(0, pad // 2 + 2))
         self.fields["age"] = self._age_field(card)
         self.fields["age"].grid(row=row + 1, column=0, sticky="ew", pady=(0, pad // 2 + 2))
-        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=340)
+        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=app.theme.px(340))
         self.general_error.grid(row=row + 2, column=0, sticky="ew")
         self.general_error.grid_remove()
         self.submit_button = ttk.Button(
