@@ -170,6 +170,7 @@ EN: dict[str, str] = {
     ),
     "error.invalid_passphrase": "The passphrase must be at least 8 characters long.",
     "chat.pop_out": "Open in a new window",
+    "chat.search_menu": "Search history (Ctrl+F)",
     "chat.search_none": "No message matches “{query}”.",
     "chat.safety_number": "Safety number",
     "chat.safety_text": "Safety number with {name}: {number}\nCompare it with {name} in "
@@ -405,6 +406,7 @@ ZH_CN: dict[str, str] = {
     "error.bad_identity_file": "口令无法打开此文件，或它不是 Uchat 身份文件。",
     "error.invalid_passphrase": "口令至少需要 8 个字符。",
     "chat.pop_out": "在新窗口中打开",
+    "chat.search_menu": "搜索聊天记录（Ctrl+F）",
     "chat.search_none": "没有消息包含“{query}”。",
     "chat.safety_number": "安全码",
     "chat.safety_text": "您与 {name} 的安全码：{number}\n请当面或通过电话与 {name} 核对。"

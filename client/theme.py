@@ -365,6 +365,43 @@ def _tool_button_style(style: ttk.Style, theme: Theme) -> None:
         background=[("active", p.button_active), ("disabled", p.surface_alt)],
         foreground=[("disabled", p.subtle)],
     )
+    _menu_button_style(style, "Tool.TMenubutton", p.button, p.button_active, p.text, theme)
+    _menu_button_style(
+        style, "Header.TMenubutton", p.header_button, p.header_button_active, p.header_text, theme
+    )
+
+
+def _menu_button_style(
+    style: ttk.Style, name: str, background: str, active: str, foreground: str, theme: Theme
+) -> None:
+    """A "⋯" menu button that looks like the buttons beside it: flat, no arrow."""
+    style.layout(
+        name,
+        [
+            (
+                "Menubutton.border",
+                {
+                    "sticky": "nswe",
+                    "children": [
+                        (
+                            "Menubutton.padding",
+                            {"sticky": "nswe", "children": [("Menubutton.label", {"sticky": ""})]},
+                        )
+                    ],
+                },
+            )
+        ],
+    )
+    style.configure(
+        name,
+        background=background,
+        foreground=foreground,
+        padding=(theme.pad - 4, 3),
+        font=theme.fonts.small,
+        width=0,
+        **_flat_edges(background),
+    )
+    style.map(name, background=[("active", active)])
 
 
 def _input_styles(style: ttk.Style, theme: Theme) -> None:

@@ -96,10 +96,12 @@ class ContactsForm(ttk.Frame):
         self.side = side
         self.conversation = ConversationArea(self.panes, app.theme)
         body = app.theme.fonts.body
+        # 40 characters, but at most 40 % of the screen (192 dpi on a laptop screen).
+        sidebar = min(text_width(self, body, SIDEBAR_CHARS), self.winfo_screenwidth() * 2 // 5)
         self.panes.add(
             side,
-            width=text_width(self, body, SIDEBAR_CHARS),
-            minsize=text_width(self, body, SIDEBAR_MIN_CHARS),
+            width=sidebar,
+            minsize=min(text_width(self, body, SIDEBAR_MIN_CHARS), sidebar),
             stretch="never",
         )
         self.panes.add(

@@ -75,7 +75,7 @@ class ProfileHeader(tk.Frame):
             self, text=i18n.t("contacts.logout"), style="Header.TButton", command=logout
         )
         self.logout_button.grid(row=0, column=3, rowspan=2, padx=(0, pad))
-        self.menu_button = ttk.Menubutton(self, text="\u22ef", width=3, style="Header.TButton")
+        self.menu_button = ttk.Menubutton(self, text="\u22ef", style="Header.TMenubutton")
         self.menu = tk.Menu(self.menu_button, tearoff=False, font=app.theme.fonts.body)
         for label, command in menu:
             self.menu.add_command(label=label, command=command)

@@ -218,6 +218,7 @@ def hit_position(chat: ChatPanel) -> str:
 
 
 def search_for(chat: ChatPanel, query: str) -> None:
+    chat.focus_search()  # Ctrl+F or the menu opens the search row
     chat.header.query.set(query)
     press_enter(chat.header.search_entry)
 
