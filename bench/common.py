@@ -46,6 +46,7 @@ from typing import Any, Protocol
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import generate_user_keys
+from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 from server.launcher import RunningServer, ServerStartError, start_server
@@ -703,7 +704,8 @@ def drain_all(links: Iterable[Link], quiet: float = 0.2) -> int:
 
 
 def message_id() -> str:
-    return os.urandom(16).hex()
+    """Time-ordered, as the client makes them (`common.protocol.ids`)."""
+    return time_ordered_id()
 
 
 def now_ms() -> int:

@@ -65,9 +65,7 @@ def make_client(server: ServerProcess, root: Path, name: str) -> ChatClient:
 
 def befriend(alice: ChatClient, bob: ChatClient, names: tuple[str, str]) -> None:
     alice.add_friend(names[1])
-    bob.wait_for_event(
-        lambda e: isinstance(e, FriendRequest) and e.username == names[0], WAIT_S
-    )
+    bob.wait_for_event(lambda e: isinstance(e, FriendRequest) and e.username == names[0], WAIT_S)
     bob.answer_friend_request(names[0], True)
     for client, other in ((alice, names[1]), (bob, names[0])):
         client.wait_for_event(added(other), WAIT_S)

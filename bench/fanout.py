@@ -116,7 +116,7 @@ class Fanout:
                         if message.type is MessageType.ERROR:
                             raise BenchError(f"room message refused: {message.params}")
                     elif message.type is MessageType.MESSAGE_DELIVERED:
-                        current.confirmations += 1
+                        current.confirmations += len(message.params["deliveries"])
                 elif message.type is MessageType.NEW_MESSAGE:
                     for item in message.params["messages"]:
                         pending.setdefault(link, []).append(item["message_id"])

@@ -81,6 +81,12 @@ SCENARIOS: dict[str, Scenario] = {
     "bad_input": Scenario(
         "bench.bad_input", ("--connections", "500"), ("--connections", "30"), 180.0
     ),
+    "soak": Scenario(
+        "bench.soak",
+        ("--quick",),
+        ("--quick", "--minutes", "0.12", "--users", "4", "--sample-every", "2"),
+        3 * 3600.0,
+    ),
     "codec": Scenario(
         "bench.codec_bench", (), ("--repeats", "1", "--seconds", "0.05"), 60.0, server=False
     ),

@@ -15,8 +15,8 @@ duplicate (a re-push of something not yet acknowledged after a reconnect is expe
 and counted apart). Every `--sample-every` seconds the server's RSS and open file
 descriptors are read and the window's delivery p99 is noted.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--users 12] [--rate 100]
-    .venv/bin/python bench/soak.py --quick      # about 20 s, for the smoke run
+    python -m bench soak [--minutes 30] [--users 12] [--rate 100]
+    python -m bench soak --quick      # about 20 s
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -621,8 +618,4 @@ def main(argv: list[str] | None = None) -> int:
         args.time_limit = min(args.time_limit, 180.0)
     if args.users < 2:
         parser.error("--users must be at least 2")
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run(SCENARIO, lambda: scenario(args), args)

@@ -27,9 +27,11 @@ from common.errors import UchatError
 from common.protocol.message import Message
 from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
+from server.handlers._backlog import BacklogCursors
 from server.logging_setup import configure_logging
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
+from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage import attachments
 from server.storage.attachment_files import AttachmentFiles
@@ -70,6 +72,8 @@ class Server:
             config=config,
             identity=identity,
             data_dir=Path(config.data_dir),
+            on_offline=self._went_offline,
+            backlog=BacklogCursors(),
         )
         try:
             self.dispatcher = Dispatcher(self.services, HANDLERS)
@@ -119,12 +123,27 @@ class Server:
     def _on_message(self, connection: Connection, message: Message) -> None:
         self.dispatcher.dispatch(connection, message)
 
+    def _went_offline(self, user_id: int, username: str) -> None:
+        """A live session ended: its backlog cursor goes, its friends are told."""
+        self.services.backlog.forget(user_id)
+        announce_offline(self.services, user_id, username)
+
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)
 
     def _commit(self) -> None:
-        """The group commit, run by the reactor before it writes a turn's output."""
+        """The group commit, run by the reactor before it writes a turn's output.
+
+        The turn's gathered work (`server.turn`) is done first, inside the transaction.
+        """
         db = self.services.db
+        turn = self.services.turn
+        if turn.pending:
+            try:
+                turn.finish(db, self.services.sessions)
+            except Exception:
+                db.rollback()
+                raise
         if not db.in_transaction:
             return
         try:

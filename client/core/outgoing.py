@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from client.core.session import Session, SessionSlot, report_status
 from client.core.store import UploadState
 from client.core.transfers import Progress
 from common.errors import ConnectionLost, RequestError, RequestTimeout
+from common.protocol.ids import time_ordered_id
 
 log = logging.getLogger(__name__)
 # The server takes envelopes of at most 64 KiB; sealing adds about 200 bytes.
@@ -82,7 +82,7 @@ class Outgoing:
         check_style(font_size, color)
         chat_kind, chat_id = _resolve(session, target)
         message = ChatMessage(
-            uuid.uuid4().hex,
+            time_ordered_id(),
             chat_kind,
             chat_id,
             session.username,
@@ -162,7 +162,7 @@ class Outgoing:
         """Encrypt and stage `path`, store the message (`sending`), upload, then send."""
         session, _ = self._slot.require_sender()
         chat_kind, chat_id = _resolve(session, target)
-        message_id = uuid.uuid4().hex
+        message_id = time_ordered_id()
         state = session.transfers.stage(
             path,
             message_id=message_id,

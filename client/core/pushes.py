@@ -89,10 +89,12 @@ class PushHandler:
             if session.inbox is not None:  # without keys: leave them on the server
                 session.inbox.receive(params.get("messages") or [])
         elif kind is MessageType.MESSAGE_DELIVERED:
-            message_id = params.get("message_id")
-            if isinstance(message_id, str):
-                session.store.set_status(message_id, "delivered")
-                report_status(session, message_id, self._emit)
+            deliveries = params.get("deliveries")
+            for item in deliveries if isinstance(deliveries, list) else []:
+                message_id = item.get("message_id") if isinstance(item, dict) else None
+                if isinstance(message_id, str):
+                    session.store.set_status(message_id, "delivered")
+                    report_status(session, message_id, self._emit)
         elif kind is MessageType.PRESENCE:
             self._on_presence(session, params)
         elif kind is MessageType.CONTACT_ADDED:

@@ -19,10 +19,11 @@ from common.crypto.passwords import SALT_SIZE, verify_password
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import presence
+from server.handlers._backlog import push_backlog
 from server.handlers._common import USERNAME_MAX
 from server.handlers._params import get_str
-from server.handlers._wire import contact_lists, delivery
-from server.storage import login_attempts, messages, users
+from server.handlers._wire import contact_lists
+from server.storage import login_attempts, users
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -108,53 +109,3 @@ def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
         },
         "server_time": ctx.now(),
     }
-
-
-BACKLOG_WINDOW_BYTES = 1024 * 1024
-PUSH_BYTES = 512 * 1024  # one NEW_MESSAGE stays far below any peer's frame cap
-DELIVERY_OVERHEAD = 256  # ids, names and times around each envelope, generously
-
-
-def _wire_size(item: messages.Delivery) -> int:
-    return len(item.envelope) + DELIVERY_OVERHEAD
-
-
-def _frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:
-    """Split a batch so no single push exceeds PUSH_BYTES (envelopes reach 64 KiB)."""
-    parts: list[list[messages.Delivery]] = [[]]
-    size = 0
-    for item in batch:
-        if parts[-1] and size + _wire_size(item) > PUSH_BYTES:
-            parts.append([])
-            size = 0
-        parts[-1].append(item)
-        size += _wire_size(item)
-    return parts
-
-
-def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) -> int:
-    """Push the next window of unacknowledged deliveries, in server order.
-
-    At most about `BACKLOG_WINDOW_BYTES` of envelopes go out at once, so a huge
-    backlog never overflows the connection's write buffer (which would drop the
-    client as a slow reader, and it would get the same backlog again forever). The
-    client's ACK_DELIVERY for a batch pulls the next window (see ack_delivery).
-    """
-    batch_size = max(1, ctx.config.offline_batch)
-    pushed = window = 0
-    ctx.connection.backlog_cursor = None
-    while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
-        for part in _frames_of(batch):
-            ctx.push(
-                user_id,
-                MessageType.NEW_MESSAGE,
-                {"messages": [delivery(d, username) for d in part]},
-            )
-        after_row, pushed = batch[-1].row_id, pushed + len(batch)
-        window += sum(_wire_size(d) for d in batch)
-        if len(batch) < batch_size:
-            break
-        if window >= BACKLOG_WINDOW_BYTES:
-            ctx.connection.backlog_cursor = after_row
-            break
-    return pushed

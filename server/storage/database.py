@@ -36,11 +36,36 @@ class SchemaTooNewError(RuntimeError):
     """The database was written by a newer server; refuse rather than corrupt it."""
 
 
+#: Tables whose every write bumps `Database.membership_generation` (friendships, room
+#: membership): what the per-session caches of the hot path hold copies of.
+MEMBERSHIP_TABLES = ("friends", "room_user")
+_GENERATION_FUNCTION = "uchat_membership_changed"
+
+
 class Database:
     """One SQLite connection plus the few helpers every table module uses."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        #: Goes up on every INSERT, UPDATE or DELETE of `MEMBERSHIP_TABLES`, whoever
+        #: writes (temporary triggers call back into Python), so a cache stamped with an
+        #: older value is stale. A rolled-back write bumps it too, which only costs a refill.
+        self.membership_generation = 0
+        self._watch_membership()
+
+    def _watch_membership(self) -> None:
+        """Temporary triggers (this connection only, no schema change) count the writes."""
+        self._connection.create_function(_GENERATION_FUNCTION, 0, self._membership_changed)
+        for table in MEMBERSHIP_TABLES:
+            for action in ("INSERT", "UPDATE", "DELETE"):
+                self._connection.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS watch_{table}_{action.lower()}"
+                    f" AFTER {action} ON main.{table}"
+                    f" BEGIN SELECT {_GENERATION_FUNCTION}(); END"
+                )
+
+    def _membership_changed(self) -> None:
+        self.membership_generation += 1
 
     @classmethod
     def open(cls, path: Path) -> Database:

@@ -23,11 +23,12 @@ from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
 from common.crypto.keys import generate_user_keys
 from common.crypto.passwords import verify_password
 from common.errors import RequestError, ValidationError
-from common.protocol.message import Message
+from common.protocol.message import Message, decode_message
 from common.protocol.opcodes import PUSHES, MessageType
 from server import presence
 from server.handlers import (
     HANDLERS,
+    _backlog,
     ack_delivery,
     add_friend,
     certificate,
@@ -49,8 +50,10 @@ from server.handlers import (
     upload_begin,
     upload_chunk,
 )
+from server.handlers._backlog import BacklogCursors
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
+from server.turn import TurnBatch
 
 PASSWORD = "correct horse 1"
 CA = ServerIdentity.create()
@@ -71,10 +74,8 @@ class FakeConnection:
     def send(self, message: Message) -> None:
         self.server.events.append(("push", self.user_id, message.type, message.params))
 
-    @property
-    def backlog_cursor(self) -> int | None:
-        session = self.server.live.get(self.user_id)
-        return None if session is None else session.backlog_cursor
+    def send_encoded(self, body: bytes) -> None:
+        self.send(decode_message(body))
 
 
 @dataclass
@@ -101,9 +102,15 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    turn: TurnBatch = field(default_factory=TurnBatch)
+    backlog: BacklogCursors = field(default_factory=BacklogCursors)
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
+
+    def end_turn(self) -> None:
+        """What the reactor does before it commits a turn (`server.turn`)."""
+        self.turn.finish(self.db, self.sessions)
 
     def clock(self) -> int:
         return self.time
@@ -141,10 +148,11 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(backlog_cursor=None, pending_output=1 << 30)
+        self.connection = types.SimpleNamespace(pending_output=1 << 30, session_cache=None)
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
+    turn = property(lambda self: self.server.turn)
     config = property(lambda self: self.server.config)
     identity = property(lambda self: self.server.identity)
 
@@ -166,6 +174,10 @@ class FakeContext:
         self.server.events.append(("push", user_id, type, params))
         return True
 
+    def push_encoded(self, user_id: int, body: bytes) -> bool:
+        message = decode_message(body)
+        return self.push(user_id, message.type, message.params)
+
     def push_many(self, user_ids: Any, type: MessageType, params: dict[str, Any]) -> int:
         return sum(self.push(user_id, type, params) for user_id in dict.fromkeys(user_ids))
 
@@ -181,6 +193,7 @@ class FakeContext:
         del self.server.online[user_id]
         self.user_id = self.username = None
         self.server.events.append(("unbind", user_id))
+        self.server.backlog.forget(user_id)
         presence.announce_offline(self.server, user_id, username)  # type: ignore[arg-type]
 
     def close_after_reply(self) -> None:
@@ -205,9 +218,11 @@ class FakeContext:
 
 
 def call(module: ModuleType, ctx: FakeContext, **params: Any) -> FakeContext:
+    """One request in a turn of its own: handled, answered, then the turn's end."""
     result = ctx.guarded(lambda: module.handle(ctx, params))
     if result is not None:
         ctx.reply(result)
+    ctx.server.end_turn()
     return ctx
 
 
@@ -941,7 +956,7 @@ def test_send_message_checks_attachments(server: FakeServer) -> None:
 def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -959,14 +974,14 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 
     first_window = pushed_ids()
     assert 0 < len(first_window) < len(ids)  # bounded: not the whole backlog at once
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     ack = as_user(server, "alice")
     ack.connection = session.connection
     # Acknowledging only part of the window does not release the next one.
     ok(ack_delivery, ack, message_ids=first_window[:1])
     assert pushed_ids() == first_window
     delivered = list(first_window)
-    while session.connection.backlog_cursor is not None:
+    while server.backlog.draining(uid(server, "alice")):
         ack = as_user(server, "alice")
         ack.connection = session.connection
         ok(ack_delivery, ack, message_ids=pushed_ids())
@@ -977,7 +992,7 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 def test_a_drained_connection_gets_the_next_window_despite_held_messages(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1006,7 +1021,7 @@ def test_a_drained_connection_gets_the_next_window_despite_held_messages(
 def test_live_messages_wait_behind_a_draining_backlog(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1014,7 +1029,7 @@ def test_live_messages_wait_behind_a_draining_backlog(
         send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     server.events.clear()
     send(as_user(server, "bob"), "f" * 32, "alice", {"alice": b"late"})
     assert server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE) == []
@@ -1033,7 +1048,7 @@ def test_ack_delivery(server: FakeServer) -> None:
         ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32, "5" * 32, "6" * 32]) == {}
     )
     assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == [
-        {"message_id": "4" * 32, "recipient": "bob"}
+        {"deliveries": [{"message_id": "4" * 32, "recipient": "bob"}]}
     ]
     assert messages.undelivered(server.db, uid(server, "bob")) == []
     assert len(messages.undelivered(server.db, uid(server, "carol"))) == 1
@@ -1285,7 +1300,7 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
     batches = server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
     assert len(batches) > 1
     for batch in batches:
-        assert sum(len(item["envelope"]) for item in batch["messages"]) <= login.PUSH_BYTES
+        assert sum(len(item["envelope"]) for item in batch["messages"]) <= _backlog.PUSH_BYTES
     delivered = [item["message_id"] for batch in batches for item in batch["messages"]]
     assert delivered == [f"{index + 1:032x}" for index in range(12)]
 

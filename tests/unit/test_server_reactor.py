@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from common.errors import RemoteProtocolError
-from common.protocol.message import Message, reply
+from common.protocol.message import Message, decode_message, reply
 from common.protocol.opcodes import MessageType
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
@@ -52,7 +52,12 @@ class LineChannel:
         out, self._outgoing = self._outgoing, b""
         return out
 
-    def send(self, message: Message) -> bytes:
+    def send_batch(self, bodies: list[bytes]) -> bytes:
+        """One line per message, all in one write: a turn's messages share a record."""
+        return b"".join(self._line(decode_message(body)) for body in bodies)
+
+    @staticmethod
+    def _line(message: Message) -> bytes:
         size = int(message.params.get("size", 0))
         return f"{int(message.type)} {message.request_id} ".encode() + b"x" * size + b"\n"
 

@@ -307,7 +307,7 @@ def test_undelivered_rows_come_in_server_order_with_attachments(db: Database) ->
 def test_store_message_is_idempotent(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
     room = rooms.create_room(db, "r", alice, 1)
-    for _ in range(2):
+    stored_now = [
         messages.store_message(
             db,
             message_id="1" * 32,
@@ -317,13 +317,38 @@ def test_store_message_is_idempotent(db: Database) -> None:
             time=50,
             envelopes=[(bob, b"b"), (carol, b"c")],
         )
+        for _ in range(2)
+    ]
+    assert stored_now == [True, False]
     assert db.scalar("SELECT count(*) FROM chat_history") == 2
     stored = messages.find_message(db, "1" * 32)
     assert stored == messages.StoredMessage("1" * 32, alice, 50)
     assert messages.find_message(db, "2" * 32) is None
-    assert conversations.last_message_times(db, [conversations.room_key(room)]) == {
-        conversations.room_key(room): 50
-    }
+    assert messages.conversation_key(alice, messages.ROOM, room) == conversations.room_key(room)
+    assert messages.conversation_key(bob, messages.USER, alice) == (
+        conversations.user_pair_key(alice, bob)
+    )
+
+
+def test_a_message_id_belongs_to_its_first_sender(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    first = dict(message_id="1" * 32, target_type=messages.USER, time=5)
+    assert messages.store_message(
+        db, sender_id=alice, target_id=bob, envelopes=[(bob, b"b")], **first
+    )
+    # carol reuses alice's id for another recipient: nothing is stored under it.
+    assert not messages.store_message(
+        db, sender_id=carol, target_id=bob, envelopes=[(alice, b"c")], **first
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1
+    assert messages.find_message(db, "1" * 32) == messages.StoredMessage("1" * 32, alice, 5)
+
+
+def test_touch_many_keeps_the_newest_time(db: Database) -> None:
+    conversations.touch(db, "r:1", 100)
+    conversations.touch_many(db, [("r:1", 50), ("r:2", 70)])
+    conversations.touch_many(db, [("r:2", 90)])
+    assert conversations.last_message_times(db, ["r:1", "r:2"]) == {"r:1": 100, "r:2": 90}
 
 
 def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> None:
