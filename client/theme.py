@@ -429,7 +429,7 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         selectbackground=[("readonly", p.surface)],
         selectforeground=[("readonly", p.text)],
     )
-    style.configure("TSpinbox", arrowsize=12, background=p.surface_alt)
+    style.configure("TSpinbox", arrowsize=theme.px(12), background=p.surface_alt)
     style.configure(
         "TRadiobutton",
         background=p.surface,
@@ -437,7 +437,7 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         font=f.body,
         indicatorcolor=p.surface,
         indicatorrelief="flat",
-        indicatorsize=15,
+        indicatorsize=theme.px(15),
         indicatormargin=(0, 0, 6, 0),
     )
     style.map(

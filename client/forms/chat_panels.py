@@ -76,12 +76,10 @@ class ChatHeader(tk.Frame):
             search_row, text="\u25bc", width=2, command=lambda: self._step(on_step, -1)
         )
         self._search_parts = (self.hit_label, self.older_button, self.newer_button)
+        # The safety number of a friend is in the ⋯ menu (see ChatActions.menu), which
+        # leaves the name its room; `on_safety` stays for callers that show it directly.
+        self.on_safety = on_safety
         self.safety_button: ttk.Button | None = None
-        if contact.kind == "user":
-            self.safety_button = ttk.Button(
-                tools, text=i18n.t("chat.safety_number"), command=on_safety
-            )
-            self.safety_button.pack(side="left")
         self.pop_out_button: ttk.Button | None = None
         if on_pop_out is not None:
             self.pop_out_button = ttk.Button(

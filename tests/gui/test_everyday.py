@@ -9,6 +9,7 @@ would block or start another program).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import tkinter as tk
@@ -20,6 +21,7 @@ import pytest
 from PIL import Image
 
 from client import i18n
+from client.components.banner import Banner
 from client.components.desktop import Desktop
 from client.core.client import ChatClient
 from client.core.event_types import ExportProgress, MessageReceived
@@ -435,6 +437,17 @@ def test_attachments_limit_downloads_folder_viewer_open_folder_and_paste(
     assert asked["initialdir"] == str(downloads)
     assert limit in str(asked["title"])  # the limit is said before choosing
 
+    session = app.require_client()._slot.require()  # a small limit, to hit it
+    real_limits = session.limits
+    session.limits = dataclasses.replace(real_limits, max_attachment_size=4096)
+    too_big = tmp_path / "too big.bin"
+    too_big.write_bytes(bytes(10_000))
+    chat.files.send_path(too_big, image=False)
+    pump_until(app.root, lambda: chat.info_text != "", what="the too-large refusal")
+    assert chat.info_text == i18n.t("error.attachment_too_large_limit", limit="4.0 KB")
+    session.limits = real_limits
+    chat.clear_info()
+
     picture = tmp_path / "hill.png"
     Image.new("RGB", (1600, 1200), (40, 120, 200)).save(picture)
     bob.send_image(me, picture)
@@ -592,3 +605,29 @@ def test_identity_exported_in_the_main_window_and_imported_at_login(
     pump_until(second.root, lambda: isinstance(second.form, ContactsForm), what="logged in")
     assert second.require_client().can_send
     del bob
+
+
+def test_a_refused_friend_request_is_told(
+    scale: float, app: App, headless: Callable[..., ChatClient]
+) -> None:
+    contacts, me, _bob = befriended(app, headless, "bob")
+    carol = headless(unique_name("carol"))
+    carol_name = carol.username or ""
+    contacts.action_buttons[Action.ADD_FRIEND].invoke()
+    contacts.action.value.set(carol_name)
+    contacts.action.confirm.invoke()
+    carol.wait_for_event(lambda e: e.kind == "friend_request")
+    carol.answer_friend_request(me, False)
+    text = i18n.t("contacts.request_refused", name=carol_name)
+    pump_until(
+        app.root,
+        lambda: any(getattr(b, "text", "") == text for b in contacts.banners.winfo_children()),
+        what="the refusal notice",
+    )
+    [banner] = [
+        b for b in contacts.banners.winfo_children() if isinstance(b, Banner) and b.text == text
+    ]
+    banner.buttons[i18n.t("common.dismiss")].invoke()
+    pump_until(app.root, lambda: not contacts.refusals, what="the notice dismissed")
+    settle(app)
+    assert height_of(contacts.banners) <= 1
