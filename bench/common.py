@@ -57,6 +57,13 @@ PASSWORD = "bench-Password-1"
 READ_SIZE = 256 * 1024
 STARTUP_TIMEOUT = 30.0
 SCRYPT_N = 1024
+#: The load comes from one address; per-address limits meant for the public would
+#: throttle the generator itself (scenarios about those limits pass their own).
+LOAD_GENERATOR_ENV = {
+    "UCHAT_SERVER_REGISTER_PER_ADDRESS": "1000000",
+    "UCHAT_SERVER_HASHES_IN_FLIGHT_PER_ADDRESS": "64",
+    "UCHAT_SERVER_HASHES_WAITING_PER_ADDRESS": "100000",
+}
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})
 
@@ -100,6 +107,7 @@ class ServerProcess(RunningServer):
         config_path = base / "bench-config.json"
         config_path.write_text("{}\n", encoding="utf-8")
         env = {"UCHAT_CONFIG": str(config_path), "UCHAT_SERVER_SCRYPT_N": str(SCRYPT_N)}
+        env.update(LOAD_GENERATOR_ENV)  # every generated client comes from 127.0.0.1
         env.update(env_overrides or {})
         try:
             running = start_server(
@@ -340,8 +348,12 @@ class Link:
             self.sock.close()
 
 
-def new_socket() -> socket.socket:
+def new_socket(source: str | None = None) -> socket.socket:
+    """A non-blocking TCP socket; bound to `source` (e.g. 127.0.0.2) to look like another
+    client machine to the server's per-address limits."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source is not None:
+        sock.bind((source, 0))
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -393,6 +405,7 @@ def open_sessions(
     timeout: float = 120.0,
     times: SessionTimes | None = None,
     tolerate_errors: bool = False,
+    source: str | None = None,
 ) -> list[Link]:
     """Connect, handshake and (optionally) log in one link per name, `window` at a time.
 
@@ -409,7 +422,7 @@ def open_sessions(
     try:
         while len(done) + times.failed < len(names):
             while next_index < len(names) and len(opening) < window:
-                state = _begin_connect(server, next_index, names[next_index])
+                state = _begin_connect(server, next_index, names[next_index], source)
                 selector.register(state.link.sock, selectors.EVENT_WRITE, state)
                 opening[next_index] = state
                 next_index += 1
@@ -444,8 +457,8 @@ def open_sessions(
     return [done[index] for index in sorted(done)]
 
 
-def _begin_connect(server: Endpoint, index: int, name: str) -> _Opening:
-    sock = new_socket()
+def _begin_connect(server: Endpoint, index: int, name: str, source: str | None = None) -> _Opening:
+    sock = new_socket(source)
     code = sock.connect_ex(server.address)
     if code not in (0, errno.EINPROGRESS):
         sock.close()

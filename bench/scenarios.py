@@ -23,6 +23,13 @@ class Scenario:
 _RELAY_TINY: tuple[str, ...] = ("--pairs", "2", "--duration", "0.5", "--warmup", "0.2")
 _RELAY_TINY += ("--rate", "200", "--paced-duration", "0.5", "--preseal", "100", "--no-half-peak")
 
+_SOAK_QUICK: tuple[str, ...] = ("--minutes", "0.3", "--users", "6", "--rate", "40")
+_SOAK_QUICK += ("--reconnect-every", "2", "--file-every", "2", "--hostile-every", "2")
+_SOAK_QUICK += ("--sample-every", "3")
+_SOAK_TINY: tuple[str, ...] = ("--minutes", "0.05", "--users", "4", "--rate", "20")
+_SOAK_TINY += ("--reconnect-every", "1", "--file-every", "1", "--hostile-every", "1")
+_SOAK_TINY += ("--sample-every", "1")
+
 SCENARIOS: dict[str, Scenario] = {
     "smoke": Scenario("bench.common", (), ("--repeats", "5"), 60.0),
     "connections": Scenario(
@@ -78,14 +85,20 @@ SCENARIOS: dict[str, Scenario] = {
         ("--logins", "10", "--baseline", "0.3", "--after", "0.3"),
         180.0,
     ),
-    "bad_input": Scenario(
-        "bench.bad_input", ("--connections", "500"), ("--connections", "30"), 180.0
+    "account_flood": Scenario(
+        "bench.account_flood",
+        ("--samples", "15"),
+        ("--samples", "3", "--scrypt-n", "1024", "--warmup", "0.2", "--flood-rate", "200"),
+        300.0,
     ),
     "soak": Scenario(
         "bench.soak",
-        ("--quick",),
-        ("--quick", "--minutes", "0.12", "--users", "4", "--sample-every", "2"),
+        _SOAK_QUICK,
+        _SOAK_TINY,
         3 * 3600.0,
+    ),
+    "bad_input": Scenario(
+        "bench.bad_input", ("--connections", "500"), ("--connections", "30"), 180.0
     ),
     "codec": Scenario(
         "bench.codec_bench", (), ("--repeats", "1", "--seconds", "0.05"), 60.0, server=False

@@ -28,7 +28,6 @@ import random
 import selectors
 import socket
 import statistics
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -574,31 +573,12 @@ def report(
         check("worst window p99 / median window p99", p99_ratio, 3.0, "x", False),
         check("server alive, no tracebacks", int(alive and tracebacks == 0), 1, "", True),
     ]
-    params = {key: value for key, value in vars(args).items() if key != "time_limit"}
+    params = {key: value for key, value in vars(args).items() if key not in ("time_limit", "json")}
     return emit(SCENARIO, params, results, checks)
-
-
-QUICK = [
-    "--minutes",
-    "0.3",
-    "--users",
-    "6",
-    "--rate",
-    "40",
-    "--reconnect-every",
-    "2",
-    "--file-every",
-    "2",
-    "--hostile-every",
-    "2",
-    "--sample-every",
-    "3",
-]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=3 * 3600.0)
-    parser.add_argument("--quick", action="store_true", help="about 20 s, for a smoke run")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--users", type=int, default=12, help="even: friend pairs")
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s in all")
@@ -613,9 +593,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=8)
     args = parser.parse_args(argv)
-    if args.quick:
-        args = parser.parse_args([*QUICK, *(argv if argv is not None else sys.argv[1:])])
-        args.time_limit = min(args.time_limit, 180.0)
     if args.users < 2:
         parser.error("--users must be at least 2")
     return run(SCENARIO, lambda: scenario(args), args)

@@ -236,6 +236,19 @@ EN: dict[str, str] = {
     "error.invalid_age": "Age must be a whole number from 1 to 150.",
     "error.invalid_csr": "The account keys were refused. Try again.",
     "error.username_taken": "This username is already taken.",
+    "error.too_many_friend_requests": "You have too many friend requests waiting. "
+    "Wait for answers first.",
+    "error.friend_requests_full": "This person has too many friend requests waiting.",
+    "error.too_many_rooms": "You have created as many groups as an account may.",
+    "error.upload_quota_exceeded": "You keep too many files on the server.",
+    "error.recipient_inbox_full": "Too many messages are waiting for this person. "
+    "Try again after they log in.",
+    "error.username_invisible": "The username contains an invisible character. "
+    "Type it again without it.",
+    "error.username_confusable": "This username looks like one that already exists. "
+    "Choose another.",
+    "error.too_many_registrations": "Too many accounts were created from your network. "
+    "Try again later.",
     "error.email_taken": "This email address is already registered.",
     "error.login_failed": "Wrong username or password.",
     "error.too_many_attempts": "Too many failed attempts. Wait a while, then try again.",
@@ -466,6 +479,14 @@ ZH_CN: dict[str, str] = {
     "error.invalid_age": "年龄必须是 1 到 150 之间的整数。",
     "error.invalid_csr": "账号密钥被拒绝，请重试。",
     "error.username_taken": "该用户名已被占用。",
+    "error.too_many_friend_requests": "您发出的好友请求太多，请等待对方回复。",
+    "error.friend_requests_full": "对方待处理的好友请求太多。",
+    "error.too_many_rooms": "您创建的群组数量已达上限。",
+    "error.upload_quota_exceeded": "您在服务器上保存的文件太多。",
+    "error.recipient_inbox_full": "对方待接收的消息太多，请等对方登录后再试。",
+    "error.username_invisible": "用户名中含有不可见字符，请删除后重新输入。",
+    "error.username_confusable": "该用户名与已有用户名过于相似，请换一个。",
+    "error.too_many_registrations": "您的网络创建的账号过多，请稍后再试。",
     "error.email_taken": "该邮箱已被注册。",
     "error.login_failed": "用户名或密码错误。",
     "error.too_many_attempts": "失败次数过多，请稍后再试。",

@@ -125,6 +125,7 @@ class App:
             ping_interval=s.ping_interval,
             reconnect_min=s.reconnect_min,
             reconnect_max=s.reconnect_max,
+            allow_hmac_md5=s.allow_hmac_md5,
         )
         client.add_listener(self._dispatch)
         self.client, self._client_address = client, address

@@ -24,6 +24,7 @@ from common.errors import LocalProtocolError, RequestError, ValidationError
 from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
+from server.hash_queue import HashQueue
 from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.sessions import Sessions
@@ -63,6 +64,7 @@ class Services:
     #: Offline backlog cursors of online users (`server.handlers._backlog`).
     backlog: BacklogCursors
     clock: Callable[[], int] = wall_clock_ms
+    hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
 
 
@@ -196,15 +198,24 @@ class Context:
 
     # -- slow work ------------------------------------------------------------------
 
-    def run_in_worker(self, fn: Callable[[], T], then: Callable[[T], None]) -> None:
+    def run_in_worker(
+        self,
+        fn: Callable[[], T],
+        then: Callable[[T], None],
+        always: Callable[[], None] | None = None,
+    ) -> None:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
         A full pool answers `server_busy` at once; `fn` raising answers
         `internal_error`. If the connection closed (or began closing) meanwhile, `then`
         is skipped: the caller is gone and must not be logged in or told anything.
+        `always` runs on the reactor thread when the job is over, whatever happened
+        (it releases a slot such as `server.hash_queue`'s).
         """
 
         def on_done(future: Future[T]) -> None:
+            if always is not None:
+                always()
             if not self.connection.is_open:
                 log.debug("%s result dropped: connection closed", self.opcode.name)
                 return
@@ -219,6 +230,8 @@ class Context:
         try:
             self.services.workers.submit(fn, on_done)
         except WorkerPoolFull:
+            if always is not None:
+                always()
             self.fail("server_busy", "the server is busy; try again shortly")
 
 

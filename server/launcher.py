@@ -27,8 +27,9 @@ STOP_TIMEOUT = 10.0
 LISTENING = re.compile(r"^Uchat server listening on (?P<host>\S+):(?P<port>\d+)$")
 FINGERPRINT = re.compile(r"^Server fingerprint: (?P<fingerprint>[0-9a-f]{64})$")
 
-#: Settings every launched server gets: cheap password hashing.
-FAST_ENV = {"UCHAT_SERVER_SCRYPT_N": "1024"}
+#: Settings every launched server gets: cheap password hashing, and room for the many
+#: accounts a test registers from 127.0.0.1 (tests of that limit set their own).
+FAST_ENV = {"UCHAT_SERVER_SCRYPT_N": "1024", "UCHAT_SERVER_REGISTER_PER_ADDRESS": "100000"}
 
 
 class ServerStartError(RuntimeError):

@@ -17,6 +17,7 @@ from typing import Any
 
 from client.core.connection import Connection
 from client.core.crypto_session import Identity, keys_match
+from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
 from client.core.keystore import KeyStore, server_id_for
@@ -167,6 +168,7 @@ class Accounts:
     def _after_login(self, session: Session) -> None:
         """Resend the outbox and resume uploads; failures wait for the next login."""
         try:
+            fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process

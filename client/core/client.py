@@ -83,8 +83,10 @@ class ChatClient:
         reconnect_max: float = 30.0,
         auto_reconnect: bool = True,
         key_kdf: KdfParams | None = None,
+        allow_hmac_md5: bool = False,
     ) -> None:
         self.host = host
+        self.allow_hmac_md5 = allow_hmac_md5
         self.port = port
         self.data_dir = Path(data_dir)
         self.timeout = timeout

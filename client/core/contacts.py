@@ -133,16 +133,36 @@ class ContactBook:
         self._friends: dict[str, Contact] = {}
         self._rooms: dict[str, Contact] = {}
         self._requests: list[str] = []
+        self._requests_next = ""
 
     def replace(self, lists: Mapping[str, Any]) -> None:
-        """Take the `friends`, `rooms` and `friend_requests` of LOGIN or CONTACT_LIST."""
+        """Take the `friends`, `rooms` and `friend_requests` of LOGIN or CONTACT_LIST.
+
+        The server sends the requests a page at a time; `requests_cursor` says where
+        the next page starts ("" when none is left) and `extend_requests` adds it.
+        """
         friends = [friend_contact(raw) for raw in lists.get("friends", [])]
         rooms = [room_contact(raw) for raw in lists.get("rooms", [])]
         requests = _str_list(lists.get("friend_requests", []))
+        cursor = lists.get("friend_requests_next", "")
         with self._lock:
             self._friends = {c.id: c for c in friends}
             self._rooms = {c.id: c for c in rooms}
             self._requests = requests
+            self._requests_next = cursor if isinstance(cursor, str) else ""
+
+    def requests_cursor(self) -> str:
+        with self._lock:
+            return self._requests_next
+
+    def extend_requests(self, page: Mapping[str, Any]) -> str:
+        """Add one CONTACT_LIST {requests_after} page; returns the next cursor."""
+        names = _str_list(page.get("friend_requests", []))
+        cursor = page.get("friend_requests_next", "")
+        with self._lock:
+            self._requests.extend(name for name in names if name not in self._requests)
+            self._requests_next = cursor if isinstance(cursor, str) else ""
+            return self._requests_next
 
     def put(self, contact: Contact) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.core.contacts import room_contact, with_summaries
+from client.core.contacts import ContactBook, room_contact, with_summaries
 from client.core.models import Contact
 from client.core.session import Request, SessionSlot
 from common.errors import RemoteProtocolError
@@ -22,6 +22,18 @@ def _dict_list(reply: dict[str, Any], field: str, request: str) -> list[dict[str
     if not isinstance(items, list):
         raise RemoteProtocolError(f"{request} reply lacks {field}")
     return [item for item in items if isinstance(item, dict)]
+
+
+MAX_REQUEST_PAGES = 10_000  # a server that never says "done" cannot keep us looping
+
+
+def fetch_remaining_requests(contacts: ContactBook, request: Request) -> int:
+    """Fetch the friend requests beyond the first page (LOGIN pages them); returns pages."""
+    cursor, pages = contacts.requests_cursor(), 0
+    while cursor and pages < MAX_REQUEST_PAGES:
+        page = request(MessageType.CONTACT_LIST, {"requests_after": cursor})
+        cursor, pages = contacts.extend_requests(page), pages + 1
+    return pages
 
 
 class Directory:
@@ -61,6 +73,7 @@ class Directory:
     def refresh(self) -> None:
         session = self._slot.require()
         session.contacts.replace(self._request(MessageType.CONTACT_LIST, None))
+        fetch_remaining_requests(session.contacts, self._request)
 
     def contacts(self) -> list[Contact]:
         session = self._slot.require()

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from client.core.connection import Connection, PendingRequest, PinStore
+from client.core.connection import SAFE_MACS, WITH_MD5, Connection, PendingRequest, PinStore
 from client.core.connection import PushHandler as ConnectionPushHandler
 from client.core.event_types import ConnectionChanged
 from client.core.events import Emit
@@ -27,6 +27,7 @@ class LinkSettings(Protocol):
     port: int
     timeout: float
     ping_interval: float
+    allow_hmac_md5: bool
 
 
 class ServerLink:
@@ -99,6 +100,7 @@ class ServerLink:
             pins=self._pins,
             timeout=settings.timeout,
             ping_interval=settings.ping_interval,
+            accepted_macs=WITH_MD5 if settings.allow_hmac_md5 else SAFE_MACS,
         )
         self._server_fingerprint = conn.open()
         self._conn = conn

@@ -29,6 +29,7 @@ from client.core.models import (
     MessageStatus,
 )
 from common.errors import RequestError, UchatError
+from common.fileio import make_private_dir
 
 SCHEMA_VERSION = 2
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
@@ -288,9 +289,10 @@ def fts_phrase(text: str) -> str:
 
 def _create_private_file(path: Path) -> None:
     """Create the database file 0600 up front; SQLite gives -wal/-shm the same mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
+    os.chmod(path, 0o600)  # a file left by an older version may be 0644
 
 
 def _message_values(m: ChatMessage) -> tuple[Any, ...]:

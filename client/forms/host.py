@@ -42,6 +42,7 @@ class UiSettings:
     reconnect_max: float = 30.0
     font_size: int = 12
     font_color: str = "#1f2328"
+    allow_hmac_md5: bool = False
 
     @classmethod
     def from_config(cls, config: Config, data_dir: Path) -> UiSettings:
@@ -55,6 +56,7 @@ class UiSettings:
             ping_interval=c.ping_interval,
             reconnect_min=c.reconnect_min,
             reconnect_max=c.reconnect_max,
+            allow_hmac_md5=c.allow_hmac_md5,
             font_size=c.font_size,
             font_color=c.font_color,
         )

@@ -150,9 +150,17 @@ def encode_new_message(item: messages.Delivery, recipient: str, envelope: bytes)
 
 
 def contact_lists(ctx: Context, user_id: int) -> dict[str, Any]:
-    """The `friends`, `rooms` and `friend_requests` parts of LOGIN and CONTACT_LIST."""
+    """The `friends`, `rooms` and first page of `friend_requests` (LOGIN, CONTACT_LIST)."""
     return {
         "friends": [contact(ctx, friend) for friend in friends.friends_of(ctx.db, user_id)],
         "rooms": [room(view) for view in rooms.rooms_of(ctx.db, user_id)],
-        "friend_requests": friends.incoming_requests(ctx.db, user_id),
+        **friend_requests_page(ctx, user_id, ""),
     }
+
+
+def friend_requests_page(ctx: Context, user_id: int, after: str) -> dict[str, Any]:
+    """`friend_requests` (one page) and `friend_requests_next` ("" when that was all)."""
+    names, cursor = friends.incoming_requests_page(
+        ctx.db, user_id, after, ctx.config.friend_requests_page
+    )
+    return {"friend_requests": names, "friend_requests_next": cursor}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
+from server import quotas
 from server.handlers._common import USERNAME_MAX, caller
 from server.handlers._params import get_choice, get_hex_id, get_hex_ids, get_int, get_str
 from server.handlers._wire import DeliveryPushes
@@ -42,6 +43,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     try:
         target_id, recipients = _recipients(ctx, sender_id, target_type, params)
         envelopes = _envelopes(params, recipients)
+        quotas.check_inboxes(ctx, recipients)
         attachment_ids = _attachments(ctx, sender_id, params)
     except RequestError:
         # A retry of a stored message answers as the first send did, even if the

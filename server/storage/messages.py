@@ -58,6 +58,13 @@ _INSERT_DELIVERY = (
     " (SELECT 1 FROM chat_history WHERE message_id = ?1 AND user_id != ?2)"
     " ON CONFLICT (message_id, recipient_id) DO NOTHING"
 )
+_OTHER_SENDER = "SELECT 1 FROM chat_history WHERE message_id = ? AND user_id != ? LIMIT 1"
+_INSERT_ROOM_DELIVERY = (
+    "INSERT INTO chat_history"
+    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
+)
 
 
 def store_message(
@@ -86,10 +93,14 @@ def store_message(
         (message_id, sender_id, target_id, target_type, recipient, envelope, time)
         for recipient, envelope in envelopes
     ]
-    if len(rows) == 1:  # a direct message: execute() costs less than executemany()
+    if len(rows) == 1:  # a direct message: one statement does the owner check too
         inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
     else:
-        inserted = db.executemany(_INSERT_DELIVERY, rows).rowcount
+        # A room message: the owner check once, not per row (per row it would scan
+        # the rows already inserted under this id: quadratic in the room's size).
+        if db.one(_OTHER_SENDER, (message_id, sender_id)) is not None:
+            return False
+        inserted = db.executemany(_INSERT_ROOM_DELIVERY, rows).rowcount
     if inserted <= 0:
         return False
     if attachment_ids:

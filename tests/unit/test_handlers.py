@@ -7,6 +7,7 @@ replies, errors, pushes and session changes in one ordered event log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ from server.handlers import (
     upload_chunk,
 )
 from server.handlers._backlog import BacklogCursors
+from server.hash_queue import HashQueue
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
 from server.turn import TurnBatch
@@ -102,6 +104,7 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
     backlog: BacklogCursors = field(default_factory=BacklogCursors)
 
@@ -148,7 +151,9 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(pending_output=1 << 30, session_cache=None)
+        self.connection = types.SimpleNamespace(
+            pending_output=1 << 30, session_cache=None, is_open=True
+        )
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
@@ -199,8 +204,15 @@ class FakeContext:
     def close_after_reply(self) -> None:
         self.closing = True
 
-    def run_in_worker(self, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def run_in_worker(
+        self,
+        fn: Callable[[], Any],
+        then: Callable[[Any], None],
+        always: Callable[[], None] | None = None,
+    ) -> None:
         def job() -> None:
+            if always is not None:
+                always()
             self.guarded(lambda: then(fn()))
 
         if self.server.deferred is None:
@@ -375,7 +387,7 @@ def test_register_refuses_taken_username_and_email(server: FakeServer) -> None:
 
 def test_register_rechecks_uniqueness_after_hashing(server: FakeServer) -> None:
     server.deferred = []
-    first, second = FakeContext(server), FakeContext(server)
+    first, second = FakeContext(server), FakeContext(server, peer=("10.0.0.2", 50000))
     call(register, first, **form("alice"))
     call(register, second, **form("alice", email="second@example.com"))
     assert first.answers == second.answers == []  # both are hashing
@@ -487,7 +499,7 @@ def test_login_backoff_locks_the_account_and_survives_a_restart(
     assert "2 seconds" in error.message
     server.time += 1_500
     ok(login, FakeContext(server, peer=("10.0.2.1", 1)), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.2.1")) is None
 
 
 def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
@@ -495,14 +507,37 @@ def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
     peer = ("10.9.9.9", 1)
     # An address (maybe a whole office behind NAT) gets four times an account's room.
     allowed = server.config.login_max_failures * login.ADDRESS_FAILURE_FACTOR
-    for index in range(allowed):
-        fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
-    ok(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     for index in range(allowed + 1):
         fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
     error = fails(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     assert error.code == "too_many_attempts"
     ok(login, FakeContext(server, peer=("10.9.9.10", 1)), username="alice", password=PASSWORD)
+
+
+def test_an_address_the_owner_used_keeps_its_own_allowance(server: FakeServer) -> None:
+    signup(server, "alice")
+    home = ("10.8.0.1", 1)
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)
+    for index in range(20):  # a stranger from many addresses, and the home address's
+        stranger = FakeContext(server, peer=(f"10.8.1.{index}", 1))  # own guesses elsewhere
+        fails(login, stranger, username="ALICE", password="guess 1")
+        fails(login, FakeContext(server, peer=home), username=f"other{index}", password="x")
+    error = fails(
+        login, FakeContext(server, peer=("10.8.2.1", 1)), username="alice", password=PASSWORD
+    )
+    assert error.code == "too_many_attempts"  # new addresses are locked out ...
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)  # not home
+
+
+def test_lock_keys_fold_as_the_database_folds(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="elise@example.org"))
+    for index in range(4):  # three allowed, the fourth locks
+        fails(
+            login, FakeContext(server, peer=(f"10.7.0.{index}", 1)), username="ÉLISE", password="x"
+        )
+    assert login_attempts.user_key("ÉLISE") == login_attempts.user_key("élise")
+    error = fails(login, FakeContext(server, peer=("10.7.1.1", 1)), username="élise", password="x")
+    assert error.code == "too_many_attempts"
 
 
 def test_parallel_guesses_cannot_outrun_the_lock(server: FakeServer) -> None:
@@ -521,9 +556,13 @@ def test_a_correct_password_clears_the_pre_counted_failure(server: FakeServer) -
     signup(server, "alice")
     for _ in range(2):
         fails(login, FakeContext(server), username="alice", password="bad password 1")
+    fails(login, FakeContext(server, peer=("10.6.0.1", 1)), username="alice", password="guess")
     ok(login, FakeContext(server), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
-    assert login_attempts.get(server.db, login_attempts.address_key("10.0.0.1")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.0.1")) is None
+    account = login_attempts.get(server.db, login_attempts.user_key("alice"))
+    assert account is not None and account.failures == 1  # the stranger's guess stays
+    address = login_attempts.get(server.db, login_attempts.address_key("10.0.0.1"))
+    assert address is not None and address.failures == 0
 
 
 def test_login_lock_grows_and_is_capped(server: FakeServer) -> None:
@@ -1317,3 +1356,173 @@ def test_a_full_group_refuses_new_members(
     assert (full.code, full.field) == ("room_full", "room_id")
     # A member asking again still hears that they are already in.
     assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
+
+
+# --- hostile load: names and registration limits (issue 8) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("\u0430lice", "username_confusable"),  # Cyrillic a
+        ("\uff41\uff4c\uff49\uff43\uff45", "username_taken"),  # fullwidth, NFKC = alice
+        ("ALICE", "username_taken"),
+        ("a1ice", "username_confusable"),
+        ("alice\u034f", "username_invisible"),
+        ("alice\ufe0f", "username_invisible"),
+        ("alice\u3164", "username_invisible"),
+    ],
+)
+def test_names_that_pass_for_alice_are_refused(server: FakeServer, name: str, code: str) -> None:
+    signup(server, "alice")
+    error = fails(register, FakeContext(server), **form(name, email="other@example.org"))
+    assert (error.code, error.field) == (code, "username")
+
+
+def test_elise_and_accented_capital_elise_are_one_name(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="e1@example.org"))
+    error = fails(register, FakeContext(server), **form("Élise", email="e2@example.org"))
+    assert error.code == "username_taken"
+    ok(login, FakeContext(server), username="ÉLISE", password=PASSWORD)
+
+
+def test_registrations_per_address_are_limited(server: FakeServer) -> None:
+    server.config = dataclasses.replace(server.config, register_per_address=3)
+    for index in range(3):
+        ok(register, FakeContext(server), **form(f"user{index}x"))
+    error = fails(register, FakeContext(server), **form("user9x"))
+    assert error.code == "too_many_registrations" and "minutes" in error.message
+    ok(register, FakeContext(server, peer=("10.5.5.5", 1)), **form("user9x"))
+    server.time += int(server.config.register_window * 1000)
+    ok(register, FakeContext(server), **form("user10x"))
+
+
+def test_an_address_has_few_hashes_in_flight_and_a_bounded_queue(server: FakeServer) -> None:
+    server.config = dataclasses.replace(
+        server.config, hashes_in_flight_per_address=2, hashes_waiting_per_address=3
+    )
+    signup(server, "alice")
+    server.deferred = []
+    guesses = [FakeContext(server, peer=("10.2.0.1", 1)) for _ in range(6)]
+    for index, ctx in enumerate(guesses):
+        call(login, ctx, username=f"nobody{index}", password="guess")
+    assert server.hashes.in_flight("10.2.0.1") == 2 and server.hashes.waiting("10.2.0.1") == 3
+    assert len(server.deferred) == 2  # only two hashes reached the workers
+    assert answer(guesses[5]).code == "server_busy"
+    honest = FakeContext(server, peer=("10.2.0.2", 1))
+    call(login, honest, username="alice", password=PASSWORD)
+    assert len(server.deferred) == 3  # another address is not queued behind the flood
+    while server.deferred:
+        server.run_deferred()
+    assert [kind for kind, _ in honest.answers] == ["reply"]
+    assert [answer(ctx).code for ctx in guesses[:5]] == ["login_failed"] * 5
+    assert server.hashes.in_flight("10.2.0.1") == 0
+
+
+# --- quotas and retention (issue 8) ----------------------------------------------------
+
+
+def limit(server: FakeServer, **changes: Any) -> None:
+    server.config = dataclasses.replace(server.config, **changes)
+
+
+def test_pending_friend_requests_are_limited_both_ways(server: FakeServer) -> None:
+    limit(server, max_friend_requests_out=2, max_friend_requests_in=2)
+    for name in ("bob", "carol", "dave", "erin", "frank"):
+        signup(server, name)
+    alice = online(server, "alice")
+    ok(add_friend, alice, username="bob")
+    ok(add_friend, as_user(server, "alice"), username="carol")
+    error = fails(add_friend, as_user(server, "alice"), username="dave")
+    assert error.code == "too_many_friend_requests"
+    online(server, "erin")
+    online(server, "frank")
+    online(server, "dave")
+    ok(add_friend, as_user(server, "erin"), username="bob")  # bob now has two waiting
+    error = fails(add_friend, as_user(server, "frank"), username="bob")
+    assert (error.code, error.field) == ("friend_requests_full", "username")
+    ok(resolve_friend_request, online(server, "bob"), username="alice", decision="reject")
+    ok(add_friend, as_user(server, "frank"), username="bob")
+
+
+def test_login_pages_friend_requests_and_contact_list_gives_the_rest(server: FakeServer) -> None:
+    limit(server, friend_requests_page=2)
+    signup(server, "alice")
+    askers = [f"asker{index}" for index in range(5)]
+    for name in askers:
+        online(server, name)
+        ok(add_friend, as_user(server, name), username="alice")
+        server.time += 1
+    bundle = ok(login, FakeContext(server), username="alice", password=PASSWORD)
+    assert bundle["friend_requests"] == askers[:2] and bundle["friend_requests_next"]
+    names, cursor = list(bundle["friend_requests"]), bundle["friend_requests_next"]
+    while cursor:
+        page = ok(contact_list, as_user(server, "alice"), requests_after=cursor)
+        assert set(page) == {"friend_requests", "friend_requests_next"}
+        names += page["friend_requests"]
+        cursor = page["friend_requests_next"]
+    assert names == askers
+
+
+def test_rooms_per_account_are_limited(server: FakeServer) -> None:
+    limit(server, max_rooms_per_account=2)
+    online(server, "alice")
+    ok(create_room, as_user(server, "alice"), name="one")
+    ok(create_room, as_user(server, "alice"), name="two")
+    assert fails(create_room, as_user(server, "alice"), name="three").code == "too_many_rooms"
+
+
+def test_uploads_kept_and_their_bytes_are_limited(server: FakeServer) -> None:
+    limit(server, max_uploads_per_account=2, max_upload_bytes_per_account=1_000_000)
+    online(server, "alice")
+    digest = bytes(32)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="a" * 32, size=10, digest=digest)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=10, digest=digest)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=10, digest=digest
+    )
+    assert error.code == "upload_quota_exceeded"
+    limit(server, max_uploads_per_account=10, max_upload_bytes_per_account=1_000)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=990, digest=digest
+    )
+    assert (error.code, error.field) == ("upload_quota_exceeded", "size")
+
+
+def test_undelivered_messages_per_recipient_are_limited(server: FakeServer) -> None:
+    limit(server, max_undelivered_per_recipient=2)
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    for index in range(2):
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+    assert (error.code, error.field) == ("recipient_inbox_full", "target")
+    ok(ack_delivery, as_user(server, "bob"), message_ids=[f"{0:032x}"])
+    assert answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))["time"]
+
+
+def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeServer) -> None:
+    from server.storage import retention
+
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    digest = hashlib.sha256(b"hello").digest()
+    alice = as_user(server, "alice")
+    ok(upload_begin, alice, attachment_id="a" * 32, size=5, digest=digest)
+    ok(upload_chunk, as_user(server, "alice"), attachment_id="a" * 32, offset=0, data=b"hello")
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=5, digest=digest)
+    answer(send(as_user(server, "alice"), "1" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32]))
+    answer(send(as_user(server, "alice"), "2" * 32, "bob", {"bob": b"y"}))
+    ok(ack_delivery, as_user(server, "bob"), message_ids=["1" * 32])
+    day = 24 * 3600 * 1000
+    early = retention.sweep(server.db, server.time + day, retention_days=30, abandoned_hours=48)
+    assert (early.envelopes, early.attachments) == (0, [])
+    result = retention.sweep(
+        server.db, server.time + 31 * day, retention_days=30, abandoned_hours=48
+    )
+    assert result.envelopes == 1 and sorted(result.attachments) == ["a" * 32, "b" * 32]
+    left = [d.message_id for d in messages.undelivered(server.db, uid(server, "bob"))]
+    assert left == ["2" * 32]  # undelivered messages are never swept
+    assert attachments.get(server.db, "a" * 32) is None

@@ -184,7 +184,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.has_pending_request(db, alice, bob)
     assert not friends.has_pending_request(db, bob, alice)
     assert not friends.are_friends(db, alice, bob)
-    assert friends.incoming_requests(db, bob) == ["alice"]
+    assert friends.incoming_requests_page(db, bob, "", 10) == (["alice"], "")
     assert friends.relations(db, bob, [alice]) == {alice: "pending"}
     with pytest.raises(sqlite3.IntegrityError):
         friends.add_request(db, alice, bob, 11)
@@ -192,7 +192,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.accept_request(db, alice, bob, 20)
     assert not friends.accept_request(db, alice, bob, 21)
     assert friends.are_friends(db, alice, bob) and friends.are_friends(db, bob, alice)
-    assert friends.incoming_requests(db, bob) == []
+    assert friends.incoming_requests_page(db, bob, "", 10) == ([], "")
     assert friends.friend_ids(db, bob) == [alice]
     assert friends.relations(db, alice, [bob]) == {bob: "friend"}
 
@@ -467,3 +467,14 @@ def test_old_failures_are_forgotten(db: Database) -> None:
     later = 5 + login_attempts.FAILURE_MEMORY_MS
     fresh = login_attempts.record_failure(db, key, later, POLICY)
     assert (fresh.failures, fresh.locked_until) == (1, 0)
+
+
+def test_a_room_message_id_also_belongs_to_its_first_sender(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    first = dict(message_id="2" * 32, target_type=messages.ROOM, target_id=room, time=5)
+    assert messages.store_message(db, sender_id=alice, envelopes=[(bob, b"b")], **first)
+    assert not messages.store_message(
+        db, sender_id=carol, envelopes=[(alice, b"a"), (bob, b"b2")], **first
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1

@@ -479,3 +479,14 @@ def test_translator_fills_placeholders_and_falls_back() -> None:
     assert not i18n.has("no.such.key")
     with pytest.raises(ValueError, match="unsupported"):
         i18n.use_language("fr")
+
+
+def test_the_register_form_names_an_invisible_character_inline() -> None:
+    from client import i18n
+    from client.forms.register import field_errors
+
+    for language in i18n.LANGUAGES:
+        i18n.use_language(language)
+        errors = field_errors({"username": "alice\u3164"}, ["username"])
+        assert errors["username"] == i18n.t("error.username_invisible")
+    i18n.use_language("en")
