@@ -9,6 +9,7 @@ close the connections, commit again, close the database.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import resource
@@ -149,6 +150,25 @@ def _forget_abandoned_uploads(db: Database, files: AttachmentFiles) -> None:
         log.info("removed %d abandoned uploads", len(stale))
 
 
+TEST_HOOK_ENV = "UCHAT_TEST_SERVER_HOOK"
+
+
+def _install_test_hook(server: Server) -> None:
+    """Security tests run a real server with a handler swapped (a malicious server).
+
+    The variable names a module whose `install(server)` does the swapping; it is
+    refused unless the module lives under `tests.`, so a deployment cannot be
+    pointed at other code this way.
+    """
+    name = os.environ.get(TEST_HOOK_ENV)
+    if not name:
+        return
+    if not name.startswith("tests."):
+        raise UchatError(f"{TEST_HOOK_ENV} must name a module under tests.")
+    log.warning("TEST BUILD: installing server hook %s", name)
+    importlib.import_module(name).install(server)
+
+
 def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
@@ -158,7 +178,11 @@ def build_server(config: ServerConfig) -> Server:
     db = Database.open(data_dir / DATABASE_FILE)
     try:
         _forget_abandoned_uploads(db, AttachmentFiles(data_dir / ATTACHMENTS_DIR))
-        return Server(config, identity, db)
+        server = Server(config, identity, db)
+        server.services.transparency.catch_up()
+        db.commit()
+        _install_test_hook(server)
+        return server
     except BaseException:
         db.close()
         raise

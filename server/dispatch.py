@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from server.net.connection import Connection
 from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage.database import Database
+from server.transparency import TransparencyLog
 from server.workers import WorkerPool, WorkerPoolFull
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class Services:
     identity: ServerIdentity
     data_dir: Path
     clock: Callable[[], int] = wall_clock_ms
+    transparency: TransparencyLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.transparency = TransparencyLog(self.db, self.identity, self.clock)
 
 
 class Context:
@@ -89,6 +94,10 @@ class Context:
     @property
     def identity(self) -> ServerIdentity:
         return self.services.identity
+
+    @property
+    def transparency(self) -> TransparencyLog:
+        return self.services.transparency
 
     @property
     def user_id(self) -> int | None:
@@ -236,6 +245,13 @@ class Dispatcher:
             if opcode in NOT_REQUESTS:
                 raise ValueError(f"{opcode.name} is not a request and cannot have a handler")
             self._handlers[opcode] = module
+
+    def replace(self, module: ModuleType) -> None:
+        """Swap the handler of one opcode (security tests build malicious servers)."""
+        opcode = MessageType(module.OPCODE)
+        if opcode not in self._handlers:
+            raise ValueError(f"no handler for {opcode.name} to replace")
+        self._handlers[opcode] = module
 
     @property
     def opcodes(self) -> frozenset[MessageType]:

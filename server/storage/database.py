@@ -27,8 +27,12 @@ def _schema_v1() -> str:
     return resources.files("server.storage").joinpath("schema.sql").read_text("utf-8")
 
 
+def _transparency_log_v2() -> str:
+    return resources.files("server.storage").joinpath("transparency.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
-MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1,)
+MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1, _transparency_log_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
