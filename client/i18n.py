@@ -212,8 +212,8 @@ EN: dict[str, str] = {
         "The server no longer admits to a key log it showed you before. Chat is blocked."
     ),
     "error.key_not_logged": (
-        "The server gave a key for {name} without proof that it is in the public key log. "
-        "Chat with {name} is blocked: the server may be impersonating {name}."
+        "The server gave this person's key without proof that it is in the public key log. "
+        "Chat is blocked: the server may be impersonating them."
     ),
     "error.log_inconsistent": (
         "The server's key log contradicts what you saw before. Chat is blocked: "
@@ -418,8 +418,7 @@ ZH_CN: dict[str, str] = {
     "error.no_key_change": "没有需要信任的新密钥。",
     "error.unknown_tree_size": "服务器不再承认它之前给您看过的密钥日志。聊天已被阻止。",
     "error.key_not_logged": (
-        "服务器给出的 {name} 的密钥没有公开密钥日志的证明。与 {name} 的聊天已被阻止："
-        "服务器可能在冒充 {name}。"
+        "服务器给出的此人密钥没有公开密钥日志的证明。聊天已被阻止：服务器可能在冒充此人。"
     ),
     "error.log_inconsistent": (
         "服务器的密钥日志与您之前看到的相矛盾。聊天已被阻止：服务器可能在向不同的人展示不同的密钥。"

@@ -154,9 +154,7 @@ class Connection:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            channel = SecureChannel.client(
-                expected_fingerprint=pinned, max_frame=MAX_INBOUND_FRAME
-            )
+            channel = SecureChannel.client(expected_fingerprint=pinned, max_frame=MAX_INBOUND_FRAME)
             early = self._handshake(sock, channel)
             if pinned is None and self._pins is not None and channel.peer_fingerprint:
                 self._pins.set(self.host, self.port, channel.peer_fingerprint)  # first sight

@@ -39,6 +39,7 @@ class ContactsForm(ttk.Frame):
         self.contacts: list[Contact] = []
         self.selected: ContactKey | None = None
         self.key_missing = False
+        self.transparency_alarms: list[str] = []  # shown until logout, newest last
         self._refresh_job: str | None = None
         p = app.theme.palette
         self.header = ProfileHeader(self, app, on_logout=app.logout)
@@ -111,6 +112,11 @@ class ContactsForm(ttk.Frame):
             self._render_banners()
         if event.kind == "key_changed":
             self._render_banners()
+        if event.kind == "transparency_alarm":
+            text = transparency_alarm_text(event.data)
+            if text not in self.transparency_alarms:
+                self.transparency_alarms.append(text)
+            self._render_banners()
 
     def schedule_refresh(self) -> None:
         if self._refresh_job is None and alive(self):
@@ -161,6 +167,8 @@ class ContactsForm(ttk.Frame):
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
                 fill="x", pady=(8, 0)
             )
+        for text in self.transparency_alarms:
+            Banner(self.banners, theme, text).pack(fill="x", pady=(8, 0))
         for username in sorted(self.app.key_warnings):
             Banner(
                 self.banners,
@@ -198,3 +206,12 @@ class ContactsForm(ttk.Frame):
     # tests and the screenshot script read the list as the user sees it
     def item(self, kind: str, contact_id: str) -> ContactItem | None:
         return self.items.get((kind, contact_id))
+
+
+def transparency_alarm_text(data: dict[str, object]) -> str:
+    """The translated alarm for a `transparency_alarm` event (reason, username)."""
+    reason = str(data.get("reason", "not_extension"))
+    key = f"transparency.alarm.{reason}"
+    if key not in i18n.EN:
+        key = "transparency.alarm.not_extension"
+    return i18n.t(key, name=str(data.get("username", "")))
