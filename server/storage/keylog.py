@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.crypto.merkle import LogEntry, TreeHead
-from server.storage.database import Database
+from server.storage.database import Database, Row
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def node(db: Database, level: int, position: int) -> bytes:
     return bytes(value)
 
 
-def _stored(row: object) -> StoredEntry:
-    position, kind, username, payload, created_at = row  # type: ignore[misc]
-    return StoredEntry(int(position), LogEntry(kind, username, bytes(payload)), int(created_at))
+def _stored(row: Row) -> StoredEntry:
+    entry = LogEntry(str(row["kind"]), str(row["username"]), bytes(row["payload"]))
+    return StoredEntry(int(row["position"]), entry, int(row["created_at"]))
 
 
 _SELECT = "SELECT position, kind, username, payload, created_at FROM kt_entries"
@@ -60,7 +60,7 @@ _SELECT = "SELECT position, kind, username, payload, created_at FROM kt_entries"
 
 def entries(db: Database, start: int, end: int) -> list[StoredEntry]:
     rows = db.all(_SELECT + " WHERE position >= ? AND position < ? ORDER BY position", (start, end))
-    return [_stored(tuple(row)) for row in rows]
+    return [_stored(row) for row in rows]
 
 
 def entries_for(db: Database, username: str, limit: int) -> list[StoredEntry]:
@@ -69,7 +69,7 @@ def entries_for(db: Database, username: str, limit: int) -> list[StoredEntry]:
         _SELECT + " WHERE username = ? COLLATE NOCASE ORDER BY position LIMIT ?",
         (username, limit),
     )
-    return [_stored(tuple(row)) for row in rows]
+    return [_stored(row) for row in rows]
 
 
 def latest_for(db: Database, kind: str, username: str, payload: bytes) -> int | None:
