@@ -6,13 +6,25 @@ docstring); the attack is switched on only after the users were set up honestly.
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RunningServer, start_server
-from tests.integration.helpers import Accounts, User, befriend, make_accounts, refused
+from tests.integration.conftest import REPO_ROOT, RunningServer, start_server
+from tests.integration.helpers import (
+    PASSWORD,
+    Accounts,
+    User,
+    befriend,
+    make_accounts,
+    refused,
+)
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
 
@@ -109,3 +121,53 @@ def test_a_rolled_back_head_is_refused(rollback: RunningServer, accounts: Accoun
     error = refused(alice.client.send_text, "carol", "hello")
     assert error.code == "unknown_tree_size"
     alice.events.wait("transparency_alarm", reason="rolled_back")
+
+
+def run_audit(*args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "UCHAT_AUDIT_PASSWORD": password}
+    return subprocess.run(
+        [sys.executable, "-m", "server.audit", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_auditor_finds_the_second_key_over_the_protocol(
+    logged: RunningServer, accounts: Accounts
+) -> None:
+    alice, _, _ = trio(logged, accounts)
+    server = f"{logged.host}:{logged.port}"
+    login = ("--server", server, "--fingerprint", logged.fingerprint, "--username", "bob")
+    clean = run_audit(*login, "--json", password=PASSWORD)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["entries"] == 3
+    attack(logged)
+    alice.client.send_text("carol", "first words")
+    found = run_audit(*login, "--json", password=PASSWORD)
+    assert found.returncode == 2, found.stderr
+    report = json.loads(found.stdout)
+    assert list(report["usernames_with_several_keys"]) == ["carol"]
+    assert report["problems"] == []
+
+
+def test_the_auditor_checks_the_database_file_and_catches_a_rewritten_entry(
+    logged: RunningServer, accounts: Accounts, tmp_path: Path
+) -> None:
+    trio(logged, accounts)
+    database = logged.data_dir / "uchat.db"
+    ca = ("--ca", str(logged.data_dir / "server_ca_cert.pem"))
+    assert run_audit("--db", str(database), *ca).returncode == 0
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    with sqlite3.connect(copy) as db:  # the operator swaps bob's logged key afterwards
+        carol = db.execute("SELECT payload FROM kt_entries WHERE username = 'carol'").fetchone()
+        db.execute("UPDATE kt_entries SET payload = ? WHERE username = 'bob'", carol)
+    result = run_audit("--db", str(copy), *ca)
+    assert result.returncode == 1
+    assert "root does not match" in result.stdout
+    assert "certificate names 'carol', logged under 'bob'" in result.stdout
