@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256
+NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
 
 
 class TransparencyLog:
@@ -32,6 +33,22 @@ class TransparencyLog:
         self._db = db
         self._identity = identity
         self._clock = clock
+        # Node hashes never change once written; the caches only forget what a
+        # rollback undid (the database tells us), and the head when the log grows.
+        self._nodes: dict[tuple[int, int], bytes] = {}
+        self._size: int | None = None
+        self._head: TreeHead | None = None
+        db.on_rollback(self._forget)
+
+    def _forget(self) -> None:
+        self._nodes.clear()
+        self._size = None
+        self._head = None
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = keylog.size(self._db)
+        return self._size
 
     def catch_up(self) -> int:
         """Hash entries that have no nodes yet (the migration's backfill); return how many."""
@@ -48,9 +65,10 @@ class TransparencyLog:
         """Append one key to the log; return its position."""
         entry = LogEntry(kind, username, payload)
         entry.encode()  # refuses unknown kinds before anything is written
-        position = keylog.size(self._db)
+        position = self.size()
         keylog.insert_entry(self._db, position, entry, self._clock())
         self._hash_in(position, entry)
+        self._size = position + 1
         return position
 
     def _hash_in(self, position: int, entry: LogEntry) -> None:
@@ -59,21 +77,32 @@ class TransparencyLog:
         )
 
     def subtree(self, level: int, index: int) -> bytes:
-        return keylog.node(self._db, level, index)
+        key = (level, index)
+        value = self._nodes.get(key)
+        if value is None:
+            value = keylog.node(self._db, level, index)
+            if len(self._nodes) >= NODE_CACHE_LIMIT:
+                self._nodes.clear()
+            self._nodes[key] = value
+        return value
 
     # -- heads and proofs --------------------------------------------------------------
 
     def head(self) -> TreeHead:
         """The newest signed head, signing one now if entries were appended since."""
-        size = keylog.size(self._db)
+        size = self.size()
+        if self._head is not None and self._head.size == size:
+            return self._head
         latest = keylog.latest_head(self._db)
         if latest is not None and latest.size == size:
+            self._head = latest
             return latest
         timestamp = max(self._clock(), latest.timestamp if latest else 0)
         head = merkle.sign_tree_head(
             self._identity.key, size, merkle.root(size, self.subtree), timestamp
         )
         keylog.insert_head(self._db, head)
+        self._head = head
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:

@@ -45,6 +45,15 @@ class Database:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self._rollback_listeners: list[Callable[[], None]] = []
+
+    def on_rollback(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever writes are undone, so in-memory caches of rows drop."""
+        self._rollback_listeners.append(listener)
+
+    def _rolled_back(self) -> None:
+        for listener in self._rollback_listeners:
+            listener()
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -112,6 +121,7 @@ class Database:
 
     def rollback(self) -> None:
         self._connection.rollback()
+        self._rolled_back()
 
     def begin_step(self) -> None:
         """Open a savepoint for one handler step inside the turn's transaction.
@@ -127,6 +137,7 @@ class Database:
         """Keep the step's writes, or undo them (a handler that failed unexpectedly)."""
         if not keep:
             self._connection.execute("ROLLBACK TO handler_step")
+            self._rolled_back()
         self._connection.execute("RELEASE handler_step")
 
     @contextmanager
@@ -136,6 +147,7 @@ class Database:
             yield self
         except BaseException:
             self._connection.rollback()
+            self._rolled_back()
             raise
         self._connection.commit()
 

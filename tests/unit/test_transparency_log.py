@@ -122,3 +122,20 @@ def test_heads_round_trip_through_storage(tmp_path: Path) -> None:
     head = log.head()
     assert keylog.latest_head(db) == head
     assert TreeHead.from_wire(head.to_wire()) == head
+
+
+def test_a_rolled_back_append_leaves_no_trace_in_the_caches(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    log.append("certificate", "alice", b"a")
+    before = log.head()
+    db.commit()
+    db.begin_step()
+    log.append("certificate", "mallory", b"m")
+    assert log.head().size == 2
+    db.end_step(keep=False)  # the handler failed after appending
+    assert log.head() == before
+    assert log.append("certificate", "bob", b"b") == 1
+    reference = MemoryTree()
+    for data, name in ((b"a", "alice"), (b"b", "bob")):
+        reference.append_leaf_hash(LogEntry("certificate", name, data).leaf_hash)
+    assert log.head().root == reference.root()
