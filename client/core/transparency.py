@@ -16,6 +16,7 @@ against a server whose log is consistent with what we hold.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -24,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from client.core.event_types import TransparencyAlarm
+from client.core.events import Emit
 from common.crypto import merkle
 from common.crypto.merkle import LogEntry, ProofError, TreeHead
 from common.errors import CertificateError, ProtocolError, RequestError
@@ -32,10 +35,7 @@ from common.protocol.opcodes import MessageType
 
 log = logging.getLogger(__name__)
 
-ALARM_EVENT = "transparency_alarm"
-
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
-Alarm = Callable[..., None]  # emit(ALARM_EVENT, reason=..., username=...)
 IsMine = Callable[[str, bytes], bool]  # (kind, payload) -> this computer made it
 
 
@@ -55,7 +55,7 @@ class KeyTransparency:
     """One session's view of one server's log; thread-safe."""
 
     def __init__(
-        self, *, ca_public: bytes, store: HeadStore, request: Request, alarm: Alarm
+        self, *, ca_public: bytes, store: HeadStore, request: Request, alarm: Emit
     ) -> None:
         self._ca_public = ca_public
         self._store = store
@@ -86,7 +86,7 @@ class KeyTransparency:
             self._broken = self._broken or reason
         if first or reason in ("split_view", "not_logged"):
             log.warning("key transparency alarm: %s %s", reason, username)
-            self._alarm(ALARM_EVENT, reason=reason, username=username)
+            self._alarm(TransparencyAlarm(reason, username))
         return _blocked(reason, username)
 
     def claim_monitoring(self) -> bool:
@@ -208,7 +208,7 @@ class KeyTransparency:
                 foreign += 1
         if foreign:
             log.warning("key transparency alarm: %d keys under our name are not ours", foreign)
-            self._alarm(ALARM_EVENT, reason="foreign_key", username=username)
+            self._alarm(TransparencyAlarm("foreign_key", username))
         return len(entries)
 
     # -- gossip ----------------------------------------------------------------------------
@@ -310,6 +310,8 @@ def own_key_checker(identity_public: bytes) -> IsMine:
 
 
 GOSSIP_FIELD = "tree_head"
+_DICT_HEADER = struct.Struct(">BI")
+_HEAD_KEY = codec.encode(GOSSIP_FIELD)
 
 
 def with_tree_head(body: bytes, head: dict[str, object] | None) -> bytes:
@@ -319,10 +321,17 @@ def with_tree_head(body: bytes, head: dict[str, object] | None) -> bytes:
     """
     if head is None:
         return body
-    value = codec.decode(body)
-    if not isinstance(value, dict):
+    if len(body) < _DICT_HEADER.size:
         raise TypeError("a sealed body is a codec dict")
-    return codec.encode({**value, GOSSIP_FIELD: head})
+    tag, length = _DICT_HEADER.unpack_from(body)
+    if tag != codec.DICT or length != len(body) - _DICT_HEADER.size:
+        raise TypeError("a sealed body is a codec dict")
+    if _HEAD_KEY in body:  # may already hold one: the long way replaces it
+        value = codec.decode(body)
+        return codec.encode({**value, GOSSIP_FIELD: head})
+    # Appended as `bind_chat` appends `chat`: no decoding of the text or attachment.
+    entries = body[_DICT_HEADER.size :] + _HEAD_KEY + codec.encode(head)
+    return _DICT_HEADER.pack(codec.DICT, len(entries)) + entries
 
 
 def gossiped_head(body: bytes, limits: codec.Limits) -> Any:

@@ -1,4 +1,4 @@
--- Migration 2: the key transparency log (RFC 9162 Merkle tree), append only.
+-- Migration 3: the key transparency log (RFC 9162 Merkle tree), append only.
 -- Entries are numbered from 0 in the order they were appended; existing users'
 -- certificates are backfilled in account order. Node hashes (level 0 = leaf hashes)
 -- are filled by the server at start for entries that have none yet (SQLite has no
