@@ -13,20 +13,17 @@ one as shipped and one with the proofs switched off (test-only hook
 handshake not timed) and CERTIFICATE latency (a logged-in user fetching its own).
 Bar: with the log ≤ 1.2x without, p50.
 
-    .venv/bin/python bench/key_transparency.py [--entries 1000000] [--users 300]
+    .venv/bin/python -m bench key_transparency [--entries 1000000] [--users 300]
 """
 
 from __future__ import annotations
 
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +36,7 @@ from bench.common import (
     emit,
     login,
     new_workdir,
+    run,
     seed_users,
     summarize,
     user_names,
@@ -51,6 +49,7 @@ from server.storage import keylog
 from server.storage.database import Database
 from server.transparency import TransparencyLog
 
+SCENARIO = "key_transparency"
 BULK_CHUNK = 50_000
 BAR = 1.2
 
@@ -205,7 +204,7 @@ def server_part(users: int, rounds: int, fetches: int, log_level: str) -> dict[s
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=900.0)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=2_000)
@@ -213,7 +212,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--fetches", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)
+
+
+def scenario(args: Any) -> dict[str, Any]:
     reference_s = ed25519_verify_seconds()
     log_results = log_part(args.entries, args.appends, args.proofs)
     server_results = server_part(args.users, args.rounds, args.fetches, args.log_level)
@@ -244,8 +247,4 @@ def main() -> None:
             False,
         ),
     ]
-    emit("key_transparency", vars(args), results, checks)
-
-
-if __name__ == "__main__":
-    main()
+    return emit(SCENARIO, vars(args), results, checks)
