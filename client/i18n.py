@@ -284,6 +284,37 @@ EN: dict[str, str] = {
     "error.file_not_found": "The file cannot be found.",
     "error.file_changed": "The file changed while it was being sent. Try again.",
     "error.no_key_change": "There is no new key to trust.",
+    "error.unknown_tree_size": (
+        "The server no longer admits to a key log it showed you before. Chat is blocked."
+    ),
+    "error.key_not_logged": (
+        "The server gave this person's key without proof that it is in the public key log. "
+        "Chat is blocked: the server may be impersonating them."
+    ),
+    "error.log_inconsistent": (
+        "The server's key log contradicts what you saw before. Chat is blocked: "
+        "the server may be showing different keys to different people."
+    ),
+    "transparency.alarm.foreign_key": (
+        "Alarm: the server published a key under your name that this computer did not make. "
+        "Someone may be impersonating you. Tell your friends to compare safety numbers."
+    ),
+    "transparency.alarm.rolled_back": (
+        "Alarm: the server showed an older key log than before (rolled back). "
+        "Chat is blocked until it shows a log that extends the one you hold."
+    ),
+    "transparency.alarm.not_extension": (
+        "Alarm: the server's key log is not an extension of the one you hold. "
+        "It may be showing different keys to different people. Chat is blocked."
+    ),
+    "transparency.alarm.split_view": (
+        "Alarm: {name} was shown a different key log than you (a split view). "
+        "The server may be showing different keys to different people."
+    ),
+    "transparency.alarm.not_logged": (
+        "Alarm: the server gave a key for {name} that is not in its public key log. "
+        "Chat with {name} is blocked."
+    ),
 }
 
 ZH_CN: dict[str, str] = {
@@ -520,6 +551,28 @@ ZH_CN: dict[str, str] = {
     "error.file_not_found": "找不到该文件。",
     "error.file_changed": "文件在发送过程中被修改，请重试。",
     "error.no_key_change": "没有需要信任的新密钥。",
+    "error.unknown_tree_size": "服务器不再承认它之前给您看过的密钥日志。聊天已被阻止。",
+    "error.key_not_logged": (
+        "服务器给出的此人密钥没有公开密钥日志的证明。聊天已被阻止：服务器可能在冒充此人。"
+    ),
+    "error.log_inconsistent": (
+        "服务器的密钥日志与您之前看到的相矛盾。聊天已被阻止：服务器可能在向不同的人展示不同的密钥。"
+    ),
+    "transparency.alarm.foreign_key": (
+        "警报：服务器以您的名义发布了一个不是本机生成的密钥。可能有人在冒充您。请让好友核对安全码。"
+    ),
+    "transparency.alarm.rolled_back": (
+        "警报：服务器展示了比之前更旧的密钥日志（被回滚）。在它展示延续您所持日志的版本之前，聊天已被阻止。"
+    ),
+    "transparency.alarm.not_extension": (
+        "警报：服务器的密钥日志不是您所持日志的延续。它可能在向不同的人展示不同的密钥。聊天已被阻止。"
+    ),
+    "transparency.alarm.split_view": (
+        "警报：{name} 看到的密钥日志与您的不同（分裂视图）。服务器可能在向不同的人展示不同的密钥。"
+    ),
+    "transparency.alarm.not_logged": (
+        "警报：服务器给出的 {name} 的密钥不在其公开密钥日志中。与 {name} 的聊天已被阻止。"
+    ),
 }
 
 CATALOGS: Mapping[str, Mapping[str, str]] = {"en": EN, "zh_CN": ZH_CN}

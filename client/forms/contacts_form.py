@@ -35,6 +35,7 @@ from client.core.event_types import (
     MessageSent,
     PresenceChanged,
     RoomMemberChanged,
+    TransparencyAlarm,
 )
 from client.core.models import Contact
 from client.forms.contacts import (
@@ -80,6 +81,7 @@ class ContactsForm(ttk.Frame):
         self.items: dict[ContactKey, ContactItem] = {}
         self.contacts: list[Contact] = []
         self.selected: ContactKey | None = None
+        self.transparency_alarms: list[str] = []  # shown until logout, newest last
         self._refresh_job: str | None = None
         self._banners_shown: tuple[bool, tuple[str, ...], tuple[str, ...]] = (False, (), ())
         self.refusals: list[str] = []  # people who declined our request, until dismissed
@@ -191,6 +193,11 @@ class ContactsForm(ttk.Frame):
             self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
+        if isinstance(event, TransparencyAlarm):
+            text = transparency_alarm_text(event.reason, event.username)
+            if text not in self.transparency_alarms:
+                self.transparency_alarms.append(text)
+                self.schedule_refresh()
 
     def schedule_refresh(self) -> None:
         if self._refresh_job is None and alive(self):
@@ -238,7 +245,12 @@ class ContactsForm(ttk.Frame):
 
     def _render_banners(self, key_missing: bool, changed_keys: list[str]) -> None:
         """Rebuilt from the client's state, so a notice raised during login still shows."""
-        shown = (key_missing, tuple(changed_keys), tuple(self.refusals))
+        shown = (
+            key_missing,
+            tuple(changed_keys),
+            tuple(self.refusals),
+            tuple(self.transparency_alarms),
+        )
         if shown == self._banners_shown:
             return
         self._banners_shown = shown
@@ -250,6 +262,8 @@ class ContactsForm(ttk.Frame):
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
                 fill="x", pady=(8, 0)
             )
+        for text in self.transparency_alarms:
+            Banner(self.banners, theme, text).pack(fill="x", pady=(8, 0))
         for username in changed_keys:
             Banner(
                 self.banners,
@@ -313,3 +327,11 @@ class ContactsForm(ttk.Frame):
     # tests and the screenshot script read the list as the user sees it
     def item(self, kind: str, contact_id: str) -> ContactItem | None:
         return self.items.get((kind, contact_id))
+
+
+def transparency_alarm_text(reason: str, username: str) -> str:
+    """The translated text of a `TransparencyAlarm` (what the key log check found)."""
+    key = f"transparency.alarm.{reason}"
+    if key not in i18n.EN:
+        key = "transparency.alarm.not_extension"
+    return i18n.t(key, name=username)

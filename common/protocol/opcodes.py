@@ -55,6 +55,12 @@ class MessageType(IntEnum):
     UPLOAD_CHUNK = 61
     DOWNLOAD_CHUNK = 62
 
+    # key transparency (RFC 9162 log of every key the server certifies)
+    KT_TREE_HEAD = 70
+    KT_CONSISTENCY = 71
+    KT_USER_ENTRIES = 72
+    KT_RANGE = 73
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(
