@@ -83,7 +83,12 @@ class ContactsForm(ttk.Frame):
         self.selected: ContactKey | None = None
         self.transparency_alarms: list[str] = []  # shown until logout, newest last
         self._refresh_job: str | None = None
-        self._banners_shown: tuple[bool, tuple[str, ...], tuple[str, ...]] = (False, (), ())
+        self._banners_shown: tuple[bool, tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+            False,
+            (),
+            (),
+            (),
+        )
         self.refusals: list[str] = []  # people who declined our request, until dismissed
         p = app.theme.palette
         self.panes = tk.PanedWindow(
