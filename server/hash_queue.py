@@ -45,11 +45,19 @@ class HashQueue:
         state = self._addresses.get(address)
         return 0 if state is None else len(state.waiting)
 
-    def submit(self, ctx: Context, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def submit(
+        self,
+        ctx: Context,
+        fn: Callable[[], Any],
+        then: Callable[[Any], None],
+        still_allowed: Callable[[], None] | None = None,
+    ) -> None:
         """Run `fn` on the worker pool for `ctx`'s address now, or when its turn comes.
 
         Raises `RequestError('server_busy')` when the address already has its fill
-        waiting; the caller has not spent anything yet.
+        waiting; the caller has not spent anything yet. `still_allowed` runs (on the
+        reactor thread) right before the job starts and may raise `RequestError` to
+        refuse it then: a limit reached while the job waited its turn still applies.
         """
         address = ctx.peer[0]
         state = self._addresses.get(address)
@@ -58,6 +66,12 @@ class HashQueue:
             self._addresses[address] = state
 
         def start() -> None:
+            if still_allowed is not None:
+                try:
+                    still_allowed()
+                except RequestError as exc:
+                    ctx.fail(exc.code, exc.message, exc.field)
+                    return
             state.running += 1
             ctx.run_in_worker(fn, then, always=lambda: self._finished(address))
 

@@ -93,43 +93,60 @@ def handle(ctx: Context, params: dict[str, Any]) -> None:
     user = users.by_username(ctx.db, name) if name else None
     keys = attempt_keys(ctx, name, user)
     now = ctx.now()
-    locked_until = login_attempts.locked_until(ctx.db, keys.all, now)
-    if locked_until:
-        seconds = max(1, math.ceil((locked_until - now) / 1000))
-        raise RequestError(
-            "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
-        )
+    _refuse_if_locked(ctx, keys.all, now)
     stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
     user_id = user.id if user is not None else None
     _count_in_advance(ctx, keys, now)
+    address = [keys.address] if keys.address is not None else []
     try:
         ctx.services.hashes.submit(
             ctx,
             lambda: verify_password(password, stored),
             lambda ok: _finish(ctx, user_id if ok else None, keys),
+            still_allowed=lambda: _refuse_if_locked(ctx, address, ctx.now()),
         )
     except RequestError:  # server_busy: no guess was made, so none is counted
-        login_attempts.forgive(ctx.db, keys.all, 1)
+        login_attempts.forgive(ctx.db, [key for key in keys.all if key not in address], 1)
         raise
 
 
+def _refuse_if_locked(ctx: Context, keys: list[str], now: int) -> None:
+    locked_until = login_attempts.locked_until(ctx.db, keys, now)
+    if locked_until:
+        seconds = max(1, math.ceil((locked_until - now) / 1000))
+        raise RequestError(
+            "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+        )
+
+
 def _count_in_advance(ctx: Context, keys: Keys, now: int) -> None:
-    """Count the attempt as failed before the hash runs; success takes it back."""
+    """Count the attempt against this account before the hash runs (success takes it back).
+
+    The address's own counter (for addresses new to this account) is counted after a
+    failed hash instead, and checked again right before each hash starts: the
+    address's hashes run one at a time, so pipelined guesses still stop at its limit,
+    while many people behind one NAT logging in at once are not locked out by their
+    own correct logins in flight.
+    """
     login_attempts.record_failure(ctx.db, keys.pair, now, backoff_policy(ctx))
     if keys.account is not None:
         login_attempts.record_failure(ctx.db, keys.account, now, backoff_policy(ctx))
-    if keys.address is not None:
-        policy = backoff_policy(ctx, ADDRESS_FAILURE_FACTOR)
-        login_attempts.record_failure(ctx.db, keys.address, now, policy)
 
 
 def _finish(ctx: Context, user_id: int | None, keys: Keys) -> None:
     """Runs after the hash check; the failure is already counted everywhere."""
     user = users.by_id(ctx.db, user_id) if user_id is not None else None
     if user is None:
+        if keys.address is not None:
+            policy = backoff_policy(ctx, ADDRESS_FAILURE_FACTOR)
+            login_attempts.record_failure(ctx.db, keys.address, ctx.now(), policy)
         raise RequestError("login_failed", LOGIN_FAILED)
     own = login_attempts.get(ctx.db, keys.pair)  # this address's failures, this one too
-    login_attempts.forgive(ctx.db, keys.wider, own.failures if own is not None else 1)
+    failures = own.failures if own is not None else 1
+    if keys.account is not None:
+        login_attempts.forgive(ctx.db, [keys.account], failures)
+    if keys.address is not None:
+        login_attempts.forgive(ctx.db, [keys.address], failures - 1)
     login_attempts.reset(ctx.db, [keys.pair])
     ip, port = ctx.peer
     login_addresses.remember(ctx.db, user.id, ip, ctx.now())
