@@ -160,6 +160,7 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     from server.app import DATABASE_FILE
     from server.storage import users
     from server.storage.database import Database
+    from server.transparency import TransparencyLog
 
     started = time.perf_counter()
     data = Path(workdir.name) / "server"
@@ -168,11 +169,13 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     keys = generate_user_keys()
     password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
     db = Database.open(data / DATABASE_FILE)
+    key_log = TransparencyLog(db, identity, now_ms)  # as REGISTER does, every key is logged
     try:
         with db.transaction():
             for name in names:
                 email = f"{name}@bench.example.org"
                 info = CsrInfo(name, email, keys.identity_public, keys.agreement_public)
+                certificate = issue_certificate(identity, info)
                 users.create_user(
                     db,
                     username=name,
@@ -180,9 +183,10 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
                     email=email,
                     sex="other",
                     age=30,
-                    certificate=issue_certificate(identity, info),
+                    certificate=certificate,
                     now=now_ms(),
                 )
+                key_log.append("certificate", name, certificate)
     finally:
         db.close()
     elapsed = time.perf_counter() - started

@@ -9,7 +9,7 @@ is from the `send_text` call to that moment, so it includes sealing, the sender'
 outbox and store, the server, the receiver's store, opening and the event queue. The
 sender's own delivery status (`delivered`) is counted too.
 
-    python -m bench e2e [--messages 1000] [--rate 200]
+    python -m bench e2e [--messages 500] [--rate 50]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,25 @@ class Watch:
             self.delivered.setdefault(event.message_id, time.perf_counter())
 
 
+class Pump(threading.Thread):
+    """Drains one client's events every 0.5 ms until stopped (its listeners run here)."""
+
+    def __init__(self, client: ChatClient) -> None:
+        super().__init__(name="bench-receiver-pump", daemon=True)
+        self._client = client
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self._client.process_events(10_000)
+            time.sleep(0.0005)
+        self._client.process_events(10_000)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5.0)
+
+
 def scenario(args: argparse.Namespace) -> dict[str, Any]:
     with (
         ServerProcess.start(log_level=args.log_level) as server,
@@ -109,27 +129,32 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
             alice.process_events(10_000)
             bob.process_events(10_000)
             meter = CpuMeter(server)
+            # The receiver's "UI thread": drains its events on its own, as the other
+            # person's app would, so a sender running late cannot delay the display.
+            pump = Pump(bob)
+            pump.start()
             started = time.perf_counter()
             sent = 0
-            while sent < args.messages:
-                now = time.perf_counter()
-                due = min(args.messages, int((now - started) * args.rate) + 1)
-                while sent < due:
-                    called = time.perf_counter()
-                    message = alice.send_text(names[1], f"bench message {sent}")
-                    watch.sent_at[message.message_id] = called
-                    sent += 1
-                bob.process_events(10_000)
-                alice.process_events(10_000)
-                time.sleep(0.0005)
-            send_s = time.perf_counter() - started
-            deadline = time.perf_counter() + WAIT_S
-            while time.perf_counter() < deadline and (
-                len(watch.displayed) < sent or len(watch.delivered) < sent
-            ):
-                bob.process_events(10_000)
-                alice.process_events(10_000)
-                time.sleep(0.0005)
+            try:
+                while sent < args.messages:
+                    now = time.perf_counter()
+                    due = min(args.messages, int((now - started) * args.rate) + 1)
+                    while sent < due:
+                        called = time.perf_counter()
+                        message = alice.send_text(names[1], f"bench message {sent}")
+                        watch.sent_at[message.message_id] = called
+                        sent += 1
+                    alice.process_events(10_000)
+                    time.sleep(0.0005)
+                send_s = time.perf_counter() - started
+                deadline = time.perf_counter() + WAIT_S
+                while time.perf_counter() < deadline and (
+                    len(watch.displayed) < sent or len(watch.delivered) < sent
+                ):
+                    alice.process_events(10_000)
+                    time.sleep(0.0005)
+            finally:
+                pump.stop()
             cpu = meter.read()
         finally:
             alice.close()
@@ -143,6 +168,9 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "sent": sent,
         "achieved_send_rate": round(sent / send_s, 1),
+        # send_text seals and stores before it returns: a sender this slow cannot
+        # offer the rate asked for, and the figures below are then those of a backlog.
+        "sender_kept_up": sent / send_s >= 0.9 * args.rate,
         "displayed": len(displayed),
         "send_to_displayed_ms": latency,
         "send_to_delivered_status_ms": summarize(delivered),
@@ -170,7 +198,7 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser((__doc__ or "").splitlines()[0], time_limit=180.0)
-    parser.add_argument("--messages", type=int, default=1000, help="messages sent")
-    parser.add_argument("--rate", type=float, default=200.0, help="msgs/s offered")
+    parser.add_argument("--messages", type=int, default=500, help="messages sent")
+    parser.add_argument("--rate", type=float, default=50.0, help="msgs/s offered")
     args = parser.parse_args(argv)
     return run(SCENARIO, lambda: scenario(args), args)

@@ -422,3 +422,18 @@ def test_shutdown_flushes_queued_output_before_closing() -> None:
         data += chunk
     assert data == b"1 42 xxxxxxxxxx\n"
     assert h.events[-1] == "commit"
+
+
+def test_output_queued_by_the_commit_hook_is_written_in_the_same_turn(harness: Harness) -> None:
+    """The turn's gathered pushes are queued by the commit hook: they must not wait."""
+    client = harness.connect()
+    (connection,) = harness.reactor.connections
+
+    def push_at_commit() -> None:
+        connection.send(Message(MessageType.PING, 0, {}))
+        harness.commit_hook = None
+
+    harness.commit_hook = push_at_commit
+    harness.reactor.run_once(timeout=0.0)  # nothing else was queued in this turn
+    client.settimeout(0.5)
+    assert client.recv(100) == b"3 0 \n"

@@ -467,3 +467,35 @@ def test_old_failures_are_forgotten(db: Database) -> None:
     later = 5 + login_attempts.FAILURE_MEMORY_MS
     fresh = login_attempts.record_failure(db, key, later, POLICY)
     assert (fresh.failures, fresh.locked_until) == (1, 0)
+
+
+def test_a_room_message_id_also_belongs_to_its_first_sender(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    first = dict(message_id="2" * 32, target_type=messages.ROOM, target_id=room, time=5)
+    assert messages.store_message(db, sender_id=alice, envelopes=[(bob, b"b")], **first)
+    assert not messages.store_message(
+        db, sender_id=carol, envelopes=[(alice, b"a"), (bob, b"b2")], **first
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1
+
+
+def test_a_stored_id_takes_no_new_recipient(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    first = dict(message_id="3" * 32, sender_id=alice, time=5)
+    assert messages.store_message(
+        db, target_type=messages.USER, target_id=bob, envelopes=[(bob, b"b")], **first
+    )
+    # The same sender, the same id, other recipients: a retry, nothing new stored.
+    assert not messages.store_message(
+        db, target_type=messages.USER, target_id=carol, envelopes=[(carol, b"c")], **first
+    )
+    assert not messages.store_message(
+        db,
+        target_type=messages.ROOM,
+        target_id=room,
+        envelopes=[(bob, b"b"), (carol, b"c")],
+        **first,
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1
