@@ -6,7 +6,9 @@ tells which names exist.
 
 Limits (docs/security.md, "Hostile load"):
 - every failure is counted *before* the hash runs (and taken back on success), so
-  pipelined guesses cannot slip past a lock while their hashes are computed;
+  pipelined guesses cannot slip past a lock while their hashes are computed; the
+  count and the lock check happen when the hash's turn comes in the address's queue,
+  so honest logins waiting behind each other never count against their address;
 - an address has at most a few hashes in flight (`server.hash_queue`);
 - locks are per (account, address). An address the account has logged in from
   before is judged on that pair alone, so a stranger's guesses from elsewhere never
@@ -87,66 +89,65 @@ def attempt_keys(ctx: Context, name: str, user: users.User | None) -> Keys:
     return Keys(pair, login_attempts.user_key(name), login_attempts.address_key(ip))
 
 
+@dataclass
+class _Attempt:
+    """What `admit` decided when this login's turn came, for the hash and its result."""
+
+    stored_hash: str = ""
+    user_id: int | None = None
+    keys: Keys | None = None
+
+
 def handle(ctx: Context, params: dict[str, Any]) -> None:
     name = unicodedata.normalize("NFC", get_str(params, "username", max_len=USERNAME_MAX).strip())
     password = get_str(params, "password", max_len=PASSWORD_MAX)
-    user = users.by_username(ctx.db, name) if name else None
-    keys = attempt_keys(ctx, name, user)
-    now = ctx.now()
-    _refuse_if_locked(ctx, keys.all, now)
-    stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
-    user_id = user.id if user is not None else None
-    _count_in_advance(ctx, keys, now)
-    address = [keys.address] if keys.address is not None else []
-    try:
-        ctx.services.hashes.submit(
-            ctx,
-            lambda: verify_password(password, stored),
-            lambda ok: _finish(ctx, user_id if ok else None, keys),
-            still_allowed=lambda: _refuse_if_locked(ctx, address, ctx.now()),
-        )
-    except RequestError:  # server_busy: no guess was made, so none is counted
-        login_attempts.forgive(ctx.db, [key for key in keys.all if key not in address], 1)
-        raise
+    attempt = _Attempt()
 
-
-def _refuse_if_locked(ctx: Context, keys: list[str], now: int) -> None:
-    locked_until = login_attempts.locked_until(ctx.db, keys, now)
-    if locked_until:
-        seconds = max(1, math.ceil((locked_until - now) / 1000))
-        raise RequestError(
-            "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+    def admit() -> None:
+        """At the hash's turn (not at queue time): check the locks, count the failure."""
+        user = users.by_username(ctx.db, name) if name else None
+        keys = attempt_keys(ctx, name, user)
+        now = ctx.now()
+        locked_until = login_attempts.locked_until(ctx.db, keys.all, now)
+        if locked_until:
+            seconds = max(1, math.ceil((locked_until - now) / 1000))
+            raise RequestError(
+                "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+            )
+        _count_in_advance(ctx, keys, now)
+        attempt.keys = keys
+        attempt.user_id = user.id if user is not None else None
+        attempt.stored_hash = (
+            user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
         )
+
+    def finish(ok: bool) -> None:
+        if attempt.keys is None:  # cannot happen: admit runs before the hash
+            raise RuntimeError("a login hash finished without its admission")
+        _finish(ctx, attempt.user_id if ok else None, attempt.keys)
+
+    ctx.services.hashes.submit(
+        ctx, lambda: verify_password(password, attempt.stored_hash), finish, admit=admit
+    )
 
 
 def _count_in_advance(ctx: Context, keys: Keys, now: int) -> None:
-    """Count the attempt against this account before the hash runs (success takes it back).
-
-    The address's own counter (for addresses new to this account) is counted after a
-    failed hash instead, and checked again right before each hash starts: the
-    address's hashes run one at a time, so pipelined guesses still stop at its limit,
-    while many people behind one NAT logging in at once are not locked out by their
-    own correct logins in flight.
-    """
+    """Count the attempt as failed before the hash runs; success takes it back."""
     login_attempts.record_failure(ctx.db, keys.pair, now, backoff_policy(ctx))
     if keys.account is not None:
         login_attempts.record_failure(ctx.db, keys.account, now, backoff_policy(ctx))
+    if keys.address is not None:
+        policy = backoff_policy(ctx, ADDRESS_FAILURE_FACTOR)
+        login_attempts.record_failure(ctx.db, keys.address, now, policy)
 
 
 def _finish(ctx: Context, user_id: int | None, keys: Keys) -> None:
     """Runs after the hash check; the failure is already counted everywhere."""
     user = users.by_id(ctx.db, user_id) if user_id is not None else None
     if user is None:
-        if keys.address is not None:
-            policy = backoff_policy(ctx, ADDRESS_FAILURE_FACTOR)
-            login_attempts.record_failure(ctx.db, keys.address, ctx.now(), policy)
         raise RequestError("login_failed", LOGIN_FAILED)
     own = login_attempts.get(ctx.db, keys.pair)  # this address's failures, this one too
-    failures = own.failures if own is not None else 1
-    if keys.account is not None:
-        login_attempts.forgive(ctx.db, [keys.account], failures)
-    if keys.address is not None:
-        login_attempts.forgive(ctx.db, [keys.address], failures - 1)
+    login_attempts.forgive(ctx.db, keys.wider, own.failures if own is not None else 1)
     login_attempts.reset(ctx.db, [keys.pair])
     ip, port = ctx.peer
     login_addresses.remember(ctx.db, user.id, ip, ctx.now())
