@@ -315,10 +315,15 @@ class Link:
         while not self.flush():
             self.wait(select.POLLOUT, deadline - time.monotonic())
         while True:
-            for message in self.receive():
-                if message.type in REPLY_TYPES and message.request_id == request_id:
-                    return message
-                self.pushes.append(message)
+            answer: Message | None = None
+            for message in self.receive():  # keep what shares the read with the answer
+                mine = message.type in REPLY_TYPES and message.request_id == request_id
+                if answer is None and mine:
+                    answer = message
+                else:
+                    self.pushes.append(message)
+            if answer is not None:
+                return answer
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(f"{kind.name} by {self.name}: no answer in {timeout} s")

@@ -34,6 +34,7 @@ class MessageType(IntEnum):
     RESOLVE_FRIEND_REQUEST = 33
     DELETE_FRIEND = 34
     CERTIFICATE = 35
+    FRIEND_REQUEST_REFUSED = 36  # push: someone declined your friend request
 
     # messages
     SEND_MESSAGE = 40
@@ -69,6 +70,7 @@ PUSHES = frozenset(
         MessageType.CONTACT_ADDED,
         MessageType.CONTACT_REMOVED,
         MessageType.FRIEND_REQUEST,
+        MessageType.FRIEND_REQUEST_REFUSED,
         MessageType.NEW_MESSAGE,
         MessageType.MESSAGE_DELIVERED,
         MessageType.ROOM_MEMBER_EVENT,

@@ -789,7 +789,13 @@ def test_resolve_friend_request(server: FakeServer) -> None:
 
     ok(resolve_friend_request, as_user(server, "bob"), username="carol", decision="reject")
     assert ok(contact_list, as_user(server, "bob"))["friend_requests"] == ["alice"]
+    refused = MessageType.FRIEND_REQUEST_REFUSED
+    assert server.pushes(uid(server, "carol"), refused) == []  # offline: nothing is kept
     assert ok(add_friend, as_user(server, "carol"), username="bob") == {}  # may ask again
+    online(server, "carol")
+    ok(resolve_friend_request, as_user(server, "bob"), username="carol", decision="reject")
+    assert server.pushes(uid(server, "carol"), refused) == [{"username": "bob"}]  # told who
+    assert server.pushes(uid(server, "alice"), refused) == []
 
     ok(resolve_friend_request, as_user(server, "bob"), username="alice", decision="accept")
     added_for_alice = server.pushes(alice, MessageType.CONTACT_ADDED)
