@@ -76,6 +76,10 @@ class RecordingHost:
     def release(self, connection: Connection, reason: str) -> None:
         self.released.append((connection, reason))
 
+    def authenticated(self, connection: Connection) -> None:
+
+        return None
+
     def stop_reading(self, connection: Connection) -> None:
         self.stopped_reading.append(connection)
 
