@@ -38,6 +38,7 @@ class ServerConfig:
     # Fair reactor and admission (server/net/admission.py, docs/security.md).
     output_pause_limit: int = 1024 * 1024
     requests_per_turn: int = 16
+    time_per_turn: float = 0.002
     prelogin_max_frame: int = 16 * 1024
     login_timeout: float = 30.0
     max_connections_per_address: int = 256
@@ -169,6 +170,7 @@ _POSITIVE_LIMITS = (
     "sweep_interval",
     "output_pause_limit",
     "requests_per_turn",
+    "time_per_turn",
     "prelogin_max_frame",
     "login_timeout",
     "max_connections_per_address",

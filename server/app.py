@@ -61,6 +61,7 @@ class Server:
                 # pausing above the drop limit would never pause: the lower one wins
                 output_pause_limit=min(config.output_pause_limit, config.write_buffer_limit),
                 requests_per_turn=config.requests_per_turn,
+                time_per_turn=config.time_per_turn,
                 login_timeout=config.login_timeout,
                 prelogin_max_frame=config.prelogin_max_frame,
                 max_frame=config.max_frame_size,

@@ -55,8 +55,10 @@ class ReactorSettings:
     write_buffer_limit: int = 8 * 1024 * 1024
     #: Above this much queued output a connection is not read or dispatched.
     output_pause_limit: int = 1024 * 1024
-    #: Requests one connection may have dispatched per loop turn.
+    #: Requests one connection may have dispatched per loop turn...
     requests_per_turn: int = 16
+    #: ...and the reactor time (seconds) they may take, whichever runs out first.
+    time_per_turn: float = 0.002
     #: A connection must log in within this many seconds of connecting.
     login_timeout: float = 30.0
     #: Record cap from Finished until LOGIN succeeds, and after it.
@@ -430,12 +432,15 @@ class Reactor:
         """Dispatch this turn's share of the inbox; stop early while output is over its
         pause limit (backpressure before dispatch, not at flush)."""
         budget = self._settings.requests_per_turn
+        ends = time.perf_counter() + self._settings.time_per_turn
         inbox = connection.inbox
         while inbox and connection.is_open:
             if connection.pending_output > self._settings.output_pause_limit:
                 self._pause(connection)
                 return
-            if budget == 0:
+            if budget == 0 or (
+                budget < self._settings.requests_per_turn and time.perf_counter() > ends
+            ):
                 self._ready[connection] = None
                 return
             budget -= 1
