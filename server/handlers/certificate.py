@@ -1,4 +1,4 @@
-"""CERTIFICATE {username} -> {username, certificate}: a user's certificate.
+"""CERTIFICATE {username} -> {username, certificate, transparency}: a user's certificate.
 
 Only for yourself, your friends and people you share a room with: those are the only
 people you can seal messages to, and the list of certificates should not be a
@@ -33,4 +33,8 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise RequestError(
             "forbidden", "only friends and room members can fetch a certificate", "username"
         )
-    return {"username": target.username, "certificate": target.certificate}
+    return {
+        "username": target.username,
+        "certificate": target.certificate,
+        "transparency": ctx.transparency.certificate_proof(target.username, target.certificate),
+    }

@@ -1,4 +1,7 @@
-"""ROOM_CERTIFICATES {room_id} -> {room_id, members: [{username, certificate}]}.
+"""ROOM_CERTIFICATES {room_id} -> {room_id, members, transparency_head}.
+
+Each member is {username, certificate, transparency: {position, proof}}, proved
+against the one `transparency_head`.
 
 What a member needs to seal a group message to everyone else; members only.
 """
@@ -20,8 +23,14 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     room_id = member_room_id(ctx, params)
+    log = ctx.transparency
+    head = log.head()
     members = [
-        {"username": name, "certificate": certificate}
+        {
+            "username": name,
+            "certificate": certificate,
+            "transparency": log.proof_for("certificate", name, certificate, head),
+        }
         for name, certificate in rooms.member_certificates(ctx.db, room_id)
     ]
-    return {"room_id": room_id, "members": members}
+    return {"room_id": room_id, "members": members, "transparency_head": head.to_wire()}
