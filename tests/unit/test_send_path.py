@@ -188,6 +188,12 @@ class _CountingChannel:
     def data_to_send(self) -> bytes:
         return b""
 
+    buffered_input = 0
+    max_frame = 1 << 20
+
+    def limit_frames(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+
     def send_batch(self, bodies: list[bytes]) -> bytes:
         self.records.append(list(bodies))
         return b"R" * 16

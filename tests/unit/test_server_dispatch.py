@@ -46,6 +46,12 @@ class RecordingChannel:
     def data_to_send(self) -> bytes:
         return b""
 
+    buffered_input = 0
+    max_frame = 1 << 20
+
+    def limit_frames(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+
     def send_batch(self, bodies: list[bytes]) -> bytes:
         """One record of several messages, as the real channel seals them."""
         self.sent += [decode_message(body) for body in bodies]
