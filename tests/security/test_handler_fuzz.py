@@ -390,8 +390,8 @@ VALID: dict[MessageType, ValidParams] = {
     MessageType.REGISTER: lambda w, t: registration_form(f"fz{t[:12]}", "fuzz secret 9"),
     MessageType.LOGIN: lambda w, t: {"username": "alice", "password": PASSWORDS["alice"]},
     MessageType.LOGOUT: lambda w, t: {},
-    MessageType.CONTACT_LIST: lambda w, t: {},
-    MessageType.SEARCH_USERS: lambda w, t: {"query": "bo"},
+    MessageType.CONTACT_LIST: lambda w, t: {"requests_after": ""},
+    MessageType.SEARCH_USERS: lambda w, t: {"query": "bo", "after": "", "limit": 5},
     MessageType.ADD_FRIEND: lambda w, t: {"username": "dave"},
     RESOLVE: lambda w, t: {"username": "carol", "decision": "later"},
     MessageType.DELETE_FRIEND: lambda w, t: {"username": "bob"},
@@ -410,6 +410,10 @@ VALID: dict[MessageType, ValidParams] = {
         "offset": 0,
         "length": len(w.complete_data),
     },
+    MessageType.KT_TREE_HEAD: lambda w, t: {},
+    MessageType.KT_CONSISTENCY: lambda w, t: {"old_size": 1, "new_size": 2},
+    MessageType.KT_USER_ENTRIES: lambda w, t: {},
+    MessageType.KT_RANGE: lambda w, t: {"start": 0, "count": 4},
 }
 
 # ---------------------------------------------------------------- params: hostile ones
@@ -490,8 +494,8 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.REGISTER: ("username", "password", "email", "sex", "age", "csr"),
     MessageType.LOGIN: ("username", "password"),
     MessageType.LOGOUT: (),
-    MessageType.CONTACT_LIST: (),
-    MessageType.SEARCH_USERS: ("query",),
+    MessageType.CONTACT_LIST: ("requests_after",),
+    MessageType.SEARCH_USERS: ("query", "after", "limit"),
     MessageType.ADD_FRIEND: ("username",),
     RESOLVE: ("username", "decision"),
     MessageType.DELETE_FRIEND: ("username",),
@@ -513,6 +517,10 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.UPLOAD_BEGIN: ("attachment_id", "size", "digest"),
     MessageType.UPLOAD_CHUNK: ("attachment_id", "offset", "data"),
     MessageType.DOWNLOAD_CHUNK: ("attachment_id", "offset", "length"),
+    MessageType.KT_TREE_HEAD: (),
+    MessageType.KT_CONSISTENCY: ("old_size", "new_size"),
+    MessageType.KT_USER_ENTRIES: (),
+    MessageType.KT_RANGE: ("start", "count"),
 }
 
 
