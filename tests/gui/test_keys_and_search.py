@@ -162,6 +162,9 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
         lambda: friend in app.require_client().pending_key_changes(),
         what="the key change",
     )
+    # The core records the change on its socket thread; the window hears of it when the
+    # Tk pump drains the event, a moment later.
+    pump_until(app.root, lambda: key_banner(chat) is not None, what="the key-change banner")
     banner = key_banner(chat)
     assert banner is not None
     pump_until(app.root, lambda: "\n" in banner.text, what="the new safety number in the banner")
