@@ -13,7 +13,7 @@ help:
 	@echo "make run     start a local server and open the client (stops the server on exit)"
 	@echo "make test    run the whole test suite, GUI tests included (under Xvfb)"
 	@echo "make lint    ruff and mypy"
-	@echo "make bench   run the micro-benchmarks and bench/run_all.py (JSON on stdout)"
+	@echo "make bench   python -m bench: micro-benchmarks, then every load scenario (JSON)"
 	@echo "make clean   remove caches (keeps .venv and data/)"
 
 bootstrap:

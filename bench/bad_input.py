@@ -15,7 +15,7 @@ Well-formed but wrong (docs/protocol.md section 3: the server answers ERROR and 
 the connection): unknown_opcode, push_from_client, request_id_zero, bad_params,
 not_authenticated
 
-    .venv/bin/python bench/bad_input.py [--connections 2000] [--window 200]
+    python -m bench bad_input [--connections 2000] [--window 200]
 """
 
 from __future__ import annotations
@@ -25,15 +25,11 @@ import os
 import random
 import selectors
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as PipeEnd
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -381,14 +377,10 @@ def report_results(
     return emit(SCENARIO, params, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=180.0)
     parser.add_argument("--connections", type=int, default=2000, help="attacking connections")
     parser.add_argument("--window", type=int, default=200, help="attackers at a time")
     parser.add_argument("--ping-interval", type=float, default=0.01)
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

@@ -3,7 +3,7 @@
 Prints one JSON object; `median_ops_per_s` is the median over the repeats of
 encode_message + decode_message round trips per CPU second (one core).
 
-    .venv/bin/python bench/codec_bench.py [--repeats 7] [--seconds 0.5]
+    python -m bench codec [--repeats 7] [--seconds 0.5]
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.protocol.message import (
     Message,
@@ -90,7 +86,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

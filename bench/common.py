@@ -1,4 +1,4 @@
-"""Shared pieces of the scenario benchmarks (`bench/*.py`), never part of pytest.
+"""Shared pieces of the scenario benchmarks (`python -m bench ...`), never part of pytest.
 
 - `ServerProcess`: a real `run_server.py` on 127.0.0.1, port 0, a temporary data
   folder and UCHAT_SERVER_SCRYPT_N=1024, with its RSS and CPU time read from /proc.
@@ -12,7 +12,7 @@
 The generator shares two cores with the server, so it is built to be cheap: one
 selector, batched writes, records sealed ahead of time where the scenario allows.
 
-Run on its own (`python bench/common.py`) it is the smoke scenario: server start-up
+As `python -m bench smoke` it is the smoke scenario: server start-up
 time, idle memory, and the latency of a PING and of one message between two friends.
 """
 
@@ -27,16 +27,13 @@ import json
 import math
 import os
 import platform
-import queue
 import resource
 import select
 import selectors
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import deque
@@ -46,15 +43,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-# Run as a script, this file's folder comes first on sys.path and this very file would
-# shadow the `common` package; the repository root must win.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import generate_user_keys
+from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
+from server.launcher import RunningServer, ServerStartError, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -62,6 +57,13 @@ PASSWORD = "bench-Password-1"
 READ_SIZE = 256 * 1024
 STARTUP_TIMEOUT = 30.0
 SCRYPT_N = 1024
+#: The load comes from one address; per-address limits meant for the public would
+#: throttle the generator itself (scenarios about those limits pass their own).
+LOAD_GENERATOR_ENV = {
+    "UCHAT_SERVER_REGISTER_PER_ADDRESS": "1000000",
+    "UCHAT_SERVER_HASHES_IN_FLIGHT_PER_ADDRESS": "64",
+    "UCHAT_SERVER_HASHES_WAITING_PER_ADDRESS": "100000",
+}
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})
 
@@ -80,20 +82,10 @@ class LinkClosed(BenchError):
 # --- the server process -------------------------------------------------------------
 
 
-def _read_lines(stream: Any, lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
-
-
 @dataclass
-class ServerProcess:
-    """A `run_server.py` child process and what it printed when it came up."""
+class ServerProcess(RunningServer):
+    """A server started by `server.launcher` for a scenario, with its temporary folder."""
 
-    process: subprocess.Popen[str]
-    port: int
-    fingerprint: str
-    data_dir: Path
-    log_path: Path
     workdir: tempfile.TemporaryDirectory[str] | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -107,82 +99,35 @@ class ServerProcess:
         """Start a server on a free port; returns once it printed its port and fingerprint.
 
         The data folder is `<workdir>/server` (a fresh temporary folder by default;
-        pass one prepared with `seed_users`). Logs go to `<workdir>/server.log`, not a
-        pipe nobody reads, which would fill and stall the server.
+        pass one prepared with `seed_users`), the config file is `{}` (defaults only,
+        not the repository's config.json), the log is `<workdir>/server.log`.
         """
         workdir = workdir or new_workdir()
         base = Path(workdir.name)
-        data = base / "server"
         config_path = base / "bench-config.json"
-        config_path.write_text("{}\n", encoding="utf-8")  # defaults only, not config.json
-        env = dict(os.environ)
-        env.update({"UCHAT_CONFIG": str(config_path), "UCHAT_SERVER_SCRYPT_N": str(SCRYPT_N)})
+        config_path.write_text("{}\n", encoding="utf-8")
+        env = {"UCHAT_CONFIG": str(config_path), "UCHAT_SERVER_SCRYPT_N": str(SCRYPT_N)}
+        env.update(LOAD_GENERATOR_ENV)  # every generated client comes from 127.0.0.1
         env.update(env_overrides or {})
-        env["PYTHONPATH"] = str(ROOT)
-        log_path = base / "server.log"
-        command = [sys.executable, str(ROOT / "run_server.py"), "--host", HOST, "--port", "0"]
-        command += ["--data-dir", str(data), "--log-level", log_level]
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-                text=True,
-            )
         try:
-            port, fingerprint = _await_banner(process, log_path)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        return cls(process, port, fingerprint, data, log_path, workdir)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return HOST, self.port
+            running = start_server(
+                base / "server",
+                env,
+                ("--log-level", log_level),
+                log_path=base / "server.log",
+            )
+        except ServerStartError as exc:
+            raise BenchError(str(exc)) from None
+        fields = {name: getattr(running, name) for name in RunningServer.__dataclass_fields__}
+        return cls(**fields, workdir=workdir)
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.is_alive()
 
-    def rss_kb(self) -> int:
-        """Resident set size (VmRSS) of the server, in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise BenchError("no VmRSS in /proc status")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of every thread of the server so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def log_count(self, needle: str) -> int:
-        """How many lines of the server log contain `needle` (e.g. 'Traceback')."""
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return sum(1 for line in handle if needle in line)
-        except FileNotFoundError:
-            return 0
-
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (graceful shutdown), then SIGKILL if it does not go in time."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return super().stop(timeout)
         return self.process.returncode
 
     def cleanup(self) -> None:
@@ -242,30 +187,6 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
         db.close()
     elapsed = time.perf_counter() - started
     return {"users": len(names), "seconds": round(elapsed, 3)}
-
-
-def _await_banner(process: subprocess.Popen[str], log_path: Path) -> tuple[int, str]:
-    """Parse 'listening on host:port' and 'Server fingerprint: hex' from stdout."""
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
-    port: int | None = None
-    fingerprint: str | None = None
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while port is None or fingerprint is None:
-        left = deadline - time.monotonic()
-        if left <= 0 or process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-            raise BenchError(f"server did not start (exit {process.poll()}): {tail}")
-        try:
-            line = lines.get(timeout=min(left, 0.2))
-        except queue.Empty:
-            continue
-        if "listening on" in line:
-            port = int(line.strip().rpartition(":")[2])
-        elif line.startswith("Server fingerprint:"):
-            fingerprint = line.split(":", 1)[1].strip()
-    return port, fingerprint
 
 
 # --- load-generator connections -------------------------------------------------------
@@ -427,8 +348,12 @@ class Link:
             self.sock.close()
 
 
-def new_socket() -> socket.socket:
+def new_socket(source: str | None = None) -> socket.socket:
+    """A non-blocking TCP socket; bound to `source` (e.g. 127.0.0.2) to look like another
+    client machine to the server's per-address limits."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source is not None:
+        sock.bind((source, 0))
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -480,6 +405,7 @@ def open_sessions(
     timeout: float = 120.0,
     times: SessionTimes | None = None,
     tolerate_errors: bool = False,
+    source: str | None = None,
 ) -> list[Link]:
     """Connect, handshake and (optionally) log in one link per name, `window` at a time.
 
@@ -496,7 +422,7 @@ def open_sessions(
     try:
         while len(done) + times.failed < len(names):
             while next_index < len(names) and len(opening) < window:
-                state = _begin_connect(server, next_index, names[next_index])
+                state = _begin_connect(server, next_index, names[next_index], source)
                 selector.register(state.link.sock, selectors.EVENT_WRITE, state)
                 opening[next_index] = state
                 next_index += 1
@@ -531,8 +457,8 @@ def open_sessions(
     return [done[index] for index in sorted(done)]
 
 
-def _begin_connect(server: Endpoint, index: int, name: str) -> _Opening:
-    sock = new_socket()
+def _begin_connect(server: Endpoint, index: int, name: str, source: str | None = None) -> _Opening:
+    sock = new_socket(source)
     code = sock.connect_ex(server.address)
     if code not in (0, errno.EINPROGRESS):
         sock.close()
@@ -574,12 +500,13 @@ def _on_session_data(state: _Opening, login: bool, times: SessionTimes) -> bool 
             link.flush()
             return True
         state.login_id = link.send(MessageType.LOGIN, {"username": link.name, "password": PASSWORD})
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.request_id == state.login_id and message.type in REPLY_TYPES:
             if message.type is MessageType.ERROR:
                 times.error(str(message.params.get("code")))
                 return False
             times.login.append(time.perf_counter() - state.started)
+            link.pushes.extend(messages[index + 1 :])  # the backlog may share the read
             link.flush()
             return True
         link.pushes.append(message)
@@ -790,7 +717,8 @@ def drain_all(links: Iterable[Link], quiet: float = 0.2) -> int:
 
 
 def message_id() -> str:
-    return os.urandom(16).hex()
+    """Time-ordered, as the client makes them (`common.protocol.ids`)."""
+    return time_ordered_id()
 
 
 def now_ms() -> int:
@@ -866,10 +794,16 @@ def check(
     }
 
 
+class CpuTimed(Protocol):
+    """A server process whose CPU time can be read (`ServerProcess`, the reference)."""
+
+    def cpu_seconds(self) -> float: ...
+
+
 class CpuMeter:
     """CPU use of the server and of this generator process over a window, in %."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: CpuTimed) -> None:
         self._server = server
         self._wall = time.perf_counter()
         self._server_cpu = server.cpu_seconds()
@@ -933,6 +867,7 @@ def base_parser(description: str, time_limit: float = 180.0) -> argparse.Argumen
         "--time-limit", type=float, default=time_limit, help="abort after this many seconds"
     )
     parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
+    parser.add_argument("--json", metavar="FILE", help="also write the JSON document here")
     return parser
 
 
@@ -954,27 +889,32 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(f"stopped by signal {signum}")
 
 
-def run(scenario: str, body: Callable[[], dict[str, Any]], time_limit: float) -> int:
-    """Run `body` under a time limit; on failure print a JSON error object instead.
+def run(scenario: str, body: Callable[[], dict[str, Any]], args: argparse.Namespace) -> int:
+    """Run `body` under `args.time_limit`; on failure print a JSON error object instead.
 
-    `body` returns the document `emit` printed. The cyclic garbage collector is kept
+    `body` returns the document `emit` printed; with `--json FILE` it is also written
+    there (the error object too, so a caller always finds one). The cyclic garbage collector is kept
     out of timed loops (everything set up so far is frozen), as a real client would not
     churn through millions of objects either.
     """
     _LOAD_AT_START.append(round(os.getloadavg()[0], 2))
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, _on_term)
-    signal.setitimer(signal.ITIMER_REAL, time_limit)
+    signal.setitimer(signal.ITIMER_REAL, args.time_limit)
     gc.disable()
+    status = 0
     try:
-        body()
+        document = body()
     except BenchError as exc:
-        print(json.dumps({"scenario": scenario, "error": str(exc), "machine": machine_info()}))
-        return 1
+        document = {"scenario": scenario, "error": str(exc), "machine": machine_info()}
+        print(json.dumps(document))
+        status = 1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         gc.enable()
-    return 0
+    if args.json:
+        Path(args.json).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return status
 
 
 # --- the smoke scenario ------------------------------------------------------------------
@@ -1019,12 +959,8 @@ def smoke(args: argparse.Namespace) -> dict[str, Any]:
     return emit("smoke", {"repeats": args.repeats}, results, checks)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser("smoke: start-up, idle memory, PING and message latency", 60.0)
     parser.add_argument("--repeats", type=int, default=200)
-    args = parser.parse_args()
-    return run("smoke", lambda: smoke(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run("smoke", lambda: smoke(args), args)

@@ -10,19 +10,15 @@ sit idle.
 Memory per link = (RSS with N links - RSS before any) / N, from /proc/<pid>/status.
 It includes the kernel-independent part only (socket buffers are not in RSS).
 
-    .venv/bin/python bench/connections.py [--connections 10000] [--sample 200]
+    python -m bench connections [--connections 10000] [--sample 200]
 """
 
 from __future__ import annotations
 
 import random
 import resource
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PASSWORD,
@@ -165,14 +161,10 @@ def scenario(args: Any) -> dict[str, Any]:
     return emit(SCENARIO, params, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=300.0)
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=200, help="links pinged at the end")
     parser.add_argument("--window", type=int, default=256, help="handshakes in flight")
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

@@ -13,7 +13,7 @@ Generator bias: all ready sockets are read first (time-stamped right after each
 recv), and decrypted afterwards, so the timestamp of the last member is late by at most
 one read pass over the members; `read_pass_ms` reports how long that pass took.
 
-    .venv/bin/python bench/fanout.py [--members 500] [--messages 50]
+    python -m bench fanout [--members 500] [--messages 50]
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from __future__ import annotations
 import math
 import os
 import selectors
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -120,7 +116,7 @@ class Fanout:
                         if message.type is MessageType.ERROR:
                             raise BenchError(f"room message refused: {message.params}")
                     elif message.type is MessageType.MESSAGE_DELIVERED:
-                        current.confirmations += 1
+                        current.confirmations += len(message.params["deliveries"])
                 elif message.type is MessageType.NEW_MESSAGE:
                     for item in message.params["messages"]:
                         pending.setdefault(link, []).append(item["message_id"])
@@ -207,16 +203,12 @@ def scenario(args: Any) -> dict[str, Any]:
     return emit(SCENARIO, params, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
     parser.add_argument("--members", type=int, default=500, help="room size, sender included")
     parser.add_argument("--messages", type=int, default=50, help="measured room messages")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between messages")
     parser.add_argument("--envelope-size", type=int, default=200)
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

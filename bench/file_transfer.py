@@ -11,7 +11,7 @@ MB is 10^6 bytes. Upload records are sealed before the clock starts (a real send
 seals on its own machine); the download side decrypts every reply inside the clock,
 as a real receiver does.
 
-    .venv/bin/python bench/file_transfer.py [--size-mb 64] [--window 4]
+    python -m bench file_transfer [--size-mb 64] [--window 4]
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import select
-import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -180,14 +176,10 @@ def scenario(args: Any) -> dict[str, Any]:
     return emit(SCENARIO, params_out, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
     parser.add_argument("--size-mb", type=float, default=64.0, help="attachment size (10^6 B)")
     parser.add_argument("--window", type=int, default=4, help="chunk requests in flight")
     parser.add_argument("--chunk-size", type=int, default=256 * 1024)
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

@@ -3,7 +3,7 @@
 Fills a LocalStore with N messages spread over C chats (one transaction), then prints
 JSON with the median milliseconds of each operation the GUI does on every click.
 
-    .venv/bin/python bench/history_bench.py [--messages 100000] [--chats 50] [--repeat 25]
+    python -m bench history [--messages 100000] [--chats 50] [--repeat 25]
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from client.core.models import ChatKind, ChatMessage  # noqa: E402
-from client.core.store import LocalStore  # noqa: E402
+from client.core.models import ChatKind, ChatMessage
+from client.core.store import LocalStore
 
 _ENGLISH_WORDS = (
     "the quick brown fox jumps over lazy dog meeting tomorrow lunch project deadline "
@@ -146,7 +141,3 @@ def main(argv: list[str] | None = None) -> int:
             results = run(args.messages, args.chats, args.repeat, Path(directory))
     print(json.dumps(results, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

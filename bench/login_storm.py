@@ -11,7 +11,7 @@ Accounts are seeded into the database before the server starts; every LOGIN stil
 runs the real password check (scrypt, n=1024 as UCHAT_SERVER_SCRYPT_N sets it).
 Both generator processes share the two cores with the server.
 
-    .venv/bin/python bench/login_storm.py [--logins 1000] [--chat-rate 100]
+    python -m bench login_storm [--logins 1000] [--chat-rate 100]
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ import math
 import multiprocessing
 import os
 import selectors
-import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as PipeEnd
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -250,7 +247,7 @@ def report_results(
     return emit(SCENARIO, params, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=180.0)
     parser.add_argument("--logins", type=int, default=1000)
     parser.add_argument(
@@ -265,9 +262,5 @@ def main() -> int:
     parser.add_argument("--baseline", type=float, default=2.0, help="chat seconds before")
     parser.add_argument("--after", type=float, default=2.0, help="chat seconds after")
     parser.add_argument("--envelope-size", type=int, default=200)
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

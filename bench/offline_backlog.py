@@ -7,19 +7,15 @@ starts when its LOGIN request is written. The figure is the time until the last
 backlog message has been read off its socket. It acknowledges every batch as it
 comes, as the client does, and the bench checks order and completeness.
 
-    .venv/bin/python bench/offline_backlog.py [--messages 10000]
+    python -m bench offline_backlog [--messages 10000]
 """
 
 from __future__ import annotations
 
 import os
 import select
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     PASSWORD,
@@ -148,14 +144,10 @@ def scenario(args: Any) -> dict[str, Any]:
     return emit(SCENARIO, params, results, checks, notes)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--envelope-size", type=int, default=200)
     parser.add_argument("--window", type=int, default=64, help="sends in flight while filling")
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)

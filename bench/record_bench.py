@@ -5,7 +5,7 @@ is the median over the repeats of RecordSender.seal + header parse + RecordRecei
 round trips per second on one core (`median_mb_per_s` is the payload rate;
 `median_records_per_cpu_s` divides by CPU time instead, steadier on a busy machine).
 
-    .venv/bin/python bench/record_bench.py [--repeats 7] [--seconds 0.5]
+    python -m bench record [--repeats 7] [--seconds 0.5]
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.crypto.record import MAC_ALGORITHMS, RecordReceiver, RecordSender
 from common.protocol.framing import HEADER, HEADER_SIZE, Frame
@@ -97,7 +93,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

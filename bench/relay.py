@@ -16,7 +16,7 @@ Generator cost: requests are encoded from a template and sealed before the phase
 start (up to `--preseal` of them), so the timed loops only write bytes, read, decrypt
 and acknowledge; its CPU share is reported next to the server's.
 
-    .venv/bin/python bench/relay.py [--pairs 20] [--window 32] [--duration 5] [--rate 5000]
+    python -m bench relay [--pairs 20] [--window 32] [--duration 5] [--rate 5000]
 """
 
 from __future__ import annotations
@@ -24,14 +24,10 @@ from __future__ import annotations
 import math
 import os
 import selectors
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BenchError,
@@ -52,6 +48,7 @@ from bench.common import (
     summarize,
     user_names,
 )
+from bench.reference import measure as measure_reference
 from common.protocol.message import Message
 from common.protocol.opcodes import MessageType
 
@@ -164,7 +161,8 @@ class Relay:
                 pair.in_flight -= 1
                 window.replies += window.inside(arrived)
             elif message.type is MessageType.MESSAGE_DELIVERED:
-                window.confirmations += window.inside(arrived)
+                if window.inside(arrived):
+                    window.confirmations += len(message.params["deliveries"])
             elif message.type is MessageType.ERROR:
                 pair.in_flight -= 1
                 code = str(message.params.get("code"))
@@ -295,7 +293,41 @@ def set_up(server: ServerProcess, pairs: int, envelope_size: int) -> list[Pair]:
     return result
 
 
-def main() -> int:
+def combine_references(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The mean of the two reference runs; both are kept, so the drift shows."""
+
+    def mean(key: str) -> float | None:
+        values = [run[key] for run in (before, after) if run.get(key)]
+        return round(sum(values) / len(values), 1) if values else None
+
+    return {
+        "msgs_per_s": mean("msgs_per_s"),
+        "msgs_per_server_cpu_s": mean("msgs_per_server_cpu_s"),
+        "paced": before.get("paced"),
+        "before": before,
+        "after": after,
+    }
+
+
+def summary(
+    peak: dict[str, Any], latency: dict[str, Any], reference: dict[str, Any]
+) -> dict[str, Any]:
+    """The headline figures: throughput, per server-CPU-second, ratio, paced latency."""
+    own = peak["msgs_per_server_cpu_s"]
+    base = reference["msgs_per_server_cpu_s"]
+    return {
+        "msgs_per_s": peak["msgs_per_s"],
+        "msgs_per_server_cpu_s": own,
+        "reference_msgs_per_s": reference["msgs_per_s"],
+        "reference_msgs_per_server_cpu_s": base,
+        "ratio_to_reference": round(own / base, 3) if own and base else None,
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
+        "reference_p99_ms": ((reference.get("paced") or {}).get("latency_ms") or {}).get("p99"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], time_limit=180.0)
     parser.add_argument("--pairs", type=int, default=20, help="sender/receiver pairs")
     parser.add_argument("--window", type=int, default=32, help="requests in flight per sender")
@@ -313,13 +345,26 @@ def main() -> int:
         action="store_false",
         help="skip the extra paced phase at half the measured peak",
     )
-    args = parser.parse_args()
-    return run(SCENARIO, lambda: scenario(args), args.time_limit)
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)
 
 
 def scenario(args: Any) -> dict[str, Any]:
     with ServerProcess.start(log_level=args.log_level) as server:
         pairs = set_up(server, args.pairs, args.envelope_size)
+        payload_size = len(pairs[0].template.encode(1, message_id()))
+        # The reference runs right before and right after Uchat's peak phase (the Uchat
+        # server sits idle meanwhile, its users set up): a machine whose speed drifts
+        # during the run moves both sides of the ratio alike.
+        before = measure_reference(
+            args.pairs,
+            args.window,
+            args.duration,
+            args.warmup,
+            args.rate,
+            args.paced_duration,
+            payload_size,
+        )
         relay = Relay(server, pairs)
         preseal_started = time.perf_counter()
         per_pair = args.preseal // args.pairs + args.window
@@ -327,19 +372,28 @@ def scenario(args: Any) -> dict[str, Any]:
             pair.preseal(per_pair)
         preseal_s = time.perf_counter() - preseal_started
         peak = run_peak(relay, args.window, args.duration, args.warmup)
+        after = measure_reference(
+            args.pairs, args.window, args.duration, args.warmup, 0, 0, payload_size
+        )
+        reference = combine_references(before, after)
         paced = paced_phase(relay, args.rate, args.paced_duration)
         half_rate = round(peak["msgs_per_s"] / 2, -1)
         half = paced_phase(relay, half_rate, args.paced_duration) if args.half_peak else None
         alive = server.alive()
         tracebacks = server.log_count("Traceback")
     latency = paced["latency_ms"]
+    headline = summary(peak, latency, reference)
+    ratio = headline["ratio_to_reference"]
     checks = [
+        check("relay per server-CPU-second, ratio to the reference", ratio, 0.25, "x", True),
         check("1:1 relay peak throughput", peak["msgs_per_s"], 12_000, "msgs/s", True),
         check(f"p50 latency at {args.rate:g} msgs/s", latency.get("p50", math.nan), 1, "ms", False),
         check(f"p99 latency at {args.rate:g} msgs/s", latency.get("p99", math.nan), 5, "ms", False),
     ]
-    params = {k: v for k, v in vars(args).items() if k not in ("log_level",)}
+    params = {k: v for k, v in vars(args).items() if k not in ("log_level", "json")}
     results = {
+        "relay": headline,
+        "reference": reference,
         "peak": peak,
         "paced": paced,
         "paced_at_half_peak": half,
@@ -352,9 +406,7 @@ def scenario(args: Any) -> dict[str, Any]:
         "peak: NEW_MESSAGE deliveries received per second after warm-up; "
         "msgs_per_server_cpu_s divides by the server's CPU time instead of wall time, the "
         "figure least moved by other work on the machine",
+        "ratio_to_reference: msgs_per_server_cpu_s over the reference relay's (bench/reference.py)"
+        " measured in the same run with the same pairs, window and record size",
     ]
     return emit(SCENARIO, params, results, checks, notes)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

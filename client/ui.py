@@ -1,4 +1,9 @@
-"""The desktop application: one Tk root, the form it shows, chat windows, the event pump.
+"""The desktop application: one Tk root, the form it shows, conversations, the event pump.
+
+After login the root shows the main window: the contact list and the open conversation
+side by side; any conversation can be popped out into its own window. Window sizes
+come from the body font's metrics and the screen, so they scale with Tk's scaling
+(192 dpi doubles them) and fit a 1366x768 screen.
 
 Threading: `ChatClient` threads only fill a queue. `_pump` runs on the Tk thread every
 30 ms and drains at most `PUMP_BATCH` events, so a burst of messages can never freeze
@@ -15,19 +20,20 @@ import threading
 import tkinter as tk
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from client import i18n
+from client.components.layout import text_width
 from client.core.client import ChatClient
-from client.core.models import Contact, Event
-from client.forms.chat_form import ChatWindow
+from client.core.event_types import Event, Kicked, MessageReceived
+from client.core.models import Contact
+from client.forms.chat_form import ChatPanel, ChatWindow
 from client.forms.contacts_form import ContactsForm
+from client.forms.host import FormHost, UiSettings
 from client.forms.login import ServerAddress
 from client.forms.login_form import LoginForm
 from client.forms.register_form import RegisterForm
 from client.theme import Theme, apply_theme
-from common.config import Config
 
 PUMP_INTERVAL_MS = 30
 PUMP_BATCH = 200
@@ -47,36 +53,24 @@ class _Pending:
     on_error: Callable[[BaseException], object] | None
 
 
-@dataclass(frozen=True)
-class UiSettings:
-    """What the GUI needs from the configuration, resolved once at start-up."""
+LOGIN_CHARS = (40, 34)  # (average characters wide, lines high) of the body font
+REGISTER_CHARS = (40, 40)
+MAIN_CHARS = (110, 38)
+SCREEN_MARGIN_LINES = 4  # room left for a task bar and the window's title
 
-    host: str
-    port: int
-    data_dir: Path
-    server_fingerprint: str = ""
-    request_timeout: float = 10.0
-    ping_interval: float = 30.0
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
-    font_size: int = 12
-    font_color: str = "#1f2328"
 
-    @classmethod
-    def from_config(cls, config: Config, data_dir: Path) -> UiSettings:
-        c = config.client
-        return cls(
-            host=c.host,
-            port=c.port,
-            data_dir=data_dir,
-            server_fingerprint=c.server_fingerprint,
-            request_timeout=c.request_timeout,
-            ping_interval=c.ping_interval,
-            reconnect_min=c.reconnect_min,
-            reconnect_max=c.reconnect_max,
-            font_size=c.font_size,
-            font_color=c.font_color,
-        )
+def window_size(root: tk.Misc, font: tuple[str, int], chars: tuple[int, int]) -> tuple[int, int]:
+    """Pixels for a window `chars` big in `font`, never larger than the screen.
+
+    Font metrics already follow Tk's scaling, so at 192 dpi this doubles by itself.
+    """
+    import tkinter.font as tkfont
+
+    line = tkfont.Font(root=root, font=font).metrics("linespace")
+    width = text_width(root, font, chars[0])
+    height = line * chars[1]
+    screen_w, screen_h = root.winfo_screenwidth(), root.winfo_screenheight()
+    return min(width, screen_w), min(height, screen_h - SCREEN_MARGIN_LINES * line)
 
 
 def release_widgets() -> None:
@@ -98,8 +92,7 @@ class App:
         self.theme: Theme = apply_theme(root)
         self.client: ChatClient | None = None
         self.server_address = ServerAddress(settings.host, settings.port)
-        self.key_warnings: dict[str, str] = {}  # username -> new fingerprint, until trusted
-        self.chats: dict[ChatKey, ChatWindow] = {}
+        self.chats: dict[ChatKey, ChatPanel] = {}
         self.form: tk.Widget | None = None
         self._client_address: ServerAddress | None = None
         self._listeners: list[Listener] = []
@@ -107,6 +100,8 @@ class App:
         self._closing = False
         self._tokens = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        self.unread = 0
+        self.bells = 0  # new messages that rang the bell (tests read it)
         root.title(i18n.t("app.title"))
         root.protocol("WM_DELETE_WINDOW", self.quit)
         self._pump_job = root.after(PUMP_INTERVAL_MS, self._pump)
@@ -130,6 +125,7 @@ class App:
             ping_interval=s.ping_interval,
             reconnect_min=s.reconnect_min,
             reconnect_max=s.reconnect_max,
+            allow_hmac_md5=s.allow_hmac_md5,
         )
         client.add_listener(self._dispatch)
         self.client, self._client_address = client, address
@@ -202,78 +198,126 @@ class App:
             self._pump_job = self.root.after(delay, self._pump)
 
     def _dispatch(self, event: Event) -> None:
-        if event.kind == "kicked":
+        if isinstance(event, Kicked):
             self._kicked(event)
             return
-        if event.kind == "key_changed":
-            username = str(event.data.get("username", ""))
-            self.key_warnings[username] = str(event.data.get("new_fingerprint", ""))
+        if isinstance(event, MessageReceived) and not event.message.outgoing:
+            self._alert()
         for listener in list(self._listeners):
             listener(event)
 
-    def _kicked(self, event: Event) -> None:
-        address = str(event.data.get("address", "")) or "?"
+    def _kicked(self, event: Kicked) -> None:
+        client = self.client
+        username = client.username or "" if client is not None else ""
         self.close_chats()
         self.drop_client()
-        self.show_login(notice=i18n.t("login.kicked", address=address), warning=True)
+        self.show_login(
+            notice=i18n.t("login.kicked", address=event.address or "?"),
+            warning=True,
+            username=username,
+        )
 
     # ------------------------------------------------------------------ forms
 
-    def _switch(self, form: tk.Widget, title: str, size: tuple[int, int]) -> None:
+    def _switch(self, form: tk.Widget, title: str, chars: tuple[int, int]) -> None:
+        """Show `form` in a window `chars` (average characters wide, lines high) big."""
         if self.form is not None:
             self.form.destroy()
             release_widgets()
         self.form = form
         form.pack(fill="both", expand=True)
         self.root.title(title)
-        width, height = size
-        self.root.minsize(width - 40, min(height, 560))
+        self._base_title = title
+        width, height = window_size(self.root, self.theme.fonts.body, chars)
+        self.root.minsize(min(width, text_width(self.root, self.theme.fonts.body, 34)), 0)
         self.root.geometry(f"{width}x{height}")
 
     def show_login(self, notice: str = "", warning: bool = False, username: str = "") -> None:
         form = LoginForm(self.root, self, notice=notice, warning=warning, username=username)
-        self._switch(form, i18n.t("app.title"), (440, 640))
+        self._switch(form, i18n.t("app.title"), LOGIN_CHARS)
         form.focus_first()
 
     def show_register(self) -> None:
         form = RegisterForm(self.root, self)
-        self._switch(form, i18n.t("register.window_title"), (440, 760))
+        self._switch(form, i18n.t("register.window_title"), REGISTER_CHARS)
         form.focus_first()
 
     def show_contacts(self) -> None:
         client = self.require_client()
         name = client.username or ""
         form = ContactsForm(self.root, self)
-        self._switch(form, i18n.t("contacts.window_title", name=name), (420, 760))
+        self._switch(form, i18n.t("contacts.window_title", name=name), MAIN_CHARS)
 
-    def open_chat(self, contact: Contact) -> ChatWindow:
-        """Show the chat with `contact`, reusing its window if one is open."""
+    @property
+    def main(self) -> ContactsForm | None:
+        return self.form if isinstance(self.form, ContactsForm) else None
+
+    def open_chat(self, contact: Contact) -> ChatPanel:
+        """Show the conversation: its own window if popped out, else beside the list."""
         key = (contact.kind, contact.id)
-        window = self.chats.get(key)
-        if window is not None and window.winfo_exists():
-            window.deiconify()
-            window.lift()
-            window.mark_read()
-            return window
+        panel = self.chats.get(key)
+        if panel is not None and panel.winfo_exists():
+            if panel.popped:
+                window = panel.winfo_toplevel()
+                window.deiconify()
+                window.lift()
+            panel.mark_read()
+            panel.composer.input.focus_set()
+            return panel
+        main = self.main
+        if main is None:
+            return self.pop_out(contact)
+        current = main.conversation.panel
+        if isinstance(current, ChatPanel):
+            current.close()  # keeps its draft
+        panel = ChatPanel(main.conversation, self, contact)
+        main.conversation.show(panel)
+        main.select(contact)
+        self.chats[key] = panel
+        panel.composer.input.focus_set()
+        return panel
+
+    def pop_out(self, contact: Contact) -> ChatPanel:
+        key = (contact.kind, contact.id)
+        panel = self.chats.get(key)
+        if panel is not None and panel.winfo_exists():
+            if panel.popped:
+                return self.open_chat(contact)
+            panel.close()
         window = ChatWindow(self.root, self, contact)
-        self.chats[key] = window
-        return window
+        self.chats[key] = window.panel
+        return window.panel
+
+    def open_chats(self) -> int:
+        return len(self.chats)
 
     def contacts_changed(self) -> None:
         """Something local changed the list (a chat was read): redraw it soon."""
         if isinstance(self.form, ContactsForm):
             self.form.schedule_refresh()
 
-    def chat_closed(self, window: ChatWindow) -> None:
-        key = (window.contact.kind, window.contact.id)
-        if self.chats.get(key) is window:
+    def show_unread(self, count: int) -> None:
+        """The unread total leads the main window's title: "(3) Uchat — alice"."""
+        self.unread = count
+        title = getattr(self, "_base_title", i18n.t("app.title"))
+        self.root.title(f"({count}) {title}" if count > 0 else title)
+
+    def _alert(self) -> None:
+        """A new message while no Uchat window has the focus: ring the bell."""
+        if self.root.focus_get() is None:
+            self.root.bell()
+            self.bells += 1
+
+    def chat_closed(self, panel: ChatPanel) -> None:
+        key = (panel.contact.kind, panel.contact.id)
+        if self.chats.get(key) is panel:
             del self.chats[key]
         self.root.after_idle(release_widgets)
 
     def close_chats(self) -> None:
-        """Close every chat window; each saves its draft first."""
-        for window in list(self.chats.values()):
-            window.close()
+        """Close every conversation; each saves its draft first."""
+        for panel in list(self.chats.values()):
+            panel.close()
         self.chats.clear()
 
     def logout(self) -> None:
@@ -315,3 +359,11 @@ class App:
         """The main window was closed: close, then leave the Tk loop."""
         self.close()
         self.root.destroy()
+
+
+def _host_check(app: App) -> FormHost:
+    """mypy proves here that `App` is a `FormHost`."""
+    return app
+
+
+__all__ = ["App", "UiSettings", "release_widgets"]

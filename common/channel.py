@@ -27,7 +27,7 @@ from common.protocol.framing import (
     decode_handshake_frame,
     encode_handshake_frame,
 )
-from common.protocol.message import Message, decode_message, encode_message
+from common.protocol.message import Message, decode_messages, encode_batch, encode_message
 
 
 class _State(Enum):
@@ -118,6 +118,10 @@ class SecureChannel:
             raise LocalProtocolError("the channel is not established")
         return self._sender.seal(body)
 
+    def send_batch(self, bodies: list[bytes]) -> bytes:
+        """Encrypt several encoded messages into ONE record (docs/protocol.md §3)."""
+        return self.send_encoded(encode_batch(bodies))
+
     def receive_data(self, data: bytes) -> list[Message]:
         """Feed received bytes; return every message they complete, in order."""
         if self._state is _State.FAILED:
@@ -125,9 +129,7 @@ class SecureChannel:
         try:
             messages: list[Message] = []
             for frame in self._decoder.receive_data(data):
-                message = self._on_frame(frame)
-                if message is not None:
-                    messages.append(message)
+                messages += self._on_frame(frame)
             return messages
         except UchatError:
             self._state = _State.FAILED
@@ -136,9 +138,9 @@ class SecureChannel:
             self._state = _State.FAILED
             raise RemoteProtocolError(f"unexpected input ({type(exc).__name__})") from exc
 
-    def _on_frame(self, frame: Frame) -> Message | None:
+    def _on_frame(self, frame: Frame) -> list[Message]:
         if self._state is _State.ESTABLISHED and self._receiver is not None:
-            return decode_message(self._receiver.open(frame), self._limits)
+            return decode_messages(self._receiver.open(frame), self._limits)
         if not frame.is_handshake:
             raise RemoteProtocolError("record received before the handshake completed")
         payload = decode_handshake_frame(frame)
@@ -152,7 +154,7 @@ class SecureChannel:
             self._establish(self._server.keys)
         else:
             raise RemoteProtocolError("unexpected handshake frame")
-        return None
+        return []
 
     def _on_server_hello(self, client: ClientHandshake, payload: bytes) -> None:
         finished = client.receive_server_hello(payload)

@@ -43,6 +43,20 @@ class ServerConfig:
     login_max_failures: int = 5
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
+    hashes_in_flight_per_address: int = 1
+    hashes_waiting_per_address: int = 64
+    register_per_address: int = 20
+    register_window: float = 3600.0
+    max_friend_requests_out: int = 200
+    max_friend_requests_in: int = 1000
+    friend_requests_page: int = 100
+    max_rooms_per_account: int = 50
+    max_uploads_per_account: int = 10_000
+    max_upload_bytes_per_account: int = 2 * 1024 * 1024 * 1024
+    max_undelivered_per_recipient: int = 100_000
+    delivered_retention_days: float = 30.0
+    abandoned_upload_hours: float = 24.0
+    sweep_interval: float = 3600.0
     scrypt_n: int = 2**15
     offline_batch: int = 256
     log_level: str = "INFO"
@@ -60,6 +74,7 @@ class ClientConfig:
     reconnect_max: float = 30.0
     font_size: int = 12
     font_color: str = "#1f2328"
+    allow_hmac_md5: bool = False  # the original design's weaker record MAC, off unless chosen
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,14 @@ def _coerce(section: str, name: str, kind: Any, value: Any) -> Any:
     """Convert a JSON or environment value to the field's type, or fail clearly."""
     where = f"{section}.{name}"
     try:
+        if kind in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if kind in (int, "int"):
             if isinstance(value, bool):
                 raise ValueError
@@ -117,6 +140,34 @@ def _from_env(env: Mapping[str, str], prefix: str, cls: type[Any]) -> dict[str, 
     return out
 
 
+_POSITIVE_LIMITS = (
+    "login_max_failures",
+    "hashes_in_flight_per_address",
+    "hashes_waiting_per_address",
+    "register_per_address",
+    "register_window",
+    "max_friend_requests_out",
+    "max_friend_requests_in",
+    "friend_requests_page",
+    "max_rooms_per_account",
+    "max_uploads_per_account",
+    "max_upload_bytes_per_account",
+    "max_undelivered_per_recipient",
+    "delivered_retention_days",
+    "abandoned_upload_hours",
+    "sweep_interval",
+)
+
+
+def _validate_limits(s: ServerConfig) -> None:
+    """Every quota and rate limit is a positive number (0 would lock everyone out)."""
+    for name in _POSITIVE_LIMITS:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"server.{name} must be positive")
+    if s.max_upload_bytes_per_account < s.max_attachment_size:
+        raise ConfigError("server.max_upload_bytes_per_account must hold one largest attachment")
+
+
 def _validate(config: Config) -> Config:
     s = config.server
     if s.mac not in MAC_CHOICES:
@@ -127,6 +178,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError("server.chunk_size must be positive and fit in max_frame_size")
     if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1) or s.scrypt_n > 2**18:
         raise ConfigError("server.scrypt_n must be a power of two no larger than 2**18")
+    _validate_limits(s)
     if config.language not in LANGUAGES:
         raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
     return config

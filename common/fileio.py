@@ -31,3 +31,21 @@ def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents as 0700, and make `path` itself 0700.
+
+    `Path.mkdir(mode=...)` gives the mode to the last component only; the parents it
+    creates get the umask's (often 0755). Existing parents are left as they are.
+    """
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path

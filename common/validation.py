@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.errors import ValidationError
+from common.names import canonical, hidden_characters
 
 SEXES = ("male", "female", "other")
 MIN_AGE, MAX_AGE = 1, 150
@@ -36,9 +37,23 @@ def _is_name_char(ch: str) -> bool:
 
 
 def validate_username(value: Any, min_len: int = 2, max_len: int = 32) -> str:
+    """The name as it will be stored and shown: NFKC (fullwidth letters become ASCII).
+
+    Invisible characters (joiners, variation selectors, the Hangul filler, bidi
+    controls) are refused with their own code, so the form can say which character
+    is wrong instead of "letters and digits only". Uniqueness uses
+    `common.names.canonical` and look-alikes `common.names.skeleton` (server side).
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("username", "invalid_username", "Username is required.")
-    name = unicodedata.normalize("NFC", value.strip())
+    hidden = hidden_characters(value.strip())
+    if hidden:
+        raise ValidationError(
+            "username",
+            "username_invisible",
+            f"Username contains invisible characters ({', '.join(hidden[:3])}).",
+        )
+    name = unicodedata.normalize("NFKC", value.strip())
     if not min_len <= len(name) <= max_len:
         raise ValidationError(
             "username",
@@ -51,6 +66,8 @@ def validate_username(value: Any, min_len: int = 2, max_len: int = 32) -> str:
             "invalid_username",
             "Username may contain only letters, digits and underscores.",
         )
+    if canonical(name) != canonical(canonical(name)) or not canonical(name):
+        raise ValidationError("username", "invalid_username", "Username is not stable.")
     return name
 
 

@@ -5,8 +5,10 @@ GUI, bob and carol are headless clients), makes them friends, exchanges a few
 messages in English and Chinese with different sizes and colours plus an image, then
 logs alice in through the login form, opens the chat with bob and grabs the screen.
 
-Run under a display; without one it starts its own Xvfb:
+Run under a display; without one it starts its own Xvfb of `--screen` size:
     .venv/bin/python scripts/screenshot.py [--out docs/screenshot.png] [--lang en|zh_CN]
+        [--screen 1366x768] [--dpi 96|192]
+`--dpi 192` sets Tk's scaling to 192/72 points per pixel, as a 192 dpi desktop does.
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ MARGIN = 36
 SERVER_START_TIMEOUT = 20.0
 
 
-def start_xvfb() -> tuple[str, subprocess.Popen[bytes]]:
+def start_xvfb(screen: str = "1280x800") -> tuple[str, subprocess.Popen[bytes]]:
     """An Xvfb on a free display number (it reports the number on a pipe)."""
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         raise SystemExit("no DISPLAY and no Xvfb: install xvfb or run under a desktop")
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(  # noqa: S603 - fixed argv: Xvfb / our own server script
-        [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        [xvfb, "-displayfd", str(write_end), "-screen", "0", f"{screen}x24", "-nolisten", "tcp"],
         pass_fds=(write_end,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -162,6 +164,7 @@ def gui_scene(root: tk.Tk, app: App, bob: ChatClient) -> None:
     bob.wait_for_event(lambda e: e.kind == "message")
     pump_until(root, lambda: "\u2713\u2713" in chat.view.text.get("1.0", "end"), timeout=10)
     contacts.select(bob_contact)
+    chat.composer.input.focus_set()
     settle(root)
 
 
@@ -196,7 +199,7 @@ def window_box(widget: tk.Misc) -> tuple[int, int, int, int]:
     return widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()
 
 
-def run(out: Path, display: str, language: str) -> None:
+def run(out: Path, display: str, language: str, dpi: int = 96) -> None:
     i18n.use_language(language)
     with tempfile.TemporaryDirectory(prefix="uchat-shot-") as tmp:
         work = Path(tmp)
@@ -214,10 +217,12 @@ def run(out: Path, display: str, language: str) -> None:
             conversation(bob, carol, work)
             carol.close()
             root = tk.Tk(className="Uchat", screenName=display)
-            root.geometry("+60+24")
+            root.tk.call("tk", "scaling", dpi / 72)
+            root.geometry("+0+0")
             app = App(root, UiSettings("127.0.0.1", port, work / "alice"))
             gui_scene(root, app, bob)
-            boxes = [window_box(root), *(window_box(w) for w in app.chats.values())]
+            popped = [p.winfo_toplevel() for p in app.chats.values() if p.popped]
+            boxes = [window_box(root), *(window_box(w) for w in popped)]
             out.parent.mkdir(parents=True, exist_ok=True)
             compose(boxes, display).save(out)
             app.quit()
@@ -233,13 +238,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshot.png")
     parser.add_argument("--lang", choices=i18n.LANGUAGES, default="en")
+    parser.add_argument("--screen", default="1366x768", help="the Xvfb screen, WxH")
+    parser.add_argument("--dpi", type=int, default=96, help="96, or 192 for a high-dpi screen")
     args = parser.parse_args()
     xvfb = None
     display = os.environ.get("DISPLAY", "")
     if not display:
-        display, xvfb = start_xvfb()
+        display, xvfb = start_xvfb(args.screen)
     try:
-        run(args.out.resolve(), display, args.lang)
+        run(args.out.resolve(), display, args.lang, args.dpi)
     finally:
         if xvfb is not None:
             xvfb.terminate()

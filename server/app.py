@@ -24,14 +24,17 @@ from common.channel import SecureChannel
 from common.config import ServerConfig, load_config
 from common.crypto.certs import ServerIdentity
 from common.errors import UchatError
+from common.fileio import make_private_dir
 from common.protocol.message import Message
 from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
-from server.logging_setup import configure_logging
+from server.handlers._backlog import BacklogCursors
+from server.logging_setup import configure_logging, log_failure
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
+from server.presence import announce_offline
 from server.sessions import Sessions
-from server.storage import attachments
+from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
 from server.storage.database import Database, SchemaTooNewError
 from server.workers import WorkerPool
@@ -70,6 +73,8 @@ class Server:
             config=config,
             identity=identity,
             data_dir=Path(config.data_dir),
+            on_offline=self._went_offline,
+            backlog=BacklogCursors(),
         )
         try:
             self.dispatcher = Dispatcher(self.services, HANDLERS)
@@ -77,6 +82,8 @@ class Server:
             workers.stop()
             raise
         self.address: tuple[str, int] | None = None
+        self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
+        self.reactor.call_later(config.sweep_interval, self._sweep)
 
     @property
     def fingerprint(self) -> str:
@@ -116,15 +123,42 @@ class Server:
             max_frame=self.config.max_frame_size,
         )
 
+    def _sweep(self) -> None:
+        """The periodic retention pass, on the reactor thread between turns."""
+        try:
+            more = sweep_expired(self.services.db, self._files, self.config, self.services.clock())
+        except Exception as exc:
+            self.services.db.rollback()
+            log_failure(log, "retention sweep failed", exc)
+            more = False
+        self.reactor.call_later(
+            SWEEP_AGAIN_SOON if more else self.config.sweep_interval, self._sweep
+        )
+
     def _on_message(self, connection: Connection, message: Message) -> None:
         self.dispatcher.dispatch(connection, message)
+
+    def _went_offline(self, user_id: int, username: str) -> None:
+        """A live session ended: its backlog cursor goes, its friends are told."""
+        self.services.backlog.forget(user_id)
+        announce_offline(self.services, user_id, username)
 
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)
 
     def _commit(self) -> None:
-        """The group commit, run by the reactor before it writes a turn's output."""
+        """The group commit, run by the reactor before it writes a turn's output.
+
+        The turn's gathered work (`server.turn`) is done first, inside the transaction.
+        """
         db = self.services.db
+        turn = self.services.turn
+        if turn.pending:
+            try:
+                turn.finish(db, self.services.sessions)
+            except Exception:
+                db.rollback()
+                raise
         if not db.in_transaction:
             return
         try:
@@ -134,30 +168,50 @@ class Server:
             raise
 
 
-ABANDONED_UPLOAD_AGE_MS = 24 * 3600 * 1000
+SWEEP_AGAIN_SOON = 1.0  # seconds before the next batch when a sweep hit its batch size
 
 
-def _forget_abandoned_uploads(db: Database, files: AttachmentFiles) -> None:
-    """Free the disk held by uploads unfinished for a day (they could resume until then)."""
-    cutoff = int(time.time() * 1000) - ABANDONED_UPLOAD_AGE_MS
-    stale = attachments.abandoned(db, cutoff)
-    for attachment_id in stale:
-        files.discard(attachment_id)
-        attachments.delete(db, attachment_id)
+def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, now: int) -> bool:
+    """One retention pass (server/storage/retention.py), committed; True if more is left.
+
+    Runs in a savepoint, so a failure undoes only its own deletions (the reactor's turn
+    may hold other handlers' writes); the rows are committed before their files go.
+    """
+    db.begin_step()
+    keep = False
+    try:
+        result = retention.sweep(
+            db,
+            now,
+            retention_days=config.delivered_retention_days,
+            abandoned_hours=config.abandoned_upload_hours,
+        )
+        keep = True
+    finally:
+        db.end_step(keep)
     db.commit()
-    if stale:
-        log.info("removed %d abandoned uploads", len(stale))
+    for attachment_id in result.attachments:
+        files.discard(attachment_id)
+    if result.envelopes or result.attachments:
+        log.info(
+            "retention: forgot %d delivered envelopes and %d attachments",
+            result.envelopes,
+            len(result.attachments),
+        )
+    return result.more
 
 
 def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data_dir / ATTACHMENTS_DIR).mkdir(exist_ok=True, mode=0o700)
+    make_private_dir(data_dir)  # keys, database, attachments: the operator's only
+    make_private_dir(data_dir / ATTACHMENTS_DIR)
     identity = ServerIdentity.load_or_create(data_dir)
     db = Database.open(data_dir / DATABASE_FILE)
     try:
-        _forget_abandoned_uploads(db, AttachmentFiles(data_dir / ATTACHMENTS_DIR))
+        files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
+        while sweep_expired(db, files, config, int(time.time() * 1000)):
+            pass  # before listening, nobody waits: clear the whole backlog
         return Server(config, identity, db)
     except BaseException:
         db.close()

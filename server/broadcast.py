@@ -2,7 +2,8 @@
 
 Each recipient connection gets exactly one copy, however often its user appears in
 the list. The message is serialised once; only the record encryption, whose keys
-differ per connection, is done per recipient.
+differ per connection, is done per recipient (with the rest of that connection's
+output of the turn, in one record).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from common.protocol.message import Message, encode_message
-from server.net.connection import Connection
 from server.sessions import Sessions
 
 
@@ -24,15 +24,6 @@ def send_to_users(sessions: Sessions, user_ids: Iterable[int], message: Message)
             continue
         if body is None:
             body = encode_message(message)
-        send_encoded(connection, message, body)
+        connection.send_encoded(body)
         delivered += 1
     return delivered
-
-
-def send_encoded(connection: Connection, message: Message, body: bytes) -> None:
-    """Seal the pre-encoded `body` when the channel supports it, else encode again."""
-    seal = getattr(connection.channel, "send_encoded", None)
-    if seal is None:
-        connection.send(message)
-    else:
-        connection.queue_bytes(seal(body))

@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import ServerConfig
 from common.crypto.certs import ServerIdentity
@@ -24,12 +24,16 @@ from common.errors import LocalProtocolError, RequestError, ValidationError
 from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
+from server.hash_queue import HashQueue
 from server.logging_setup import log_failure
 from server.net.connection import Connection
-from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage.database import Database
+from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
+
+if TYPE_CHECKING:
+    from server.handlers._backlog import BacklogCursors
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,14 @@ class Services:
     config: ServerConfig
     identity: ServerIdentity
     data_dir: Path
+    #: Called once when a user's live session ends (logout or close, not a takeover):
+    #: `server.app` wires presence and the backlog cursors to it.
+    on_offline: Callable[[int, str], None]
+    #: Offline backlog cursors of online users (`server.handlers._backlog`).
+    backlog: BacklogCursors
     clock: Callable[[], int] = wall_clock_ms
+    hashes: HashQueue = field(default_factory=HashQueue)
+    turn: TurnBatch = field(default_factory=TurnBatch)
 
 
 class Context:
@@ -89,6 +100,11 @@ class Context:
     @property
     def identity(self) -> ServerIdentity:
         return self.services.identity
+
+    @property
+    def turn(self) -> TurnBatch:
+        """Work gathered for the end of this reactor turn (`server.turn`)."""
+        return self.services.turn
 
     @property
     def user_id(self) -> int | None:
@@ -148,6 +164,14 @@ class Context:
         connection.send(push(type, params))
         return True
 
+    def push_encoded(self, user_id: int, body: bytes) -> bool:
+        """Push an already encoded message (fan-out encodes shared parts once)."""
+        connection = self.sessions.connection_for(user_id)
+        if connection is None or not connection.is_open:
+            return False
+        connection.send_encoded(body)
+        return True
+
     def push_many(self, user_ids: Iterable[int], type: MessageType, params: dict[str, Any]) -> int:
         """Push one message to many users; return how many were online."""
         return send_to_users(self.sessions, user_ids, push(type, params))
@@ -170,19 +194,28 @@ class Context:
         user_id, username = self.connection.user_id, self.connection.username
         if self.sessions.unbind(self.connection) and user_id is not None and username:
             log.info("user %s went offline", username)
-            announce_offline(self.services, user_id, username)
+            self.services.on_offline(user_id, username)
 
     # -- slow work ------------------------------------------------------------------
 
-    def run_in_worker(self, fn: Callable[[], T], then: Callable[[T], None]) -> None:
+    def run_in_worker(
+        self,
+        fn: Callable[[], T],
+        then: Callable[[T], None],
+        always: Callable[[], None] | None = None,
+    ) -> None:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
         A full pool answers `server_busy` at once; `fn` raising answers
         `internal_error`. If the connection closed (or began closing) meanwhile, `then`
         is skipped: the caller is gone and must not be logged in or told anything.
+        `always` runs on the reactor thread when the job is over, whatever happened
+        (it releases a slot such as `server.hash_queue`'s).
         """
 
         def on_done(future: Future[T]) -> None:
+            if always is not None:
+                always()
             if not self.connection.is_open:
                 log.debug("%s result dropped: connection closed", self.opcode.name)
                 return
@@ -197,6 +230,8 @@ class Context:
         try:
             self.services.workers.submit(fn, on_done)
         except WorkerPoolFull:
+            if always is not None:
+                always()
             self.fail("server_busy", "the server is busy; try again shortly")
 
 
@@ -268,4 +303,4 @@ class Dispatcher:
             return
         if self._services.sessions.unbind(connection) and username:
             log.info("user %s went offline", username)
-            announce_offline(self._services, user_id, username)
+            self._services.on_offline(user_id, username)

@@ -9,7 +9,7 @@ import tkinter.font as tkfont
 from collections.abc import Callable
 
 from client import i18n
-from client.components.formatting import address_text, badge_text, format_list_time
+from client.components.formatting import address_text, badge_text, format_list_time, preview_text
 from client.core.models import Contact
 from client.theme import Theme, avatar_color, initial
 
@@ -153,17 +153,20 @@ class ContactItem(tk.Frame):
             self.badge,
         )
 
-    def show(self, contact: Contact) -> None:
+    def show(self, contact: Contact, me: str = "") -> None:
         self.contact = contact
         is_room = contact.kind == "room"
         self.avatar.show(contact.name, None if is_room else contact.online, group=is_room)
         self.name_label.configure(text=contact.name)
         self.time_label.configure(text=format_list_time(contact.last_message_time))
         self.address_label.configure(text=address_text(contact))
-        preview = contact.last_message or (
-            "" if is_room else i18n.t("contacts.online" if contact.online else "contacts.offline")
+        marker, preview = preview_text(contact, me)
+        if not preview and not is_room:
+            preview = i18n.t("contacts.online" if contact.online else "contacts.offline")
+        p = self.theme.palette
+        self.preview_label.configure(
+            text=f"{marker} {preview}".strip(), foreground=p.error if marker else p.muted
         )
-        self.preview_label.configure(text=preview)
         self.badge.show(badge_text(contact.unread))
 
     def set_selected(self, selected: bool) -> None:

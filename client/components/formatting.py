@@ -87,3 +87,23 @@ def address_text(contact: Contact) -> str:
 def status_mark(status: MessageStatus | str) -> str:
     """Delivery mark shown after an outgoing message."""
     return STATUS_MARKS.get(status, "")
+
+
+def preview_text(contact: Contact, me: str) -> tuple[str, str]:
+    """The contact row's second line as (marker, text).
+
+    A waiting draft wins ("Draft" marker); a group shows who wrote the last message
+    ("You" for ourselves); a picture or file shows its translated kind and its name.
+    The marker is drawn in the accent colour, the text in the muted one.
+    """
+    marker = i18n.t("contacts.draft_marker") if contact.draft else ""
+    if not contact.last_message and contact.last_kind == "text":
+        return marker, ""
+    text = contact.last_message
+    if contact.last_kind in ("image", "file"):
+        label = i18n.t(f"contacts.preview_{contact.last_kind}")
+        text = f"{label} {text}".strip()
+    if contact.kind == "room" and contact.last_sender:
+        who = i18n.t("contacts.you") if contact.last_sender == me else contact.last_sender
+        text = i18n.t("contacts.preview_sender", name=who, text=text)
+    return marker, text

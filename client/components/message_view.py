@@ -1,7 +1,11 @@
-"""The conversation pane: a read-only Text widget that renders ChatMessages.
+"""The conversation pane: a read-only Text widget that renders ChatMessages as bubbles.
 
-Each message is a header (sender, time) and a body whose font size and colour are the
-sender's choice, carried by per-size and per-colour tags (`size-16`, `fg-ff0000`).
+Each message is a body in a bubble (tinted blue on our side, grey on theirs) whose font
+size and colour are the sender's choice, carried by per-size and per-colour tags
+(`size-16`, `fg-ff0000`). Consecutive messages of one sender within a few minutes
+share one header (name and time), as messengers group them. The view opens at the
+newest message and stays there while pictures load; when a message arrives while the
+user reads further up, a "N new ↓" button appears instead of a jump.
 Images become thumbnails once the chat window has one; files are links with a Save
 button; outgoing messages end in a delivery mark (… sending, ✓ sent, ✓✓ delivered).
 Every piece of a message carries `msg-<id>` so it can be found and updated in place.
@@ -22,6 +26,20 @@ from client.theme import Theme, avatar_color
 
 Chunk = tuple[str, tuple[str, ...]]
 OUT_MARGIN = 72  # the side a message does not come from stays empty, like a chat bubble
+BUBBLE_PAD = 10  # inner margin of a bubble, painted in its colour
+GROUP_GAP_MS = 5 * 60 * 1000  # one header for a sender's messages this close together
+BUBBLE_IN = "#eef1f5"
+BUBBLE_OUT = "#dbe8ff"
+
+
+def starts_group(previous: ChatMessage | None, message: ChatMessage) -> bool:
+    """Whether `message` needs its own name-and-time header after `previous`."""
+    return (
+        previous is None
+        or previous.sender != message.sender
+        or previous.outgoing != message.outgoing
+        or not 0 <= message.time - previous.time <= GROUP_GAP_MS
+    )
 
 
 class MessageView(tk.Frame):
@@ -31,14 +49,20 @@ class MessageView(tk.Frame):
         theme: Theme,
         on_save: Callable[[ChatMessage], object],
         on_load_older: Callable[[], object],
+        on_open_image: Callable[[ChatMessage], object] = lambda _m: None,
+        on_cancel: Callable[[ChatMessage], object] = lambda _m: None,
     ) -> None:
         p = theme.palette
         super().__init__(parent, background=p.surface)
         self.theme = theme
         self._on_save, self._on_load_older = on_save, on_load_older
+        self._on_open_image = on_open_image
+        self._on_cancel = on_cancel
         self._messages: dict[str, ChatMessage] = {}
         self._images: dict[str, tk.PhotoImage] = {}
         self._top_state = ""
+        self._last: ChatMessage | None = None  # the bottom message, for grouping
+        self.unseen = 0  # messages that arrived below while the user read further up
         self.text = tk.Text(
             self,
             wrap="word",
@@ -64,6 +88,20 @@ class MessageView(tk.Frame):
         self._configure_tags()
         for sequence in ("<Button-4>", "<MouseWheel>", "<Prior>"):
             self.text.bind(sequence, lambda _e: self.after_idle(self._check_top), add="+")
+        self.new_button = tk.Button(
+            self,
+            command=self.jump_to_newest,
+            background=p.primary,
+            foreground=p.primary_text,
+            activebackground=p.primary_active,
+            activeforeground=p.primary_text,
+            font=theme.fonts.small,
+            relief="flat",
+            borderwidth=0,
+            padx=theme.pad,
+            pady=2,
+            cursor="hand2",
+        )
 
     # ------------------------------------------------------------------ setup
 
@@ -71,10 +109,30 @@ class MessageView(tk.Frame):
         t, p, f = self.text, self.theme.palette, self.theme.fonts
         t.tag_configure("in", lmargin1=2, lmargin2=2, rmargin=OUT_MARGIN)
         t.tag_configure("out", justify="right", lmargin1=OUT_MARGIN, lmargin2=OUT_MARGIN, rmargin=4)
+        t.tag_configure(
+            "bubble-in",
+            background=BUBBLE_IN,
+            lmargin1=BUBBLE_PAD,
+            lmargin2=BUBBLE_PAD,
+            lmargincolor=BUBBLE_IN,
+            rmargin=OUT_MARGIN,
+            rmargincolor=p.surface,
+        )
+        t.tag_configure(
+            "bubble-out",
+            background=BUBBLE_OUT,
+            justify="right",
+            lmargin1=OUT_MARGIN,
+            lmargin2=OUT_MARGIN,
+            lmargincolor=p.surface,
+            rmargin=BUBBLE_PAD,
+            rmargincolor=BUBBLE_OUT,
+        )
         t.tag_configure("header", font=f.small, spacing1=10)
         t.tag_configure("name", font=(f.family, f.base_size - 1, "bold"))
         t.tag_configure("time", foreground=p.subtle)
-        t.tag_configure("body", spacing1=3, spacing3=2)
+        t.tag_configure("body", spacing1=4, spacing3=4)
+        t.tag_configure("gap", font=(f.family, 3), spacing1=0, spacing3=0)
         t.tag_configure("status", foreground=p.subtle, font=f.small)
         t.tag_configure("status-delivered", foreground=p.primary)
         t.tag_configure("status-failed", foreground=p.error)
@@ -88,6 +146,7 @@ class MessageView(tk.Frame):
             borderwidth=1,
         )
         t.tag_configure("muted", foreground=p.muted, font=f.small)
+        t.tag_configure("progress", foreground=p.primary_active, font=f.small)
         t.tag_configure(
             "notice", justify="center", foreground=p.muted, font=f.small, spacing1=8, spacing3=4
         )
@@ -126,16 +185,23 @@ class MessageView(tk.Frame):
 
     # ------------------------------------------------------------------ rendering
 
-    def _chunks(self, message: ChatMessage) -> list[Chunk]:
+    def _chunks(self, message: ChatMessage, previous: ChatMessage | None = None) -> list[Chunk]:
         side = "out" if message.outgoing else "in"
         mid = f"msg-{message.message_id}"
         header = (side, "header", mid)
-        chunks: list[Chunk] = [
-            (message.sender, (*header, "name", self._name_tag(message.sender, message.outgoing))),
-            ("  " + format_message_time(message.time), (*header, "time")),
-            ("\n", header),
-        ]
-        body = (side, "body", mid)
+        chunks: list[Chunk]
+        if starts_group(previous, message):
+            chunks = [
+                (
+                    message.sender,
+                    (*header, "name", self._name_tag(message.sender, message.outgoing)),
+                ),
+                ("  " + format_message_time(message.time), (*header, "time")),
+                ("\n", header),
+            ]
+        else:  # a thin gap keeps the bubbles of one group apart
+            chunks = [("\n", (side, "gap", mid))]
+        body = (f"bubble-{side}", "body", mid)
         if message.kind == "text":
             style = self._style_tags(message)
             chunks.append((message.text, (*body, *style, f"txt-{message.message_id}")))
@@ -174,7 +240,7 @@ class MessageView(tk.Frame):
         return [(f" {i18n.t('chat.save')} ", (*body, "button", f"save-{mid}"))]
 
     def _status_chunk(self, message_id: str, status: str, side: str, mid: str) -> Chunk:
-        tags = [side, "body", "status", mid, f"status-{message_id}"]
+        tags = [f"bubble-{side}", "body", "status", mid, f"status-{message_id}"]
         if status in ("delivered", "failed"):
             tags.append(f"status-{status}")
         return (f"  {status_mark(status)}", tuple(tags))
@@ -203,13 +269,17 @@ class MessageView(tk.Frame):
         """Add a message at the bottom and follow it if the view was at the bottom."""
         if message.message_id in self._messages:
             return
-        at_bottom = self.text.yview()[1] >= 0.999
+        at_bottom = self.at_bottom()
         self._messages[message.message_id] = message
         with self._editable():
-            self._insert("end", self._chunks(message))
+            self._insert("end", self._chunks(message, self._last))
+        self._last = message
         self._bind_message(message)
         if at_bottom or message.outgoing:
-            self.text.see("end")
+            self.jump_to_newest()
+        else:
+            self.unseen += 1
+            self._show_new_button()
 
     def prepend(self, messages: Iterable[ChatMessage], has_more: bool) -> None:
         """Add older messages above, keeping what the user is reading in place."""
@@ -219,9 +289,13 @@ class MessageView(tk.Frame):
         with self._editable():
             self._remove_top()
             chunks: list[Chunk] = []
+            previous: ChatMessage | None = None
             for message in fresh:
                 self._messages[message.message_id] = message
-                chunks.extend(self._chunks(message))
+                chunks.extend(self._chunks(message, previous))
+                previous = message
+            if self._last is None and fresh:
+                self._last = fresh[-1]
             self._insert("1.0", chunks)
             self._set_top(has_more)
         for message in fresh:
@@ -233,7 +307,8 @@ class MessageView(tk.Frame):
     def show_history(self, messages: Sequence[ChatMessage], has_more: bool) -> None:
         """The first page: render, then jump to the newest message."""
         self.prepend(messages, has_more)
-        self.text.see("end")
+        self.jump_to_newest()
+        self.after_idle(self.text.see, "end")  # again once the window has its size
 
     def update_status(self, message_id: str, status: MessageStatus | str) -> None:
         message = self._messages.get(message_id)
@@ -254,12 +329,18 @@ class MessageView(tk.Frame):
             return
         self._images[message_id] = image  # Tk keeps no reference of its own
         side = "out" if message.outgoing else "in"
+        at_bottom = self.at_bottom()
         with self._editable():
             start = self.text.index(ranges[0])
             self.text.delete(ranges[0], ranges[-1])
             self.text.image_create(start, image=image, padx=2, pady=4)
-            for tag in (side, "body", f"msg-{message_id}", f"img-{message_id}"):
+            for tag in (f"bubble-{side}", "body", f"msg-{message_id}", f"img-{message_id}"):
                 self.text.tag_add(tag, start)
+        self.text.tag_bind(
+            f"img-{message_id}", "<Button-1>", lambda _e: self._on_open_image(message)
+        )
+        if at_bottom:  # a picture growing the chat must not push the newest out of view
+            self.text.see("end")
 
     def mark_saved(self, message: ChatMessage) -> None:
         """Replace the Save button of a downloaded file with where it went."""
@@ -267,7 +348,8 @@ class MessageView(tk.Frame):
         ranges = self.text.tag_ranges(f"save-{message.message_id}")
         if not ranges:
             return
-        body = ("out" if message.outgoing else "in", "body", f"msg-{message.message_id}")
+        side = "out" if message.outgoing else "in"
+        body = (f"bubble-{side}", "body", f"msg-{message.message_id}")
         with self._editable():
             start = self.text.index(ranges[0])
             self.text.delete(ranges[0], ranges[-1])
@@ -277,7 +359,66 @@ class MessageView(tk.Frame):
         """A centred line between messages: joins and leaves, key changes."""
         with self._editable():
             self._insert("end", [(text + "\n", ("warning" if warning else "notice",))])
+        self._last = None  # the next message starts a new group
         self.text.see("end")
+
+    def set_progress(self, message_id: str, fraction: float | None, cancel: bool = False) -> None:
+        """ "42 %" (and Cancel) inside a message while its file moves; None removes it."""
+        message = self._messages.get(message_id)
+        if message is None:
+            return
+        tag = f"prog-{message_id}"
+        ranges = self.text.tag_ranges(tag)
+        side = "out" if message.outgoing else "in"
+        body = (f"bubble-{side}", "body", f"msg-{message_id}", tag)
+        with self._editable():
+            where: str | None
+            if ranges:
+                where = str(self.text.index(ranges[0]))
+                self.text.delete(ranges[0], ranges[-1])
+            else:
+                where = self._progress_index(message_id)
+            if fraction is None or where is None:
+                return
+            chunks: list[Chunk] = [(f"  {round(fraction * 100)} %", (*body, "progress"))]
+            if cancel:
+                chunks.append(("  ", body))
+                chunks.append((i18n.t("chat.cancel"), (*body, "link", f"cancel-{message_id}")))
+            self._insert(where, chunks)
+        if cancel:
+            self.text.tag_bind(
+                f"cancel-{message_id}", "<Button-1>", lambda _e: self._on_cancel(message)
+            )
+
+    def progress_text(self, message_id: str) -> str:
+        ranges = self.text.tag_ranges(f"prog-{message_id}")
+        return self.text.get(ranges[0], ranges[-1]).strip() if ranges else ""
+
+    def _progress_index(self, message_id: str) -> str | None:
+        """Where a message's progress goes: before its delivery mark, or after its body."""
+        ranges = self.text.tag_ranges(f"status-{message_id}")
+        if ranges:
+            return str(self.text.index(ranges[0]))
+        for tag in (f"save-{message_id}", f"file-{message_id}", f"img-{message_id}"):
+            ranges = self.text.tag_ranges(tag)
+            if ranges:
+                return str(self.text.index(ranges[-1]))
+        return None
+
+    def at_bottom(self) -> bool:
+        return self.text.yview()[1] >= 0.999
+
+    def jump_to_newest(self) -> None:
+        self.text.see("end")
+        self.unseen = 0
+        self.new_button.place_forget()
+
+    def _show_new_button(self) -> None:
+        self.new_button.configure(text=i18n.t("chat.new_messages", count=self.unseen))
+        self.new_button.place(
+            relx=1.0, rely=1.0, x=-self.theme.pad * 2, y=-self.theme.pad, anchor="se"
+        )
+        self.new_button.lift()
 
     def highlight(self, message_id: str) -> None:
         """Scroll to a search hit and mark it."""
@@ -325,6 +466,9 @@ class MessageView(tk.Frame):
         elif not self.scrollbar.winfo_ismapped():
             self.scrollbar.pack(side="right", fill="y", before=self.text)
         self.scrollbar.set(first, last)
+        if self.unseen and float(last) >= 0.999:  # the user scrolled down to them
+            self.unseen = 0
+            self.new_button.place_forget()
 
     def _scrollbar_moved(self, *args: str) -> None:
         self.text.yview(*args)

@@ -17,6 +17,8 @@ from typing import Any
 
 from client.core.connection import Connection
 from client.core.crypto_session import Identity, keys_match
+from client.core.directory import fetch_remaining_requests
+from client.core.event_types import KeyMissing
 from client.core.events import Emit
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink, server_ca
@@ -160,12 +162,13 @@ class Accounts:
                 if keys_match(keys, certificate):
                     return Identity(username, keys, certificate)
                 reason = "the key file on this computer does not match your certificate"
-        self._emit("key_missing", username=username, reason=reason)
+        self._emit(KeyMissing(username, reason))
         return None
 
     def _after_login(self, session: Session) -> None:
         """Resend the outbox and resume uploads; failures wait for the next login."""
         try:
+            fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process

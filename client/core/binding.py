@@ -11,6 +11,7 @@ relabelling a direct message as a room message or moving one between rooms
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from client.core.models import ChatKind
@@ -24,12 +25,29 @@ def sealed_chat(chat_kind: ChatKind, chat_id: str) -> list[str | int]:
     return ["room", int(chat_id)]
 
 
+_DICT_HEADER = struct.Struct(">BI")
+_CHAT_KEY = codec.encode("chat")
+
+
 def bind_chat(body: bytes, chat_kind: ChatKind, chat_id: str) -> bytes:
-    """`body` (a codec dict from `text_body` / `attachment_body`) with its `chat` added."""
-    value = codec.decode(body)
-    if not isinstance(value, dict):
+    """`body` (a codec dict from `text_body` / `attachment_body`) with its `chat` added.
+
+    The `chat` entry is appended to the encoded dict and the dict's length rewritten:
+    the result is byte for byte `encode({**decode(body), "chat": ...})` without decoding
+    and re-encoding the text or attachment fields. A body that may already name a
+    `chat` takes the long way, which replaces it.
+    """
+    if len(body) < _DICT_HEADER.size:
         raise TypeError("a sealed body is a codec dict")
-    return codec.encode({**value, "chat": sealed_chat(chat_kind, chat_id)})
+    tag, length = _DICT_HEADER.unpack_from(body)
+    if tag != codec.DICT or length != len(body) - _DICT_HEADER.size:
+        raise TypeError("a sealed body is a codec dict")
+    chat = sealed_chat(chat_kind, chat_id)
+    if _CHAT_KEY in body:
+        value = codec.decode(body)
+        return codec.encode({**value, "chat": chat})
+    entries = body[_DICT_HEADER.size :] + _CHAT_KEY + codec.encode(chat)
+    return _DICT_HEADER.pack(codec.DICT, len(entries)) + entries
 
 
 def chat_matches(sealed: Any, target_type: ChatKind, target: str | int, recipient: str) -> bool:

@@ -19,21 +19,32 @@ listener: events wait on a queue until the caller's thread drains it with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from client.core.accounts import Accounts
 from client.core.connection import Connection
-from client.core.contacts import Target, chat_of
-from client.core.crypto_session import attachment_body, safety_number_between
+from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
+from client.core.crypto_session import attachment_body, check_style, safety_number_between
 from client.core.directory import Directory
 from client.core.downloads import Downloads
+from client.core.event_types import (
+    ConnectionChanged,
+    Event,
+    ExportProgress,
+    KeyTrusted,
+    MessageReceived,
+    MessageStatusChanged,
+)
 from client.core.events import EventHub, EventTimeout, Listener
-from client.core.keystore import KeyStore
+from client.core.history_export import PAGE as EXPORT_PAGE
+from client.core.history_export import ExportResult, collect, write_export
+from client.core.identity_file import export_keys, import_keys
+from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink
-from client.core.models import Attachment, ChatMessage, Contact, Event, Profile
+from client.core.models import Attachment, ChatKind, ChatMessage, Contact, Profile
 from client.core.outgoing import Outgoing
 from client.core.pins import ServerPins
 from client.core.pushes import PushHandler
@@ -41,6 +52,7 @@ from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from common.crypto.keys import KdfParams
+from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
 __all__ = ["ChatClient", "EventTimeout", "Target"]
@@ -70,8 +82,10 @@ class ChatClient:
         reconnect_max: float = 30.0,
         auto_reconnect: bool = True,
         key_kdf: KdfParams | None = None,
+        allow_hmac_md5: bool = False,
     ) -> None:
         self.host = host
+        self.allow_hmac_md5 = allow_hmac_md5
         self.port = port
         self.data_dir = Path(data_dir)
         self.timeout = timeout
@@ -172,6 +186,12 @@ class ChatClient:
         return session.profile if session else None
 
     @property
+    def max_attachment_size(self) -> int:
+        """The largest attachment the server takes (bytes of ciphertext); 0 before login."""
+        session = self._slot.get()
+        return session.limits.max_attachment_size if session else 0
+
+    @property
     def can_send(self) -> bool:
         """False when this machine lacks the private keys (a `key_missing` event said so)."""
         session = self._slot.get()
@@ -183,7 +203,7 @@ class ChatClient:
         """TCP + handshake, checking the server pin (configured, else trust on first use)."""
         if self._link.connect():
             self._reconnector.allow()
-            self._events.emit("connection", state="connected")
+            self._events.emit(ConnectionChanged("connected"))
 
     def register(self, username: str, password: str, email: str, sex: str, age: int) -> None:
         """Create keys and a CSR, register, and seal the keys under the password."""
@@ -199,6 +219,23 @@ class ChatClient:
     def logout(self) -> None:
         """Tell the server, forget the credentials and close the local store."""
         self._accounts.logout()
+
+    def export_identity(self, path: Path | str, passphrase: str) -> Path:
+        """Write this account's private keys, sealed under `passphrase`, for another computer."""
+        _, identity = self._slot.require_sender()
+        return export_keys(identity.keys, Path(path), passphrase, self._keystore.kdf_params)
+
+    def import_identity(
+        self, path: Path | str, passphrase: str, username: str, password: str
+    ) -> None:
+        """Before `login` on a new computer: keep the file's keys for `username` here.
+
+        Connects first, because keys are kept per server. Login then checks them against
+        the account's certificate (a mismatch is reported as `KeyMissing`).
+        """
+        self.connect()
+        server_id = server_id_for(self._link.server_fingerprint)
+        import_keys(self._keystore, server_id, username, Path(path), passphrase, password)
 
     def close(self) -> None:
         """Disconnect for good: no reconnect, threads stopped, store closed."""
@@ -234,15 +271,16 @@ class ChatClient:
 
     def _announce(self, message: ChatMessage) -> None:
         self._downloads.remember(message)
-        self._events.emit("message", message=message)
+        self._events.emit(MessageReceived(message))
 
     # ------------------------------------------------------------------ friends, rooms
 
     def search_users(self, query: str) -> list[dict[str, Any]]:
         return self._directory.search_users(query)
 
-    def add_friend(self, username: str) -> None:
-        self._directory.add_friend(username)
+    def add_friend(self, username: str) -> bool:
+        """True when they had asked us first: this accepted, and we are friends now."""
+        return self._directory.add_friend(username)
 
     def answer_friend_request(self, username: str, accept: bool | None) -> None:
         """accept True / False, or None to decide later (it comes back at next login)."""
@@ -260,21 +298,22 @@ class ChatClient:
         return self.contacts()
 
     def contacts(self) -> list[Contact]:
-        """Friends and rooms with unread counts; online first, then newest message first."""
+        """Friends and rooms with unread counts and drafts, newest activity first."""
         return self._directory.contacts()
 
     def create_room(self, name: str) -> Contact:
         return self._directory.create_room(name)
 
-    def join_room(self, room_id: int) -> Contact:
-        return self._directory.join_room(room_id)
+    def join_room(self, room: RoomRef) -> Contact:
+        """Join by room id (an int, as everywhere in this API) or the room's Contact."""
+        return self._directory.join_room(room_number(room))
 
-    def leave_room(self, room_id: int) -> None:
-        self._directory.leave_room(room_id)
+    def leave_room(self, room: RoomRef) -> None:
+        self._directory.leave_room(room_number(room))
 
-    def room_members(self, room_id: int) -> list[dict[str, Any]]:
+    def room_members(self, room: RoomRef) -> list[dict[str, Any]]:
         """[{username, online}] of a room you are in."""
-        return self._directory.room_members(room_id)
+        return self._directory.room_members(room_number(room))
 
     # ------------------------------------------------------------------ keys
 
@@ -297,6 +336,23 @@ class ChatClient:
         if session.inbox is not None:
             with self._slot.lock:
                 session.inbox.release(username)
+        self._events.emit(KeyTrusted(username))
+
+    def pending_key_changes(self) -> list[str]:
+        """Friends whose changed key waits for `trust_new_key`, sorted (the one list of them)."""
+        certificates = self._slot.require().certificates
+        return sorted(name for name in self._friend_names() if certificates.changed_key(name))
+
+    def _friend_names(self) -> list[str]:
+        return [c.id for c in self._slot.require().contacts.all() if c.kind == "user"]
+
+    def _chat(self, target: Target) -> tuple[ChatKind, str]:
+        """`chat_of`, refusing a room id given as a str (it would name a user)."""
+        if misused_room_id(self._slot.require().contacts, target):
+            raise RequestError(
+                "invalid_target", f"a room id is an int: pass {target}, not {target!r}", "target"
+            )
+        return chat_of(target)
 
     # ------------------------------------------------------------------ sending
 
@@ -322,6 +378,23 @@ class ChatClient:
         """Like `send_file`, shown inline; a file that is not a safe image goes as a file."""
         return self._outgoing.send_image(target, Path(path), progress)
 
+    def cancel_upload(self, message: ChatMessage | str) -> None:
+        """Give up sending an attachment: its upload stops and the message is `failed`."""
+        session = self._slot.require()
+        message_id = message.message_id if isinstance(message, ChatMessage) else message
+        stored = session.store.get_message(message_id)
+        if stored is None or stored.attachment is None or stored.status != "sending":
+            return
+        attachment_id = stored.attachment.attachment_id
+        with session.uploads_lock:
+            running = attachment_id in session.active_uploads
+            if running:
+                session.transfers.cancel(attachment_id)
+        if not running:  # waiting to resume after a reconnect: drop it now
+            session.store.remove_upload(attachment_id)
+            session.store.set_status(message_id, "failed")
+            self._events.emit(MessageStatusChanged(message_id, "failed"))
+
     def download(
         self,
         attachment: Attachment | ChatMessage,
@@ -345,7 +418,7 @@ class ChatClient:
     ) -> list[ChatMessage]:
         """Up to `limit` messages, oldest first, older than `before` (a message or its id)."""
         session = self._slot.require()
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = self._chat(target)
         cursor: tuple[int, int] | None
         if isinstance(before, ChatMessage):
             cursor = session.store.history_cursor(before.message_id)
@@ -361,20 +434,66 @@ class ChatClient:
         self, text: str, limit: int = 100, target: Target | None = None
     ) -> list[ChatMessage]:
         """Local history search, newest first; `target` limits it to one conversation."""
-        chat = chat_of(target) if target is not None else None
+        chat = self._chat(target) if target is not None else None
         messages = self._slot.require().store.search(text, limit, chat)
         self._downloads.remember_all(messages)
         return messages
 
     def mark_read(self, target: Target) -> None:
-        self._slot.require().store.mark_read(*chat_of(target))
+        self._slot.require().store.mark_read(*self._chat(target))
 
     def unread(self, target: Target) -> int:
-        return self._slot.require().store.unread(*chat_of(target))
+        return self._slot.require().store.unread(*self._chat(target))
 
     def save_draft(self, target: Target, text: str) -> None:
-        chat_kind, chat_id = chat_of(target)
+        chat_kind, chat_id = self._chat(target)
         self._slot.require().store.save_draft(chat_kind, chat_id, text)
 
     def draft(self, target: Target) -> str:
-        return self._slot.require().store.draft(*chat_of(target))
+        return self._slot.require().store.draft(*self._chat(target))
+
+    def export_history(
+        self, folder: Path | str, targets: Sequence[Target] | None = None
+    ) -> ExportResult:
+        """Write the chats (all when `targets` is None) to HTML and JSON in `folder`.
+
+        Attachments not on this computer are downloaded first; progress arrives as
+        `ExportProgress` events.
+        """
+        session = self._slot.require()
+        known = {(c.kind, c.id): c for c in self.contacts()}
+        chosen: list[Contact] = []
+        for target in targets if targets is not None else list(known.values()):
+            key = self._chat(target)
+            chosen.append(known.get(key) or Contact(key[0], key[1], key[1]))
+
+        def page(contact: Contact, before: tuple[int, int] | None) -> list[ChatMessage]:
+            return session.store.history(contact.kind, contact.id, EXPORT_PAGE, before)
+
+        def cursor(message: ChatMessage) -> tuple[int, int] | None:
+            return session.store.history_cursor(message.message_id)
+
+        def fetch(message: ChatMessage) -> Path | None:
+            local = message.attachment.local_path if message.attachment else None
+            if local is not None and Path(local).is_file():
+                return Path(local)
+            try:
+                return self.download(message)
+            except UchatError:
+                return None
+
+        def progress(done: int, total: int) -> None:
+            self._events.emit(ExportProgress(done, total))
+
+        chats = collect(chosen, page, cursor)
+        return write_export(chats, Path(folder), session.username, fetch, progress)
+
+    def save_style(self, target: Target, font_size: int, color: str) -> None:
+        """Remember the font size and colour used in this chat (checked like a send)."""
+        check_style(font_size, color)
+        chat_kind, chat_id = self._chat(target)
+        self._slot.require().store.save_style(chat_kind, chat_id, font_size, color)
+
+    def style(self, target: Target) -> tuple[int, str] | None:
+        """`(font_size, color)` last used in this chat, or None."""
+        return self._slot.require().store.style(*self._chat(target))

@@ -19,7 +19,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 # What the client accepts from its server in one record. Larger than what the server
 # accepts from a client: a login reply lists every group's members, and a user in many
 # big groups must still be able to log in. Still a cap, so memory stays bounded.
+#: Record MACs the client offers: HMAC-MD5 (the original design's) only when the
+#: client's own configuration allows it (`client.allow_hmac_md5`); a server asking for
+#: it otherwise fails the handshake with a readable reason.
+SAFE_MACS: tuple[str, ...] = ("hmac-sha256",)
+WITH_MD5: tuple[str, ...] = ("hmac-sha256", "hmac-md5")
 MAX_INBOUND_FRAME = 16 * 1024 * 1024
 
 RECV_SIZE = 256 * 1024
@@ -108,8 +113,10 @@ class Connection:
         pins: PinStore | None = None,
         timeout: float = 10.0,
         ping_interval: float = 30.0,
+        accepted_macs: Sequence[str] = SAFE_MACS,
     ) -> None:
         self.host = host
+        self._accepted_macs = tuple(accepted_macs)
         self.port = port
         self.timeout = timeout
         self.ping_interval = ping_interval
@@ -155,7 +162,9 @@ class Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = SecureChannel.client(
-                expected_fingerprint=pinned, max_frame=MAX_INBOUND_FRAME
+                expected_fingerprint=pinned,
+                accepted_macs=self._accepted_macs,
+                max_frame=MAX_INBOUND_FRAME,
             )
             early = self._handshake(sock, channel)
             if pinned is None and self._pins is not None and channel.peer_fingerprint:

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from client.core.models import ChatKind, Contact
+from client.core.models import ChatKind, Contact, MessageKind
 from client.core.store import ChatSummary
 from common.errors import RemoteProtocolError
 
-Target = str | int | Contact
+Target = str | int | Contact  # a username, a room id, or either as a Contact
+RoomRef = int | Contact  # a room id is an int everywhere in the API (or the room's Contact)
+
+
+def room_number(room: RoomRef) -> int:
+    """The room id of `room`; TypeError for anything that is not a room."""
+    if isinstance(room, Contact):
+        return room.room_id
+    if isinstance(room, bool) or not isinstance(room, int):
+        raise TypeError(f"a room id is an int (or the room's Contact), not {type(room).__name__}")
+    return room
+
+
+def misused_room_id(book: ContactBook, target: Target) -> bool:
+    """A room number passed as a str: `history("123")` must fail, not show nothing."""
+    return (
+        isinstance(target, str)
+        and target.isdigit()
+        and book.get("user", target) is None
+        and book.get("room", target) is not None
+    )
 
 
 def chat_of(target: Target) -> tuple[ChatKind, str]:
@@ -73,23 +93,36 @@ def _str_list(value: Any) -> list[str]:
 
 
 def with_summaries(
-    known: Iterable[Contact], summaries: Mapping[tuple[str, str], ChatSummary]
+    known: Iterable[Contact],
+    summaries: Mapping[tuple[str, str], ChatSummary],
+    drafts: Collection[tuple[str, str]] = (),
 ) -> list[Contact]:
-    """Contacts with unread counts and last messages; online first, then newest first."""
+    """Contacts with unread counts, last messages and draft marks, newest activity first.
+
+    Only activity orders the list (our own sends count): online state is shown, not
+    sorted on, so a group with the newest message is never below an older chat.
+    """
     merged: list[Contact] = []
     for known_contact in known:
-        summary = summaries.get((known_contact.kind, known_contact.id))
-        contact = known_contact
+        key = (known_contact.kind, known_contact.id)
+        summary = summaries.get(key)
+        contact = dataclasses.replace(known_contact, draft=key in drafts)
         if summary is not None:
             contact = dataclasses.replace(
-                known_contact,
+                contact,
                 unread=summary.unread,
                 last_message=summary.last_message,
                 last_message_time=max(known_contact.last_message_time, summary.last_time),
+                last_sender=summary.last_sender,
+                last_kind=_message_kind(summary.last_kind),
             )
         merged.append(contact)
-    merged.sort(key=lambda c: (not c.online, -c.last_message_time, c.name.casefold()))
+    merged.sort(key=lambda c: (-c.last_message_time, c.name.casefold(), c.kind))
     return merged
+
+
+def _message_kind(value: str) -> MessageKind:
+    return "image" if value == "image" else "file" if value == "file" else "text"
 
 
 class ContactBook:
@@ -100,16 +133,36 @@ class ContactBook:
         self._friends: dict[str, Contact] = {}
         self._rooms: dict[str, Contact] = {}
         self._requests: list[str] = []
+        self._requests_next = ""
 
     def replace(self, lists: Mapping[str, Any]) -> None:
-        """Take the `friends`, `rooms` and `friend_requests` of LOGIN or CONTACT_LIST."""
+        """Take the `friends`, `rooms` and `friend_requests` of LOGIN or CONTACT_LIST.
+
+        The server sends the requests a page at a time; `requests_cursor` says where
+        the next page starts ("" when none is left) and `extend_requests` adds it.
+        """
         friends = [friend_contact(raw) for raw in lists.get("friends", [])]
         rooms = [room_contact(raw) for raw in lists.get("rooms", [])]
         requests = _str_list(lists.get("friend_requests", []))
+        cursor = lists.get("friend_requests_next", "")
         with self._lock:
             self._friends = {c.id: c for c in friends}
             self._rooms = {c.id: c for c in rooms}
             self._requests = requests
+            self._requests_next = cursor if isinstance(cursor, str) else ""
+
+    def requests_cursor(self) -> str:
+        with self._lock:
+            return self._requests_next
+
+    def extend_requests(self, page: Mapping[str, Any]) -> str:
+        """Add one CONTACT_LIST {requests_after} page; returns the next cursor."""
+        names = _str_list(page.get("friend_requests", []))
+        cursor = page.get("friend_requests_next", "")
+        with self._lock:
+            self._requests.extend(name for name in names if name not in self._requests)
+            self._requests_next = cursor if isinstance(cursor, str) else ""
+            return self._requests_next
 
     def put(self, contact: Contact) -> None:
         with self._lock:

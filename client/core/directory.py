@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.core.contacts import room_contact, with_summaries
+from client.core.contacts import ContactBook, room_contact, with_summaries
 from client.core.models import Contact
 from client.core.session import Request, SessionSlot
 from common.errors import RemoteProtocolError
@@ -24,6 +24,18 @@ def _dict_list(reply: dict[str, Any], field: str, request: str) -> list[dict[str
     return [item for item in items if isinstance(item, dict)]
 
 
+MAX_REQUEST_PAGES = 10_000  # a server that never says "done" cannot keep us looping
+
+
+def fetch_remaining_requests(contacts: ContactBook, request: Request) -> int:
+    """Fetch the friend requests beyond the first page (LOGIN pages them); returns pages."""
+    cursor, pages = contacts.requests_cursor(), 0
+    while cursor and pages < MAX_REQUEST_PAGES:
+        page = request(MessageType.CONTACT_LIST, {"requests_after": cursor})
+        cursor, pages = contacts.extend_requests(page), pages + 1
+    return pages
+
+
 class Directory:
     """Friends and rooms, as server requests on behalf of the current session."""
 
@@ -35,9 +47,15 @@ class Directory:
         reply = self._request(MessageType.SEARCH_USERS, {"query": query})
         return _dict_list(reply, "users", "SEARCH_USERS")
 
-    def add_friend(self, username: str) -> None:
-        self._slot.require()
+    def add_friend(self, username: str) -> bool:
+        """True when `username` had asked us first: the server accepted that request."""
+        session = self._slot.require()
+        folded = username.casefold()
+        asker = next((n for n in session.contacts.requests() if n.casefold() == folded), None)
         self._request(MessageType.ADD_FRIEND, {"username": username})
+        if asker is not None:
+            session.contacts.remove_request(asker)
+        return asker is not None
 
     def answer_friend_request(self, username: str, accept: bool | None) -> None:
         session = self._slot.require()
@@ -55,10 +73,12 @@ class Directory:
     def refresh(self) -> None:
         session = self._slot.require()
         session.contacts.replace(self._request(MessageType.CONTACT_LIST, None))
+        fetch_remaining_requests(session.contacts, self._request)
 
     def contacts(self) -> list[Contact]:
         session = self._slot.require()
-        return with_summaries(session.contacts.all(), session.store.chat_summaries())
+        store = session.store
+        return with_summaries(session.contacts.all(), store.chat_summaries(), store.drafted_chats())
 
     def create_room(self, name: str) -> Contact:
         session = self._slot.require()

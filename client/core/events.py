@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from client.core.models import Event
+from client.core.event_types import AsyncResult, Event
 from common.errors import RequestTimeout
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,13 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
 T = TypeVar("T")
 
-ASYNC_RESULT = "async_result"
 ASYNC_WORKERS = 4
 
 
 class Emit(Protocol):
-    """How the client's parts report something: `emit("presence", username=...)`."""
+    """How the client's parts report something: `emit(PresenceChanged(...))`."""
 
-    def __call__(self, kind: str, /, **data: Any) -> None: ...
+    def __call__(self, event: Event, /) -> None: ...
 
 
 class EventTimeout(RequestTimeout, TimeoutError):
@@ -46,8 +45,8 @@ class EventHub:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(ASYNC_WORKERS, thread_name_prefix="uchat-async")
 
-    def emit(self, kind: str, /, **data: Any) -> None:
-        self._queue.put(Event(kind, data))
+    def emit(self, event: Event, /) -> None:
+        self._queue.put(event)
 
     def add_listener(self, callback: Listener) -> None:
         with self._lock:
@@ -86,10 +85,9 @@ class EventHub:
                 return event
 
     def _deliver(self, event: Event) -> None:
-        if event.kind == ASYNC_RESULT:
-            callback = event.data.get("callback")
-            if callback is not None:
-                self._guard(callback, event.data.get("value"))
+        if isinstance(event, AsyncResult):
+            if event.callback is not None:
+                self._guard(event.callback, event.value)
             return
         with self._lock:
             listeners = list(self._listeners)
@@ -116,9 +114,9 @@ class EventHub:
             try:
                 value = fn(*args)
             except BaseException as exc:
-                self.emit(ASYNC_RESULT, callback=on_error, value=exc)
+                self.emit(AsyncResult(on_error, exc))
                 raise
-            self.emit(ASYNC_RESULT, callback=on_result, value=value)
+            self.emit(AsyncResult(on_result, value))
             return value
 
         return self._executor.submit(work)

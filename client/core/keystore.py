@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from common.crypto.keys import KdfParams, UserKeys, load_keys, save_keys
+from common.fileio import make_private_dir
 from common.validation import validate_username
 
 KEY_FILE = "keys.json"
@@ -75,17 +76,14 @@ class KeyStore:
         name = validate_username(username)
         if _WINDOWS_RESERVED.match(name):
             name = f"_{name}"
-        path = self.data_dir / "downloads" / name
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        return make_private_dir(self.data_dir / "downloads" / name)
 
     def exists(self, server_id: str, username: str) -> bool:
         return self.path_for(server_id, username).is_file()
 
     def save(self, server_id: str, username: str, keys: UserKeys, password: str) -> None:
         """Seal `keys` under `password` (replacing any previous file atomically)."""
-        user_dir = self.user_dir(server_id, username)
-        user_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        user_dir = make_private_dir(self.user_dir(server_id, username))
         save_keys(user_dir / KEY_FILE, keys, password, self.kdf_params)
 
     def load(self, server_id: str, username: str, password: str) -> UserKeys:

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from client.core.connection import Connection, PendingRequest, PinStore
+from client.core.connection import SAFE_MACS, WITH_MD5, Connection, PendingRequest, PinStore
 from client.core.connection import PushHandler as ConnectionPushHandler
+from client.core.event_types import ConnectionChanged
 from client.core.events import Emit
 from common.errors import ConnectionLost, HandshakeError, UchatError
 from common.protocol.opcodes import MessageType
@@ -26,6 +27,7 @@ class LinkSettings(Protocol):
     port: int
     timeout: float
     ping_interval: float
+    allow_hmac_md5: bool
 
 
 class ServerLink:
@@ -73,11 +75,11 @@ class ServerLink:
         with self._conn_lock:
             if self.connected:
                 return False
-            self._emit("connection", state="connecting")
+            self._emit(ConnectionChanged("connecting"))
             try:
                 self._open()
             except UchatError as exc:
-                self._emit("connection", state="disconnected", error=str(exc))
+                self._emit(ConnectionChanged("disconnected", str(exc)))
                 raise
         return True
 
@@ -98,6 +100,7 @@ class ServerLink:
             pins=self._pins,
             timeout=settings.timeout,
             ping_interval=settings.ping_interval,
+            accepted_macs=WITH_MD5 if settings.allow_hmac_md5 else SAFE_MACS,
         )
         self._server_fingerprint = conn.open()
         self._conn = conn
@@ -125,7 +128,7 @@ class ServerLink:
         """Socket thread: a superseded connection's death is nobody's business."""
         if conn is not self._conn:
             return
-        self._emit("connection", state="disconnected", error=str(error) if error else "")
+        self._emit(ConnectionChanged("disconnected", str(error) if error else ""))
         self._on_lost_current()
 
     def close(self) -> None:

@@ -23,8 +23,12 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from common.errors import UchatError
+from common.fileio import make_private_dir
 
 MAX_IMAGE_PIXELS = 50_000_000
+#: Thumbnails are made without asking: never for more pixels than this (a 190 KiB PNG
+#: can promise 80 MP and cost hundreds of MiB to decode). The user can still open it.
+AUTO_THUMBNAIL_PIXELS = 20_000_000
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 THUMBNAIL_SIZE = (240, 240)
 MAX_NAME_BYTES = 200  # leaves room for " (9999)" under the usual 255-byte limit
@@ -87,12 +91,13 @@ def thumbnail(
     path: Path,
     cache_dir: Path,
     max_size: tuple[int, int] = THUMBNAIL_SIZE,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int = AUTO_THUMBNAIL_PIXELS,
 ) -> Path:
     """A PNG no larger than `max_size`, cached under the SHA-256 of the source's bytes.
 
-    The bytes are read once, so the name always describes what was decoded.
-    Raises `NotAnImageError` when `path` is not an image `detect_image` accepts.
+    The bytes are read once, so the name always describes what was decoded. The cache
+    folder is 0700 and each thumbnail 0600: they show what the user received.
+    Raises `NotAnImageError` when `path` is not an image of at most `max_pixels`.
     """
     data = Path(path).read_bytes()
     width, height = max_size
@@ -105,10 +110,11 @@ def thumbnail(
         small = _render_thumbnail(data, max_size)
     except Exception as error:  # the header verified but the pixels did not decode
         raise NotAnImageError(f"image cannot be decoded: {Path(path).name}") from error
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target.parent)
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        small.save(temp, format="PNG")
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            small.save(out, format="PNG")
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -171,7 +177,8 @@ def safe_download_path(dest_dir: Path, name: str) -> Path:
     "a.txt"; write into it or `os.replace` a finished temp file over it.
     """
     root = Path(dest_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.exists():
+        make_private_dir(root)
     root = root.resolve()
     stem, extension = sanitize_filename(name)
     numbered = (f"{stem} ({number}){extension}" for number in range(1, MAX_DUPLICATES))

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 ChatKind = Literal["user", "room"]
 MessageKind = Literal["text", "image", "file"]
 MessageStatus = Literal["sending", "sent", "delivered", "received", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the server pushed or the client noticed; see docs/api.md."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +33,16 @@ class Contact:
     last_message: str = ""
     last_message_time: int = 0
     members: tuple[str, ...] = ()
+    last_sender: str = ""  # who wrote `last_message`
+    last_kind: MessageKind = "text"  # for "image"/"file", `last_message` is the file name
+    draft: bool = False  # a draft waits in this chat
+
+    @property
+    def room_id(self) -> int:
+        """The room number, the one type every room method takes; ValueError for a friend."""
+        if self.kind != "room":
+            raise ValueError(f"{self.id} is a friend, not a room")
+        return int(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +76,7 @@ class ChatMessage:
     status: MessageStatus = "received"
 
     def preview(self) -> str:
-        """Short text for the contact list's last-message line."""
+        """The contact list's last-message text: the first line, or the file name."""
         if self.kind == "text":
             return self.text.splitlines()[0][:60] if self.text else ""
-        name = self.attachment.name if self.attachment else ""
-        return f"[{self.kind}] {name}".strip()
+        return self.attachment.name if self.attachment else ""

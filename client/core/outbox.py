@@ -126,8 +126,9 @@ class Outbox:
         return True
 
     def _send_with_rebuild(self, message_id: str, params: dict[str, Any]) -> None:
+        # `params` passed the size check when they were stored (`submit`, or below):
+        # encoding them again here only to measure them would be wasted work.
         try:
-            _encoded_within_limit(params)
             self._send(params)
         except RequestError as error:
             message = self._store.get_message(message_id)

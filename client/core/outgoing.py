@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from client.core import media
 from client.core.binding import bind_chat
-from client.core.contacts import Target, chat_of
+from client.core.contacts import Target, chat_of, misused_room_id
 from client.core.crypto_session import MAX_NAME_LENGTH, Identity, check_style, text_body
+from client.core.event_types import MessageSent
 from client.core.events import Emit
 from client.core.models import Attachment, ChatKind, ChatMessage, MessageKind
 from client.core.session import Session, SessionSlot, report_status
 from client.core.store import UploadState
 from client.core.transfers import Progress
 from common.errors import ConnectionLost, RequestError, RequestTimeout
+from common.protocol.ids import time_ordered_id
 
 log = logging.getLogger(__name__)
 # The server takes envelopes of at most 64 KiB; sealing adds about 200 bytes.
@@ -81,7 +82,7 @@ class Outgoing:
         check_style(font_size, color)
         chat_kind, chat_id = _resolve(session, target)
         message = ChatMessage(
-            uuid.uuid4().hex,
+            time_ordered_id(),
             chat_kind,
             chat_id,
             session.username,
@@ -94,7 +95,9 @@ class Outgoing:
             status="sending",
         )
         params = self._seal_params(session, identity, message, text_body(text, font_size, color))
-        return session.outbox.submit(message, params)
+        sent = session.outbox.submit(message, params)
+        self._emit(MessageSent(sent))
+        return sent
 
     def _seal_params(
         self,
@@ -159,7 +162,7 @@ class Outgoing:
         """Encrypt and stage `path`, store the message (`sending`), upload, then send."""
         session, _ = self._slot.require_sender()
         chat_kind, chat_id = _resolve(session, target)
-        message_id = uuid.uuid4().hex
+        message_id = time_ordered_id()
         state = session.transfers.stage(
             path,
             message_id=message_id,
@@ -181,6 +184,7 @@ class Outgoing:
         )
         session.store.add_message(message)
         self._remember(message)
+        self._emit(MessageSent(message))
         return self._complete_upload(session, state, progress)
 
     def _complete_upload(
@@ -253,6 +257,8 @@ def _resolve(session: Session, target: Target) -> tuple[ChatKind, str]:
     The server treats names case-insensitively but certificates carry the exact
     spelling; without this, "Bob" for friend "bob" would look like a forged key.
     """
+    if misused_room_id(session.contacts, target):
+        raise RequestError("invalid_target", f"a room id is an int: pass {target}", "target")
     chat_kind, chat_id = chat_of(target)
     if chat_kind == "user":
         chat_id = session.contacts.friend_named(chat_id) or chat_id

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from common.errors import KeyStoreError
-from common.fileio import write_private_file
+from common.fileio import make_private_dir, write_private_file
 
 FILE_VERSION = 1
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -72,5 +72,5 @@ class ServerPins:
             document = {"version": FILE_VERSION, "pins": dict(sorted(pins.items()))}
             # The pin directory is private too: create it 0700 before the shared writer,
             # which would create it with the default mode.
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self.path.parent)
             write_private_file(self.path, json.dumps(document, indent=2).encode("utf-8"))

@@ -18,6 +18,14 @@ from typing import Any
 
 from client.core.connection import Connection
 from client.core.contacts import friend_contact, room_contact
+from client.core.event_types import (
+    ContactAdded,
+    ContactRemoved,
+    FriendRequest,
+    Kicked,
+    PresenceChanged,
+    RoomMemberChanged,
+)
 from client.core.events import Emit
 from client.core.models import Contact
 from client.core.session import Session, SessionSlot, report_status
@@ -45,9 +53,10 @@ class PushHandler:
             self._on_kicked()
             reason, address = message.params.get("reason"), message.params.get("address")
             self._emit(
-                "kicked",
-                reason=reason if isinstance(reason, str) else "",
-                address=address if isinstance(address, str) else "",
+                Kicked(
+                    reason if isinstance(reason, str) else "",
+                    address if isinstance(address, str) else "",
+                )
             )
             return
         self._pushes.put((conn, message))
@@ -79,10 +88,12 @@ class PushHandler:
             if session.inbox is not None:  # without keys: leave them on the server
                 session.inbox.receive(params.get("messages") or [])
         elif kind is MessageType.MESSAGE_DELIVERED:
-            message_id = params.get("message_id")
-            if isinstance(message_id, str):
-                session.store.set_status(message_id, "delivered")
-                report_status(session, message_id, self._emit)
+            deliveries = params.get("deliveries")
+            for item in deliveries if isinstance(deliveries, list) else []:
+                message_id = item.get("message_id") if isinstance(item, dict) else None
+                if isinstance(message_id, str):
+                    session.store.set_status(message_id, "delivered")
+                    report_status(session, message_id, self._emit)
         elif kind is MessageType.PRESENCE:
             self._on_presence(session, params)
         elif kind is MessageType.CONTACT_ADDED:
@@ -93,7 +104,7 @@ class PushHandler:
             sender = params.get("from")
             if isinstance(sender, str):
                 session.contacts.add_request(sender)
-                self._emit("friend_request", username=sender)
+                self._emit(FriendRequest(sender))
         elif kind is MessageType.ROOM_MEMBER_EVENT:
             self._on_room_member(session, params)
 
@@ -105,7 +116,7 @@ class PushHandler:
         ip = ip if isinstance(ip, str) else ""
         port = port if type(port) is int else 0
         session.contacts.set_presence(username, online, ip, port)
-        self._emit("presence", username=username, online=online, ip=ip, port=port)
+        self._emit(PresenceChanged(username, online, ip, port))
 
     def _on_contact_added(self, session: Session, params: dict[str, Any]) -> None:
         if "contact" in params:
@@ -114,7 +125,7 @@ class PushHandler:
         else:
             contact = room_contact(params.get("room"))
         session.contacts.put(contact)
-        self._emit("contact_added", contact=contact)
+        self._emit(ContactAdded(contact))
 
     def _on_contact_removed(self, session: Session, params: dict[str, Any]) -> None:
         username, room_id = params.get("username"), params.get("room_id")
@@ -126,7 +137,7 @@ class PushHandler:
             session.certificates.forget_room(room_id)
         else:
             return
-        self._emit("contact_removed", contact=contact)
+        self._emit(ContactRemoved(contact))
 
     def _on_room_member(self, session: Session, params: dict[str, Any]) -> None:
         room_id, username, event = (
@@ -140,4 +151,4 @@ class PushHandler:
             return
         session.contacts.room_member(str(room_id), username, event == "joined")
         session.certificates.forget_room(room_id)
-        self._emit("room_member", room_id=room_id, username=username, event=event)
+        self._emit(RoomMemberChanged(room_id, username, "joined" if event == "joined" else "left"))

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from client.core.event_types import ConnectionChanged
 from client.core.events import Emit
 from client.core.link import ServerLink
 from common.errors import CertificateError, HandshakeError, RequestError, UchatError
@@ -111,7 +112,7 @@ class Reconnector:
 
     def _reconnect_until_done(self) -> None:
         delay = self._back_off.reconnect_min
-        self._emit("connection", state="reconnecting")
+        self._emit(ConnectionChanged("reconnecting"))
         while self._should_reconnect():
             pause = secrets.SystemRandom().uniform(delay / 2, delay)
             if self._stop.wait(pause):
@@ -132,10 +133,10 @@ class Reconnector:
             except (UchatError, OSError) as exc:  # unreachable, timed out, garbled: retry
                 log.info("reconnect attempt failed: %s", exc)
             else:
-                self._emit("connection", state="connected")
+                self._emit(ConnectionChanged("connected"))
                 return
             delay = min(delay * 2, self._back_off.reconnect_max)
 
     def _give_up(self, error: BaseException) -> None:
         self._allowed = False
-        self._emit("connection", state="disconnected", error=str(error))
+        self._emit(ConnectionChanged("disconnected", str(error)))

@@ -19,6 +19,7 @@ from typing import Any
 from client.core.connection import PendingRequest
 from client.core.contacts import ContactBook
 from client.core.crypto_session import CertificateBook, Identity, Inbox
+from client.core.event_types import KeyChanged, MessageStatusChanged, TransferProgress
 from client.core.events import Emit
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
@@ -127,14 +128,16 @@ class SessionWiring:
         self.request(MessageType.ACK_DELIVERY, {"message_ids": message_ids})
 
     def on_status(self, message_id: str, status: MessageStatus) -> None:
-        self.emit("message_status", message_id=message_id, status=status)
+        self.emit(MessageStatusChanged(message_id, status))
 
     def on_key_changed(self, username: str, old: str, new: str) -> None:
-        self.emit("key_changed", username=username, old_fingerprint=old, new_fingerprint=new)
+        self.emit(KeyChanged(username, old, new))
 
     def on_transfer(self, attachment_id: str, done: int, total: int, direction: str) -> None:
         self.emit(
-            "transfer", attachment_id=attachment_id, done=done, total=total, direction=direction
+            TransferProgress(
+                attachment_id, done, total, "upload" if direction == "upload" else "download"
+            )
         )
 
 
@@ -197,7 +200,7 @@ def report_status(session: Session, message_id: str, emit: Emit) -> None:
     """Emit `message_status` with what the store now says about an outgoing message."""
     stored = session.store.get_message(message_id)
     if stored is not None and stored.outgoing:
-        emit("message_status", message_id=message_id, status=stored.status)
+        emit(MessageStatusChanged(message_id, stored.status))
 
 
 # ---------------------------------------------------------------- the current session

@@ -29,8 +29,9 @@ from client.core.models import (
     MessageStatus,
 )
 from common.errors import RequestError, UchatError
+from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -114,6 +115,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             chunk_size INTEGER NOT NULL,
             "offset" INTEGER NOT NULL,
             created INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    (  # 2: the contact list shows who wrote the last message and what it was
+        "ALTER TABLE chats ADD COLUMN last_sender TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE chats ADD COLUMN last_kind TEXT NOT NULL DEFAULT 'text'",
+        """CREATE TABLE chat_styles (
+            chat_kind TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            font_size INTEGER NOT NULL,
+            color TEXT NOT NULL,
+            PRIMARY KEY (chat_kind, chat_id)
         ) WITHOUT ROWID""",
     ),
 )
@@ -201,12 +213,16 @@ _INSERT_STAGED = (
     "ON CONFLICT (message_id) DO NOTHING"
 )
 _UPSERT_SUMMARY = (
-    "INSERT INTO chats (chat_kind, chat_id, last_message, last_time, unread) "
-    "VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO chats (chat_kind, chat_id, last_message, last_time, unread, last_sender, "
+    "last_kind) VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (chat_kind, chat_id) DO UPDATE SET "
     "unread = chats.unread + excluded.unread, "
     "last_message = CASE WHEN excluded.last_time >= chats.last_time "
     "THEN excluded.last_message ELSE chats.last_message END, "
+    "last_sender = CASE WHEN excluded.last_time >= chats.last_time "
+    "THEN excluded.last_sender ELSE chats.last_sender END, "
+    "last_kind = CASE WHEN excluded.last_time >= chats.last_time "
+    "THEN excluded.last_kind ELSE chats.last_kind END, "
     "last_time = max(chats.last_time, excluded.last_time)"
 )
 _CREATE_STAGING = (
@@ -232,6 +248,8 @@ class ChatSummary:
     last_message: str
     last_time: int
     unread: int
+    last_sender: str = ""
+    last_kind: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +289,10 @@ def fts_phrase(text: str) -> str:
 
 def _create_private_file(path: Path) -> None:
     """Create the database file 0600 up front; SQLite gives -wal/-shm the same mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
+    os.chmod(path, 0o600)  # a file left by an older version may be 0644
 
 
 def _message_values(m: ChatMessage) -> tuple[Any, ...]:
@@ -311,7 +330,7 @@ def _summary_rows(new_messages: Sequence[ChatMessage]) -> list[tuple[Any, ...]]:
         if current is None or m.time >= current.time:  # ties: the later insert wins
             latest[key] = m
         unread[key] = unread.get(key, 0) + (0 if m.outgoing else 1)
-    return [(*key, m.preview(), m.time, unread[key]) for key, m in latest.items()]
+    return [(*key, m.preview(), m.time, unread[key], m.sender, m.kind) for key, m in latest.items()]
 
 
 def _row_to_message(row: Sequence[Any]) -> ChatMessage:
@@ -603,8 +622,32 @@ class LocalStore:
             )
 
     def chat_summaries(self) -> dict[tuple[str, str], ChatSummary]:
-        rows = self._query("SELECT chat_kind, chat_id, last_message, last_time, unread FROM chats")
-        return {(row[0], row[1]): ChatSummary(row[2], row[3], row[4]) for row in rows}
+        rows = self._query(
+            "SELECT chat_kind, chat_id, last_message, last_time, unread, last_sender, last_kind "
+            "FROM chats"
+        )
+        return {
+            (row[0], row[1]): ChatSummary(row[2], row[3], row[4], row[5], row[6]) for row in rows
+        }
+
+    # ------------------------------------------------------------------ per-chat style
+
+    def save_style(self, chat_kind: str, chat_id: str, font_size: int, color: str) -> None:
+        """The font size and colour last used in a chat, to start with next time."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO chat_styles (chat_kind, chat_id, font_size, color) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (chat_kind, chat_id) DO UPDATE SET "
+                "font_size = excluded.font_size, color = excluded.color",
+                (chat_kind, chat_id, font_size, color),
+            )
+
+    def style(self, chat_kind: str, chat_id: str) -> tuple[int, str] | None:
+        rows = self._query(
+            "SELECT font_size, color FROM chat_styles WHERE chat_kind = ? AND chat_id = ?",
+            (chat_kind, chat_id),
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     # ------------------------------------------------------------------ outbox
 
@@ -640,6 +683,10 @@ class LocalStore:
                 conn.execute(
                     "DELETE FROM drafts WHERE chat_kind = ? AND chat_id = ?", (chat_kind, chat_id)
                 )
+
+    def drafted_chats(self) -> set[tuple[str, str]]:
+        """The chats with a draft waiting (the contact list marks them)."""
+        return {(row[0], row[1]) for row in self._query("SELECT chat_kind, chat_id FROM drafts")}
 
     def draft(self, chat_kind: ChatKind, chat_id: str) -> str:
         rows = self._query(

@@ -33,6 +33,7 @@ from common.crypto.attachments import (
 )
 from common.crypto.primitives import constant_time_equal
 from common.errors import CryptoError, RemoteProtocolError, RequestError
+from common.fileio import make_private_dir
 from common.protocol.opcodes import MessageType
 
 DEFAULT_WINDOW = 4
@@ -83,6 +84,18 @@ class Transfers:
         self._report = report
         self._window = max(1, window)
         self._naming = threading.Lock()
+        self._cancelled: set[str] = set()  # attachment ids the user gave up on
+
+    def cancel(self, attachment_id: str) -> None:
+        """Stop this upload before its next chunk (the message then fails)."""
+        with self._naming:
+            self._cancelled.add(attachment_id)
+
+    def _check_cancelled(self, attachment_id: str) -> None:
+        with self._naming:
+            if attachment_id in self._cancelled:
+                self._cancelled.discard(attachment_id)
+                raise RequestError("upload_cancelled", "the upload was cancelled")
 
     # ------------------------------------------------------------------ upload
 
@@ -102,7 +115,7 @@ class Transfers:
             raise RequestError("file_not_found", f"no such file: {source.name}", "path")
         check_attachment_size(source.stat().st_size, max_size)
         attachment_id = uuid.uuid4().hex
-        self._staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self._staging_dir)
         staged = self._staging_dir / f"{attachment_id}.enc"
         encrypted = encrypt_file(source, staged, chunk_size=CHUNK_SIZE)
         state = UploadState(
@@ -146,6 +159,7 @@ class Transfers:
             staged.seek(offset)
             while position < total or in_flight:
                 while position < total and len(in_flight) < self._window:
+                    self._check_cancelled(state.attachment_id)
                     data = staged.read(min(piece, total - position))
                     if not data:
                         raise RequestError("file_changed", "the staged upload was truncated")
@@ -181,10 +195,12 @@ class Transfers:
         """Fetch, check and decrypt `attachment` into `dest_dir`; returns the new file."""
         decryptor = AttachmentDecryptor(attachment.key, attachment.size, attachment.chunk_size)
         dest_dir = Path(dest_dir)
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        if not dest_dir.exists():
+            make_private_dir(dest_dir)  # a folder the user already has keeps its mode
         temp = dest_dir / f".{attachment.attachment_id}.{os.urandom(4).hex()}.part"
         try:
-            with open(temp, "xb") as out:
+            # 0600 from creation: os.replace keeps this mode for the final file.
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 self._decrypt_stream(attachment, decryptor, out.write, piece_size, progress)
                 out.flush()
                 os.fsync(out.fileno())

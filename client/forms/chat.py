@@ -1,10 +1,9 @@
-"""Chat window logic without a window: the loaded transcript, input rules, progress."""
+"""Chat window logic without a window: the loaded transcript and the input rules."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 from collections.abc import Iterable
 
 from client.core.models import ChatMessage, Contact, MessageStatus
@@ -134,39 +133,27 @@ class ChatTranscript:
                 return
 
 
-class ProgressTracker:
-    """Transfer progress written by a worker thread, read by the Tk thread's timer.
-
-    The worker only stores numbers under a lock; it never touches a widget.
-    """
+class SearchHits:
+    """The hits of a history search, newest first, and which one is shown."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._done = 0
-        self._total = 0
-        self._active = 0
+        self.query = ""
+        self.hits: list[ChatMessage] = []
+        self.index = 0
 
-    def start(self) -> None:
-        with self._lock:
-            self._active += 1
-            self._done = self._total = 0
+    def start(self, query: str, hits: list[ChatMessage]) -> ChatMessage | None:
+        self.query, self.hits, self.index = query, hits, 0
+        return self.current()
 
-    def report(self, done: int, total: int) -> None:
-        with self._lock:
-            self._done, self._total = max(done, 0), max(total, 0)
+    def step(self, delta: int) -> ChatMessage | None:
+        """+1 = the next older hit, -1 = the next newer; stays within the hits."""
+        if not self.hits:
+            return None
+        self.index = max(0, min(len(self.hits) - 1, self.index + delta))
+        return self.current()
 
-    def finish(self) -> None:
-        with self._lock:
-            self._active = max(self._active - 1, 0)
+    def current(self) -> ChatMessage | None:
+        return self.hits[self.index] if self.hits else None
 
-    @property
-    def active(self) -> bool:
-        with self._lock:
-            return self._active > 0
-
-    def fraction(self) -> float:
-        """0.0 .. 1.0 of the latest report."""
-        with self._lock:
-            if self._total <= 0:
-                return 0.0
-            return min(self._done / self._total, 1.0)
+    def clear(self) -> None:
+        self.query, self.hits, self.index = "", [], 0

@@ -1,31 +1,53 @@
-"""A chat window: one per friend or group, one level deep (a Toplevel of the root).
+"""A conversation: `ChatPanel` shows one friend or group, either in the main window
+beside the contact list or popped out into its own `ChatWindow` (a Toplevel).
 
-It shows the last 50 messages and loads older ones on scroll-up; sends text with the
-chosen size and colour (Enter sends, Shift+Enter breaks the line), images and files;
-marks the chat read while it is open; keeps the draft when closed; and warns loudly
+It opens at the newest of the last 50 messages and loads older ones on scroll-up;
+sends text with the chosen size and colour (Enter sends, Shift+Enter breaks the line),
+images and files; counts a message read only while the panel is visible and its
+window has the focus; keeps the draft and the style when closed; and warns loudly
 when the friend's key changed, offering "Trust new key" after the safety number.
+Esc or Ctrl+W closes it, Ctrl+F searches its history.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tkinter as tk
+import tkinter.font as tkfont
+from collections.abc import Callable
 from tkinter import colorchooser
 from typing import TYPE_CHECKING, Any
 
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
+from client.components.emoji_picker import EmojiPicker
+from client.components.layout import collapse_if_empty, text_width
 from client.components.message_view import MessageView
-from client.core.models import ChatMessage, Contact, Event
+from client.core.event_types import (
+    ConnectionChanged,
+    ContactRemoved,
+    Event,
+    KeyChanged,
+    KeyTrusted,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    PresenceChanged,
+    RoomMemberChanged,
+    TransferProgress,
+)
+from client.core.models import ChatMessage, Contact
 from client.forms.chat import (
     PAGE_SIZE,
     ChatTranscript,
+    SearchHits,
     in_chat,
     normalise_color,
     search_in_chat,
     target_of,
 )
+from client.forms.chat_actions import ChatActions
 from client.forms.chat_files import AttachmentFlow
 from client.forms.chat_keys import KeyVerification
 from client.forms.chat_panels import ChatHeader, Composer, MemberList
@@ -33,31 +55,39 @@ from client.forms.errors import describe_error
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 MAX_SEARCH_PAGES = 40
-WINDOW_SIZE = (620, 660)
+SEARCH_TAG = "search"
+BANNER_CHARS = 60
+WINDOW_CHARS = (64, 34)  # a popped-out chat: average characters wide, lines high
+CLOSE_KEYS = ("<Escape>", "<Control-w>", "<Control-W>")
+SEARCH_KEYS = ("<Control-f>", "<Control-F>")
 
 
-class ChatWindow(tk.Toplevel):
-    def __init__(self, master: tk.Misc, app: App, contact: Contact) -> None:
+class ChatPanel(tk.Frame):
+    def __init__(
+        self, master: tk.Misc, app: FormHost, contact: Contact, *, popped: bool = False
+    ) -> None:
         super().__init__(master, background=app.theme.palette.window)
         self.app = app
+        self.popped = popped
         self.contact = contact
         self.target = target_of(contact)
         self.transcript = ChatTranscript(PAGE_SIZE)
         self._loading_older = False
         self._info: Banner | None = None
         self.info_tag = ""  # what the info banner shows, so a second press can hide it
-        self.title(i18n.t("chat.window_title", name=contact.name))
         self.files = AttachmentFlow(self)
         self.verification = KeyVerification(self)
-        self._place()
+        self.actions = ChatActions(self)
+        self.search_hits = SearchHits()
         self._build()
-        self.protocol("WM_DELETE_WINDOW", self.close)
+        self._bind_keys()
         app.subscribe(self.on_event)
         self._load_first_page()
         self._restore_draft()
+        self._restore_style()
         self.mark_read()
         self.verification.show_warning()
         if contact.kind == "room":
@@ -67,20 +97,17 @@ class ChatWindow(tk.Toplevel):
 
     # ------------------------------------------------------------------ layout
 
-    def _place(self) -> None:
-        root = self.app.root
-        root.update_idletasks()
-        offset = 28 * len(self.app.chats)
-        x = root.winfo_x() + root.winfo_width() + 16 + offset
-        y = max(root.winfo_y(), 0) + offset
-        width, height = WINDOW_SIZE[0], max(WINDOW_SIZE[1], root.winfo_height())
-        self.geometry(f"{width}x{height}+{x}+{y}")
-        self.minsize(460, 480)
-
     def _build(self) -> None:
         theme = self.app.theme
         self.header = ChatHeader(
-            self, theme, self.contact, self.verification.toggle_safety_number, self.search
+            self,
+            theme,
+            self.contact,
+            self.verification.toggle_safety_number,
+            self.search,
+            on_pop_out=None if self.popped else self.pop_out,
+            on_step=self.step_search,
+            menu=self.actions.menu(),
         )
         self.header.pack(fill="x")
         self.banners = tk.Frame(self, background=theme.palette.window)
@@ -95,8 +122,11 @@ class ChatWindow(tk.Toplevel):
                 "color": self.pick_color,
                 "image": self.send_image,
                 "file": self.send_file,
+                "emoji": self.pick_emoji,
             },
+            limit=self.files.limit_text(),
         )
+        self.composer.input.bind("<<Paste>>", self._paste, add="+")
         self.composer.pack(side="bottom", fill="x")
         body = tk.Frame(self, background=theme.palette.surface)
         body.pack(fill="both", expand=True)
@@ -110,6 +140,8 @@ class ChatWindow(tk.Toplevel):
             theme,
             on_save=self.files.save,
             on_load_older=self.load_older,
+            on_open_image=self.files.open_image,
+            on_cancel=self.files.cancel,
         )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
@@ -154,6 +186,41 @@ class ChatWindow(tk.Toplevel):
         except UchatError:
             return
 
+    def _restore_style(self) -> None:
+        """Start with the size and colour last used in this chat."""
+        client = self.app.client
+        if client is None:
+            return
+        try:
+            style = client.style(self.target)
+        except UchatError:
+            return
+        if style is not None:
+            self.composer.set_font_size(style[0])
+            self.composer.set_color(style[1])
+
+    def _save_style(self) -> None:
+        client = self.app.client
+        if client is None:
+            return
+        try:
+            client.save_style(self.target, self.composer.font_size, self.composer.color)
+        except UchatError:
+            return
+
+    def is_seen(self) -> bool:
+        """Visible, and its window has the keyboard focus: the user can read it now."""
+        if not alive(self) or not self.winfo_viewable():
+            return False
+        focused = self.focus_get()
+        return focused is not None and focused.winfo_toplevel() is self.winfo_toplevel()
+
+    def mark_read_if_seen(self) -> None:
+        if self.is_seen():
+            self.mark_read()
+        else:
+            self.app.contacts_changed()  # the badge and the window title count it
+
     def mark_read(self) -> None:
         """The chat is on screen: its messages count as read."""
         client = self.app.client
@@ -170,29 +237,38 @@ class ChatWindow(tk.Toplevel):
     def on_event(self, event: Event) -> None:
         if not alive(self):
             return
-        data = event.data
-        if event.kind == "message":
-            message = data.get("message")
-            if isinstance(message, ChatMessage) and in_chat(message, self.contact):
-                self.show_message(message)
-                self.mark_read()
-        elif event.kind == "message_status":
-            updated = self.transcript.set_status(
-                str(data.get("message_id")), data.get("status", "sent")
-            )
+        if isinstance(event, MessageReceived | MessageSent):
+            if in_chat(event.message, self.contact):
+                self.show_message(event.message)
+                if isinstance(event, MessageReceived):
+                    self.mark_read_if_seen()
+                else:
+                    self.files.sending(event.message)
+        elif isinstance(event, MessageStatusChanged):
+            updated = self.transcript.set_status(event.message_id, event.status)
             if updated is not None:
                 self.view.update_status(updated.message_id, updated.status)
-        elif event.kind == "presence" and self._is_me(data.get("username")):
-            self._presence(data)
-        elif event.kind == "room_member" and str(data.get("room_id")) == self.contact.id:
-            self._member_event(str(data.get("username")), str(data.get("event")))
-        elif event.kind == "key_changed" and self._is_me(data.get("username")):
+                self.files.settled(updated)
+        elif isinstance(event, TransferProgress):
+            self.files.progress(event)
+        elif isinstance(event, PresenceChanged) and self._is_me(event.username):
+            self._presence(event)
+        elif isinstance(event, RoomMemberChanged) and self._is_my_room(event.room_id):
+            self._member_event(event.username, event.event)
+        elif isinstance(event, KeyChanged) and self._is_me(event.username):
             self.verification.show_warning()
-        elif event.kind == "contact_removed":
-            self._removed(data.get("contact"))
+        elif isinstance(event, KeyTrusted) and self._is_me(event.username):
+            self.verification.trusted()
+        elif isinstance(event, ContactRemoved):
+            self._removed(event.contact)
+        elif isinstance(event, ConnectionChanged):
+            self.header.set_connection(event.state)
 
-    def _is_me(self, username: object) -> bool:
+    def _is_me(self, username: str) -> bool:
         return self.contact.kind == "user" and username == self.contact.id
+
+    def _is_my_room(self, room_id: int) -> bool:
+        return self.contact.kind == "room" and self.contact.room_id == room_id
 
     def show_message(self, message: ChatMessage) -> None:
         stored = self.transcript.add(message)
@@ -200,10 +276,12 @@ class ChatWindow(tk.Toplevel):
             self.view.append(stored)
             self.files.thumbnails([stored])
 
-    def _presence(self, data: dict[str, Any]) -> None:
-        ip, port = data.get("ip") or self.contact.ip, data.get("port") or self.contact.port
+    def _presence(self, event: PresenceChanged) -> None:
         self.contact = dataclasses.replace(
-            self.contact, online=data.get("online") is True, ip=str(ip), port=int(port)
+            self.contact,
+            online=event.online,
+            ip=event.ip or self.contact.ip,
+            port=event.port or self.contact.port,
         )
         self.header.show(self.contact)
 
@@ -219,8 +297,8 @@ class ChatWindow(tk.Toplevel):
         self.header.show(self.contact)
         self.refresh_members()
 
-    def _removed(self, contact: object) -> None:
-        if isinstance(contact, Contact) and (contact.kind, contact.id) == (
+    def _removed(self, contact: Contact) -> None:
+        if (contact.kind, contact.id) == (
             self.contact.kind,
             self.contact.id,
         ):
@@ -244,7 +322,7 @@ class ChatWindow(tk.Toplevel):
                 )
 
         self.app.run(
-            client.room_members, int(self.contact.id), on_result=show, on_error=lambda _exc: None
+            client.room_members, self.contact, on_result=show, on_error=lambda _exc: None
         )  # the names from the contact stay shown
 
     def _show_members(self, members: dict[str, bool | None]) -> None:
@@ -290,6 +368,20 @@ class ChatWindow(tk.Toplevel):
         color = normalise_color(chosen)
         if color is not None:
             self.composer.set_color(color)
+            self._save_style()
+        self.composer.input.focus_set()  # typing goes on in the message box
+
+    def pick_emoji(self) -> None:
+        EmojiPicker(self.composer.emoji_button, self.app.theme, self._insert_emoji)
+
+    def _insert_emoji(self, symbol: str) -> None:
+        if alive(self):
+            self.composer.input.insert("insert", symbol)
+            self.composer.input.focus_set()
+
+    def _paste(self, _event: object = None) -> str | None:
+        """Ctrl+V: pictures and copied files are sent; text pastes as usual."""
+        return "break" if self.files.paste() else None
 
     def send_image(self) -> None:
         self.files.send(image=True)
@@ -300,33 +392,55 @@ class ChatWindow(tk.Toplevel):
     # ------------------------------------------------------------------ search
 
     def search(self, text: str) -> None:
-        client = self.app.client
-        if client is None or not text.strip():
+        """Find `text` in this chat's history; the newest hit first, then ▲/▼ to step."""
+        client, query = self.app.client, text.strip()
+        if client is None or not query:
             return
         try:
-            found = client.search_history(text.strip(), target=self.contact)
-            hits = search_in_chat(found, self.contact)
+            hits = search_in_chat(client.search_history(query, target=self.contact), self.contact)
         except UchatError as exc:
             self.show_info(describe_error(exc).message, level="warning")
             return
-        if not hits:
-            self.show_info(i18n.t("chat.search_none", query=text.strip()), level="notice")
+        if self.info_tag == SEARCH_TAG:
+            self.clear_info()
+        first = self.search_hits.start(query, hits)
+        if first is None:
+            self.view.highlight("")
+            self.header.show_hits(0, 0)
+            self.show_info(i18n.t("chat.search_none", query=query), level="notice", tag=SEARCH_TAG)
             return
-        newest = hits[0]
+        self._show_hit(first)
+
+    def step_search(self, delta: int) -> None:
+        """+1: the next older hit; -1: the next newer one."""
+        hit = self.search_hits.step(delta)
+        if hit is not None:
+            self._show_hit(hit)
+
+    def _show_hit(self, hit: ChatMessage) -> None:
         pages = 0
-        while not self.view.has_message(newest.message_id) and self.transcript.has_more:
+        while not self.view.has_message(hit.message_id) and self.transcript.has_more:
             if pages >= MAX_SEARCH_PAGES:
                 break
             self.load_older()
             pages += 1
-        self.view.highlight(newest.message_id)
-        self.show_info(
-            i18n.t("chat.search_hits", count=len(hits), query=text.strip()), level="info"
-        )
+        self.view.highlight(hit.message_id)
+        self.header.show_hits(self.search_hits.index, len(self.search_hits.hits))
+
+    def focus_search(self) -> str:
+        self.header.search_entry.focus_set()
+        self.header.search_entry.select_range(0, "end")
+        return "break"
 
     # ------------------------------------------------------------------ banners
 
-    def show_info(self, text: str, level: str = "info", tag: str = "") -> Banner:
+    def show_info(
+        self,
+        text: str,
+        level: str = "info",
+        tag: str = "",
+        actions: tuple[tuple[str, Callable[[], object]], ...] = (),
+    ) -> Banner:
         """One dismissable strip above the messages; `tag` names what it shows."""
         self.clear_info()
         self.info_tag = tag
@@ -335,8 +449,8 @@ class ChatWindow(tk.Toplevel):
             self.app.theme,
             text,
             level=level,
-            wraplength=560,
-            actions=((i18n.t("common.dismiss"), self.clear_info),),
+            wraplength=text_width(self, self.app.theme.fonts.body, BANNER_CHARS),
+            actions=(*actions, (i18n.t("common.dismiss"), self.clear_info)),
         )
         self._info.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
         return self._info
@@ -344,6 +458,7 @@ class ChatWindow(tk.Toplevel):
     def clear_info(self) -> None:
         if self._info is not None and alive(self._info):
             self._info.destroy()
+            collapse_if_empty(self.banners)
         self._info = None
         self.info_tag = ""
 
@@ -362,11 +477,70 @@ class ChatWindow(tk.Toplevel):
         except UchatError:
             return
 
+    def _bind_keys(self) -> None:
+        """Esc / Ctrl+W close, Ctrl+F searches, wherever the focus is in this panel."""
+        widgets = (self, self.composer.input, self.view.text, self.header.search_entry)
+        for widget in widgets:
+            for sequence in CLOSE_KEYS:
+                widget.bind(sequence, self._close_key, add="+")
+            for sequence in SEARCH_KEYS:
+                widget.bind(sequence, lambda _e: self.focus_search(), add="+")
+            widget.bind("<FocusIn>", lambda _e: self.mark_read_if_seen(), add="+")
+
+    def _close_key(self, _event: object = None) -> str:
+        if self.header.query.get() and self.focus_get() is self.header.search_entry:
+            self.header.query.set("")  # Esc in the search box first clears the search
+            self.search_hits.clear()
+            self.header.show_hits(0, 0)
+            self.view.highlight("")
+            self.composer.input.focus_set()
+            return "break"
+        self.close()
+        return "break"
+
+    def pop_out(self) -> None:
+        """Move this conversation into its own window."""
+        self.app.pop_out(self.contact)
+
     def close(self) -> None:
-        """Keep what was typed for next time, then go."""
+        """Keep what was typed and the style for next time, then go."""
         if not alive(self):
             return
         self._save_draft(self.composer.text)
+        self._save_style()
         self.app.unsubscribe(self.on_event)
         self.app.chat_closed(self)
-        self.destroy()
+        window = self.winfo_toplevel()
+        if self.popped and isinstance(window, ChatWindow):
+            window.destroy()
+        else:
+            self.destroy()
+
+
+class ChatWindow(tk.Toplevel):
+    """A popped-out conversation: one `ChatPanel` in its own window."""
+
+    def __init__(self, master: tk.Misc, app: FormHost, contact: Contact) -> None:
+        super().__init__(master, background=app.theme.palette.window)
+        self.app = app
+        self.title(i18n.t("chat.window_title", name=contact.name))
+        self._place()
+        self.panel = ChatPanel(self, app, contact, popped=True)
+        self.panel.pack(fill="both", expand=True)
+        self.protocol("WM_DELETE_WINDOW", self.panel.close)
+        self.panel.composer.input.focus_set()
+
+    def _place(self) -> None:
+        """Beside the main window; the size follows the font and the screen, not pixels."""
+        root = self.app.root
+        root.update_idletasks()
+        body = self.app.theme.fonts.body
+        width = text_width(self, body, WINDOW_CHARS[0])
+        line = tkfont.Font(root=self, font=body).metrics("linespace")
+        height = min(line * WINDOW_CHARS[1], self.winfo_screenheight() - 2 * line)
+        width = min(width, self.winfo_screenwidth())
+        offset = line * 2 * (self.app.open_chats() % 6)
+        x = min(root.winfo_x() + offset + line * 4, max(self.winfo_screenwidth() - width, 0))
+        y = max(root.winfo_y(), 0) + offset
+        self.geometry(f"{width}x{height}+{x}+{y}")
+        self.minsize(min(width, text_width(self, body, 44)), min(height, line * 20))

@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import alive
+from client.components.layout import collapse_if_empty
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.forms.chat_form import ChatWindow
+    from client.forms.chat_form import ChatPanel
 
 SAFETY_TAG = "safety"
 
 
 class KeyVerification:
-    def __init__(self, window: ChatWindow) -> None:
+    def __init__(self, window: ChatPanel) -> None:
         self.window = window
         self.app = window.app
         self.banner: Banner | None = None
@@ -49,8 +50,8 @@ class KeyVerification:
 
     def show_warning(self) -> None:
         """Raise the banner if this friend's key changed and is not trusted yet."""
-        username = self.username
-        if username is None or username not in self.app.key_warnings:
+        username, client = self.username, self.app.client
+        if username is None or client is None or username not in client.pending_key_changes():
             return
         if self.banner is not None and alive(self.banner):
             return
@@ -82,16 +83,17 @@ class KeyVerification:
         if client is None or username is None:
             return
 
-        def trusted(_: object) -> None:
-            self.app.key_warnings.pop(username, None)
-            self.app.contacts_changed()
-            if alive(self.window):
-                if self.banner is not None:
-                    self.banner.destroy()
-                    self.banner = None
-                self.window.view.add_notice(i18n.t("chat.key_trusted", name=username))
+        self.app.run(client.trust_new_key, username, on_error=self._failed)
 
-        self.app.run(client.trust_new_key, username, on_result=trusted, on_error=self._failed)
+    def trusted(self) -> None:
+        """The client accepted the new key (from this window or another)."""
+        if self.banner is None or not alive(self.window):
+            return
+        self.banner.destroy()
+        self.banner = None
+        collapse_if_empty(self.window.banners)
+        if self.username is not None:
+            self.window.view.add_notice(i18n.t("chat.key_trusted", name=self.username))
 
     def _failed(self, exc: BaseException) -> None:
         if alive(self.window):

@@ -12,6 +12,7 @@ from client import i18n
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
 from client.components.formatting import address_text
+from client.components.tooltip import Tooltip
 from client.core.models import Contact
 from client.forms.chat import MAX_FONT_SIZE, MIN_FONT_SIZE, clamp_font_size, should_send
 from client.theme import Theme
@@ -27,6 +28,10 @@ class ChatHeader(tk.Frame):
         contact: Contact,
         on_safety: Callable[[], object],
         on_search: Callable[[str], object],
+        *,
+        on_pop_out: Callable[[], object] | None = None,
+        on_step: Callable[[int], object] | None = None,
+        menu: tuple[tuple[str, Callable[[], object]], ...] = (),
     ) -> None:
         p, pad = theme.palette, theme.pad
         super().__init__(parent, background=p.surface)
@@ -53,23 +58,83 @@ class ChatHeader(tk.Frame):
         self.search_entry.pack(side="left", padx=(0, 6))
         Placeholder(self.search_entry, i18n.t("chat.search_placeholder"), p.subtle, p.surface)
         self.search_entry.bind("<Return>", lambda _e: on_search(self.query.get()))
+        self.search_entry.bind("<Shift-Return>", lambda _e: self._step(on_step, -1))
+        # Older / newer hit and "2 of 5": packed only while a search has hits.
+        self.hit_label = tk.Label(
+            tools, background=p.surface, foreground=p.muted, font=theme.fonts.small
+        )
+        self.older_button = ttk.Button(
+            tools, text="\u25b2", width=2, command=lambda: self._step(on_step, 1)
+        )
+        self.newer_button = ttk.Button(
+            tools, text="\u25bc", width=2, command=lambda: self._step(on_step, -1)
+        )
+        self._search_parts = (self.hit_label, self.older_button, self.newer_button)
         self.safety_button: ttk.Button | None = None
         if contact.kind == "user":
             self.safety_button = ttk.Button(
                 tools, text=i18n.t("chat.safety_number"), command=on_safety
             )
             self.safety_button.pack(side="left")
+        self.pop_out_button: ttk.Button | None = None
+        if on_pop_out is not None:
+            self.pop_out_button = ttk.Button(
+                tools, text="\u21d7", width=3, command=on_pop_out, style="Tool.TButton"
+            )
+            self.pop_out_button.pack(side="left", padx=(6, 0))
+            Tooltip(self.pop_out_button, i18n.t("chat.pop_out"), theme)
+        # "⋯": what is done to the conversation as a whole (leave, delete, export).
+        self.menu_button = ttk.Menubutton(tools, text="\u22ef", width=3)
+        self.menu = tk.Menu(self.menu_button, tearoff=False, font=theme.fonts.body)
+        for label, command in menu:
+            self.menu.add_command(label=label, command=command)
+        self.menu_button.configure(menu=self.menu)
+        if menu:
+            self.menu_button.pack(side="left", padx=(6, 0))
         self.columnconfigure(1, weight=1)
         tk.Frame(self, height=1, background=p.border).grid(
             row=2, column=0, columnspan=3, sticky="ew"
         )
+        self.connection = "connected"
+        self.contact = contact
         self.show(contact)
 
+    def _step(self, on_step: Callable[[int], object] | None, delta: int) -> str:
+        if on_step is not None:
+            on_step(delta)
+        return "break"
+
+    def show_hits(self, index: int, count: int) -> None:
+        """ "2 / 5" with older and newer buttons; count 0 hides them (they take no space)."""
+        for part in self._search_parts:
+            part.pack_forget()
+        if count <= 0:
+            return
+        self.hit_label.configure(text=i18n.t("chat.search_position", index=index + 1, count=count))
+        for part in self._search_parts:
+            part.pack(side="left", padx=(0, 4), before=self.search_entry)
+        self.search_entry.pack_forget()
+        self.search_entry.pack(side="left", padx=(0, 6), before=self.hit_label)
+        self.older_button.state(["!disabled" if index + 1 < count else "disabled"])
+        self.newer_button.state(["!disabled" if index > 0 else "disabled"])
+
+    def set_connection(self, state: str) -> None:
+        """While we are not connected nobody's presence is known: say so instead."""
+        self.connection = state
+        self.show(self.contact)
+
     def show(self, contact: Contact) -> None:
+        self.contact = contact
         is_room = contact.kind == "room"
-        self.avatar.show(contact.name, None if is_room else contact.online, group=is_room)
+        connected = self.connection == "connected"
+        online = contact.online if connected else False
+        self.avatar.show(contact.name, None if is_room else online, group=is_room)
         p = self.theme.palette
-        if is_room:
+        if not connected:
+            key = f"connection.{self.connection}"
+            text = "\u25cb " + (i18n.t(key) if i18n.has(key) else self.connection)
+            color = p.error
+        elif is_room:
             text, color = address_text(contact), p.muted
         elif contact.online:
             text = f"\u25cf {i18n.t('contacts.online')}  \u00b7  {address_text(contact)}"
@@ -80,7 +145,7 @@ class ChatHeader(tk.Frame):
 
 
 class Composer(tk.Frame):
-    """Font size, colour, Image and File, the input box and Send."""
+    """Font size, colour, emoji, Image and File (with the size limit), the input box, Send."""
 
     def __init__(
         self,
@@ -89,6 +154,7 @@ class Composer(tk.Frame):
         font_size: int,
         color: str,
         commands: dict[str, Callable[[], object]],
+        limit: str = "",
     ) -> None:
         p, pad = theme.palette, theme.pad
         super().__init__(parent, background=p.surface)
@@ -99,7 +165,7 @@ class Composer(tk.Frame):
         tools.pack(fill="x", padx=pad, pady=(8, 4))
         self._build_size_picker(tools, font_size)
         self._build_color_picker(tools, commands["color"])
-        self._build_attach_buttons(tools, commands["image"], commands["file"])
+        self._build_attach_buttons(tools, commands, limit)
         self._build_input(font_size)
         self._build_send_row(commands["send"])
         self._send = commands["send"]
@@ -146,18 +212,31 @@ class Composer(tk.Frame):
         self.swatch.pack(side="left", padx=(4, 12))
 
     def _build_attach_buttons(
-        self, tools: tk.Frame, on_image: Callable[[], object], on_file: Callable[[], object]
+        self, tools: tk.Frame, commands: dict[str, Callable[[], object]], limit: str
     ) -> None:
-        """Image and File, plus the upload progress bar (packed only while sending)."""
+        """Emoji, Image and File, and the largest file the server takes, shown up front."""
+        self.emoji_button = ttk.Button(
+            tools, text="\u263a", width=3, style="Tool.TButton", command=commands["emoji"]
+        )
+        self.emoji_button.pack(side="left", padx=(0, 6))
+        Tooltip(self.emoji_button, i18n.t("chat.emoji"), self.theme)
         self.image_button = ttk.Button(
-            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=on_image
+            tools, text=i18n.t("chat.image"), style="Tool.TButton", command=commands["image"]
         )
         self.image_button.pack(side="left", padx=(0, 6))
         self.file_button = ttk.Button(
-            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=on_file
+            tools, text=i18n.t("chat.file"), style="Tool.TButton", command=commands["file"]
         )
         self.file_button.pack(side="left")
-        self.progress = ttk.Progressbar(tools, mode="determinate", length=110, maximum=1.0)
+        self.limit_label = tk.Label(
+            tools,
+            text=i18n.t("chat.size_limit", limit=limit) if limit else "",
+            background=self.theme.palette.surface,
+            foreground=self.theme.palette.subtle,
+            font=self.theme.fonts.small,
+        )
+        if limit:
+            self.limit_label.pack(side="left", padx=(8, 0))
 
     def _build_input(self, font_size: int) -> None:
         """The message box; its own font so size changes preview without touching others."""
@@ -210,6 +289,10 @@ class Composer(tk.Frame):
     def font_size(self) -> int:
         return clamp_font_size(self.size_var.get())
 
+    def set_font_size(self, size: int) -> None:
+        self.size_var.set(str(clamp_font_size(size)))
+        self.restyle()
+
     def set_color(self, color: str) -> None:
         self.color = color
         self.swatch.configure(background=color)
@@ -227,14 +310,6 @@ class Composer(tk.Frame):
     def set_text(self, text: str) -> None:
         self.input.delete("1.0", "end")
         self.input.insert("1.0", text)
-
-    def show_progress(self, fraction: float | None) -> None:
-        if fraction is None:
-            self.progress.pack_forget()
-            return
-        if not self.progress.winfo_ismapped():
-            self.progress.pack(side="right")
-        self.progress.configure(value=fraction)
 
 
 class MemberList(tk.Frame):

@@ -33,11 +33,8 @@ def contact_key(contact: Contact) -> ContactKey:
 
 
 def sort_contacts(contacts: Iterable[Contact]) -> list[Contact]:
-    """Online first, then the newest last message, then by name (the original's order)."""
-    return sorted(
-        contacts,
-        key=lambda c: (not c.online, -c.last_message_time, c.name.casefold(), c.kind),
-    )
+    """Newest activity first (our own sends count), then by name; presence is a dot only."""
+    return sorted(contacts, key=lambda c: (-c.last_message_time, c.name.casefold(), c.kind))
 
 
 def total_unread(contacts: Iterable[Contact]) -> int:

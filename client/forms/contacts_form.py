@@ -1,5 +1,7 @@
-"""The main window after login: profile, friend requests, search, the contact list and
-the four actions (add/delete friend, create/join group).
+"""The main window after login: on the left the profile, friend requests, search, the
+contact list and the four actions (add/delete friend, create/join group); on the right
+the open conversation (QQ NT / Telegram Desktop style). A conversation can be popped
+out into its own window; the sash between the two sides can be dragged.
 
 The list is rebuilt from `ChatClient.contacts()` (a local read) whenever an event could
 change it; refreshes are coalesced into one per Tk idle moment, so a burst of
@@ -17,42 +19,102 @@ from client import i18n
 from client.components.banner import Banner
 from client.components.busy import alive
 from client.components.contact_item import ContactItem
+from client.components.layout import collapse_if_empty, scaled, text_width
 from client.components.vertical_scrolled_frame import VerticalScrolledFrame
-from client.core.models import Contact, Event
-from client.forms.contacts import Action, ContactKey, contact_key, sort_contacts
+from client.core.event_types import (
+    ConnectionChanged,
+    ContactAdded,
+    ContactRemoved,
+    Event,
+    FriendRequest,
+    KeyChanged,
+    KeyMissing,
+    KeyTrusted,
+    MessageReceived,
+    MessageSent,
+    PresenceChanged,
+    RoomMemberChanged,
+)
+from client.core.models import Contact
+from client.forms.contacts import (
+    Action,
+    ContactKey,
+    contact_key,
+    sort_contacts,
+    total_unread,
+)
 from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
+from client.forms.conversation_area import ConversationArea
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
-REFRESHING_EVENTS = frozenset(
-    {"presence", "contact_added", "contact_removed", "message", "room_member", "connection"}
+SIDEBAR_CHARS = 40  # widths in average characters of the body font, so they scale
+SIDEBAR_MIN_CHARS = 30
+CONVERSATION_MIN_CHARS = 44
+
+REFRESHING_EVENTS = (
+    PresenceChanged,
+    ContactAdded,
+    ContactRemoved,
+    MessageReceived,
+    MessageSent,
+    RoomMemberChanged,
+    ConnectionChanged,
+    FriendRequest,
+    KeyChanged,
+    KeyTrusted,
+    KeyMissing,
 )
 
 
 class ContactsForm(ttk.Frame):
-    def __init__(self, parent: tk.Misc, app: App) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost) -> None:
         super().__init__(parent, style="TFrame")
         self.app = app
         self.items: dict[ContactKey, ContactItem] = {}
         self.contacts: list[Contact] = []
         self.selected: ContactKey | None = None
-        self.key_missing = False
         self._refresh_job: str | None = None
+        self._banners_shown: tuple[bool, tuple[str, ...]] = (False, ())
         p = app.theme.palette
-        self.header = ProfileHeader(self, app, on_logout=app.logout)
+        self.panes = tk.PanedWindow(
+            self,
+            orient="horizontal",
+            sashwidth=scaled(self, 3),
+            background=p.border,
+            borderwidth=0,
+            sashrelief="flat",
+        )
+        side = ttk.Frame(self.panes, style="TFrame")
+        self.side = side
+        self.conversation = ConversationArea(self.panes, app.theme)
+        body = app.theme.fonts.body
+        self.panes.add(
+            side,
+            width=text_width(self, body, SIDEBAR_CHARS),
+            minsize=text_width(self, body, SIDEBAR_MIN_CHARS),
+            stretch="never",
+        )
+        self.panes.add(
+            self.conversation,
+            minsize=text_width(self, body, CONVERSATION_MIN_CHARS),
+            stretch="always",
+        )
+        self.panes.pack(fill="both", expand=True)
+        self.header = ProfileHeader(side, app, on_logout=app.logout)
         self.header.grid(row=0, column=0, sticky="ew")
-        self.banners = ttk.Frame(self, style="TFrame", padding=(app.theme.pad, 0))
+        self.banners = ttk.Frame(side, style="TFrame", padding=(app.theme.pad, 0))
         self.banners.grid(row=1, column=0, sticky="ew")
-        self.list = VerticalScrolledFrame(self, background=p.surface)
+        self.list = VerticalScrolledFrame(side, background=p.surface)
         self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
         # One scrolling column: requests, then search results, then the contacts.
         sections = [tk.Frame(self.list.interior, background=p.surface) for _ in range(3)]
         for section in sections:
             section.pack(fill="x")
         self.rows = sections[2]
-        self.search = SearchPanel(self, app, results_parent=sections[1])
+        self.search = SearchPanel(side, app, results_parent=sections[1])
         self.search.grid(row=2, column=0, sticky="ew")
         self.requests = RequestsPanel(sections[0], app, on_change=self.schedule_refresh)
         self.empty = tk.Label(
@@ -65,21 +127,21 @@ class ContactsForm(ttk.Frame):
             justify="center",
             pady=40,
         )
-        self.action = ActionPanel(self, app, on_done=lambda _c: self.schedule_refresh())
+        self.action = ActionPanel(side, app, on_done=lambda _c: self.schedule_refresh())
         self.action.grid(row=5, column=0, sticky="ew", pady=(1, 0))
-        ttk.Separator(self).grid(row=6, column=0, sticky="ew")
+        ttk.Separator(side).grid(row=6, column=0, sticky="ew")
         self.action.grid_remove()
         self.toolbar = self._toolbar()
         self.toolbar.grid(row=7, column=0, sticky="ew")
-        self.columnconfigure(0, weight=1)
-        self.rowconfigure(4, weight=1)
+        side.columnconfigure(0, weight=1)
+        side.rowconfigure(4, weight=1)
         app.subscribe(self.on_event)
         self.bind("<Destroy>", self._destroyed, add="+")
         self.refresh()
 
     def _toolbar(self) -> ttk.Frame:
         pad = self.app.theme.pad
-        bar = ttk.Frame(self, style="Surface.TFrame", padding=(pad, pad - 2))
+        bar = ttk.Frame(self.side, style="Surface.TFrame", padding=(pad, pad - 2))
         self.action_buttons: dict[Action, ttk.Button] = {}
         for index, action in enumerate(Action):
             button = ttk.Button(
@@ -102,15 +164,10 @@ class ContactsForm(ttk.Frame):
     def on_event(self, event: Event) -> None:
         if not alive(self):
             return
-        if event.kind == "connection":
-            self.header.set_state(str(event.data.get("state", "")))
-        if event.kind in REFRESHING_EVENTS or event.kind == "friend_request":
+        if isinstance(event, ConnectionChanged):
+            self.header.set_state(event.state)
+        if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if event.kind == "key_missing":
-            self.key_missing = True
-            self._render_banners()
-        if event.kind == "key_changed":
-            self._render_banners()
 
     def schedule_refresh(self) -> None:
         if self._refresh_job is None and alive(self):
@@ -124,12 +181,14 @@ class ContactsForm(ttk.Frame):
         try:
             contacts = client.contacts()
             requests = client.pending_friend_requests()
+            changed_keys = client.pending_key_changes()
         except UchatError:
             return  # logged out meanwhile; the form is about to go
         self.contacts = sort_contacts(contacts)
+        self.app.show_unread(total_unread(contacts))
         self._render_list()
         self.requests.show(requests)
-        self._render_banners()
+        self._render_banners(not client.can_send, changed_keys)
 
     # ------------------------------------------------------------------ rendering
 
@@ -137,15 +196,16 @@ class ContactsForm(ttk.Frame):
         wanted = {contact_key(c) for c in self.contacts}
         for key in [k for k in self.items if k not in wanted]:
             self.items.pop(key).destroy()
+        client_name = self.app.client.username or "" if self.app.client else ""
         for shown in self.items.values():
             shown.pack_forget()
         for contact in self.contacts:
             key = contact_key(contact)
             item = self.items.get(key)
             if item is None:
-                item = ContactItem(self.rows, self.app.theme, self.select, self.open)
+                item = ContactItem(self.rows, self.app.theme, self.open, self.open)
                 self.items[key] = item
-            item.show(contact)
+            item.show(contact, client_name)
             item.set_selected(key == self.selected)
             item.pack(fill="x")
         if self.contacts:
@@ -153,15 +213,21 @@ class ContactsForm(ttk.Frame):
         else:
             self.empty.pack(fill="x")
 
-    def _render_banners(self) -> None:
+    def _render_banners(self, key_missing: bool, changed_keys: list[str]) -> None:
+        """Rebuilt from the client's state, so a notice raised during login still shows."""
+        shown = (key_missing, tuple(changed_keys))
+        if shown == self._banners_shown:
+            return
+        self._banners_shown = shown
         for child in self.banners.winfo_children():
             child.destroy()
+        collapse_if_empty(self.banners)
         theme = self.app.theme
-        if self.key_missing:
+        if key_missing:
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
                 fill="x", pady=(8, 0)
             )
-        for username in sorted(self.app.key_warnings):
+        for username in changed_keys:
             Banner(
                 self.banners,
                 theme,

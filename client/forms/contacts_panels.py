@@ -16,6 +16,7 @@ from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
+from client.components.layout import collapse_if_empty
 from client.core.models import Contact
 from client.forms.contacts import (
     Action,
@@ -27,7 +28,7 @@ from client.forms.contacts import (
 from client.forms.errors import describe_error
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting": "#ffd27a"}
 
@@ -35,7 +36,7 @@ STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting"
 class ProfileHeader(tk.Frame):
     """Who is logged in, the connection state, and Log out."""
 
-    def __init__(self, parent: tk.Misc, app: App, on_logout: Callable[[], object]) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, on_logout: Callable[[], object]) -> None:
         p, pad = app.theme.palette, app.theme.pad
         super().__init__(parent, background=p.header)
         client = app.require_client()
@@ -87,7 +88,7 @@ class SearchPanel(ttk.Frame):
     result list scrolls with the contacts instead of squeezing them off the window.
     """
 
-    def __init__(self, parent: tk.Misc, app: App, results_parent: tk.Misc) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, results_parent: tk.Misc) -> None:
         super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 10))
         self.app = app
         p = app.theme.palette
@@ -196,6 +197,7 @@ class SearchPanel(ttk.Frame):
 
     def close(self) -> None:
         self.results.pack_forget()
+        collapse_if_empty(self.results.master)  # type: ignore[arg-type]
         self.query.set("")
         self.placeholder.update()
 
@@ -203,7 +205,7 @@ class SearchPanel(ttk.Frame):
 class RequestsPanel(ttk.Frame):
     """Incoming friend requests with Accept / Reject / Later."""
 
-    def __init__(self, parent: tk.Misc, app: App, on_change: Callable[[], object]) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost, on_change: Callable[[], object]) -> None:
         super().__init__(parent, style="Surface.TFrame", padding=(app.theme.pad, 8))
         self.app = app
         self.on_change = on_change
@@ -221,6 +223,7 @@ class RequestsPanel(ttk.Frame):
         self.buttons.clear()
         if not visible:
             self.pack_forget()
+            collapse_if_empty(self.master)  # type: ignore[arg-type]
             return
         self.pack(fill="x")
         ttk.Label(self, text=i18n.t("contacts.requests_title"), style="SurfaceMuted.TLabel").pack(
@@ -289,7 +292,7 @@ class ActionPanel(ttk.Frame):
     """The inline form behind the toolbar buttons: one entry, one confirm button."""
 
     def __init__(
-        self, parent: tk.Misc, app: App, on_done: Callable[[Contact | None], object]
+        self, parent: tk.Misc, app: FormHost, on_done: Callable[[Contact | None], object]
     ) -> None:
         pad = app.theme.pad
         super().__init__(parent, style="Surface.TFrame", padding=(pad, 10))

@@ -25,6 +25,8 @@ from common.errors import (
 # Server codes whose field the server does not name but the user needs pointed at.
 CODE_FIELDS: dict[str, str] = {
     "username_taken": "username",
+    "username_invisible": "username",
+    "username_confusable": "username",
     "email_taken": "email",
     "invalid_username": "username",
     "invalid_password": "password",

@@ -25,14 +25,14 @@ from client.forms.login import (
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 
 class LoginForm(ttk.Frame):
     def __init__(
         self,
         parent: tk.Misc,
-        app: App,
+        app: FormHost,
         notice: str = "",
         warning: bool = False,
         username: str = "",

@@ -27,13 +27,13 @@ from client.forms.register import (
 from common.errors import UchatError
 
 if TYPE_CHECKING:
-    from client.ui import App
+    from client.forms.host import FormHost
 
 DEFAULT_AGE = "20"
 
 
 class RegisterForm(ttk.Frame):
-    def __init__(self, parent: tk.Misc, app: App) -> None:
+    def __init__(self, parent: tk.Misc, app: FormHost) -> None:
         super().__init__(parent, style="TFrame")
         self.app = app
         self.touched: set[str] = set()

@@ -82,6 +82,25 @@ def encode(value: Any) -> bytes:
     return b"".join(parts)
 
 
+def encode_triple(first: int, second: int, third: dict[str, Any]) -> bytes:
+    """`encode([first, second, third])` for two ints and a dict, without the generic walk.
+
+    The shape of every protocol message (opcode, request id, params); the server
+    encodes one per reply and push.
+    """
+    parts: list[bytes] = [b"", b"", b""]
+    try:
+        parts[1] = _pack_int_tlv(INT, 8, first)
+        parts[2] = _pack_int_tlv(INT, 8, second)
+        size = 2 * (_HEADER_SIZE + 8) + _encode_dict(third, parts, 1)
+        parts[0] = _pack_header(LIST, size)
+    except struct.error as exc:
+        raise LocalProtocolError("int or length does not fit its fixed-size field") from exc
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError("str is not encodable as UTF-8 (lone surrogate)") from exc
+    return b"".join(parts)
+
+
 # Each encoder appends its bytes to `parts` and returns how many it appended, so a
 # container writes its header once its children are encoded, without joining or
 # measuring them again. Overflows surface as struct.error and bad text as

@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import LocalProtocolError, RemoteProtocolError
-from common.protocol.codec import DEFAULT_LIMITS, Limits, decode, encode
+from common.protocol.codec import DEFAULT_LIMITS, Limits, decode, encode_triple
 from common.protocol.opcodes import PUSHES, MessageType
 
 MAX_REQUEST_ID = 2**63 - 1
 PUSH_REQUEST_ID = 0
+#: At most this many messages in one record body (docs/protocol.md §3).
+MAX_MESSAGES_PER_RECORD = 4096
+
+_LIST_TAG = 0x06
+_TLV_HEADER = 5  # type byte + 4-byte length
 
 _TYPES_BY_NUMBER: Mapping[int, MessageType] = {int(kind): kind for kind in MessageType}
 _NOT_REQUESTS = PUSHES | {MessageType.REPLY, MessageType.ERROR}
@@ -37,7 +42,7 @@ def encode_message(message: Message) -> bytes:
         raise LocalProtocolError("message params must be a dict")
     if int(message.type) not in _TYPES_BY_NUMBER:
         raise LocalProtocolError("unknown message type")
-    return encode([int(message.type), message.request_id, message.params])
+    return encode_triple(int(message.type), message.request_id, message.params)
 
 
 def decode_message(
@@ -58,6 +63,49 @@ def decode_message(
     if type(params) is not dict:
         raise RemoteProtocolError("message params must be a dict")
     return Message(kind, request_id, params)
+
+
+def encode_batch(bodies: list[bytes]) -> bytes:
+    """One record body carrying several encoded messages, in order (§3)."""
+    if not bodies or len(bodies) > MAX_MESSAGES_PER_RECORD:
+        raise LocalProtocolError(f"a record carries 1..{MAX_MESSAGES_PER_RECORD} messages")
+    return bodies[0] if len(bodies) == 1 else b"".join(bodies)
+
+
+def decode_messages(
+    data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> list[Message]:
+    """Parse one record body: one or more encoded messages back to back.
+
+    Each message is checked as `decode_message` checks it, against the same limits;
+    the body must hold whole messages only and at most `MAX_MESSAGES_PER_RECORD`.
+    RemoteProtocolError (only) for any bad shape.
+    """
+    if type(data) is not bytes:
+        if memoryview(data).nbytes > limits.max_size:
+            raise RemoteProtocolError("record body exceeds the size limit")
+        data = bytes(data)
+    end = len(data)
+    if end > limits.max_size:
+        raise RemoteProtocolError("record body exceeds the size limit")
+    if end < _TLV_HEADER:
+        raise RemoteProtocolError("truncated value header")
+    first_stop = _TLV_HEADER + int.from_bytes(data[1:_TLV_HEADER], "big")
+    if first_stop == end:  # the common case: one message, no copy
+        return [decode_message(data, limits)]
+    found: list[Message] = []
+    offset = 0
+    while offset < end:
+        if len(found) == MAX_MESSAGES_PER_RECORD:
+            raise RemoteProtocolError("too many messages in one record")
+        if end - offset < _TLV_HEADER or data[offset] != _LIST_TAG:
+            raise RemoteProtocolError("a record holds whole messages only")
+        stop = offset + _TLV_HEADER + int.from_bytes(data[offset + 1 : offset + 5], "big")
+        if stop > end:
+            raise RemoteProtocolError("message length runs past the record")
+        found.append(decode_message(data[offset:stop], limits))
+        offset = stop
+    return found
 
 
 def request(kind: MessageType, request_id: int, /, **params: Any) -> Message:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import struct
 from typing import TYPE_CHECKING, Any
 
+from common.protocol import codec
+from common.protocol.opcodes import MessageType
 from server.storage import friends, messages, rooms
 
 if TYPE_CHECKING:
@@ -43,10 +47,120 @@ def delivery(item: messages.Delivery, recipient_name: str) -> dict[str, Any]:
     }
 
 
+class DeliveryPushes:
+    """The NEW_MESSAGE push of one message for each recipient, its common part encoded once.
+
+    A room message goes to every member with the same fields but the envelope. The
+    first push of a given envelope length is encoded with a random placeholder of that
+    length where the envelope goes; the bytes before and after it are kept, and every
+    further push of that length is `before + envelope + after`: byte for byte what
+    `encode_message` gives (the codec's lengths depend only on the envelope's length).
+    Direct messages (one recipient, whose name is the target) are encoded as usual.
+    """
+
+    #: Below this an envelope-sized placeholder could occur elsewhere by chance.
+    MIN_TEMPLATE_LENGTH = 16
+
+    def __init__(self, item: messages.Delivery) -> None:
+        self._item = item
+        self._templates: dict[int, tuple[bytes, bytes]] = {}
+
+    def body(self, recipient: str, envelope: bytes) -> bytes:
+        size = len(envelope)
+        if self._item.target_type == messages.USER or size < self.MIN_TEMPLATE_LENGTH:
+            return self._encode(recipient, envelope)
+        template = self._templates.get(size)
+        if template is None:
+            placeholder = os.urandom(size)
+            encoded = self._encode(recipient, placeholder)
+            at = encoded.find(placeholder)
+            if at < 0 or encoded.find(placeholder, at + 1) >= 0:
+                return self._encode(recipient, envelope)
+            template = (encoded[:at], encoded[at + size :])
+            self._templates[size] = template
+        return b"".join((template[0], envelope, template[1]))
+
+    def _encode(self, recipient: str, envelope: bytes) -> bytes:
+        return encode_new_message(self._item, recipient, envelope)
+
+
+# `encode_new_message` writes the codec bytes of one NEW_MESSAGE push directly: the
+# general encoder walks the dict, re-encodes its constant keys and dispatches on every
+# value's type, which was the largest single cost of relaying a message. Its output is
+# byte for byte `encode_message(push(NEW_MESSAGE, {"messages": [delivery(...)]}))`
+# (tests/unit/test_send_path.py checks it on random deliveries).
+_HEADER = struct.Struct(">BI")
+_INT_TLV = struct.Struct(">BIq")
+
+
+def _key(name: str) -> bytes:
+    return codec.encode(name)
+
+
+_KEYS = {
+    name: _key(name)
+    for name in ("message_id", "sender", "target_type", "target", "time", "envelope")
+}
+_ATTACHMENTS_KEY = _key("attachments")
+_PUSH_PREFIX = _INT_TLV.pack(codec.INT, 8, int(MessageType.NEW_MESSAGE)) + _INT_TLV.pack(
+    codec.INT, 8, 0
+)
+_MESSAGES_KEY = _key("messages")
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _HEADER.pack(codec.STR, len(raw)) + raw
+
+
+def encode_new_message(item: messages.Delivery, recipient: str, envelope: bytes) -> bytes:
+    """The encoded NEW_MESSAGE push of `item` for `recipient`, carrying `envelope`."""
+    keys = _KEYS
+    if item.target_type == messages.USER:
+        target = _text(recipient)
+    else:
+        target = _INT_TLV.pack(codec.INT, 8, item.target_id)
+    names = b"".join([_text(name) for name in item.attachments])
+    fields = b"".join(
+        (
+            keys["message_id"],
+            _text(item.message_id),
+            keys["sender"],
+            _text(item.sender),
+            keys["target_type"],
+            _text(item.target_type),
+            keys["target"],
+            target,
+            keys["time"],
+            _INT_TLV.pack(codec.INT, 8, item.time),
+            keys["envelope"],
+            _HEADER.pack(codec.BYTES, len(envelope)),
+            envelope,
+            _ATTACHMENTS_KEY,
+            _HEADER.pack(codec.LIST, len(names)),
+            names,
+        )
+    )
+    one = _HEADER.pack(codec.DICT, len(fields)) + fields
+    listed = _HEADER.pack(codec.LIST, len(one)) + one
+    params = _MESSAGES_KEY + listed
+    params = _HEADER.pack(codec.DICT, len(params)) + params
+    body = _PUSH_PREFIX + params
+    return _HEADER.pack(codec.LIST, len(body)) + body
+
+
 def contact_lists(ctx: Context, user_id: int) -> dict[str, Any]:
-    """The `friends`, `rooms` and `friend_requests` parts of LOGIN and CONTACT_LIST."""
+    """The `friends`, `rooms` and first page of `friend_requests` (LOGIN, CONTACT_LIST)."""
     return {
         "friends": [contact(ctx, friend) for friend in friends.friends_of(ctx.db, user_id)],
         "rooms": [room(view) for view in rooms.rooms_of(ctx.db, user_id)],
-        "friend_requests": friends.incoming_requests(ctx.db, user_id),
+        **friend_requests_page(ctx, user_id, ""),
     }
+
+
+def friend_requests_page(ctx: Context, user_id: int, after: str) -> dict[str, Any]:
+    """`friend_requests` (one page) and `friend_requests_next` ("" when that was all)."""
+    names, cursor = friends.incoming_requests_page(
+        ctx.db, user_id, after, ctx.config.friend_requests_page
+    )
+    return {"friend_requests": names, "friend_requests_next": cursor}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
+from server import quotas
 from server.handlers._common import caller, existing_user
 from server.handlers.resolve_friend_request import accept
 from server.storage import friends
@@ -32,6 +33,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if friends.has_pending_request(ctx.db, target.id, user_id):
         accept(ctx, requester_id=target.id, accepter_id=user_id)
         return {}
+    quotas.check_friend_request(ctx, user_id, target.id, target.username)
     friends.add_request(ctx.db, user_id, target.id, ctx.now())
     ctx.push(target.id, MessageType.FRIEND_REQUEST, {"from": username})
     return {}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import RequestError, ValidationError
 from common.protocol.opcodes import MessageType
 from common.validation import validate_room_name
+from server import quotas
 from server.handlers._common import caller
 from server.handlers._wire import room
 from server.storage import rooms
@@ -24,6 +25,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         name = validate_room_name(params.get("name"))
     except ValidationError as exc:
         raise RequestError(exc.code, exc.message, exc.field) from None
+    quotas.check_room_creation(ctx, user_id)
     if rooms.name_taken(ctx.db, name):
         raise RequestError("room_name_taken", f"a room called {name!r} exists", "name")
     now = ctx.now()

@@ -1,11 +1,19 @@
-"""LOGIN: backoff, password check off the reactor, then the session bundle and backlog.
+"""LOGIN: limits, password check off the reactor, then the session bundle and backlog.
 
 One answer for an unknown user and a wrong password, and the same scrypt work for
 both (a dummy hash with the configured cost), so neither the reply nor its timing
-tells which names exist. Failures are counted per account and per address in the
-database, so the backoff survives a restart. The account's counter is raised
-*before* the password check and cleared on success, so a burst of parallel guesses
-at one account cannot all slip past the lock while their hashes are computed.
+tells which names exist.
+
+Limits (docs/security.md, "Hostile load"):
+- every failure is counted *before* the hash runs (and taken back on success), so
+  pipelined guesses cannot slip past a lock while their hashes are computed;
+- an address has at most a few hashes in flight (`server.hash_queue`);
+- locks are per (account, address). An address the account has logged in from
+  before is judged on that pair alone, so a stranger's guesses from elsewhere never
+  lock the owner out of their usual place; other addresses are also judged on the
+  account's "strangers" counter and on their own address counter;
+- every key is folded by `common.names.canonical`, exactly as the database folds
+  usernames.
 """
 
 from __future__ import annotations
@@ -13,16 +21,18 @@ from __future__ import annotations
 import base64
 import math
 import unicodedata
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.crypto.passwords import SALT_SIZE, verify_password
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import presence
+from server.handlers._backlog import push_backlog
 from server.handlers._common import USERNAME_MAX
 from server.handlers._params import get_str
-from server.handlers._wire import contact_lists, delivery
-from server.storage import login_attempts, messages, users
+from server.handlers._wire import contact_lists
+from server.storage import login_addresses, login_attempts, users
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -40,12 +50,11 @@ def dummy_hash(scrypt_n: int) -> str:
     return f"scrypt${scrypt_n}$8$1${salt}${digest}"
 
 
-ADDRESS_FAILURE_FACTOR = 4  # one address may be a whole office behind NAT
+ADDRESS_FAILURE_FACTOR = 4  # one address can be a whole office behind NAT
 
 
-def backoff_policy(ctx: Context, per_address: bool = False) -> login_attempts.BackoffPolicy:
-    """The account's policy; an address gets more room before its backoff starts."""
-    factor = ADDRESS_FAILURE_FACTOR if per_address else 1
+def backoff_policy(ctx: Context, factor: int = 1) -> login_attempts.BackoffPolicy:
+    """An account's policy; an address's own counter gets `factor` times the room."""
     return login_attempts.BackoffPolicy(
         max_failures=ctx.config.login_max_failures * factor,
         base_seconds=ctx.config.login_backoff_base,
@@ -53,37 +62,77 @@ def backoff_policy(ctx: Context, per_address: bool = False) -> login_attempts.Ba
     )
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The counters one login attempt is judged on (and counted against)."""
+
+    pair: str
+    account: str | None  # None for an address the account already knows
+    address: str | None
+
+    @property
+    def wider(self) -> list[str]:
+        return [key for key in (self.account, self.address) if key is not None]
+
+    @property
+    def all(self) -> list[str]:
+        return [self.pair, *self.wider]
+
+
+def attempt_keys(ctx: Context, name: str, user: users.User | None) -> Keys:
+    ip = ctx.peer[0]
+    pair = login_attempts.pair_key(name, ip)
+    if user is not None and login_addresses.is_known(ctx.db, user.id, ip):
+        return Keys(pair, None, None)
+    return Keys(pair, login_attempts.user_key(name), login_attempts.address_key(ip))
+
+
 def handle(ctx: Context, params: dict[str, Any]) -> None:
     name = unicodedata.normalize("NFC", get_str(params, "username", max_len=USERNAME_MAX).strip())
     password = get_str(params, "password", max_len=PASSWORD_MAX)
-    account_key = login_attempts.user_key(name)
-    address_key = login_attempts.address_key(ctx.peer[0])
+    user = users.by_username(ctx.db, name) if name else None
+    keys = attempt_keys(ctx, name, user)
     now = ctx.now()
-    locked_until = login_attempts.locked_until(ctx.db, [account_key, address_key], now)
+    locked_until = login_attempts.locked_until(ctx.db, keys.all, now)
     if locked_until:
         seconds = max(1, math.ceil((locked_until - now) / 1000))
         raise RequestError(
             "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
         )
-    login_attempts.record_failure(ctx.db, account_key, now, backoff_policy(ctx))
-    user = users.by_username(ctx.db, name) if name else None
     stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
     user_id = user.id if user is not None else None
-    ctx.run_in_worker(
-        lambda: verify_password(password, stored),
-        lambda ok: _finish(ctx, user_id if ok else None, account_key, address_key),
-    )
+    _count_in_advance(ctx, keys, now)
+    try:
+        ctx.services.hashes.submit(
+            ctx,
+            lambda: verify_password(password, stored),
+            lambda ok: _finish(ctx, user_id if ok else None, keys),
+        )
+    except RequestError:  # server_busy: no guess was made, so none is counted
+        login_attempts.forgive(ctx.db, keys.all, 1)
+        raise
 
 
-def _finish(ctx: Context, user_id: int | None, account_key: str, address_key: str) -> None:
-    """Runs after the hash check; the account's failure is already counted."""
+def _count_in_advance(ctx: Context, keys: Keys, now: int) -> None:
+    """Count the attempt as failed before the hash runs; success takes it back."""
+    login_attempts.record_failure(ctx.db, keys.pair, now, backoff_policy(ctx))
+    if keys.account is not None:
+        login_attempts.record_failure(ctx.db, keys.account, now, backoff_policy(ctx))
+    if keys.address is not None:
+        policy = backoff_policy(ctx, ADDRESS_FAILURE_FACTOR)
+        login_attempts.record_failure(ctx.db, keys.address, now, policy)
+
+
+def _finish(ctx: Context, user_id: int | None, keys: Keys) -> None:
+    """Runs after the hash check; the failure is already counted everywhere."""
     user = users.by_id(ctx.db, user_id) if user_id is not None else None
     if user is None:
-        policy = backoff_policy(ctx, per_address=True)
-        login_attempts.record_failure(ctx.db, address_key, ctx.now(), policy)
         raise RequestError("login_failed", LOGIN_FAILED)
-    login_attempts.reset(ctx.db, [account_key, address_key])
+    own = login_attempts.get(ctx.db, keys.pair)  # this address's failures, this one too
+    login_attempts.forgive(ctx.db, keys.wider, own.failures if own is not None else 1)
+    login_attempts.reset(ctx.db, [keys.pair])
     ip, port = ctx.peer
+    login_addresses.remember(ctx.db, user.id, ip, ctx.now())
     users.record_login(ctx.db, user.id, ip, port, ctx.now())
     ctx.bind_user(user.id, user.username)  # logs "came online" and kicks an older session
     ctx.reply(_bundle(ctx, user))
@@ -108,53 +157,3 @@ def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
         },
         "server_time": ctx.now(),
     }
-
-
-BACKLOG_WINDOW_BYTES = 1024 * 1024
-PUSH_BYTES = 512 * 1024  # one NEW_MESSAGE stays far below any peer's frame cap
-DELIVERY_OVERHEAD = 256  # ids, names and times around each envelope, generously
-
-
-def _wire_size(item: messages.Delivery) -> int:
-    return len(item.envelope) + DELIVERY_OVERHEAD
-
-
-def _frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:
-    """Split a batch so no single push exceeds PUSH_BYTES (envelopes reach 64 KiB)."""
-    parts: list[list[messages.Delivery]] = [[]]
-    size = 0
-    for item in batch:
-        if parts[-1] and size + _wire_size(item) > PUSH_BYTES:
-            parts.append([])
-            size = 0
-        parts[-1].append(item)
-        size += _wire_size(item)
-    return parts
-
-
-def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) -> int:
-    """Push the next window of unacknowledged deliveries, in server order.
-
-    At most about `BACKLOG_WINDOW_BYTES` of envelopes go out at once, so a huge
-    backlog never overflows the connection's write buffer (which would drop the
-    client as a slow reader, and it would get the same backlog again forever). The
-    client's ACK_DELIVERY for a batch pulls the next window (see ack_delivery).
-    """
-    batch_size = max(1, ctx.config.offline_batch)
-    pushed = window = 0
-    ctx.connection.backlog_cursor = None
-    while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
-        for part in _frames_of(batch):
-            ctx.push(
-                user_id,
-                MessageType.NEW_MESSAGE,
-                {"messages": [delivery(d, username) for d in part]},
-            )
-        after_row, pushed = batch[-1].row_id, pushed + len(batch)
-        window += sum(_wire_size(d) for d in batch)
-        if len(batch) < batch_size:
-            break
-        if window >= BACKLOG_WINDOW_BYTES:
-            ctx.connection.backlog_cursor = after_row
-            break
-    return pushed

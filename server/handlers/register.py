@@ -2,13 +2,20 @@
 
 Uniqueness is checked twice: up front, so a taken name fails fast without a KDF run,
 and again after hashing, because another registration may have taken the name while
-the password was being hashed on the worker pool.
+the password was being hashed on the worker pool. A name is taken when an account has
+the same canonical form (NFKC + casefold) and refused as `username_confusable` when an
+account's name has the same TR39 skeleton ('alice' with a Cyrillic 'a' beside 'alice').
+
+Each address may register `register_per_address` accounts per `register_window`
+seconds (`too_many_registrations`), and its hashes share the per-address queue with
+its logins (`server.hash_queue`), so a registration flood delays only its sender.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from common.crypto.certs import CsrInfo, issue_certificate, verify_csr
@@ -17,7 +24,7 @@ from common.errors import CertificateError, RequestError, ValidationError
 from common.protocol.opcodes import MessageType
 from common.validation import validate_email, validate_registration, validate_username
 from server.handlers._params import get_bytes
-from server.storage import users
+from server.storage import rate_windows, users
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -30,14 +37,39 @@ log = logging.getLogger(__name__)
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> None:
+    window = _Window(ctx)
+    window.refuse_if_full(rate_windows.wait_ms(ctx.db, *window.args))  # before costly checks
     form = _validated_form(ctx, params)
     csr = get_bytes(params, "csr", max_len=CSR_MAX)
     _check_available(ctx, form)
     info = _certified_identity(csr, form)
     password, cost = form["password"], ScryptParams(n=ctx.config.scrypt_n)
-    ctx.run_in_worker(
-        lambda: hash_password(password, cost), lambda hashed: _create(ctx, form, info, hashed)
-    )
+    window.refuse_if_full(rate_windows.take(ctx.db, *window.args))
+    try:
+        ctx.services.hashes.submit(
+            ctx, lambda: hash_password(password, cost), lambda h: _create(ctx, form, info, h)
+        )
+    except RequestError:
+        rate_windows.give_back(ctx.db, window.key)
+        raise
+
+
+class _Window:
+    """This address's registration window: `register_per_address` per `register_window`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.key = f"register:{ctx.peer[0]}"
+        window_ms = int(ctx.config.register_window * 1000)
+        self.args = (self.key, ctx.now(), ctx.config.register_per_address, window_ms)
+
+    @staticmethod
+    def refuse_if_full(wait_ms: int) -> None:
+        if wait_ms:
+            minutes = max(1, math.ceil(wait_ms / 60_000))
+            raise RequestError(
+                "too_many_registrations",
+                f"too many accounts registered from your address; try again in {minutes} minutes",
+            )
 
 
 def _validated_form(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +87,10 @@ def _validated_form(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 def _check_available(ctx: Context, form: dict[str, Any]) -> None:
     if users.username_taken(ctx.db, form["username"]):
         raise RequestError("username_taken", "this username is already taken", "username")
+    if users.look_alike(ctx.db, form["username"]) is not None:
+        raise RequestError(
+            "username_confusable", "this username looks like an existing one", "username"
+        )
     if users.email_taken(ctx.db, form["email"]):
         raise RequestError("email_taken", "this email is already registered", "email")
 

@@ -3,6 +3,14 @@
 The reply (and the pushes) leave only after the reactor commits this turn, so an
 acknowledged message is on disk. A message id belongs to its first sender: sending
 it again replies as the first time did and stores nothing.
+
+This is the server's hot path, so it does each thing once: the friend or the room's
+members come from the session's cache (`server.session_cache`); the duplicate check
+is the INSERT itself (a stored id is looked up only when nothing was inserted, or
+when the request is refused: a retry must answer as the first send did); the
+conversation is touched once per turn (`server.turn`); the NEW_MESSAGE push is
+encoded once for all of a room's members, only the envelope differs
+(`_wire.DeliveryPushes`).
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
+from server import quotas
 from server.handlers._common import USERNAME_MAX, caller
 from server.handlers._params import get_choice, get_hex_id, get_hex_ids, get_int, get_str
-from server.handlers._wire import delivery
-from server.storage import attachments, friends, messages, rooms, users
+from server.handlers._wire import DeliveryPushes
+from server.session_cache import friend_named, room_members
+from server.storage import attachments, messages
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -30,17 +40,20 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     sender_id, sender_name = caller(ctx)
     message_id = get_hex_id(params, "message_id")
     target_type = get_choice(params, "target_type", (messages.USER, messages.ROOM))
-    already = messages.find_message(ctx.db, message_id)
-    if already is not None:
-        if already.sender_id != sender_id:
-            raise RequestError("bad_request", "this message id is already in use", "message_id")
-        return {"message_id": message_id, "time": already.time}
-
-    target_id, recipients = _recipients(ctx, sender_id, target_type, params)
-    envelopes = _envelopes(params, recipients)
-    attachment_ids = _attachments(ctx, sender_id, params)
+    try:
+        target_id, recipients = _recipients(ctx, sender_id, target_type, params)
+        envelopes = _envelopes(params, recipients)
+        quotas.check_inboxes(ctx, recipients)
+        attachment_ids = _attachments(ctx, sender_id, params)
+    except RequestError:
+        # A retry of a stored message answers as the first send did, even if the
+        # friendship or membership has changed since.
+        answer = _already_stored(ctx, sender_id, message_id)
+        if answer is None:
+            raise
+        return answer
     now = ctx.now()
-    messages.store_message(
+    stored = messages.store_message(
         ctx.db,
         message_id=message_id,
         sender_id=sender_id,
@@ -50,50 +63,61 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         envelopes=[(recipients[name], envelope) for name, envelope in envelopes.items()],
         attachment_ids=attachment_ids,
     )
+    if not stored:  # the id is taken: by this sender (a retry) or by someone else
+        answer = _already_stored(ctx, sender_id, message_id)
+        if answer is None:
+            raise RequestError("bad_request", "this message id is already in use", "message_id")
+        return answer
+    ctx.turn.touch(messages.conversation_key(sender_id, target_type, target_id), now)
+    item = messages.Delivery(
+        row_id=0,  # not on the wire
+        message_id=message_id,
+        sender_id=sender_id,
+        sender=sender_name,
+        target_type=target_type,
+        target_id=target_id,
+        time=now,
+        envelope=b"",  # per recipient, below
+        attachments=attachment_ids,
+    )
+    pushes = DeliveryPushes(item)
+    draining = ctx.services.backlog.draining
     for name, envelope in envelopes.items():
-        item = messages.Delivery(
-            row_id=0,  # not on the wire
-            message_id=message_id,
-            sender_id=sender_id,
-            sender=sender_name,
-            target_type=target_type,
-            target_id=target_id,
-            time=now,
-            envelope=envelope,
-            attachments=attachment_ids,
-        )
-        if not _draining_backlog(ctx, recipients[name]):
-            ctx.push(
-                recipients[name], MessageType.NEW_MESSAGE, {"messages": [delivery(item, name)]}
-            )
+        user_id = recipients[name]
+        if not draining(user_id):  # a later backlog window carries it, in order
+            ctx.push_encoded(user_id, pushes.body(name, envelope))
     return {"message_id": message_id, "time": now}
 
 
-def _draining_backlog(ctx: Context, user_id: int) -> bool:
-    """True while the recipient's offline backlog is still going out in windows.
+def _already_stored(ctx: Context, sender_id: int, message_id: str) -> dict[str, Any] | None:
+    """The reply to a repeated send, None if the id was never stored.
 
-    The new row sorts after the backlog's cursor, so a later window carries it;
-    pushing it now would put it ahead of older messages.
+    An id stored by another sender is refused: a message id belongs to its first sender.
     """
-    connection = ctx.sessions.connection_for(user_id)
-    return connection is not None and connection.backlog_cursor is not None
+    already = messages.find_message(ctx.db, message_id)
+    if already is None:
+        return None
+    if already.sender_id != sender_id:
+        raise RequestError("bad_request", "this message id is already in use", "message_id")
+    return {"message_id": message_id, "time": already.time}
 
 
 def _recipients(
     ctx: Context, sender_id: int, target_type: str, params: dict[str, Any]
 ) -> tuple[int, dict[str, int]]:
     """(target id, {recipient username: user id}) after checking the sender may send."""
+    connection = ctx.connection
     if target_type == messages.USER:
         name = get_str(params, "target", max_len=USERNAME_MAX)
-        target = users.by_username(ctx.db, name)
-        if target is None or not friends.are_friends(ctx.db, sender_id, target.id):
+        friend = friend_named(connection, ctx.db, sender_id, name)
+        if friend is None:
             raise RequestError("not_friends", f"{name} is not your friend", "target")
-        return target.id, {target.username: target.id}
+        return friend[1], {friend[0]: friend[1]}
     room_id = get_int(params, "target")
-    if not rooms.is_member(ctx.db, room_id, sender_id):
+    members = room_members(connection, ctx.db, sender_id, room_id)
+    if sender_id not in members.values():
         raise RequestError("not_member", "you are not a member of this room", "target")
-    members = rooms.members(ctx.db, room_id)
-    return room_id, {m.username: m.id for m in members if m.id != sender_id}
+    return room_id, {name: uid for name, uid in members.items() if uid != sender_id}
 
 
 def _envelopes(params: dict[str, Any], recipients: dict[str, int]) -> dict[str, bytes]:
@@ -101,12 +125,15 @@ def _envelopes(params: dict[str, Any], recipients: dict[str, int]) -> dict[str, 
     envelopes = params.get("envelopes")
     if type(envelopes) is not dict or len(envelopes) > MAX_RECIPIENTS:
         raise RequestError("bad_request", "'envelopes' must be a dict of name -> bytes")
-    if not all(type(value) is bytes for value in envelopes.values()):
-        raise RequestError("bad_request", "every envelope must be bytes", "envelopes")
-    if any(len(value) > MAX_ENVELOPE for value in envelopes.values()):
-        raise RequestError(
-            "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes"
-        )
+    for value in envelopes.values():
+        if type(value) is not bytes:
+            raise RequestError("bad_request", "every envelope must be bytes", "envelopes")
+        if len(value) > MAX_ENVELOPE:
+            raise RequestError(
+                "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes"
+            )
+    if envelopes.keys() == recipients.keys():  # the usual case, checked in one pass
+        return {name: envelopes[name] for name in recipients}
     missing = sorted(set(recipients) - set(envelopes))
     unexpected = sorted(set(envelopes) - set(recipients))
     if missing or unexpected:

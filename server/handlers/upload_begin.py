@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
+from server import quotas
 from server.handlers._common import attachment_files, caller
 from server.handlers._params import get_bytes, get_hex_id, get_int
 from server.storage import attachments
@@ -42,6 +43,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                 "too_many_uploads",
                 f"finish or abandon your {MAX_OPEN_UPLOADS} unfinished uploads first",
             )
+        quotas.check_upload(ctx, user_id, size)
         attachments.create(
             ctx.db, attachment_id, uploader_id=user_id, size=size, digest=digest, now=ctx.now()
         )

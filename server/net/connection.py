@@ -1,23 +1,33 @@
 """One client connection: its socket, its secure channel and its output queue.
 
-A `Connection` never writes to its socket by itself. `send()` encrypts and queues;
-the reactor writes queued output at the end of its loop turn, after the database
-commit, so nothing is acknowledged before it is durable (group commit). The
-connection keeps no fixed buffer: an idle one holds an empty list and a channel.
+A `Connection` never writes to its socket by itself. `send()` encodes and queues the
+message; the reactor writes queued output at the end of its loop turn, after the
+database commit, so nothing is acknowledged before it is durable (group commit).
+Everything a turn queued for one connection is sealed into as few records as fit
+(`MAX_BATCH_BYTES` each; docs/protocol.md §3): one record per connection per turn in
+the common case, which saves a MAC, a cipher and a header per message. The connection
+keeps no fixed buffer: an idle one holds two empty lists and a channel.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from common.protocol.message import Message
+from common.protocol.message import MAX_MESSAGES_PER_RECORD as MAX_PER_RECORD
+from common.protocol.message import Message, encode_message
+
+if TYPE_CHECKING:
+    from server.session_cache import SessionCache
 
 log = logging.getLogger(__name__)
 
 #: At most this many buffers go to one sendmsg() call (Linux IOV_MAX is 1024).
 MAX_IOV = 512
+#: Messages queued in one turn share a record up to this many plaintext bytes; a
+#: message bigger than that goes in a record of its own. Far below every frame cap.
+MAX_BATCH_BYTES = 256 * 1024
 
 
 class Channel(Protocol):
@@ -30,7 +40,7 @@ class Channel(Protocol):
 
     def data_to_send(self) -> bytes: ...
 
-    def send(self, message: Message) -> bytes: ...
+    def send_batch(self, bodies: list[bytes]) -> bytes: ...
 
 
 class ConnectionHost(Protocol):
@@ -47,10 +57,11 @@ class Connection:
     """A socket, its `SecureChannel`, the bound user and a bounded write queue."""
 
     __slots__ = (
+        "_bodies",
+        "_bodies_size",
         "_host",
         "_out",
         "_out_size",
-        "backlog_cursor",
         "channel",
         "closed",
         "closing_reason",
@@ -58,6 +69,7 @@ class Connection:
         "last_activity",
         "peer",
         "replaced",
+        "session_cache",
         "sock",
         "user_id",
         "username",
@@ -75,12 +87,11 @@ class Connection:
         self.channel = channel
         self.peer = peer
         self.user_id: int | None = None
-        # Offline backlog flow control: the last delivery row pushed while more may
-        # remain; the next window goes out when the client acknowledges (ACK_DELIVERY).
-        self.backlog_cursor: int | None = None
         self.username: str | None = None
         #: True once a newer login of the same user took over this session.
         self.replaced = False
+        #: The send path's per-session lookups (`server.session_cache`).
+        self.session_cache: SessionCache | None = None
         self.closed = False
         #: Set by close_after_flush(): no more input; close once output is written.
         self.closing_reason: str | None = None
@@ -90,6 +101,9 @@ class Connection:
         self._host = host
         self._out: list[bytes | memoryview] = []
         self._out_size = 0
+        # Encoded messages queued this turn, sealed into records when output is written.
+        self._bodies: list[bytes] = []
+        self._bodies_size = 0
 
     def __repr__(self) -> str:
         return f"<Connection {self.address} user={self.username!r} closed={self.closed}>"
@@ -101,8 +115,8 @@ class Connection:
 
     @property
     def pending_output(self) -> int:
-        """Bytes queued but not yet accepted by the kernel."""
-        return self._out_size
+        """Bytes queued but not yet accepted by the kernel (messages not yet sealed too)."""
+        return self._out_size + self._bodies_size
 
     @property
     def is_open(self) -> bool:
@@ -110,18 +124,51 @@ class Connection:
         return not self.closed and self.closing_reason is None
 
     def send(self, message: Message) -> None:
-        """Encrypt `message` and queue it; it goes out after this turn's commit."""
+        """Encode `message` and queue it; it goes out after this turn's commit.
+
+        Raises LocalProtocolError at once for params the codec refuses.
+        """
         if self.closed:
             return
-        self.queue_bytes(self.channel.send(message))
+        self.send_encoded(encode_message(message))
+
+    def send_encoded(self, body: bytes) -> None:
+        """Queue one already encoded message (fan-out encodes a push only once)."""
+        if self.closed:
+            return
+        self._bodies.append(body)
+        self._bodies_size += len(body)
+        self._host.output_queued(self)
 
     def queue_bytes(self, data: bytes) -> None:
         """Queue bytes already framed for this connection (handshake or sealed record)."""
         if self.closed or not data:
             return
+        self.seal_queued()  # keep the order in which things were queued
         self._out.append(data)
         self._out_size += len(data)
         self._host.output_queued(self)
+
+    def seal_queued(self) -> None:
+        """Seal the messages queued so far into records, `MAX_BATCH_BYTES` at most each."""
+        bodies = self._bodies
+        if not bodies:
+            return
+        self._bodies = []
+        self._bodies_size = 0
+        batch: list[bytes] = []
+        size = 0
+        for body in bodies:
+            if batch and (size + len(body) > MAX_BATCH_BYTES or len(batch) == MAX_PER_RECORD):
+                self._append_record(self.channel.send_batch(batch))
+                batch, size = [], 0
+            batch.append(body)
+            size += len(body)
+        self._append_record(self.channel.send_batch(batch))
+
+    def _append_record(self, record: bytes) -> None:
+        self._out.append(record)
+        self._out_size += len(record)
 
     def close(self, reason: str) -> None:
         """Close now, dropping queued output; idempotent."""
@@ -130,6 +177,8 @@ class Connection:
         self.closed = True
         self._out = []
         self._out_size = 0
+        self._bodies = []
+        self._bodies_size = 0
         self._host.release(self, reason)
 
     def close_after_flush(self, reason: str) -> None:
@@ -145,6 +194,7 @@ class Connection:
 
         Raises OSError (other than would-block) for the reactor to close on.
         """
+        self.seal_queued()
         written = 0
         while self._out:
             batch = self._out[:MAX_IOV]

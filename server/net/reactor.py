@@ -402,11 +402,15 @@ class Reactor:
                 log_failure(log, "reactor timer failed", exc)
 
     def _commit_then_flush(self) -> None:
-        """Make the turn durable, then write; never write what was not committed."""
+        """Make the turn durable, then write; never write what was not committed.
+
+        The commit hook may queue output of its own (the turn's gathered pushes), so
+        what to write is looked at only after it ran.
+        """
+        committed = self._commit()
         if not self._to_flush:
-            self._commit()
             return
-        if not self._commit():
+        if not committed:
             for connection in list(self._to_flush):
                 connection.close("storage failure: output withheld")
             self._to_flush.clear()
@@ -426,9 +430,12 @@ class Reactor:
 
     def _flush(self, connection: Connection) -> None:
         try:
-            connection.write_pending()
+            connection.write_pending()  # seals the turn's messages into records first
         except OSError as exc:
             connection.close(f"write failed: {exc.strerror or type(exc).__name__}")
+            return
+        except UchatError as exc:  # sealing refused (sequence numbers exhausted, say)
+            connection.close(f"{type(exc).__name__}: {exc}")
             return
         queued = connection.pending_output
         if queued > self._settings.write_buffer_limit:

@@ -82,7 +82,5 @@ def open_uploads(db: Database, uploader_id: int) -> int:
 
 def abandoned(db: Database, older_than: int) -> list[str]:
     """Unfinished uploads created before `older_than` (ms): nobody is coming back."""
-    rows = db.all(
-        "SELECT id FROM attachments WHERE complete = 0 AND created_at < ?", (older_than,)
-    )
+    rows = db.all("SELECT id FROM attachments WHERE complete = 0 AND created_at < ?", (older_than,))
     return [row["id"] for row in rows]

@@ -31,6 +31,16 @@ def touch(db: Database, key: str, time: int) -> None:
     )
 
 
+def touch_many(db: Database, items: Iterable[tuple[str, int]]) -> None:
+    """`touch` for many conversations in one statement (keys unique in `items`)."""
+    db.executemany(
+        "INSERT INTO conversations (key, last_message_time) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET last_message_time ="
+        " max(last_message_time, excluded.last_message_time)",
+        list(items),
+    )
+
+
 def last_message_times(db: Database, keys: Iterable[str]) -> dict[str, int]:
     """Time of the newest message for each key that has one."""
     rows = db.all_in(

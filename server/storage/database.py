@@ -9,6 +9,7 @@ WAL with synchronous=NORMAL keeps a committed turn across a crash of the process
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,8 +28,12 @@ def _schema_v1() -> str:
     return resources.files("server.storage").joinpath("schema.sql").read_text("utf-8")
 
 
+def _migration_002() -> str:
+    return resources.files("server.storage").joinpath("migration_002.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
-MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1,)
+MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1, _migration_002)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -36,16 +41,42 @@ class SchemaTooNewError(RuntimeError):
     """The database was written by a newer server; refuse rather than corrupt it."""
 
 
+#: Tables whose every write bumps `Database.membership_generation` (friendships, room
+#: membership): what the per-session caches of the hot path hold copies of.
+MEMBERSHIP_TABLES = ("friends", "room_user")
+_GENERATION_FUNCTION = "uchat_membership_changed"
+
+
 class Database:
     """One SQLite connection plus the few helpers every table module uses."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        #: Goes up on every INSERT, UPDATE or DELETE of `MEMBERSHIP_TABLES`, whoever
+        #: writes (temporary triggers call back into Python), so a cache stamped with an
+        #: older value is stale. A rolled-back write bumps it too, which only costs a refill.
+        self.membership_generation = 0
+        self._watch_membership()
+
+    def _watch_membership(self) -> None:
+        """Temporary triggers (this connection only, no schema change) count the writes."""
+        self._connection.create_function(_GENERATION_FUNCTION, 0, self._membership_changed)
+        for table in MEMBERSHIP_TABLES:
+            for action in ("INSERT", "UPDATE", "DELETE"):
+                self._connection.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS watch_{table}_{action.lower()}"
+                    f" AFTER {action} ON main.{table}"
+                    f" BEGIN SELECT {_GENERATION_FUNCTION}(); END"
+                )
+
+    def _membership_changed(self) -> None:
+        self.membership_generation += 1
 
     @classmethod
     def open(cls, path: Path) -> Database:
         """Open (creating if needed) and migrate the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_file(path)
         connection = sqlite3.connect(
             str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
         )
@@ -56,10 +87,12 @@ class Database:
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _migrate(connection)
+            database = cls(connection)
+            _after_migrations(database)
         except BaseException:
             connection.close()
             raise
-        return cls(connection)
+        return database
 
     # -- queries -----------------------------------------------------------------------
 
@@ -146,6 +179,25 @@ class Database:
     @property
     def schema_version(self) -> int:
         return int(self.scalar("PRAGMA user_version"))
+
+
+def _private_file(path: Path) -> None:
+    """The database file is the owner's only (0600); SQLite gives -wal and -shm its mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.chmod(companion, 0o600)
+
+
+def _after_migrations(database: Database) -> None:
+    """Data steps SQL cannot do (Unicode folding); each is idempotent and commits."""
+    from server.storage.users import backfill_names  # users imports this module
+
+    backfill_names(database)
+    if database.in_transaction:
+        database.commit()
 
 
 def _migrate(connection: sqlite3.Connection) -> None:

@@ -131,14 +131,27 @@ def _with_times(db: Database, user_id: int, rows: list[Row]) -> list[Friend]:
     ]
 
 
-def incoming_requests(db: Database, user_id: int) -> list[str]:
-    """Usernames that asked `user_id` and are still waiting, oldest first."""
+def incoming_requests_page(
+    db: Database, user_id: int, after: str, limit: int
+) -> tuple[list[str], str]:
+    """One page of waiting requests, oldest first, and the cursor of the next ("" if none).
+
+    The cursor is "<created_at>:<requester id>", the sort key of the page's last row;
+    anything else is treated as the start.
+    """
+    created, _, requester = after.partition(":")
+    start = (int(created), int(requester)) if created.isdigit() and requester.isdigit() else None
     rows = db.all(
-        "SELECT u.username FROM friends f JOIN users u ON u.id = f.from_user_id"
-        " WHERE f.to_user_id = ? AND f.accepted = 0 ORDER BY f.created_at, u.username",
-        (user_id,),
+        "SELECT u.username, f.created_at, f.from_user_id FROM friends f"
+        " JOIN users u ON u.id = f.from_user_id WHERE f.to_user_id = ? AND f.accepted = 0"
+        " AND (f.created_at, f.from_user_id) > (?, ?)"
+        " ORDER BY f.created_at, f.from_user_id LIMIT ?",
+        (user_id, *(start or (-1, -1)), limit + 1),
     )
-    return [row[0] for row in rows]
+    page = rows[:limit]
+    more = len(rows) > limit
+    cursor = f"{page[-1]['created_at']}:{page[-1]['from_user_id']}" if more and page else ""
+    return [row["username"] for row in page], cursor
 
 
 def relations(db: Database, user_id: int, other_ids: list[int]) -> dict[int, str]:

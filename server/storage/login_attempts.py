@@ -1,14 +1,19 @@
 """The `login_attempts` table: failed logins per account and per address.
 
 Kept in the database, not in memory, so restarting the server does not hand an
-attacker a fresh set of guesses. Keys are `user:<name>` (folded to lower case, so
-spelling variants share one counter) and `ip:<address>`.
+attacker a fresh set of guesses. Names in keys are folded by `common.names.canonical`,
+exactly as the `users` table folds them, so 'ÉLISE' and 'élise' share one counter.
+Keys:
+- `user:<canonical>@<ip>`: one account from one address (every login counts here);
+- `user:<canonical>`: one account from addresses it never logged in from (strangers);
+- `ip:<address>`: one address against accounts it never logged in to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.names import canonical
 from server.storage.database import Database
 
 #: A failure older than this no longer counts: occasional typos never add up to a lock.
@@ -41,7 +46,11 @@ class Attempts:
 
 
 def user_key(username: str) -> str:
-    return f"user:{username.lower()}"
+    return f"user:{canonical(username)}"
+
+
+def pair_key(username: str, ip: str) -> str:
+    return f"user:{canonical(username)}@{ip}"
 
 
 def address_key(ip: str) -> str:
@@ -81,6 +90,14 @@ def record_failure(db: Database, key: str, now: int, policy: BackoffPolicy) -> A
         (key, failures, now, until),
     )
     return Attempts(key, failures, now, until)
+
+
+def forgive(db: Database, keys: list[str], count: int) -> None:
+    """Take back `count` failures from `keys` (an address's own, once it logged in)."""
+    db.executemany(
+        "UPDATE login_attempts SET failures = max(failures - ?, 0) WHERE key = ?",
+        [(count, key) for key in keys],
+    )
 
 
 def reset(db: Database, keys: list[str]) -> None:

@@ -51,6 +51,22 @@ def find_message(db: Database, message_id: str) -> StoredMessage | None:
     return StoredMessage(message_id, row["user_id"], row["time"])
 
 
+_INSERT_DELIVERY = (
+    "INSERT INTO chat_history"
+    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0 WHERE NOT EXISTS"
+    " (SELECT 1 FROM chat_history WHERE message_id = ?1 AND user_id != ?2)"
+    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
+)
+_OTHER_SENDER = "SELECT 1 FROM chat_history WHERE message_id = ? AND user_id != ? LIMIT 1"
+_INSERT_ROOM_DELIVERY = (
+    "INSERT INTO chat_history"
+    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
+)
+
+
 def store_message(
     db: Database,
     *,
@@ -61,32 +77,46 @@ def store_message(
     time: int,
     envelopes: Sequence[tuple[int, bytes]],
     attachment_ids: Sequence[str] = (),
-) -> None:
-    """Insert one delivery row per (recipient id, envelope) and note the conversation.
+) -> bool:
+    """Insert one delivery row per (recipient id, envelope); True if any row was new.
 
-    Rows that already exist for this message id are left alone, so a retry after a
-    crash between insert and reply cannot duplicate anything.
+    The duplicate check is part of the INSERT: rows that already exist for this
+    message id are left alone (a retry after a crash between insert and reply cannot
+    duplicate anything), and nothing is inserted under an id another sender already
+    used (a message id belongs to its first sender). The caller notes the conversation
+    (`conversation_key`), once per turn. A message with no recipient (a room of one)
+    stores no row, so there is nothing to be a duplicate of: True.
     """
-    db.executemany(
-        "INSERT INTO chat_history"
-        " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
-        " ON CONFLICT (message_id, recipient_id) DO NOTHING",
-        [
-            (message_id, sender_id, target_id, target_type, recipient, envelope, time)
-            for recipient, envelope in envelopes
-        ],
-    )
-    db.executemany(
-        "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)"
-        " ON CONFLICT DO NOTHING",
-        [(message_id, attachment_id) for attachment_id in dict.fromkeys(attachment_ids)],
-    )
-    if target_type == USER:
-        key = conversations.user_pair_key(sender_id, target_id)
+    if not envelopes:
+        return True
+    rows = [
+        (message_id, sender_id, target_id, target_type, recipient, envelope, time)
+        for recipient, envelope in envelopes
+    ]
+    if len(rows) == 1:  # a direct message: one statement does the owner check too
+        inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
     else:
-        key = conversations.room_key(target_id)
-    conversations.touch(db, key, time)
+        # A room message: the owner check once, not per row (per row it would scan
+        # the rows already inserted under this id: quadratic in the room's size).
+        if db.one(_OTHER_SENDER, (message_id, sender_id)) is not None:
+            return False
+        inserted = db.executemany(_INSERT_ROOM_DELIVERY, rows).rowcount
+    if inserted <= 0:
+        return False
+    if attachment_ids:
+        db.executemany(
+            "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(message_id, attachment_id) for attachment_id in dict.fromkeys(attachment_ids)],
+        )
+    return True
+
+
+def conversation_key(sender_id: int, target_type: str, target_id: int) -> str:
+    """The `conversations` key of a message: the user pair, or the room."""
+    if target_type == USER:
+        return conversations.user_pair_key(sender_id, target_id)
+    return conversations.room_key(target_id)
 
 
 def undelivered(

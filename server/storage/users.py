@@ -1,14 +1,21 @@
 """The `users` table: accounts, their certificates and last known addresses.
 
-Usernames and emails are unique without regard to ASCII case, so "Alice" cannot
-register beside "alice"; the stored spelling is the one shown on the wire.
+Usernames are unique by their canonical form (`common.names.canonical`, NFKC +
+casefold: "Élise" cannot register beside "élise", nor a fullwidth "alice" beside "alice"), and
+every lookup by name goes through that same form. `skeleton` (TR39) finds look-alike
+names. Emails are unique without regard to ASCII case. The stored spelling is the one
+shown on the wire.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from common.names import canonical, skeleton
 from server.storage.database import Database, Row
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,15 +70,30 @@ def create_user(
     """Insert an account and return its id; sqlite3.IntegrityError if name/email taken."""
     return int(
         db.scalar(
-            "INSERT INTO users (username, password, email, sex, age, certificate, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (username, password_hash, email, sex, age, certificate, now),
+            "INSERT INTO users (username, canonical, skeleton, password, email, sex, age,"
+            " certificate, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                username,
+                canonical(username),
+                skeleton(username),
+                password_hash,
+                email,
+                sex,
+                age,
+                certificate,
+                now,
+            ),
         )
     )
 
 
 def by_username(db: Database, username: str) -> User | None:
-    row = db.one(_SELECT_USERS + " WHERE username = ?", (username,))
+    """The account `username` names once folded (an exact legacy spelling wins)."""
+    row = db.one(
+        _SELECT_USERS + " WHERE canonical = ?1 OR username = ?2"
+        " ORDER BY username = ?2 COLLATE BINARY DESC LIMIT 1",
+        (canonical(username), username),
+    )
     return None if row is None else _user(row)
 
 
@@ -81,7 +103,38 @@ def by_id(db: Database, user_id: int) -> User | None:
 
 
 def username_taken(db: Database, username: str) -> bool:
-    return db.one("SELECT 1 FROM users WHERE username = ?", (username,)) is not None
+    """True if an account has this name once folded (NFKC + casefold)."""
+    query = "SELECT 1 FROM users WHERE canonical = ? OR username = ?"
+    return db.one(query, (canonical(username), username)) is not None
+
+
+def look_alike(db: Database, username: str) -> str | None:
+    """An existing name that looks like `username` (same TR39 skeleton), or None."""
+    row = db.one("SELECT username FROM users WHERE skeleton = ? LIMIT 1", (skeleton(username),))
+    return None if row is None else str(row["username"])
+
+
+def backfill_names(db: Database) -> int:
+    """Fill `canonical` and `skeleton` where missing, then make `canonical` UNIQUE.
+
+    Runs at every start (cheap once filled). Accounts whose names collide once folded
+    (possible only in databases from before version 2): the oldest keeps the canonical
+    form, each later one gets '<canonical>#<id>' and still logs in with its exact
+    spelling; they are logged so an operator can rename them.
+    """
+    rows = db.all("SELECT id, username FROM users WHERE canonical IS NULL ORDER BY id")
+    for row in rows:
+        folded = canonical(row["username"])
+        if db.one("SELECT 1 FROM users WHERE canonical = ?", (folded,)) is not None:
+            log.warning("account %d collides with another once folded; kept apart", row["id"])
+            folded = f"{folded}#{row['id']}"
+        db.execute(
+            "UPDATE users SET canonical = ?, skeleton = ? WHERE id = ?",
+            (folded, skeleton(row["username"]), row["id"]),
+        )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS users_canonical ON users (canonical)")
+    db.execute("CREATE INDEX IF NOT EXISTS users_skeleton ON users (skeleton)")
+    return len(rows)
 
 
 def email_taken(db: Database, email: str) -> bool:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from client import i18n
 from client.core.client import ChatClient
-from client.core.models import ChatMessage, Event
+from client.core.event_types import Event
+from client.core.models import ChatMessage
 from client.forms.chat import PAGE_SIZE
 from client.forms.contacts import Action
 from client.forms.contacts_form import ContactsForm
@@ -222,14 +223,29 @@ def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
     outgoing = tmp_path / "notes.txt"
     outgoing.write_bytes(b"meeting notes\n" * 20_000)
     monkeypatch.setattr(filedialog, "askopenfilename", lambda **_: str(outgoing))
+    shown: list[str] = []  # the percentage inside the message, driven by transfer events
+    set_progress = chat.view.set_progress
+
+    def record(message_id: str, fraction: float | None, cancel: bool = False) -> None:
+        set_progress(message_id, fraction, cancel)
+        shown.append(chat.view.progress_text(message_id))
+
+    monkeypatch.setattr(chat.view, "set_progress", record)
+    assert i18n.t("chat.size_limit", limit="") .split()[0] in str(
+        chat.composer.limit_label.cget("text")
+    )  # the limit is on screen before a file is chosen
     chat.composer.file_button.invoke()
-    assert chat.files.progress.active
     arrived: list[ChatMessage] = []
     fay.add_listener(lambda e: arrived.append(e.data["message"]) if e.kind == "message" else None)
     pump_until(app.root, lambda: bool(arrived), also=fay.process_events, what="fay's file")
     assert arrived[0].kind == "file" and arrived[0].attachment is not None
     assert arrived[0].attachment.name == "notes.txt"
-    pump_until(app.root, lambda: not chat.files.progress.active, what="the upload to finish")
+    pump_until(app.root, lambda: not chat.files.active, what="the upload to finish")
+    cancel = i18n.t("chat.cancel")
+    assert shown[0] == f"0 %  {cancel}" and f"100 %  {cancel}" in shown and shown[-1] == ""
+    percents = [int(text.split()[0]) for text in shown if text]
+    assert percents == sorted(percents)  # only ever forwards
+    assert shown.index("") == len(percents)  # gone only once it is over
     assert i18n.t("chat.file_label", name="notes.txt", size="273.4 KB") in chat.view.text.get(
         "1.0", "end"
     )

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from client import i18n
 from client.components.banner import Banner
 from client.core.client import ChatClient
+from client.core.event_types import Event
 from client.core.keystore import KeyStore, server_id_for
-from client.core.models import ChatMessage, Event
+from client.core.models import ChatMessage
 from client.core.store import LocalStore
 from client.forms.chat import PAGE_SIZE
-from client.forms.chat_form import ChatWindow
+from client.forms.chat_form import ChatPanel
 from client.forms.chat_keys import SAFETY_TAG
 from client.forms.contacts_form import ContactsForm
 from client.forms.login_form import LoginForm
@@ -43,7 +44,7 @@ def befriended(
     return contacts, me, friend
 
 
-def open_chat_with(app: App, contacts: ContactsForm, username: str) -> ChatWindow:
+def open_chat_with(app: App, contacts: ContactsForm, username: str) -> ChatPanel:
     item = contacts.item("user", username)
     assert item is not None and item.contact is not None
     contacts.open(item.contact)
@@ -69,7 +70,7 @@ def press_enter(widget: tk.Misc) -> None:
     widget.event_generate("<KeyPress-Return>", keysym="Return")
 
 
-def shown_text(chat: ChatWindow) -> str:
+def shown_text(chat: ChatPanel) -> str:
     return chat.view.text.get("1.0", "end")
 
 
@@ -129,7 +130,7 @@ def log_in(app: App, me: str) -> ContactsForm:
     return app.form
 
 
-def key_banner(chat: ChatWindow) -> Banner | None:
+def key_banner(chat: ChatPanel) -> Banner | None:
     """The chat's key-change warning, if it is raised."""
     return chat.verification.banner
 
@@ -155,7 +156,11 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
     assert key_banner(chat) is None  # nothing changed as far as we know yet
 
     held = bob.send_text(me, "sent after the key change")
-    pump_until(app.root, lambda: friend in app.key_warnings, what="the key change")
+    pump_until(
+        app.root,
+        lambda: friend in app.require_client().pending_key_changes(),
+        what="the key change",
+    )
     banner = key_banner(chat)
     assert banner is not None
     pump_until(app.root, lambda: "\n" in banner.text, what="the new safety number in the banner")
@@ -186,7 +191,7 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
     banner.buttons[i18n.t("chat.trust_key")].invoke()
     pump_until(app.root, lambda: key_banner(chat) is None, what="the banner to go")
     assert not banner.winfo_exists()
-    assert friend not in app.key_warnings
+    assert friend not in app.require_client().pending_key_changes()
     assert i18n.t("chat.key_trusted", name=friend) in shown_text(chat)
     pump_until(
         app.root,
@@ -202,12 +207,17 @@ def test_a_changed_key_warns_blocks_sending_and_is_trusted_on_request(
     assert chat.transcript.messages[-1].text == "hello, is this still you?"
 
 
-def highlighted(chat: ChatWindow) -> str:
+def highlighted(chat: ChatPanel) -> str:
     ranges = chat.view.text.tag_ranges("hit")
     return chat.view.text.get(ranges[0], ranges[-1]) if ranges else ""
 
 
-def search_for(chat: ChatWindow, query: str) -> None:
+def hit_position(chat: ChatPanel) -> str:
+    label = chat.header.hit_label
+    return str(label.cget("text")) if label.winfo_manager() else ""
+
+
+def search_for(chat: ChatPanel, query: str) -> None:
     chat.header.query.set(query)
     press_enter(chat.header.search_entry)
 
@@ -228,19 +238,36 @@ def test_history_search_finds_english_and_chinese_words_beyond_the_loaded_page(
     assert "Pagoda" not in shown_text(chat) and "火锅" not in shown_text(chat)  # older page
 
     search_for(chat, "pagoda")  # another case, and not on the page shown
-    assert chat.info_text == i18n.t("chat.search_hits", count=1, query="pagoda")
+    assert hit_position(chat) == i18n.t("chat.search_position", index=1, count=1)
+    assert chat.info_text == ""  # no banner: the position sits by the search box
     assert "Meet me at the Pagoda café at noon" in highlighted(chat)
     assert "filler" not in highlighted(chat)
 
     for query in ("火锅", "吃火锅"):  # two characters search by LIKE, three by trigram index
         search_for(chat, f" {query} ")
-        assert chat.info_text == i18n.t("chat.search_hits", count=1, query=query)
+        assert hit_position(chat) == i18n.t("chat.search_position", index=1, count=1)
         assert "今晚我们去吃火锅吧" in highlighted(chat)
         assert "Pagoda" not in highlighted(chat)
 
     search_for(chat, "filler 4")  # "filler 4" and "filler 40".."filler 49": newest is marked
-    assert chat.info_text == i18n.t("chat.search_hits", count=11, query="filler 4")
+    assert hit_position(chat) == i18n.t("chat.search_position", index=1, count=11)
     assert "filler 49" in highlighted(chat)
+    assert chat.header.newer_button.instate(["disabled"])
+    chat.header.older_button.invoke()  # ▲: the next older hit
+    assert "filler 48" in highlighted(chat)
+    assert hit_position(chat) == i18n.t("chat.search_position", index=2, count=11)
+    for _ in range(20):  # stops at the oldest hit
+        chat.header.older_button.invoke()
+    assert highlighted(chat).startswith("filler 4\n") or "filler 4" in highlighted(chat)
+    assert chat.header.older_button.instate(["disabled"])
+    chat.header.newer_button.invoke()  # ▼: back towards the newest
+    assert "filler 40" in highlighted(chat)
+    chat.view.text.focus_force()
+    chat.view.text.event_generate("<Control-f>")  # Ctrl+F goes to the search box
+    app.root.update()
+    assert chat.focus_get() is chat.header.search_entry
 
     search_for(chat, "寿司")
     assert chat.info_text == i18n.t("chat.search_none", query="寿司")
+    assert not chat.header.hit_label.winfo_manager()  # no hits: no position, no buttons
+    assert highlighted(chat) == ""

@@ -16,7 +16,7 @@ from PIL import Image
 from client import i18n
 from client.core.client import ChatClient
 from client.core.models import ChatMessage
-from client.forms.chat_form import ChatWindow
+from client.forms.chat_form import ChatPanel
 from client.forms.contacts import Action
 from client.forms.contacts_form import ContactsForm
 from client.ui import App
@@ -123,7 +123,7 @@ def click_tag(app: App, text: tk.Text, tag: str) -> None:
     text.event_generate("<Button-1>", x=x + 3, y=y + 3)
 
 
-def images_in_view(chat: ChatWindow) -> list[tuple[str, str]]:
+def images_in_view(chat: ChatPanel) -> list[tuple[str, str]]:
     """(image name, index) of every picture embedded in the message Text widget."""
     text = chat.view.text
     return [(str(value), str(index)) for _kind, value, index in text.dump("1.0", "end", image=True)]
@@ -157,7 +157,7 @@ def test_images_show_as_thumbnails_and_files_save_where_chosen(
     monkeypatch.setattr(filedialog, "askdirectory", lambda **_: "")  # the user cancels
     click_tag(app, text, save_tag)
     app.root.update()
-    assert not chat.files.progress.active and chat.info_text == ""
+    assert not chat.files.active and chat.info_text == ""
     downloads = tmp_path / "chosen folder"
     downloads.mkdir()
     monkeypatch.setattr(filedialog, "askdirectory", lambda **_: str(downloads))
@@ -196,7 +196,13 @@ def test_chat_windows_follow_members_presence_colour_and_unfriending(
     pump_until(app.root, lambda: contacts.item("room", room.id) is not None, what="the group")
     row = contacts.item("room", room.id)
     assert row is not None and row.contact is not None
-    group = app.open_chat(row.contact)
+    group = app.open_chat(row.contact)  # beside the list first
+    assert group.master is contacts.conversation and not group.popped
+    group.header.pop_out_button.invoke()  # type: ignore[union-attr]
+    group = app.chats[("room", room.id)]  # now in a window of its own
+    assert group.popped and group.winfo_toplevel() is not app.root
+    assert contacts.conversation.panel is None  # the side shows its hint again
+    assert group.header.pop_out_button is None
     members = group.members
     assert members is not None and group.header.safety_button is None  # no number for groups
     pump_until(

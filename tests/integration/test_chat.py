@@ -110,25 +110,25 @@ def test_unread_counts_and_contact_order(shared_server: RunningServer, accounts:
     me.events.wait("presence", username=cat.name, online=False)
 
     contacts = me.client.contacts()
-    assert [c.id for c in contacts] == [ben.name, ann.name, cat.name]
+    assert [c.id for c in contacts] == [cat.name, ben.name, ann.name]  # activity, not presence
     assert [(c.online, c.unread, c.last_message) for c in contacts] == [
+        (False, 1, "cat 1"),
         (True, 2, "ben 2"),
         (True, 1, "ann 1"),
-        (False, 1, "cat 1"),
     ]
     assert (me.client.unread(ann.name), me.client.unread(ben.name)) == (1, 2)
 
     me.client.mark_read(ben.name)
     assert me.client.unread(ben.name) == 0
     assert [(c.id, c.unread) for c in me.client.contacts()] == [
+        (cat.name, 1),
         (ben.name, 0),
         (ann.name, 1),
-        (cat.name, 1),
     ]
     reply = me.client.send_text(ann.name, "my own messages are never unread")
     ann.events.message(reply.message_id)
     contacts = me.client.contacts()
-    assert [c.id for c in contacts] == [ann.name, ben.name, cat.name]  # newest talk first
+    assert [c.id for c in contacts] == [ann.name, cat.name, ben.name]  # newest talk first
     assert contacts[0].unread == 1 and contacts[0].last_message.startswith("my own")
     arrive(ben, "ben 3")
     assert me.client.contacts()[0].id == ben.name and me.client.contacts()[0].unread == 1

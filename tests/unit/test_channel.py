@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from common.channel import SecureChannel
 from common.crypto.certs import ServerIdentity
 from common.errors import LocalProtocolError
-from common.protocol.message import Message
+from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 
 
@@ -83,3 +83,14 @@ def test_any_split_of_the_byte_stream_gives_the_same_messages(sizes: list[int]) 
 
 
 _IDENTITY = ServerIdentity.create()
+
+
+def test_a_batch_is_one_record_and_decodes_in_order(identity: ServerIdentity) -> None:
+    client, server = _pair(identity)
+    answers = [Message(MessageType.REPLY, n, {"n": n}) for n in range(1, 6)]
+    record = server.send_batch([encode_message(message) for message in answers])
+    assert int.from_bytes(record[:4], "big") == len(record) - 53  # one frame
+    assert client.receive_data(record) == answers
+    # The record sequence moved by one: the next single record still opens.
+    ping = Message(MessageType.PING, 0, {})
+    assert client.receive_data(server.send(ping)) == [ping]

@@ -123,3 +123,21 @@ def test_registration_reports_the_first_broken_field() -> None:
     assert info.value.field == "confirm"
     form["confirm"] = form["password"]
     assert validate_registration(form)["age"] == 20
+
+
+def test_quota_settings_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"server": {"max_rooms_per_account": 0}}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_rooms_per_account"):
+        load_config(path, env={})
+
+
+def test_the_client_allows_hmac_md5_only_when_told(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{}", encoding="utf-8")
+    assert load_config(path, env={}).client.allow_hmac_md5 is False
+    config = load_config(path, env={"UCHAT_CLIENT_ALLOW_HMAC_MD5": "true"})
+    assert config.client.allow_hmac_md5 is True
+    path.write_text('{"client": {"allow_hmac_md5": "maybe"}}', encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(path, env={})

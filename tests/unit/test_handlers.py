@@ -7,6 +7,7 @@ replies, errors, pushes and session changes in one ordered event log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 from collections.abc import Callable, Iterator
@@ -23,11 +24,12 @@ from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
 from common.crypto.keys import generate_user_keys
 from common.crypto.passwords import verify_password
 from common.errors import RequestError, ValidationError
-from common.protocol.message import Message
+from common.protocol.message import Message, decode_message
 from common.protocol.opcodes import PUSHES, MessageType
 from server import presence
 from server.handlers import (
     HANDLERS,
+    _backlog,
     ack_delivery,
     add_friend,
     certificate,
@@ -49,8 +51,11 @@ from server.handlers import (
     upload_begin,
     upload_chunk,
 )
+from server.handlers._backlog import BacklogCursors
+from server.hash_queue import HashQueue
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
+from server.turn import TurnBatch
 
 PASSWORD = "correct horse 1"
 CA = ServerIdentity.create()
@@ -71,10 +76,8 @@ class FakeConnection:
     def send(self, message: Message) -> None:
         self.server.events.append(("push", self.user_id, message.type, message.params))
 
-    @property
-    def backlog_cursor(self) -> int | None:
-        session = self.server.live.get(self.user_id)
-        return None if session is None else session.backlog_cursor
+    def send_encoded(self, body: bytes) -> None:
+        self.send(decode_message(body))
 
 
 @dataclass
@@ -101,9 +104,16 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    hashes: HashQueue = field(default_factory=HashQueue)
+    turn: TurnBatch = field(default_factory=TurnBatch)
+    backlog: BacklogCursors = field(default_factory=BacklogCursors)
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
+
+    def end_turn(self) -> None:
+        """What the reactor does before it commits a turn (`server.turn`)."""
+        self.turn.finish(self.db, self.sessions)
 
     def clock(self) -> int:
         return self.time
@@ -141,10 +151,13 @@ class FakeContext:
         self.answers: list[tuple[str, Any]] = []
         self.closing = False
         # Output still queued: windows are released only by acknowledgements here.
-        self.connection = types.SimpleNamespace(backlog_cursor=None, pending_output=1 << 30)
+        self.connection = types.SimpleNamespace(
+            pending_output=1 << 30, session_cache=None, is_open=True
+        )
 
     db = property(lambda self: self.server.db)
     sessions = property(lambda self: self.server.sessions)
+    turn = property(lambda self: self.server.turn)
     config = property(lambda self: self.server.config)
     identity = property(lambda self: self.server.identity)
 
@@ -166,6 +179,10 @@ class FakeContext:
         self.server.events.append(("push", user_id, type, params))
         return True
 
+    def push_encoded(self, user_id: int, body: bytes) -> bool:
+        message = decode_message(body)
+        return self.push(user_id, message.type, message.params)
+
     def push_many(self, user_ids: Any, type: MessageType, params: dict[str, Any]) -> int:
         return sum(self.push(user_id, type, params) for user_id in dict.fromkeys(user_ids))
 
@@ -181,13 +198,21 @@ class FakeContext:
         del self.server.online[user_id]
         self.user_id = self.username = None
         self.server.events.append(("unbind", user_id))
+        self.server.backlog.forget(user_id)
         presence.announce_offline(self.server, user_id, username)  # type: ignore[arg-type]
 
     def close_after_reply(self) -> None:
         self.closing = True
 
-    def run_in_worker(self, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def run_in_worker(
+        self,
+        fn: Callable[[], Any],
+        then: Callable[[Any], None],
+        always: Callable[[], None] | None = None,
+    ) -> None:
         def job() -> None:
+            if always is not None:
+                always()
             self.guarded(lambda: then(fn()))
 
         if self.server.deferred is None:
@@ -205,9 +230,11 @@ class FakeContext:
 
 
 def call(module: ModuleType, ctx: FakeContext, **params: Any) -> FakeContext:
+    """One request in a turn of its own: handled, answered, then the turn's end."""
     result = ctx.guarded(lambda: module.handle(ctx, params))
     if result is not None:
         ctx.reply(result)
+    ctx.server.end_turn()
     return ctx
 
 
@@ -360,7 +387,7 @@ def test_register_refuses_taken_username_and_email(server: FakeServer) -> None:
 
 def test_register_rechecks_uniqueness_after_hashing(server: FakeServer) -> None:
     server.deferred = []
-    first, second = FakeContext(server), FakeContext(server)
+    first, second = FakeContext(server), FakeContext(server, peer=("10.0.0.2", 50000))
     call(register, first, **form("alice"))
     call(register, second, **form("alice", email="second@example.com"))
     assert first.answers == second.answers == []  # both are hashing
@@ -472,7 +499,7 @@ def test_login_backoff_locks_the_account_and_survives_a_restart(
     assert "2 seconds" in error.message
     server.time += 1_500
     ok(login, FakeContext(server, peer=("10.0.2.1", 1)), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.2.1")) is None
 
 
 def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
@@ -480,14 +507,37 @@ def test_login_backoff_also_counts_per_address(server: FakeServer) -> None:
     peer = ("10.9.9.9", 1)
     # An address (maybe a whole office behind NAT) gets four times an account's room.
     allowed = server.config.login_max_failures * login.ADDRESS_FAILURE_FACTOR
-    for index in range(allowed):
-        fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
-    ok(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     for index in range(allowed + 1):
         fails(login, FakeContext(server, peer=peer), username=f"guess{index}", password="x")
     error = fails(login, FakeContext(server, peer=peer), username="alice", password=PASSWORD)
     assert error.code == "too_many_attempts"
     ok(login, FakeContext(server, peer=("10.9.9.10", 1)), username="alice", password=PASSWORD)
+
+
+def test_an_address_the_owner_used_keeps_its_own_allowance(server: FakeServer) -> None:
+    signup(server, "alice")
+    home = ("10.8.0.1", 1)
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)
+    for index in range(20):  # a stranger from many addresses, and the home address's
+        stranger = FakeContext(server, peer=(f"10.8.1.{index}", 1))  # own guesses elsewhere
+        fails(login, stranger, username="ALICE", password="guess 1")
+        fails(login, FakeContext(server, peer=home), username=f"other{index}", password="x")
+    error = fails(
+        login, FakeContext(server, peer=("10.8.2.1", 1)), username="alice", password=PASSWORD
+    )
+    assert error.code == "too_many_attempts"  # new addresses are locked out ...
+    ok(login, FakeContext(server, peer=home), username="alice", password=PASSWORD)  # not home
+
+
+def test_lock_keys_fold_as_the_database_folds(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="elise@example.org"))
+    for index in range(4):  # three allowed, the fourth locks
+        fails(
+            login, FakeContext(server, peer=(f"10.7.0.{index}", 1)), username="ÉLISE", password="x"
+        )
+    assert login_attempts.user_key("ÉLISE") == login_attempts.user_key("élise")
+    error = fails(login, FakeContext(server, peer=("10.7.1.1", 1)), username="élise", password="x")
+    assert error.code == "too_many_attempts"
 
 
 def test_parallel_guesses_cannot_outrun_the_lock(server: FakeServer) -> None:
@@ -506,9 +556,13 @@ def test_a_correct_password_clears_the_pre_counted_failure(server: FakeServer) -
     signup(server, "alice")
     for _ in range(2):
         fails(login, FakeContext(server), username="alice", password="bad password 1")
+    fails(login, FakeContext(server, peer=("10.6.0.1", 1)), username="alice", password="guess")
     ok(login, FakeContext(server), username="alice", password=PASSWORD)
-    assert login_attempts.get(server.db, login_attempts.user_key("alice")) is None
-    assert login_attempts.get(server.db, login_attempts.address_key("10.0.0.1")) is None
+    assert login_attempts.get(server.db, login_attempts.pair_key("alice", "10.0.0.1")) is None
+    account = login_attempts.get(server.db, login_attempts.user_key("alice"))
+    assert account is not None and account.failures == 1  # the stranger's guess stays
+    address = login_attempts.get(server.db, login_attempts.address_key("10.0.0.1"))
+    assert address is not None and address.failures == 0
 
 
 def test_login_lock_grows_and_is_capped(server: FakeServer) -> None:
@@ -935,7 +989,7 @@ def test_send_message_checks_attachments(server: FakeServer) -> None:
 def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -953,14 +1007,14 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 
     first_window = pushed_ids()
     assert 0 < len(first_window) < len(ids)  # bounded: not the whole backlog at once
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     ack = as_user(server, "alice")
     ack.connection = session.connection
     # Acknowledging only part of the window does not release the next one.
     ok(ack_delivery, ack, message_ids=first_window[:1])
     assert pushed_ids() == first_window
     delivered = list(first_window)
-    while session.connection.backlog_cursor is not None:
+    while server.backlog.draining(uid(server, "alice")):
         ack = as_user(server, "alice")
         ack.connection = session.connection
         ok(ack_delivery, ack, message_ids=pushed_ids())
@@ -971,7 +1025,7 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
 def test_a_drained_connection_gets_the_next_window_despite_held_messages(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1000,7 +1054,7 @@ def test_a_drained_connection_gets_the_next_window_despite_held_messages(
 def test_live_messages_wait_behind_a_draining_backlog(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(login, "BACKLOG_WINDOW_BYTES", 1000)
+    monkeypatch.setattr(_backlog, "WINDOW_BYTES", 1000)
     online(server, "bob")
     signup(server, "alice")
     befriend(server, "bob", "alice")
@@ -1008,7 +1062,7 @@ def test_live_messages_wait_behind_a_draining_backlog(
         send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
-    assert session.connection.backlog_cursor is not None
+    assert server.backlog.draining(uid(server, "alice"))
     server.events.clear()
     send(as_user(server, "bob"), "f" * 32, "alice", {"alice": b"late"})
     assert server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE) == []
@@ -1027,7 +1081,7 @@ def test_ack_delivery(server: FakeServer) -> None:
         ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32, "5" * 32, "6" * 32]) == {}
     )
     assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == [
-        {"message_id": "4" * 32, "recipient": "bob"}
+        {"deliveries": [{"message_id": "4" * 32, "recipient": "bob"}]}
     ]
     assert messages.undelivered(server.db, uid(server, "bob")) == []
     assert len(messages.undelivered(server.db, uid(server, "carol"))) == 1
@@ -1279,7 +1333,7 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
     batches = server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
     assert len(batches) > 1
     for batch in batches:
-        assert sum(len(item["envelope"]) for item in batch["messages"]) <= login.PUSH_BYTES
+        assert sum(len(item["envelope"]) for item in batch["messages"]) <= _backlog.PUSH_BYTES
     delivered = [item["message_id"] for batch in batches for item in batch["messages"]]
     assert delivered == [f"{index + 1:032x}" for index in range(12)]
 
@@ -1296,3 +1350,173 @@ def test_a_full_group_refuses_new_members(
     assert (full.code, full.field) == ("room_full", "room_id")
     # A member asking again still hears that they are already in.
     assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
+
+
+# --- hostile load: names and registration limits (issue 8) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("\u0430lice", "username_confusable"),  # Cyrillic a
+        ("\uff41\uff4c\uff49\uff43\uff45", "username_taken"),  # fullwidth, NFKC = alice
+        ("ALICE", "username_taken"),
+        ("a1ice", "username_confusable"),
+        ("alice\u034f", "username_invisible"),
+        ("alice\ufe0f", "username_invisible"),
+        ("alice\u3164", "username_invisible"),
+    ],
+)
+def test_names_that_pass_for_alice_are_refused(server: FakeServer, name: str, code: str) -> None:
+    signup(server, "alice")
+    error = fails(register, FakeContext(server), **form(name, email="other@example.org"))
+    assert (error.code, error.field) == (code, "username")
+
+
+def test_elise_and_accented_capital_elise_are_one_name(server: FakeServer) -> None:
+    ok(register, FakeContext(server), **form("élise", email="e1@example.org"))
+    error = fails(register, FakeContext(server), **form("Élise", email="e2@example.org"))
+    assert error.code == "username_taken"
+    ok(login, FakeContext(server), username="ÉLISE", password=PASSWORD)
+
+
+def test_registrations_per_address_are_limited(server: FakeServer) -> None:
+    server.config = dataclasses.replace(server.config, register_per_address=3)
+    for index in range(3):
+        ok(register, FakeContext(server), **form(f"user{index}x"))
+    error = fails(register, FakeContext(server), **form("user9x"))
+    assert error.code == "too_many_registrations" and "minutes" in error.message
+    ok(register, FakeContext(server, peer=("10.5.5.5", 1)), **form("user9x"))
+    server.time += int(server.config.register_window * 1000)
+    ok(register, FakeContext(server), **form("user10x"))
+
+
+def test_an_address_has_few_hashes_in_flight_and_a_bounded_queue(server: FakeServer) -> None:
+    server.config = dataclasses.replace(
+        server.config, hashes_in_flight_per_address=2, hashes_waiting_per_address=3
+    )
+    signup(server, "alice")
+    server.deferred = []
+    guesses = [FakeContext(server, peer=("10.2.0.1", 1)) for _ in range(6)]
+    for index, ctx in enumerate(guesses):
+        call(login, ctx, username=f"nobody{index}", password="guess")
+    assert server.hashes.in_flight("10.2.0.1") == 2 and server.hashes.waiting("10.2.0.1") == 3
+    assert len(server.deferred) == 2  # only two hashes reached the workers
+    assert answer(guesses[5]).code == "server_busy"
+    honest = FakeContext(server, peer=("10.2.0.2", 1))
+    call(login, honest, username="alice", password=PASSWORD)
+    assert len(server.deferred) == 3  # another address is not queued behind the flood
+    while server.deferred:
+        server.run_deferred()
+    assert [kind for kind, _ in honest.answers] == ["reply"]
+    assert [answer(ctx).code for ctx in guesses[:5]] == ["login_failed"] * 5
+    assert server.hashes.in_flight("10.2.0.1") == 0
+
+
+# --- quotas and retention (issue 8) ----------------------------------------------------
+
+
+def limit(server: FakeServer, **changes: Any) -> None:
+    server.config = dataclasses.replace(server.config, **changes)
+
+
+def test_pending_friend_requests_are_limited_both_ways(server: FakeServer) -> None:
+    limit(server, max_friend_requests_out=2, max_friend_requests_in=2)
+    for name in ("bob", "carol", "dave", "erin", "frank"):
+        signup(server, name)
+    alice = online(server, "alice")
+    ok(add_friend, alice, username="bob")
+    ok(add_friend, as_user(server, "alice"), username="carol")
+    error = fails(add_friend, as_user(server, "alice"), username="dave")
+    assert error.code == "too_many_friend_requests"
+    online(server, "erin")
+    online(server, "frank")
+    online(server, "dave")
+    ok(add_friend, as_user(server, "erin"), username="bob")  # bob now has two waiting
+    error = fails(add_friend, as_user(server, "frank"), username="bob")
+    assert (error.code, error.field) == ("friend_requests_full", "username")
+    ok(resolve_friend_request, online(server, "bob"), username="alice", decision="reject")
+    ok(add_friend, as_user(server, "frank"), username="bob")
+
+
+def test_login_pages_friend_requests_and_contact_list_gives_the_rest(server: FakeServer) -> None:
+    limit(server, friend_requests_page=2)
+    signup(server, "alice")
+    askers = [f"asker{index}" for index in range(5)]
+    for name in askers:
+        online(server, name)
+        ok(add_friend, as_user(server, name), username="alice")
+        server.time += 1
+    bundle = ok(login, FakeContext(server), username="alice", password=PASSWORD)
+    assert bundle["friend_requests"] == askers[:2] and bundle["friend_requests_next"]
+    names, cursor = list(bundle["friend_requests"]), bundle["friend_requests_next"]
+    while cursor:
+        page = ok(contact_list, as_user(server, "alice"), requests_after=cursor)
+        assert set(page) == {"friend_requests", "friend_requests_next"}
+        names += page["friend_requests"]
+        cursor = page["friend_requests_next"]
+    assert names == askers
+
+
+def test_rooms_per_account_are_limited(server: FakeServer) -> None:
+    limit(server, max_rooms_per_account=2)
+    online(server, "alice")
+    ok(create_room, as_user(server, "alice"), name="one")
+    ok(create_room, as_user(server, "alice"), name="two")
+    assert fails(create_room, as_user(server, "alice"), name="three").code == "too_many_rooms"
+
+
+def test_uploads_kept_and_their_bytes_are_limited(server: FakeServer) -> None:
+    limit(server, max_uploads_per_account=2, max_upload_bytes_per_account=1_000_000)
+    online(server, "alice")
+    digest = bytes(32)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="a" * 32, size=10, digest=digest)
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=10, digest=digest)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=10, digest=digest
+    )
+    assert error.code == "upload_quota_exceeded"
+    limit(server, max_uploads_per_account=10, max_upload_bytes_per_account=1_000)
+    error = fails(
+        upload_begin, as_user(server, "alice"), attachment_id="c" * 32, size=990, digest=digest
+    )
+    assert (error.code, error.field) == ("upload_quota_exceeded", "size")
+
+
+def test_undelivered_messages_per_recipient_are_limited(server: FakeServer) -> None:
+    limit(server, max_undelivered_per_recipient=2)
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    for index in range(2):
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+    assert (error.code, error.field) == ("recipient_inbox_full", "target")
+    ok(ack_delivery, as_user(server, "bob"), message_ids=[f"{0:032x}"])
+    assert answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))["time"]
+
+
+def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeServer) -> None:
+    from server.storage import retention
+
+    online(server, "alice")
+    online(server, "bob")
+    befriend(server, "alice", "bob")
+    digest = hashlib.sha256(b"hello").digest()
+    alice = as_user(server, "alice")
+    ok(upload_begin, alice, attachment_id="a" * 32, size=5, digest=digest)
+    ok(upload_chunk, as_user(server, "alice"), attachment_id="a" * 32, offset=0, data=b"hello")
+    ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=5, digest=digest)
+    answer(send(as_user(server, "alice"), "1" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32]))
+    answer(send(as_user(server, "alice"), "2" * 32, "bob", {"bob": b"y"}))
+    ok(ack_delivery, as_user(server, "bob"), message_ids=["1" * 32])
+    day = 24 * 3600 * 1000
+    early = retention.sweep(server.db, server.time + day, retention_days=30, abandoned_hours=48)
+    assert (early.envelopes, early.attachments) == (0, [])
+    result = retention.sweep(
+        server.db, server.time + 31 * day, retention_days=30, abandoned_hours=48
+    )
+    assert result.envelopes == 1 and sorted(result.attachments) == ["a" * 32, "b" * 32]
+    left = [d.message_id for d in messages.undelivered(server.db, uid(server, "bob"))]
+    assert left == ["2" * 32]  # undelivered messages are never swept
+    assert attachments.get(server.db, "a" * 32) is None

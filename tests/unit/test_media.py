@@ -241,3 +241,33 @@ def test_dest_dir_is_created_and_relative_paths_resolve_inside(
     path = safe_download_path(Path("new/sub"), "../../../escape.txt")
     assert path == (tmp_path / "new" / "sub" / "escape.txt").resolve()
     assert os.path.commonpath([path, tmp_path.resolve()]) == str(tmp_path.resolve())
+
+
+# ---------------------------------------------------------------- hostile load (issue 8)
+
+
+def test_no_automatic_thumbnail_above_the_pixel_budget(tmp_path: Path) -> None:
+    from client.core.media import AUTO_THUMBNAIL_PIXELS
+
+    side = int((1.2 * AUTO_THUMBNAIL_PIXELS) ** 0.5)  # 24 MP: a real image may have it
+    big = crafted_png(tmp_path / "big.png", side, side)
+    assert detect_image(big) is not None  # still an image the user can open and save
+    with pytest.raises(NotAnImageError):
+        thumbnail(big, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_thumbnails_are_private(tmp_path: Path) -> None:
+    source = make_image(tmp_path / "p.png", "PNG", (400, 300))
+    cache = tmp_path / "data" / "thumbnails"
+    made = thumbnail(source, cache)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+def test_a_new_download_folder_is_private_with_its_parents(tmp_path: Path) -> None:
+    path = safe_download_path(tmp_path / "a" / "b", "x.txt")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol.codec import Limits, encode
 from common.protocol.message import (
+    MAX_MESSAGES_PER_RECORD,
     MAX_REQUEST_ID,
     Message,
     decode_message,
+    decode_messages,
+    encode_batch,
     encode_message,
     error,
     push,
@@ -249,3 +252,72 @@ def test_reply_and_error_reject_a_bad_id(request_id: int) -> None:
         reply(request_id, {})
     with pytest.raises(LocalProtocolError):
         error(request_id, "bad_request", "no")
+
+
+# -- several messages in one record body (docs/protocol.md §3) ---------------------------
+
+
+@given(st.lists(MESSAGES, min_size=1, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_a_batch_decodes_to_the_same_messages_in_order(batch: list[Message]) -> None:
+    body = encode_batch([encode_message(message) for message in batch])
+    assert decode_messages(body) == batch
+
+
+def test_a_batch_of_one_is_the_plain_encoding() -> None:
+    ping = encode_message(Message(MessageType.PING, 7, {}))
+    assert encode_batch([ping]) == ping
+    assert decode_messages(ping) == [Message(MessageType.PING, 7, {})]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"\x06",  # a header cut short
+        b"\x06\x00\x00\x00\x1f",  # a list header whose body is missing
+        b"\x07\x00\x00\x00\x00",  # a dict where a message list belongs
+        b"\x00\x00\x00\x00\x00",  # a none
+    ],
+)
+def test_a_batch_with_anything_but_whole_messages_is_rejected(tail: bytes) -> None:
+    ping = encode_message(Message(MessageType.PING, 7, {}))
+    with pytest.raises(RemoteProtocolError):
+        decode_messages(ping + tail)
+
+
+def test_a_batch_holds_at_most_the_record_limit() -> None:
+    ping = encode_message(Message(MessageType.PING, 7, {}))
+    assert len(decode_messages(ping * MAX_MESSAGES_PER_RECORD)) == MAX_MESSAGES_PER_RECORD
+    with pytest.raises(RemoteProtocolError):
+        decode_messages(ping * (MAX_MESSAGES_PER_RECORD + 1))
+    with pytest.raises(LocalProtocolError):
+        encode_batch([ping] * (MAX_MESSAGES_PER_RECORD + 1))
+    with pytest.raises(LocalProtocolError):
+        encode_batch([])
+
+
+def test_a_batch_is_bounded_by_the_size_limit_as_a_whole() -> None:
+    ping = encode_message(Message(MessageType.PING, 7, {}))
+    limits = Limits(max_size=len(ping) * 3)
+    assert len(decode_messages(ping * 3, limits)) == 3
+    with pytest.raises(RemoteProtocolError):
+        decode_messages(ping * 4, limits)
+
+
+@given(st.lists(MESSAGES, min_size=2, max_size=4), st.data())
+@settings(max_examples=60, deadline=None)
+def test_mutated_batches_raise_only_remote_protocol_error(
+    batch: list[Message], data: st.DataObject
+) -> None:
+    body = bytearray(encode_batch([encode_message(message) for message in batch]))
+    index = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+    body[index] ^= data.draw(st.integers(min_value=1, max_value=255))
+    with contextlib.suppress(RemoteProtocolError):
+        decode_messages(bytes(body))
+
+
+@given(MESSAGES)
+@settings(max_examples=200, deadline=None)
+def test_encode_message_equals_the_generic_encoding(message: Message) -> None:
+    generic = encode([int(message.type), message.request_id, message.params])
+    assert encode_message(message) == generic

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from common.errors import RemoteProtocolError
-from common.protocol.message import Message, reply
+from common.protocol.message import Message, decode_message, reply
 from common.protocol.opcodes import MessageType
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
@@ -52,7 +52,12 @@ class LineChannel:
         out, self._outgoing = self._outgoing, b""
         return out
 
-    def send(self, message: Message) -> bytes:
+    def send_batch(self, bodies: list[bytes]) -> bytes:
+        """One line per message, all in one write: a turn's messages share a record."""
+        return b"".join(self._line(decode_message(body)) for body in bodies)
+
+    @staticmethod
+    def _line(message: Message) -> bytes:
         size = int(message.params.get("size", 0))
         return f"{int(message.type)} {message.request_id} ".encode() + b"x" * size + b"\n"
 
@@ -417,3 +422,18 @@ def test_shutdown_flushes_queued_output_before_closing() -> None:
         data += chunk
     assert data == b"1 42 xxxxxxxxxx\n"
     assert h.events[-1] == "commit"
+
+
+def test_output_queued_by_the_commit_hook_is_written_in_the_same_turn(harness: Harness) -> None:
+    """The turn's gathered pushes are queued by the commit hook: they must not wait."""
+    client = harness.connect()
+    (connection,) = harness.reactor.connections
+
+    def push_at_commit() -> None:
+        connection.send(Message(MessageType.PING, 0, {}))
+        harness.commit_hook = None
+
+    harness.commit_hook = push_at_commit
+    harness.reactor.run_once(timeout=0.0)  # nothing else was queued in this turn
+    client.settimeout(0.5)
+    assert client.recv(100) == b"3 0 \n"

@@ -184,7 +184,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.has_pending_request(db, alice, bob)
     assert not friends.has_pending_request(db, bob, alice)
     assert not friends.are_friends(db, alice, bob)
-    assert friends.incoming_requests(db, bob) == ["alice"]
+    assert friends.incoming_requests_page(db, bob, "", 10) == (["alice"], "")
     assert friends.relations(db, bob, [alice]) == {alice: "pending"}
     with pytest.raises(sqlite3.IntegrityError):
         friends.add_request(db, alice, bob, 11)
@@ -192,7 +192,7 @@ def test_friend_request_accept_and_remove(db: Database) -> None:
     assert friends.accept_request(db, alice, bob, 20)
     assert not friends.accept_request(db, alice, bob, 21)
     assert friends.are_friends(db, alice, bob) and friends.are_friends(db, bob, alice)
-    assert friends.incoming_requests(db, bob) == []
+    assert friends.incoming_requests_page(db, bob, "", 10) == ([], "")
     assert friends.friend_ids(db, bob) == [alice]
     assert friends.relations(db, alice, [bob]) == {bob: "friend"}
 
@@ -307,7 +307,7 @@ def test_undelivered_rows_come_in_server_order_with_attachments(db: Database) ->
 def test_store_message_is_idempotent(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
     room = rooms.create_room(db, "r", alice, 1)
-    for _ in range(2):
+    stored_now = [
         messages.store_message(
             db,
             message_id="1" * 32,
@@ -317,13 +317,38 @@ def test_store_message_is_idempotent(db: Database) -> None:
             time=50,
             envelopes=[(bob, b"b"), (carol, b"c")],
         )
+        for _ in range(2)
+    ]
+    assert stored_now == [True, False]
     assert db.scalar("SELECT count(*) FROM chat_history") == 2
     stored = messages.find_message(db, "1" * 32)
     assert stored == messages.StoredMessage("1" * 32, alice, 50)
     assert messages.find_message(db, "2" * 32) is None
-    assert conversations.last_message_times(db, [conversations.room_key(room)]) == {
-        conversations.room_key(room): 50
-    }
+    assert messages.conversation_key(alice, messages.ROOM, room) == conversations.room_key(room)
+    assert messages.conversation_key(bob, messages.USER, alice) == (
+        conversations.user_pair_key(alice, bob)
+    )
+
+
+def test_a_message_id_belongs_to_its_first_sender(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    first = dict(message_id="1" * 32, target_type=messages.USER, time=5)
+    assert messages.store_message(
+        db, sender_id=alice, target_id=bob, envelopes=[(bob, b"b")], **first
+    )
+    # carol reuses alice's id for another recipient: nothing is stored under it.
+    assert not messages.store_message(
+        db, sender_id=carol, target_id=bob, envelopes=[(alice, b"c")], **first
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1
+    assert messages.find_message(db, "1" * 32) == messages.StoredMessage("1" * 32, alice, 5)
+
+
+def test_touch_many_keeps_the_newest_time(db: Database) -> None:
+    conversations.touch(db, "r:1", 100)
+    conversations.touch_many(db, [("r:1", 50), ("r:2", 70)])
+    conversations.touch_many(db, [("r:2", 90)])
+    assert conversations.last_message_times(db, ["r:1", "r:2"]) == {"r:1": 100, "r:2": 90}
 
 
 def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> None:
@@ -442,3 +467,14 @@ def test_old_failures_are_forgotten(db: Database) -> None:
     later = 5 + login_attempts.FAILURE_MEMORY_MS
     fresh = login_attempts.record_failure(db, key, later, POLICY)
     assert (fresh.failures, fresh.locked_until) == (1, 0)
+
+
+def test_a_room_message_id_also_belongs_to_its_first_sender(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    first = dict(message_id="2" * 32, target_type=messages.ROOM, target_id=room, time=5)
+    assert messages.store_message(db, sender_id=alice, envelopes=[(bob, b"b")], **first)
+    assert not messages.store_message(
+        db, sender_id=carol, envelopes=[(alice, b"a"), (bob, b"b2")], **first
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1

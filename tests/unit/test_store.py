@@ -156,8 +156,8 @@ def test_summaries_keep_newest_preview_even_when_older_arrives_late(store: Local
     )
     summaries = store.chat_summaries()
     assert summaries == {
-        ("user", "bob"): ChatSummary(last_message="newest line", last_time=500, unread=2),
-        ("room", "3"): ChatSummary(last_message="x", last_time=50, unread=0),
+        ("user", "bob"): ChatSummary("newest line", 500, 2, last_sender="bob"),
+        ("room", "3"): ChatSummary("x", 50, 0, last_sender="me"),
     }
 
 
@@ -181,16 +181,54 @@ def test_batch_summary_matches_one_by_one_inserts(tmp_path: Path) -> None:
             single.add_message(m)
         assert single.chat_summaries() == batch_summaries
     assert batch_summaries == {
-        ("user", "bob"): ChatSummary("b tie later wins", 30, 5),
-        ("room", "9"): ChatSummary("room", 1, 1),
-        ("user", "carol"): ChatSummary("carol", 3, 0),
+        ("user", "bob"): ChatSummary("b tie later wins", 30, 5, "bob"),
+        ("room", "9"): ChatSummary("room", 1, 1, "9"),
+        ("user", "carol"): ChatSummary("carol", 3, 0, "me"),
     }
 
 
 def test_summary_preview_of_attachment(store: LocalStore) -> None:
     attachment = Attachment("b" * 32, "cat.png", 10, b"k" * 32, b"d" * 32, 1024)
     store.add_message(msg("", kind="image", attachment=attachment, time=9))
-    assert store.chat_summaries()[("user", "bob")].last_message == "[image] cat.png"
+    summary = store.chat_summaries()[("user", "bob")]
+    assert (summary.last_message, summary.last_kind, summary.last_sender) == (
+        "cat.png",
+        "image",
+        "bob",
+    )  # the contact list translates the kind, so the store keeps it apart
+
+
+def test_drafts_and_styles_per_chat(store: LocalStore) -> None:
+    store.save_draft("user", "bob", "half a thought")
+    store.save_draft("room", "3", "")
+    assert store.drafted_chats() == {("user", "bob")}
+    assert store.style("user", "bob") is None
+    store.save_style("user", "bob", 18, "#aa0000")
+    store.save_style("user", "bob", 20, "#00aa00")
+    assert store.style("user", "bob") == (20, "#00aa00")
+    assert store.style("room", "3") is None
+
+
+def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with LocalStore(path) as fresh:
+        fresh.add_message(msg("before the upgrade", time=7))
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE chat_styles")
+    conn.execute("ALTER TABLE chats DROP COLUMN last_sender")
+    conn.execute("ALTER TABLE chats DROP COLUMN last_kind")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with LocalStore(path) as upgraded:
+        assert upgraded.chat_summaries()[("user", "bob")] == ChatSummary(
+            "before the upgrade", 7, 1
+        )
+        upgraded.add_message(msg("after", time=8))
+        assert upgraded.chat_summaries()[("user", "bob")].last_sender == "bob"
+        upgraded.save_style("user", "bob", 14, "#123456")
 
 
 # ---------------------------------------------------------------- history paging

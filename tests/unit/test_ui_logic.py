@@ -3,6 +3,7 @@ error wording and the translation catalogs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from client.components.formatting import (
     format_list_time,
     format_message_time,
     format_size,
+    preview_text,
     status_mark,
 )
 from client.core.models import ChatMessage, Contact
@@ -25,7 +27,6 @@ from client.forms.chat import (
     MAX_FONT_SIZE,
     MIN_FONT_SIZE,
     ChatTranscript,
-    ProgressTracker,
     clamp_font_size,
     normalise_color,
     search_in_chat,
@@ -83,7 +84,7 @@ def message(mid: str, time: int = 0, **extra: object) -> ChatMessage:
 # ---------------------------------------------------------------- contact list
 
 
-def test_contacts_sort_online_first_then_newest_message_then_name() -> None:
+def test_contacts_sort_by_last_activity_only_then_name() -> None:
     contacts = [
         Contact("user", "dave", "dave", online=False, last_message_time=900),
         Contact("user", "bob", "bob", online=True, last_message_time=100),
@@ -91,7 +92,34 @@ def test_contacts_sort_online_first_then_newest_message_then_name() -> None:
         Contact("user", "amy", "amy", online=True, last_message_time=100),
         Contact("user", "eve", "eve", online=True, last_message_time=300),
     ]
-    assert [c.id for c in sort_contacts(contacts)] == ["eve", "amy", "bob", "dave", "7"]
+    assert [c.id for c in sort_contacts(contacts)] == ["dave", "7", "eve", "amy", "bob"]
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+def test_previews_translate_the_kind_name_the_group_sender_and_mark_drafts(
+    language: str,
+) -> None:
+    i18n.use_language(language)
+    try:
+        friend = Contact("user", "bob", "bob", last_message="cat.png", last_kind="image")
+        assert preview_text(friend, "me") == ("", f"{i18n.t('contacts.preview_image')} cat.png")
+        room = Contact("room", "7", "Club", last_message="hi all", last_sender="bob")
+        assert preview_text(room, "me")[1] == i18n.t(
+            "contacts.preview_sender", name="bob", text="hi all"
+        )
+        mine = dataclasses.replace(room, last_sender="me", last_kind="file", last_message="a.pdf")
+        assert preview_text(mine, "me")[1] == i18n.t(
+            "contacts.preview_sender",
+            name=i18n.t("contacts.you"),
+            text=f"{i18n.t('contacts.preview_file')} a.pdf",
+        )
+        drafted = dataclasses.replace(friend, draft=True)
+        assert preview_text(drafted, "me")[0] == i18n.t("contacts.draft_marker")
+        assert preview_text(Contact("user", "x", "x"), "me") == ("", "")
+        if language == "zh_CN":
+            assert "[文件]" in preview_text(mine, "me")[1]
+    finally:
+        i18n.use_language("en")
 
 
 def test_badge_text_hides_zero_and_caps_large_counts() -> None:
@@ -257,19 +285,6 @@ def test_a_status_that_overtakes_its_message_is_applied_on_arrival() -> None:
         transcript.set_status(f"other{number}", "sent")
     late = transcript.add(message("other0", outgoing=True, status="sending"))
     assert late is not None and late.status == "sending"
-
-
-def test_progress_tracker_reports_fractions_while_active() -> None:
-    tracker = ProgressTracker()
-    assert (tracker.active, tracker.fraction()) == (False, 0.0)
-    tracker.start()
-    tracker.report(25, 100)
-    assert (tracker.active, tracker.fraction()) == (True, 0.25)
-    tracker.report(150, 100)
-    assert tracker.fraction() == 1.0
-    tracker.finish()
-    tracker.finish()
-    assert tracker.active is False
 
 
 # ---------------------------------------------------------------- login and registration
@@ -464,3 +479,14 @@ def test_translator_fills_placeholders_and_falls_back() -> None:
     assert not i18n.has("no.such.key")
     with pytest.raises(ValueError, match="unsupported"):
         i18n.use_language("fr")
+
+
+def test_the_register_form_names_an_invisible_character_inline() -> None:
+    from client import i18n
+    from client.forms.register import field_errors
+
+    for language in i18n.LANGUAGES:
+        i18n.use_language(language)
+        errors = field_errors({"username": "alice\u3164"}, ["username"])
+        assert errors["username"] == i18n.t("error.username_invisible")
+    i18n.use_language("en")

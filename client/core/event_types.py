@@ -1,0 +1,199 @@
+"""The events the headless client hands to its listeners: one frozen dataclass per kind.
+
+Why typed: a listener matches with `isinstance` and mypy checks every field it reads,
+where `Event(kind: str, data: dict)` let a misspelt key or a wrong type through to the
+screen. `kind` stays as a class constant (the name docs/api.md and logs use) and `data`
+gives the fields as a dict for generic code such as test matchers; typed code reads the
+attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+from client.core.models import ChatMessage, Contact, MessageStatus
+
+ConnectionState = Literal["connecting", "connected", "disconnected", "reconnecting"]
+TransferDirection = Literal["upload", "download"]
+MemberChange = Literal["joined", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event; see docs/api.md for the list."""
+
+    kind: ClassVar[str] = "event"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The fields by name (for logging and generic matchers)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged(Event):
+    kind: ClassVar[str] = "connection"
+    state: ConnectionState
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked(Event):
+    """Another login took the account; `address` is where it came from."""
+
+    kind: ClassVar[str] = "kicked"
+    reason: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged(Event):
+    kind: ClassVar[str] = "presence"
+    username: str
+    online: bool
+    ip: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContactAdded(Event):
+    kind: ClassVar[str] = "contact_added"
+    contact: Contact
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRemoved(Event):
+    kind: ClassVar[str] = "contact_removed"
+    contact: Contact
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequest(Event):
+    kind: ClassVar[str] = "friend_request"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequestRefused(Event):
+    """`username` declined the request we sent."""
+
+    kind: ClassVar[str] = "friend_refused"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(Event):
+    """An incoming message, already stored locally and acknowledged."""
+
+    kind: ClassVar[str] = "message"
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent(Event):
+    """One of our own messages was stored locally (status `sending` or later).
+
+    Emitted by every send, from whichever window or thread made it, so the contact list
+    and every window showing that chat see it at once (an attachment before its upload).
+    """
+
+    kind: ClassVar[str] = "message_sent"
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStatusChanged(Event):
+    kind: ClassVar[str] = "message_status"
+    message_id: str
+    status: MessageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMemberChanged(Event):
+    kind: ClassVar[str] = "room_member"
+    room_id: int
+    username: str
+    event: MemberChange
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanged(Event):
+    """A friend's key changed; nothing to or from them moves until `trust_new_key`."""
+
+    kind: ClassVar[str] = "key_changed"
+    username: str
+    old_fingerprint: str
+    new_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTrusted(Event):
+    """`trust_new_key(username)` accepted the changed key: warnings about it can go."""
+
+    kind: ClassVar[str] = "key_trusted"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMissing(Event):
+    """This computer has no private keys for the account: it can read nothing new."""
+
+    kind: ClassVar[str] = "key_missing"
+    username: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferProgress(Event):
+    """Bytes moved of one attachment (of its encrypted size), in either direction."""
+
+    kind: ClassVar[str] = "transfer"
+    attachment_id: str
+    done: int
+    total: int
+    direction: TransferDirection
+
+
+@dataclass(frozen=True, slots=True)
+class ExportProgress(Event):
+    """`export_history` wrote `done` of `total` messages."""
+
+    kind: ClassVar[str] = "export_progress"
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncResult(Event):
+    """Internal: carries a `run_async` callback to the draining thread."""
+
+    kind: ClassVar[str] = "async_result"
+    callback: Callable[[Any], object] | None
+    value: Any
+
+
+__all__ = [
+    "AsyncResult",
+    "ConnectionChanged",
+    "ConnectionState",
+    "ContactAdded",
+    "ContactRemoved",
+    "Event",
+    "ExportProgress",
+    "FriendRequest",
+    "FriendRequestRefused",
+    "KeyChanged",
+    "KeyMissing",
+    "KeyTrusted",
+    "Kicked",
+    "MemberChange",
+    "MessageReceived",
+    "MessageSent",
+    "MessageStatusChanged",
+    "PresenceChanged",
+    "RoomMemberChanged",
+    "TransferDirection",
+    "TransferProgress",
+]
