@@ -152,3 +152,51 @@ def rotation_due(created_ms: int, now_ms: int, lifetime_ms: int = KEM_KEY_LIFETI
 def keep_retired(retired_ms: int, now_ms: int, grace_ms: int = KEM_KEY_GRACE_MS) -> bool:
     """Whether a replaced private half must still be kept (distributions in flight)."""
     return now_ms - retired_ms < grace_ms
+
+
+_KEYRING_RECORD = struct.Struct(">32sQQ")  # seed, created ms, retired ms (0 = current)
+
+
+@dataclass(frozen=True)
+class KemKeyring:
+    """A user's KEM private halves: the current one and those retired but in grace."""
+
+    current: KemKeyPair
+    created_ms: int
+    retired: tuple[tuple[KemKeyPair, int, int], ...] = ()  # (pair, created, retired)
+
+    def find(self, key_id: bytes) -> KemKeyPair | None:
+        """The private half named by a distribution's key id, current or retired."""
+        if self.current.key_id == key_id:
+            return self.current
+        return next((pair for pair, _, _ in self.retired if pair.key_id == key_id), None)
+
+    def rotated(self, new: KemKeyPair, now_ms: int) -> KemKeyring:
+        """`new` becomes current; the old one is kept for the grace period."""
+        retired = ((self.current, self.created_ms, now_ms), *self.retired)
+        return KemKeyring(new, now_ms, retired).pruned(now_ms)
+
+    def pruned(self, now_ms: int) -> KemKeyring:
+        """Drop retired halves whose grace period is over (forward secrecy of the KEM)."""
+        kept = tuple(item for item in self.retired if keep_retired(item[2], now_ms))
+        return KemKeyring(self.current, self.created_ms, kept)
+
+    def to_bytes(self) -> bytes:
+        records = [_KEYRING_RECORD.pack(self.current.seed, self.created_ms, 0)]
+        records += [_KEYRING_RECORD.pack(p.seed, c, r) for p, c, r in self.retired]
+        return b"".join(records)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KemKeyring:
+        size = _KEYRING_RECORD.size
+        if not data or len(data) % size:
+            raise EndToEndError("bad KEM keyring")
+        records = [_KEYRING_RECORD.unpack_from(data, i) for i in range(0, len(data), size)]
+        (seed, created, retired_at), rest = records[0], records[1:]
+        if retired_at != 0 or any(r == 0 for _, _, r in rest):
+            raise EndToEndError("bad KEM keyring")
+        retired = tuple((KemKeyPair.from_seed(s), c, r) for s, c, r in rest)
+        return cls(KemKeyPair.from_seed(seed), created, retired)
+
+    def __repr__(self) -> str:
+        return f"KemKeyring(current={self.current!r}, retired={len(self.retired)})"

@@ -34,6 +34,7 @@ class MessageType(IntEnum):
     RESOLVE_FRIEND_REQUEST = 33
     DELETE_FRIEND = 34
     CERTIFICATE = 35
+    PUBLISH_KEM_KEY = 36  # request: {kem_key} -> REPLY {key_id}
 
     # messages
     SEND_MESSAGE = 40

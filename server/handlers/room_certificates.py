@@ -1,4 +1,6 @@
-"""ROOM_CERTIFICATES {room_id} -> {room_id, members: [{username, certificate}]}.
+"""ROOM_CERTIFICATES {room_id} -> {room_id, members: [{username, certificate, kem_key}]}.
+
+`kem_key` is each member's current signed KEM key, or None before they published one.
 
 What a member needs to seal a group message to everyone else; members only.
 """
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.protocol.opcodes import MessageType
 from server.handlers._common import member_room_id
-from server.storage import rooms
+from server.storage import kem_keys, rooms
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -20,8 +22,10 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     room_id = member_room_id(ctx, params)
+    certificates = rooms.member_certificates(ctx.db, room_id)
+    kem = kem_keys.current_for_names(ctx.db, [name for name, _ in certificates])
     members = [
-        {"username": name, "certificate": certificate}
-        for name, certificate in rooms.member_certificates(ctx.db, room_id)
+        {"username": name, "certificate": certificate, "kem_key": kem.get(name)}
+        for name, certificate in certificates
     ]
     return {"room_id": room_id, "members": members}

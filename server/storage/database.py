@@ -32,8 +32,12 @@ def _migration_002() -> str:
     return resources.files("server.storage").joinpath("migration_002.sql").read_text("utf-8")
 
 
+def _migration_003() -> str:
+    return resources.files("server.storage").joinpath("migration_003.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
-MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1, _migration_002)
+MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1, _migration_002, _migration_003)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -819,7 +819,7 @@ def test_certificate_access(server: FakeServer) -> None:
         reply = ok(certificate, as_user(server, "alice"), username=name)
         expected = users.by_username(server.db, name)
         assert expected is not None
-        assert reply == {"username": name, "certificate": expected.certificate}
+        assert reply == {"username": name, "certificate": expected.certificate, "kem_key": None}
     assert fails(certificate, as_user(server, "alice"), username="dave").code == "forbidden"
     assert fails(certificate, as_user(server, "alice"), username="eve").code == "user_not_found"
 
