@@ -194,7 +194,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
 # --- version 2: the KEM keyring, and version-1 files from before it --------------------
 
 
-def _write_version_1(path: Path, keys: UserKeys) -> None:
+def _write_version_1(path: Path, keys: UserKeys, password: str = PASSWORD) -> None:
     """A key file exactly as the previous release wrote it (version 1, 64 raw bytes)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -202,7 +202,7 @@ def _write_version_1(path: Path, keys: UserKeys) -> None:
 
     params, salt, nonce = KdfParams(n=1024), os.urandom(16), os.urandom(12)
     raw = _private_raw(UserKeys(keys.identity, keys.agreement))
-    ciphertext = AESGCM(_derive_key(PASSWORD, salt, params)).encrypt(
+    ciphertext = AESGCM(_derive_key(password, salt, params)).encrypt(
         nonce, raw, _associated_data(params, salt, 1)
     )
     document = {
