@@ -160,6 +160,7 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     from server.app import DATABASE_FILE
     from server.storage import users
     from server.storage.database import Database
+    from server.transparency import TransparencyLog
 
     started = time.perf_counter()
     data = Path(workdir.name) / "server"
@@ -168,11 +169,13 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     keys = generate_user_keys()
     password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
     db = Database.open(data / DATABASE_FILE)
+    key_log = TransparencyLog(db, identity, now_ms)  # as REGISTER does, every key is logged
     try:
         with db.transaction():
             for name in names:
                 email = f"{name}@bench.example.org"
                 info = CsrInfo(name, email, keys.identity_public, keys.agreement_public)
+                certificate = issue_certificate(identity, info)
                 users.create_user(
                     db,
                     username=name,
@@ -180,9 +183,10 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
                     email=email,
                     sex="other",
                     age=30,
-                    certificate=issue_certificate(identity, info),
+                    certificate=certificate,
                     now=now_ms(),
                 )
+                key_log.append("certificate", name, certificate)
     finally:
         db.close()
     elapsed = time.perf_counter() - started
@@ -311,10 +315,15 @@ class Link:
         while not self.flush():
             self.wait(select.POLLOUT, deadline - time.monotonic())
         while True:
-            for message in self.receive():
-                if message.type in REPLY_TYPES and message.request_id == request_id:
-                    return message
-                self.pushes.append(message)
+            answer: Message | None = None
+            for message in self.receive():  # keep what shares the read with the answer
+                mine = message.type in REPLY_TYPES and message.request_id == request_id
+                if answer is None and mine:
+                    answer = message
+                else:
+                    self.pushes.append(message)
+            if answer is not None:
+                return answer
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(f"{kind.name} by {self.name}: no answer in {timeout} s")

@@ -30,6 +30,9 @@ _SOAK_TINY: tuple[str, ...] = ("--minutes", "0.05", "--users", "4", "--rate", "2
 _SOAK_TINY += ("--reconnect-every", "1", "--file-every", "1", "--hostile-every", "1")
 _SOAK_TINY += ("--sample-every", "1")
 
+_KT_TINY: tuple[str, ...] = ("--entries", "2000", "--users", "4", "--rounds", "4")
+_KT_TINY += ("--appends", "20", "--proofs", "20", "--fetches", "2")
+
 SCENARIOS: dict[str, Scenario] = {
     "smoke": Scenario("bench.common", (), ("--repeats", "5"), 60.0),
     "connections": Scenario(
@@ -96,6 +99,12 @@ SCENARIOS: dict[str, Scenario] = {
         _SOAK_QUICK,
         _SOAK_TINY,
         3 * 3600.0,
+    ),
+    "key_transparency": Scenario(
+        "bench.key_transparency",
+        ("--entries", "100000", "--users", "50", "--rounds", "60"),
+        _KT_TINY,
+        900.0,
     ),
     "bad_input": Scenario(
         "bench.bad_input", ("--connections", "500"), ("--connections", "30"), 180.0

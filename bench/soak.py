@@ -456,9 +456,21 @@ class Soak:
         return time.perf_counter() - started
 
     def settle(self) -> None:
-        """Bring everyone back and wait until every stored message has arrived."""
+        """Bring everyone back and wait until every stored message has arrived.
+
+        Then everyone logs in once more: whatever the server still holds undelivered
+        comes with that login, so a delivery counts as lost only if the server no
+        longer has it either; anything arriving again now is counted too.
+        """
         self.close_hostile()
-        deadline = time.perf_counter() + DRAIN_TIMEOUT
+        self._drain(DRAIN_TIMEOUT)
+        for user in self.users.values():
+            self.drop(user)
+        self._drain(DRAIN_TIMEOUT)
+        self.poll(0.3)  # any late duplicate would show up here
+
+    def _drain(self, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             for user in self.users.values():
                 if user.link is None:
@@ -469,7 +481,6 @@ class Soak:
             busy = any(user.unstored or user.pending for user in self.users.values())
             if not busy and self.ledger.lost == 0 and all(u.link for u in self.users.values()):
                 break
-        self.poll(0.3)  # any late duplicate would show up here
 
     def close(self) -> None:
         for user in self.users.values():

@@ -39,6 +39,24 @@ EN: dict[str, str] = {
     "login.busy": "Logging in…",
     "login.no_account": "No account yet?",
     "login.register_link": "Create one",
+    "identity.import_link": "Import identity file from another computer…",
+    "identity.export_link": "Export identity for another computer…",
+    "identity.passphrase": "Passphrase of the identity file",
+    "identity.passphrase_again": "Passphrase again",
+    "identity.import_and_login": "Import and log in",
+    "identity.choose_file": "Choose your identity file",
+    "identity.file_type": "Uchat identity files",
+    "identity.chosen": (
+        "Identity file: {name}. Type its passphrase, your username and password, then import."
+    ),
+    "identity.save": "Save identity file…",
+    "identity.export_explain": (
+        "Your private keys, sealed with a passphrase you choose now. On the other computer, "
+        "choose “Import identity file” on the login screen. Keep the file and the passphrase "
+        "apart."
+    ),
+    "identity.saved": "Identity saved to {path}. Only one computer is logged in at a time.",
+    "error.passphrase_mismatch": "The two passphrases do not match.",
     "login.server_hint": "host:port — the server's identity is checked on every connection",
     "login.kicked": "You were logged out because your account logged in elsewhere "
     "(from {address}).",
@@ -75,6 +93,7 @@ EN: dict[str, str] = {
     "contacts.empty": "No friends or groups yet.\nSearch for people above, or create a group.",
     "contacts.online": "Online",
     "contacts.you": "You",
+    "contacts.request_refused": "{name} declined your friend request.",
     "contacts.draft_marker": "[Draft]",
     "contacts.preview_image": "[Image]",
     "contacts.preview_file": "[File]",
@@ -83,7 +102,9 @@ EN: dict[str, str] = {
     "contacts.never_seen": "Not seen yet",
     "contacts.group_line": "Group #{number} · {count} members",
     "contacts.key_missing": "This computer does not hold your private keys, so messages "
-    "cannot be sent or read here. Log in on the computer where you registered.",
+    "cannot be sent or read here; they wait on the server. To use this computer: on the "
+    "one that has your keys, choose ⋯ → Export identity, then here log out and choose "
+    "“Import identity file” on the login screen.",
     "contacts.key_changed": "Warning: {name}'s security key has changed. "
     "Check the safety number with {name} before you trust it.",
     "contacts.open_chat": "Open chat",
@@ -96,6 +117,7 @@ EN: dict[str, str] = {
     "action.add_friend.prompt": "Username of the person to add",
     "action.add_friend.confirm": "Send request",
     "action.add_friend.done": "Friend request sent to {name}.",
+    "action.add_friend.accepted": "{name} had already asked you: you are friends now.",
     "action.delete_friend.button": "Delete friend",
     "action.delete_friend.prompt": "Username of the friend to delete",
     "action.delete_friend.confirm": "Delete",
@@ -148,6 +170,7 @@ EN: dict[str, str] = {
     ),
     "error.invalid_passphrase": "The passphrase must be at least 8 characters long.",
     "chat.pop_out": "Open in a new window",
+    "chat.search_menu": "Search history (Ctrl+F)",
     "chat.search_none": "No message matches “{query}”.",
     "chat.safety_number": "Safety number",
     "chat.safety_text": "Safety number with {name}: {number}\nCompare it with {name} in "
@@ -261,6 +284,37 @@ EN: dict[str, str] = {
     "error.file_not_found": "The file cannot be found.",
     "error.file_changed": "The file changed while it was being sent. Try again.",
     "error.no_key_change": "There is no new key to trust.",
+    "error.unknown_tree_size": (
+        "The server no longer admits to a key log it showed you before. Chat is blocked."
+    ),
+    "error.key_not_logged": (
+        "The server gave this person's key without proof that it is in the public key log. "
+        "Chat is blocked: the server may be impersonating them."
+    ),
+    "error.log_inconsistent": (
+        "The server's key log contradicts what you saw before. Chat is blocked: "
+        "the server may be showing different keys to different people."
+    ),
+    "transparency.alarm.foreign_key": (
+        "Alarm: the server published a key under your name that this computer did not make. "
+        "Someone may be impersonating you. Tell your friends to compare safety numbers."
+    ),
+    "transparency.alarm.rolled_back": (
+        "Alarm: the server showed an older key log than before (rolled back). "
+        "Chat is blocked until it shows a log that extends the one you hold."
+    ),
+    "transparency.alarm.not_extension": (
+        "Alarm: the server's key log is not an extension of the one you hold. "
+        "It may be showing different keys to different people. Chat is blocked."
+    ),
+    "transparency.alarm.split_view": (
+        "Alarm: {name} was shown a different key log than you (a split view). "
+        "The server may be showing different keys to different people."
+    ),
+    "transparency.alarm.not_logged": (
+        "Alarm: the server gave a key for {name} that is not in its public key log. "
+        "Chat with {name} is blocked."
+    ),
 }
 
 ZH_CN: dict[str, str] = {
@@ -284,6 +338,21 @@ ZH_CN: dict[str, str] = {
     "login.busy": "正在登录…",
     "login.no_account": "还没有账号？",
     "login.register_link": "立即注册",
+    "identity.import_link": "从另一台电脑导入身份文件……",
+    "identity.export_link": "导出身份（用于另一台电脑）……",
+    "identity.passphrase": "身份文件的口令",
+    "identity.passphrase_again": "再次输入口令",
+    "identity.import_and_login": "导入并登录",
+    "identity.choose_file": "选择您的身份文件",
+    "identity.file_type": "Uchat 身份文件",
+    "identity.chosen": "身份文件：{name}。请输入它的口令以及您的用户名和密码，然后导入。",
+    "identity.save": "保存身份文件……",
+    "identity.export_explain": (
+        "您的私钥将用您现在设置的口令加密保存。在另一台电脑的登录界面选择“导入身份文件”。请将文"
+        "件与口令分开保管。"
+    ),
+    "identity.saved": "身份已保存到 {path}。同一时间只能有一台电脑登录。",
+    "error.passphrase_mismatch": "两次输入的口令不一致。",
     "login.server_hint": "主机:端口 — 每次连接都会核验服务器身份",
     "login.kicked": "您的账号已在别处登录（来自 {address}），本机已下线。",
     "register.window_title": "Uchat — 注册账号",
@@ -317,6 +386,7 @@ ZH_CN: dict[str, str] = {
     "contacts.empty": "还没有好友或群聊。\n在上方搜索用户，或创建一个群聊。",
     "contacts.online": "在线",
     "contacts.you": "我",
+    "contacts.request_refused": "{name} 拒绝了您的好友请求。",
     "contacts.draft_marker": "[草稿]",
     "contacts.preview_image": "[图片]",
     "contacts.preview_file": "[文件]",
@@ -324,8 +394,9 @@ ZH_CN: dict[str, str] = {
     "contacts.offline": "离线",
     "contacts.never_seen": "尚未上线",
     "contacts.group_line": "群号 {number} · {count} 位成员",
-    "contacts.key_missing": "本机没有您的私钥，因此无法在这里收发消息。"
-    "请在注册时使用的电脑上登录。",
+    "contacts.key_missing": "本机没有您的私钥，因此无法在这里收发消息，消息会保留在服务器上。"
+    "要在本机使用：请在有私钥的电脑上选择 ⋯ → 导出身份，"
+    "然后在本机退出登录，并在登录界面选择“导入身份文件”。",
     "contacts.key_changed": "警告：{name} 的安全密钥已更改。信任之前请先与 {name} 核对安全码。",
     "contacts.open_chat": "打开聊天",
     "connection.connecting": "正在连接…",
@@ -336,6 +407,7 @@ ZH_CN: dict[str, str] = {
     "action.add_friend.prompt": "要添加的用户名",
     "action.add_friend.confirm": "发送请求",
     "action.add_friend.done": "已向 {name} 发送好友请求。",
+    "action.add_friend.accepted": "{name} 已向您发出过请求：你们现在是好友了。",
     "action.delete_friend.button": "删除好友",
     "action.delete_friend.prompt": "要删除的好友用户名",
     "action.delete_friend.confirm": "删除",
@@ -378,6 +450,7 @@ ZH_CN: dict[str, str] = {
     "error.bad_identity_file": "口令无法打开此文件，或它不是 Uchat 身份文件。",
     "error.invalid_passphrase": "口令至少需要 8 个字符。",
     "chat.pop_out": "在新窗口中打开",
+    "chat.search_menu": "搜索聊天记录（Ctrl+F）",
     "chat.search_none": "没有消息包含“{query}”。",
     "chat.safety_number": "安全码",
     "chat.safety_text": "您与 {name} 的安全码：{number}\n请当面或通过电话与 {name} 核对。"
@@ -478,6 +551,28 @@ ZH_CN: dict[str, str] = {
     "error.file_not_found": "找不到该文件。",
     "error.file_changed": "文件在发送过程中被修改，请重试。",
     "error.no_key_change": "没有需要信任的新密钥。",
+    "error.unknown_tree_size": "服务器不再承认它之前给您看过的密钥日志。聊天已被阻止。",
+    "error.key_not_logged": (
+        "服务器给出的此人密钥没有公开密钥日志的证明。聊天已被阻止：服务器可能在冒充此人。"
+    ),
+    "error.log_inconsistent": (
+        "服务器的密钥日志与您之前看到的相矛盾。聊天已被阻止：服务器可能在向不同的人展示不同的密钥。"
+    ),
+    "transparency.alarm.foreign_key": (
+        "警报：服务器以您的名义发布了一个不是本机生成的密钥。可能有人在冒充您。请让好友核对安全码。"
+    ),
+    "transparency.alarm.rolled_back": (
+        "警报：服务器展示了比之前更旧的密钥日志（被回滚）。在它展示延续您所持日志的版本之前，聊天已被阻止。"
+    ),
+    "transparency.alarm.not_extension": (
+        "警报：服务器的密钥日志不是您所持日志的延续。它可能在向不同的人展示不同的密钥。聊天已被阻止。"
+    ),
+    "transparency.alarm.split_view": (
+        "警报：{name} 看到的密钥日志与您的不同（分裂视图）。服务器可能在向不同的人展示不同的密钥。"
+    ),
+    "transparency.alarm.not_logged": (
+        "警报：服务器给出的 {name} 的密钥不在其公开密钥日志中。与 {name} 的聊天已被阻止。"
+    ),
 }
 
 CATALOGS: Mapping[str, Mapping[str, str]] = {"en": EN, "zh_CN": ZH_CN}

@@ -117,11 +117,24 @@ class Fonts:
         return (self.family, size, "bold") if bold else (self.family, size)
 
 
+BASE_SCALING = 96 / 72  # Tk's pixels per point on a 96 dpi screen
+
+
 @dataclass(frozen=True)
 class Theme:
     palette: Palette
     fonts: Fonts
     pad: int = 12  # the one spacing unit; small gaps are pad // 2
+    scale: float = 1.0  # this screen's Tk scaling relative to 96 dpi (2.0 at 192 dpi)
+
+    def px(self, pixels: float) -> int:
+        """A length given for a 96 dpi screen, in this screen's pixels."""
+        return max(1, round(pixels * self.scale))
+
+
+def screen_scale(root: tk.Misc) -> float:
+    """Tk scaling relative to 96 dpi: fonts in points grow with it, so must pixel sizes."""
+    return max(0.5, float(root.tk.call("tk", "scaling")) / BASE_SCALING)
 
 
 def pick_font_family(
@@ -153,7 +166,8 @@ def apply_theme(root: tk.Misc, base_size: int = 11) -> Theme:
     family = pick_font_family(tkfont.families(root)) or str(
         tkfont.nametofont("TkDefaultFont", root).actual("family")
     )
-    theme = Theme(Palette(), Fonts(family, base_size))
+    scale = screen_scale(root)
+    theme = Theme(Palette(), Fonts(family, base_size), pad=round(12 * scale), scale=scale)
     _configure_named_fonts(root, theme.fonts)
     if isinstance(root, tk.Tk):
         root.configure(background=theme.palette.window)
@@ -208,7 +222,7 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
         bordercolor=p.border,
         lightcolor=p.primary,
         darkcolor=p.primary,
-        thickness=6,
+        thickness=theme.px(6),
     )
     style.configure(
         "Vertical.TScrollbar",
@@ -219,7 +233,7 @@ def _configure_styles(style: ttk.Style, theme: Theme) -> None:
         lightcolor=p.scroll_thumb,
         darkcolor=p.scroll_thumb,
         gripcount=0,
-        arrowsize=12,
+        arrowsize=theme.px(12),
     )
     style.map("Vertical.TScrollbar", background=[("active", "#b4bdcb")])
     style.configure("TSeparator", background=p.border)
@@ -351,6 +365,43 @@ def _tool_button_style(style: ttk.Style, theme: Theme) -> None:
         background=[("active", p.button_active), ("disabled", p.surface_alt)],
         foreground=[("disabled", p.subtle)],
     )
+    _menu_button_style(style, "Tool.TMenubutton", p.button, p.button_active, p.text, theme)
+    _menu_button_style(
+        style, "Header.TMenubutton", p.header_button, p.header_button_active, p.header_text, theme
+    )
+
+
+def _menu_button_style(
+    style: ttk.Style, name: str, background: str, active: str, foreground: str, theme: Theme
+) -> None:
+    """A "⋯" menu button that looks like the buttons beside it: flat, no arrow."""
+    style.layout(
+        name,
+        [
+            (
+                "Menubutton.border",
+                {
+                    "sticky": "nswe",
+                    "children": [
+                        (
+                            "Menubutton.padding",
+                            {"sticky": "nswe", "children": [("Menubutton.label", {"sticky": ""})]},
+                        )
+                    ],
+                },
+            )
+        ],
+    )
+    style.configure(
+        name,
+        background=background,
+        foreground=foreground,
+        padding=(theme.pad - 4, 3),
+        font=theme.fonts.small,
+        width=0,
+        **_flat_edges(background),
+    )
+    style.map(name, background=[("active", active)])
 
 
 def _input_styles(style: ttk.Style, theme: Theme) -> None:
@@ -378,7 +429,7 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         selectbackground=[("readonly", p.surface)],
         selectforeground=[("readonly", p.text)],
     )
-    style.configure("TSpinbox", arrowsize=12, background=p.surface_alt)
+    style.configure("TSpinbox", arrowsize=theme.px(12), background=p.surface_alt)
     style.configure(
         "TRadiobutton",
         background=p.surface,
@@ -386,7 +437,7 @@ def _input_styles(style: ttk.Style, theme: Theme) -> None:
         font=f.body,
         indicatorcolor=p.surface,
         indicatorrelief="flat",
-        indicatorsize=15,
+        indicatorsize=theme.px(15),
         indicatormargin=(0, 0, 6, 0),
     )
     style.map(

@@ -9,6 +9,7 @@ close the connections, commit again, close the database.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import resource
@@ -201,6 +202,25 @@ def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, no
     return result.more
 
 
+TEST_HOOK_ENV = "UCHAT_TEST_SERVER_HOOK"
+
+
+def _install_test_hook(server: Server) -> None:
+    """Security tests run a real server with a handler swapped (a malicious server).
+
+    The variable names a module whose `install(server)` does the swapping; it is
+    refused unless the module lives under `tests.`, so a deployment cannot be
+    pointed at other code this way.
+    """
+    name = os.environ.get(TEST_HOOK_ENV)
+    if not name:
+        return
+    if not name.startswith("tests."):
+        raise UchatError(f"{TEST_HOOK_ENV} must name a module under tests.")
+    log.warning("TEST BUILD: installing server hook %s", name)
+    importlib.import_module(name).install(server)
+
+
 def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
@@ -212,7 +232,11 @@ def build_server(config: ServerConfig) -> Server:
         files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
         while sweep_expired(db, files, config, int(time.time() * 1000)):
             pass  # before listening, nobody waits: clear the whole backlog
-        return Server(config, identity, db)
+        server = Server(config, identity, db)
+        server.services.transparency.catch_up()
+        db.commit()
+        _install_test_hook(server)
+        return server
     except BaseException:
         db.close()
         raise

@@ -29,6 +29,7 @@ from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.sessions import Sessions
 from server.storage.database import Database
+from server.transparency import TransparencyLog
 from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
 
@@ -66,6 +67,10 @@ class Services:
     clock: Callable[[], int] = wall_clock_ms
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
+    transparency: TransparencyLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.transparency = TransparencyLog(self.db, self.identity, self.clock)
 
 
 class Context:
@@ -100,6 +105,10 @@ class Context:
     @property
     def identity(self) -> ServerIdentity:
         return self.services.identity
+
+    @property
+    def transparency(self) -> TransparencyLog:
+        return self.services.transparency
 
     @property
     def turn(self) -> TurnBatch:
@@ -271,6 +280,13 @@ class Dispatcher:
             if opcode in NOT_REQUESTS:
                 raise ValueError(f"{opcode.name} is not a request and cannot have a handler")
             self._handlers[opcode] = module
+
+    def replace(self, module: ModuleType) -> None:
+        """Swap the handler of one opcode (security tests build malicious servers)."""
+        opcode = MessageType(module.OPCODE)
+        if opcode not in self._handlers:
+            raise ValueError(f"no handler for {opcode.name} to replace")
+        self._handlers[opcode] = module
 
     @property
     def opcodes(self) -> frozenset[MessageType]:

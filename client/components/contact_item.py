@@ -22,10 +22,11 @@ class Badge(tk.Canvas):
     """A red pill with a white count; a circle for one digit."""
 
     def __init__(self, parent: tk.Misc, theme: Theme, background: str) -> None:
+        self.height = theme.px(BADGE_HEIGHT)
         super().__init__(
             parent,
-            height=BADGE_HEIGHT,
-            width=BADGE_HEIGHT,
+            height=self.height,
+            width=self.height,
             background=background,
             highlightthickness=0,
             borderwidth=0,
@@ -41,8 +42,8 @@ class Badge(tk.Canvas):
         self.delete("all")
         if not text:
             return
-        h = BADGE_HEIGHT
-        w = max(h, self._font.measure(text) + 10)
+        h = self.height
+        w = max(h, self._font.measure(text) + self.theme.px(10))
         self.configure(width=w)
         color = self.theme.palette.badge
         r = h / 2
@@ -58,6 +59,8 @@ class Avatar(tk.Canvas):
     """A coloured circle with the first letter; a presence dot for friends."""
 
     def __init__(self, parent: tk.Misc, theme: Theme, background: str, size: int = AVATAR) -> None:
+        points = max(size // 3, 9)  # `size` is for 96 dpi; the font is in points already
+        size = theme.px(size)
         super().__init__(
             parent,
             width=size + 2,
@@ -68,9 +71,7 @@ class Avatar(tk.Canvas):
         )
         self.theme = theme
         self.diameter = size
-        self._font = tkfont.Font(
-            root=self, family=theme.fonts.family, size=max(size // 3, 9), weight="bold"
-        )
+        self._font = tkfont.Font(root=self, family=theme.fonts.family, size=points, weight="bold")
 
     def show(self, name: str, presence: bool | None, group: bool = False) -> None:
         """`presence` None draws no dot (groups, yourself)."""
@@ -85,7 +86,7 @@ class Avatar(tk.Canvas):
         self.create_text(s / 2 + 1, s / 2 + 1, text=label, fill="#ffffff", font=self._font)
         if presence is not None:
             color = p.online if presence else p.offline
-            d = max(s // 4, 8)
+            d = max(s // 4, self.theme.px(8))
             self.create_oval(
                 s - d,
                 s - d,
@@ -93,7 +94,7 @@ class Avatar(tk.Canvas):
                 s + 1,
                 fill=color,
                 outline=self.cget("background"),
-                width=2,
+                width=self.theme.px(2),
                 tags="dot",
             )
 

@@ -33,11 +33,21 @@ class Field(ttk.Frame):
             self.entry = ttk.Entry(self, textvariable=self.var, show=show, width=30)
         self.entry.grid(row=1, column=0, sticky="ew")
         self.hint = ttk.Label(
-            self, text=hint, style="SurfaceMuted.TLabel", wraplength=320, justify="left"
+            self,
+            text=hint,
+            style="SurfaceMuted.TLabel",
+            wraplength=self.winfo_pixels("3.3i"),
+            justify="left",
         )
         if hint:
             self.hint.grid(row=2, column=0, sticky="w", pady=(2, 0))
-        self.error = ttk.Label(self, text="", style="Error.TLabel", wraplength=320, justify="left")
+        self.error = ttk.Label(
+            self,
+            text="",
+            style="Error.TLabel",
+            wraplength=self.winfo_pixels("3.3i"),
+            justify="left",
+        )
         self.error.grid(row=3, column=0, sticky="w", pady=(2, 0))
         self.error.grid_remove()
         self.columnconfigure(0, weight=1)

@@ -62,6 +62,7 @@ class MessageView(tk.Frame):
         self._images: dict[str, tk.PhotoImage] = {}
         self._top_state = ""
         self._last: ChatMessage | None = None  # the bottom message, for grouping
+        self.following = True  # keep the newest in view (until the user scrolls up)
         self.unseen = 0  # messages that arrived below while the user read further up
         self.text = tk.Text(
             self,
@@ -88,6 +89,10 @@ class MessageView(tk.Frame):
         self._configure_tags()
         for sequence in ("<Button-4>", "<MouseWheel>", "<Prior>"):
             self.text.bind(sequence, lambda _e: self.after_idle(self._check_top), add="+")
+        for sequence in ("<Button-4>", "<Button-5>", "<MouseWheel>", "<Prior>", "<Next>"):
+            self.text.bind(sequence, lambda _e: self.after_idle(self._user_scrolled), add="+")
+        # A resize (the window mapping, a sash drag) keeps the newest message in view.
+        self.text.bind("<Configure>", lambda _e: self._follow(), add="+")
         self.new_button = tk.Button(
             self,
             command=self.jump_to_newest,
@@ -107,25 +112,26 @@ class MessageView(tk.Frame):
 
     def _configure_tags(self) -> None:
         t, p, f = self.text, self.theme.palette, self.theme.fonts
-        t.tag_configure("in", lmargin1=2, lmargin2=2, rmargin=OUT_MARGIN)
-        t.tag_configure("out", justify="right", lmargin1=OUT_MARGIN, lmargin2=OUT_MARGIN, rmargin=4)
+        out, pad = self.theme.px(OUT_MARGIN), self.theme.px(BUBBLE_PAD)
+        t.tag_configure("in", lmargin1=2, lmargin2=2, rmargin=out)
+        t.tag_configure("out", justify="right", lmargin1=out, lmargin2=out, rmargin=4)
         t.tag_configure(
             "bubble-in",
             background=BUBBLE_IN,
-            lmargin1=BUBBLE_PAD,
-            lmargin2=BUBBLE_PAD,
+            lmargin1=pad,
+            lmargin2=pad,
             lmargincolor=BUBBLE_IN,
-            rmargin=OUT_MARGIN,
+            rmargin=out,
             rmargincolor=p.surface,
         )
         t.tag_configure(
             "bubble-out",
             background=BUBBLE_OUT,
             justify="right",
-            lmargin1=OUT_MARGIN,
-            lmargin2=OUT_MARGIN,
+            lmargin1=out,
+            lmargin2=out,
             lmargincolor=p.surface,
-            rmargin=BUBBLE_PAD,
+            rmargin=pad,
             rmargincolor=BUBBLE_OUT,
         )
         t.tag_configure("header", font=f.small, spacing1=10)
@@ -269,7 +275,7 @@ class MessageView(tk.Frame):
         """Add a message at the bottom and follow it if the view was at the bottom."""
         if message.message_id in self._messages:
             return
-        at_bottom = self.at_bottom()
+        at_bottom = self.following or self.at_bottom()
         self._messages[message.message_id] = message
         with self._editable():
             self._insert("end", self._chunks(message, self._last))
@@ -329,7 +335,7 @@ class MessageView(tk.Frame):
             return
         self._images[message_id] = image  # Tk keeps no reference of its own
         side = "out" if message.outgoing else "in"
-        at_bottom = self.at_bottom()
+        at_bottom = self.following or self.at_bottom()
         with self._editable():
             start = self.text.index(ranges[0])
             self.text.delete(ranges[0], ranges[-1])
@@ -410,8 +416,20 @@ class MessageView(tk.Frame):
 
     def jump_to_newest(self) -> None:
         self.text.see("end")
+        self.following = True
         self.unseen = 0
         self.new_button.place_forget()
+
+    def _follow(self) -> None:
+        if self.following:
+            self.text.see("end")
+
+    def _user_scrolled(self) -> None:
+        """The user moved the view: follow new messages only while at the bottom."""
+        self.following = self.at_bottom()
+        if self.following and self.unseen:
+            self.unseen = 0
+            self.new_button.place_forget()
 
     def _show_new_button(self) -> None:
         self.new_button.configure(text=i18n.t("chat.new_messages", count=self.unseen))
@@ -472,6 +490,7 @@ class MessageView(tk.Frame):
 
     def _scrollbar_moved(self, *args: str) -> None:
         self.text.yview(*args)
+        self._user_scrolled()
         self._check_top()
 
     def _check_top(self) -> None:

@@ -37,6 +37,12 @@ from client.core.session import (
     parse_profile,
 )
 from client.core.store import LocalStore
+from client.core.transparency import (
+    TransparencyError,
+    ca_public_key,
+    own_key_checker,
+    verify_standalone,
+)
 from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
 from common.crypto.keys import UserKeys
 from common.errors import (
@@ -51,6 +57,9 @@ from common.protocol.opcodes import MessageType
 from common.validation import validate_registration
 
 log = logging.getLogger(__name__)
+
+
+MONITOR_INTERVAL = 600.0  # seconds between checks of our own entries in the key log
 
 
 class Accounts:
@@ -74,6 +83,7 @@ class Accounts:
         self._reconnector = reconnector
         self._wiring = wiring
         self._resume_uploads = resume_uploads
+        self.monitor_interval = MONITOR_INTERVAL
 
     @property
     def _emit(self) -> Emit:
@@ -96,6 +106,9 @@ class Accounts:
         certificate = load_user_certificate(bytes_field(reply, "certificate"), ca)
         if not keys_match(keys, certificate):
             raise CertificateError("the server certified keys that are not ours")
+        verify_standalone(
+            ca_public_key(ca), certificate.username, certificate.der, reply.get("transparency")
+        )
         server_id = server_id_for(self._link.server_fingerprint)
         self._keystore.save(server_id, certificate.username, keys, password)
 
@@ -132,7 +145,21 @@ class Accounts:
         session = self._new_session(profile, server_id, certificate, ca, limits, password)
         session.contacts.replace(reply)
         self._slot.set(session)
+        self._check_own_certificate(session, certificate, reply)
         return session
+
+    @staticmethod
+    def _check_own_certificate(
+        session: Session, certificate: UserCertificate, reply: dict[str, Any]
+    ) -> None:
+        """Our own certificate must be in the log too; a refusal alarms and blocks chat,
+        but the session opens so the user can read what happened."""
+        try:
+            session.transparency.check_certificate(
+                certificate.username, certificate.der, reply.get("transparency")
+            )
+        except TransparencyError as exc:
+            log.warning("own certificate failed the key log check: %s", exc.code)
 
     def _new_session(
         self,
@@ -183,7 +210,8 @@ class Accounts:
         return updated
 
     def _after_login(self, session: Session) -> None:
-        """Publish our KEM key, resend the outbox and resume uploads; failures wait."""
+        """Publish our KEM key, resend the outbox and resume uploads; failures wait.
+        Then check our own entries in the key log, now and every `MONITOR_INTERVAL`."""
         identity = session.identity
         if identity is not None and identity.keys.kem is not None:
             try:
@@ -196,6 +224,20 @@ class Accounts:
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)
+        self._monitor(session, periodic=session.transparency.claim_monitoring())
+
+    def _monitor(self, session: Session, periodic: bool) -> None:
+        if self._slot.get() is not session:
+            return  # logged out or another account: stop
+        mine = session.identity.keys if session.identity else session.certificate
+        try:
+            session.transparency.monitor(session.username, own_key_checker(mine.identity_public))
+        except Exception as exc:  # a background task: report, never crash the process
+            log.info("key log monitoring did not complete: %s", exc)
+        if periodic:
+            timer = threading.Timer(self.monitor_interval, self._monitor, (session, True))
+            timer.daemon = True
+            timer.start()
 
     def logout(self) -> None:
         """Tell the server, forget the credentials and close the local store."""

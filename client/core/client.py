@@ -32,6 +32,7 @@ from client.core.directory import Directory
 from client.core.downloads import Downloads
 from client.core.event_types import (
     ConnectionChanged,
+    ContactAdded,
     Event,
     ExportProgress,
     KeyTrusted,
@@ -306,7 +307,9 @@ class ChatClient:
 
     def join_room(self, room: RoomRef) -> Contact:
         """Join by room id (an int, as everywhere in this API) or the room's Contact."""
-        return self._directory.join_room(room_number(room))
+        contact = self._directory.join_room(room_number(room))
+        self._events.emit(ContactAdded(contact))  # the server pushes this to creators only
+        return contact
 
     def leave_room(self, room: RoomRef) -> None:
         self._directory.leave_room(room_number(room))

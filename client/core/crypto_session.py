@@ -373,14 +373,22 @@ def _attachment(value: dict[str, Any]) -> Attachment:
     return Attachment(attachment_id, name, size, key, digest, chunk_size)
 
 
-def try_open(identity: Identity, sender: UserCertificate, delivery: Delivery) -> ChatMessage | None:
+def try_open(
+    identity: Identity,
+    sender: UserCertificate,
+    delivery: Delivery,
+    on_body: Callable[[str, bytes], None] | None = None,
+) -> ChatMessage | None:
     """Open and decode one delivery; None if the envelope or its body is bad, or if it
     was sealed for another conversation than the one it is delivered as."""
     try:
         body = identity.open_from(sender, delivery.message_id, delivery.envelope)
-        return delivery.to_message(body, identity.username)
+        message = delivery.to_message(body, identity.username)
     except (CryptoError, RemoteProtocolError, ValueError):
         return None
+    if on_body is not None:
+        on_body(delivery.sender, body)
+    return message
 
 
 # ---------------------------------------------------------------- incoming batches
@@ -406,7 +414,9 @@ class Inbox:
         store: InboxStore,
         acknowledge: Callable[[list[str]], None],
         announce: Callable[[ChatMessage], None],
+        gossip: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        self._gossip = gossip  # sees each opened body (key transparency tree heads)
         self._identity = identity
         self._certificates = certificates
         self._store = store
@@ -474,7 +484,7 @@ class Inbox:
             return None
         except (RequestError, CertificateError):
             return delivery.undecryptable()
-        message = try_open(self._identity, sender, delivery)
+        message = try_open(self._identity, sender, delivery, self._gossip)
         if message is not None:
             return message
         # maybe our cached certificate is stale: ask the server once
@@ -486,7 +496,7 @@ class Inbox:
         except (RequestError, CertificateError):
             return delivery.undecryptable()
         if fresh.fingerprint != sender.fingerprint:
-            message = try_open(self._identity, fresh, delivery)
+            message = try_open(self._identity, fresh, delivery, self._gossip)
         return message or delivery.undecryptable()
 
 

@@ -146,6 +146,22 @@ class KeyMissing(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TransparencyAlarm(Event):
+    """The key transparency check failed: chat is blocked (`reason` says why).
+
+    `reason`: `not_logged` (a key for `username` the log does not hold),
+    `rolled_back` (an older tree head than one we hold), `not_extension` (a head that
+    does not extend ours), `split_view` (`username` reported a head from another log),
+    `foreign_key` (a key under our own name, `username`, that this computer did not
+    make; chat is not blocked for this one).
+    """
+
+    kind: ClassVar[str] = "transparency_alarm"
+    reason: str
+    username: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TransferProgress(Event):
     """Bytes moved of one attachment (of its encrypted size), in either direction."""
 
@@ -196,4 +212,5 @@ __all__ = [
     "RoomMemberChanged",
     "TransferDirection",
     "TransferProgress",
+    "TransparencyAlarm",
 ]

@@ -25,6 +25,7 @@ from client.core.models import Attachment, ChatKind, ChatMessage, MessageKind
 from client.core.session import Session, SessionSlot, report_status
 from client.core.store import UploadState
 from client.core.transfers import Progress
+from client.core.transparency import with_tree_head
 from common.errors import ConnectionLost, RequestError, RequestTimeout
 from common.protocol.ids import time_ordered_id
 
@@ -110,7 +111,11 @@ class Outgoing:
         refresh: bool = False,
     ) -> dict[str, Any]:
         """SEND_MESSAGE params: one envelope per recipient (every room member but us)."""
-        sealed = bind_chat(body, message.chat_kind, message.chat_id)
+        session.transparency.check_usable()  # a refused key log blocks every chat
+        sealed = with_tree_head(
+            bind_chat(body, message.chat_kind, message.chat_id),
+            session.transparency.gossip_head(),
+        )
         envelopes: dict[str, bytes] = {}
         target: str | int
         if message.chat_kind == "user":

@@ -22,6 +22,7 @@ from client.core.event_types import (
     ContactAdded,
     ContactRemoved,
     FriendRequest,
+    FriendRequestRefused,
     Kicked,
     PresenceChanged,
     RoomMemberChanged,
@@ -105,6 +106,10 @@ class PushHandler:
             if isinstance(sender, str):
                 session.contacts.add_request(sender)
                 self._emit(FriendRequest(sender))
+        elif kind is MessageType.FRIEND_REQUEST_REFUSED:
+            refuser = params.get("username")
+            if isinstance(refuser, str):
+                self._emit(FriendRequestRefused(refuser))
         elif kind is MessageType.ROOM_MEMBER_EVENT:
             self._on_room_member(session, params)
 

@@ -11,6 +11,7 @@ together, `open_session` wires them to the server and the event queue, and
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,16 +19,19 @@ from typing import Any
 
 from client.core.connection import PendingRequest
 from client.core.contacts import ContactBook
-from client.core.crypto_session import CertificateBook, Identity, Inbox
+from client.core.crypto_session import BODY_LIMITS, CertificateBook, Identity, Inbox
 from client.core.event_types import KeyChanged, MessageStatusChanged, TransferProgress
 from client.core.events import Emit
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
+from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
 from common.crypto.certs import UserCertificate
-from common.errors import RemoteProtocolError, RequestError
+from common.errors import ConnectionLost, RemoteProtocolError, RequestError, RequestTimeout
 from common.protocol.opcodes import MessageType
+
+log_ = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
 StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
@@ -54,6 +58,7 @@ class Session:
     inbox: Inbox | None
     contacts: ContactBook
     limits: Limits
+    transparency: KeyTransparency
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -105,15 +110,19 @@ class SessionWiring:
     announce: Callable[[ChatMessage], None]  # a new incoming message was stored
     emit: Emit
 
-    def fetch_certificate(self, username: str) -> bytes:
+    def fetch_certificate(self, username: str, log: KeyTransparency) -> bytes:
+        """The certificate of `username`, refused unless the key log proves it."""
         reply = self.request(MessageType.CERTIFICATE, {"username": username})
-        return bytes_field(reply, "certificate")
+        der = bytes_field(reply, "certificate")
+        log.check_certificate(username, der, reply.get("transparency"))
+        return der
 
-    def fetch_room_certificates(self, room_id: int) -> dict[str, bytes]:
+    def fetch_room_certificates(self, room_id: int, log: KeyTransparency) -> dict[str, bytes]:
         reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
         members = reply.get("members")
         if not isinstance(members, list):
             raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+        head = log.accept_head(reply.get("transparency_head"))
         result: dict[str, bytes] = {}
         for entry in members:
             if not isinstance(entry, dict):
@@ -121,8 +130,19 @@ class SessionWiring:
             name, der = entry.get("username"), entry.get("certificate")
             if not isinstance(name, str) or not isinstance(der, bytes):
                 raise RemoteProtocolError("malformed room certificate")
+            log.check_member(name, der, entry.get("transparency"), head)
             result[name] = der
         return result
+
+    def check_gossip(self, log: KeyTransparency, sender: str, body: bytes) -> None:
+        """A friend's sealed body may carry their newest tree head: compare it with ours."""
+        raw = gossiped_head(body, BODY_LIMITS)
+        if raw is None:
+            return
+        try:
+            log.check_gossip(sender, raw)
+        except (RequestError, ConnectionLost, RequestTimeout) as exc:
+            log_.info("tree head from %s not checked or refused: %s", sender, exc)
 
     def acknowledge(self, message_ids: list[str]) -> None:
         self.request(MessageType.ACK_DELIVERY, {"message_ids": message_ids})
@@ -152,11 +172,14 @@ def open_session(
     wiring: SessionWiring,
 ) -> Session:
     """Build a session's parts around an opened store (and keys, if this machine has them)."""
+    transparency = KeyTransparency(
+        ca_public=ca_public_key(ca), store=store, request=wiring.request, alarm=wiring.emit
+    )
     certificates = CertificateBook(
         ca_certificate=ca,
         pins=store,
-        fetch_user=wiring.fetch_certificate,
-        fetch_room=wiring.fetch_room_certificates,
+        fetch_user=lambda username: wiring.fetch_certificate(username, transparency),
+        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency),
         on_key_changed=wiring.on_key_changed,
     )
     outbox = Outbox(
@@ -180,6 +203,7 @@ def open_session(
             store=store,
             acknowledge=wiring.acknowledge,
             announce=wiring.announce,
+            gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
         )
     return Session(
         profile,
@@ -193,6 +217,7 @@ def open_session(
         inbox,
         ContactBook(),
         limits,
+        transparency,
     )
 
 

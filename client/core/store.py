@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -127,6 +127,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             color TEXT NOT NULL,
             PRIMARY KEY (chat_kind, chat_id)
         ) WITHOUT ROWID""",
+    ),
+    (  # 3: the newest signed tree head of this server's key transparency log we verified
+        """CREATE TABLE transparency_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            size INTEGER NOT NULL,
+            root BLOB NOT NULL,
+            timestamp INTEGER NOT NULL,
+            signature BLOB NOT NULL
+        )""",
     ),
 )
 
@@ -707,6 +716,26 @@ class LocalStore:
                 "INSERT INTO pinned_certificates (username, der) VALUES (?, ?) "
                 "ON CONFLICT (username) DO UPDATE SET der = excluded.der",
                 (username, der),
+            )
+
+    # ------------------------------------------------------------------ key transparency
+
+    def transparency_head(self) -> tuple[int, bytes, int, bytes] | None:
+        """(size, root, timestamp, signature) of the newest verified tree head."""
+        rows = self._query("SELECT size, root, timestamp, signature FROM transparency_head")
+        if not rows:
+            return None
+        size, root, timestamp, signature = rows[0]
+        return int(size), bytes(root), int(timestamp), bytes(signature)
+
+    def save_transparency_head(self, size: int, root: bytes, timestamp: int, sig: bytes) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO transparency_head (id, size, root, timestamp, signature)"
+                " VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size,"
+                " root = excluded.root, timestamp = excluded.timestamp,"
+                " signature = excluded.signature",
+                (size, root, timestamp, sig),
             )
 
     # ------------------------------------------------------------------ uploads

@@ -25,7 +25,13 @@ class ChatActions:
         self.export: ExportFlow | None = None
 
     def menu(self) -> MenuItems:
-        items: list[tuple[str, Callable[[], object]]] = []
+        items: list[tuple[str, Callable[[], object]]] = [
+            (i18n.t("chat.search_menu"), self.panel.focus_search)
+        ]
+        if self.panel.contact.kind == "user":
+            items.append(
+                (i18n.t("chat.safety_number"), self.panel.verification.toggle_safety_number)
+            )
         if not self.panel.popped:
             items.append((i18n.t("chat.pop_out"), self.panel.pop_out))
         items.append((i18n.t("export.this_chat"), self.export_chat))

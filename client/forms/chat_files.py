@@ -214,10 +214,13 @@ class AttachmentFlow:
 
     def _render(self, message: ChatMessage, path: Path) -> None:
         cache = self.app.settings.data_dir / "thumbnails"
+        width, height = media.THUMBNAIL_SIZE  # for 96 dpi: larger on denser screens
+        size = (self.app.theme.px(width), self.app.theme.px(height))
         self.app.run(
             media.thumbnail,
             path,
             cache,
+            size,
             on_result=functools.partial(self._show_thumbnail, message.message_id),
             on_error=_ignore,
         )

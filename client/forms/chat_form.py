@@ -263,6 +263,21 @@ class ChatPanel(tk.Frame):
             self._removed(event.contact)
         elif isinstance(event, ConnectionChanged):
             self.header.set_connection(event.state)
+            if event.state == "connected":
+                self._reload_contact()  # presence and address may have changed meanwhile
+
+    def _reload_contact(self) -> None:
+        client = self.app.client
+        if client is None:
+            return
+        key = (self.contact.kind, self.contact.id)
+        try:
+            fresh = next((c for c in client.contacts() if (c.kind, c.id) == key), None)
+        except UchatError:
+            return
+        if fresh is not None:
+            self.contact = fresh
+            self.header.show(fresh)
 
     def _is_me(self, username: str) -> bool:
         return self.contact.kind == "user" and username == self.contact.id
@@ -372,7 +387,9 @@ class ChatPanel(tk.Frame):
         self.composer.input.focus_set()  # typing goes on in the message box
 
     def pick_emoji(self) -> None:
-        EmojiPicker(self.composer.emoji_button, self.app.theme, self._insert_emoji)
+        self.emoji_picker = EmojiPicker(
+            self.composer.emoji_button, self.app.theme, self._insert_emoji
+        )
 
     def _insert_emoji(self, symbol: str) -> None:
         if alive(self):
@@ -428,8 +445,7 @@ class ChatPanel(tk.Frame):
         self.header.show_hits(self.search_hits.index, len(self.search_hits.hits))
 
     def focus_search(self) -> str:
-        self.header.search_entry.focus_set()
-        self.header.search_entry.select_range(0, "end")
+        self.header.show_search()
         return "break"
 
     # ------------------------------------------------------------------ banners
@@ -488,10 +504,11 @@ class ChatPanel(tk.Frame):
             widget.bind("<FocusIn>", lambda _e: self.mark_read_if_seen(), add="+")
 
     def _close_key(self, _event: object = None) -> str:
-        if self.header.query.get() and self.focus_get() is self.header.search_entry:
-            self.header.query.set("")  # Esc in the search box first clears the search
+        if self.header.search_shown and self.focus_get() is self.header.search_entry:
+            self.header.query.set("")  # Esc in the search box closes the search first
             self.search_hits.clear()
             self.header.show_hits(0, 0)
+            self.header.hide_search()
             self.view.highlight("")
             self.composer.input.focus_set()
             return "break"

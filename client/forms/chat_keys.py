@@ -60,7 +60,7 @@ class KeyVerification:
             self.app.theme,
             i18n.t("chat.key_changed", name=username),
             actions=((i18n.t("chat.trust_key"), self.trust_new_key),),
-            wraplength=560,
+            wraplength=self.app.theme.px(560),
         )
         self.banner.pack(fill="x", padx=self.app.theme.pad, pady=(8, 0))
         self.window.view.add_notice(i18n.t("chat.key_changed_notice", name=username), warning=True)

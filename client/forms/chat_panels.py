@@ -53,29 +53,33 @@ class ChatHeader(tk.Frame):
         self.state.grid(row=1, column=1, sticky="nw", pady=(0, pad - 2))
         tools = tk.Frame(self, background=p.surface)
         tools.grid(row=0, column=2, rowspan=2, padx=pad, sticky="e")
+        # The search has a row of its own, shown on Ctrl+F or from the menu, so the name
+        # keeps its room in narrow windows and the messages their height.
+        search_row = tk.Frame(self, background=p.surface)
+        self.search_row = search_row
+        self._search_grid = {"row": 2, "column": 0, "columnspan": 3, "sticky": "ew"}
+        self._search_pad = (pad, (0, pad // 2))
         self.query = tk.StringVar(self)
-        self.search_entry = ttk.Entry(tools, textvariable=self.query, width=16)
-        self.search_entry.pack(side="left", padx=(0, 6))
+        self.search_entry = ttk.Entry(search_row, textvariable=self.query, width=16)
+        self.search_entry.pack(side="left", fill="x", expand=True, padx=(0, 6))
         Placeholder(self.search_entry, i18n.t("chat.search_placeholder"), p.subtle, p.surface)
         self.search_entry.bind("<Return>", lambda _e: on_search(self.query.get()))
         self.search_entry.bind("<Shift-Return>", lambda _e: self._step(on_step, -1))
         # Older / newer hit and "2 of 5": packed only while a search has hits.
         self.hit_label = tk.Label(
-            tools, background=p.surface, foreground=p.muted, font=theme.fonts.small
+            search_row, background=p.surface, foreground=p.muted, font=theme.fonts.small
         )
         self.older_button = ttk.Button(
-            tools, text="\u25b2", width=2, command=lambda: self._step(on_step, 1)
+            search_row, text="\u25b2", width=2, command=lambda: self._step(on_step, 1)
         )
         self.newer_button = ttk.Button(
-            tools, text="\u25bc", width=2, command=lambda: self._step(on_step, -1)
+            search_row, text="\u25bc", width=2, command=lambda: self._step(on_step, -1)
         )
         self._search_parts = (self.hit_label, self.older_button, self.newer_button)
+        # The safety number of a friend is in the ⋯ menu (see ChatActions.menu), which
+        # leaves the name its room; `on_safety` stays for callers that show it directly.
+        self.on_safety = on_safety
         self.safety_button: ttk.Button | None = None
-        if contact.kind == "user":
-            self.safety_button = ttk.Button(
-                tools, text=i18n.t("chat.safety_number"), command=on_safety
-            )
-            self.safety_button.pack(side="left")
         self.pop_out_button: ttk.Button | None = None
         if on_pop_out is not None:
             self.pop_out_button = ttk.Button(
@@ -84,7 +88,7 @@ class ChatHeader(tk.Frame):
             self.pop_out_button.pack(side="left", padx=(6, 0))
             Tooltip(self.pop_out_button, i18n.t("chat.pop_out"), theme)
         # "⋯": what is done to the conversation as a whole (leave, delete, export).
-        self.menu_button = ttk.Menubutton(tools, text="\u22ef", width=3)
+        self.menu_button = ttk.Menubutton(tools, text="\u22ef", style="Tool.TMenubutton")
         self.menu = tk.Menu(self.menu_button, tearoff=False, font=theme.fonts.body)
         for label, command in menu:
             self.menu.add_command(label=label, command=command)
@@ -93,11 +97,24 @@ class ChatHeader(tk.Frame):
             self.menu_button.pack(side="left", padx=(6, 0))
         self.columnconfigure(1, weight=1)
         tk.Frame(self, height=1, background=p.border).grid(
-            row=2, column=0, columnspan=3, sticky="ew"
+            row=3, column=0, columnspan=3, sticky="ew"
         )
         self.connection = "connected"
         self.contact = contact
         self.show(contact)
+
+    def show_search(self) -> None:
+        padx, pady = self._search_pad
+        self.search_row.grid(padx=padx, pady=pady, **self._search_grid)  # type: ignore[arg-type]
+        self.search_entry.focus_set()
+        self.search_entry.select_range(0, "end")
+
+    def hide_search(self) -> None:
+        self.search_row.grid_remove()
+
+    @property
+    def search_shown(self) -> bool:
+        return bool(self.search_row.winfo_manager())
 
     def _step(self, on_step: Callable[[int], object] | None, delta: int) -> str:
         if on_step is not None:
@@ -112,9 +129,9 @@ class ChatHeader(tk.Frame):
             return
         self.hit_label.configure(text=i18n.t("chat.search_position", index=index + 1, count=count))
         for part in self._search_parts:
-            part.pack(side="left", padx=(0, 4), before=self.search_entry)
-        self.search_entry.pack_forget()
-        self.search_entry.pack(side="left", padx=(0, 6), before=self.hit_label)
+            part.pack(side="left", padx=(0, 4), after=self.search_entry)
+        self.newer_button.pack_configure(after=self.older_button)
+        self.older_button.pack_configure(after=self.hit_label)
         self.older_button.state(["!disabled" if index + 1 < count else "disabled"])
         self.newer_button.state(["!disabled" if index > 0 else "disabled"])
 
@@ -228,15 +245,18 @@ class Composer(tk.Frame):
             tools, text=i18n.t("chat.file"), style="Tool.TButton", command=commands["file"]
         )
         self.file_button.pack(side="left")
+        # Shown under the Enter hint (see _build_send_row), and in the buttons' tooltips.
         self.limit_label = tk.Label(
-            tools,
+            self,
             text=i18n.t("chat.size_limit", limit=limit) if limit else "",
             background=self.theme.palette.surface,
             foreground=self.theme.palette.subtle,
             font=self.theme.fonts.small,
+            anchor="w",
         )
         if limit:
-            self.limit_label.pack(side="left", padx=(8, 0))
+            Tooltip(self.image_button, i18n.t("chat.size_limit", limit=limit), self.theme)
+            Tooltip(self.file_button, i18n.t("chat.size_limit", limit=limit), self.theme)
 
     def _build_input(self, font_size: int) -> None:
         """The message box; its own font so size changes preview without touching others."""
@@ -244,7 +264,7 @@ class Composer(tk.Frame):
         self.body_font = tkfont.Font(root=self, family=self.theme.fonts.family, size=font_size)
         self.input = tk.Text(
             self,
-            height=4,
+            height=3,
             wrap="word",
             undo=True,
             font=self.body_font,
@@ -267,13 +287,18 @@ class Composer(tk.Frame):
         p, pad = self.theme.palette, self.theme.pad
         bottom = tk.Frame(self, background=p.surface)
         bottom.pack(fill="x", padx=pad, pady=(0, pad - 2))
+        hints = tk.Frame(bottom, background=p.surface)
+        hints.pack(side="left", fill="x", expand=True)
         tk.Label(
-            bottom,
+            hints,
             text=i18n.t("chat.enter_hint"),
             background=p.surface,
             foreground=p.subtle,
             font=self.theme.fonts.small,
-        ).pack(side="left")
+            anchor="w",
+        ).pack(fill="x")
+        self.limit_label.pack(in_=hints, fill="x")
+        self.limit_label.lift(hints)  # made before `hints`, it would sit behind it
         self.send_button = ttk.Button(
             bottom, text=i18n.t("chat.send"), style="Primary.TButton", command=on_send
         )
@@ -317,7 +342,7 @@ class MemberList(tk.Frame):
 
     def __init__(self, parent: tk.Misc, theme: Theme) -> None:
         p = theme.palette
-        super().__init__(parent, background=p.surface_alt, width=150)
+        super().__init__(parent, background=p.surface_alt, width=theme.px(150))
         self.theme = theme
         tk.Frame(self, width=1, background=p.border).pack(side="left", fill="y")
         self.title = tk.Label(

@@ -27,6 +27,7 @@ from client.core.event_types import (
     ContactRemoved,
     Event,
     FriendRequest,
+    FriendRequestRefused,
     KeyChanged,
     KeyMissing,
     KeyTrusted,
@@ -34,6 +35,7 @@ from client.core.event_types import (
     MessageSent,
     PresenceChanged,
     RoomMemberChanged,
+    TransparencyAlarm,
 )
 from client.core.models import Contact
 from client.forms.contacts import (
@@ -45,6 +47,8 @@ from client.forms.contacts import (
 )
 from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
 from client.forms.conversation_area import ConversationArea
+from client.forms.export_flow import ExportFlow
+from client.forms.identity_export import IdentityExport
 from common.errors import UchatError
 
 if TYPE_CHECKING:
@@ -63,6 +67,7 @@ REFRESHING_EVENTS = (
     RoomMemberChanged,
     ConnectionChanged,
     FriendRequest,
+    FriendRequestRefused,
     KeyChanged,
     KeyTrusted,
     KeyMissing,
@@ -76,8 +81,15 @@ class ContactsForm(ttk.Frame):
         self.items: dict[ContactKey, ContactItem] = {}
         self.contacts: list[Contact] = []
         self.selected: ContactKey | None = None
+        self.transparency_alarms: list[str] = []  # shown until logout, newest last
         self._refresh_job: str | None = None
-        self._banners_shown: tuple[bool, tuple[str, ...]] = (False, ())
+        self._banners_shown: tuple[bool, tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+            False,
+            (),
+            (),
+            (),
+        )
+        self.refusals: list[str] = []  # people who declined our request, until dismissed
         p = app.theme.palette
         self.panes = tk.PanedWindow(
             self,
@@ -91,10 +103,12 @@ class ContactsForm(ttk.Frame):
         self.side = side
         self.conversation = ConversationArea(self.panes, app.theme)
         body = app.theme.fonts.body
+        # 40 characters, but at most 40 % of the screen (192 dpi on a laptop screen).
+        sidebar = min(text_width(self, body, SIDEBAR_CHARS), self.winfo_screenwidth() * 2 // 5)
         self.panes.add(
             side,
-            width=text_width(self, body, SIDEBAR_CHARS),
-            minsize=text_width(self, body, SIDEBAR_MIN_CHARS),
+            width=sidebar,
+            minsize=min(text_width(self, body, SIDEBAR_MIN_CHARS), sidebar),
             stretch="never",
         )
         self.panes.add(
@@ -103,10 +117,24 @@ class ContactsForm(ttk.Frame):
             stretch="always",
         )
         self.panes.pack(fill="both", expand=True)
-        self.header = ProfileHeader(side, app, on_logout=app.logout)
+        self.header = ProfileHeader(
+            side,
+            app,
+            on_logout=app.logout,
+            menu=(
+                (i18n.t("export.all_chats"), self.export_all),
+                (i18n.t("identity.export_link"), self.export_identity),
+            ),
+        )
         self.header.grid(row=0, column=0, sticky="ew")
         self.banners = ttk.Frame(side, style="TFrame", padding=(app.theme.pad, 0))
         self.banners.grid(row=1, column=0, sticky="ew")
+        # Longer tasks started from the header menu (export), apart from the banners,
+        # which are rebuilt on every refresh.
+        self.tasks = tk.Frame(side, background=p.window)
+        self.tasks.grid(row=3, column=0, sticky="ew")
+        self.exporter = ExportFlow(app, self.tasks)
+        self.identity_export: IdentityExport | None = None
         self.list = VerticalScrolledFrame(side, background=p.surface)
         self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
         # One scrolling column: requests, then search results, then the contacts.
@@ -123,7 +151,7 @@ class ContactsForm(ttk.Frame):
             background=p.surface,
             foreground=p.muted,
             font=app.theme.fonts.body,
-            wraplength=320,
+            wraplength=app.theme.px(320),
             justify="center",
             pady=40,
         )
@@ -166,8 +194,15 @@ class ContactsForm(ttk.Frame):
             return
         if isinstance(event, ConnectionChanged):
             self.header.set_state(event.state)
+        if isinstance(event, FriendRequestRefused) and event.username not in self.refusals:
+            self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
+        if isinstance(event, TransparencyAlarm):
+            text = transparency_alarm_text(event.reason, event.username)
+            if text not in self.transparency_alarms:
+                self.transparency_alarms.append(text)
+                self.schedule_refresh()
 
     def schedule_refresh(self) -> None:
         if self._refresh_job is None and alive(self):
@@ -215,7 +250,12 @@ class ContactsForm(ttk.Frame):
 
     def _render_banners(self, key_missing: bool, changed_keys: list[str]) -> None:
         """Rebuilt from the client's state, so a notice raised during login still shows."""
-        shown = (key_missing, tuple(changed_keys))
+        shown = (
+            key_missing,
+            tuple(changed_keys),
+            tuple(self.refusals),
+            tuple(self.transparency_alarms),
+        )
         if shown == self._banners_shown:
             return
         self._banners_shown = shown
@@ -227,6 +267,8 @@ class ContactsForm(ttk.Frame):
             Banner(self.banners, theme, i18n.t("contacts.key_missing"), level="notice").pack(
                 fill="x", pady=(8, 0)
             )
+        for text in self.transparency_alarms:
+            Banner(self.banners, theme, text).pack(fill="x", pady=(8, 0))
         for username in changed_keys:
             Banner(
                 self.banners,
@@ -236,6 +278,21 @@ class ContactsForm(ttk.Frame):
                     (i18n.t("contacts.open_chat"), functools.partial(self._open_user, username)),
                 ),
             ).pack(fill="x", pady=(8, 0))
+        for username in self.refusals:
+            Banner(
+                self.banners,
+                theme,
+                i18n.t("contacts.request_refused", name=username),
+                level="notice",
+                actions=(
+                    (i18n.t("common.dismiss"), functools.partial(self._dismiss_refusal, username)),
+                ),
+            ).pack(fill="x", pady=(8, 0))
+
+    def _dismiss_refusal(self, username: str) -> None:
+        if username in self.refusals:
+            self.refusals.remove(username)
+        self.schedule_refresh()
 
     # ------------------------------------------------------------------ actions
 
@@ -255,6 +312,17 @@ class ContactsForm(ttk.Frame):
                 return
         self.app.open_chat(Contact("user", username, username))
 
+    def export_all(self) -> None:
+        self.exporter.start(None)
+
+    def export_identity(self) -> None:
+        if self.identity_export is not None and alive(self.identity_export):
+            self.identity_export.passphrase.focus_entry()
+            return
+        self.identity_export = IdentityExport(self.tasks, self.app)
+        self.identity_export.pack(fill="x", pady=(1, 0))
+        self.identity_export.passphrase.focus_entry()
+
     def start_action(self, action: Action) -> None:
         prefill = ""
         if action is Action.DELETE_FRIEND and self.selected and self.selected[0] == "user":
@@ -264,3 +332,11 @@ class ContactsForm(ttk.Frame):
     # tests and the screenshot script read the list as the user sees it
     def item(self, kind: str, contact_id: str) -> ContactItem | None:
         return self.items.get((kind, contact_id))
+
+
+def transparency_alarm_text(reason: str, username: str) -> str:
+    """The translated text of a `TransparencyAlarm` (what the key log check found)."""
+    key = f"transparency.alarm.{reason}"
+    if key not in i18n.EN:
+        key = "transparency.alarm.not_extension"
+    return i18n.t(key, name=username)

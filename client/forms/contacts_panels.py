@@ -36,7 +36,13 @@ STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting"
 class ProfileHeader(tk.Frame):
     """Who is logged in, the connection state, and Log out."""
 
-    def __init__(self, parent: tk.Misc, app: FormHost, on_logout: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        parent: tk.Misc,
+        app: FormHost,
+        on_logout: Callable[[], object],
+        menu: tuple[tuple[str, Callable[[], object]], ...] = (),
+    ) -> None:
         p, pad = app.theme.palette, app.theme.pad
         super().__init__(parent, background=p.header)
         client = app.require_client()
@@ -68,7 +74,13 @@ class ProfileHeader(tk.Frame):
         self.logout_button = ttk.Button(
             self, text=i18n.t("contacts.logout"), style="Header.TButton", command=logout
         )
-        self.logout_button.grid(row=0, column=2, rowspan=2, padx=pad)
+        self.logout_button.grid(row=0, column=3, rowspan=2, padx=(0, pad))
+        self.menu_button = ttk.Menubutton(self, text="\u22ef", style="Header.TMenubutton")
+        self.menu = tk.Menu(self.menu_button, tearoff=False, font=app.theme.fonts.body)
+        for label, command in menu:
+            self.menu.add_command(label=label, command=command)
+        self.menu_button.configure(menu=self.menu)
+        self.menu_button.grid(row=0, column=2, rowspan=2, padx=(0, 6))
         self.columnconfigure(1, weight=1)
         self.email = profile.email if profile else ""
         self.set_state("connected")
@@ -107,7 +119,9 @@ class SearchPanel(ttk.Frame):
         )
         self.columnconfigure(0, weight=1)
         self.rows: dict[str, ttk.Button | ttk.Label] = {}
-        self.message = ttk.Label(self.results, style="SurfaceMuted.TLabel", wraplength=340)
+        self.message = ttk.Label(
+            self.results, style="SurfaceMuted.TLabel", wraplength=self.app.theme.px(340)
+        )
 
     def search(self) -> None:
         text = self.query.get().strip()
@@ -131,7 +145,9 @@ class SearchPanel(ttk.Frame):
         ttk.Button(header, text="\u2715", style="Link.TButton", width=2, command=self.close).pack(
             side="right"
         )
-        self.message = ttk.Label(self.results, style="Error.TLabel", wraplength=340)
+        self.message = ttk.Label(
+            self.results, style="Error.TLabel", wraplength=self.app.theme.px(340)
+        )
         self.results.pack(fill="x")
 
     def _show(self, text: str, users: list[dict[str, Any]]) -> None:
@@ -172,9 +188,10 @@ class SearchPanel(ttk.Frame):
         button.state(["disabled"])
         button.configure(text=i18n.t("contacts.sending"))
 
-        def sent(_: object) -> None:
+        def sent(now_friends: bool) -> None:
             if alive(button):
-                button.configure(text=i18n.t("contacts.request_sent"))
+                key = "contacts.state_friend" if now_friends else "contacts.request_sent"
+                button.configure(text=i18n.t(key))
 
         def failed(exc: BaseException) -> None:
             if alive(button):
@@ -245,7 +262,7 @@ class RequestsPanel(ttk.Frame):
             foreground=p.notice_text,
             font=self.app.theme.fonts.bold,
             anchor="w",
-            wraplength=330,
+            wraplength=self.app.theme.px(330),
             justify="left",
         ).pack(fill="x", padx=pad - 2, pady=(6, 4))
         buttons = tk.Frame(row, background=p.notice_bg)
@@ -312,7 +329,9 @@ class ActionPanel(ttk.Frame):
             row=1, column=2
         )
         self.busy = BusyButton(self.confirm)
-        self.message = ttk.Label(self, style="Error.TLabel", wraplength=360, justify="left")
+        self.message = ttk.Label(
+            self, style="Error.TLabel", wraplength=self.app.theme.px(360), justify="left"
+        )
         self.message.grid(row=2, column=0, columnspan=3, sticky="w", pady=(6, 0))
         self.result = ttk.Entry(self, state="readonly", font=app.theme.fonts.heading, width=12)
         self.result.grid(row=3, column=0, sticky="w", pady=(4, 0))
@@ -372,7 +391,10 @@ class ActionPanel(ttk.Frame):
         contact = result if isinstance(result, Contact) else None
         name = contact.name if contact else str(argument)
         number = contact.id if contact else str(argument)
-        self._say(i18n.t(f"action.{action.value}.done", name=name, number=number), error=False)
+        done = f"action.{action.value}.done"
+        if action is Action.ADD_FRIEND and result is True:  # they had asked us already
+            done = "action.add_friend.accepted"
+        self._say(i18n.t(done, name=name, number=number), error=False)
         self.value.set("")
         if action is Action.CREATE_GROUP and contact is not None:
             self.result.configure(state="normal")

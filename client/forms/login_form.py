@@ -16,6 +16,7 @@ from client.components.busy import BusyButton, alive
 from client.components.field import Field
 from client.core.models import Profile
 from client.forms.errors import describe_error
+from client.forms.identity_import import IdentityImport
 from client.forms.login import (
     AddressError,
     ServerAddress,
@@ -25,6 +26,7 @@ from client.forms.login import (
 from common.errors import UchatError
 
 if TYPE_CHECKING:
+    from client.core.client import ChatClient
     from client.forms.host import FormHost
 
 
@@ -49,6 +51,7 @@ class LoginForm(ttk.Frame):
         self._build_fields(card, username)
         self._build_submit_area(card)
         self._build_register_link(card)
+        self._build_identity_import(card)
         card.columnconfigure(0, weight=1)
 
     def _build_heading(self, card: ttk.Frame) -> None:
@@ -71,7 +74,7 @@ class LoginForm(ttk.Frame):
         self.notice = tk.Label(
             card,
             text=notice,
-            wraplength=320,
+            wraplength=self.app.theme.px(320),
             justify="left",
             anchor="w",
             padx=pad // 2,
@@ -96,7 +99,9 @@ class LoginForm(ttk.Frame):
 
     def _build_submit_area(self, card: ttk.Frame) -> None:
         """Rows 6-8: errors that belong to no field, Login, and its busy bar."""
-        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=320, justify="left")
+        self.general_error = ttk.Label(
+            card, style="Error.TLabel", wraplength=self.app.theme.px(320), justify="left"
+        )
         self.general_error.grid(row=6, column=0, sticky="ew")
         self.general_error.grid_remove()
         self.login_button = ttk.Button(
@@ -124,6 +129,50 @@ class LoginForm(ttk.Frame):
             cursor="hand2",
         )
         self.register_link.pack(side="left")
+
+    def _build_identity_import(self, card: ttk.Frame) -> None:
+        """Rows 10-11: "Import identity file…" and, once a file is chosen, its panel."""
+        self.import_link = ttk.Button(
+            card,
+            text=i18n.t("identity.import_link"),
+            style="Link.TButton",
+            command=self.start_import,
+            cursor="hand2",
+        )
+        self.import_link.grid(row=10, column=0, pady=(self.app.theme.pad // 2, 0))
+        self.identity = IdentityImport(card, self.app, self._credentials, self._login_with)
+        self.identity.grid(row=11, column=0, sticky="ew", pady=(self.app.theme.pad // 2, 0))
+        self.identity.grid_remove()
+
+    def start_import(self) -> None:
+        if self.identity.choose():
+            self.identity.grid()
+            self.identity.passphrase.focus_entry()
+
+    def _credentials(self) -> tuple[ChatClient, str, str] | None:
+        """The client and the typed username and password, or None (fields marked)."""
+        self._clear_errors()
+        username, password = self.username.value.strip(), self.password.value
+        problems = missing_login_fields(username, password)
+        try:
+            address = parse_server_address(self.server.value, self.app.settings.port)
+        except AddressError as exc:
+            problems["server"] = str(exc)
+        if problems:
+            for name, message in problems.items():
+                getattr(self, name).set_error(message)
+            return None
+        try:
+            return self.app.connect_client(address), username, password
+        except (UchatError, OSError) as exc:
+            self._failed(exc)
+            return None
+
+    def _login_with(self, client: ChatClient, username: str, password: str) -> None:
+        self.busy.start(i18n.t("login.busy"))
+        self.app.run(
+            client.login, username, password, on_result=self._logged_in, on_error=self._failed
+        )
 
     def _paint_notice(self, text: str, warning: bool) -> None:
         p = self.app.theme.palette
@@ -174,10 +223,7 @@ class LoginForm(ttk.Frame):
         except (UchatError, OSError) as exc:  # e.g. an unreadable data folder
             self._failed(exc)
             return
-        self.busy.start(i18n.t("login.busy"))
-        self.app.run(
-            client.login, username, password, on_result=self._logged_in, on_error=self._failed
-        )
+        self._login_with(client, username, password)
 
     def _logged_in(self, _profile: Profile) -> None:
         if alive(self):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.field import Field
+from client.components.vertical_scrolled_frame import VerticalScrolledFrame
 from client.core.models import Profile
 from client.forms.errors import describe_error
 from client.forms.register import (
@@ -39,8 +40,13 @@ class RegisterForm(ttk.Frame):
         self.touched: set[str] = set()
         self._registration: Registration | None = None
         pad = app.theme.pad
-        card = ttk.Frame(self, style="Surface.TFrame", padding=(pad * 2, pad + 4))
-        card.place(relx=0.5, rely=0.5, anchor="center", relwidth=0.88)
+        # The card scrolls, and is anchored at the top: error lines appearing under a
+        # field push only what is below it, so nothing moves under the pointer.
+        self.scroller = VerticalScrolledFrame(self, background=app.theme.palette.window)
+        self.scroller.pack(fill="both", expand=True)
+        card = ttk.Frame(self.scroller.interior, style="Surface.TFrame", padding=(pad * 2, pad + 4))
+        card.pack(fill="x", padx=pad * 2, pady=pad * 2)
+        self.card = card
         ttk.Label(
             card,
             text=i18n.t("register.title"),
@@ -70,7 +76,7 @@ class RegisterForm(ttk.Frame):
         self.fields["sex"].grid(row=row, column=0, sticky="ew", pady=(0, pad // 2 + 2))
         self.fields["age"] = self._age_field(card)
         self.fields["age"].grid(row=row + 1, column=0, sticky="ew", pady=(0, pad // 2 + 2))
-        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=340)
+        self.general_error = ttk.Label(card, style="Error.TLabel", wraplength=app.theme.px(340))
         self.general_error.grid(row=row + 2, column=0, sticky="ew")
         self.general_error.grid_remove()
         self.submit_button = ttk.Button(

@@ -34,7 +34,7 @@ class MessageType(IntEnum):
     RESOLVE_FRIEND_REQUEST = 33
     DELETE_FRIEND = 34
     CERTIFICATE = 35
-    PUBLISH_KEM_KEY = 36  # request: {kem_key} -> REPLY {key_id}
+    FRIEND_REQUEST_REFUSED = 36  # push: someone declined your friend request
 
     # messages
     SEND_MESSAGE = 40
@@ -55,6 +55,15 @@ class MessageType(IntEnum):
     UPLOAD_CHUNK = 61
     DOWNLOAD_CHUNK = 62
 
+    # key transparency (RFC 9162 log of every key the server certifies)
+    KT_TREE_HEAD = 70
+    KT_CONSISTENCY = 71
+    KT_USER_ENTRIES = 72
+    KT_RANGE = 73
+
+    # end-to-end v2 (signed KEM keys, sender chains)
+    PUBLISH_KEM_KEY = 80  # request: {kem_key} -> REPLY {key_id}
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(
@@ -64,6 +73,7 @@ PUSHES = frozenset(
         MessageType.CONTACT_ADDED,
         MessageType.CONTACT_REMOVED,
         MessageType.FRIEND_REQUEST,
+        MessageType.FRIEND_REQUEST_REFUSED,
         MessageType.NEW_MESSAGE,
         MessageType.MESSAGE_DELIVERED,
         MessageType.ROOM_MEMBER_EVENT,

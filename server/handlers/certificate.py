@@ -1,4 +1,4 @@
-"""CERTIFICATE {username} -> {username, certificate, kem_key}: a user's certificate.
+"""CERTIFICATE {username} -> {username, certificate, transparency, kem_key}.
 
 `kem_key` is the user's current signed KEM key (bytes), or None before they published
 one; the client verifies it against its pin of the identity key in the certificate.
@@ -39,5 +39,6 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {
         "username": target.username,
         "certificate": target.certificate,
+        "transparency": ctx.transparency.certificate_proof(target.username, target.certificate),
         "kem_key": kem_keys.current(ctx.db, target.id),
     }

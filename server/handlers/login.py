@@ -150,6 +150,7 @@ def _bundle(ctx: Context, user: users.User) -> dict[str, Any]:
         },
         "certificate": user.certificate,
         "ca_certificate": ctx.identity.certificate_der,
+        "transparency": ctx.transparency.certificate_proof(user.username, user.certificate),
         **contact_lists(ctx, user.id),
         "limits": {
             "max_attachment_size": ctx.config.max_attachment_size,

@@ -128,5 +128,12 @@ def _create(ctx: Context, form: dict[str, Any], info: CsrInfo, password_hash: st
         certificate=certificate,
         now=ctx.now(),
     )
+    ctx.transparency.append("certificate", form["username"], certificate)
     log.info("user %s registered", form["username"])
-    ctx.reply({"certificate": certificate, "ca_certificate": ctx.identity.certificate_der})
+    ctx.reply(
+        {
+            "certificate": certificate,
+            "ca_certificate": ctx.identity.certificate_der,
+            "transparency": ctx.transparency.certificate_proof(form["username"], certificate),
+        }
+    )

@@ -1,7 +1,8 @@
 """RESOLVE_FRIEND_REQUEST {username, decision} -> {}: accept, reject or decide later.
 
 "later" changes nothing: the request stays pending and is listed again in the next
-login reply.
+login reply. "reject" deletes the request and, if the requester is online, pushes
+FRIEND_REQUEST_REFUSED {username} so their client can say so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ DECISIONS = ("accept", "reject", "later")
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    user_id, _ = caller(ctx)
+    user_id, username = caller(ctx)
     name = get_str(params, "username", max_len=USERNAME_MAX)
     decision = get_choice(params, "decision", DECISIONS)
     requester = users.by_username(ctx.db, name)
@@ -34,6 +35,8 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         accept(ctx, requester_id=requester.id, accepter_id=user_id)
     elif decision == "reject":
         friends.delete_request(ctx.db, requester.id, user_id)
+        # Told only while online: nothing is stored, and asking again stays possible.
+        ctx.push(requester.id, MessageType.FRIEND_REQUEST_REFUSED, {"username": username})
     return {}
 
 

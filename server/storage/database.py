@@ -32,12 +32,21 @@ def _migration_002() -> str:
     return resources.files("server.storage").joinpath("migration_002.sql").read_text("utf-8")
 
 
-def _migration_003() -> str:
-    return resources.files("server.storage").joinpath("migration_003.sql").read_text("utf-8")
+def _transparency_log_003() -> str:
+    return resources.files("server.storage").joinpath("transparency.sql").read_text("utf-8")
+
+
+def _migration_004() -> str:
+    return resources.files("server.storage").joinpath("migration_004.sql").read_text("utf-8")
 
 
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
-MIGRATIONS: tuple[Callable[[], str], ...] = (_schema_v1, _migration_002, _migration_003)
+MIGRATIONS: tuple[Callable[[], str], ...] = (
+    _schema_v1,
+    _migration_002,
+    _transparency_log_003,
+    _migration_004,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -56,11 +65,20 @@ class Database:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self._rollback_listeners: list[Callable[[], None]] = []
         #: Goes up on every INSERT, UPDATE or DELETE of `MEMBERSHIP_TABLES`, whoever
         #: writes (temporary triggers call back into Python), so a cache stamped with an
         #: older value is stale. A rolled-back write bumps it too, which only costs a refill.
         self.membership_generation = 0
         self._watch_membership()
+
+    def on_rollback(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever writes are undone, so in-memory caches of rows drop."""
+        self._rollback_listeners.append(listener)
+
+    def _rolled_back(self) -> None:
+        for listener in self._rollback_listeners:
+            listener()
 
     def _watch_membership(self) -> None:
         """Temporary triggers (this connection only, no schema change) count the writes."""
@@ -145,6 +163,7 @@ class Database:
 
     def rollback(self) -> None:
         self._connection.rollback()
+        self._rolled_back()
 
     def begin_step(self) -> None:
         """Open a savepoint for one handler step inside the turn's transaction.
@@ -160,6 +179,7 @@ class Database:
         """Keep the step's writes, or undo them (a handler that failed unexpectedly)."""
         if not keep:
             self._connection.execute("ROLLBACK TO handler_step")
+            self._rolled_back()
         self._connection.execute("RELEASE handler_step")
 
     @contextmanager
@@ -169,6 +189,7 @@ class Database:
             yield self
         except BaseException:
             self._connection.rollback()
+            self._rolled_back()
             raise
         self._connection.commit()
 

@@ -54,11 +54,11 @@ def find_message(db: Database, message_id: str) -> StoredMessage | None:
 _INSERT_DELIVERY = (
     "INSERT INTO chat_history"
     " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0 WHERE NOT EXISTS"
-    " (SELECT 1 FROM chat_history WHERE message_id = ?1 AND user_id != ?2)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0"
+    " WHERE NOT EXISTS (SELECT 1 FROM chat_history WHERE message_id = ?1)"
     " ON CONFLICT (message_id, recipient_id) DO NOTHING"
 )
-_OTHER_SENDER = "SELECT 1 FROM chat_history WHERE message_id = ? AND user_id != ? LIMIT 1"
+_ID_TAKEN = "SELECT 1 FROM chat_history WHERE message_id = ? LIMIT 1"
 _INSERT_ROOM_DELIVERY = (
     "INSERT INTO chat_history"
     " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
@@ -80,12 +80,13 @@ def store_message(
 ) -> bool:
     """Insert one delivery row per (recipient id, envelope); True if any row was new.
 
-    The duplicate check is part of the INSERT: rows that already exist for this
-    message id are left alone (a retry after a crash between insert and reply cannot
-    duplicate anything), and nothing is inserted under an id another sender already
-    used (a message id belongs to its first sender). The caller notes the conversation
-    (`conversation_key`), once per turn. A message with no recipient (a room of one)
-    stores no row, so there is nothing to be a duplicate of: True.
+    The duplicate check is part of the INSERT: nothing is inserted under an id that
+    is already stored (a retry after a crash between insert and reply cannot duplicate
+    anything, even with another recipient set, and a message id belongs to its first
+    sender); the caller tells a retry from a reused id with `find_message`. The
+    caller notes the conversation (`conversation_key`), once per turn. A message with
+    no recipient (a room of one) stores no row, so there is nothing to be a duplicate
+    of: True.
     """
     if not envelopes:
         return True
@@ -93,12 +94,12 @@ def store_message(
         (message_id, sender_id, target_id, target_type, recipient, envelope, time)
         for recipient, envelope in envelopes
     ]
-    if len(rows) == 1:  # a direct message: one statement does the owner check too
+    if len(rows) == 1:  # a direct message: one statement does the id check too
         inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
     else:
-        # A room message: the owner check once, not per row (per row it would scan
+        # A room message: the id is checked once, not per row (per row it would scan
         # the rows already inserted under this id: quadratic in the room's size).
-        if db.one(_OTHER_SENDER, (message_id, sender_id)) is not None:
+        if db.one(_ID_TAKEN, (message_id,)) is not None:
             return False
         inserted = db.executemany(_INSERT_ROOM_DELIVERY, rows).rowcount
     if inserted <= 0:

@@ -80,10 +80,11 @@ def test_the_safety_number_matches_what_the_friend_sees_and_toggles(
     contacts, me, bob = befriended(app, headless, "bob")
     friend = bob.username or ""
     chat = open_chat_with(app, contacts, friend)
-    button = chat.header.safety_button
-    assert button is not None and str(button.cget("text")) == i18n.t("chat.safety_number")
+    menu = chat.header.menu
+    labels = [menu.entrycget(i, "label") for i in range(int(menu.index("end") or 0) + 1)]
+    safety = labels.index(i18n.t("chat.safety_number"))  # in the conversation's ⋯ menu
 
-    button.invoke()
+    menu.invoke(safety)
     pump_until(app.root, lambda: chat.info_tag == SAFETY_TAG, what="the safety number")
     found = SAFETY_NUMBER.search(chat.info_text)
     assert found is not None, chat.info_text
@@ -92,7 +93,7 @@ def test_the_safety_number_matches_what_the_friend_sees_and_toggles(
     assert number == bob.safety_number(me) == app.require_client().safety_number(friend)
     assert chat.info_text == i18n.t("chat.safety_text", name=friend, number=number)
 
-    button.invoke()  # the second press hides it again
+    menu.invoke(safety)  # the second press hides it again
     assert chat.info_text == "" and chat.info_tag == ""
 
 
@@ -218,6 +219,7 @@ def hit_position(chat: ChatPanel) -> str:
 
 
 def search_for(chat: ChatPanel, query: str) -> None:
+    chat.focus_search()  # Ctrl+F or the menu opens the search row
     chat.header.query.set(query)
     press_enter(chat.header.search_entry)
 

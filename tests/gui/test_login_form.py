@@ -94,3 +94,4 @@ def test_logging_in_elsewhere_returns_to_the_login_form_with_the_reason(
     assert notice.startswith(i18n.t("login.kicked", address="")[:20])
     assert "127.0.0.1:" in notice
     assert app.client is None
+    assert login_form(app).username.value == name  # filled in: only the password to type

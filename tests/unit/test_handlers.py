@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from common.config import ServerConfig
+from common.crypto import merkle
 from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
 from common.crypto.keys import generate_user_keys
 from common.crypto.passwords import verify_password
@@ -38,6 +39,10 @@ from server.handlers import (
     delete_friend,
     download_chunk,
     join_room,
+    kt_consistency,
+    kt_range,
+    kt_tree_head,
+    kt_user_entries,
     leave_room,
     login,
     logout,
@@ -55,6 +60,7 @@ from server.handlers._backlog import BacklogCursors
 from server.hash_queue import HashQueue
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
+from server.transparency import TransparencyLog
 from server.turn import TurnBatch
 
 PASSWORD = "correct horse 1"
@@ -118,6 +124,10 @@ class FakeServer:
     def clock(self) -> int:
         return self.time
 
+    @property
+    def transparency(self) -> TransparencyLog:
+        return TransparencyLog(self.db, self.identity, self.clock)
+
     def run_deferred(self) -> None:
         jobs, self.deferred = self.deferred or [], []
         for job in jobs:
@@ -160,6 +170,7 @@ class FakeContext:
     turn = property(lambda self: self.server.turn)
     config = property(lambda self: self.server.config)
     identity = property(lambda self: self.server.identity)
+    transparency = property(lambda self: self.server.transparency)
 
     def now(self) -> int:
         return self.server.clock()
@@ -778,7 +789,13 @@ def test_resolve_friend_request(server: FakeServer) -> None:
 
     ok(resolve_friend_request, as_user(server, "bob"), username="carol", decision="reject")
     assert ok(contact_list, as_user(server, "bob"))["friend_requests"] == ["alice"]
+    refused = MessageType.FRIEND_REQUEST_REFUSED
+    assert server.pushes(uid(server, "carol"), refused) == []  # offline: nothing is kept
     assert ok(add_friend, as_user(server, "carol"), username="bob") == {}  # may ask again
+    online(server, "carol")
+    ok(resolve_friend_request, as_user(server, "bob"), username="carol", decision="reject")
+    assert server.pushes(uid(server, "carol"), refused) == [{"username": "bob"}]  # told who
+    assert server.pushes(uid(server, "alice"), refused) == []
 
     ok(resolve_friend_request, as_user(server, "bob"), username="alice", decision="accept")
     added_for_alice = server.pushes(alice, MessageType.CONTACT_ADDED)
@@ -819,9 +836,39 @@ def test_certificate_access(server: FakeServer) -> None:
         reply = ok(certificate, as_user(server, "alice"), username=name)
         expected = users.by_username(server.db, name)
         assert expected is not None
+        proof = reply.pop("transparency")
         assert reply == {"username": name, "certificate": expected.certificate, "kem_key": None}
+        head = merkle.TreeHead.from_wire(proof["head"])
+        merkle.verify_tree_head(head, CA.public_key_bytes)
+        leaf = merkle.LogEntry("certificate", name, expected.certificate).leaf_hash
+        merkle.verify_inclusion(leaf, proof["position"], head.size, proof["proof"], head.root)
     assert fails(certificate, as_user(server, "alice"), username="dave").code == "forbidden"
     assert fails(certificate, as_user(server, "alice"), username="eve").code == "user_not_found"
+
+
+def test_key_transparency_requests(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        signup(server, name)
+    alice = as_user(server, "alice")
+    head = merkle.TreeHead.from_wire(ok(kt_tree_head, alice)["head"])
+    merkle.verify_tree_head(head, CA.public_key_bytes)
+    assert head.size == 3
+    signup(server, "dave")
+    grown = ok(kt_consistency, as_user(server, "alice"), old_size=3)
+    new_head = merkle.TreeHead.from_wire(grown["head"])
+    merkle.verify_consistency(3, new_head.size, head.root, new_head.root, grown["proof"])
+    refused = fails(kt_consistency, as_user(server, "alice"), old_size=99)
+    assert refused.code == "unknown_tree_size"
+    mine = ok(kt_user_entries, as_user(server, "bob"))
+    bob = users.by_username(server.db, "bob")
+    assert bob is not None
+    assert [(e["position"], e["kind"], e["payload"]) for e in mine["entries"]] == [
+        (1, "certificate", bob.certificate)
+    ]
+    listed = ok(kt_range, as_user(server, "carol"), start=1, count=256)
+    assert [e["username"] for e in listed["entries"]] == ["bob", "carol", "dave"]
+    assert fails(kt_range, as_user(server, "carol"), start=0, count=257).code == "bad_request"
+    assert not ok(kt_range, as_user(server, "carol"), start=50, count=5)["entries"]
 
 
 # -- messages --------------------------------------------------------------------------

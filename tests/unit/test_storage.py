@@ -478,3 +478,24 @@ def test_a_room_message_id_also_belongs_to_its_first_sender(db: Database) -> Non
         db, sender_id=carol, envelopes=[(alice, b"a"), (bob, b"b2")], **first
     )
     assert db.scalar("SELECT count(*) FROM chat_history") == 1
+
+
+def test_a_stored_id_takes_no_new_recipient(db: Database) -> None:
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    room = rooms.create_room(db, "r", alice, 1)
+    first = dict(message_id="3" * 32, sender_id=alice, time=5)
+    assert messages.store_message(
+        db, target_type=messages.USER, target_id=bob, envelopes=[(bob, b"b")], **first
+    )
+    # The same sender, the same id, other recipients: a retry, nothing new stored.
+    assert not messages.store_message(
+        db, target_type=messages.USER, target_id=carol, envelopes=[(carol, b"c")], **first
+    )
+    assert not messages.store_message(
+        db,
+        target_type=messages.ROOM,
+        target_id=room,
+        envelopes=[(bob, b"b"), (carol, b"c")],
+        **first,
+    )
+    assert db.scalar("SELECT count(*) FROM chat_history") == 1

@@ -1,4 +1,4 @@
--- Version 3: signed KEM keys (end-to-end v2, DESIGN.md section 3b).
+-- Version 4: signed KEM keys (end-to-end v2, DESIGN.md section 3b).
 --
 -- One row per key a user ever published. `encoded` is the SignedKemKey exactly as the
 -- client sent it (key id, creation time, X-Wing public key, Ed25519 signature by the

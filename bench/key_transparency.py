@@ -1,0 +1,250 @@
+"""Key transparency: the log at a million entries, and what it adds to login and fetches.
+
+Part 1, in process on a real SQLite file: the log is filled to `--entries` (the bulk
+through the same `completed_nodes` the server uses, in one transaction), then
+`--appends` appends go through `TransparencyLog.append` one by one, and `--proofs`
+inclusion and consistency proofs are built from the stored node hashes at random
+positions (and verified, outside the timing). Reference in the same run: one Ed25519
+verification, so figures can be compared across machines.
+
+Part 2, real server processes: two servers with the same `--users` seeded accounts,
+one as shipped and one with the proofs switched off (test-only hook
+`tests.security.kt_off`), measured in alternating rounds: LOGIN latency (fresh link,
+handshake not timed) and CERTIFICATE latency (a logged-in user fetching its own).
+Bar: with the log ≤ 1.2x without, p50.
+
+    .venv/bin/python -m bench key_transparency [--entries 1000000] [--users 300]
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.common import (
+    Link,
+    ServerProcess,
+    base_parser,
+    check,
+    connect,
+    emit,
+    login,
+    new_workdir,
+    run,
+    seed_users,
+    summarize,
+    user_names,
+)
+from common.crypto import merkle
+from common.crypto.certs import ServerIdentity
+from common.crypto.merkle import LogEntry
+from common.protocol.opcodes import MessageType
+from server.storage import keylog
+from server.storage.database import Database
+from server.transparency import TransparencyLog
+
+SCENARIO = "key_transparency"
+BULK_CHUNK = 50_000
+BAR = 1.2
+
+
+def ed25519_verify_seconds(rounds: int = 2000) -> float:
+    key = Ed25519PrivateKey.generate()
+    public, message = key.public_key(), b"x" * 64
+    signature = key.sign(message)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        public.verify(signature, message)
+    return (time.perf_counter() - started) / rounds
+
+
+def bulk_fill(db: Database, count: int) -> float:
+    """`count` entries and their nodes in one transaction; the frontier stays in memory."""
+    frontier: dict[int, tuple[int, bytes]] = {}
+
+    def subtree(level: int, index: int) -> bytes:
+        stored_index, value = frontier[level]
+        assert stored_index == index
+        return value
+
+    started = time.perf_counter()
+    with db.transaction():
+        for start in range(0, count, BULK_CHUNK):
+            entries, nodes = [], []
+            for position in range(start, min(start + BULK_CHUNK, count)):
+                entry = LogEntry("certificate", f"user{position}", position.to_bytes(8, "big") * 8)
+                entries.append((position, entry.kind, entry.username, entry.payload, 0))
+                for level, index, value in merkle.completed_nodes(
+                    position, entry.leaf_hash, subtree
+                ):
+                    frontier[level] = (index, value)
+                    nodes.append((level, index, value))
+            db.executemany(
+                "INSERT INTO kt_entries (position, kind, username, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                entries,
+            )
+            keylog.insert_nodes(db, nodes)
+    return time.perf_counter() - started
+
+
+def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="uchat-kt-bench-") as folder:
+        db = Database.open(Path(folder) / "log.db")
+        clock = lambda: time.time_ns() // 1_000_000  # noqa: E731
+        log = TransparencyLog(db, ServerIdentity.create(), clock)
+        fill_s = bulk_fill(db, entries)
+        append_times = []
+        for i in range(appends):
+            started = time.perf_counter()
+            log.append("certificate", f"late{i}", b"k" * 64)
+            append_times.append(time.perf_counter() - started)
+            if i % 100 == 99:
+                db.commit()
+        db.commit()
+        started = time.perf_counter()
+        head = log.head()
+        sign_s = time.perf_counter() - started
+        db.commit()
+        rng = random.Random(7)
+        inclusion_times, consistency_times, sizes = [], [], []
+        for _ in range(proofs):
+            position = rng.randrange(head.size)
+            started = time.perf_counter()
+            proof = log.inclusion(position, head)
+            inclusion_times.append(time.perf_counter() - started)
+            sizes.append(len(proof))
+            stored = keylog.entries(db, position, position + 1)[0]
+            merkle.verify_inclusion(stored.entry.leaf_hash, position, head.size, proof, head.root)
+            old = rng.randrange(1, head.size)
+            started = time.perf_counter()
+            log.consistency(old, head.size)
+            consistency_times.append(time.perf_counter() - started)
+        size_on_disk = sum(p.stat().st_size for p in Path(folder).iterdir())
+        db.close()
+    return {
+        "entries": head.size,
+        "bulk_fill_s": round(fill_s, 2),
+        "append_ms": summarize(append_times),
+        "sign_head_ms": round(sign_s * 1000, 3),
+        "inclusion_proof_ms": summarize(inclusion_times),
+        "consistency_proof_ms": summarize(consistency_times),
+        "proof_hashes_max": max(sizes),
+        "proof_hashes_mean": round(statistics.fmean(sizes), 2),
+        "proof_bytes_max": 32 * max(sizes),
+        "ceil_log2_n": (head.size - 1).bit_length(),
+        "database_mb": round(size_on_disk / 1e6, 1),
+    }
+
+
+# -- part 2 ---------------------------------------------------------------------------
+
+
+def timed_login(server: ServerProcess, name: str) -> float:
+    link: Link = connect(server, name)
+    try:
+        started = time.perf_counter()
+        link.call(MessageType.LOGIN, {"username": name, "password": "bench-Password-1"})
+        return time.perf_counter() - started
+    finally:
+        link.close()
+
+
+def timed_fetches(link: Link, name: str, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        link.call(MessageType.CERTIFICATE, {"username": name})
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def server_part(users: int, rounds: int, fetches: int, log_level: str) -> dict[str, Any]:
+    names = user_names("kt", users)
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for label, env in (
+            ("with_log", {}),
+            ("without_log", {"UCHAT_TEST_SERVER_HOOK": "tests.security.kt_off"}),
+        ):
+            workdir = new_workdir()
+            seed_users(workdir, names)
+            servers[label] = ServerProcess.start(env, log_level=log_level, workdir=workdir)
+        logins: dict[str, list[float]] = {label: [] for label in servers}
+        certs: dict[str, list[float]] = {label: [] for label in servers}
+        fetchers = {label: login(server, names[0]) for label, server in servers.items()}
+        for round_index in range(rounds):
+            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
+            for label in order:
+                name = names[1 + round_index % (users - 1)]
+                logins[label].append(timed_login(servers[label], name))
+                certs[label].extend(timed_fetches(fetchers[label], names[0], fetches))
+        for link in fetchers.values():
+            link.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+            server.cleanup()
+    result: dict[str, Any] = {}
+    for label in servers:
+        result[f"login_ms_{label}"] = summarize(logins[label])
+        result[f"certificate_ms_{label}"] = summarize(certs[label])
+    result["login_ratio_p50"] = round(
+        statistics.median(logins["with_log"]) / statistics.median(logins["without_log"]), 3
+    )
+    result["certificate_ratio_p50"] = round(
+        statistics.median(certs["with_log"]) / statistics.median(certs["without_log"]), 3
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0], time_limit=900.0)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=2_000)
+    parser.add_argument("--proofs", type=int, default=2_000)
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--fetches", type=int, default=5)
+    args = parser.parse_args(argv)
+    return run(SCENARIO, lambda: scenario(args), args)
+
+
+def scenario(args: Any) -> dict[str, Any]:
+    reference_s = ed25519_verify_seconds()
+    log_results = log_part(args.entries, args.appends, args.proofs)
+    server_results = server_part(args.users, args.rounds, args.fetches, args.log_level)
+    reference_ms = reference_s * 1000
+    results = {
+        "reference_ed25519_verify_ms": round(reference_ms, 4),
+        **log_results,
+        "inclusion_proof_p50_in_ed25519_verifies": round(
+            log_results["inclusion_proof_ms"]["p50"] / reference_ms, 2
+        ),
+        "append_p50_in_ed25519_verifies": round(log_results["append_ms"]["p50"] / reference_ms, 2),
+        **server_results,
+    }
+    checks = [
+        check("login with log / without (p50)", server_results["login_ratio_p50"], BAR, "x", False),
+        check(
+            "certificate fetch with log / without (p50)",
+            server_results["certificate_ratio_p50"],
+            BAR,
+            "x",
+            False,
+        ),
+        check(
+            "inclusion proof size (hashes) vs ceil(log2 n)",
+            log_results["proof_hashes_max"],
+            (log_results["entries"] - 1).bit_length(),
+            "hashes",
+            False,
+        ),
+    ]
+    return emit(SCENARIO, vars(args), results, checks)

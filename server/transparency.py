@@ -1,0 +1,134 @@
+"""The server's key transparency log: append keys, sign tree heads, answer with proofs.
+
+`append(kind, username, payload)` is the one entry point for every key the server
+certifies or accepts (certificates now; signed KEM keys use the same call). Proofs are
+built from stored node hashes, O(log n) lookups per proof. A tree head is signed when
+a reply needs one covering entries the latest head lacks, so every proof handed out is
+against a signed head and the log never waits a minute to show a new key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from common.crypto import merkle
+from common.crypto.certs import ServerIdentity
+from common.crypto.merkle import LogEntry, TreeHead
+from server.storage import keylog
+from server.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
+MAX_USER_ENTRIES = 256
+NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
+
+
+class TransparencyLog:
+    """The log inside the server database; used on the reactor thread only."""
+
+    def __init__(self, db: Database, identity: ServerIdentity, clock: Callable[[], int]) -> None:
+        self._db = db
+        self._identity = identity
+        self._clock = clock
+        # Node hashes never change once written; the caches only forget what a
+        # rollback undid (the database tells us), and the head when the log grows.
+        self._nodes: dict[tuple[int, int], bytes] = {}
+        self._size: int | None = None
+        self._head: TreeHead | None = None
+        db.on_rollback(self._forget)
+
+    def _forget(self) -> None:
+        self._nodes.clear()
+        self._size = None
+        self._head = None
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = keylog.size(self._db)
+        return self._size
+
+    def catch_up(self) -> int:
+        """Hash entries that have no nodes yet (the migration's backfill); return how many."""
+        start, end = keylog.hashed_size(self._db), keylog.size(self._db)
+        for stored in keylog.entries(self._db, start, end):
+            self._hash_in(stored.position, stored.entry)
+        if end > start:
+            log.info("key transparency log: hashed %d backfilled entries", end - start)
+        return end - start
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, kind: str, username: str, payload: bytes) -> int:
+        """Append one key to the log; return its position."""
+        entry = LogEntry(kind, username, payload)
+        entry.encode()  # refuses unknown kinds before anything is written
+        position = self.size()
+        keylog.insert_entry(self._db, position, entry, self._clock())
+        self._hash_in(position, entry)
+        self._size = position + 1
+        return position
+
+    def _hash_in(self, position: int, entry: LogEntry) -> None:
+        keylog.insert_nodes(
+            self._db, merkle.completed_nodes(position, entry.leaf_hash, self.subtree)
+        )
+
+    def subtree(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        value = self._nodes.get(key)
+        if value is None:
+            value = keylog.node(self._db, level, index)
+            if len(self._nodes) >= NODE_CACHE_LIMIT:
+                self._nodes.clear()
+            self._nodes[key] = value
+        return value
+
+    # -- heads and proofs --------------------------------------------------------------
+
+    def head(self) -> TreeHead:
+        """The newest signed head, signing one now if entries were appended since."""
+        size = self.size()
+        if self._head is not None and self._head.size == size:
+            return self._head
+        latest = keylog.latest_head(self._db)
+        if latest is not None and latest.size == size:
+            self._head = latest
+            return latest
+        timestamp = max(self._clock(), latest.timestamp if latest else 0)
+        head = merkle.sign_tree_head(
+            self._identity.key, size, merkle.root(size, self.subtree), timestamp
+        )
+        keylog.insert_head(self._db, head)
+        self._head = head
+        return head
+
+    def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
+        return merkle.inclusion_proof(position, head.size, self.subtree)
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        if old_size in (0, new_size):
+            return []
+        return merkle.consistency_proof(old_size, new_size, self.subtree)
+
+    def proof_for(self, kind: str, username: str, payload: bytes, head: TreeHead) -> dict[str, Any]:
+        """{position, proof} for the newest entry of exactly this key, under `head`.
+
+        A key the log does not hold gets position -1 and no proof: clients refuse it,
+        so the reply still goes out and the refusal is theirs to show.
+        """
+        position = keylog.latest_for(self._db, kind, username, payload)
+        if position is None or position >= head.size:
+            log.error("key for %s served without a log entry", username)
+            return {"position": -1, "proof": []}
+        return {"position": position, "proof": self.inclusion(position, head)}
+
+    def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
+        """The `transparency` field of a reply carrying one certificate."""
+        head = self.head()
+        return {
+            "head": head.to_wire(),
+            **self.proof_for("certificate", username, certificate, head),
+        }

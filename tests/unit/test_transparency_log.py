@@ -1,0 +1,141 @@
+"""The server's key transparency log on a real SQLite file: append, backfill, proofs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from common.crypto import merkle
+from common.crypto.certs import ServerIdentity
+from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
+from server.storage import keylog
+from server.storage.database import MIGRATIONS, Database
+from server.transparency import TransparencyLog
+
+CA = ServerIdentity.create()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def open_log(path: Path, clock: Clock | None = None) -> tuple[Database, TransparencyLog]:
+    db = Database.open(path)
+    return db, TransparencyLog(db, CA, clock or Clock())
+
+
+def test_appends_prove_against_signed_heads_and_match_a_memory_tree(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    reference = MemoryTree()
+    for i in range(37):
+        entry = LogEntry("certificate" if i % 3 else "kem_key", f"user{i % 5}", bytes([i]) * 40)
+        assert log.append(entry.kind, entry.username, entry.payload) == i
+        reference.append_leaf_hash(entry.leaf_hash)
+        head = log.head()
+        merkle.verify_tree_head(head, CA.public_key_bytes)
+        assert (head.size, head.root) == (i + 1, reference.root())
+        for position in {0, i // 2, i}:
+            proof = log.inclusion(position, head)
+            assert proof == merkle.inclusion_proof(position, i + 1, reference.subtree)
+    db.commit()
+    old = keylog.heads(db)[9]
+    head = log.head()
+    merkle.verify_consistency(
+        old.size, head.size, old.root, head.root, log.consistency(10, head.size)
+    )
+
+
+def test_a_head_is_signed_only_when_the_log_grew_and_time_never_goes_back(tmp_path: Path) -> None:
+    clock = Clock()
+    db, log = open_log(tmp_path / "db.sqlite", clock)
+    log.append("certificate", "alice", b"a")
+    first = log.head()
+    clock.now -= 5_000
+    assert log.head() == first
+    log.append("certificate", "bob", b"b")
+    second = log.head()
+    assert second.size == 2 and second.timestamp >= first.timestamp
+    assert [h.size for h in keylog.heads(db)] == [1, 2]
+
+
+def test_unknown_kinds_are_refused_before_writing(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    with pytest.raises(ValueError):
+        log.append("password", "alice", b"x")
+    assert keylog.size(db) == 0
+
+
+def test_proof_for_a_key_the_log_lacks_is_empty(tmp_path: Path) -> None:
+    _, log = open_log(tmp_path / "db.sqlite")
+    log.append("certificate", "alice", b"real")
+    head = log.head()
+    assert log.proof_for("certificate", "alice", b"forged", head) == {"position": -1, "proof": []}
+    assert log.proof_for("certificate", "ALICE", b"real", head)["position"] == 0
+
+
+def test_log_rows_cannot_be_rewritten(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    log.append("certificate", "alice", b"a")
+    with pytest.raises(sqlite3.IntegrityError):
+        keylog.insert_entry(db, 0, LogEntry("certificate", "mallory", b"m"), 0)
+
+
+def test_migration_backfills_existing_certificates(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(path)
+    raw.executescript(MIGRATIONS[0]() + "\nPRAGMA user_version = 1;")
+    for i, name in enumerate(("carol", "alice", "bob")):
+        raw.execute(
+            "INSERT INTO users (username, password, email, sex, age, certificate, created_at)"
+            " VALUES (?, 'x', ?, 'other', 30, ?, ?)",
+            (name, f"{name}@example.org", f"cert-{name}".encode(), 1000 + i),
+        )
+    raw.commit()
+    raw.close()
+    db, log = open_log(path)
+    assert log.catch_up() == 3
+    assert log.catch_up() == 0
+    entries = keylog.entries(db, 0, 10)
+    assert [(e.position, e.entry.username, e.entry.payload) for e in entries] == [
+        (0, "carol", b"cert-carol"),
+        (1, "alice", b"cert-alice"),
+        (2, "bob", b"cert-bob"),
+    ]
+    head = log.head()
+    reference = MemoryTree()
+    for stored in entries:
+        reference.append_leaf_hash(stored.entry.leaf_hash)
+    assert head.root == reference.root()
+    log.append("certificate", "dave", b"cert-dave")
+    assert log.head().size == 4
+
+
+def test_heads_round_trip_through_storage(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    log.append("certificate", "alice", b"a")
+    head = log.head()
+    assert keylog.latest_head(db) == head
+    assert TreeHead.from_wire(head.to_wire()) == head
+
+
+def test_a_rolled_back_append_leaves_no_trace_in_the_caches(tmp_path: Path) -> None:
+    db, log = open_log(tmp_path / "db.sqlite")
+    log.append("certificate", "alice", b"a")
+    before = log.head()
+    db.commit()
+    db.begin_step()
+    log.append("certificate", "mallory", b"m")
+    assert log.head().size == 2
+    db.end_step(keep=False)  # the handler failed after appending
+    assert log.head() == before
+    assert log.append("certificate", "bob", b"b") == 1
+    reference = MemoryTree()
+    for data, name in ((b"a", "alice"), (b"b", "bob")):
+        reference.append_leaf_hash(LogEntry("certificate", name, data).leaf_hash)
+    assert log.head().root == reference.root()
