@@ -1,6 +1,6 @@
 """Signed KEM keys on a real server: made at registration, published at login, verified
 by friends against the pinned identity, and added to accounts from before (upgrade of
-a version-1 key file and a schema-2 server database, history kept)."""
+a version-1 key file and a server database from before the kem_keys migration, history kept)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from common.crypto.keys import UserKeys, load_keys, save_keys
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.app import DATABASE_FILE
+from server.storage.database import SCHEMA_VERSION
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
     FAST_KEYS,
@@ -93,7 +94,9 @@ def _downgrade(server: RunningServer, user: User) -> None:
     _write_version_1(path, UserKeys(keys.identity, keys.agreement))
     database = sqlite3.connect(server.data_dir / DATABASE_FILE)
     try:
-        database.executescript("BEGIN; DROP TABLE kem_keys; PRAGMA user_version = 2; COMMIT;")
+        database.executescript(
+            f"BEGIN; DROP TABLE kem_keys; PRAGMA user_version = {SCHEMA_VERSION - 1}; COMMIT;"
+        )
     finally:
         database.close()
 
