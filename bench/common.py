@@ -63,6 +63,11 @@ LOAD_GENERATOR_ENV = {
     "UCHAT_SERVER_REGISTER_PER_ADDRESS": "1000000",
     "UCHAT_SERVER_HASHES_IN_FLIGHT_PER_ADDRESS": "64",
     "UCHAT_SERVER_HASHES_WAITING_PER_ADDRESS": "100000",
+    "UCHAT_SERVER_MAX_CONNECTIONS_PER_ADDRESS": "100000",
+    "UCHAT_SERVER_MAX_ANONYMOUS_PER_ADDRESS": "100000",
+    # 64 hashes in flight from one address pre-count 64 failures on that address before
+    # any of them succeeds; the public default (one in flight) never does.
+    "UCHAT_SERVER_LOGIN_MAX_FAILURES": "1000000",
 }
 
 REPLY_TYPES = frozenset({MessageType.REPLY, MessageType.ERROR})

@@ -94,6 +94,24 @@ SCENARIOS: dict[str, Scenario] = {
         ("--samples", "3", "--scrypt-n", "1024", "--warmup", "0.2", "--flood-rate", "200"),
         300.0,
     ),
+    "hostile_search": Scenario(
+        "bench.hostile_search",
+        ("--users", "20000", "--pings", "200"),
+        ("--users", "300", "--pings", "20", "--pipeline", "50"),
+        900.0,
+    ),
+    "chunk_flood": Scenario(
+        "bench.chunk_flood",
+        ("--requests", "200"),
+        ("--requests", "20", "--hold", "0.5"),
+        300.0,
+    ),
+    "anonymous_memory": Scenario(
+        "bench.anonymous_memory",
+        ("--connections", "300"),
+        ("--connections", "20", "--login-timeout", "1"),
+        300.0,
+    ),
     "soak": Scenario(
         "bench.soak",
         _SOAK_QUICK,

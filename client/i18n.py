@@ -247,6 +247,8 @@ EN: dict[str, str] = {
     "Type it again without it.",
     "error.username_confusable": "This username looks like one that already exists. "
     "Choose another.",
+    "error.too_many_searches": "Too many searches. Please wait a minute and try again.",
+    "error.too_many_joins": "Too many attempts to join groups. Please wait a minute.",
     "error.too_many_registrations": "Too many accounts were created from your network. "
     "Try again later.",
     "error.email_taken": "This email address is already registered.",
@@ -521,6 +523,8 @@ ZH_CN: dict[str, str] = {
     "error.recipient_inbox_full": "对方待接收的消息太多，请等对方登录后再试。",
     "error.username_invisible": "用户名中含有不可见字符，请删除后重新输入。",
     "error.username_confusable": "该用户名与已有用户名过于相似，请换一个。",
+    "error.too_many_searches": "搜索过于频繁，请稍等一分钟再试。",
+    "error.too_many_joins": "加入群聊的尝试过多，请稍等一分钟。",
     "error.too_many_registrations": "您的网络创建的账号过多，请稍后再试。",
     "error.email_taken": "该邮箱已被注册。",
     "error.login_failed": "用户名或密码错误。",

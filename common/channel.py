@@ -16,11 +16,18 @@ from collections.abc import Sequence
 from enum import Enum, auto
 
 from common.crypto.certs import ServerIdentity
-from common.crypto.handshake import ClientHandshake, RandomSource, ServerHandshake, SessionKeys
+from common.crypto.handshake import (
+    HANDSHAKE_LIMITS,
+    ClientHandshake,
+    RandomSource,
+    ServerHandshake,
+    SessionKeys,
+)
 from common.crypto.record import MAC_ALGORITHMS, RecordReceiver, RecordSender
 from common.errors import LocalProtocolError, RemoteProtocolError, UchatError
 from common.protocol import codec
 from common.protocol.framing import (
+    BLOCK_SIZE,
     DEFAULT_MAX_BODY,
     Frame,
     FrameDecoder,
@@ -28,6 +35,10 @@ from common.protocol.framing import (
     encode_handshake_frame,
 )
 from common.protocol.message import Message, decode_messages, encode_batch, encode_message
+
+#: The largest handshake frame body: the handshake codec refuses bigger payloads, so a
+#: peer gets no more buffer than that before Finished (padding adds under one block).
+HANDSHAKE_MAX_FRAME = HANDSHAKE_LIMITS.max_size + BLOCK_SIZE
 
 
 class _State(Enum):
@@ -52,7 +63,8 @@ class SecureChannel:
     ) -> None:
         self._client = client
         self._server = server
-        self._decoder = FrameDecoder(max_frame)
+        self._decoder = FrameDecoder(min(max_frame, HANDSHAKE_MAX_FRAME))
+        self._max_frame = max_frame
         self._limits = codec.Limits(max_size=max_frame)
         self._iv_source = iv_source
         self._outgoing = bytearray()
@@ -92,6 +104,22 @@ class SecureChannel:
     @property
     def failed(self) -> bool:
         return self._state is _State.FAILED
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received but not yet part of a whole frame."""
+        return self._decoder.buffered
+
+    @property
+    def max_frame(self) -> int:
+        """The cap on the body of the next frame (the handshake's until Finished)."""
+        return self._decoder.max_body
+
+    def limit_frames(self, max_frame: int) -> None:
+        """Cap records from now on (a server keeps them small until LOGIN succeeds)."""
+        self._max_frame = max_frame
+        if self._state is _State.ESTABLISHED:
+            self._decoder.max_body = max_frame
 
     def initiate(self) -> bytes:
         """Client only: the ClientHello frame to write first."""
@@ -170,3 +198,4 @@ class SecureChannel:
         self._receiver = RecordReceiver(keys.recv_enc, keys.recv_mac, keys.mac_alg)
         self.mac_alg = keys.mac_alg
         self._state = _State.ESTABLISHED
+        self._decoder.max_body = self._max_frame

@@ -35,6 +35,18 @@ class ServerConfig:
     worker_threads: int = 2
     worker_queue: int = 1_000
     write_buffer_limit: int = 8 * 1024 * 1024
+    # Fair reactor and admission (server/net/admission.py, docs/security.md).
+    output_pause_limit: int = 1024 * 1024
+    requests_per_turn: int = 16
+    time_per_turn: float = 0.002
+    prelogin_max_frame: int = 16 * 1024
+    login_timeout: float = 30.0
+    max_connections_per_address: int = 256
+    max_anonymous_per_address: int = 32
+    input_budget: int = 64 * 1024 * 1024
+    search_page: int = 20
+    searches_per_minute: int = 30
+    joins_per_minute: int = 20
     max_attachment_size: int = 100 * 1024 * 1024
     chunk_size: int = 256 * 1024
     username_min: int = 2
@@ -156,6 +168,17 @@ _POSITIVE_LIMITS = (
     "delivered_retention_days",
     "abandoned_upload_hours",
     "sweep_interval",
+    "output_pause_limit",
+    "requests_per_turn",
+    "time_per_turn",
+    "prelogin_max_frame",
+    "login_timeout",
+    "max_connections_per_address",
+    "max_anonymous_per_address",
+    "input_budget",
+    "search_page",
+    "searches_per_minute",
+    "joins_per_minute",
 )
 
 
@@ -166,6 +189,21 @@ def _validate_limits(s: ServerConfig) -> None:
             raise ConfigError(f"server.{name} must be positive")
     if s.max_upload_bytes_per_account < s.max_attachment_size:
         raise ConfigError("server.max_upload_bytes_per_account must hold one largest attachment")
+    _validate_admission(s)
+
+
+def _validate_admission(s: ServerConfig) -> None:
+    """Reactor limits that only make sense in a certain order."""
+    if not 4096 <= s.prelogin_max_frame <= s.max_frame_size:
+        raise ConfigError("server.prelogin_max_frame must be between 4096 and max_frame_size")
+    if s.max_anonymous_per_address > s.max_connections_per_address:
+        raise ConfigError(
+            "server.max_anonymous_per_address must not exceed max_connections_per_address"
+        )
+    if s.input_budget < s.max_frame_size:
+        raise ConfigError("server.input_budget must hold at least one largest frame")
+    if s.search_page > 100:
+        raise ConfigError("server.search_page must be at most 100")
 
 
 def _validate(config: Config) -> Config:

@@ -31,6 +31,7 @@ from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
 from server.handlers._backlog import BacklogCursors
 from server.logging_setup import configure_logging, log_failure
+from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 from server.presence import announce_offline
@@ -58,6 +59,18 @@ class Server:
                 idle_timeout=config.idle_timeout,
                 max_connections=config.max_connections,
                 write_buffer_limit=config.write_buffer_limit,
+                # pausing above the drop limit would never pause: the lower one wins
+                output_pause_limit=min(config.output_pause_limit, config.write_buffer_limit),
+                requests_per_turn=config.requests_per_turn,
+                time_per_turn=config.time_per_turn,
+                login_timeout=config.login_timeout,
+                prelogin_max_frame=config.prelogin_max_frame,
+                max_frame=config.max_frame_size,
+                admission=AdmissionLimits(
+                    per_address=config.max_connections_per_address,
+                    anonymous_per_address=config.max_anonymous_per_address,
+                    input_budget=config.input_budget,
+                ),
             ),
             channel_factory=self._new_channel,
             on_message=self._on_message,

@@ -218,13 +218,18 @@ class Context:
         A full pool answers `server_busy` at once; `fn` raising answers
         `internal_error`. If the connection closed (or began closing) meanwhile, `then`
         is skipped: the caller is gone and must not be logged in or told anything.
-        `always` runs on the reactor thread when the job is over, whatever happened
-        (it releases a slot such as `server.hash_queue`'s).
+        `always` runs on the reactor thread when the job is over (after `then`),
+        whatever happened: it releases a slot such as `server.hash_queue`'s.
         """
 
         def on_done(future: Future[T]) -> None:
-            if always is not None:
-                always()
+            try:
+                finish(future)
+            finally:
+                if always is not None:  # after `then`: it may have counted something
+                    always()
+
+        def finish(future: Future[T]) -> None:
             if not self.connection.is_open:
                 log.debug("%s result dropped: connection closed", self.opcode.name)
                 return

@@ -8,6 +8,11 @@ queue (at most `max_waiting`, then `server_busy`), and the next one starts when 
 of its own finishes. Another address's login therefore waits for at most the few
 jobs each busy address has in flight, never for a flood.
 
+`admit` runs on the reactor thread at the moment a job is about to start, not when it
+is queued: LOGIN checks its locks and counts the attempt there. Counting at queue time
+would let forty colleagues behind one NAT address, logging in at once, pre-count forty
+"failures" and lock their own address before a single hash had run.
+
 Reactor thread only: `Context.run_in_worker` calls `always` there when a job ends.
 """
 
@@ -45,11 +50,19 @@ class HashQueue:
         state = self._addresses.get(address)
         return 0 if state is None else len(state.waiting)
 
-    def submit(self, ctx: Context, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def submit(
+        self,
+        ctx: Context,
+        fn: Callable[[], Any],
+        then: Callable[[Any], None],
+        admit: Callable[[], None] | None = None,
+    ) -> None:
         """Run `fn` on the worker pool for `ctx`'s address now, or when its turn comes.
 
         Raises `RequestError('server_busy')` when the address already has its fill
-        waiting; the caller has not spent anything yet.
+        waiting; the caller has not spent anything yet. `admit`, if given, runs just
+        before the job starts; a `RequestError` from it answers the request instead
+        (raised to the caller when the job starts at once).
         """
         address = ctx.peer[0]
         state = self._addresses.get(address)
@@ -57,14 +70,20 @@ class HashQueue:
             state = _Address(limit=max(1, ctx.config.hashes_in_flight_per_address))
             self._addresses[address] = state
 
-        def start() -> None:
+        def run() -> None:
             state.running += 1
             ctx.run_in_worker(fn, then, always=lambda: self._finished(address))
 
+        def start_later() -> None:
+            if admit is None or _admitted(ctx, admit):
+                run()
+
         if state.running < state.limit:
-            start()
+            if admit is not None:
+                admit()
+            run()
         elif len(state.waiting) < ctx.config.hashes_waiting_per_address:
-            state.waiting.append((ctx, start))
+            state.waiting.append((ctx, start_later))
         else:
             raise RequestError(
                 "server_busy", "too many logins or registrations from your address; try again"
@@ -81,3 +100,14 @@ class HashQueue:
                 start()
         if not state.running and not state.waiting:
             del self._addresses[address]
+
+
+def _admitted(ctx: Context, admit: Callable[[], None]) -> bool:
+    """Run `admit` for a job that waited; a refusal is answered, and False returned."""
+    from server.dispatch import run_guarded  # dispatch imports this module
+
+    def step() -> bool:
+        admit()
+        return True
+
+    return run_guarded(ctx, step) is True

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
+POSITION_CACHE_LIMIT = 20_000
 
 
 class TransparencyLog:
@@ -36,12 +37,18 @@ class TransparencyLog:
         # Node hashes never change once written; the caches only forget what a
         # rollback undid (the database tells us), and the head when the log grows.
         self._nodes: dict[tuple[int, int], bytes] = {}
+        # Friends fetch the same certificates again and again: keep their positions
+        # and their proofs under the current head.
+        self._positions: dict[tuple[str, str, bytes], int] = {}
+        self._proofs: dict[int, list[bytes]] = {}
         self._size: int | None = None
         self._head: TreeHead | None = None
         db.on_rollback(self._forget)
 
     def _forget(self) -> None:
         self._nodes.clear()
+        self._positions.clear()
+        self._proofs.clear()
         self._size = None
         self._head = None
 
@@ -103,6 +110,7 @@ class TransparencyLog:
         )
         keylog.insert_head(self._db, head)
         self._head = head
+        self._proofs.clear()
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
@@ -119,11 +127,23 @@ class TransparencyLog:
         A key the log does not hold gets position -1 and no proof: clients refuse it,
         so the reply still goes out and the refusal is theirs to show.
         """
-        position = keylog.latest_for(self._db, kind, username, payload)
+        key = (kind, username.casefold(), payload)
+        position = self._positions.get(key)
+        if position is None:
+            position = keylog.latest_for(self._db, kind, username, payload)
+            if position is not None and len(self._positions) < POSITION_CACHE_LIMIT:
+                self._positions[key] = position
         if position is None or position >= head.size:
             log.error("key for %s served without a log entry", username)
             return {"position": -1, "proof": []}
-        return {"position": position, "proof": self.inclusion(position, head)}
+        if head is not self._head:
+            return {"position": position, "proof": self.inclusion(position, head)}
+        proof = self._proofs.get(position)
+        if proof is None:
+            proof = self.inclusion(position, head)
+            if len(self._proofs) < POSITION_CACHE_LIMIT:
+                self._proofs[position] = proof
+        return {"position": position, "proof": proof}
 
     def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""

@@ -279,6 +279,12 @@ class ChatClient:
     def search_users(self, query: str) -> list[dict[str, Any]]:
         return self._directory.search_users(query)
 
+    def search_users_page(
+        self, query: str, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a name search and the cursor for the next (None at the end)."""
+        return self._directory.search_users_page(query, after)
+
     def add_friend(self, username: str) -> bool:
         """True when they had asked us first: this accepted, and we are friends now."""
         return self._directory.add_friend(username)

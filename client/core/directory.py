@@ -44,8 +44,21 @@ class Directory:
         self._request = request
 
     def search_users(self, query: str) -> list[dict[str, Any]]:
-        reply = self._request(MessageType.SEARCH_USERS, {"query": query})
-        return _dict_list(reply, "users", "SEARCH_USERS")
+        """The first page of users whose name starts with `query` (case-folded)."""
+        return self.search_users_page(query)[0]
+
+    def search_users_page(
+        self, query: str, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of matches and the cursor for the next (None after the last)."""
+        params: dict[str, Any] = {"query": query}
+        if after is not None:
+            params["after"] = after
+        reply = self._request(MessageType.SEARCH_USERS, params)
+        cursor = reply.get("next")
+        if cursor is not None and not isinstance(cursor, str):
+            raise RemoteProtocolError("SEARCH_USERS reply has a bad 'next' cursor")
+        return _dict_list(reply, "users", "SEARCH_USERS"), cursor
 
     def add_friend(self, username: str) -> bool:
         """True when `username` had asked us first: the server accepted that request."""

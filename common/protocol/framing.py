@@ -90,6 +90,15 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def max_body(self) -> int:
+        return self._max_body
+
+    @max_body.setter
+    def max_body(self, value: int) -> None:
+        """Change the cap for frames whose header has not been read yet."""
+        self._max_body = value
+
     def receive_data(self, data: bytes) -> list[Frame]:
         """Feed bytes (any split); return every frame they complete."""
         self._buffer += data

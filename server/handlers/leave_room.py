@@ -1,4 +1,8 @@
-"""LEAVE_ROOM {room_id} -> {}: leave a group chat; the rest of it is told."""
+"""LEAVE_ROOM {room_id} -> {}: leave a group chat; the rest of it is told.
+
+A room that does not exist and a room the caller is not in get the same answer,
+`not_member`, so leaving cannot be used to probe which room numbers exist.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller, existing_room
+from server.handlers._common import caller, member_room_id
 from server.storage import rooms
 
 if TYPE_CHECKING:
@@ -18,8 +22,8 @@ REQUIRES_AUTH = True
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    room_id = existing_room(ctx, params).id
-    if not rooms.remove_member(ctx.db, room_id, user_id):
+    room_id = member_room_id(ctx, params)
+    if not rooms.remove_member(ctx.db, room_id, user_id):  # checked just above
         raise RequestError("not_member", "you are not in this room", "room_id")
     ctx.push_many(
         rooms.member_ids(ctx.db, room_id),

@@ -6,7 +6,9 @@ tells which names exist.
 
 Limits (docs/security.md, "Hostile load"):
 - every failure is counted *before* the hash runs (and taken back on success), so
-  pipelined guesses cannot slip past a lock while their hashes are computed;
+  pipelined guesses cannot slip past a lock while their hashes are computed; the
+  count and the lock check happen when the hash's turn comes in the address's queue,
+  so honest logins waiting behind each other never count against their address;
 - an address has at most a few hashes in flight (`server.hash_queue`);
 - locks are per (account, address). An address the account has logged in from
   before is judged on that pair alone, so a stranger's guesses from elsewhere never
@@ -87,30 +89,46 @@ def attempt_keys(ctx: Context, name: str, user: users.User | None) -> Keys:
     return Keys(pair, login_attempts.user_key(name), login_attempts.address_key(ip))
 
 
+@dataclass
+class _Attempt:
+    """What `admit` decided when this login's turn came, for the hash and its result."""
+
+    stored_hash: str = ""
+    user_id: int | None = None
+    keys: Keys | None = None
+
+
 def handle(ctx: Context, params: dict[str, Any]) -> None:
     name = unicodedata.normalize("NFC", get_str(params, "username", max_len=USERNAME_MAX).strip())
     password = get_str(params, "password", max_len=PASSWORD_MAX)
-    user = users.by_username(ctx.db, name) if name else None
-    keys = attempt_keys(ctx, name, user)
-    now = ctx.now()
-    locked_until = login_attempts.locked_until(ctx.db, keys.all, now)
-    if locked_until:
-        seconds = max(1, math.ceil((locked_until - now) / 1000))
-        raise RequestError(
-            "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+    attempt = _Attempt()
+
+    def admit() -> None:
+        """At the hash's turn (not at queue time): check the locks, count the failure."""
+        user = users.by_username(ctx.db, name) if name else None
+        keys = attempt_keys(ctx, name, user)
+        now = ctx.now()
+        locked_until = login_attempts.locked_until(ctx.db, keys.all, now)
+        if locked_until:
+            seconds = max(1, math.ceil((locked_until - now) / 1000))
+            raise RequestError(
+                "too_many_attempts", f"too many failed logins; try again in {seconds} seconds"
+            )
+        _count_in_advance(ctx, keys, now)
+        attempt.keys = keys
+        attempt.user_id = user.id if user is not None else None
+        attempt.stored_hash = (
+            user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
         )
-    stored = user.password_hash if user is not None else dummy_hash(ctx.config.scrypt_n)
-    user_id = user.id if user is not None else None
-    _count_in_advance(ctx, keys, now)
-    try:
-        ctx.services.hashes.submit(
-            ctx,
-            lambda: verify_password(password, stored),
-            lambda ok: _finish(ctx, user_id if ok else None, keys),
-        )
-    except RequestError:  # server_busy: no guess was made, so none is counted
-        login_attempts.forgive(ctx.db, keys.all, 1)
-        raise
+
+    def finish(ok: bool) -> None:
+        if attempt.keys is None:  # cannot happen: admit runs before the hash
+            raise RuntimeError("a login hash finished without its admission")
+        _finish(ctx, attempt.user_id if ok else None, attempt.keys)
+
+    ctx.services.hashes.submit(
+        ctx, lambda: verify_password(password, attempt.stored_hash), finish, admit=admit
+    )
 
 
 def _count_in_advance(ctx: Context, keys: Keys, now: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from common.protocol.message import MAX_MESSAGES_PER_RECORD as MAX_PER_RECORD
@@ -42,6 +43,14 @@ class Channel(Protocol):
 
     def send_batch(self, bodies: list[bytes]) -> bytes: ...
 
+    @property
+    def buffered_input(self) -> int: ...
+
+    @property
+    def max_frame(self) -> int: ...
+
+    def limit_frames(self, max_frame: int) -> None: ...
+
 
 class ConnectionHost(Protocol):
     """The reactor side of a connection: told when output waits and when it closes."""
@@ -51,6 +60,8 @@ class ConnectionHost(Protocol):
     def release(self, connection: Connection, reason: str) -> None: ...
 
     def stop_reading(self, connection: Connection) -> None: ...
+
+    def authenticated(self, connection: Connection) -> None: ...
 
 
 class Connection:
@@ -62,16 +73,19 @@ class Connection:
         "_host",
         "_out",
         "_out_size",
+        "_user_id",
         "channel",
         "closed",
         "closing_reason",
         "events",
+        "inbox",
+        "input_held",
         "last_activity",
+        "logged_in_once",
         "peer",
         "replaced",
         "session_cache",
         "sock",
-        "user_id",
         "username",
     )
 
@@ -86,7 +100,14 @@ class Connection:
         self.sock = sock
         self.channel = channel
         self.peer = peer
-        self.user_id: int | None = None
+        self._user_id: int | None = None
+        #: True from the first successful LOGIN on: the pre-login limits stop applying.
+        self.logged_in_once = False
+        #: Requests decoded but not yet dispatched (the per-turn budget leaves the rest).
+        self.inbox: deque[Message] = deque()
+        #: Input bytes this connection holds (partial frame + undispatched read), as
+        #: charged to the reactor's global input budget.
+        self.input_held = 0
         self.username: str | None = None
         #: True once a newer login of the same user took over this session.
         self.replaced = False
@@ -112,6 +133,18 @@ class Connection:
     def address(self) -> str:
         """`ip:port` of the peer, as shown in logs and KICKED pushes."""
         return f"{self.peer[0]}:{self.peer[1]}"
+
+    @property
+    def user_id(self) -> int | None:
+        """The logged-in user, or None; the first login lifts the pre-login limits."""
+        return self._user_id
+
+    @user_id.setter
+    def user_id(self, value: int | None) -> None:
+        self._user_id = value
+        if value is not None and not self.logged_in_once:
+            self.logged_in_once = True
+            self._host.authenticated(self)
 
     @property
     def pending_output(self) -> int:
@@ -177,6 +210,7 @@ class Connection:
         self.closed = True
         self._out = []
         self._out_size = 0
+        self.inbox.clear()
         self._bodies = []
         self._bodies_size = 0
         self._host.release(self, reason)

@@ -1,7 +1,10 @@
 """The event loop: one thread, one selector, every socket of the server.
 
 Each loop turn: wait for readiness (or the next deadline), accept, read and
-dispatch, run callbacks posted by other threads, expire timeouts, then call
+dispatch (a bounded number of requests per connection: the rest wait in its inbox
+for the next turn, and a connection whose output is over its pause limit is neither
+read nor dispatched until that output drains), run callbacks posted by other
+threads, expire timeouts, then call
 `before_flush` (the database commit) and only after it write queued output. That
 order is the group-commit invariant: nothing a turn produced reaches a socket
 before the turn's writes are durable. If the commit fails, the connections holding
@@ -20,11 +23,13 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.errors import UchatError
+from common.protocol.framing import HEADER_SIZE
 from common.protocol.message import Message
 from server.logging_setup import log_failure
+from server.net.admission import Admission, AdmissionLimits
 from server.net.connection import Channel, Connection
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,18 @@ class ReactorSettings:
     idle_timeout: float = 120.0
     max_connections: int = 20_000
     write_buffer_limit: int = 8 * 1024 * 1024
+    #: Above this much queued output a connection is not read or dispatched.
+    output_pause_limit: int = 1024 * 1024
+    #: Requests one connection may have dispatched per loop turn...
+    requests_per_turn: int = 16
+    #: ...and the reactor time (seconds) they may take, whichever runs out first.
+    time_per_turn: float = 0.002
+    #: A connection must log in within this many seconds of connecting.
+    login_timeout: float = 30.0
+    #: Record cap from Finished until LOGIN succeeds, and after it.
+    prelogin_max_frame: int = 16 * 1024
+    max_frame: int = 1_179_648
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 @dataclass(order=True)
@@ -93,6 +110,13 @@ class Reactor:
         self._read_buffer = bytearray(READ_SIZE)
         self._read_view = memoryview(self._read_buffer)
         self._connections: set[Connection] = set()
+        self._admission = Admission(settings.admission)
+        #: Connections not logged in yet, oldest first, with the time they connected.
+        self._anonymous: OrderedDict[Connection, float] = OrderedDict()
+        #: Connections with requests left in their inbox after their turn's budget.
+        self._ready: dict[Connection, None] = {}
+        #: Connections not read or dispatched until their output drains.
+        self._paused: set[Connection] = set()
         self._handshaking: OrderedDict[Connection, float] = OrderedDict()
         self._by_activity: OrderedDict[Connection, None] = OrderedDict()
         self._closing: OrderedDict[Connection, float] = OrderedDict()
@@ -111,6 +135,11 @@ class Reactor:
     @property
     def connections(self) -> frozenset[Connection]:
         return frozenset(self._connections)
+
+    @property
+    def admission(self) -> Admission:
+        """Per-address counts and the input budget (read-only use: stats, tests)."""
+        return self._admission
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
         """Bind and start accepting; return the address actually bound."""
@@ -169,6 +198,9 @@ class Reactor:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
         handshakes = HANDSHAKES_PER_TURN
+        ready, self._ready = self._ready, {}
+        for waiting in ready:  # last turn's leftovers first: they waited longest
+            self._serve(waiting)
         for key, mask in self._selector.select(wait):
             if key.data is _LISTENER:
                 self._accept()
@@ -182,7 +214,9 @@ class Reactor:
                         # bounded share per turn keeps chat traffic moving. The
                         # selector is level-triggered: the rest come next turn.
                         handshakes -= 1
-                    if handshakes >= 0 or connection not in self._handshaking:
+                    if connection.inbox:
+                        pass  # served above or next turn; read only once it is empty
+                    elif handshakes >= 0 or connection not in self._handshaking:
                         self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
@@ -219,8 +253,21 @@ class Reactor:
         self._closing[connection] = self._clock()
         self._set_events(connection, connection.events & ~selectors.EVENT_READ)
 
+    def authenticated(self, connection: Connection) -> None:
+        """First LOGIN on `connection`: lift the deadline, the anonymous count, the cap."""
+        if self._anonymous.pop(connection, None) is not None:
+            self._admission.logged_in(connection.peer[0])
+        connection.channel.limit_frames(self._settings.max_frame)
+
     def release(self, connection: Connection, reason: str) -> None:
         """Forget a connection that closed itself; runs `on_closed` once."""
+        if connection in self._connections:
+            anonymous = self._anonymous.pop(connection, None) is not None
+            self._admission.forget(connection.peer[0], anonymous)
+            self._admission.charge(-connection.input_held)
+            connection.input_held = 0
+        self._ready.pop(connection, None)
+        self._paused.discard(connection)
         self._connections.discard(connection)
         self._handshaking.pop(connection, None)
         self._by_activity.pop(connection, None)
@@ -238,7 +285,7 @@ class Reactor:
     # -- internals --------------------------------------------------------------
 
     def _wait_time(self) -> float:
-        if self._callbacks or self._stopping:
+        if self._callbacks or self._stopping or self._ready:
             return 0.0
         deadline = self._clock() + MAX_WAIT
         if self._handshaking:
@@ -247,6 +294,9 @@ class Reactor:
         if self._by_activity:
             oldest = next(iter(self._by_activity))
             deadline = min(deadline, oldest.last_activity + self._settings.idle_timeout)
+        if self._anonymous:
+            connected = next(iter(self._anonymous.values()))
+            deadline = min(deadline, connected + self._settings.login_timeout)
         if self._closing:
             began = next(iter(self._closing.values()))
             deadline = min(deadline, began + self._settings.handshake_timeout)
@@ -286,6 +336,11 @@ class Reactor:
                 log.warning("refused %s:%s: max_connections reached", address[0], address[1])
                 sock.close()
                 continue
+            refused = self._admission.admit(str(address[0]))
+            if refused is not None:
+                log.warning("refused %s:%s: %s", address[0], address[1], refused)
+                sock.close()
+                continue
             self._adopt(sock, (str(address[0]), int(address[1])))
 
     def _pause_accepting(self) -> None:
@@ -305,13 +360,16 @@ class Reactor:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = self._channel_factory()
+            channel.limit_frames(self._settings.prelogin_max_frame)
         except Exception as exc:
             log_failure(log, f"could not set up connection from {peer[0]}:{peer[1]}", exc)
+            self._admission.forget(peer[0], anonymous=True)
             sock.close()
             return
         now = self._clock()
         connection = Connection(sock, channel, peer, self, now)
         self._connections.add(connection)
+        self._anonymous[connection] = now
         self._handshaking[connection] = now
         self._by_activity[connection] = None
         self._set_events(connection, selectors.EVENT_READ)
@@ -326,8 +384,17 @@ class Reactor:
     def _read(self, connection: Connection) -> None:
         if connection.closed or connection.closing_reason is not None:
             return
+        if connection in self._paused:
+            return
+        size = READ_SIZE
+        if not connection.logged_in_once:
+            if self._admission.input_exhausted:
+                connection.close("server input budget exhausted")
+                return
+            # An anonymous peer gets no more than one largest allowed frame per read.
+            size = min(READ_SIZE, connection.channel.max_frame + HEADER_SIZE)
         try:
-            count = connection.sock.recv_into(self._read_view, READ_SIZE)
+            count = connection.sock.recv_into(self._read_view, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -351,19 +418,64 @@ class Reactor:
             return
         if connection in self._handshaking and connection.channel.established:
             del self._handshaking[connection]
+        self._hold_input(
+            connection, connection.channel.buffered_input + (len(data) if messages else 0)
+        )
         if not messages:
             return
         connection.last_activity = self._clock()
         self._by_activity.move_to_end(connection)
-        for message in messages:
-            if not connection.is_open:
+        connection.inbox.extend(messages)
+        self._serve(connection)
+
+    def _serve(self, connection: Connection) -> None:
+        """Dispatch this turn's share of the inbox; stop early while output is over its
+        pause limit (backpressure before dispatch, not at flush)."""
+        budget = self._settings.requests_per_turn
+        ends = time.perf_counter() + self._settings.time_per_turn
+        inbox = connection.inbox
+        while inbox and connection.is_open:
+            if connection.pending_output > self._settings.output_pause_limit:
+                self._pause(connection)
                 return
+            if budget == 0 or (
+                budget < self._settings.requests_per_turn and time.perf_counter() > ends
+            ):
+                self._ready[connection] = None
+                return
+            budget -= 1
+            message = inbox.popleft()
             try:
                 self._on_message(connection, message)
             except Exception as exc:
                 log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
                 return
+        if connection.closed:
+            return
+        self._hold_input(connection, connection.channel.buffered_input)
+        if connection.pending_output > self._settings.output_pause_limit:
+            self._pause(connection)
+
+    def _hold_input(self, connection: Connection, held: int) -> None:
+        """Charge what `connection` now holds to the global input budget."""
+        self._admission.charge(held - connection.input_held)
+        connection.input_held = held
+
+    def _pause(self, connection: Connection) -> None:
+        """Neither read nor dispatch `connection` until its output drains (`_flush`)."""
+        if connection in self._paused or connection.closed:
+            return
+        self._paused.add(connection)
+        self._to_flush[connection] = None
+        self._set_events(connection, connection.events & ~selectors.EVENT_READ)
+
+    def _resume(self, connection: Connection) -> int:
+        """Lift a pause; return the READ event to register unless the peer is closing."""
+        self._paused.discard(connection)
+        if connection.inbox:
+            self._ready[connection] = None
+        return selectors.EVENT_READ if connection.closing_reason is None else 0
 
     def _run_callbacks(self) -> None:
         for _ in range(len(self._callbacks)):
@@ -376,6 +488,12 @@ class Reactor:
     def _expire(self) -> None:
         now = self._clock()
         handshake_cutoff = now - self._settings.handshake_timeout
+        login_cutoff = now - self._settings.login_timeout
+        while self._anonymous:
+            connection, connected = next(iter(self._anonymous.items()))
+            if connected > login_cutoff:
+                break
+            connection.close("login timeout")
         while self._handshaking:
             connection, started = next(iter(self._handshaking.items()))
             if started > handshake_cutoff:
@@ -446,6 +564,8 @@ class Reactor:
             connection.close(connection.closing_reason)
             return
         wanted = connection.events & ~selectors.EVENT_WRITE
+        if connection in self._paused and queued <= self._settings.output_pause_limit:
+            wanted |= self._resume(connection)
         if queued:
             wanted |= selectors.EVENT_WRITE
         self._set_events(connection, wanted)

@@ -158,12 +158,36 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def search(db: Database, query: str, exclude_user_id: int, limit: int = 50) -> list[User]:
-    """Users whose name contains `query` (case-insensitive), never `exclude_user_id`."""
-    pattern = f"%{escape_like(query)}%"
+#: Sorts after every character a canonical name can hold: the top of a prefix range.
+_PREFIX_TOP = "\U0010ffff"
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    users: list[User]
+    #: Pass back as `after` for the next page; None when this was the last one.
+    next_after: str | None
+
+
+def search(
+    db: Database, query: str, exclude_user_id: int, limit: int = 20, after: str = ""
+) -> SearchPage:
+    """Users whose canonical name starts with the canonical `query`, in canonical order.
+
+    A range scan on the `users_canonical` index: its cost is the page, not the table
+    (a `LIKE '%q%'` scan read every row). `after` is the last canonical name of the
+    previous page; never `exclude_user_id`.
+    """
+    prefix = canonical(query)
+    low = max(prefix, after)
     rows = db.all(
-        _SELECT_USERS + " WHERE username LIKE ? ESCAPE '\\' AND id <> ?"
-        " ORDER BY length(username), username LIMIT ?",
-        (pattern, exclude_user_id, limit),
+        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
+        " last_seen, canonical FROM users"
+        " WHERE canonical > ? AND canonical >= ? AND canonical < ? AND id <> ?"
+        " ORDER BY canonical LIMIT ?",
+        (after, low, prefix + _PREFIX_TOP, exclude_user_id, limit + 1),
     )
-    return [_user(row) for row in rows]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_after = str(rows[-1]["canonical"]) if more and rows else None
+    return SearchPage([_user(row) for row in rows], next_after)

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
     PASSWORD,
     Accounts,
@@ -33,7 +34,7 @@ def friend_ids(user: User) -> set[str]:
     return {c.id for c in user.client.contacts() if c.kind == "user"}
 
 
-def test_search_finds_users_by_part_of_their_name_chinese_included(
+def test_search_finds_users_by_the_start_of_their_name_chinese_included(
     shared_server: RunningServer, accounts: Accounts
 ) -> None:
     tag = os.urandom(3).hex()
@@ -41,7 +42,7 @@ def test_search_finds_users_by_part_of_their_name_chinese_included(
     latin = accounts.user(shared_server, name=f"zhang_{tag}_wei", login=False)
     me = accounts.user(shared_server, name=f"me_{tag}_searcher")
 
-    found = me.client.search_users(f"小龙{tag}")
+    found = me.client.search_users(f"李小龙{tag}")
     assert [u["username"] for u in found] == [chinese.name]
     assert found[0] == {
         "username": chinese.name,
@@ -50,15 +51,41 @@ def test_search_finds_users_by_part_of_their_name_chinese_included(
         "is_friend": False,
         "pending": False,
     }
-    assert [u["username"] for u in me.client.search_users(f"{tag}_we")] == [latin.name]
-    assert {u["username"] for u in me.client.search_users(tag)} == {chinese.name, latin.name}
-    assert me.client.search_users(f"{tag}_searcher") == []  # never yourself
+    assert [u["username"] for u in me.client.search_users(f"zhang_{tag}_we")] == [latin.name]
+    assert me.client.search_users(f"小龙{tag}") == []  # the start of a name, not any part
+    assert me.client.search_users(f"me_{tag}_searcher") == []  # never yourself
     assert me.client.search_users(f"nobody{os.urandom(4).hex()}") == []
     assert [u["username"] for u in me.client.search_users(f"ZHANG_{tag}")] == [latin.name]
 
     me.client.add_friend(latin.name)
     [entry] = me.client.search_users(latin.name)
     assert (entry["is_friend"], entry["pending"]) == (False, True)
+
+
+def test_search_pages_reach_every_match_and_floods_are_refused(
+    server_factory: ServerFactory, accounts: Accounts
+) -> None:
+    server = server_factory(env={"UCHAT_SERVER_SEARCH_PAGE": "3"})
+    tag = os.urandom(3).hex()
+    names = sorted(f"page{tag}_{n}" for n in range(8))
+    for name in names:
+        accounts.user(server, name=name, login=False)
+    me = accounts.user(server, name=f"me_{tag}")
+    first, after = me.client.search_users_page(f"PAGE{tag}")
+    assert len(first) == 3 and after is not None
+    found = [u["username"] for u in first]
+    while after is not None:
+        page, after = me.client.search_users_page(f"page{tag}", after)
+        found += [u["username"] for u in page]
+    assert found == names
+    refusal = None
+    for _ in range(40):  # searches_per_minute is 30 by default
+        try:
+            me.client.search_users(f"page{tag}")
+        except RequestError as exc:
+            refusal = exc
+            break
+    assert refusal is not None and refusal.code == "too_many_searches"
 
 
 def test_add_friend_errors(shared_server: RunningServer, accounts: Accounts) -> None:

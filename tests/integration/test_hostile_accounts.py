@@ -120,6 +120,29 @@ def test_pipelined_guesses_cannot_outrun_the_lock(
     assert "internal_error" not in codes
 
 
+def test_many_honest_first_logins_from_one_address_are_not_locked_out(
+    server_factory: ServerFactory, accounts: Accounts
+) -> None:
+    """An office behind one NAT address: thirty colleagues log in at the same moment,
+    each for the first time from there. Their hashes queue one after another; each is
+    counted only when its turn comes and forgiven when it succeeds, so none of them is
+    refused, although thirty pre-counted failures would pass the address's limit."""
+    server = server_factory(env={"UCHAT_SERVER_REGISTER_PER_ADDRESS": "100"})
+    colleagues = [accounts.user(server, "office", login=False) for _ in range(30)]
+    clients = [SourceClient(server, "127.0.0.4") for _ in colleagues]
+    try:
+        ids = [
+            client.send(MessageType.LOGIN, {"username": user.name, "password": PASSWORD})
+            for client, user in zip(clients, colleagues, strict=True)
+        ]
+        answers = [client.answer(i) for client, i in zip(clients, ids, strict=True)]
+    finally:
+        for client in clients:
+            client.sock.close()
+    codes = [str(answer.params.get("code", "ok")) for answer in answers]
+    assert codes == ["ok"] * len(colleagues)
+
+
 def test_a_registration_flood_from_one_address_is_cut_short(
     server_factory: ServerFactory,
 ) -> None:

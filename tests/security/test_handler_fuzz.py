@@ -44,11 +44,12 @@ from hypothesis import strategies as st
 
 from client.core.connection import Connection
 from common.channel import SecureChannel
+from common.config import ServerConfig
 from common.crypto.certs import build_csr
 from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import generate_user_keys
 from common.errors import RequestError
-from common.protocol.message import Message
+from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import PUSHES, MessageType
 from server.app import DATABASE_FILE
 from server.handlers import HANDLERS
@@ -62,7 +63,12 @@ EXAMPLES = max(20, settings().max_examples // 5)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Failed logins are part of the fuzzing: the backoff (tested elsewhere) must not lock
 #: the final "a normal login still works" check out.
-SERVER_ENV = {"UCHAT_SERVER_LOGIN_MAX_FAILURES": "1000000"}
+#: Fuzzing one anonymous connection for long runs past the login deadline, which
+#: tests/integration/test_hostile_network.py covers on its own.
+SERVER_ENV = {
+    "UCHAT_SERVER_LOGIN_MAX_FAILURES": "1000000",
+    "UCHAT_SERVER_LOGIN_TIMEOUT": "3600",
+}
 PASSWORDS = {name: f"{name} secret 7" for name in ("alice", "bob", "carol", "dave")}
 ANSWERS = (MessageType.REPLY, MessageType.ERROR)
 RESOLVE = MessageType.RESOLVE_FRIEND_REQUEST
@@ -389,8 +395,8 @@ VALID: dict[MessageType, ValidParams] = {
     MessageType.REGISTER: lambda w, t: registration_form(f"fz{t[:12]}", "fuzz secret 9"),
     MessageType.LOGIN: lambda w, t: {"username": "alice", "password": PASSWORDS["alice"]},
     MessageType.LOGOUT: lambda w, t: {},
-    MessageType.CONTACT_LIST: lambda w, t: {},
-    MessageType.SEARCH_USERS: lambda w, t: {"query": "bo"},
+    MessageType.CONTACT_LIST: lambda w, t: {"requests_after": ""},
+    MessageType.SEARCH_USERS: lambda w, t: {"query": "bo", "after": "", "limit": 5},
     MessageType.ADD_FRIEND: lambda w, t: {"username": "dave"},
     RESOLVE: lambda w, t: {"username": "carol", "decision": "later"},
     MessageType.DELETE_FRIEND: lambda w, t: {"username": "bob"},
@@ -411,6 +417,10 @@ VALID: dict[MessageType, ValidParams] = {
         "offset": 0,
         "length": len(w.complete_data),
     },
+    MessageType.KT_TREE_HEAD: lambda w, t: {},
+    MessageType.KT_CONSISTENCY: lambda w, t: {"old_size": 1, "new_size": 2},
+    MessageType.KT_USER_ENTRIES: lambda w, t: {},
+    MessageType.KT_RANGE: lambda w, t: {"start": 0, "count": 4},
 }
 
 # ---------------------------------------------------------------- params: hostile ones
@@ -491,8 +501,8 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.REGISTER: ("username", "password", "email", "sex", "age", "csr"),
     MessageType.LOGIN: ("username", "password"),
     MessageType.LOGOUT: (),
-    MessageType.CONTACT_LIST: (),
-    MessageType.SEARCH_USERS: ("query",),
+    MessageType.CONTACT_LIST: ("requests_after",),
+    MessageType.SEARCH_USERS: ("query", "after", "limit"),
     MessageType.ADD_FRIEND: ("username",),
     RESOLVE: ("username", "decision"),
     MessageType.DELETE_FRIEND: ("username",),
@@ -515,6 +525,10 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.UPLOAD_BEGIN: ("attachment_id", "size", "digest"),
     MessageType.UPLOAD_CHUNK: ("attachment_id", "offset", "data"),
     MessageType.DOWNLOAD_CHUNK: ("attachment_id", "offset", "length"),
+    MessageType.KT_TREE_HEAD: (),
+    MessageType.KT_CONSISTENCY: ("old_size", "new_size"),
+    MessageType.KT_USER_ENTRIES: (),
+    MessageType.KT_RANGE: ("start", "count"),
 }
 
 
@@ -729,6 +743,27 @@ def anonymous(world: World) -> WireClient:
     return world.track(WireClient(world.server))
 
 
+#: Records larger than this close an anonymous connection (docs/protocol.md §1).
+PRELOGIN_RECORD = ServerConfig().prelogin_max_frame - 64
+
+
+def too_big_before_login(world: World, kind: MessageType, params: dict[str, Any]) -> bool:
+    """True if `params` make a record over the pre-login cap; then check, on a fresh
+    connection, that the server closes it for that record and serves on."""
+    if len(encode_message(Message(kind, 1, params))) <= PRELOGIN_RECORD:
+        return False
+    probe = WireClient(world.server)
+    probe.sock.sendall(probe.channel.send(Message(kind, 1, params)))
+    probe.sock.settimeout(WAIT)
+    with contextlib.suppress(ConnectionResetError):
+        while probe.sock.recv(65536):
+            continue
+    probe.sock.close()
+    fresh = world.track(WireClient(world.server))
+    assert fresh.call(MessageType.PING, {}).type is MessageType.REPLY
+    return True
+
+
 @pytest.mark.parametrize(("kind", "strategy"), fuzz_cases(ANONYMOUS))
 @FUZZ_SETTINGS
 @given(data=st.data())
@@ -736,6 +771,8 @@ def test_an_anonymous_client_cannot_break_a_handler(
     world: World, anonymous: WireClient, kind: MessageType, strategy: str, data: st.DataObject
 ) -> None:
     params = data.draw(request_params(world, kind, strategy), label="params")
+    if too_big_before_login(world, kind, params):
+        return
     answer = exercise(anonymous, kind, params)
     if kind is MessageType.LOGIN:  # no fuzzed login may succeed: every password is wrong
         assert answer.type is MessageType.ERROR
@@ -747,7 +784,10 @@ def test_an_anonymous_client_cannot_break_a_handler(
 def test_an_anonymous_client_is_refused_everything_else(
     world: World, anonymous: WireClient, kind: MessageType, data: st.DataObject
 ) -> None:
-    answer = exercise(anonymous, kind, data.draw(random_params(kind), label="params"))
+    params = data.draw(random_params(kind), label="params")
+    if too_big_before_login(world, kind, params):
+        return
+    answer = exercise(anonymous, kind, params)
     assert answer.params.get("code") == "not_authenticated"
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.channel import SecureChannel
+from common.channel import HANDSHAKE_MAX_FRAME, SecureChannel
 from common.crypto.certs import ServerIdentity
-from common.errors import LocalProtocolError
+from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 
@@ -94,3 +94,30 @@ def test_a_batch_is_one_record_and_decodes_in_order(identity: ServerIdentity) ->
     # The record sequence moved by one: the next single record still opens.
     ping = Message(MessageType.PING, 0, {})
     assert client.receive_data(server.send(ping)) == [ping]
+
+
+def test_frames_before_finished_are_capped_at_the_handshake_maximum(
+    identity: ServerIdentity,
+) -> None:
+    server = SecureChannel.server(identity)
+    assert server.max_frame == HANDSHAKE_MAX_FRAME
+    header = (HANDSHAKE_MAX_FRAME + 16).to_bytes(4, "big") + bytes([0x80]) + bytes(48)
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(header)  # refused from the header: no body is buffered
+    assert server.buffered_input <= len(header)
+
+
+def test_records_stay_small_until_the_owner_lifts_the_cap(identity: ServerIdentity) -> None:
+    client = SecureChannel.client(identity.fingerprint)
+    server = SecureChannel.server(identity)
+    server.limit_frames(16 * 1024)  # what the server's reactor does before LOGIN
+    server.receive_data(client.initiate())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    assert server.max_frame == 16 * 1024
+    big = Message(MessageType.PING, 1, {"pad": bytes(20_000)})
+    server.limit_frames(1024 * 1024)  # after LOGIN
+    assert server.receive_data(client.send(big)) == [big]
+    server.limit_frames(16 * 1024)
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(client.send(big))

@@ -141,3 +141,26 @@ def test_the_client_allows_hmac_md5_only_when_told(tmp_path: Path) -> None:
     path.write_text('{"client": {"allow_hmac_md5": "maybe"}}', encoding="utf-8")
     with pytest.raises(ConfigError):
         load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("requests_per_turn", 0, "requests_per_turn must be positive"),
+        ("login_timeout", 0, "login_timeout must be positive"),
+        ("prelogin_max_frame", 1024, "prelogin_max_frame must be between"),
+        ("prelogin_max_frame", 2_000_000, "prelogin_max_frame must be between"),
+        ("max_anonymous_per_address", 300, "max_anonymous_per_address must not exceed"),
+        ("input_budget", 1024 * 1024, "input_budget must hold at least one largest frame"),
+        ("search_page", 101, "search_page must be at most 100"),
+        ("searches_per_minute", -1, "searches_per_minute must be positive"),
+        ("joins_per_minute", 0, "joins_per_minute must be positive"),
+    ],
+)
+def test_reactor_limits_are_validated(
+    tmp_path: Path, setting: str, value: int, message: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"server": {setting: value}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})

@@ -84,9 +84,7 @@ def test_failed_replace_leaves_old_file_and_no_temp(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
 
 
-def test_failed_first_write_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 

@@ -697,30 +697,29 @@ def test_contact_list(server: FakeServer) -> None:
 
 
 def test_search_users(server: FakeServer) -> None:
-    for name in ("alice", "bob", "bobby", "bo_b", "boxer"):
+    for name in ("alice", "bob", "bobby", "bo_b", "boxer", "abob"):
         signup(server, name)
     befriend(server, "alice", "bob")
     ok(add_friend, as_user(server, "bobby"), username="alice")
-    reply = ok(search_users, as_user(server, "alice"), query="bo")
+    reply = ok(search_users, as_user(server, "alice"), query="BO")
     assert reply["users"] == [
-        {"username": "bob", "sex": "female", "age": 30, "is_friend": True, "pending": False},
         {"username": "bo_b", "sex": "female", "age": 30, "is_friend": False, "pending": False},
+        {"username": "bob", "sex": "female", "age": 30, "is_friend": True, "pending": False},
         {"username": "bobby", "sex": "female", "age": 30, "is_friend": False, "pending": True},
         {"username": "boxer", "sex": "female", "age": 30, "is_friend": False, "pending": False},
-    ]
-    assert [
-        u["username"] for u in ok(search_users, as_user(server, "alice"), query="o_")["users"]
-    ] == ["bo_b"]
-    assert ok(search_users, as_user(server, "alice"), query="alice") == {"users": []}
+    ]  # a prefix of the canonical name, in canonical order: not "abob"
+    assert reply["next"] is None
+    assert ok(search_users, as_user(server, "alice"), query="alice") == {"users": [], "next": None}
     assert fails(search_users, as_user(server, "alice"), query=["x"]).code == "bad_request"
+    assert fails(search_users, as_user(server, "alice"), query="b", limit=0).code == "bad_request"
 
 
-def test_search_users_returns_at_most_fifty(server: FakeServer) -> None:
+def test_search_users_pages_with_a_cursor(server: FakeServer) -> None:
     signup(server, "alice")
     for index in range(55):
         users.create_user(
             server.db,
-            username=f"member{index}",
+            username=f"member{index:02d}",
             password_hash="x",
             email=f"m{index}@example.com",
             sex="other",
@@ -728,7 +727,25 @@ def test_search_users_returns_at_most_fifty(server: FakeServer) -> None:
             certificate=b"",
             now=1,
         )
-    assert len(ok(search_users, as_user(server, "alice"), query="member")["users"]) == 50
+    first = ok(search_users, as_user(server, "alice"), query="member")
+    assert len(first["users"]) == CONFIG.search_page
+    names = [u["username"] for u in first["users"]]
+    after = first["next"]
+    while after is not None:
+        page = ok(search_users, as_user(server, "alice"), query="member", after=after, limit=7)
+        assert len(page["users"]) <= 7
+        names += [u["username"] for u in page["users"]]
+        after = page["next"]
+    assert names == [f"member{index:02d}" for index in range(55)]
+
+
+def test_search_users_is_rate_limited_per_account(server: FakeServer) -> None:
+    signup(server, "alice")
+    signup(server, "bob")
+    for _ in range(CONFIG.searches_per_minute):
+        ok(search_users, as_user(server, "alice"), query="bo")
+    assert fails(search_users, as_user(server, "alice"), query="bo").code == "too_many_searches"
+    ok(search_users, as_user(server, "bob"), query="al")  # another account is unaffected
 
 
 def test_add_friend_errors(server: FakeServer) -> None:
@@ -1174,13 +1191,29 @@ def test_join_and_leave_room(server: FakeServer) -> None:
 
     ok(join_room, as_user(server, "carol"), room_id=room)
     server.events.clear()
-    assert fails(leave_room, as_user(server, "bob"), room_id=room + 1).code == "room_not_found"
+    # no such room and not a member: one answer, so leaving cannot probe numbers
+    assert fails(leave_room, as_user(server, "bob"), room_id=room + 1).code == "not_member"
     assert ok(leave_room, as_user(server, "bob"), room_id=room) == {}
     left = {"room_id": room, "username": "bob", "event": "left"}
     assert server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT) == [left]
     assert server.pushes(uid(server, "carol"), MessageType.ROOM_MEMBER_EVENT) == [left]
     assert server.pushes(uid(server, "bob"), MessageType.CONTACT_REMOVED) == [{"room_id": room}]
     assert fails(leave_room, as_user(server, "bob"), room_id=room).code == "not_member"
+
+
+def test_joins_are_rate_limited_per_account_whether_or_not_the_room_exists(
+    server: FakeServer,
+) -> None:
+    online(server, "alice")
+    online(server, "prober")
+    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    for offset in range(1, CONFIG.joins_per_minute + 1):
+        code = fails(join_room, as_user(server, "prober"), room_id=room + offset).code
+        assert code == "room_not_found"
+    refused = fails(join_room, as_user(server, "prober"), room_id=room)
+    assert refused.code == "too_many_joins"  # even a room that exists: no oracle
+    server.time += 60_001
+    ok(join_room, as_user(server, "prober"), room_id=room)
 
 
 def test_room_members_and_certificates_are_for_members_only(server: FakeServer) -> None:

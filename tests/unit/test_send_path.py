@@ -188,6 +188,12 @@ class _CountingChannel:
     def data_to_send(self) -> bytes:
         return b""
 
+    buffered_input = 0
+    max_frame = 1 << 20
+
+    def limit_frames(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+
     def send_batch(self, bodies: list[bytes]) -> bytes:
         self.records.append(list(bodies))
         return b"R" * 16
@@ -199,6 +205,8 @@ class _Host:
     def release(self, connection: Connection, reason: str) -> None: ...
 
     def stop_reading(self, connection: Connection) -> None: ...
+
+    def authenticated(self, connection: Connection) -> None: ...
 
 
 def test_a_turns_messages_leave_in_one_record_split_only_past_the_cap() -> None:

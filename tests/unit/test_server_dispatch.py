@@ -46,6 +46,12 @@ class RecordingChannel:
     def data_to_send(self) -> bytes:
         return b""
 
+    buffered_input = 0
+    max_frame = 1 << 20
+
+    def limit_frames(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+
     def send_batch(self, bodies: list[bytes]) -> bytes:
         """One record of several messages, as the real channel seals them."""
         self.sent += [decode_message(body) for body in bodies]
@@ -75,6 +81,10 @@ class RecordingHost:
 
     def release(self, connection: Connection, reason: str) -> None:
         self.released.append((connection, reason))
+
+    def authenticated(self, connection: Connection) -> None:
+
+        return None
 
     def stop_reading(self, connection: Connection) -> None:
         self.stopped_reading.append(connection)

@@ -19,6 +19,7 @@ import pytest
 from common.errors import RemoteProtocolError
 from common.protocol.message import Message, decode_message, reply
 from common.protocol.opcodes import MessageType
+from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 
@@ -30,6 +31,7 @@ class LineChannel:
         self._buffer = b""
         self._outgoing = b""
         self.established = False
+        self.frame_cap = 1 << 20
 
     def receive_data(self, data: bytes) -> list[Message]:
         self._buffer += data
@@ -51,6 +53,17 @@ class LineChannel:
     def data_to_send(self) -> bytes:
         out, self._outgoing = self._outgoing, b""
         return out
+
+    @property
+    def buffered_input(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def max_frame(self) -> int:
+        return self.frame_cap
+
+    def limit_frames(self, max_frame: int) -> None:
+        self.frame_cap = max_frame
 
     def send_batch(self, bodies: list[bytes]) -> bytes:
         """One line per message, all in one write: a turn's messages share a record."""
@@ -153,6 +166,14 @@ def make_harness(**settings: float) -> Harness:
             idle_timeout=settings.get("idle_timeout", 120.0),
             max_connections=int(settings.get("max_connections", 100)),
             write_buffer_limit=int(settings.get("write_buffer_limit", 1 << 20)),
+            output_pause_limit=int(settings.get("output_pause_limit", 256 * 1024)),
+            requests_per_turn=int(settings.get("requests_per_turn", 16)),
+            login_timeout=settings.get("login_timeout", 1e9),
+            admission=AdmissionLimits(
+                per_address=int(settings.get("per_address", 100)),
+                anonymous_per_address=int(settings.get("anonymous_per_address", 100)),
+                input_budget=int(settings.get("input_budget", 64 << 20)),
+            ),
         ),
         channel_factory=LineChannel,
         on_message=on_message,
@@ -437,3 +458,147 @@ def test_output_queued_by_the_commit_hook_is_written_in_the_same_turn(harness: H
     harness.reactor.run_once(timeout=0.0)  # nothing else was queued in this turn
     client.settimeout(0.5)
     assert client.recv(100) == b"3 0 \n"
+
+
+def _count(h: Harness, prefix: str) -> int:
+    return sum(1 for event in h.events if event.startswith(prefix))
+
+
+def test_a_pipelined_flood_is_served_a_bounded_share_per_turn() -> None:
+    h = make_harness(requests_per_turn=4)
+    try:
+        flooder = h.connect()
+        bystander = h.connect()
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 1000" in h.events)
+        bystander.sendall(b"3 7\n")
+        h.pump(lambda: "dispatch 7" in h.events)
+        before_bystander = h.events[: h.events.index("dispatch 7")]
+        flood_first = sum(1 for e in before_bystander if e.startswith("dispatch 1"))
+        assert flood_first <= 3 * 4  # a few turns' share, not the whole pipeline
+        assert h.read_line(bystander) == b"1 7 "
+        h.pump(lambda: "dispatch 1099" in h.events)  # the rest still runs, in order
+        dispatched = [e for e in h.events if e.startswith("dispatch 1")]
+        assert dispatched == [f"dispatch {n}" for n in range(1000, 1100)]
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_output_over_the_pause_limit_stops_dispatch_until_it_drains() -> None:
+    h = make_harness(output_pause_limit=512 * 1024, write_buffer_limit=8 << 20)
+    try:
+        client = h.connect()
+        (connection,) = h.reactor.connections
+
+        def big(conn: Connection, message: Message) -> None:
+            # as large before sealing (pad) as after (size): a real reply is both
+            conn.send(reply(message.request_id, {"size": 300 * 1024, "pad": bytes(300 * 1024)}))
+
+        h.handler = big
+        client.sendall(b"".join(f"3 {n}\n".encode() for n in range(40)))
+        for _ in range(50):
+            h.reactor.run_once(timeout=0.005)
+        # Never more than the pause limit plus one reply queued: not 40 replies.
+        assert connection.pending_output <= 512 * 1024 + 2 * 300 * 1024
+        assert _count(h, "dispatch") < 40
+        assert not h.closed
+        client.setblocking(False)
+        lines = 0
+        data = b""
+        deadline = time.monotonic() + 10
+        while lines < 40:
+            assert time.monotonic() < deadline
+            h.reactor.run_once(timeout=0.001)
+            try:
+                while True:
+                    chunk = client.recv(1 << 20)
+                    data += chunk
+            except BlockingIOError:
+                pass
+            lines = data.count(b"\n")
+        assert _count(h, "dispatch") == 40
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_a_connection_that_does_not_log_in_is_closed_at_the_deadline_even_if_busy() -> None:
+    h = make_harness(login_timeout=30.0)
+    try:
+        client = h.connect()
+        for second in range(3):
+            h.clock[0] += 9
+            client.sendall(f"3 {second}\n".encode())
+            assert h.read_line(client) == f"1 {second} ".encode()
+        h.clock[0] += 4
+        h.wait_closed(client)
+        assert list(h.closed.values()) == ["login timeout"]
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_a_logged_in_connection_has_no_login_deadline() -> None:
+    h = make_harness(login_timeout=30.0)
+    try:
+        client = h.connect()
+        (connection,) = h.reactor.connections
+        connection.user_id = 42
+        assert connection.channel.max_frame == 1_179_648  # full frames after LOGIN
+        h.clock[0] += 60
+        client.sendall(b"3 1\n")
+        assert h.read_line(client) == b"1 1 "
+        assert not h.closed
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def _source_connect(h: Harness, source: str) -> socket.socket:
+    client = socket.socket()
+    client.bind((source, 0))
+    client.settimeout(3)
+    client.connect(("127.0.0.1", h.port))
+    return client
+
+
+def test_per_address_caps_on_anonymous_and_all_connections() -> None:
+    h = make_harness(per_address=3, anonymous_per_address=2)
+    try:
+        first = h.connect()
+        second = h.connect()
+        refused = _source_connect(h, "127.0.0.1")
+        h.wait_closed(refused)  # a third anonymous connection from the same address
+        other = _source_connect(h, "127.0.0.2")  # another address is unaffected
+        h.pump(lambda: h.reactor.connection_count == 3)
+        other.sendall(b"HELLO\n")
+        assert h.read_line(other) == b"WELCOME"
+        for connection in h.reactor.connections:
+            if connection.peer[0] == "127.0.0.1":
+                connection.user_id = 1
+                break
+        third = h.connect()  # one logged in: room for one more anonymous
+        assert h.reactor.admission.connections_from("127.0.0.1") == 3
+        over = _source_connect(h, "127.0.0.1")
+        h.wait_closed(over)  # all-connections cap
+        first.close()
+        h.pump(lambda: h.reactor.admission.connections_from("127.0.0.1") == 2)
+        third.sendall(b"3 5\n")
+        assert h.read_line(third) == b"1 5 "
+        second.close()
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_anonymous_input_beyond_the_global_budget_closes_the_connection() -> None:
+    h = make_harness(input_budget=64 * 1024)
+    try:
+        member = h.connect()
+        (connection,) = h.reactor.connections
+        connection.user_id = 1  # logged in: accountable, not refused by the budget
+        hog = h.connect()
+        hog.sendall(b"x" * (70 * 1024))  # a partial line: held, never dispatched
+        h.pump(lambda: "server input budget exhausted" in h.closed.values())
+        assert h.reactor.admission.input_held == 0  # the closed hog's bytes are returned
+        member.sendall(b"3 1\n")
+        assert h.read_line(member) == b"1 1 "
+        hog.close()
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)

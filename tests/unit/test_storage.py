@@ -163,16 +163,49 @@ def test_record_login_and_last_seen(db: Database) -> None:
     assert (user.ip, user.port, user.last_seen) == ("10.0.0.7", 5555, 3_000)
 
 
-def test_search_escapes_wildcards_and_excludes_self(db: Database) -> None:
+def test_search_is_a_canonical_prefix_match_without_wildcards_and_excludes_self(
+    db: Database,
+) -> None:
     me = add_user(db, "me_user")
-    for name in ("bob", "bobby", "ab_c", "abXc", "percent%x"):
+    for name in ("bob", "bobby", "ab_c", "abXc", "percent%x", "Élise"):
         add_user(db, name)
-    assert [u.username for u in users.search(db, "bob", me)] == ["bob", "bobby"]
-    assert [u.username for u in users.search(db, "b_c", me)] == ["ab_c"]
-    assert [u.username for u in users.search(db, "%", me)] == ["percent%x"]
-    assert [u.username for u in users.search(db, "BOB", me, limit=1)] == ["bob"]
-    assert users.search(db, "me_", me) == []
+
+    def names(query: str, limit: int = 20) -> list[str]:
+        return [u.username for u in users.search(db, query, me, limit=limit).users]
+
+    assert names("bob") == ["bob", "bobby"]
+    assert names("ab_") == ["ab_c"]  # '_' is a character, not a wildcard
+    assert names("%") == []  # nor is '%'
+    assert names("perc") == ["percent%x"]
+    assert names("BOB", limit=1) == ["bob"]
+    assert names("ÉLI") == ["Élise"]  # folded like usernames are
+    assert names("ob") == []  # prefix, not substring: an index range, not a scan
+    assert names("me_") == []
     assert users.escape_like("a\\b%_") == "a\\\\b\\%\\_"
+
+
+def test_search_pages_follow_the_cursor_to_the_end(db: Database) -> None:
+    me = add_user(db, "me")
+    for n in range(25):
+        add_user(db, f"user{n:02d}")
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = users.search(db, "user", me, limit=10, after=after)
+        seen += [u.username for u in page.users]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == [f"user{n:02d}" for n in range(25)]
+
+
+def test_search_uses_the_canonical_index(db: Database) -> None:
+    plan = db.all(
+        "EXPLAIN QUERY PLAN SELECT id FROM users WHERE canonical > ? AND canonical >= ?"
+        " AND canonical < ? AND id <> ? ORDER BY canonical LIMIT ?",
+        ("", "a", "a\U0010ffff", 0, 10),
+    )
+    assert any("users_canonical" in str(row["detail"]) for row in plan)
 
 
 # -- friends -------------------------------------------------------------------------

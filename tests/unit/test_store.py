@@ -224,9 +224,7 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with LocalStore(path) as upgraded:
-        assert upgraded.chat_summaries()[("user", "bob")] == ChatSummary(
-            "before the upgrade", 7, 1
-        )
+        assert upgraded.chat_summaries()[("user", "bob")] == ChatSummary("before the upgrade", 7, 1)
         upgraded.add_message(msg("after", time=8))
         assert upgraded.chat_summaries()[("user", "bob")].last_sender == "bob"
         upgraded.save_style("user", "bob", 14, "#123456")
