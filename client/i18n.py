@@ -286,6 +286,10 @@ EN: dict[str, str] = {
     "error.file_not_found": "The file cannot be found.",
     "error.file_changed": "The file changed while it was being sent. Try again.",
     "error.no_key_change": "There is no new key to trust.",
+    "error.bad_kem_key": (
+        "The server refused this encryption key: it is not signed by your identity key."
+    ),
+    "error.stale_kem_key": "A newer encryption key is already published for your account.",
     "error.unknown_tree_size": (
         "The server no longer admits to a key log it showed you before. Chat is blocked."
     ),
@@ -555,6 +559,8 @@ ZH_CN: dict[str, str] = {
     "error.file_not_found": "找不到该文件。",
     "error.file_changed": "文件在发送过程中被修改，请重试。",
     "error.no_key_change": "没有需要信任的新密钥。",
+    "error.bad_kem_key": "服务器拒绝了此加密密钥：它没有由您的身份密钥签名。",
+    "error.stale_kem_key": "您的账户已经发布了更新的加密密钥。",
     "error.unknown_tree_size": "服务器不再承认它之前给您看过的密钥日志。聊天已被阻止。",
     "error.key_not_logged": (
         "服务器给出的此人密钥没有公开密钥日志的证明。聊天已被阻止：服务器可能在冒充此人。"

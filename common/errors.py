@@ -86,3 +86,22 @@ class RequestTimeout(UchatError):
 
 class ConnectionLost(UchatError):
     """The connection closed before the request completed."""
+
+
+class EndToEndError(CryptoError):
+    """An end-to-end object (KEM key, distribution, envelope, ratchet step) was refused.
+
+    Opaque on purpose, like `CryptoError`: a forged signature, a bad MAC, a wrong
+    binding or a replayed key all look the same to whoever made the object.
+    """
+
+    def __init__(self, message: str = "end-to-end message rejected") -> None:
+        super().__init__(message)
+
+
+class MembershipError(UchatError):
+    """A room's membership log does not verify; the message says which event and why.
+
+    Unlike `EndToEndError` this is meant for people: the client shows it in the
+    conversation ("event 7: a join without an admin's approval").
+    """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from client.core.crypto_session import Identity, keys_match
 from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
+from client.core.kem_keys import new_user_keys, publish_if_needed, with_current_kem_key
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink, server_ca
 from client.core.models import Profile
@@ -42,7 +44,7 @@ from client.core.transparency import (
     verify_standalone,
 )
 from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
-from common.crypto.keys import generate_user_keys
+from common.crypto.keys import UserKeys
 from common.errors import (
     CertificateError,
     ConnectionLost,
@@ -97,7 +99,7 @@ class Accounts:
             raise RequestError(exc.code, exc.message, exc.field) from exc
         self._connect()
         conn = self._link.current()
-        keys = generate_user_keys()
+        keys = new_user_keys(_now_ms())
         csr = build_csr(fields["username"], fields["email"], keys)
         reply = conn.request(MessageType.REGISTER, {**fields, "csr": csr})
         ca = server_ca(conn)
@@ -187,14 +189,35 @@ class Accounts:
                 reason = str(exc)
             else:
                 if keys_match(keys, certificate):
+                    keys = self._upgrade_keys(server_id, username, password, keys)
                     return Identity(username, keys, certificate)
                 reason = "the key file on this computer does not match your certificate"
         self._emit(KeyMissing(username, reason))
         return None
 
+    def _upgrade_keys(
+        self, server_id: str, username: str, password: str, keys: UserKeys
+    ) -> UserKeys:
+        """Give a key file from before end-to-end v2 its KEM key, or rotate a due one."""
+        updated = with_current_kem_key(keys, _now_ms())
+        if updated is None:
+            return keys
+        try:
+            self._keystore.save(server_id, username, updated, password)
+        except KeyStoreError as exc:  # keep working with the old keys; retry next login
+            log.warning("could not save the new KEM key: %s", exc)
+            return keys
+        return updated
+
     def _after_login(self, session: Session) -> None:
-        """Resend the outbox and resume uploads; failures wait for the next login.
+        """Publish our KEM key, resend the outbox and resume uploads; failures wait.
         Then check our own entries in the key log, now and every `MONITOR_INTERVAL`."""
+        identity = session.identity
+        if identity is not None and identity.keys.kem is not None:
+            try:
+                publish_if_needed(self._wiring.request, identity.username, identity.keys)
+            except Exception as exc:  # a background task: report, never crash the process
+                log.warning("publishing the KEM key failed: %s", exc)
         try:
             fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
@@ -227,3 +250,7 @@ class Accounts:
                 except (ConnectionLost, RequestTimeout, RequestError) as exc:
                     log.info("logout request failed: %s", exc)
             self._slot.close()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -3,6 +3,10 @@
 The file is JSON so it is inspectable and versioned; the two raw private keys are
 sealed with AES-256-GCM under a scrypt key, and the KDF parameters are bound into the
 GCM associated data so editing them (say, to weaken a later re-save) breaks the file.
+
+Version 2 (end-to-end v2) appends the KEM keyring (current X-Wing key and the retired
+ones still in their grace period) to the sealed bytes. Version 1 files still load
+(with no keyring); the client adds the keyring at the next login and saves version 2.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from common.errors import KeyStoreError
+from common.crypto.kem import KemKeyring
+from common.errors import EndToEndError, KeyStoreError
 from common.fileio import write_private_file
 
-FILE_VERSION = 1
+FILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 KDF_NAME = "scrypt"
 SALT_SIZE = 16
 NONCE_SIZE = 12
@@ -48,6 +54,7 @@ class UserKeys:
 
     identity: Ed25519PrivateKey
     agreement: X25519PrivateKey
+    kem: KemKeyring | None = None  # None: a version-1 file not upgraded yet
 
     @property
     def identity_public(self) -> bytes:
@@ -73,7 +80,8 @@ def generate_user_keys() -> UserKeys:
 
 def _private_raw(keys: UserKeys) -> bytes:
     raw = (Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    return keys.identity.private_bytes(*raw) + keys.agreement.private_bytes(*raw)
+    kem = keys.kem.to_bytes() if keys.kem is not None else b""
+    return keys.identity.private_bytes(*raw) + keys.agreement.private_bytes(*raw) + kem
 
 
 def _derive_key(password: str, salt: bytes, params: KdfParams) -> bytes:
@@ -81,11 +89,10 @@ def _derive_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     return kdf.derive(password.encode("utf-8"))
 
 
-def _associated_data(params: KdfParams, salt: bytes) -> bytes:
-    """Everything in the header the ciphertext must be bound to."""
+def _associated_data(params: KdfParams, salt: bytes, version: int = FILE_VERSION) -> bytes:
+    """Everything in the header the ciphertext must be bound to (the version included)."""
     return (
-        f"uchat-keys v{FILE_VERSION} {KDF_NAME} {params.n} {params.r} {params.p}".encode("ascii")
-        + salt
+        f"uchat-keys v{version} {KDF_NAME} {params.n} {params.r} {params.p}".encode("ascii") + salt
     )
 
 
@@ -117,16 +124,24 @@ def load_keys(path: Path, password: str) -> UserKeys:
     """Read and decrypt a key file; every failure is a `KeyStoreError` saying which."""
     document = _read_document(Path(path))
     params, salt, nonce, ciphertext = _parse_document(document)
+    version = document["version"]
     key = _derive_key(password, salt, params)
     try:
-        raw = AESGCM(key).decrypt(nonce, ciphertext, _associated_data(params, salt))
+        raw = AESGCM(key).decrypt(nonce, ciphertext, _associated_data(params, salt, version))
     except InvalidTag:
         raise KeyStoreError("wrong password for the key file") from None
-    if len(raw) != 2 * RAW_KEY_SIZE:
+    if len(raw) < 2 * RAW_KEY_SIZE or (version == 1 and len(raw) != 2 * RAW_KEY_SIZE):
         raise KeyStoreError("key file is corrupt: wrong key length")
+    kem = None
+    if len(raw) > 2 * RAW_KEY_SIZE:  # version 2 with a keyring
+        try:
+            kem = KemKeyring.from_bytes(raw[2 * RAW_KEY_SIZE :])
+        except EndToEndError:
+            raise KeyStoreError("key file is corrupt: bad KEM keys") from None
     return UserKeys(
         identity=Ed25519PrivateKey.from_private_bytes(raw[:RAW_KEY_SIZE]),
-        agreement=X25519PrivateKey.from_private_bytes(raw[RAW_KEY_SIZE:]),
+        agreement=X25519PrivateKey.from_private_bytes(raw[RAW_KEY_SIZE : 2 * RAW_KEY_SIZE]),
+        kem=kem,
     )
 
 
@@ -147,7 +162,7 @@ def _read_document(path: Path) -> dict[str, Any]:
 
 
 def _parse_document(document: dict[str, Any]) -> tuple[KdfParams, bytes, bytes, bytes]:
-    if document.get("version") != FILE_VERSION:
+    if document.get("version") not in READABLE_VERSIONS:
         raise KeyStoreError("key file has an unsupported version")
     kdf = document.get("kdf")
     if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME:

@@ -61,6 +61,9 @@ class MessageType(IntEnum):
     KT_USER_ENTRIES = 72
     KT_RANGE = 73
 
+    # end-to-end v2 (signed KEM keys, sender chains)
+    PUBLISH_KEM_KEY = 80  # request: {kem_key} -> REPLY {key_id}
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(

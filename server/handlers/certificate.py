@@ -1,4 +1,7 @@
-"""CERTIFICATE {username} -> {username, certificate, transparency}: a user's certificate.
+"""CERTIFICATE {username} -> {username, certificate, transparency, kem_key}.
+
+`kem_key` is the user's current signed KEM key (bytes), or None before they published
+one; the client verifies it against its pin of the identity key in the certificate.
 
 Only for yourself, your friends and people you share a room with: those are the only
 people you can seal messages to, and the list of certificates should not be a
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.handlers._common import caller, existing_user
-from server.storage import friends, rooms
+from server.storage import friends, kem_keys, rooms
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -37,4 +40,5 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "username": target.username,
         "certificate": target.certificate,
         "transparency": ctx.transparency.certificate_proof(target.username, target.certificate),
+        "kem_key": kem_keys.current(ctx.db, target.id),
     }

@@ -46,6 +46,7 @@ from client.core.connection import Connection
 from common.channel import SecureChannel
 from common.config import ServerConfig
 from common.crypto.certs import build_csr
+from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import generate_user_keys
 from common.errors import RequestError
 from common.protocol.message import Message, encode_message
@@ -382,6 +383,10 @@ def message_to_bob(world: World, token: str) -> dict[str, Any]:
 
 ValidParams = Callable[[World, str], dict[str, Any]]
 
+STRANGER_KEM_KEY = SignedKemKey.sign(
+    generate_user_keys().identity, KemKeyPair.from_seed(bytes(32)), 0
+).to_bytes()
+
 #: Params alice could really send, per opcode; `token` is 32 fresh hex digits. They are
 #: only ever sent with a field changed, so those that would change the fixture's
 #: relations (DELETE_FRIEND bob, LEAVE_ROOM) do not; JOIN_ROOM's base is already done.
@@ -396,6 +401,8 @@ VALID: dict[MessageType, ValidParams] = {
     RESOLVE: lambda w, t: {"username": "carol", "decision": "later"},
     MessageType.DELETE_FRIEND: lambda w, t: {"username": "bob"},
     MessageType.CERTIFICATE: lambda w, t: {"username": "bob"},
+    # Signed by a stranger's identity: only ever sent mutated, and refused either way.
+    MessageType.PUBLISH_KEM_KEY: lambda w, t: {"kem_key": STRANGER_KEM_KEY},
     MessageType.SEND_MESSAGE: message_to_bob,
     MessageType.ACK_DELIVERY: lambda w, t: {"message_ids": [w.message_from_bob]},
     MessageType.CREATE_ROOM: lambda w, t: {"name": f"room {t[:8]}"},
@@ -500,6 +507,7 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     RESOLVE: ("username", "decision"),
     MessageType.DELETE_FRIEND: ("username",),
     MessageType.CERTIFICATE: ("username",),
+    MessageType.PUBLISH_KEM_KEY: ("kem_key",),
     MessageType.SEND_MESSAGE: (
         "message_id",
         "target_type",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from common.crypto import primitives
+from common.crypto.kem import KemKeyPair, KemKeyring
 from common.crypto.keys import KdfParams, UserKeys, generate_user_keys, load_keys, save_keys
 from common.errors import KeyStoreError
 
@@ -63,7 +64,7 @@ def test_round_trip(key_file: Path, keys: UserKeys) -> None:
 
 def test_file_contents(key_file: Path) -> None:
     document = json.loads(key_file.read_text())
-    assert document["version"] == 1
+    assert document["version"] == 2
     assert document["kdf"] == {"name": "scrypt", "n": 1024, "r": 8, "p": 1}
     assert len(base64.b64decode(document["salt"])) == 16
     assert len(base64.b64decode(document["nonce"])) == 12
@@ -188,3 +189,84 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
     assert key_file.read_bytes() == before
     assert os.listdir(key_file.parent) == [key_file.name]
     assert load_keys(key_file, PASSWORD).identity_public == keys.identity_public
+
+
+# --- version 2: the KEM keyring, and version-1 files from before it --------------------
+
+
+def _write_version_1(path: Path, keys: UserKeys, password: str = PASSWORD) -> None:
+    """A key file exactly as the previous release wrote it (version 1, 64 raw bytes)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from common.crypto.keys import _associated_data, _derive_key, _private_raw
+
+    params, salt, nonce = KdfParams(n=1024), os.urandom(16), os.urandom(12)
+    raw = _private_raw(UserKeys(keys.identity, keys.agreement))
+    ciphertext = AESGCM(_derive_key(password, salt, params)).encrypt(
+        nonce, raw, _associated_data(params, salt, 1)
+    )
+    document = {
+        "version": 1,
+        "kdf": {"name": "scrypt", "n": 1024, "r": 8, "p": 1},
+        "salt": base64.b64encode(salt).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+    path.write_text(json.dumps(document))
+
+
+def _keyring(seed: int, created: int) -> KemKeyring:
+    return KemKeyring(KemKeyPair.from_seed(bytes([seed]) * 32), created)
+
+
+def test_version_1_file_loads_without_a_keyring_and_upgrades(tmp_path: Path) -> None:
+    keys = generate_user_keys()
+    path = tmp_path / "keys.json"
+    _write_version_1(path, keys)
+    old = load_keys(path, PASSWORD)
+    assert old.kem is None and old.identity_public == keys.identity_public
+    upgraded = UserKeys(old.identity, old.agreement, _keyring(1, 1000))
+    save_keys(path, upgraded, PASSWORD, KdfParams(n=1024))
+    assert json.loads(path.read_text())["version"] == 2
+    again = load_keys(path, PASSWORD)
+    assert again.kem == upgraded.kem and again.agreement_public == keys.agreement_public
+
+
+def test_keyring_with_retired_keys_round_trips(tmp_path: Path) -> None:
+    ring = _keyring(1, 1000).rotated(KemKeyPair.from_seed(bytes([2]) * 32), 5000)
+    keys = UserKeys(generate_user_keys().identity, generate_user_keys().agreement, ring)
+    path = tmp_path / "keys.json"
+    save_keys(path, keys, PASSWORD, KdfParams(n=1024))
+    loaded = load_keys(path, PASSWORD)
+    assert loaded.kem == ring
+    assert loaded.kem.find(KemKeyPair.from_seed(bytes([1]) * 32).key_id) is not None
+
+
+def test_changing_the_version_field_breaks_the_file(tmp_path: Path) -> None:
+    keys = generate_user_keys()
+    path = tmp_path / "keys.json"
+    _write_version_1(path, keys)
+    document = json.loads(path.read_text())
+    document["version"] = 2
+    path.write_text(json.dumps(document))
+    with pytest.raises(KeyStoreError):
+        load_keys(path, PASSWORD)
+
+
+def test_keyring_grace_period_and_lookup() -> None:
+    from common.crypto.kem import KEM_KEY_GRACE_MS
+
+    first = KemKeyPair.from_seed(bytes([1]) * 32)
+    ring = KemKeyring(first, 0).rotated(KemKeyPair.from_seed(bytes([2]) * 32), 10)
+    assert ring.find(first.key_id) == first
+    assert ring.pruned(10 + KEM_KEY_GRACE_MS - 1).find(first.key_id) == first
+    assert ring.pruned(10 + KEM_KEY_GRACE_MS).find(first.key_id) is None
+    assert KemKeyring.from_bytes(ring.to_bytes()) == ring
+
+
+@pytest.mark.parametrize("raw", [b"", bytes(47), bytes(48) + bytes(47)])
+def test_malformed_keyring_is_refused(raw: bytes) -> None:
+    from common.errors import EndToEndError
+
+    with pytest.raises(EndToEndError):
+        KemKeyring.from_bytes(raw)

@@ -1,0 +1,33 @@
+"""PUBLISH_KEM_KEY {kem_key} -> {key_id}: publish your signed KEM key (end-to-end v2).
+
+The key must be signed by the identity key of your own certificate and be newer than
+the one you published before; see `server.kem_publication.accept_kem_key`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.crypto.kem import SIGNED_KEM_KEY_SIZE
+from common.errors import RequestError
+from common.protocol.opcodes import MessageType
+from server.handlers._common import caller
+from server.handlers._params import get_bytes
+from server.kem_publication import accept_kem_key
+from server.storage import users
+
+if TYPE_CHECKING:
+    from server.dispatch import Context
+
+OPCODE = MessageType.PUBLISH_KEM_KEY
+REQUIRES_AUTH = True
+
+
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    user_id, _ = caller(ctx)
+    encoded = get_bytes(params, "kem_key", max_len=SIGNED_KEM_KEY_SIZE)
+    user = users.by_id(ctx.db, user_id)
+    if user is None:  # the account was deleted under a live session
+        raise RequestError("not_authenticated", "log in first")
+    signed = accept_kem_key(ctx.db, ctx.identity, user, encoded, ctx.now())
+    return {"key_id": signed.key_id}

@@ -1,0 +1,45 @@
+"""Accepting a user's signed KEM key: the one place a KEM key enters the server.
+
+The server cannot be trusted with end-to-end keys, so clients verify every KEM key
+against their pin of the owner's identity key anyway; the server's check only keeps
+garbage and other users' keys out of its directory. A key-transparency log append
+belongs here too, after the checks and beside `kem_keys.store`, so that every key the
+server will ever serve is logged.
+"""
+
+from __future__ import annotations
+
+from common.crypto.certs import ServerIdentity, load_user_certificate
+from common.crypto.kem import SignedKemKey
+from common.errors import CertificateError, EndToEndError, RequestError
+from server.storage import kem_keys
+from server.storage.database import Database
+from server.storage.users import User
+
+#: A key may claim a creation time at most this far in the server's future (clock skew).
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+
+def accept_kem_key(
+    db: Database, identity: ServerIdentity, user: User, encoded: bytes, now_ms: int
+) -> SignedKemKey:
+    """Verify `encoded` was signed by `user`'s certified identity key, then store it.
+
+    Refused (RequestError): malformed, signed by any other key, dated in the future,
+    or not newer than the user's current key (no rollback to an old key).
+    """
+    try:
+        signed = SignedKemKey.from_bytes(encoded)
+        certificate = load_user_certificate(user.certificate, identity.certificate_der)
+        signed.verify(certificate.identity_public)
+    except (EndToEndError, CertificateError):
+        raise RequestError(
+            "bad_kem_key", "the KEM key is not signed by your identity key", "kem_key"
+        ) from None
+    if signed.created_ms > now_ms + MAX_FUTURE_SKEW_MS:
+        raise RequestError("bad_kem_key", "the KEM key is dated in the future", "kem_key")
+    newest = kem_keys.current_created(db, user.id)
+    if newest is not None and signed.created_ms <= newest:
+        raise RequestError("stale_kem_key", "a newer KEM key is already published", "kem_key")
+    kem_keys.store(db, user.id, signed.key_id, signed.created_ms, encoded, now_ms)
+    return signed
