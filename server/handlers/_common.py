@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from server.handlers._params import get_int, get_str
-from server.storage import rooms, users
+from server.storage import rate_windows, rooms, users
 from server.storage.attachment_files import AttachmentFiles
 
 if TYPE_CHECKING:
     from server.dispatch import Context
 
 USERNAME_MAX = 256  # longer than any valid name: longer input cannot match anyone
+MINUTE_MS = 60_000
+
+
+def take_allowance(
+    ctx: Context, key: str, per_minute: int, code: str, what: str, field: str
+) -> None:
+    """Count one `key` event in its minute; past `per_minute`, refuse with `code`."""
+    wait_ms = rate_windows.take(ctx.db, key, ctx.now(), per_minute, MINUTE_MS)
+    if wait_ms:
+        seconds = math.ceil(wait_ms / 1000)
+        raise RequestError(code, f"{what}; try again in {seconds} seconds", field)
 
 
 def caller(ctx: Context) -> tuple[int, str]:

@@ -7,14 +7,13 @@ the number space to find rooms costs the prober its allowance, not the server.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller, existing_room
+from server.handlers._common import caller, existing_room, take_allowance
 from server.handlers._wire import room
-from server.storage import rate_windows, rooms
+from server.storage import rooms
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -25,12 +24,18 @@ REQUIRES_AUTH = True
 # well under the client's frame cap at this size), and every message is sealed per
 # member by its sender.
 MAX_ROOM_MEMBERS = 1_000
-WINDOW_MS = 60_000
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
-    _take_join_allowance(ctx, user_id)
+    take_allowance(
+        ctx,
+        f"join:{user_id}",
+        ctx.config.joins_per_minute,
+        "too_many_joins",
+        "too many attempts to join groups",
+        "room_id",
+    )
     room_id = existing_room(ctx, params).id
     others = rooms.member_ids(ctx.db, room_id)
     if user_id not in others and len(others) >= MAX_ROOM_MEMBERS:
@@ -48,15 +53,3 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if view is None:  # checked above in this same turn: cannot happen
         raise RuntimeError("room vanished while joining")
     return room(view)
-
-
-def _take_join_allowance(ctx: Context, user_id: int) -> None:
-    wait_ms = rate_windows.take(
-        ctx.db, f"join:{user_id}", ctx.now(), ctx.config.joins_per_minute, WINDOW_MS
-    )
-    if wait_ms:
-        raise RequestError(
-            "too_many_joins",
-            f"too many attempts to join groups; try again in {math.ceil(wait_ms / 1000)} seconds",
-            "room_id",
-        )

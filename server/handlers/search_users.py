@@ -8,14 +8,12 @@ times a minute: a pipelined flood gets clear refusals, not the loop.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import caller
+from server.handlers._common import caller, take_allowance
 from server.handlers._params import get_int, get_str
-from server.storage import friends, rate_windows, users
+from server.storage import friends, users
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -25,7 +23,6 @@ REQUIRES_AUTH = True
 QUERY_MAX = 64
 #: A cursor is a canonical name: NFKC may lengthen a name a few times over.
 CURSOR_MAX = 4 * QUERY_MAX
-WINDOW_MS = 60_000
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -36,15 +33,14 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     limit = get_int(params, "limit", minimum=1, maximum=page_max) if "limit" in params else page_max
     if not query:  # an empty query would list everyone: not a directory
         return {"users": [], "next": None}
-    wait_ms = rate_windows.take(
-        ctx.db, f"search:{user_id}", ctx.now(), ctx.config.searches_per_minute, WINDOW_MS
+    take_allowance(
+        ctx,
+        f"search:{user_id}",
+        ctx.config.searches_per_minute,
+        "too_many_searches",
+        "too many searches",
+        "query",
     )
-    if wait_ms:
-        raise RequestError(
-            "too_many_searches",
-            f"too many searches; try again in {math.ceil(wait_ms / 1000)} seconds",
-            "query",
-        )
     page = users.search(ctx.db, query, exclude_user_id=user_id, limit=limit, after=after)
     links = friends.relations(ctx.db, user_id, [user.id for user in page.users])
     return {
