@@ -27,6 +27,7 @@ from server.broadcast import send_to_users
 from server.hash_queue import HashQueue
 from server.logging_setup import log_failure
 from server.net.connection import Connection
+from server.quotas import InboxBounds
 from server.sessions import Sessions
 from server.storage.database import Database
 from server.transparency import TransparencyLog
@@ -67,6 +68,7 @@ class Services:
     clock: Callable[[], int] = wall_clock_ms
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
+    inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
     transparency: TransparencyLog = field(init=False)
 
     def __post_init__(self) -> None:

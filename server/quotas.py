@@ -76,11 +76,37 @@ def check_upload(ctx: Context, user_id: int, size: int) -> None:
         )
 
 
+class InboxBounds:
+    """Upper bounds on each recipient's undelivered messages, kept between requests.
+
+    The exact count reads up to `limit` index entries, so counting it for every message
+    made filling a recipient's backlog quadratic. A bound only grows by the messages
+    this server admits; deliveries, the retention sweep, refused or duplicate sends only
+    make the true count smaller than the bound. So a bound below the limit proves there
+    is room, and the exact count runs only when the bound reaches the limit (and then
+    replaces it). Reactor thread only, one server process.
+    """
+
+    def __init__(self) -> None:
+        self._bounds: dict[int, int] = {}
+
+    def has_room(self, ctx: Context, user_id: int, limit: int) -> bool:
+        """Whether one more message fits; if so it is counted in the bound."""
+        bound = self._bounds.get(user_id)
+        if bound is None or bound >= limit:
+            bound = _count(ctx, _UNDELIVERED, user_id, limit)
+        if bound >= limit:
+            self._bounds[user_id] = bound
+            return False
+        self._bounds[user_id] = bound + 1
+        return True
+
+
 def check_inboxes(ctx: Context, recipients: Mapping[str, int]) -> None:
     """Refuse a message for a recipient who already has the limit waiting undelivered."""
     limit = ctx.config.max_undelivered_per_recipient
     for name, user_id in recipients.items():
-        if _count(ctx, _UNDELIVERED, user_id, limit) >= limit:
+        if not ctx.services.inbox_bounds.has_room(ctx, user_id, limit):
             raise RequestError(
                 "recipient_inbox_full",
                 f"{name} has {limit} messages waiting; try again after they log in",

@@ -27,7 +27,7 @@ from common.crypto.passwords import verify_password
 from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, decode_message
 from common.protocol.opcodes import PUSHES, MessageType
-from server import presence
+from server import presence, quotas
 from server.handlers import (
     HANDLERS,
     _backlog,
@@ -58,6 +58,7 @@ from server.handlers import (
 )
 from server.handlers._backlog import BacklogCursors
 from server.hash_queue import HashQueue
+from server.quotas import InboxBounds
 from server.storage import attachments, login_attempts, messages, users
 from server.storage.database import Database
 from server.transparency import TransparencyLog
@@ -112,6 +113,7 @@ class FakeServer:
     deferred: list[Callable[[], None]] | None = None
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
+    inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
     backlog: BacklogCursors = field(default_factory=BacklogCursors)
 
     def __post_init__(self) -> None:
@@ -1574,6 +1576,31 @@ def test_undelivered_messages_per_recipient_are_limited(server: FakeServer) -> N
     assert (error.code, error.field) == ("recipient_inbox_full", "target")
     ok(ack_delivery, as_user(server, "bob"), message_ids=[f"{0:032x}"])
     assert answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))["time"]
+
+
+def test_the_inbox_is_counted_only_near_its_limit(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a recipient's waiting messages for every send made a backlog quadratic:
+    the held upper bound lets the exact count run once, then again only at the limit."""
+    limit(server, max_undelivered_per_recipient=30)
+    online(server, "alice")
+    signup(server, "bob")
+    befriend(server, "alice", "bob")
+    counted: list[int] = []
+    exact = quotas._count
+
+    def counting(ctx: Any, query: str, owner: int, most: int) -> int:
+        counted.append(owner)
+        return exact(ctx, query, owner, most)
+
+    monkeypatch.setattr(quotas, "_count", counting)
+    for index in range(30):
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
+    assert counted == [uid(server, "bob")]
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+    assert error.code == "recipient_inbox_full"
+    assert len(counted) == 2  # the bound reached the limit: counted exactly, and full
 
 
 def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeServer) -> None:
