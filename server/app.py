@@ -243,8 +243,10 @@ def build_server(config: ServerConfig) -> Server:
     db = Database.open(data_dir / DATABASE_FILE)
     try:
         files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
-        while sweep_expired(db, files, config, int(time.time() * 1000)):
-            pass  # before listening, nobody waits: clear the whole backlog
+        # Before listening nobody waits, so the whole backlog is cleared, batch by batch.
+        more = True
+        while more:
+            more = sweep_expired(db, files, config, int(time.time() * 1000))
         server = Server(config, identity, db)
         server.services.transparency.catch_up()
         db.commit()

@@ -214,9 +214,10 @@ class Reactor:
                         # bounded share per turn keeps chat traffic moving. The
                         # selector is level-triggered: the rest come next turn.
                         handshakes -= 1
-                    if connection.inbox:
-                        pass  # served above or next turn; read only once it is empty
-                    elif handshakes >= 0 or connection not in self._handshaking:
+                    # A connection with requests still waiting is served above or next
+                    # turn; it is read again only once its inbox is empty.
+                    may_handshake = handshakes >= 0 or connection not in self._handshaking
+                    if not connection.inbox and may_handshake:
                         self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
