@@ -181,6 +181,14 @@ EN: dict[str, str] = {
     "chat.new_safety_number": "New safety number: {number}",
     "chat.trust_key": "Trust new key",
     "chat.key_trusted": "You trusted {name}'s new key.",
+    "chat.kem_key_added": (
+        "🔒 {name} added an end-to-end encryption key, signed by {name}'s verified identity "
+        "key. This is not a key change: the safety number stays the same."
+    ),
+    "chat.kem_key_refused": (
+        "⚠ The server offered an encryption key for {name} that {name}'s identity key did "
+        "not sign. It was refused and is not used."
+    ),
     "chat.load_older": "Load earlier messages",
     "chat.beginning": "Beginning of the conversation",
     "chat.font_size": "Size",
@@ -320,6 +328,11 @@ EN: dict[str, str] = {
     "transparency.alarm.not_logged": (
         "Alarm: the server gave a key for {name} that is not in its public key log. "
         "Chat with {name} is blocked."
+    ),
+    "transparency.alarm.kem_key_refused": (
+        "Alarm: the server gave an encryption key for {name} that {name}'s identity key did "
+        "not sign. It was refused and is not used; the server may be trying to read messages "
+        "to {name}."
     ),
 }
 
@@ -467,6 +480,14 @@ ZH_CN: dict[str, str] = {
     "chat.new_safety_number": "新的安全码：{number}",
     "chat.trust_key": "信任新密钥",
     "chat.key_trusted": "您已信任 {name} 的新密钥。",
+    "chat.kem_key_added": (
+        "🔒 {name} 添加了端到端加密密钥，并由 {name} 已验证的身份密钥签名。"
+        "这不是密钥更换：安全码保持不变。"
+    ),
+    "chat.kem_key_refused": (
+        "⚠ 服务器提供了一个 {name} 的加密密钥，但它没有由 {name} 的身份密钥签名。"
+        "该密钥已被拒绝，不会被使用。"
+    ),
     "chat.load_older": "加载更早的消息",
     "chat.beginning": "已到达对话开头",
     "chat.font_size": "字号",
@@ -582,6 +603,10 @@ ZH_CN: dict[str, str] = {
     ),
     "transparency.alarm.not_logged": (
         "警报：服务器给出的 {name} 的密钥不在其公开密钥日志中。与 {name} 的聊天已被阻止。"
+    ),
+    "transparency.alarm.kem_key_refused": (
+        "警报：服务器给出的 {name} 的加密密钥没有由 {name} 的身份密钥签名。"
+        "该密钥已被拒绝，不会被使用；服务器可能在试图读取发给 {name} 的消息。"
     ),
 }
 

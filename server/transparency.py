@@ -152,3 +152,10 @@ class TransparencyLog:
             "head": head.to_wire(),
             **self.proof_for("certificate", username, certificate, head),
         }
+
+    def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
+        """The `kem_transparency` field beside `certificate_proof`: {position, proof} of
+        the signed KEM key under the same head (None when there is no key)."""
+        if kem_key is None:
+            return None
+        return self.proof_for("kem_key", username, kem_key, self.head())

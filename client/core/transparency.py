@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from client.core.event_types import TransparencyAlarm
 from client.core.events import Emit
 from common.crypto import merkle
+from common.crypto.kem import SignedKemKey
 from common.crypto.merkle import LogEntry, ProofError, TreeHead
-from common.errors import CertificateError, ProtocolError, RequestError
+from common.errors import CertificateError, EndToEndError, ProtocolError, RequestError
 from common.protocol import codec
 from common.protocol.opcodes import MessageType
 
@@ -158,21 +159,29 @@ class KeyTransparency:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def check_certificate(self, username: str, der: bytes, transparency: Any) -> None:
-        """Refuse `der` unless the log holds it (proof against a head that extends ours)."""
+    def check_certificate(self, username: str, der: bytes, transparency: Any) -> TreeHead:
+        """Refuse `der` unless the log holds it (proof against a head that extends ours);
+        return the head, against which the reply's other keys are proved."""
         if not isinstance(transparency, dict):
             raise self._refuse("not_logged", username)
         head = self.accept_head(transparency.get("head"))
         self.check_member(username, der, transparency, head)
+        return head
 
     def check_member(self, username: str, der: bytes, proved: Any, head: TreeHead) -> None:
-        """One `{position, proof}` against an already accepted head."""
+        """One certificate's `{position, proof}` against an already accepted head."""
+        self.check_entry("certificate", username, der, proved, head)
+
+    def check_entry(
+        self, kind: str, username: str, payload: bytes, proved: Any, head: TreeHead
+    ) -> None:
+        """Any key (`kind` "certificate" or "kem_key") against an accepted head."""
         self._check_not_broken()
         position = proved.get("position") if isinstance(proved, dict) else None
         try:
             if type(position) is not int or position < 0:
                 raise ProofError("no log entry")
-            leaf = LogEntry("certificate", username, der).leaf_hash
+            leaf = LogEntry(kind, username, payload).leaf_hash
             merkle.verify_inclusion(leaf, position, head.size, _hashes(proved), head.root)
         except ProofError:
             raise self._refuse("not_logged", username) from None
@@ -288,14 +297,21 @@ def ca_public_key(ca_der: bytes) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def own_key_checker(identity_public: bytes) -> IsMine:
-    """`is_mine` for monitoring: a certificate is ours if it certifies our identity key.
+def own_key_checker(
+    identity_public: bytes, made_kem_keys: Callable[[], Collection[bytes]] | None = None
+) -> IsMine:
+    """`is_mine` for monitoring: a certificate is ours if it certifies our identity key;
+    a signed KEM key is ours if our identity key signed it and this computer made it
+    (`made_kem_keys()`: the ids of every KEM key made here, rotated ones included).
 
-    Kinds this client cannot check yet (signed KEM keys arrive with end-to-end v2)
-    count as not ours, so a new kind is an alarm until its check is added here.
+    Without the private keys on this computer (`made_kem_keys` None), a KEM key signed
+    by our identity key counts as ours: only the computer holding that key can make
+    one. Kinds this client cannot check count as not ours, so they raise the alarm.
     """
 
     def is_mine(kind: str, payload: bytes) -> bool:
+        if kind == "kem_key":
+            return _own_kem_key(payload, identity_public, made_kem_keys)
         if kind != "certificate":
             return False
         try:
@@ -307,6 +323,19 @@ def own_key_checker(identity_public: bytes) -> IsMine:
         return public.public_bytes(Encoding.Raw, PublicFormat.Raw) == identity_public
 
     return is_mine
+
+
+def _own_kem_key(
+    payload: bytes,
+    identity_public: bytes,
+    made_kem_keys: Callable[[], Collection[bytes]] | None,
+) -> bool:
+    try:
+        signed = SignedKemKey.from_bytes(payload)
+        signed.verify(identity_public)
+    except EndToEndError:
+        return False
+    return made_kem_keys is None or signed.key_id in made_kem_keys()
 
 
 GOSSIP_FIELD = "tree_head"

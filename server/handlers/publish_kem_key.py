@@ -29,5 +29,5 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user = users.by_id(ctx.db, user_id)
     if user is None:  # the account was deleted under a live session
         raise RequestError("not_authenticated", "log in first")
-    signed = accept_kem_key(ctx.db, ctx.identity, user, encoded, ctx.now())
+    signed = accept_kem_key(ctx.db, ctx.identity, ctx.transparency, user, encoded, ctx.now())
     return {"key_id": signed.key_id}

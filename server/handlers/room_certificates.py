@@ -1,8 +1,9 @@
 """ROOM_CERTIFICATES {room_id} -> {room_id, members, transparency_head}.
 
-Each member is {username, certificate, transparency: {position, proof}, kem_key},
-proved against the one `transparency_head`; `kem_key` is the member's current signed
-KEM key, or None before they published one.
+Each member is {username, certificate, transparency: {position, proof}, kem_key,
+kem_transparency: {position, proof} | None}, both proved against the one
+`transparency_head`; `kem_key` is the member's current signed KEM key, or None before
+they published one.
 
 What a member needs to seal a group message to everyone else; members only.
 """
@@ -16,7 +17,9 @@ from server.handlers._common import member_room_id
 from server.storage import kem_keys, rooms
 
 if TYPE_CHECKING:
+    from common.crypto.merkle import TreeHead
     from server.dispatch import Context
+    from server.transparency import TransparencyLog
 
 OPCODE = MessageType.ROOM_CERTIFICATES
 REQUIRES_AUTH = True
@@ -34,7 +37,14 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             "certificate": certificate,
             "transparency": log.proof_for("certificate", name, certificate, head),
             "kem_key": kem.get(name),
+            "kem_transparency": _kem_proof(log, name, kem.get(name), head),
         }
         for name, certificate in certificates
     ]
     return {"room_id": room_id, "members": members, "transparency_head": head.to_wire()}
+
+
+def _kem_proof(
+    log: TransparencyLog, name: str, kem_key: bytes | None, head: TreeHead
+) -> dict[str, Any] | None:
+    return None if kem_key is None else log.proof_for("kem_key", name, kem_key, head)

@@ -20,7 +20,7 @@ from common.crypto.keys import UserKeys, load_keys, save_keys
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.app import DATABASE_FILE
-from server.storage.database import SCHEMA_VERSION
+from server.storage.database import MIGRATIONS
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
     FAST_KEYS,
@@ -95,10 +95,14 @@ def _downgrade(server: RunningServer, user: User) -> None:
     database = sqlite3.connect(server.data_dir / DATABASE_FILE)
     try:
         database.executescript(
-            f"BEGIN; DROP TABLE kem_keys; PRAGMA user_version = {SCHEMA_VERSION - 1}; COMMIT;"
+            f"BEGIN; DROP TABLE kem_keys; PRAGMA user_version = {_BEFORE_KEM_KEYS}; COMMIT;"
         )
     finally:
         database.close()
+
+
+#: The schema version just before the one that created `kem_keys`.
+_BEFORE_KEM_KEYS = next(n for n, m in enumerate(MIGRATIONS) if m.__name__ == "_migration_004")
 
 
 def _write_version_1(path: Path, keys: UserKeys) -> None:

@@ -856,7 +856,12 @@ def test_certificate_access(server: FakeServer) -> None:
         expected = users.by_username(server.db, name)
         assert expected is not None
         proof = reply.pop("transparency")
-        assert reply == {"username": name, "certificate": expected.certificate, "kem_key": None}
+        assert reply == {
+            "username": name,
+            "certificate": expected.certificate,
+            "kem_key": None,
+            "kem_transparency": None,
+        }
         head = merkle.TreeHead.from_wire(proof["head"])
         merkle.verify_tree_head(head, CA.public_key_bytes)
         leaf = merkle.LogEntry("certificate", name, expected.certificate).leaf_hash
