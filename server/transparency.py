@@ -22,7 +22,7 @@ from server.storage.database import Database
 log = logging.getLogger(__name__)
 
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
-MAX_USER_ENTRIES = 256
+MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
 POSITION_CACHE_LIMIT = 20_000
 

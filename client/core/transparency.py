@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
 IsMine = Callable[[str, bytes], bool]  # (kind, payload) -> this computer made it
 
+USER_ENTRIES_PAGE = 256  # the server's KT_USER_ENTRIES page (server.transparency)
+
 
 class TransparencyError(RequestError):
     """A key or tree head failed a transparency check; chat is blocked."""
@@ -193,32 +195,47 @@ class KeyTransparency:
 
         Returns how many entries were checked. The alarm does not block chat (the
         server, not a friend, lied); the user is told to compare safety numbers.
+        Entries come in pages (`KT_USER_ENTRIES {after}`), each proved under its
+        reply's head.
         """
-        reply = self._request(MessageType.KT_USER_ENTRIES, {})
-        head = self.accept_head(reply.get("head"))
-        entries = reply.get("entries")
-        if not isinstance(entries, list):
-            raise self._refuse("not_extension")
-        foreign = 0
-        for entry in entries:
-            if not isinstance(entry, dict):
+        checked = foreign = 0
+        after = -1
+        while True:
+            reply = self._request(MessageType.KT_USER_ENTRIES, {"after": after})
+            head = self.accept_head(reply.get("head"))
+            entries = reply.get("entries")
+            if not isinstance(entries, list):
                 raise self._refuse("not_extension")
-            kind, payload, position = entry.get("kind"), entry.get("payload"), entry.get("position")
-            if not isinstance(kind, str) or not isinstance(payload, bytes):
-                raise self._refuse("not_extension")
-            try:
-                leaf = LogEntry(kind, username, payload).leaf_hash
-                if type(position) is not int:
-                    raise ProofError("no position")
-                merkle.verify_inclusion(leaf, position, head.size, _hashes(entry), head.root)
-            except (ProofError, ValueError):
-                raise self._refuse("not_extension") from None
-            if not is_mine(kind, payload):
-                foreign += 1
+            for entry in entries:
+                position = self._check_own_entry(username, entry, head)
+                if position <= after:
+                    raise self._refuse("not_extension")  # pages must move forward
+                after = position
+                if not is_mine(entry["kind"], entry["payload"]):
+                    foreign += 1
+            checked += len(entries)
+            if len(entries) < USER_ENTRIES_PAGE:
+                break
         if foreign:
             log.warning("key transparency alarm: %d keys under our name are not ours", foreign)
             self._alarm(TransparencyAlarm("foreign_key", username))
-        return len(entries)
+        return checked
+
+    def _check_own_entry(self, username: str, entry: Any, head: TreeHead) -> int:
+        """Verify one monitoring entry's proof; return its position."""
+        if not isinstance(entry, dict):
+            raise self._refuse("not_extension")
+        kind, payload, position = entry.get("kind"), entry.get("payload"), entry.get("position")
+        if not isinstance(kind, str) or not isinstance(payload, bytes):
+            raise self._refuse("not_extension")
+        try:
+            leaf = LogEntry(kind, username, payload).leaf_hash
+            if type(position) is not int:
+                raise ProofError("no position")
+            merkle.verify_inclusion(leaf, position, head.size, _hashes(entry), head.root)
+        except (ProofError, ValueError):
+            raise self._refuse("not_extension") from None
+        return position
 
     # -- gossip ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 from client.core.event_types import Event, TransparencyAlarm
 from client.core.kem_keys import new_user_keys, signed_current
 from client.core.transparency import (
+    USER_ENTRIES_PAGE,
     KeyTransparency,
     TransparencyError,
     gossiped_head,
@@ -23,6 +24,7 @@ from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.errors import CertificateError, RequestError
 from common.protocol import codec
 from common.protocol.opcodes import MessageType
+from server.transparency import MAX_USER_ENTRIES
 
 CA = ServerIdentity.create()
 
@@ -64,7 +66,10 @@ class FakeLog:
             return {"head": self.head().to_wire(), "proof": path}
         if kind is MessageType.KT_USER_ENTRIES:
             head = self.head()
-            mine = [(i, e) for i, e in enumerate(self.entries) if e.username == "alice"]
+            after = params.get("after", -1)
+            mine = [
+                (i, e) for i, e in enumerate(self.entries) if e.username == "alice" and i > after
+            ][:USER_ENTRIES_PAGE]
             entries = [
                 {
                     "position": i,
@@ -285,3 +290,17 @@ def test_own_key_checker_knows_our_kem_keys_rotated_ones_included() -> None:
     keyless = own_key_checker(alice.identity_public)
     assert keyless("kem_key", elsewhere.to_bytes())
     assert not keyless("kem_key", signed_current(mallory).to_bytes())
+
+
+def test_monitoring_pages_through_every_entry_under_our_name() -> None:
+    assert USER_ENTRIES_PAGE == MAX_USER_ENTRIES  # the client knows the server's page
+    log = FakeLog()
+    for i in range(USER_ENTRIES_PAGE + 3):
+        log.append("alice", b"mine")
+        log.append("bob", bytes([i % 256]))
+    kt, alarms = client(log)
+    assert kt.monitor("alice", lambda kind, payload: payload == b"mine") == USER_ENTRIES_PAGE + 3
+    assert alarms == []
+    log.append("alice", b"server made this")  # beyond the first page
+    assert kt.monitor("alice", lambda kind, payload: payload == b"mine") == USER_ENTRIES_PAGE + 4
+    assert alarms == [TransparencyAlarm("foreign_key", "alice")]

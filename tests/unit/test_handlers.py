@@ -889,6 +889,9 @@ def test_key_transparency_requests(server: FakeServer) -> None:
     assert [(e["position"], e["kind"], e["payload"]) for e in mine["entries"]] == [
         (1, "certificate", bob.certificate)
     ]
+    assert ok(kt_user_entries, as_user(server, "bob"), after=1)["entries"] == []  # next page
+    assert ok(kt_user_entries, as_user(server, "bob"), after=0)["entries"] == mine["entries"]
+    assert fails(kt_user_entries, as_user(server, "bob"), after=-2).code == "bad_request"
     listed = ok(kt_range, as_user(server, "carol"), start=1, count=256)
     assert [e["username"] for e in listed["entries"]] == ["bob", "carol", "dave"]
     assert fails(kt_range, as_user(server, "carol"), start=0, count=257).code == "bad_request"
