@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
-from common.crypto.keys import generate_user_keys
+from common.crypto.keys import UserKeys, generate_user_keys
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
@@ -152,13 +152,18 @@ def new_workdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="uchat-bench-")
 
 
-def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) -> dict[str, float]:
+def seed_users(
+    workdir: tempfile.TemporaryDirectory[str],
+    names: Sequence[str],
+    keys: UserKeys | None = None,
+) -> dict[str, float]:
     """Create accounts straight in the database of a server that is not running yet.
 
     For scenarios that need thousands of accounts (registering 10,000 through the
     protocol costs a CSR check, a password hash and a certificate each, minutes on two
     cores). The rows are what REGISTER would store: a real scrypt hash (one salt for
-    all, computed once) and a certificate issued by the server's own CA for each name.
+    all, computed once) and a certificate issued by the server's own CA for each name,
+    all for one set of `keys` (made here unless given).
     """
     from common.crypto.certs import CsrInfo, ServerIdentity, issue_certificate
     from common.crypto.passwords import ScryptParams, hash_password
@@ -171,7 +176,7 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     data = Path(workdir.name) / "server"
     data.mkdir(mode=0o700, exist_ok=True)
     identity = ServerIdentity.load_or_create(data)
-    keys = generate_user_keys()
+    keys = keys or generate_user_keys()
     password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
     db = Database.open(data / DATABASE_FILE)
     key_log = TransparencyLog(db, identity, now_ms)  # as REGISTER does, every key is logged
