@@ -25,6 +25,7 @@ MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
 POSITION_CACHE_LIMIT = 20_000
+_PLACEHOLDER = bytes(32)  # what a dry run of a proof gets for each node it asks for
 
 
 class TransparencyLog:
@@ -40,7 +41,7 @@ class TransparencyLog:
         # Friends fetch the same certificates again and again: keep their positions
         # and their proofs under the current head.
         self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, list[bytes]] = {}
+        self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
         self._size: int | None = None
         self._head: TreeHead | None = None
         db.on_rollback(self._forget)
@@ -114,12 +115,36 @@ class TransparencyLog:
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
+        self._prefetch(lambda subtree: merkle.inclusion_proof(position, head.size, subtree))
         return merkle.inclusion_proof(position, head.size, self.subtree)
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         if old_size in (0, new_size):
             return []
+        self._prefetch(lambda subtree: merkle.consistency_proof(old_size, new_size, subtree))
         return merkle.consistency_proof(old_size, new_size, self.subtree)
+
+    def _prefetch(self, build: Callable[[merkle.Subtree], object]) -> None:
+        """Load every stored node `build` will read in one query, not one per node.
+
+        A dry run records the (level, index) pairs asked for (proofs read complete
+        subtrees only, so the answers do not steer which ones are asked); those not
+        cached are read together. A proof at a million entries reads 20 nodes, most
+        of them not cached at random positions.
+        """
+        wanted: list[tuple[int, int]] = []
+
+        def record(level: int, index: int) -> bytes:
+            wanted.append((level, index))
+            return _PLACEHOLDER
+
+        build(record)
+        missing = [key for key in wanted if key not in self._nodes]
+        if not missing:
+            return
+        if len(self._nodes) + len(missing) > NODE_CACHE_LIMIT:
+            self._nodes.clear()
+        self._nodes.update(keylog.nodes(self._db, missing))
 
     def proof_for(self, kind: str, username: str, payload: bytes, head: TreeHead) -> dict[str, Any]:
         """{position, proof} for the newest entry of exactly this key, under `head`.
@@ -135,12 +160,15 @@ class TransparencyLog:
                 self._positions[key] = position
         if position is None or position >= head.size:
             log.error("key for %s served without a log entry", username)
-            return {"position": -1, "proof": []}
+            return {"position": -1, "proof": b""}
         if head is not self._head:
-            return {"position": position, "proof": self.inclusion(position, head)}
+            return {
+                "position": position,
+                "proof": merkle.pack_proof(self.inclusion(position, head)),
+            }
         proof = self._proofs.get(position)
         if proof is None:
-            proof = self.inclusion(position, head)
+            proof = merkle.pack_proof(self.inclusion(position, head))
             if len(self._proofs) < POSITION_CACHE_LIMIT:
                 self._proofs[position] = proof
         return {"position": position, "proof": proof}

@@ -262,7 +262,10 @@ class KeyTransparency:
 
 
 def _hashes(reply: Any) -> list[bytes]:
+    """A reply's proof: packed (the hashes concatenated) or, from older servers, a list."""
     proof = reply.get("proof") if isinstance(reply, dict) else None
+    if isinstance(proof, bytes):
+        return merkle.unpack_proof(proof)
     if not isinstance(proof, list) or not all(isinstance(p, bytes) for p in proof):
         raise ProofError("malformed proof")
     return list(proof)

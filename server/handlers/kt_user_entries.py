@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from common.crypto import merkle
 from common.protocol.opcodes import MessageType
 from server.handlers._common import caller
 from server.handlers._params import get_int
@@ -34,7 +35,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             "position": stored.position,
             "kind": stored.entry.kind,
             "payload": stored.entry.payload,
-            "proof": log.inclusion(stored.position, head),
+            "proof": merkle.pack_proof(log.inclusion(stored.position, head)),
         }
         for stored in keylog.entries_for(ctx.db, username, MAX_USER_ENTRIES, after)
         if stored.position < head.size

@@ -419,7 +419,7 @@ VALID: dict[MessageType, ValidParams] = {
     },
     MessageType.KT_TREE_HEAD: lambda w, t: {},
     MessageType.KT_CONSISTENCY: lambda w, t: {"old_size": 1, "new_size": 2},
-    MessageType.KT_USER_ENTRIES: lambda w, t: {},
+    MessageType.KT_USER_ENTRIES: lambda w, t: {"after": -1},
     MessageType.KT_RANGE: lambda w, t: {"start": 0, "count": 4},
 }
 
@@ -527,7 +527,7 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.DOWNLOAD_CHUNK: ("attachment_id", "offset", "length"),
     MessageType.KT_TREE_HEAD: (),
     MessageType.KT_CONSISTENCY: ("old_size", "new_size"),
-    MessageType.KT_USER_ENTRIES: (),
+    MessageType.KT_USER_ENTRIES: ("after",),
     MessageType.KT_RANGE: ("start", "count"),
 }
 

@@ -865,7 +865,8 @@ def test_certificate_access(server: FakeServer) -> None:
         head = merkle.TreeHead.from_wire(proof["head"])
         merkle.verify_tree_head(head, CA.public_key_bytes)
         leaf = merkle.LogEntry("certificate", name, expected.certificate).leaf_hash
-        merkle.verify_inclusion(leaf, proof["position"], head.size, proof["proof"], head.root)
+        path = merkle.unpack_proof(proof["proof"])
+        merkle.verify_inclusion(leaf, proof["position"], head.size, path, head.root)
     assert fails(certificate, as_user(server, "alice"), username="dave").code == "forbidden"
     assert fails(certificate, as_user(server, "alice"), username="eve").code == "user_not_found"
 
@@ -880,7 +881,8 @@ def test_key_transparency_requests(server: FakeServer) -> None:
     signup(server, "dave")
     grown = ok(kt_consistency, as_user(server, "alice"), old_size=3)
     new_head = merkle.TreeHead.from_wire(grown["head"])
-    merkle.verify_consistency(3, new_head.size, head.root, new_head.root, grown["proof"])
+    path = merkle.unpack_proof(grown["proof"])
+    merkle.verify_consistency(3, new_head.size, head.root, new_head.root, path)
     refused = fails(kt_consistency, as_user(server, "alice"), old_size=99)
     assert refused.code == "unknown_tree_size"
     mine = ok(kt_user_entries, as_user(server, "bob"))

@@ -146,8 +146,8 @@ def _check_proof(name: str, key: bytes, proved: dict[str, object], head_wire: ob
     merkle.verify_tree_head(head, CA.public_key_bytes)
     leaf = merkle.LogEntry("kem_key", name, key).leaf_hash
     position, proof = proved["position"], proved["proof"]
-    assert isinstance(position, int) and isinstance(proof, list)
-    merkle.verify_inclusion(leaf, position, head.size, proof, head.root)
+    assert isinstance(position, int) and isinstance(proof, bytes)
+    merkle.verify_inclusion(leaf, position, head.size, merkle.unpack_proof(proof), head.root)
 
 
 def test_every_accepted_key_is_appended_to_the_log(server: FakeServer) -> None:
@@ -183,7 +183,7 @@ def test_certificate_and_room_replies_prove_the_kem_key(server: FakeServer) -> N
             wrong,
             reply["kem_transparency"]["position"],
             head.size,
-            reply["kem_transparency"]["proof"],
+            merkle.unpack_proof(reply["kem_transparency"]["proof"]),
             head.root,
         )
 
