@@ -52,17 +52,22 @@ def node(db: Database, level: int, position: int) -> bytes:
     return bytes(value)
 
 
+def nodes_query(count: int) -> str:
+    """Read `count` (level, position) pairs by primary key (a join, so each is a search)."""
+    pairs = ", ".join("(?, ?)" for _ in range(count))
+    return (
+        f"WITH wanted (level, position) AS (VALUES {pairs})"  # noqa: S608 -- placeholders only
+        " SELECT n.level, n.position, n.hash FROM wanted w"
+        " JOIN kt_nodes n ON n.level = w.level AND n.position = w.position"
+    )
+
+
 def nodes(db: Database, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Several stored nodes in one query per chunk: {(level, position): hash}."""
+    """Several stored nodes, one query per chunk: {(level, position): hash}."""
     found: dict[tuple[int, int], bytes] = {}
     for start in range(0, len(keys), NODES_PER_QUERY):
         chunk = keys[start : start + NODES_PER_QUERY]
-        pairs = ", ".join("(?, ?)" for _ in chunk)
-        rows = db.all(
-            "SELECT level, position, hash FROM kt_nodes"  # noqa: S608 -- placeholders only
-            f" WHERE (level, position) IN (VALUES {pairs})",
-            [value for key in chunk for value in key],
-        )
+        rows = db.all(nodes_query(len(chunk)), [value for key in chunk for value in key])
         found.update({(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
     missing = [key for key in keys if key not in found]
     if missing:

@@ -163,3 +163,8 @@ def test_proofs_read_their_nodes_in_one_query_from_a_cold_cache(tmp_path: Path) 
     assert [found[key] for key in keys] == reference.levels[0][:450]
     with pytest.raises(LookupError):
         keylog.nodes(db, [(0, 600)])
+    # each pair is a primary-key search, never a scan of the node table
+    plan = db.all("EXPLAIN QUERY PLAN " + keylog.nodes_query(3), [0, 1, 1, 2, 2, 3])
+    details = [str(row[3]) for row in plan]
+    assert any("USING PRIMARY KEY" in d for d in details), details
+    assert not any(d.startswith("SCAN n") or d == "SCAN kt_nodes" for d in details), details
