@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from common.crypto.merkle import LogEntry, TreeHead
 from server.storage.database import Database, Row
 
-NODES_PER_QUERY = 200  # (level, position) pairs bound per query, under SQLite's limit
-
 
 @dataclass(frozen=True)
 class StoredEntry:
@@ -50,29 +48,6 @@ def node(db: Database, level: int, position: int) -> bytes:
     if value is None:
         raise LookupError(f"no stored node at level {level}, position {position}")
     return bytes(value)
-
-
-def nodes_query(count: int) -> str:
-    """Read `count` (level, position) pairs by primary key (a join, so each is a search)."""
-    pairs = ", ".join("(?, ?)" for _ in range(count))
-    return (
-        f"WITH wanted (level, position) AS (VALUES {pairs})"  # noqa: S608 -- placeholders only
-        " SELECT n.level, n.position, n.hash FROM wanted w"
-        " JOIN kt_nodes n ON n.level = w.level AND n.position = w.position"
-    )
-
-
-def nodes(db: Database, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Several stored nodes, one query per chunk: {(level, position): hash}."""
-    found: dict[tuple[int, int], bytes] = {}
-    for start in range(0, len(keys), NODES_PER_QUERY):
-        chunk = keys[start : start + NODES_PER_QUERY]
-        rows = db.all(nodes_query(len(chunk)), [value for key in chunk for value in key])
-        found.update({(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
-    missing = [key for key in keys if key not in found]
-    if missing:
-        raise LookupError(f"no stored node at level {missing[0][0]}, position {missing[0][1]}")
-    return found
 
 
 def _stored(row: Row) -> StoredEntry:
