@@ -202,7 +202,9 @@ def open_session(
     transparency = KeyTransparency(
         ca_public=ca_public_key(ca), store=store, request=wiring.request, alarm=wiring.emit
     )
-    kem = PeerKemObserver(keys=PeerKemKeys(store), pins=store, ca=ca, emit=wiring.emit)
+    kem = PeerKemObserver(
+        keys=PeerKemKeys(store), pins=store, ca=ca, emit=wiring.emit, me=profile.username
+    )
     certificates = CertificateBook(
         ca_certificate=ca,
         pins=store,

@@ -115,7 +115,7 @@ def test_a_key_the_pinned_identity_did_not_sign_is_refused_loudly(tmp_path: Path
 def _observer(store: LocalStore) -> tuple[PeerKemObserver, list[object]]:
     events: list[object] = []
     observer = PeerKemObserver(
-        keys=PeerKemKeys(store), pins=store, ca=CA.certificate_der, emit=events.append
+        keys=PeerKemKeys(store), pins=store, ca=CA.certificate_der, emit=events.append, me="me"
     )
     return observer, events
 
@@ -166,6 +166,10 @@ def test_the_observer_waits_while_the_identity_key_change_is_not_trusted(
     assert observer.keys.get(served) is None
     # a certificate that names someone else is the certificate book's to refuse
     observer.observe("carol", served.der, signed_current(new_bob).to_bytes())
+    assert events == []
+    # our own key, served back in a room's member list, is not a friend's addition
+    me = new_user_keys(NOW)
+    observer.observe("me", _certificate("me", me).der, signed_current(me).to_bytes())
     assert events == []
 
 
