@@ -193,11 +193,13 @@ class TransparencyLog:
 
     def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""
+        return self.entry_proof("certificate", username, certificate)
+
+    def entry_proof(self, kind: str, username: str, payload: bytes) -> dict[str, Any]:
+        """{head, position, proof} of one key under the newest head (signed now if the
+        log grew since: after an append, the appender's reply pays for the new head)."""
         head = self.head()
-        return {
-            "head": head.to_wire(),
-            **self.proof_for("certificate", username, certificate, head),
-        }
+        return {"head": head.to_wire(), **self.proof_for(kind, username, payload, head)}
 
     def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
         """The `kem_transparency` field beside `certificate_proof`: {position, proof} of

@@ -222,7 +222,12 @@ class Accounts:
         identity = session.identity
         if identity is not None and identity.keys.kem is not None:
             try:
-                publish_if_needed(self._wiring.request, identity.username, identity.keys)
+                publish_if_needed(
+                    self._wiring.request,
+                    identity.username,
+                    identity.keys,
+                    session.transparency.check_key,
+                )
             except Exception as exc:  # a background task: report, never crash the process
                 log.warning("publishing the KEM key failed: %s", exc)
         try:

@@ -91,18 +91,28 @@ def signed_current(keys: UserKeys) -> SignedKemKey:
     return SignedKemKey.sign(keys.identity, keys.kem.current, keys.kem.created_ms)
 
 
-def publish_if_needed(request: Request, username: str, keys: UserKeys) -> bool:
-    """Publish our current signed KEM key unless the server already serves it."""
+#: Checks that a key is in the key transparency log: (kind, username, payload, proof).
+CheckLogged = Callable[[str, str, bytes, Any], object]
+
+
+def publish_if_needed(
+    request: Request, username: str, keys: UserKeys, check_logged: CheckLogged | None = None
+) -> bool:
+    """Publish our current signed KEM key unless the server already serves it; with
+    `check_logged`, the reply's proof that the server logged it is checked too (a
+    failure raises and alarms, as for any key the log does not hold)."""
     signed = signed_current(keys).to_bytes()
     reply = request(MessageType.CERTIFICATE, {"username": username})
     if reply.get("kem_key") == signed:
         return False
     try:
-        request(MessageType.PUBLISH_KEM_KEY, {"kem_key": signed})
+        published = request(MessageType.PUBLISH_KEM_KEY, {"kem_key": signed})
     except RequestError as exc:
         if exc.code != "stale_kem_key":  # a newer key from another device is not ours to undo
             raise
         return False
+    if check_logged is not None:
+        check_logged("kem_key", username, signed, published.get("transparency"))
     return True
 
 

@@ -164,10 +164,14 @@ class KeyTransparency:
     def check_certificate(self, username: str, der: bytes, transparency: Any) -> TreeHead:
         """Refuse `der` unless the log holds it (proof against a head that extends ours);
         return the head, against which the reply's other keys are proved."""
+        return self.check_key("certificate", username, der, transparency)
+
+    def check_key(self, kind: str, username: str, payload: bytes, transparency: Any) -> TreeHead:
+        """A `{head, position, proof}` for one key of `kind`; returns the accepted head."""
         if not isinstance(transparency, dict):
             raise self._refuse("not_logged", username)
         head = self.accept_head(transparency.get("head"))
-        self.check_member(username, der, transparency, head)
+        self.check_entry(kind, username, payload, transparency, head)
         return head
 
     def check_member(self, username: str, der: bytes, proved: Any, head: TreeHead) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from client.core.kem_keys import (
     PeerKemKeys,
     PeerKemObserver,
     new_user_keys,
+    publish_if_needed,
     signed_current,
     verify_peer_kem_key,
     with_current_kem_key,
@@ -26,7 +28,8 @@ from common.crypto.certs import (
 )
 from common.crypto.kem import KEM_KEY_GRACE_MS, KEM_KEY_LIFETIME_MS, KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
-from common.errors import RemoteProtocolError
+from common.errors import RemoteProtocolError, RequestError
+from common.protocol.opcodes import MessageType
 
 CA = ServerIdentity.create()
 NOW = 1_700_000_000_000
@@ -180,3 +183,27 @@ def test_missing_and_malformed_peer_keys() -> None:
         verify_peer_kem_key(certificate, "text")
     with pytest.raises(KemKeyRefused):
         verify_peer_kem_key(certificate, bytes(10))
+
+
+def test_publishing_checks_that_the_server_logged_the_key() -> None:
+    keys = new_user_keys(NOW)
+    signed = signed_current(keys).to_bytes()
+    proof = {"head": {"size": 1}, "position": 0, "proof": b""}
+    sent: list[MessageType] = []
+
+    def request(kind: MessageType, params: dict[str, Any] | None) -> dict[str, Any]:
+        sent.append(kind)
+        if kind is MessageType.CERTIFICATE:
+            return {"kem_key": None}
+        return {"key_id": b"k" * 16, "transparency": proof}
+
+    checked: list[tuple[str, str, bytes, object]] = []
+    assert publish_if_needed(request, "alice", keys, lambda *args: checked.append(args))
+    assert sent == [MessageType.CERTIFICATE, MessageType.PUBLISH_KEM_KEY]
+    assert checked == [("kem_key", "alice", signed, proof)]
+
+    def refuse(*args: object) -> None:
+        raise RequestError("key_not_logged", "not in the log", None)
+
+    with pytest.raises(RequestError):
+        publish_if_needed(request, "alice", keys, refuse)

@@ -63,7 +63,12 @@ def test_publish_then_served_with_the_certificate(server: FakeServer) -> None:
     befriend(server, "alice", "bob")
     key = signed(alice, 1, server.time)
     reply = ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
+    proved = reply.pop("transparency")
     assert reply == {"key_id": SignedKemKey.from_bytes(key).key_id}
+    # the reply proves the new entry under a head signed for it, which friends then get
+    _check_proof("alice", key, proved, proved["head"])
+    served = ok(certificate, as_user(server, "bob"), username="alice")
+    assert served["transparency"]["head"] == proved["head"]
     assert ok(certificate, as_user(server, "bob"), username="alice")["kem_key"] == key
     assert ok(certificate, as_user(server, "alice"), username="bob")["kem_key"] is None
 
