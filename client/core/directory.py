@@ -133,15 +133,11 @@ class Directory:
         difference raises `MembershipAlarm`.
         """
         session = self._slot.require()
-        reply = self._request(MessageType.ROOM_MEMBERS, {"room_id": room_id})
-        served = _dict_list(reply, "members", "ROOM_MEMBERS")
-        online = {m.get("username"): m.get("online") is True for m in served}
+        served = session.membership.check_server_list(room_id)
+        online = {m["username"]: m.get("online") is True for m in served}
         verified = session.membership.verified(room_id)
         if verified is None:
             raise RequestError("membership_unverified", "this group's membership does not verify")
-        session.membership.compare(
-            room_id, [n for n in online if isinstance(n, str)], "the server's member list"
-        )
         return [
             {"username": name, "online": online.get(name, False), "admin": name in verified.admins}
             for name in sorted(verified.members)

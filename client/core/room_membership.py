@@ -126,6 +126,7 @@ class RoomMembership:
         self._alarms: set[tuple[int, str, tuple[str, ...]]] = set()
         self._pending_joins: dict[tuple[int, str], bytes] = {}
         self._rejoins: dict[int, int] = {}
+        self._broken: set[int] = set()  # rooms whose newest log did not verify
 
     # ------------------------------------------------------------------ signing
 
@@ -385,10 +386,15 @@ class RoomMembership:
             except MembershipError as exc:
                 reason: MembershipAlarmReason = "gap" if CHAIN_BREAK in str(exc) else "invalid_log"
                 self._alarm(room_id, reason, str(exc))
+                self._broken.add(room_id)
                 return self._stored_state(room_id, stored)
             if fetched:
                 self._store.add_room_log(room_id, len(stored) + 1, fetched)
             self._verified[room_id] = verified
+            if length >= len(stored):
+                self._broken.discard(room_id)
+            else:
+                self._broken.add(room_id)
         for offset, data in enumerate(fetched):
             self._emit(change_of(len(stored) + 1 + offset, data, room_id))
         return VerifiedRoom(verified.state, verified.legacy, verified.state.length)
@@ -412,10 +418,26 @@ class RoomMembership:
             return VerifiedRoom(cached.state, cached.legacy, cached.state.length)
         return self.sync(room_id)
 
-    def compare(self, room_id: int, server_names: Iterable[str], source: str) -> bool:
-        """Alarm (once) if the server's member list is not the verified one; True if equal."""
+    def compare(
+        self, room_id: int, server_names: Iterable[str], source: str, length: int | None = None
+    ) -> bool:
+        """Alarm (once) if the server's member list is not the verified one; True if equal.
+
+        `length` is the log length the server says its list follows from: a list from
+        past our log makes us fetch the log first, so a change in flight is no alarm.
+        """
         verified = self.verified(room_id)
+        if verified is not None and length is not None and length > verified.length:
+            verified = self.sync(room_id)
         if verified is None:
+            return False
+        if length is not None and length > verified.length:
+            self._alarm(
+                room_id,
+                "gap",
+                f"{source} follows {length} membership events, the log served only "
+                f"{verified.length}",
+            )
             return False
         listed = set(server_names)
         differing = tuple(sorted(listed ^ verified.members))
@@ -428,6 +450,24 @@ class RoomMembership:
             detail += f" and leaves out {', '.join(missing)}"
         self._alarm(room_id, "server_list_differs", detail, differing)
         return False
+
+    def check_server_list(self, room_id: int) -> list[dict[str, Any]]:
+        """ROOM_MEMBERS, held against the verified list; returns the server's entries."""
+        reply = self._request(MessageType.ROOM_MEMBERS, {"room_id": room_id})
+        members = reply.get("members")
+        served = [
+            m
+            for m in (members if isinstance(members, list) else [])
+            if isinstance(m, dict) and isinstance(m.get("username"), str)
+        ]
+        length = reply.get("length")
+        self.compare(
+            room_id,
+            [m["username"] for m in served],
+            "the server's member list",
+            length if type(length) is int else None,
+        )
+        return served
 
     def _alarm(
         self,
@@ -454,14 +494,15 @@ class RoomMembership:
         list; each certificate is the pinned one (CA-checked, key-transparency proved
         when fetched). A member the server lists but the log does not is left out and
         raises `MembershipAlarm(server_list_differs)`. Raises `RequestError
-        ("membership_unverified")` when the log does not verify, and `KeyChangedError`
-        when a member's key changed and was not confirmed yet.
+        ("membership_unverified")` when the newest log does not verify (an invalid
+        event, a gap, a rollback), and `KeyChangedError` when a member's key changed and
+        was not confirmed yet.
         """
         verified = self.sync(room_id)
-        if verified is None:
+        if verified is None or room_id in self._broken:
             raise RequestError("membership_unverified", "this group's membership does not verify")
+        self.check_server_list(room_id)
         served = self._certificates.room_certificates(room_id, refresh=True)
-        self.compare(room_id, served, "the certificate list")
         result: list[tuple[str, UserCertificate]] = []
         for name in sorted(verified.members):
             certificate = served.get(name) or self._certificates.certificate(name)
@@ -476,29 +517,34 @@ class RoomMembership:
     # ------------------------------------------------------------------ pushes
 
     def on_member_event(self, room_id: int, params: dict[str, Any]) -> None:
-        """ROOM_MEMBER_EVENT: take the relayed entry if it is the next one, else sync."""
+        """ROOM_MEMBER_EVENT: keep the relayed entry if it is the next one, else sync;
+        then hold the server's member list against the verified one."""
         seq, entry = params.get("seq"), params.get("entry")
+        taken = False
         if type(seq) is int and isinstance(entry, bytes):
             with self._lock:
                 stored = self._store.room_log(room_id)
                 if seq <= len(stored):
                     return  # already have it (our own event)
+                if seq == len(stored) + 1 and stored:
+                    taken = self._take_next(room_id, stored, entry)
         try:
-            self.sync(room_id)
+            if not taken:
+                self.sync(room_id)
+            self.check_server_list(room_id)
         except (RequestError, ConnectionLost, RequestTimeout) as exc:
-            log.info("room %d log not synced: %s", room_id, exc)
-            return
+            log.info("room %d membership not checked: %s", room_id, exc)  # e.g. we left
+
+    def _take_next(self, room_id: int, stored: list[bytes], entry: bytes) -> bool:
+        """Apply a pushed entry that follows our stored log; False if it does not verify."""
         try:
-            reply = self._request(MessageType.ROOM_MEMBERS, {"room_id": room_id})
-        except RequestError:
-            return  # no longer a member
-        members = reply.get("members")
-        names = [
-            m["username"]
-            for m in (members if isinstance(members, list) else [])
-            if isinstance(m, dict) and isinstance(m.get("username"), str)
-        ]
-        self.compare(room_id, names, "the server's member list")
+            verified = self._replay(room_id, [*stored, entry], {})
+        except MembershipError:
+            return False  # sync fetches the log and raises the alarm if it stays wrong
+        self._store.add_room_log(room_id, len(stored) + 1, [entry])
+        self._verified[room_id] = verified
+        self._emit(change_of(len(stored) + 1, entry, room_id))
+        return True
 
     def on_join_request(self, params: dict[str, Any]) -> None:
         room_id, username, entry = (

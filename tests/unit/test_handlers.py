@@ -1475,6 +1475,7 @@ def test_room_members_and_certificates_are_for_members_only(server: FakeServer) 
     assert ok(room_members, as_user(server, "bob"), room_id=room) == {
         "room_id": room,
         "members": [{"username": "alice", "online": True}, {"username": "bob", "online": False}],
+        "length": 2,
     }
     certificates = ok(room_certificates, as_user(server, "bob"), room_id=room)
     assert [m["username"] for m in certificates["members"]] == ["alice", "bob"]
