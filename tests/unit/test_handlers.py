@@ -1882,3 +1882,29 @@ def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeSe
     left = [d.message_id for d in messages.undelivered(server.db, uid(server, "bob"))]
     assert left == ["2" * 32]  # undelivered messages are never swept
     assert attachments.get(server.db, "a" * 32) is None
+
+
+def test_room_certificates_come_in_pages(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(room_certificates, "PAGE", 2)
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    for name in names:
+        online(server, name)
+    room = make_room(server, "alice", "Paged")["room_id"]
+    for name in names[1:]:
+        enter_room(server, name, room)
+    seen: list[str] = []
+    params: dict[str, Any] = {"room_id": room}
+    for _ in range(10):
+        page = ok(room_certificates, as_user(server, "carol"), **params)
+        assert len(page["members"]) <= 2
+        seen += [m["username"] for m in page["members"]]
+        if page["next"] is None:
+            break
+        params = {"room_id": room, "after": page["next"]}
+    assert seen == names
+
+
+def test_the_room_cap_is_ten_thousand_by_default() -> None:
+    assert ServerConfig().max_room_members == 10_000
