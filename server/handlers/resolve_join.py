@@ -17,6 +17,7 @@ from common.protocol.opcodes import MessageType
 from server.handlers._common import caller, existing_user, member_room_id
 from server.handlers._params import get_choice
 from server.handlers._wire import room
+from server.handlers.join_room import check_room_space
 from server.membership import accept, parse_event
 from server.storage import room_log, rooms
 
@@ -41,6 +42,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         _drop(ctx, room_id, joiner.id, "refused")
         return {}
     event = parse_event(params)
+    check_room_space(ctx, room_id)  # the room may have filled while the request waited
     if not _same_join(MembershipEvent.from_wire(pending), event) or event.approver != admin:
         raise RequestError("bad_event", "countersign the pending join as it is", "event")
     try:

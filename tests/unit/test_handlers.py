@@ -1908,3 +1908,33 @@ def test_room_certificates_come_in_pages(
 
 def test_the_room_cap_is_ten_thousand_by_default() -> None:
     assert ServerConfig().max_room_members == 10_000
+
+
+def test_an_approval_cannot_overfill_a_group(server: FakeServer) -> None:
+    limit(server, max_room_members=2)
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = make_room(server, "alice", "Tiny", Policy.APPROVAL)["room_id"]
+    carols = join_event(server, "carol", room)
+    ok(join_room, as_user(server, "carol"), room_id=room, event=carols)
+    bobs = join_event(server, "bob", room)
+    ok(join_room, as_user(server, "bob"), room_id=room, event=bobs)
+    approved = approve(MembershipEvent.from_wire(bobs), "alice", server.keys["alice"].identity)
+    ok(
+        resolve_join,
+        as_user(server, "alice"),
+        room_id=room,
+        username="bob",
+        decision="approve",
+        event=approved.to_wire(),
+    )
+    late = approve(MembershipEvent.from_wire(carols), "alice", server.keys["alice"].identity)
+    full = fails(
+        resolve_join,
+        as_user(server, "alice"),
+        room_id=room,
+        username="carol",
+        decision="approve",
+        event=late.to_wire(),
+    )
+    assert full.code == "room_full"
