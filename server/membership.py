@@ -69,9 +69,11 @@ def identity_lookup(ctx: Context) -> Callable[[str], bytes | None]:
     return identity_of
 
 
-def check_signature(ctx: Context, event: MembershipEvent) -> None:
+def check_signature(
+    ctx: Context, event: MembershipEvent, lookup: Callable[[str], bytes | None] | None = None
+) -> None:
     """The actor's signature, against the certificate the server issued them."""
-    public = identity_lookup(ctx)(event.actor)
+    public = (lookup or identity_lookup(ctx))(event.actor)
     if public is None or not ed25519_verify(public, event.signature, event.signed_part()):
         raise RequestError(
             "bad_signature", f"the event is not signed by {event.actor}'s identity key", "event"
@@ -131,14 +133,15 @@ def accept(ctx: Context, room_id: int, event: MembershipEvent, kind: EventKind) 
             "bad_event", f"expected a {kind.value} event for room {room_id}", "event"
         )
     check_time(ctx, event)
-    check_signature(ctx, event)
+    lookup = identity_lookup(ctx)  # one certificate check per signer, not one per use
+    check_signature(ctx, event, lookup)
     state = room_state(ctx, room_id)
     if event.prev != state.head:
         raise RequestError(
             "log_moved", "the room's log has moved on; fetch its head and sign again", "event"
         )
     try:
-        after = state.apply(event, identity_lookup(ctx))
+        after = state.apply(event, lookup)
     except MembershipError as exc:
         raise RequestError("event_refused", str(exc), "event") from None
     seq = state.length + 1
