@@ -509,6 +509,16 @@ class RoomMembership:
             result.append((name, certificate))
         return result
 
+    def catch_up(self, room_ids: Iterable[int]) -> None:
+        """After a login or reconnect: fetch what each room's log gained meanwhile (one
+        line per change, pushes were lost while away) and hold each server list to it."""
+        for room_id in room_ids:
+            try:
+                self.sync(room_id)
+                self.check_server_list(room_id)
+            except (RequestError, ConnectionLost, RequestTimeout, RemoteProtocolError) as exc:
+                log.info("room %d membership not caught up: %s", room_id, exc)
+
     def lines(self, room_id: int) -> list[MembershipChanged]:
         """Every stored (verified) membership change of the room, oldest first."""
         entries = self._store.room_log(room_id)

@@ -333,6 +333,12 @@ class ChatPanel(tk.Frame):
         if self.group is not None:
             self.group.refresh()
 
+    def show_verified_members(self, names: tuple[str, ...]) -> None:
+        """The header counts the signed members, not the server's list."""
+        if names != self.contact.members:
+            self.contact = dataclasses.replace(self.contact, members=names)
+            self.header.show(self.contact)
+
     def _show_members(self, members: dict[str, bool | None]) -> None:
         if self.members is not None:
             self.members.show(members.items())

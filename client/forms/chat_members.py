@@ -129,6 +129,7 @@ class GroupMembers:
             if not alive(self.panel) or members is None:
                 return
             online = {str(m["username"]): m.get("online") is True for m in view.members}
+            self.panel.show_verified_members(tuple(online))
             can_manage = view.me in view.admins
             members.show(online.items(), view.admins, can_manage=can_manage, me=view.me)
             members.show_requests(view.requests)

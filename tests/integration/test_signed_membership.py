@@ -125,3 +125,21 @@ def test_joining_needs_the_keys_to_sign(shared_server: RunningServer, accounts: 
     assert refused(owner.client.create_room, "   ").code == "invalid_room_name"
     assert refused(owner.client.create_room, "x", "secret").code == "bad_request"
     assert refused(owner.client.join_room, room).code == "already_member"
+
+
+def test_changes_while_away_are_caught_up_at_login(
+    shared_server: RunningServer, accounts: Accounts
+) -> None:
+    alice = accounts.user(shared_server, "alice")
+    bob = accounts.user(shared_server, "bob")
+    room = alice.client.create_room(unique_name("away")).room_id
+    alice.client.close()
+    bob.client.join_room(room)  # no push reaches alice: she is away
+    alice = accounts.reopen(alice, shared_server)
+    joined = alice.events.wait_one("membership", room_id=room, change="join")
+    assert isinstance(joined, MembershipChanged) and joined.subject == bob.name
+    assert lines(alice.client.membership_lines(room)) == [
+        ("create", alice.name, alice.name),
+        ("join", bob.name, bob.name),
+    ]
+    assert not alice.events.matching("membership_alarm")
