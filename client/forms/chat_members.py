@@ -81,7 +81,8 @@ class GroupMembers:
             self.panel.show_info(describe_error(exc).message, level="warning")
 
     def show_recent_lines(self, since_ms: int) -> None:
-        """At opening: the changes since the newest message shown, as lines."""
+        """At opening: the changes since the newest message shown, as lines (and a
+        legacy room's unverified first members)."""
         client = self.panel.app.client
         if client is None:
             return
@@ -90,7 +91,8 @@ class GroupMembers:
         except UchatError:
             return
         for change in changes:
-            if change.time >= since_ms:
+            # A pre-upgrade room's unsigned start is always said: nobody verified it.
+            if change.time >= since_ms or change.change == "legacy":
                 self._line(change)
 
     def _line(self, change: MembershipChanged) -> None:
