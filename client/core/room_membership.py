@@ -60,6 +60,9 @@ from common.validation import validate_room_name
 log = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+#: (username, certificate DER, its key-transparency proof): raises unless the log holds it.
+CheckLogged = Callable[[str, bytes, Any], None]
+Offered = dict[str, tuple[bytes, Any]]  # a log page's signers: certificate and proof
 
 MAX_LOG_PAGES = 1_000  # 256 entries a page: far past any room's history
 SIGN_ATTEMPTS = 4  # "log_moved": someone else's event landed first; sign on the new head
@@ -112,6 +115,7 @@ class RoomMembership:
         store: LocalStore,
         request: Request,
         emit: Emit,
+        check_logged: CheckLogged,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._username = username
@@ -120,6 +124,7 @@ class RoomMembership:
         self._store = store
         self._request = request
         self._emit = emit
+        self._check_logged = check_logged
         self._clock = clock
         self._lock = threading.RLock()
         self._verified: dict[int, VerifiedLog] = {}
@@ -288,8 +293,9 @@ class RoomMembership:
 
     # ------------------------------------------------------------------ verifying
 
-    def _identity_lookup(self, offered: dict[str, bytes]) -> Callable[[str], bytes | None]:
-        """Pinned identity keys: the server's offered certificates are checked (CA, pin)."""
+    def _identity_lookup(self, offered: Offered) -> Callable[[str], bytes | None]:
+        """Pinned identity keys: the server's offered certificates are checked against the
+        key-transparency log, the CA and our pins before their keys count."""
         cache: dict[str, bytes | None] = {}
 
         def identity_of(username: str) -> bytes | None:
@@ -299,24 +305,22 @@ class RoomMembership:
 
         return identity_of
 
-    def _pinned_identity(self, username: str, der: bytes | None) -> bytes | None:
+    def _pinned_identity(self, username: str, offer: tuple[bytes, Any] | None) -> bytes | None:
         if self._identity is not None and username == self._username:
             return self._identity.certificate.identity_public
         try:
-            certificate = (
-                self._certificates.verify(username, der)
-                if der is not None
-                else self._certificates.certificate(username)
-            )
+            if offer is not None:
+                self._check_logged(username, offer[0], offer[1])
+                certificate = self._certificates.verify(username, offer[0])
+            else:
+                certificate = self._certificates.certificate(username)
         except KeyChangedError:
             return None  # an unconfirmed new key signs nothing we accept
         except (RequestError, UchatError, ValueError):
             return None
         return certificate.identity_public
 
-    def _replay(
-        self, room_id: int, entries: Sequence[bytes], offered: dict[str, bytes]
-    ) -> VerifiedLog:
+    def _replay(self, room_id: int, entries: Sequence[bytes], offered: Offered) -> VerifiedLog:
         """Extend the cached verified state if it covers a prefix, else replay everything."""
         lookup = self._identity_lookup(offered)
         cached = self._verified.get(room_id)
@@ -334,10 +338,10 @@ class RoomMembership:
             raise MembershipError("the log belongs to another room")
         return verified
 
-    def _fetch(self, room_id: int, after: int) -> tuple[list[bytes], dict[str, bytes], int]:
+    def _fetch(self, room_id: int, after: int) -> tuple[list[bytes], Offered, int]:
         """Every entry past `after`, the signers' certificates, and the server's length."""
         entries: list[bytes] = []
-        offered: dict[str, bytes] = {}
+        offered: Offered = {}
         length = after
         for _ in range(MAX_LOG_PAGES):
             reply = self._request(MessageType.ROOM_LOG, {"room_id": room_id, "after": after})
@@ -348,12 +352,10 @@ class RoomMembership:
             length = served
             if not all(isinstance(item, bytes) for item in page):
                 raise RemoteProtocolError("malformed ROOM_LOG entry")
-            if isinstance(certificates, dict):
-                offered.update(
-                    (k, v)
-                    for k, v in certificates.items()
-                    if isinstance(k, str) and isinstance(v, bytes)
-                )
+            for name, item in (certificates if isinstance(certificates, dict) else {}).items():
+                der = item.get("certificate") if isinstance(item, dict) else None
+                if isinstance(name, str) and isinstance(der, bytes):
+                    offered[name] = (der, item.get("transparency"))
             entries.extend(page)
             after += len(page)
             if not page or after >= length:

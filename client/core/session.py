@@ -222,6 +222,7 @@ def open_session(
         store=store,
         request=wiring.request,
         emit=wiring.emit,
+        check_logged=transparency.check_certificate,
     )
     return Session(
         profile,

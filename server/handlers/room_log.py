@@ -2,8 +2,9 @@
 
 One page of a room's membership log (members only): the entries with sequence numbers
 after `after` (default 0), in order, as stored, and the certificates of everyone who
-signed one of them (actors and approvers), so a member can check signatures by users
-it never talked to; its client verifies those against the CA and its pins.
+signed one of them (actors and approvers), each with its key-transparency proof
+(`{username: {certificate, transparency}}`), so a member can check signatures by users
+it never talked to; its client checks each against the CA, the log and its pins.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if not is_legacy(item.entry):
             event = MembershipEvent.from_wire(item.entry)
             signers.update(name for name in (event.actor, event.approver) if name)
-    certificates: dict[str, bytes] = {}
+    certificates: dict[str, dict[str, Any]] = {}
     for name in sorted(signers):
         user = users.by_username(ctx.db, name)
-        if user is not None and user.certificate:
-            certificates[name] = user.certificate
+        if user is not None and user.certificate and user.username == name:
+            certificates[name] = {
+                "certificate": user.certificate,
+                "transparency": ctx.transparency.certificate_proof(name, user.certificate),
+            }
     return {
         "room_id": room_id,
         "after": after,

@@ -11,6 +11,8 @@ test creates the file `attack_on` in the data folder, so the room is set up hone
   started (ROOM_MEMBERS, ROOM_CERTIFICATES, ROOM_LOG), whatever happened since.
 - `withhold`: LEAVER's leave is stored and relayed to everyone but VICTIM, and left
   out of the log VICTIM reads; later events are served as they are.
+- `unlogged`: the signers' certificates in the log VICTIM reads come without their
+  key-transparency proofs (as a certificate the server made up would).
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class Attack:
             return {**old, "after": after, "entries": old["entries"][after:]}
         if self.mode == "stale":
             self.take_snapshot(ctx, params)
+        if self.mode == "unlogged" and self.victim(ctx):
+            bare = {n: {"certificate": c["certificate"]} for n, c in honest["certificates"].items()}
+            return {**honest, "certificates": bare}
         if self.mode == "withhold" and self.victim(ctx):
             kept = [e for e in honest["entries"] if not _leave_by(e, LEAVER)]
             hidden = len(honest["entries"]) - len(kept)

@@ -43,6 +43,11 @@ def stale(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
+def unlogged(tmp_path: Path) -> Iterator[RunningServer]:
+    yield from malicious_server(tmp_path, "unlogged")
+
+
+@pytest.fixture
 def withhold(tmp_path: Path) -> Iterator[RunningServer]:
     yield from malicious_server(tmp_path, "withhold")
 
@@ -130,3 +135,20 @@ def test_a_withheld_leave_breaks_the_chain_and_is_shown(
     with pytest.raises(RequestError) as refused:  # nothing is sealed into a broken room
         alice.client.verified_members(room)
     assert refused.value.code == "membership_unverified"
+
+
+def test_a_signer_whose_certificate_is_not_in_the_key_log_signs_nothing(
+    unlogged: RunningServer, accounts: Accounts
+) -> None:
+    carol = accounts.user(unlogged, name="carol")
+    bob = accounts.user(unlogged, name="bob")
+    room = carol.client.create_room("book club").room_id
+    bob.client.join_room(room)
+    attack(unlogged)
+    alice = accounts.user(unlogged, name="alice")  # has never seen carol's or bob's key
+    alice.client.join_room(room)
+    refused = alarm(alice, room, "invalid_log")
+    assert "no verified identity key for carol" in refused.detail
+    with pytest.raises(RequestError) as unverified:
+        sealed_to(alice, room)
+    assert unverified.value.code == "membership_unverified"

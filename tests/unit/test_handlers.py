@@ -1356,6 +1356,10 @@ def test_admins_remove_and_grant_with_signed_events(server: FakeServer) -> None:
     log_reply = ok(room_log_handler, as_user(server, "bob"), room_id=room, after=2)
     assert log_reply["length"] == 5 and len(log_reply["entries"]) == 3
     assert set(log_reply["certificates"]) == {"alice", "bob", "carol"}
+    for name, offered in log_reply["certificates"].items():
+        der = users.by_username(server.db, name).certificate  # type: ignore[union-attr]
+        assert offered["certificate"] == der
+        assert offered["transparency"] == server.transparency.certificate_proof(name, der)
     assert fails(room_log_handler, as_user(server, "carol"), room_id=room).code == "not_member"
 
 
