@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.crypto.device_link import normalise_code
 from common.errors import RequestError
 from common.names import canonical
 from common.protocol.message import push
@@ -158,11 +159,6 @@ class LinkRelay:
         opener = link.opener
         if opener.user_id is None and not opener.closed:
             self._grace[opener] = now_ms + self._login_grace_ms
-
-
-def normalise_code(code: str) -> str:
-    """What people type: spaces and dashes between the digits are ignored."""
-    return "".join(ch for ch in code if ch not in " -\u00a0")
 
 
 def _random_code() -> str:

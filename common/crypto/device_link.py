@@ -187,6 +187,11 @@ class NewComputer(_Side):
         self._sealed: bytes | None = None
         self.identity: bytes | None = None
 
+    @property
+    def has_sealed(self) -> bool:
+        """The sealed identity arrived (it opens once the user confirms)."""
+        return self._sealed is not None and self.stage is not Stage.FAILED
+
     def joined(self) -> bytes:
         """The old computer entered the code: our commitment, to relay."""
         if self.stage is not Stage.WAIT_JOIN:
@@ -294,6 +299,11 @@ class OldComputer(_Side):
         sealed = AESGCM(agreed.key).encrypt(nonce, identity, agreed.transcript_hash)
         self.stage = Stage.DONE
         return Tag.SEALED.value + nonce + sealed
+
+
+def normalise_code(code: str) -> str:
+    """What people type: spaces and dashes between the digits are ignored."""
+    return "".join(ch for ch in code if ch not in " -\u00a0")
 
 
 def pack_identity(username: str, keys: UserKeys) -> bytes:
