@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client import i18n
+from client.forms.device_link import check_code, failure_text, format_code
 from common.crypto.device_link import (
     LinkError,
     NewComputer,
@@ -208,3 +210,23 @@ def test_unreadable_identities_are_a_link_error() -> None:
     for data in (b"", b"\x00\x05abc", b"\x00\x01a" + b"\x00" * 10, b"\xff\xff" + b"x" * 80):
         with pytest.raises(LinkError):
             unpack_identity(data)
+
+
+def test_the_code_check_and_texts_need_no_window() -> None:
+    i18n.use_language("en")
+    assert check_code(" 1234-5678 ") == "12345678"
+    for bad in ("1234567", "123456789", "1234abcd", "١٢٣٤٥٦٧٨"):
+        with pytest.raises(ValueError, match="eight digits"):
+            check_code(bad)
+    with pytest.raises(ValueError):
+        check_code("   ")
+    assert format_code("12345678") == "1234 5678"
+    assert failure_text("refused") == i18n.t("link.failed.refused")
+    assert failure_text("something new") == i18n.t("link.failed.failed")
+    i18n.use_language("zh_CN")
+    try:
+        with pytest.raises(ValueError, match="八位数字"):
+            check_code("12")
+        assert failure_text("expired") == i18n.ZH_CN["link.failed.expired"]
+    finally:
+        i18n.use_language("en")
