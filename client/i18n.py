@@ -102,9 +102,10 @@ EN: dict[str, str] = {
     "contacts.never_seen": "Not seen yet",
     "contacts.group_line": "Group #{number} · {count} members",
     "contacts.key_missing": "This computer does not hold your private keys, so messages "
-    "cannot be sent or read here; they wait on the server. To use this computer: on the "
-    "one that has your keys, choose ⋯ → Export identity, then here log out and choose "
-    "“Import identity file” on the login screen.",
+    "cannot be sent or read here; they wait on the server. To use this computer: log out "
+    "here and choose “Link from a computer where you are logged in” on the login screen "
+    "(then ⋯ → Link a new computer on the other one), or export the identity there "
+    "(⋯ → Export identity) and choose “Import identity file” here.",
     "contacts.key_changed": "Warning: {name}'s security key has changed. "
     "Check the safety number with {name} before you trust it.",
     "contacts.open_chat": "Open chat",
@@ -443,8 +444,9 @@ ZH_CN: dict[str, str] = {
     "contacts.never_seen": "尚未上线",
     "contacts.group_line": "群号 {number} · {count} 位成员",
     "contacts.key_missing": "本机没有您的私钥，因此无法在这里收发消息，消息会保留在服务器上。"
-    "要在本机使用：请在有私钥的电脑上选择 ⋯ → 导出身份，"
-    "然后在本机退出登录，并在登录界面选择“导入身份文件”。",
+    "要在本机使用：请在本机退出登录，并在登录界面选择“从已登录的电脑关联本机”"
+    "（然后在另一台电脑上选择 ⋯ → 关联新电脑）；或在另一台电脑上导出身份（⋯ → 导出身份），"
+    "再在本机选择“导入身份文件”。",
     "contacts.key_changed": "警告：{name} 的安全密钥已更改。信任之前请先与 {name} 核对安全码。",
     "contacts.open_chat": "打开聊天",
     "connection.connecting": "正在连接…",
