@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import tkinter as tk
+import tkinter.font as tkfont
 from collections.abc import Callable
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
+from client.components.formatting import elide
 from client.components.layout import collapse_if_empty
 from client.core.models import Contact
 from client.forms.contacts import (
@@ -83,14 +85,28 @@ class ProfileHeader(tk.Frame):
         self.menu_button.grid(row=0, column=2, rowspan=2, padx=(0, 6))
         self.columnconfigure(1, weight=1)
         self.email = profile.email if profile else ""
+        self._font = tkfont.Font(root=self, font=app.theme.fonts.small)
+        self.status_text = ""
         self.set_state("connected")
+        self.bind("<Configure>", lambda _e: self._fit_status(), add="+")
 
     def set_state(self, state: str) -> None:
         label = i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
-        text = label + (f"  \u00b7  {self.email}" if self.email else "")
-        self.status.configure(text=text)
+        self.status_text = label + (f"  \u00b7  {self.email}" if self.email else "")
+        self._fit_status()
         self.dot.configure(foreground=STATUS_COLORS.get(state, "#ffb3ad"))
         self.state_name = state
+
+    def _fit_status(self) -> None:
+        """A long e-mail ends in "…" rather than running under the buttons."""
+        cell = self.grid_bbox(1, 1)
+        width = cell[2] if cell is not None else 0
+        room = width - self.dot.winfo_reqwidth() - 6 if width > 1 else 0
+        text = self.status_text
+        if room > 0:
+            text = elide(text, room, self._font.measure)
+        if self.status.cget("text") != text:
+            self.status.configure(text=text)
 
 
 class SearchPanel(ttk.Frame):

@@ -117,6 +117,14 @@ def test_main_window_fits_the_screen_with_list_and_chat_side_by_side(
         assert inside(widget, root), f"{widget} is cut off"
     name = chat.header.name  # the title is not clipped
     assert name.winfo_width() >= name.winfo_reqwidth()
+    status, menu = contacts.header.status, contacts.header.menu_button
+    contacts.header.email = "someone.with.a.rather.long.address@example.org"
+    contacts.header.set_state("connected")
+    settle(app)
+    assert str(status.cget("text")).endswith("\u2026")
+    assert status.winfo_rootx() + status.winfo_width() <= menu.winfo_rootx(), (
+        "the state and e-mail line ends before the header's buttons"
+    )
     body_line = app.theme.fonts.body
     thirty = 30 * tk.font.Font(root=root, font=body_line).measure("0")
     assert contacts.side.winfo_width() >= min(thirty, SCREEN[0] * 2 // 5 - 2)  # font-sized
