@@ -32,6 +32,8 @@ from client.forms.errors import describe_error
 if TYPE_CHECKING:
     from client.forms.host import FormHost
 
+STATUS_GAP = 3  # pixels between the dot and the state line
+SEPARATOR = "  \u00b7  "
 STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting": "#ffd27a"}
 
 
@@ -67,7 +69,7 @@ class ProfileHeader(tk.Frame):
             font=app.theme.fonts.small,
             anchor="w",
         )
-        self.status.pack(side="left", padx=(3, 0))
+        self.status.pack(side="left", padx=(STATUS_GAP, 0))
 
         def logout() -> None:
             self.logout_button.state(["disabled"])
@@ -86,13 +88,18 @@ class ProfileHeader(tk.Frame):
         self.columnconfigure(1, weight=1)
         self.email = profile.email if profile else ""
         self._font = tkfont.Font(root=self, font=app.theme.fonts.small)
-        self.status_text = ""
+        self.status_text = self.state_label = ""
         self.set_state("connected")
-        self.bind("<Configure>", lambda _e: self._fit_status(), add="+")
+        # Grid arranges the line after the header's own <Configure>: fit at idle, and
+        # again whenever the line itself is given another width.
+        self.bind("<Configure>", lambda _e: self.after_idle(self._fit_status), add="+")
+        self.status.bind("<Configure>", lambda _e: self._fit_status(), add="+")
 
     def set_state(self, state: str) -> None:
-        label = i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
-        self.status_text = label + (f"  \u00b7  {self.email}" if self.email else "")
+        self.state_label = (
+            i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
+        )
+        self.status_text = self.state_label + (f"{SEPARATOR}{self.email}" if self.email else "")
         self._fit_status()
         self.dot.configure(foreground=STATUS_COLORS.get(state, "#ffb3ad"))
         self.state_name = state
@@ -101,10 +108,17 @@ class ProfileHeader(tk.Frame):
         """A long e-mail ends in "…" rather than running under the buttons."""
         cell = self.grid_bbox(1, 1)
         width = cell[2] if cell is not None else 0
-        room = width - self.dot.winfo_reqwidth() - 6 if width > 1 else 0
+        shown = str(self.status.cget("text"))
+        # the label's own padding and border, and the gap after the dot
+        overhead = self.status.winfo_reqwidth() - self._font.measure(shown) + STATUS_GAP
+        room = width - self.dot.winfo_reqwidth() - overhead if width > 1 else 0
         text = self.status_text
-        if room > 0:
-            text = elide(text, room, self._font.measure)
+        if room > 0 and self._font.measure(text) > room:
+            # the state stays whole; the e-mail gets what is left, or goes
+            label = self.state_label
+            left = room - self._font.measure(label + SEPARATOR)
+            email = elide(self.email, left, self._font.measure)
+            text = label + SEPARATOR + email if len(email) > 3 else label
         if self.status.cget("text") != text:
             self.status.configure(text=text)
 
