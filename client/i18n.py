@@ -341,7 +341,8 @@ EN: dict[str, str] = {
     "link.old_link": "Link a new computer…",
     "link.old_explain": (
         "On the new computer, choose Link from a computer where you are logged in, "
-        "and type here the code it shows."
+        "and type here the code it shows. Only type a code from a computer you are "
+        "using yourself: whoever shows it receives your identity."
     ),
     "link.code": "Code from the new computer",
     "link.continue": "Continue",
@@ -643,7 +644,10 @@ ZH_CN: dict[str, str] = {
     "link.waiting_other": "正在等待另一台电脑确认……",
     "link.received": "您的身份已到达。在本机登录会使另一台电脑退出登录。",
     "link.old_link": "关联新电脑……",
-    "link.old_explain": "在新电脑上选择“从已登录的电脑关联本机”，并在这里输入它显示的代码。",
+    "link.old_explain": (
+        "在新电脑上选择“从已登录的电脑关联本机”，并在这里输入它显示的代码。"
+        "只输入您自己正在使用的电脑上显示的代码：显示代码的一方将收到您的身份。"
+    ),
     "link.code": "新电脑上的代码",
     "link.continue": "继续",
     "link.sent": (
