@@ -328,7 +328,10 @@ EN: dict[str, str] = {
         "computer open ⋯ → Link a new computer and type the code shown here."
     ),
     "link.get_code": "Get code",
-    "link.code_is": "Your one-time code (valid {minutes} minutes):",
+    "link.code_is": (
+        "On your other computer choose ⋯ → Link a new computer and type this code "
+        "(valid {minutes} minutes):"
+    ),
     "link.joined": "The computer at {address} entered the code.",
     "link.compare": (
         "Check that the other computer shows the same six digits. If they differ, "
@@ -634,10 +637,10 @@ ZH_CN: dict[str, str] = {
         "关联新电脑，并输入这里显示的代码。"
     ),
     "link.get_code": "获取代码",
-    "link.code_is": "您的一次性代码（{minutes} 分钟内有效）：",
+    "link.code_is": "请在另一台电脑上选择 ⋯ → 关联新电脑，并输入此代码（{minutes} 分钟内有效）：",
     "link.joined": "地址为 {address} 的电脑已输入代码。",
     "link.compare": (
-        "请确认另一台电脑显示相同的六位数字。如果不同，说明有人在中间：请点击“不一致”。"
+        "请确认另一台电脑显示相同的六位数字。如果不同，说明有人在中间，请点击“不一致”"
     ),
     "link.match": "一致",
     "link.differ": "不一致",

@@ -47,7 +47,7 @@ from client.forms.contacts import (
 )
 from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
 from client.forms.conversation_area import ConversationArea
-from client.forms.device_link_form import OldComputerLink
+from client.forms.device_link_form import LinkWindow, OldComputerLink
 from client.forms.export_flow import ExportFlow
 from client.forms.identity_export import IdentityExport
 from common.errors import UchatError
@@ -189,6 +189,8 @@ class ContactsForm(ttk.Frame):
     def _destroyed(self, event: tk.Event[tk.Misc]) -> None:
         if event.widget is self:
             self.app.unsubscribe(self.on_event)
+            if self.device_link is not None and alive(self.device_link):
+                self.device_link.close()  # its window belongs to this session
 
     # ------------------------------------------------------------------ events
 
@@ -327,12 +329,12 @@ class ContactsForm(ttk.Frame):
         self.identity_export.passphrase.focus_entry()
 
     def link_computer(self) -> None:
-        """⋯ → Link a new computer: the code strip above the list."""
+        """⋯ → Link a new computer: its own small window (one at a time)."""
         if self.device_link is not None and alive(self.device_link):
+            self.device_link.winfo_toplevel().lift()
             self.device_link.code.focus_entry()
             return
-        self.device_link = OldComputerLink(self.tasks, self.app)
-        self.device_link.pack(fill="x", pady=(1, 0))
+        self.device_link = LinkWindow(self.app).panel
         self.device_link.code.focus_entry()
 
     def start_action(self, action: Action) -> None:

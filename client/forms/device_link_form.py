@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from client import i18n
 from client.components.busy import alive
 from client.components.field import Field
-from client.components.layout import collapse_if_empty
+from client.components.layout import text_width
 from client.core.event_types import Event, LinkCompare, LinkFailed, LinkFinished, LinkJoined
 from client.forms.device_link import check_code, failure_text, format_code
 from client.forms.errors import describe_error
@@ -37,13 +37,10 @@ class CompareArea(ttk.Frame):
         super().__init__(parent, style="Surface.TFrame")
         self.sas = ttk.Label(self, style="Surface.TLabel", font=app.theme.fonts.title)
         self.sas.grid(row=0, column=0, columnspan=2, sticky="w")
-        ttk.Label(
-            self,
-            text=i18n.t("link.compare"),
-            style="SurfaceMuted.TLabel",
-            wraplength=app.theme.px(320),
-            justify="left",
-        ).grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 4))
+        self.text = ttk.Label(
+            self, text=i18n.t("link.compare"), style="SurfaceMuted.TLabel", justify="left"
+        )
+        self.text.grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 4))
         self.match_button = ttk.Button(
             self, text=i18n.t("link.match"), style="Primary.TButton", command=lambda: answer(True)
         )
@@ -70,23 +67,44 @@ class _LinkFrame(ttk.Frame):
     """What both panels share: listening to `Link*` events while alive, the status line."""
 
     def __init__(
-        self, parent: tk.Misc, app: FormHost, on_finished: Callable[[LinkFinished], None]
+        self,
+        parent: tk.Misc,
+        app: FormHost,
+        on_finished: Callable[[LinkFinished], None],
+        inset: int,
+        wrap: int,
     ) -> None:
         pad = app.theme.pad
-        super().__init__(parent, style="Surface.TFrame", padding=(pad, pad // 2))
+        super().__init__(parent, style="Surface.TFrame", padding=(inset, max(inset, pad // 2)))
         self.app = app
+        self._inset = inset
         self.client: ChatClient | None = None
         #: True from a code asked or entered until the link finished or failed.
         self.linking = False
         #: Widgets hidden while the short code is compared (set by each panel).
         self.aside: list[tk.Widget] = []
         self._on_finished = on_finished
-        self.status = ttk.Label(
-            self, style="SurfaceMuted.TLabel", wraplength=app.theme.px(320), justify="left"
-        )
+        self.status = ttk.Label(self, style="SurfaceMuted.TLabel", justify="left")
         self.compare = CompareArea(self, app, self._answer)
+        #: Labels whose lines wrap at the panel's own width (whatever the scaling).
+        self.wrapping: list[ttk.Label] = [self.status, self.compare.text]
+        self._wrap = wrap
         app.subscribe(self._on_event)
         self.bind("<Destroy>", self._destroyed, add="+")
+        self.bind("<Configure>", self._rewrap, add="+")
+
+    def _start_wrapping(self) -> None:
+        """Before the first layout: wrap at the width the panel is meant to have."""
+        for label in self.wrapping:
+            label.configure(wraplength=self._wrap)
+
+    def _rewrap(self, event: tk.Event[tk.Misc]) -> None:
+        if event.widget is not self:
+            return
+        width = max(event.width - 2 * self._inset, self.app.theme.px(120))
+        for label in self.wrapping:
+            if int(str(label.cget("wraplength")) or 0) != width:
+                label.configure(wraplength=width)
 
     def _destroyed(self, event: tk.Event[tk.Misc]) -> None:
         if event.widget is self:
@@ -156,19 +174,16 @@ class NewComputerLink(_LinkFrame):
         on_code_shown: Callable[[bool], None],
         on_back: Callable[[], None],
     ) -> None:
-        super().__init__(parent, app, self._finished)
+        super().__init__(parent, app, self._finished, inset=0, wrap=app.theme.px(320))
         self._credentials = credentials
         self._on_linked = on_linked
         self._on_code_shown = on_code_shown
         self._on_back = on_back
         self._login: tuple[str, str] | None = None
-        ttk.Label(
-            self,
-            text=i18n.t("link.new_explain"),
-            style="SurfaceMuted.TLabel",
-            wraplength=app.theme.px(320),
-            justify="left",
-        ).grid(row=0, column=0, sticky="w")
+        self.explain = ttk.Label(
+            self, text=i18n.t("link.new_explain"), style="SurfaceMuted.TLabel", justify="left"
+        )
+        self.explain.grid(row=0, column=0, sticky="w")
         buttons = ttk.Frame(self, style="Surface.TFrame")
         buttons.grid(row=1, column=0, sticky="ew", pady=(4, 0))
         self.code_button = ttk.Button(
@@ -179,16 +194,17 @@ class NewComputerLink(_LinkFrame):
         self.back_button.grid(row=0, column=1, sticky="ew")
         buttons.columnconfigure(0, weight=1)
         buttons.columnconfigure(1, weight=1)
-        self.explain = self.grid_slaves(row=0)[0]
-        self.code_label = ttk.Label(self, style="SurfaceMuted.TLabel")
+        self.code_label = ttk.Label(self, style="SurfaceMuted.TLabel", justify="left")
         self.code = ttk.Label(self, style="Surface.TLabel", font=app.theme.fonts.title)
         self.code_label.grid(row=2, column=0, sticky="w", pady=(4, 0))
         self.code.grid(row=3, column=0, sticky="w")
-        self.status.grid(row=4, column=0, sticky="ew")
+        self.status.grid(row=4, column=0, sticky="ew", pady=(4, 0))
         self.compare.grid(row=5, column=0, sticky="ew", pady=(4, 0))
         for hidden in (self.code_label, self.code, self.compare):
             hidden.grid_remove()
         self.aside = [self.code_label, self.code]
+        self.wrapping += [self.explain, self.code_label]
+        self._start_wrapping()
         self.columnconfigure(0, weight=1)
 
     def start(self) -> None:
@@ -257,36 +273,55 @@ class NewComputerLink(_LinkFrame):
         return str(self.code.cget("text")) if self.code.winfo_ismapped() else ""
 
 
-class OldComputerLink(_LinkFrame):
-    """In the contacts sidebar: type the new computer's code, compare, send."""
+class LinkWindow(tk.Toplevel):
+    """⋯ → Link a new computer: a small window of its own, sized by its text.
 
-    def __init__(self, parent: tk.Frame, app: FormHost) -> None:
-        super().__init__(parent, app, self._finished)
-        self.parent = parent
+    A window rather than a strip in the sidebar: at 192 dpi on a 768-pixel screen the
+    code, the digits and the answers do not fit above the contact list.
+    """
+
+    def __init__(self, app: FormHost) -> None:
+        super().__init__(app.root, background=app.theme.palette.surface)
+        self.title(i18n.t("link.old_link").rstrip("…."))
+        self.transient(app.root)
+        body = app.theme.fonts.body
+        width = min(text_width(self, body, 40), self.winfo_screenwidth() * 9 // 10)
+        self.panel = OldComputerLink(self, app, width - 2 * app.theme.pad)
+        self.panel.pack(fill="both", expand=True)
+        self.protocol("WM_DELETE_WINDOW", self.panel.close)
+        self.bind("<Escape>", lambda _e: self.panel.close())
+        x = app.root.winfo_rootx() + app.theme.px(40)
+        y = app.root.winfo_rooty() + app.theme.px(40)
+        self.geometry(f"+{x}+{y}")
+
+
+class OldComputerLink(_LinkFrame):
+    """In its window: type the new computer's code, compare, send."""
+
+    def __init__(self, parent: tk.Misc, app: FormHost, wrap: int) -> None:
+        super().__init__(parent, app, self._finished, inset=app.theme.pad, wrap=wrap)
         self.client = app.client
         self.explain = ttk.Label(
-            self,
-            text=i18n.t("link.old_explain"),
-            style="SurfaceMuted.TLabel",
-            wraplength=app.theme.px(320),
-            justify="left",
+            self, text=i18n.t("link.old_explain"), style="SurfaceMuted.TLabel", justify="left"
         )
         self.explain.grid(row=0, column=0, columnspan=2, sticky="w")
         self.code = Field(self, i18n.t("link.code"))
         self.code.grid(row=1, column=0, columnspan=2, sticky="ew", pady=(4, 4))
         self.code.entry.bind("<Return>", lambda _e: self.submit())
+        self.status.grid(row=2, column=0, columnspan=2, sticky="ew")
+        self.compare.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(4, 0))
+        self.compare.grid_remove()
         self.continue_button = ttk.Button(
             self, text=i18n.t("link.continue"), style="Primary.TButton", command=self.submit
         )
-        self.continue_button.grid(row=2, column=0, sticky="ew", padx=(0, 4))
+        self.continue_button.grid(row=4, column=0, sticky="ew", padx=(0, 4), pady=(4, 0))
         self.close_button = ttk.Button(self, text=i18n.t("common.cancel"), command=self.close)
-        self.close_button.grid(row=2, column=1, sticky="ew")
-        self.status.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(4, 0))
-        self.compare.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(4, 0))
-        self.compare.grid_remove()
-        self.aside = [self.explain, self.code, self.continue_button]
+        self.close_button.grid(row=4, column=1, sticky="ew", pady=(4, 0))
         self.columnconfigure(0, weight=1)
         self.columnconfigure(1, weight=1)
+        self.aside = [self.explain, self.code, self.continue_button]
+        self.wrapping.append(self.explain)
+        self._start_wrapping()
 
     def submit(self) -> None:
         client = self.client
@@ -325,6 +360,4 @@ class OldComputerLink(_LinkFrame):
         self.close_button.configure(text=i18n.t("common.dismiss"))
 
     def close(self) -> None:
-        parent = self.parent
-        self.destroy()
-        collapse_if_empty(parent)
+        self.winfo_toplevel().destroy()

@@ -1,5 +1,5 @@
 """Linking a new computer on screen, at 1366x768 and at 192 dpi: the login form's panel
-on the new computer, and the ⋯ → Link a new computer strip on the old one.
+on the new computer, and the ⋯ → Link a new computer window on the old one.
 
 One Uchat window per display at a time, so each test drives one computer through its
 window and the other through a headless client on real sockets, against the real
@@ -107,7 +107,9 @@ def test_the_old_computer_types_the_code_compares_and_sends(
         code, _ = new.start_link(me)
         contacts.link_computer()
         panel = contacts.device_link
-        assert panel is not None and visible_in(panel.code.entry, app.root)
+        assert panel is not None
+        window = panel.winfo_toplevel()
+        assert window is not app.root and visible_in(panel.code.entry, window)
         panel.code.set_value("1234")
         panel.submit()
         assert panel.code.error_text == i18n.t("link.code_format")
@@ -121,7 +123,8 @@ def test_the_old_computer_types_the_code_compares_and_sends(
         compare = wait_for(new, LinkCompare)
         assert isinstance(compare, LinkCompare)
         assert panel.compare.sas.cget("text") == compare.sas
-        assert visible_in(panel.compare.differ_button, app.root)
+        assert visible_in(panel.compare.differ_button, window)
+        assert window.winfo_rooty() + window.winfo_height() <= SCREEN[1]
         panel.compare.match_button.invoke()
         pump_until(
             app.root,
@@ -139,7 +142,7 @@ def test_the_old_computer_types_the_code_compares_and_sends(
         new.close()
 
 
-def test_saying_the_codes_differ_sends_nothing_and_the_strip_says_so(
+def test_saying_the_codes_differ_sends_nothing_and_the_window_says_so(
     scale: float,
     make_app: Callable[..., App],
     headless: Callable[..., ChatClient],
@@ -165,8 +168,9 @@ def test_saying_the_codes_differ_sends_nothing_and_the_strip_says_so(
         failed = wait_for(new, LinkFailed)
         assert isinstance(failed, LinkFailed) and failed.reason == "refused"
         assert not panel.compare.winfo_ismapped()
-        panel.close()  # the strip goes and takes no space
-        app.root.update_idletasks()
-        assert contacts.tasks.winfo_height() <= 1
+        window = panel.winfo_toplevel()
+        panel.close()  # the window goes
+        app.root.update()
+        assert not window.winfo_exists()
     finally:
         new.close()
