@@ -1,4 +1,4 @@
-"""Linking a computer, on screen: the new computer's panel and the old computer's strip.
+"""Linking a computer, on screen: the new computer's panel and the old computer's window.
 
 New computer (login form): Get code shows eight digits; when the logged-in computer
 has typed them, both screens show six digits to compare; "They match" on both moves
