@@ -3,7 +3,7 @@
 New computer (login form): Get code shows eight digits; when the logged-in computer
 has typed them, both screens show six digits to compare; "They match" on both moves
 the identity, and the login form logs in (which signs the other computer out, as the
-panel says). Old computer (contacts sidebar, ⋯ → Link a new computer): type the code,
+panel says). Old computer (⋯ → Link a new computer, a window): type the code,
 compare, confirm. The work runs on the client's threads; this module only reacts to
 `Link*` events on the Tk thread. Texts and the code check: `device_link.py`.
 """
