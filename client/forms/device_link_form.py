@@ -263,8 +263,7 @@ class NewComputerLink(_LinkFrame):
         client, login = self.client, self._login
         if event.role != "new" or client is None or login is None:
             return
-        self.code_label.grid_remove()
-        self.code.grid_remove()
+        self._reset()
         self.say(i18n.t("link.received"), "Success.TLabel")
         self._on_linked(client, *login)
 

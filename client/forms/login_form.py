@@ -162,7 +162,7 @@ class LoginForm(ttk.Frame):
             card,
             self.app,
             self._credentials,
-            self._login_with,
+            self._linked,
             on_code_shown=self._show_fields_for_link,
             on_back=self.leave_link,
         )
@@ -195,6 +195,17 @@ class LoginForm(ttk.Frame):
                 field.grid_remove()
             else:
                 field.grid()
+
+    def _linked(self, client: ChatClient, username: str, password: str) -> None:
+        """The identity arrived: back to the ordinary form, saying so, and log in.
+
+        If the password was mistyped, its error shows under the field as usual and the
+        identity waits in memory for the next Login.
+        """
+        self.leave_link()
+        self._paint_notice(i18n.t("link.received"), warning=False)
+        self.notice.grid()
+        self._login_with(client, username, password)
 
     def leave_link(self) -> None:
         """Back from link mode to the ordinary login form."""

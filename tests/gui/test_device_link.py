@@ -65,7 +65,7 @@ def test_a_new_computer_links_from_the_login_form_and_logs_in(
     assert form.username.error_text == i18n.t("error.required")
     assert not panel.linking
     form.username.set_value(name)
-    form.password.set_value(PASSWORD)
+    form.password.set_value("a typo in the password 1")  # not checked until the login
     panel.code_button.invoke()
     pump_until(app.root, lambda: panel.shown_code != "", what="the one-time code")
     code = panel.shown_code.replace(" ", "")
@@ -86,6 +86,13 @@ def test_a_new_computer_links_from_the_login_form_and_logs_in(
     old.confirm_link(True)
     assert isinstance(wait_for(old, LinkFinished), LinkFinished)
     panel.compare.match_button.invoke()
+    # back on the ordinary form, saying the identity arrived; the typo shows as usual
+    pump_until(app.root, lambda: form.errors()["general"] != "", what="the login error")
+    assert form.errors()["general"] == i18n.t("error.login_failed")
+    assert form.notice.cget("text") == i18n.t("link.received") and form.notice.winfo_ismapped()
+    assert visible_in(form.login_button, app.root)
+    form.password.set_value(PASSWORD)
+    form.login_button.invoke()  # the identity waited in memory for this
     pump_until(app.root, lambda: isinstance(app.form, ContactsForm), what="logged in")
     assert app.require_client().can_send
     kicked = wait_for(old, Kicked)  # one login at a time: the old computer was signed out
