@@ -64,6 +64,15 @@ class MessageType(IntEnum):
     # end-to-end v2 (signed KEM keys, sender chains)
     PUBLISH_KEM_KEY = 80  # request: {kem_key} -> REPLY {key_id}
 
+    # linking a new computer (one-time code, relayed key exchange)
+    LINK_OPEN = 100  # request, before login: {username} -> REPLY {code, expires_in}
+    LINK_JOIN = 101  # request: {code} -> REPLY {address}
+    LINK_SEND = 102  # request: {data} -> REPLY {}; the other end gets LINK_DATA
+    LINK_CLOSE = 103  # request: {reason} -> REPLY {}
+    LINK_JOINED = 104  # push to the new computer: {address}
+    LINK_DATA = 105  # push: {data}
+    LINK_CLOSED = 106  # push: {reason}
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(
@@ -77,8 +86,20 @@ PUSHES = frozenset(
         MessageType.NEW_MESSAGE,
         MessageType.MESSAGE_DELIVERED,
         MessageType.ROOM_MEMBER_EVENT,
+        MessageType.LINK_JOINED,
+        MessageType.LINK_DATA,
+        MessageType.LINK_CLOSED,
     }
 )
 
 #: Requests a client may send before it has logged in.
-UNAUTHENTICATED_REQUESTS = frozenset({MessageType.PING, MessageType.REGISTER, MessageType.LOGIN})
+UNAUTHENTICATED_REQUESTS = frozenset(
+    {
+        MessageType.PING,
+        MessageType.REGISTER,
+        MessageType.LOGIN,
+        MessageType.LINK_OPEN,
+        MessageType.LINK_SEND,
+        MessageType.LINK_CLOSE,
+    }
+)
