@@ -28,6 +28,7 @@ from client.core.accounts import Accounts
 from client.core.connection import Connection
 from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
 from client.core.crypto_session import attachment_body, check_style, safety_number_between
+from client.core.device_link import LINK_PUSHES, DeviceLinking
 from client.core.directory import Directory
 from client.core.downloads import Downloads
 from client.core.event_types import (
@@ -133,6 +134,9 @@ class ChatClient:
         )
         self._accounts = self._make_accounts()
         self._pushes = PushHandler(slot=self._slot, emit=emit, on_kicked=self._reconnector.kicked)
+        self._linking = DeviceLinking(
+            link=self._link, slot=self._slot, emit=emit, connect=self.connect
+        )
 
     def _make_accounts(self) -> Accounts:
         """Login and what it opens, wired to the link, the outbox's resealing and events."""
@@ -224,7 +228,13 @@ class ChatClient:
     def login(self, username: str, password: str) -> Profile:
         """Log in, open this account's local store, then receive undelivered messages."""
         self.connect()
+        linked = self._linking.identity_for(username)
+        if linked is not None:  # brought by `start_link`: sealed under this password now
+            server_id = server_id_for(self._link.server_fingerprint)
+            self._keystore.save(server_id, username, linked, password)
         session = self._accounts.login(username, password)
+        if linked is not None:
+            self._linking.forget_identity()
         self._reconnector.allow()
         return session.profile
 
@@ -249,12 +259,32 @@ class ChatClient:
         server_id = server_id_for(self._link.server_fingerprint)
         import_keys(self._keystore, server_id, username, Path(path), passphrase, password)
 
+    def start_link(self, username: str) -> tuple[str, int]:
+        """New computer, before login: a one-time code for `username` and its lifetime in
+        seconds. Then `LinkJoined`, `LinkCompare` (answer with `confirm_link`) and
+        `LinkFinished` or `LinkFailed`; after `LinkFinished`, `login` stores the keys."""
+        return self._linking.start(username)
+
+    def join_link(self, code: str) -> str:
+        """Old computer, logged in with its keys: enter the new computer's code; returns
+        the new computer's address. Then `LinkCompare`, then `LinkFinished`/`LinkFailed`."""
+        return self._linking.join(code)
+
+    def confirm_link(self, match: bool) -> None:
+        """The user compared the six digits on both screens: True only if they are equal."""
+        self._linking.confirm(match)
+
+    def cancel_link(self) -> None:
+        """Stop the current link, if any; the other computer is told."""
+        self._linking.cancel()
+
     def close(self) -> None:
         """Disconnect for good: no reconnect, threads stopped, store closed."""
         if self._link.closed:
             return
         self._reconnector.stop()
         self._link.close()
+        self._linking.stop()
         self._pushes.stop()
         self._slot.close()
         self._events.close()
@@ -269,9 +299,13 @@ class ChatClient:
 
     def _on_push(self, conn: Connection, message: Message) -> None:
         """Socket thread; the push handler is built after the link that calls this."""
+        if message.type in LINK_PUSHES:
+            self._linking.on_push(message)
+            return
         self._pushes.on_push(conn, message)
 
     def _on_lost(self) -> None:
+        self._linking.connection_lost()
         self._reconnector.schedule()
 
     def _relogin(self, username: str, password: str) -> None:

@@ -238,6 +238,44 @@ class ExportProgress(Event):
     total: int
 
 
+LinkRole = Literal["new", "old"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkJoined(Event):
+    """New computer: the logged-in computer at `address` entered our code."""
+
+    kind: ClassVar[str] = "link_joined"
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCompare(Event):
+    """Both computers: show `sas` and ask the user whether the other screen shows it too;
+    answer with `confirm_link(match)`."""
+
+    kind: ClassVar[str] = "link_compare"
+    sas: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFinished(Event):
+    """`new`: the identity arrived and will be stored at the next `login`; `old`: it was
+    sent, and this computer is signed out when the new one logs in."""
+
+    kind: ClassVar[str] = "link_finished"
+    role: LinkRole
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailed(Event):
+    """The link ended without an identity moving; `reason` says why (docs/api.md)."""
+
+    kind: ClassVar[str] = "link_failed"
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class AsyncResult(Event):
     """Internal: carries a `run_async` callback to the draining thread."""
@@ -263,6 +301,11 @@ __all__ = [
     "KeyMissing",
     "KeyTrusted",
     "Kicked",
+    "LinkCompare",
+    "LinkFailed",
+    "LinkFinished",
+    "LinkJoined",
+    "LinkRole",
     "MemberChange",
     "MembershipAlarm",
     "MembershipAlarmReason",

@@ -22,6 +22,7 @@ from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
 from client.components.emoji_picker import EmojiPicker
+from client.components.file_drop import accept_file_drops
 from client.components.layout import collapse_if_empty, text_width
 from client.components.message_view import MessageView
 from client.core.event_types import (
@@ -149,6 +150,11 @@ class ChatPanel(tk.Frame):
         )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
+        # Files dropped on the conversation or the message box are sent (with tkdnd).
+        self.drops = all(
+            accept_file_drops(target, self.files.send_paths)
+            for target in (self.view, self.composer.input)
+        )
 
     # ------------------------------------------------------------------ history
 

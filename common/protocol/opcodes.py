@@ -73,6 +73,15 @@ class MessageType(IntEnum):
     ROOM_JOIN_REFUSED = 91  # push to a joiner: the request was refused or must be re-signed
     ROOM_JOIN_REQUESTS = 92  # request: the pending joins of a room (admins)
 
+    # linking a new computer (one-time code, relayed key exchange)
+    LINK_OPEN = 100  # request, before login: {username} -> REPLY {code, expires_in}
+    LINK_JOIN = 101  # request: {code} -> REPLY {address}
+    LINK_SEND = 102  # request: {data} -> REPLY {}; the other end gets LINK_DATA
+    LINK_CLOSE = 103  # request: {reason} -> REPLY {}
+    LINK_JOINED = 104  # push to the new computer: {address}
+    LINK_DATA = 105  # push: {data}
+    LINK_CLOSED = 106  # push: {reason}
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(
@@ -88,8 +97,20 @@ PUSHES = frozenset(
         MessageType.ROOM_MEMBER_EVENT,
         MessageType.ROOM_JOIN_REQUEST,
         MessageType.ROOM_JOIN_REFUSED,
+        MessageType.LINK_JOINED,
+        MessageType.LINK_DATA,
+        MessageType.LINK_CLOSED,
     }
 )
 
 #: Requests a client may send before it has logged in.
-UNAUTHENTICATED_REQUESTS = frozenset({MessageType.PING, MessageType.REGISTER, MessageType.LOGIN})
+UNAUTHENTICATED_REQUESTS = frozenset(
+    {
+        MessageType.PING,
+        MessageType.REGISTER,
+        MessageType.LOGIN,
+        MessageType.LINK_OPEN,
+        MessageType.LINK_SEND,
+        MessageType.LINK_CLOSE,
+    }
+)

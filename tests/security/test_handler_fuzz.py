@@ -51,7 +51,7 @@ from common.crypto.keys import generate_user_keys
 from common.crypto.membership import GENESIS, EventKind, Policy, sign_event
 from common.errors import RequestError
 from common.protocol.message import Message, encode_message
-from common.protocol.opcodes import PUSHES, MessageType
+from common.protocol.opcodes import PUSHES, UNAUTHENTICATED_REQUESTS, MessageType
 from common.room_numbers import random_room_number
 from server.app import DATABASE_FILE
 from server.handlers import HANDLERS
@@ -471,6 +471,10 @@ VALID: dict[MessageType, ValidParams] = {
     MessageType.KT_CONSISTENCY: lambda w, t: {"old_size": 1, "new_size": 2},
     MessageType.KT_USER_ENTRIES: lambda w, t: {},
     MessageType.KT_RANGE: lambda w, t: {"start": 0, "count": 4},
+    MessageType.LINK_OPEN: lambda w, t: {"username": "alice"},
+    MessageType.LINK_JOIN: lambda w, t: {"code": t[:8]},
+    MessageType.LINK_SEND: lambda w, t: {"data": b"\x01" + bytes.fromhex(t)},
+    MessageType.LINK_CLOSE: lambda w, t: {"reason": "cancelled"},
 }
 
 # ---------------------------------------------------------------- params: hostile ones
@@ -584,6 +588,10 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
     MessageType.KT_CONSISTENCY: ("old_size", "new_size"),
     MessageType.KT_USER_ENTRIES: (),
     MessageType.KT_RANGE: ("start", "count"),
+    MessageType.LINK_OPEN: ("username",),
+    MessageType.LINK_JOIN: ("code",),
+    MessageType.LINK_SEND: ("data",),
+    MessageType.LINK_CLOSE: ("reason",),
 }
 
 
@@ -648,7 +656,7 @@ def near_valid(draw: st.DrawFn, valid: dict[str, Any]) -> dict[str, Any]:
 HANDLED: list[MessageType] = [MessageType(module.OPCODE) for module in HANDLERS]
 #: LOGOUT closes the connection, so it has a test (and connections) of its own.
 LOGGED_IN: list[MessageType] = [kind for kind in HANDLED if kind is not MessageType.LOGOUT]
-ANONYMOUS: list[MessageType] = [MessageType.PING, MessageType.REGISTER, MessageType.LOGIN]
+ANONYMOUS: list[MessageType] = sorted(UNAUTHENTICATED_REQUESTS)
 STRATEGIES = ("random", "near_valid")
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
