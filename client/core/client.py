@@ -37,6 +37,7 @@ from client.core.event_types import (
     Event,
     ExportProgress,
     KeyTrusted,
+    MembershipChanged,
     MessageReceived,
     MessageStatusChanged,
 )
@@ -53,11 +54,21 @@ from client.core.pushes import PushHandler
 from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
+from common.crypto.certs import UserCertificate
 from common.crypto.keys import KdfParams
+from common.crypto.membership import Policy
 from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
 __all__ = ["ChatClient", "EventTimeout", "Target"]
+
+
+def join_policy(value: str) -> Policy:
+    try:
+        return Policy(value)
+    except ValueError:
+        raise RequestError("bad_request", "policy is 'open' or 'approval'", "policy") from None
+
 
 T = TypeVar("T")
 
@@ -342,8 +353,10 @@ class ChatClient:
         """Friends and rooms with unread counts and drafts, newest activity first."""
         return self._directory.contacts()
 
-    def create_room(self, name: str) -> Contact:
-        return self._directory.create_room(name)
+    def create_room(self, name: str, policy: str = "open") -> Contact:
+        """A new room, founded by our signed create event; `policy` "open" (anyone with
+        the number joins, the original's feature) or "approval" (an admin approves)."""
+        return self._directory.create_room(name, join_policy(policy))
 
     def join_room(self, room: RoomRef) -> Contact:
         """Join by room id (an int, as everywhere in this API) or the room's Contact."""
@@ -355,8 +368,44 @@ class ChatClient:
         self._directory.leave_room(room_number(room))
 
     def room_members(self, room: RoomRef) -> list[dict[str, Any]]:
-        """[{username, online}] of a room you are in."""
+        """[{username, online, admin}] of a room you are in: the signed log's members."""
         return self._directory.room_members(room_number(room))
+
+    # ------------------------------------------------------------------ signed membership
+
+    def verified_members(self, room: RoomRef) -> list[tuple[str, UserCertificate]]:
+        """(username, pinned certificate) of every member the room's signed log proves.
+
+        The seam for sending to a room: chains are distributed only to this list.
+        See `RoomMembership.verified_members` for what it raises.
+        """
+        return self._slot.require().membership.verified_members(room_number(room))
+
+    def room_admins(self, room: RoomRef) -> list[str]:
+        verified = self._slot.require().membership.verified(room_number(room))
+        return sorted(verified.admins) if verified is not None else []
+
+    def membership_lines(self, room: RoomRef) -> list[MembershipChanged]:
+        """Every verified membership change of a room, oldest first (conversation lines)."""
+        return self._slot.require().membership.lines(room_number(room))
+
+    def remove_member(self, room: RoomRef, username: str) -> None:
+        """An admin's signed removal of `username`."""
+        self._slot.require().membership.remove(room_number(room), username)
+
+    def grant_admin(self, room: RoomRef, username: str) -> None:
+        """An admin's signed grant: `username` becomes an admin too."""
+        self._slot.require().membership.grant_admin(room_number(room), username)
+
+    def join_requests(self, room: RoomRef) -> list[str]:
+        """Who waits for approval to join a room you administer."""
+        return self._slot.require().membership.join_requests(room_number(room))
+
+    def approve_join(self, room: RoomRef, username: str) -> None:
+        self._slot.require().membership.approve_join(room_number(room), username)
+
+    def refuse_join(self, room: RoomRef, username: str) -> None:
+        self._slot.require().membership.refuse_join(room_number(room), username)
 
     # ------------------------------------------------------------------ keys
 

@@ -19,6 +19,7 @@ from client.components.contact_item import Avatar
 from client.components.field import Placeholder
 from client.components.formatting import elide
 from client.components.layout import collapse_if_empty
+from client.core.directory import JoinPending
 from client.core.models import Contact
 from client.forms.contacts import (
     Action,
@@ -366,6 +367,18 @@ class ActionPanel(ttk.Frame):
         self.result = ttk.Entry(self, state="readonly", font=app.theme.fonts.heading, width=12)
         self.result.grid(row=3, column=0, sticky="w", pady=(4, 0))
         self.result.grid_remove()
+        # A new group's join policy, signed into its create event (creating only).
+        self.policy = tk.StringVar(self, value="open")
+        self.policies = ttk.Frame(self, style="Surface.TFrame")
+        for value in ("open", "approval"):
+            ttk.Radiobutton(
+                self.policies,
+                text=i18n.t(f"action.create_group.policy_{value}"),
+                variable=self.policy,
+                value=value,
+            ).pack(anchor="w")
+        self.policies.grid(row=4, column=0, columnspan=3, sticky="w", pady=(6, 0))
+        self.policies.grid_remove()
         self.columnconfigure(0, weight=1)
 
     def open(self, action: Action, prefill: str = "") -> None:
@@ -378,6 +391,11 @@ class ActionPanel(ttk.Frame):
         self.value.set(prefill)
         self._say("", error=True)
         self.result.grid_remove()
+        self.policy.set("open")
+        if action is Action.CREATE_GROUP:
+            self.policies.grid()
+        else:
+            self.policies.grid_remove()
         self.grid()
         self.entry.focus_set()
         self.entry.icursor("end")
@@ -399,10 +417,11 @@ class ActionPanel(ttk.Frame):
             self._say(str(exc), error=True)
             return
         client = self.app.require_client()
+        policy = self.policy.get()
         calls: dict[Action, Callable[..., Any]] = {
             Action.ADD_FRIEND: client.add_friend,
             Action.DELETE_FRIEND: client.delete_friend,
-            Action.CREATE_GROUP: client.create_room,
+            Action.CREATE_GROUP: lambda name: client.create_room(name, policy),
             Action.JOIN_GROUP: client.join_room,
         }
         self._say("", error=True)
@@ -437,7 +456,11 @@ class ActionPanel(ttk.Frame):
     def _failed(self, exc: BaseException) -> None:
         if alive(self):
             self.busy.stop()
-            self._say(describe_error(exc).message, error=True)
+            # A join request sent to a group's admins is good news, not an error.
+            pending = isinstance(exc, JoinPending)
+            self._say(describe_error(exc).message, error=not pending)
+            if pending:
+                self.value.set("")
 
     @property
     def message_text(self) -> str:
