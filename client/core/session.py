@@ -25,6 +25,7 @@ from client.core.events import Emit
 from client.core.kem_keys import PeerKemKeys, PeerKemObserver
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
@@ -36,6 +37,7 @@ from common.protocol.opcodes import MessageType
 log_ = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+MAX_CERTIFICATE_PAGES = 1_000  # 200 members a page; a server never saying "done" stops here
 StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
 
 
@@ -62,6 +64,7 @@ class Session:
     limits: Limits
     transparency: KeyTransparency
     peer_kem_keys: PeerKemObserver  # friends' verified KEM keys (`.keys.get(certificate)`)
+    membership: RoomMembership
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -125,21 +128,28 @@ class SessionWiring:
     def fetch_room_certificates(
         self, room_id: int, log: KeyTransparency, kem: PeerKemObserver
     ) -> dict[str, bytes]:
-        reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
-        members = reply.get("members")
-        if not isinstance(members, list):
-            raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
-        head = log.accept_head(reply.get("transparency_head"))
+        """Every page of ROOM_CERTIFICATES (a room holds up to 10,000 members)."""
         result: dict[str, bytes] = {}
-        for entry in members:
-            if not isinstance(entry, dict):
-                raise RemoteProtocolError("malformed room certificate")
-            name, der = entry.get("username"), entry.get("certificate")
-            if not isinstance(name, str) or not isinstance(der, bytes):
-                raise RemoteProtocolError("malformed room certificate")
-            log.check_member(name, der, entry.get("transparency"), head)
-            _check_kem_key(log, kem, name, der, entry, head)
-            result[name] = der
+        params: dict[str, Any] = {"room_id": room_id}
+        for _ in range(MAX_CERTIFICATE_PAGES):
+            reply = self.request(MessageType.ROOM_CERTIFICATES, params)
+            members = reply.get("members")
+            if not isinstance(members, list):
+                raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+            head = log.accept_head(reply.get("transparency_head"))
+            for entry in members:
+                if not isinstance(entry, dict):
+                    raise RemoteProtocolError("malformed room certificate")
+                name, der = entry.get("username"), entry.get("certificate")
+                if not isinstance(name, str) or not isinstance(der, bytes):
+                    raise RemoteProtocolError("malformed room certificate")
+                log.check_member(name, der, entry.get("transparency"), head)
+                _check_kem_key(log, kem, name, der, entry, head)
+                result[name] = der
+            after = reply.get("next")
+            if type(after) is not int or not members:
+                break
+            params = {"room_id": room_id, "after": after}
         return result
 
     def check_gossip(self, log: KeyTransparency, sender: str, body: bytes) -> None:
@@ -186,6 +196,10 @@ def _check_kem_key(
         raise RemoteProtocolError("malformed kem_key")
     log.check_entry("kem_key", username, encoded, reply.get("kem_transparency"), head)
     kem.observe(username, der, encoded)
+
+
+def _logged(log: KeyTransparency, username: str, der: bytes, transparency: Any) -> None:
+    log.check_certificate(username, der, transparency)
 
 
 def open_session(
@@ -235,6 +249,15 @@ def open_session(
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
         )
+    membership = RoomMembership(
+        username=profile.username,
+        identity=identity,
+        certificates=certificates,
+        store=store,
+        request=wiring.request,
+        emit=wiring.emit,
+        check_logged=lambda name, der, proved: _logged(transparency, name, der, proved),
+    )
     return Session(
         profile,
         server_id,
@@ -249,6 +272,7 @@ def open_session(
         limits,
         transparency,
         kem,
+        membership,
     )
 
 

@@ -14,8 +14,6 @@ from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
 from server.handlers import (
     certificate,
-    create_room,
-    join_room,
     publish_kem_key,
     register,
     room_certificates,
@@ -29,8 +27,10 @@ from tests.unit.test_handlers import (
     FakeServer,
     as_user,
     befriend,
+    enter_room,
     fails,
     form,
+    make_room,
     ok,
 )
 
@@ -74,9 +74,10 @@ def test_publish_then_served_with_the_certificate(server: FakeServer) -> None:
 
 
 def test_served_with_room_certificates(server: FakeServer) -> None:
-    alice, _ = signup_with_keys(server, "alice"), signup_with_keys(server, "carol")
-    room = ok(create_room, as_user(server, "alice"), name="Team")
-    ok(join_room, as_user(server, "carol"), room_id=room["room_id"])
+    alice, carol = signup_with_keys(server, "alice"), signup_with_keys(server, "carol")
+    server.keys.update(alice=alice, carol=carol)
+    room = make_room(server, "alice", "Team")
+    enter_room(server, "carol", room["room_id"])
     key = signed(alice, 1, server.time)
     ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
     reply = ok(room_certificates, as_user(server, "carol"), room_id=room["room_id"])
@@ -168,10 +169,11 @@ def test_every_accepted_key_is_appended_to_the_log(server: FakeServer) -> None:
 
 
 def test_certificate_and_room_replies_prove_the_kem_key(server: FakeServer) -> None:
-    alice, _ = signup_with_keys(server, "alice"), signup_with_keys(server, "bob")
+    alice, bob = signup_with_keys(server, "alice"), signup_with_keys(server, "bob")
+    server.keys.update(alice=alice, bob=bob)
     befriend(server, "alice", "bob")
-    room = ok(create_room, as_user(server, "alice"), name="Team")
-    ok(join_room, as_user(server, "bob"), room_id=room["room_id"])
+    room = make_room(server, "alice", "Team")
+    enter_room(server, "bob", room["room_id"])
     key = signed(alice, 1, server.time)
     ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
     reply = ok(certificate, as_user(server, "bob"), username="alice")
