@@ -28,6 +28,7 @@ from client.core.event_types import (
     Event,
     FriendRequest,
     FriendRequestRefused,
+    KemKeyRejected,
     KeyChanged,
     KeyMissing,
     KeyTrusted,
@@ -203,8 +204,8 @@ class ContactsForm(ttk.Frame):
             self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if isinstance(event, TransparencyAlarm):
-            text = transparency_alarm_text(event.reason, event.username)
+        if isinstance(event, TransparencyAlarm | KemKeyRejected):
+            text = alarm_text(event)
             if text not in self.transparency_alarms:
                 self.transparency_alarms.append(text)
                 self.schedule_refresh()
@@ -346,6 +347,13 @@ class ContactsForm(ttk.Frame):
     # tests and the screenshot script read the list as the user sees it
     def item(self, kind: str, contact_id: str) -> ContactItem | None:
         return self.items.get((kind, contact_id))
+
+
+def alarm_text(event: TransparencyAlarm | KemKeyRejected) -> str:
+    """The banner text of a key alarm: a key log check, or a refused KEM key."""
+    if isinstance(event, KemKeyRejected):
+        return i18n.t("transparency.alarm.kem_key_refused", name=event.username)
+    return transparency_alarm_text(event.reason, event.username)
 
 
 def transparency_alarm_text(reason: str, username: str) -> str:
