@@ -215,6 +215,7 @@ EN: dict[str, str] = {
     "membership.leave": "{subject} left the group",
     "membership.remove": "{actor} removed {subject}",
     "membership.grant_admin": "{actor} made {subject} an admin",
+    "membership.transfer_owner": "{actor} made {subject} the owner",
     "membership.legacy": "Members from before signed membership, as the server stated "
     "them (not verified by members): {subject}",
     "membership.alarm.invalid_log": "Warning: this group's membership does not verify "
@@ -596,6 +597,7 @@ ZH_CN: dict[str, str] = {
     "membership.leave": "{subject} 退出了群聊",
     "membership.remove": "{actor} 将 {subject} 移出了群聊",
     "membership.grant_admin": "{actor} 将 {subject} 设为管理员",
+    "membership.transfer_owner": "{actor} 将群主转让给了 {subject}",
     "membership.legacy": "签名成员制度之前的成员（由服务器声明，未经成员验证）：{subject}",
     "membership.alarm.invalid_log": "警告：本群的成员记录无法通过验证（{detail}）。"
     "在通过验证之前，不会向本群发送任何消息。",
