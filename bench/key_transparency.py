@@ -46,7 +46,7 @@ from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry
 from common.protocol.opcodes import MessageType
 from server.storage import keylog
-from server.storage.database import Database
+from server.storage.database import Database, SqliteDatabase
 from server.transparency import TransparencyLog
 
 SCENARIO = "key_transparency"
@@ -96,7 +96,7 @@ def bulk_fill(db: Database, count: int) -> float:
 
 def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="uchat-kt-bench-") as folder:
-        db = Database.open(Path(folder) / "log.db")
+        db = SqliteDatabase.open(Path(folder) / "log.db")
         clock = lambda: time.time_ns() // 1_000_000  # noqa: E731
         log = TransparencyLog(db, ServerIdentity.create(), clock)
         fill_s = bulk_fill(db, entries)

@@ -38,7 +38,7 @@ from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
-from server.storage.database import Database, SchemaTooNewError
+from server.storage.database import Database, SchemaTooNewError, SqliteDatabase
 from server.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def build_server(config: ServerConfig) -> Server:
     make_private_dir(data_dir)  # keys, database, attachments: the operator's only
     make_private_dir(data_dir / ATTACHMENTS_DIR)
     identity = ServerIdentity.load_or_create(data_dir)
-    db = Database.open(data_dir / DATABASE_FILE)
+    db = SqliteDatabase.open(data_dir / DATABASE_FILE)
     try:
         files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
         # Before listening nobody waits, so the whole backlog is cleared, batch by batch.

@@ -60,7 +60,7 @@ from server.handlers._backlog import BacklogCursors
 from server.hash_queue import HashQueue
 from server.quotas import InboxBounds
 from server.storage import attachments, login_attempts, messages, users
-from server.storage.database import Database
+from server.storage.database import Database, SqliteDatabase
 from server.transparency import TransparencyLog
 from server.turn import TurnBatch
 
@@ -284,7 +284,7 @@ CONFIG = ServerConfig(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[FakeServer]:
-    db = Database.open(tmp_path / "server.db")
+    db = SqliteDatabase.open(tmp_path / "server.db")
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     yield fake
     fake.db.close()
@@ -502,7 +502,7 @@ def test_login_backoff_locks_the_account_and_survives_a_restart(
         assert fails(login, ctx, username="alice", password="bad password 1").code == "login_failed"
     server.db.commit()
     server.db.close()
-    server.db = Database.open(tmp_path / "server.db")
+    server.db = SqliteDatabase.open(tmp_path / "server.db")
 
     server.time += 500
     error = fails(

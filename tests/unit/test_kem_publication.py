@@ -20,7 +20,7 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import Database
+from server.storage.database import SqliteDatabase
 from tests.unit.test_handlers import (
     CONFIG,
     FakeContext,
@@ -37,7 +37,7 @@ DAY = 24 * 3600 * 1000
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[FakeServer]:
-    db = Database.open(tmp_path / "server.db")
+    db = SqliteDatabase.open(tmp_path / "server.db")
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     yield fake
     fake.db.close()

@@ -11,7 +11,7 @@ from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from server.storage import keylog
-from server.storage.database import MIGRATIONS, Database
+from server.storage.database import MIGRATIONS, Database, SqliteDatabase
 from server.transparency import TransparencyLog
 
 CA = ServerIdentity.create()
@@ -26,7 +26,7 @@ class Clock:
 
 
 def open_log(path: Path, clock: Clock | None = None) -> tuple[Database, TransparencyLog]:
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     return db, TransparencyLog(db, CA, clock or Clock())
 
 
