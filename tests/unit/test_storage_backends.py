@@ -107,7 +107,7 @@ def _sqlite_shape(db: SqliteDatabase) -> tuple[dict[str, list[str]], set[str]]:
 def _postgres_shape(db: PostgresDatabase) -> tuple[dict[str, list[str]], set[str]]:
     rows = db.all(
         "SELECT table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name <> 'uchat_schema'"
+        " WHERE table_schema = current_schema() AND table_name NOT LIKE 'uchat%'"
         " ORDER BY table_name, ordinal_position"
     )
     columns: dict[str, list[str]] = {}

@@ -98,3 +98,13 @@ CREATE TABLE conversations (
     key               TEXT   PRIMARY KEY,
     last_message_time BIGINT NOT NULL
 );
+
+-- Cluster bookkeeping (PostgreSQL only, so named uchat_*): the one server identity every
+-- node serves (server/cluster/identity.py). The key is PKCS#8 PEM encrypted with the
+-- operator's passphrase; the database never holds it in the clear.
+CREATE TABLE uchat_identity (
+    one             SMALLINT PRIMARY KEY DEFAULT 1 CHECK (one = 1),
+    key_pem         BYTEA  NOT NULL,
+    certificate_pem BYTEA  NOT NULL,
+    created_at      BIGINT NOT NULL
+);
