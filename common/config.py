@@ -72,6 +72,13 @@ class ServerConfig:
     scrypt_n: int = 2**15
     offline_batch: int = 256
     log_level: str = "INFO"
+    # Cluster mode (docs/deploy.md). Empty database_url: the embedded SQLite file.
+    database_url: str = ""  # a libpq connection string or postgresql:// URL
+    redis_url: str = ""  # the bus, e.g. redis://10.0.0.5:6379/0; required with database_url
+    ca_passphrase_file: str = ""  # file holding the CA key's passphrase (mode 0600)
+    ca_key_file: str = ""  # optional: the operator's CA key (PEM), else kept in PostgreSQL
+    ca_cert_file: str = ""  # optional: its certificate (PEM), with ca_key_file
+    node_id: str = ""  # empty: host-pid-random, new at every start
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,20 @@ def _validate_admission(s: ServerConfig) -> None:
         raise ConfigError("server.search_page must be at most 100")
 
 
+def _validate_cluster(s: ServerConfig) -> None:
+    """Cluster mode needs its bus and the CA passphrase; SQLite mode needs neither."""
+    if not s.database_url:
+        if s.redis_url:
+            raise ConfigError("server.redis_url is only used with server.database_url")
+        return
+    if not s.redis_url:
+        raise ConfigError("server.database_url needs server.redis_url (the bus between nodes)")
+    if not s.ca_passphrase_file:
+        raise ConfigError("server.database_url needs server.ca_passphrase_file")
+    if bool(s.ca_key_file) != bool(s.ca_cert_file):
+        raise ConfigError("server.ca_key_file and server.ca_cert_file go together")
+
+
 def _validate(config: Config) -> Config:
     s = config.server
     if s.mac not in MAC_CHOICES:
@@ -217,6 +238,7 @@ def _validate(config: Config) -> Config:
     if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1) or s.scrypt_n > 2**18:
         raise ConfigError("server.scrypt_n must be a power of two no larger than 2**18")
     _validate_limits(s)
+    _validate_cluster(s)
     if config.language not in LANGUAGES:
         raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
     return config

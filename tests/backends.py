@@ -7,6 +7,7 @@ DATABASE ... TEMPLATE is a file copy: milliseconds), dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 from collections.abc import Callable, Iterator
@@ -51,20 +52,46 @@ def fresh_pg_dsn(local_postgres: LocalPostgres) -> Iterator[Callable[[], str]]:
         local_postgres.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db(
-    request: pytest.FixtureRequest, tmp_path: Path, fresh_pg_dsn: Callable[[], str]
-) -> Iterator[Database]:
-    """A freshly migrated database on each backend in turn."""
-    database: Database
-    if request.param == "sqlite":
-        database = SqliteDatabase.open(tmp_path / "server.db")
-    else:
-        from server.storage.postgres import PostgresDatabase
+class Backend:
+    """One test's store on one backend; `open()` (re)connects to that same store."""
 
-        database = PostgresDatabase.connect(fresh_pg_dsn())
-    yield database
-    database.close()
+    def __init__(self, name: str, path: Path, dsn: Callable[[], str]) -> None:
+        self.name = name
+        self._path = path
+        self._dsn = dsn() if name == "postgresql" else ""
+        self._opened: list[Database] = []
+
+    def open(self) -> Database:
+        database: Database
+        if self.name == "sqlite":
+            database = SqliteDatabase.open(self._path)
+        else:
+            from server.storage.postgres import PostgresDatabase
+
+            database = PostgresDatabase.connect(self._dsn)
+        self._opened.append(database)
+        return database
+
+    def close_all(self) -> None:
+        for database in self._opened:
+            with contextlib.suppress(Exception):  # a test may have closed it already
+                database.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, fresh_pg_dsn: Callable[[], str]
+) -> Iterator[Backend]:
+    """Each backend in turn: a SQLite file, or a fresh database on the private cluster."""
+    backend = Backend(request.param, tmp_path / "server.db", fresh_pg_dsn)
+    yield backend
+    backend.close_all()
+
+
+@pytest.fixture
+def any_db(any_backend: Backend) -> Database:
+    """A freshly migrated database on each backend in turn."""
+    return any_backend.open()
 
 
 @pytest.fixture(scope="session")

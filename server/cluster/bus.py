@@ -33,6 +33,7 @@ from server.cluster.hints import (
     KickSession,
     MembershipChanged,
     NodeDown,
+    PresenceChanged,
     RoomNews,
     UserNews,
     decode,
@@ -128,7 +129,7 @@ class Bus:
 
     # -- what the reactor calls (never blocks) ----------------------------------------
 
-    def publish_all(self, hint: RoomNews | MembershipChanged | NodeDown) -> None:
+    def publish_all(self, hint: RoomNews | MembershipChanged | PresenceChanged | NodeDown) -> None:
         self._queue("all", hint)
 
     def publish_to_user(self, hint: UserNews | KickSession) -> None:
@@ -204,7 +205,9 @@ class Bus:
             return
         pipe = self._client.pipeline(transaction=False)
         for kind, item in items:
-            if kind == "all" and isinstance(item, RoomNews | MembershipChanged | NodeDown):
+            if kind == "all" and isinstance(
+                item, RoomNews | MembershipChanged | PresenceChanged | NodeDown
+            ):
                 pipe.publish(self.all_channel, encode(item))
             elif kind == "user" and isinstance(item, UserNews | KickSession):
                 for node in self.presence.nodes_of(item.user_id):

@@ -28,9 +28,11 @@ class UserNews:
 
 @dataclass(frozen=True)
 class RoomNews:
-    """Something new is stored for this room's members."""
+    """Something new is stored for this room's members (by node `origin`, which has
+    pushed it to its own members already)."""
 
     room_id: int
+    origin: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,15 @@ class MembershipChanged:
 
 
 @dataclass(frozen=True)
+class PresenceChanged:
+    """The user came online on, or left, node `node_id`: tell their friends here."""
+
+    user_id: int
+    node_id: str
+    online: bool
+
+
+@dataclass(frozen=True)
 class NodeDown:
     """A node stopped heartbeating; these users it held are offline now."""
 
@@ -56,13 +67,14 @@ class NodeDown:
     user_ids: tuple[int, ...]
 
 
-Hint = UserNews | RoomNews | KickSession | MembershipChanged | NodeDown
+Hint = UserNews | RoomNews | KickSession | MembershipChanged | PresenceChanged | NodeDown
 
 _TAGS: dict[type, str] = {
     UserNews: "user",
     RoomNews: "room",
     KickSession: "kick",
     MembershipChanged: "members",
+    PresenceChanged: "presence",
     NodeDown: "down",
 }
 
@@ -76,6 +88,11 @@ def encode(hint: Hint) -> bytes:
         body["s"] = hint.session
     if isinstance(hint, RoomNews):
         body["r"] = hint.room_id
+        body["n"] = hint.origin
+    if isinstance(hint, PresenceChanged):
+        body["u"] = hint.user_id
+        body["n"] = hint.node_id
+        body["on"] = hint.online
     if isinstance(hint, MembershipChanged | NodeDown):
         body["us"] = list(hint.user_ids)
     if isinstance(hint, NodeDown):
@@ -120,7 +137,12 @@ def decode(data: bytes) -> Hint:
     if tag == "user":
         return UserNews(_int(body, "u"))
     if tag == "room":
-        return RoomNews(_int(body, "r"))
+        return RoomNews(_int(body, "r"), _text(body, "n"))
+    if tag == "presence":
+        online = body.get("on")
+        if not isinstance(online, bool):
+            raise BadHint("field 'on' must be true or false")
+        return PresenceChanged(_int(body, "u"), _text(body, "n"), online)
     if tag == "kick":
         return KickSession(_int(body, "u"), _text(body, "s"))
     if tag == "members":

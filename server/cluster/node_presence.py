@@ -131,6 +131,19 @@ class NodePresence:
         found = {user_id: nodes & live for user_id, nodes in holders.items()}
         return {user_id: nodes for user_id, nodes in found.items() if nodes}
 
+    def snapshot(self) -> dict[int, set[str]]:
+        """{user id: live nodes} for everyone online on any node (after a reconnect)."""
+        nodes = {_text(member) for member in self._client.smembers(self._nodes())}
+        live = sorted(self._live(nodes))
+        pipe = self._client.pipeline(transaction=False)
+        for node in live:
+            pipe.smembers(self._held_key(node))
+        found: dict[int, set[str]] = {}
+        for node, members in zip(live, pipe.execute(), strict=True):
+            for member in members:
+                found.setdefault(int(_text(member)), set()).add(node)
+        return found
+
     def dead_nodes(self) -> list[str]:
         """Registered nodes (not this one) whose heartbeat has expired."""
         nodes = {_text(member) for member in self._client.smembers(self._nodes())}

@@ -90,10 +90,10 @@ def test_user_news_reaches_only_the_node_holding_the_user(nodes: Callable[[str],
 
 def test_room_news_and_membership_changes_reach_every_node(nodes: Callable[[str], Node]) -> None:
     a, b, c = nodes("a"), nodes("b"), nodes("c")
-    a.bus.publish_all(RoomNews(10_000_001))
+    a.bus.publish_all(RoomNews(10_000_001, "a"))
     a.bus.publish_all(MembershipChanged((1, 2)))
     for node in (a, b, c):
-        assert node.next_hint() == RoomNews(10_000_001)
+        assert node.next_hint() == RoomNews(10_000_001, "a")
         assert node.next_hint() == MembershipChanged((1, 2))
 
 
@@ -103,6 +103,7 @@ def test_presence_across_nodes_and_release(nodes: Callable[[str], Node]) -> None
     b.bus.hold(2)
     b.bus.hold(1)  # a second login during a takeover
     eventually(lambda: a.bus.presence.online([1, 2, 3]) == {1: {"a", "b"}, 2: {"b"}})
+    assert a.bus.presence.snapshot() == {1: {"a", "b"}, 2: {"b"}}
     b.bus.release(1)
     eventually(lambda: a.bus.presence.online([1, 2, 3]) == {1: {"a"}, 2: {"b"}})
 
@@ -167,8 +168,8 @@ def test_redis_restart_resubscribes_rewrites_presence_and_hints_flow_again(
         eventually(lambda: a.bus.presence.nodes_of(3) == {"b"})
         a.bus.publish_to_user(UserNews(3))
         assert b.next_hint() == UserNews(3)
-        b.bus.publish_all(RoomNews(1))
-        assert a.next_hint() == RoomNews(1)
+        b.bus.publish_all(RoomNews(1, "b"))
+        assert a.next_hint() == RoomNews(1, "b")
     finally:
         a.bus.stop()
         b.bus.stop()

@@ -16,6 +16,7 @@ from server.cluster.hints import (
     KickSession,
     MembershipChanged,
     NodeDown,
+    PresenceChanged,
     RoomNews,
     UserNews,
     decode,
@@ -26,7 +27,8 @@ ids = st.integers(min_value=0, max_value=2**62)
 names = st.text(min_size=1, max_size=50)
 hints = st.one_of(
     st.builds(UserNews, ids),
-    st.builds(RoomNews, ids),
+    st.builds(RoomNews, ids, names),
+    st.builds(PresenceChanged, ids, names, st.booleans()),
     st.builds(KickSession, ids, names),
     st.builds(MembershipChanged, st.tuples(ids, ids)),
     st.builds(NodeDown, names, st.lists(ids, max_size=20).map(tuple)),
@@ -37,6 +39,7 @@ def test_wire_form_is_compact_json() -> None:
     assert encode(UserNews(7)) == b'{"t":"user","u":7}'
     assert encode(KickSession(7, "s1")) == b'{"t":"kick","u":7,"s":"s1"}'
     assert encode(NodeDown("a", (1, 2))) == b'{"t":"down","us":[1,2],"n":"a"}'
+    assert encode(PresenceChanged(3, "b", True)) == b'{"t":"presence","u":3,"n":"b","on":true}'
 
 
 @given(hints)
@@ -55,7 +58,9 @@ def test_every_hint_round_trips(hint: Hint) -> None:
         b'{"t":"user","u":-1}',
         b'{"t":"user","u":true}',
         b'{"t":"user","u":1.5}',
-        b'{"t":"room","r":"3"}',
+        b'{"t":"room","r":"3","n":"a"}',
+        b'{"t":"room","r":3}',
+        b'{"t":"presence","u":1,"n":"a","on":1}',
         b'{"t":"kick","u":1,"s":""}',
         b'{"t":"members","us":[1,"2"]}',
         b'{"t":"down","us":[],"n":5}',

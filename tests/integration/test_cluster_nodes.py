@@ -1,0 +1,113 @@
+"""Two real server processes on one private PostgreSQL and one redis-server.
+
+alice is on node A, bob on node B: they see each other come and go and exchange 1:1
+messages, every client pinning the one cluster fingerprint. (Registration and the
+friend request run on node A; cross-node friend requests are not built yet.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from server.cluster.local_services import LocalPostgres, LocalRedis
+from server.launcher import RunningServer, start_server
+from tests.integration.helpers import (
+    Accounts,
+    befriend,
+    contact_of,
+    make_accounts,
+)
+
+accounts = pytest.fixture(name="accounts")(make_accounts)
+_redis_dbs = itertools.count(1)
+NodeFactory = Callable[[str], RunningServer]
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path,
+    fresh_pg_dsn: Callable[[], str],
+    local_redis: LocalRedis,
+    local_postgres: LocalPostgres,
+) -> Iterator[NodeFactory]:
+    """Starts nodes of one cluster: one fresh database, one Redis database number."""
+    dsn = fresh_pg_dsn()
+    number = next(_redis_dbs) % 16
+    url = f"redis://127.0.0.1:{local_redis.port}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    passphrase = tmp_path / "ca-passphrase"
+    passphrase.write_text("a passphrase for the test cluster\n")
+    passphrase.chmod(0o600)
+    started: list[RunningServer] = []
+
+    def start(name: str) -> RunningServer:
+        env = {
+            "UCHAT_SERVER_DATABASE_URL": dsn,
+            "UCHAT_SERVER_REDIS_URL": url,
+            "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(passphrase),
+            "UCHAT_SERVER_NODE_ID": name,
+        }
+        running = start_server(tmp_path / name, env)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.is_alive():
+            running.stop()
+    for running in started:
+        assert running.log_count("Traceback") == 0, running.log_text()[-3000:]
+
+
+def test_alice_on_one_node_and_bob_on_another_chat_and_see_each_other(
+    cluster: NodeFactory, accounts: Accounts
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    assert node_a.fingerprint == node_b.fingerprint  # one identity for the cluster
+
+    alice = accounts.user(node_a, "alice")
+    bob = accounts.user(node_a, "bob")
+    befriend(alice, bob)
+
+    # bob moves to node B: alice on A sees him leave, then come back from B.
+    accounts.reopen(bob, node_b)
+    alice.events.wait("presence", username=bob.name, online=False)
+    online = alice.events.wait_one("presence", username=bob.name, online=True)
+    assert online.data["ip"] == "127.0.0.1" and online.data["port"] > 0
+    assert contact_of(bob, alice.name).online  # B knows alice is on A
+    assert {c.id: c for c in alice.client.refresh_contacts()}[bob.name].online
+
+    sent = alice.client.send_text(bob.name, "from node A 你好")
+    assert bob.events.message(sent.message_id).text == "from node A 你好"
+    alice.events.status(sent.message_id, "sent")
+    reply = bob.client.send_text(alice.name, "from node B 👋")
+    assert alice.events.message(reply.message_id).text == "from node B 👋"
+
+    # Ten in a row keep their order across the nodes.
+    burst = [alice.client.send_text(bob.name, f"burst {i}") for i in range(10)]
+    received = [bob.events.message(m.message_id).text for m in burst]
+    assert received == [f"burst {i}" for i in range(10)]
+
+    bob.client.logout()
+    alice.events.wait("presence", username=bob.name, online=False)
+    assert not {c.id: c for c in alice.client.refresh_contacts()}[bob.name].online
+
+
+def test_a_message_for_a_user_offline_everywhere_waits_in_the_database(
+    cluster: NodeFactory, accounts: Accounts
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    alice = accounts.user(node_a, "alice")
+    bob = accounts.user(node_a, "bob")
+    befriend(alice, bob)
+    bob.client.logout()
+    alice.events.wait("presence", username=bob.name, online=False)
+    sent = [alice.client.send_text(bob.name, f"offline {i}") for i in range(5)]
+    accounts.reopen(bob, node_b)  # logs in on the other node
+    got = [bob.events.message(m.message_id).text for m in sent]
+    assert got == [f"offline {i}" for i in range(5)]
