@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.errors import ConfigError
+from common.servers import parse_servers
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.json"
 MAC_CHOICES = ("hmac-sha256", "hmac-md5")
@@ -94,6 +95,7 @@ class ClientConfig:
     font_size: int = 12
     font_color: str = "#1f2328"
     allow_hmac_md5: bool = False  # the original design's weaker record MAC, off unless chosen
+    servers: str = ""  # more nodes of the same cluster, "host:port, host:port", tried in turn
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,13 @@ def _validate_cluster(s: ServerConfig) -> None:
         raise ConfigError("server.ca_key_file and server.ca_cert_file go together")
 
 
+def _validate_servers(text: str) -> None:
+    try:
+        parse_servers(text)
+    except ValueError as exc:
+        raise ConfigError(f"client.servers: {exc}") from None
+
+
 def _validate(config: Config) -> Config:
     s = config.server
     if s.mac not in MAC_CHOICES:
@@ -239,6 +248,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError("server.scrypt_n must be a power of two no larger than 2**18")
     _validate_limits(s)
     _validate_cluster(s)
+    _validate_servers(config.client.servers)
     if config.language not in LANGUAGES:
         raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
     return config

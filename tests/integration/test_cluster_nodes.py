@@ -111,3 +111,46 @@ def test_a_message_for_a_user_offline_everywhere_waits_in_the_database(
     accounts.reopen(bob, node_b)  # logs in on the other node
     got = [bob.events.message(m.message_id).text for m in sent]
     assert got == [f"offline {i}" for i in range(5)]
+
+
+def test_a_client_moves_to_the_next_node_when_its_node_dies(
+    cluster: NodeFactory, accounts: Accounts
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    bob = accounts.user(node_a, "bob")
+    alice = accounts.user(node_a, "alice")
+    befriend(alice, bob)
+    accounts.reopen(bob, node_b)
+    # alice knows both addresses; she has only ever seen node A (and pinned it there).
+    accounts.reopen(alice, node_a, servers=[(node_b.host, node_b.port)])
+    assert contact_of(alice, bob.name).online  # bob is on B: the login said so
+
+    mark = alice.events.mark()
+    node_a.process.kill()  # SIGKILL: no goodbye
+    node_a.process.wait()
+    alice.events.wait_reconnected(mark)
+    assert (alice.client.host, alice.client.port) == (node_b.host, node_b.port)
+    sent = alice.client.send_text(bob.name, "after the failover")
+    assert bob.events.message(sent.message_id).text == "after the failover"
+    reply = bob.client.send_text(alice.name, "got it")
+    assert alice.events.message(reply.message_id).text == "got it"
+
+
+def test_a_listed_server_with_another_identity_is_refused(
+    cluster: NodeFactory, accounts: Accounts, server_factory: Callable[..., RunningServer]
+) -> None:
+    node_a = cluster("a")
+    stranger = server_factory(name="stranger")  # a single-node server: its own CA
+    assert stranger.fingerprint != node_a.fingerprint
+    alice = accounts.user(node_a, "alice", servers=[(stranger.host, stranger.port)])
+    mark = alice.events.mark()
+    node_a.process.kill()
+    node_a.process.wait()
+    alice.events.wait(
+        "connection",
+        lambda e: e.data["state"] == "disconnected" and "pinned fingerprint" in e.data["error"],
+        since=mark,
+        timeout=15.0,
+    )
+    alice.events.stays_quiet("connection", lambda e: e.data["state"] == "connected", 1.5)
+    assert not alice.client.connected
