@@ -1,8 +1,8 @@
 """Two real server processes on one private PostgreSQL and one redis-server.
 
 alice is on node A, bob on node B: they see each other come and go and exchange 1:1
-messages, every client pinning the one cluster fingerprint. (Registration and the
-friend request run on node A; cross-node friend requests are not built yet.)
+messages, every client pinning the one cluster fingerprint. (Friend requests run on
+one node: pushing them across nodes is not built yet.)
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def test_alice_on_one_node_and_bob_on_another_chat_and_see_each_other(
     bob.client.logout()
     alice.events.wait("presence", username=bob.name, online=False)
     assert not {c.id: c for c in alice.client.refresh_contacts()}[bob.name].online
+
+    # Accounts register on either node: one key-transparency log, proofs valid on both.
+    carol = accounts.user(node_b, "carol")
+    dave = accounts.user(node_a, "dave")
+    assert carol.client.connected and dave.client.connected
 
 
 def test_a_message_for_a_user_offline_everywhere_waits_in_the_database(

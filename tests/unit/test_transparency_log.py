@@ -139,3 +139,31 @@ def test_a_rolled_back_append_leaves_no_trace_in_the_caches(tmp_path: Path) -> N
     for data, name in ((b"a", "alice"), (b"b", "bob")):
         reference.append_leaf_hash(LogEntry("certificate", name, data).leaf_hash)
     assert log.head().root == reference.root()
+
+
+def test_two_cluster_nodes_append_to_one_log_without_colliding(fresh_pg_dsn) -> None:
+    """Each node's log object caches nothing another node can change under it."""
+    from server.storage.postgres import PostgresDatabase
+
+    dsn = fresh_pg_dsn()
+    nodes = [PostgresDatabase.connect(dsn) for _ in range(2)]
+    logs = [TransparencyLog(db, CA, Clock()) for db in nodes]
+    reference = MemoryTree()
+    try:
+        for i in range(6):
+            db, log = nodes[i % 2], logs[i % 2]
+            entry = LogEntry("certificate", f"user{i}", bytes([i]) * 40)
+            assert log.append(entry.kind, entry.username, entry.payload) == i
+            reference.append_leaf_hash(entry.leaf_hash)
+            head = log.head()
+            assert (head.size, head.root) == (i + 1, reference.root())
+            db.commit()
+            other = logs[(i + 1) % 2]
+            assert other.head() == head  # the other node adopts it, signs nothing new
+            nodes[(i + 1) % 2].commit()
+            proof = other.proof_for("certificate", f"user{i}", entry.payload, head)
+            merkle.verify_inclusion(entry.leaf_hash, i, head.size, proof["proof"], head.root)
+        assert len(keylog.heads(nodes[0])) == 6
+    finally:
+        for db in nodes:
+            db.close()
