@@ -37,10 +37,11 @@ class RoomNews:
 
 @dataclass(frozen=True)
 class KickSession:
-    """The user logged in elsewhere: end their session `session` on whichever node."""
+    """The user logged in on node `origin` from `address`: other nodes end their session."""
 
     user_id: int
-    session: str
+    origin: str
+    address: str
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def encode(hint: Hint) -> bytes:
     if isinstance(hint, UserNews | KickSession):
         body["u"] = hint.user_id
     if isinstance(hint, KickSession):
-        body["s"] = hint.session
+        body["n"] = hint.origin
+        body["a"] = hint.address
     if isinstance(hint, RoomNews):
         body["r"] = hint.room_id
         body["n"] = hint.origin
@@ -144,7 +146,7 @@ def decode(data: bytes) -> Hint:
             raise BadHint("field 'on' must be true or false")
         return PresenceChanged(_int(body, "u"), _text(body, "n"), online)
     if tag == "kick":
-        return KickSession(_int(body, "u"), _text(body, "s"))
+        return KickSession(_int(body, "u"), _text(body, "n"), _text(body, "a"))
     if tag == "members":
         return MembershipChanged(_ids(body, "us"))
     if tag == "down":

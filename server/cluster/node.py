@@ -5,8 +5,9 @@ The database (PostgreSQL) is the truth; the bus only says where to look.
   (`RoomNews`), presence changes of this node's users (`PresenceChanged`), and a
   membership change (`MembershipChanged`) when friendships or rooms changed.
 - On a hint (always on the reactor thread, queued there by the bus): re-read the named
-  users' unacknowledged deliveries past what this node pushed them (`catch_up`), or
-  update the presence mirror and tell local friends.
+  users' unacknowledged deliveries past what this node pushed them (`catch_up`),
+  update the presence mirror and tell local friends, or end a session whose account
+  logged in on another node (`KickSession`, one login per account cluster-wide).
 - On a bus reconnect and every `SWEEP_SECONDS`: catch up from the database anyway, so
   a lost hint delays a message by at most that long and never loses it.
 Duplicates are possible (a row pushed live by this node and again by a catch-up before
@@ -41,7 +42,7 @@ from server.handlers._backlog import frames_of, push_backlog
 from server.handlers._wire import delivery
 from server.logging_setup import log_failure
 from server.net.connection import Connection
-from server.sessions import Sessions
+from server.sessions import KICK_REASON, Sessions
 from server.storage import delivery_sweep, friends, messages, rooms, users
 from server.storage.postgres import PostgresDatabase
 
@@ -57,6 +58,10 @@ def _nothing(user_id: int) -> None:
     del user_id
 
 
+def _came(user_id: int, address: str) -> None:
+    del user_id, address
+
+
 class ClusterSessions(Sessions):
     """Local sessions, plus a mirror of who is online on the other nodes."""
 
@@ -64,14 +69,14 @@ class ClusterSessions(Sessions):
         super().__init__()
         #: user id -> other nodes holding the user (kept by `ClusterNode` from hints).
         self.elsewhere: dict[int, set[str]] = {}
-        self.came_online: Callable[[int], None] = _nothing
+        self.came_online: Callable[[int, str], None] = _came
         self.went_offline: Callable[[int], None] = _nothing
 
     def bind(self, connection: Connection, user_id: int, username: str) -> Connection | None:
         new_here = self.connection_for(user_id) is None
         replaced = super().bind(connection, user_id, username)
         if new_here:
-            self.came_online(user_id)
+            self.came_online(user_id, connection.address)
         return replaced
 
     def unbind(self, connection: Connection) -> bool:
@@ -137,6 +142,7 @@ class ClusterNode:
         self.bus = Bus(settings, on_hint=self._hint_arrived, on_reconnect=self._reconnected)
         self.node_id = self.bus.node_id
         self._after_commit: list[PresenceChanged] = []
+        self._kicks: list[KickSession] = []
         self._pushed_upto: dict[int, int] = {}
         self._generation = services.db.membership_generation
         self._swept_to = 0
@@ -165,8 +171,11 @@ class ClusterNode:
 
     # -- this node's own events (reactor thread) ---------------------------------------
 
-    def _came_online(self, user_id: int) -> None:
+    def _came_online(self, user_id: int, address: str) -> None:
         self.bus.hold(user_id)
+        if self._sessions.elsewhere.get(user_id):
+            # One login per account across the cluster: the older session goes.
+            self._kicks.append(KickSession(user_id, self.node_id, address))
         self._after_commit.append(PresenceChanged(user_id, self.node_id, True))
 
     def _went_offline(self, user_id: int) -> None:
@@ -184,6 +193,9 @@ class ClusterNode:
                         self.bus.publish_to_user(UserNews(user_id))
             elif kind == "r":
                 self.bus.publish_all(RoomNews(int(rest), self.node_id))
+        kicks, self._kicks = self._kicks, []
+        for kick in kicks:
+            self.bus.publish_to_user(kick)
         changes, self._after_commit = self._after_commit, []
         for change in changes:
             self.bus.publish_all(change)
@@ -228,8 +240,21 @@ class ClusterNode:
             # Another node changed friendships or rooms: cached copies here are stale.
             self._services.db.membership_generation += 1
             self._generation = self._services.db.membership_generation
-        elif isinstance(hint, KickSession):
-            log.info("kick across nodes is not supported yet (user %d)", hint.user_id)
+        elif isinstance(hint, KickSession) and hint.origin != self.node_id:
+            self._kick(hint)
+
+    def _kick(self, hint: KickSession) -> None:
+        """The account logged in on another node: this node's session ends, as a local
+        takeover would end it (KICKED, then closed), without an offline announcement."""
+        connection = self._sessions.connection_for(hint.user_id)
+        if connection is None:
+            return
+        username = connection.username
+        connection.replaced = True
+        connection.send(push(MessageType.KICKED, {"reason": KICK_REASON, "address": hint.address}))
+        connection.close_after_flush(f"user {username} logged in on node {hint.origin}")
+        self._sessions.unbind(connection)
+        self._services.backlog.forget(hint.user_id)
 
     def _presence(self, user_id: int, node_id: str, online: bool) -> None:
         before = self._sessions.is_online(user_id)

@@ -80,9 +80,9 @@ def test_user_news_reaches_only_the_node_holding_the_user(nodes: Callable[[str],
     b.bus.hold(42)
     eventually(lambda: a.bus.presence.nodes_of(42) == {"b"})
     a.bus.publish_to_user(UserNews(42))
-    a.bus.publish_to_user(KickSession(42, "old-session"))
+    a.bus.publish_to_user(KickSession(42, "a", "10.0.0.1:4000"))
     assert b.next_hint() == UserNews(42)
-    assert b.next_hint() == KickSession(42, "old-session")
+    assert b.next_hint() == KickSession(42, "a", "10.0.0.1:4000")
     assert a.no_hint()
     a.bus.publish_to_user(UserNews(7))  # held nowhere: goes nowhere
     assert b.no_hint() and a.no_hint(0.1)

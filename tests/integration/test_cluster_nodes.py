@@ -18,6 +18,7 @@ from server.cluster.local_services import LocalPostgres, LocalRedis
 from server.launcher import RunningServer, start_server
 from tests.integration.helpers import (
     Accounts,
+    EventLog,
     befriend,
     contact_of,
     make_accounts,
@@ -159,3 +160,50 @@ def test_a_listed_server_with_another_identity_is_refused(
     )
     alice.events.stays_quiet("connection", lambda e: e.data["state"] == "connected", 1.5)
     assert not alice.client.connected
+
+
+def test_a_login_on_another_node_kicks_the_older_session(
+    cluster: NodeFactory, accounts: Accounts
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    alice = accounts.user(node_a, "alice")
+    bob = accounts.user(node_a, "bob")
+    befriend(alice, bob)
+
+    second = accounts.client(node_b, alice.data_dir)  # same computer: same keys
+    second_events = EventLog(second)
+    second.login(alice.name, alice.password)
+
+    kicked = alice.events.wait_one("kicked")
+    assert kicked.data["reason"] == "logged_in_elsewhere"
+    online = bob.events.wait_one("presence", username=alice.name, online=True, since=0)
+    assert kicked.data["address"] == f"{online.data['ip']}:{online.data['port']}"
+    alice.events.wait("connection", state="disconnected")
+    alice.events.stays_quiet("connection", lambda e: e.data["state"] == "connected", 1.0)
+    bob.events.stays_quiet("presence", lambda e: e.data["online"] is False, 0.5)
+    assert contact_of(bob, alice.name).online
+
+    sent = second.send_text(bob.name, "the session on node B works")
+    assert bob.events.message(sent.message_id).text == "the session on node B works"
+    assert second_events.matching("kicked") == []
+
+
+def test_a_room_message_reaches_members_on_the_other_node(
+    cluster: NodeFactory, accounts: Accounts
+) -> None:
+    node_a, node_b = cluster("a"), cluster("b")
+    owner = accounts.user(node_a, "owner")
+    near = accounts.user(node_a, "near")
+    far = accounts.user(node_a, "far")
+    room_id = int(owner.client.create_room(f"room {owner.name}").id)
+    near.client.join_room(room_id)
+    far.client.join_room(room_id)
+    accounts.reopen(far, node_b)
+    assert contact_of(far, str(room_id)) is not None
+
+    sent = owner.client.send_text(room_id, "to both nodes 🍜")
+    assert near.events.message(sent.message_id).text == "to both nodes 🍜"
+    assert far.events.message(sent.message_id).text == "to both nodes 🍜"
+    answer = far.client.send_text(room_id, "from B")
+    assert owner.events.message(answer.message_id).text == "from B"
+    assert near.events.message(answer.message_id).text == "from B"

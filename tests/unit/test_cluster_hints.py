@@ -29,7 +29,7 @@ hints = st.one_of(
     st.builds(UserNews, ids),
     st.builds(RoomNews, ids, names),
     st.builds(PresenceChanged, ids, names, st.booleans()),
-    st.builds(KickSession, ids, names),
+    st.builds(KickSession, ids, names, names),
     st.builds(MembershipChanged, st.tuples(ids, ids)),
     st.builds(NodeDown, names, st.lists(ids, max_size=20).map(tuple)),
 )
@@ -37,7 +37,9 @@ hints = st.one_of(
 
 def test_wire_form_is_compact_json() -> None:
     assert encode(UserNews(7)) == b'{"t":"user","u":7}'
-    assert encode(KickSession(7, "s1")) == b'{"t":"kick","u":7,"s":"s1"}'
+    assert encode(KickSession(7, "b", "10.0.0.9:5000")) == (
+        b'{"t":"kick","u":7,"n":"b","a":"10.0.0.9:5000"}'
+    )
     assert encode(NodeDown("a", (1, 2))) == b'{"t":"down","us":[1,2],"n":"a"}'
     assert encode(PresenceChanged(3, "b", True)) == b'{"t":"presence","u":3,"n":"b","on":true}'
 
@@ -61,7 +63,8 @@ def test_every_hint_round_trips(hint: Hint) -> None:
         b'{"t":"room","r":"3","n":"a"}',
         b'{"t":"room","r":3}',
         b'{"t":"presence","u":1,"n":"a","on":1}',
-        b'{"t":"kick","u":1,"s":""}',
+        b'{"t":"kick","u":1,"n":"b","a":""}',
+        b'{"t":"kick","u":1,"s":"old"}',
         b'{"t":"members","us":[1,"2"]}',
         b'{"t":"down","us":[],"n":5}',
         b'{"t":"launch","u":1}',
