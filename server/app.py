@@ -39,7 +39,12 @@ from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
-from server.storage.database import Database, SchemaTooNewError, SqliteDatabase
+from server.storage.database import (
+    Database,
+    SchemaTooNewError,
+    SqliteDatabase,
+    StorageUnavailable,
+)
 from server.workers import WorkerPool
 
 if TYPE_CHECKING:  # cluster mode imports psycopg and redis only when configured
@@ -169,7 +174,10 @@ class Server:
     def _went_offline(self, user_id: int, username: str) -> None:
         """A live session ended: its backlog cursor goes, its friends are told."""
         self.services.backlog.forget(user_id)
-        announce_offline(self.services, user_id, username)
+        try:
+            announce_offline(self.services, user_id, username)
+        except StorageUnavailable as exc:  # cluster mode, database down: friends see it later
+            log.warning("could not announce %s offline: %s", username, exc)
 
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)

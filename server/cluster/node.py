@@ -44,6 +44,7 @@ from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.sessions import KICK_REASON, Sessions
 from server.storage import delivery_sweep, friends, messages, rooms, users
+from server.storage.database import StorageUnavailable
 from server.storage.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,10 @@ class ClusterNode:
     def _guarded(self, step: Callable[[], None]) -> None:
         """One hint's work in a savepoint of the turn, as a handler's would be."""
         db = self._services.db
-        db.begin_step()
+        try:
+            db.begin_step()
+        except StorageUnavailable:
+            return  # the sweep and the next hints catch up once the database is back
         keep = False
         try:
             step()

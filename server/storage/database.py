@@ -102,6 +102,14 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class StorageUnavailable(RuntimeError):
+    """The database cannot be reached now (cluster mode: PostgreSQL is down or restarting).
+
+    Handlers let it through; the dispatcher answers `server_busy`, and the backend
+    reconnects by itself once the database is back.
+    """
+
+
 class SchemaTooNewError(RuntimeError):
     """The database was written by a newer server; refuse rather than corrupt it."""
 

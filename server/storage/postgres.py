@@ -16,7 +16,9 @@ Migrations are the numbered scripts in `server/storage/pg/`, one per SQLite migr
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +36,11 @@ from server.storage.database import (
     Parameters,
     Row,
     SchemaTooNewError,
+    StorageUnavailable,
     after_migrations,
 )
+
+log = logging.getLogger(__name__)
 
 #: Numbered scripts in server/storage/pg/, in order; migration n brings version n-1 to n.
 PG_MIGRATIONS: tuple[str, ...] = (
@@ -48,6 +53,10 @@ PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 #: pg_advisory_xact_lock key: "uchat migrate" (any constant shared by every node).
 _MIGRATION_LOCK = 0x75636861745F6D67
 CONNECT_TIMEOUT = 10
+#: While the database is unreachable: one reconnect attempt per interval, each short,
+#: so the reactor answers `server_busy` at once instead of waiting on connect().
+RECONNECT_INTERVAL = 1.0
+RECONNECT_TIMEOUT = 2
 
 
 def migration_script(name: str) -> str:
@@ -57,6 +66,7 @@ def migration_script(name: str) -> str:
 # -- the dialect adapter ---------------------------------------------------------------
 
 _MARK = re.compile(r"\?(\d*)")
+_WRITE = re.compile(r"^\s*(?:INSERT|UPDATE|DELETE|CREATE|ALTER|DROP)\b", re.IGNORECASE)
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _COLLATE_BINARY = re.compile(r"\bCOLLATE\s+BINARY\b", re.IGNORECASE)
 _MEMBERSHIP_WRITE = re.compile(
@@ -76,6 +86,8 @@ class Statement:
     order: tuple[int, ...] | None
     #: True if it writes a table the session caches copy (bumps the generation).
     writes_membership: bool
+    #: True if it changes anything (a lost connection then loses the turn's writes).
+    writes: bool = False
 
     def bind(self, parameters: Parameters) -> Sequence[Any]:
         if isinstance(parameters, dict):
@@ -98,7 +110,9 @@ def translate(sql: str) -> Statement:
         raise ValueError("a statement uses either numbered or plain marks, not both")
     order = tuple(int(mark) - 1 for mark in numbered) if numbered else None
     text = _MARK.sub("%s", text)
-    return Statement(text, order, _MEMBERSHIP_WRITE.match(sql) is not None)
+    return Statement(
+        text, order, _MEMBERSHIP_WRITE.match(sql) is not None, _WRITE.match(sql) is not None
+    )
 
 
 class PgRow:
@@ -144,26 +158,29 @@ class PostgresDatabase:
     IntegrityError: ClassVar[type[Exception]] = psycopg.IntegrityError
     backend: ClassVar[str] = "postgresql"
 
-    def __init__(self, connection: psycopg.Connection[PgRow]) -> None:
+    def __init__(self, connection: psycopg.Connection[PgRow], dsn: str = "") -> None:
         self._connection = connection
+        self._dsn = dsn
         self._rollback_listeners: list[Callable[[], None]] = []
         #: As `SqliteDatabase.membership_generation`, bumped by statement text here (the
         #: bus carries other nodes' membership changes: server/cluster/bus.py).
         self.membership_generation = 0
+        #: Something was written since the last commit: if the connection is lost now,
+        #: the turn's output must be withheld (its replies may acknowledge those writes).
+        self._wrote = False
+        self._next_attempt = 0.0
 
     @classmethod
     def connect(cls, dsn: str) -> PostgresDatabase:
         """Connect to `dsn` and bring its schema up to date."""
-        connection = psycopg.connect(
-            dsn, autocommit=False, row_factory=_pg_row, connect_timeout=CONNECT_TIMEOUT
-        )
+        connection = _open(dsn, CONNECT_TIMEOUT)
         try:
             # The data steps after the migrations (name backfill, its indexes) are not
             # safe to run twice at once either: one lock covers both.
             connection.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             connection.commit()
             migrate(connection)
-            database = cls(connection)
+            database = cls(connection, dsn)
             after_migrations(database)
             connection.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
             connection.commit()
@@ -179,21 +196,75 @@ class PostgresDatabase:
         for listener in self._rollback_listeners:
             listener()
 
+    # -- the connection, and getting it back ---------------------------------------------
+
+    @property
+    def _lost(self) -> bool:
+        return self._connection.closed or self._connection.broken
+
+    def _live(self) -> psycopg.Connection[PgRow]:
+        """The connection, reconnecting (at most once per interval) if it was lost."""
+        if not self._lost:
+            return self._connection
+        now = time.monotonic()
+        if now < self._next_attempt or not self._dsn:
+            raise StorageUnavailable("the database is unreachable")
+        self._next_attempt = now + RECONNECT_INTERVAL
+        try:
+            fresh = _open(self._dsn, RECONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"the database is unreachable: {exc}") from exc
+        self._connection.close()
+        self._connection = fresh
+        self._wrote = False
+        self.membership_generation += 1  # what caches hold may have changed meanwhile
+        self._rolled_back()
+        log.info("reconnected to PostgreSQL")
+        return fresh
+
+    def _run(self, statement: Statement, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
+        connection = self._live()
+        fresh_turn = connection.info.transaction_status == pq.TransactionStatus.IDLE
+        try:
+            cursor = connection.execute(statement.text, statement.bind(parameters))
+        except psycopg.OperationalError as exc:
+            if not self._lost:
+                raise
+            if not fresh_turn:  # the turn's earlier statements went with the connection
+                raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
+            # Nothing of this turn was lost: one more try on a new connection (the
+            # database restarted since the last turn).
+            self._next_attempt = 0.0
+            try:
+                cursor = self._live().execute(statement.text, statement.bind(parameters))
+            except psycopg.OperationalError as again:
+                raise StorageUnavailable(f"the database is unreachable: {again}") from again
+        if statement.writes:
+            self._wrote = True
+        return cursor
+
     # -- queries -----------------------------------------------------------------------
 
     def execute(self, sql: str, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
         statement = translate(sql)
         if statement.writes_membership:
             self.membership_generation += 1
-        return self._connection.execute(statement.text, statement.bind(parameters))
+        return self._run(statement, parameters)
 
     def executemany(self, sql: str, rows: Iterable[Parameters]) -> psycopg.Cursor[PgRow]:
         """All rows in one pipeline; `rowcount` is the total of rows changed."""
         statement = translate(sql)
         if statement.writes_membership:
             self.membership_generation += 1
-        cursor = self._connection.cursor()
-        cursor.executemany(statement.text, [statement.bind(row) for row in rows])
+        cursor = self._live().cursor()
+        try:
+            cursor.executemany(statement.text, [statement.bind(row) for row in rows])
+        except psycopg.OperationalError as exc:
+            if self._lost:
+                raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
+            raise
+        if statement.writes:
+            self._wrote = True
         return cursor
 
     def one(self, sql: str, parameters: Parameters = ()) -> PgRow | None:
@@ -220,20 +291,38 @@ class PostgresDatabase:
 
     @property
     def in_transaction(self) -> bool:
+        if self._lost:  # nothing to commit, unless writes were lost (commit says so)
+            return self._wrote
         return self._connection.info.transaction_status != pq.TransactionStatus.IDLE
 
     def commit(self) -> None:
-        self._connection.commit()
+        wrote, self._wrote = self._wrote, False
+        if self._lost:
+            if wrote:
+                raise StorageUnavailable("the database connection was lost with this turn")
+            return
+        try:
+            self._connection.commit()
+        except psycopg.OperationalError as exc:
+            if self._lost:
+                raise StorageUnavailable(f"the commit did not reach the database: {exc}") from exc
+            raise
 
     def rollback(self) -> None:
-        self._connection.rollback()
+        self._wrote = False
+        if not self._lost:
+            self._connection.rollback()
         self._rolled_back()
 
     def begin_step(self) -> None:
         """A savepoint inside the turn's transaction (psycopg opens that one itself)."""
-        self._connection.execute("SAVEPOINT handler_step")
+        self._run(_SAVEPOINT)
 
     def end_step(self, keep: bool) -> None:
+        if self._lost:  # the transaction went with the connection
+            if not keep:
+                self._rolled_back()
+            return
         if not keep:
             self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
             self._rolled_back()
@@ -245,16 +334,16 @@ class PostgresDatabase:
         try:
             yield self
         except BaseException:
-            self._connection.rollback()
-            self._rolled_back()
+            self.rollback()
             raise
-        self._connection.commit()
+        self.commit()
 
     def close(self) -> None:
         """Commit what is pending (unless the transaction failed) and close."""
         try:
-            status = self._connection.info.transaction_status
-            if status == pq.TransactionStatus.INTRANS:
+            if not self._lost and (
+                self._connection.info.transaction_status == pq.TransactionStatus.INTRANS
+            ):
                 self._connection.commit()
         finally:
             self._connection.close()
@@ -262,6 +351,13 @@ class PostgresDatabase:
     @property
     def schema_version(self) -> int:
         return int(self.scalar("SELECT version FROM uchat_schema"))
+
+
+_SAVEPOINT = Statement("SAVEPOINT handler_step", None, writes_membership=False)
+
+
+def _open(dsn: str, timeout: int) -> psycopg.Connection[PgRow]:
+    return psycopg.connect(dsn, autocommit=False, row_factory=_pg_row, connect_timeout=timeout)
 
 
 def stored_version(connection: psycopg.Connection[Any]) -> int:

@@ -8,20 +8,25 @@ one node: pushing them across nodes is not built yet.)
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from server.cluster.local_services import LocalPostgres, LocalRedis
+from common.errors import RequestError
+from server.cluster.local_services import LocalPostgres, LocalRedis, private_root
 from server.launcher import RunningServer, start_server
 from tests.integration.helpers import (
     Accounts,
     EventLog,
+    User,
     befriend,
     contact_of,
     make_accounts,
+    refused,
+    wait_until,
 )
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
@@ -41,6 +46,13 @@ def cluster(
     number = next(_redis_dbs) % 16
     url = f"redis://127.0.0.1:{local_redis.port}/{number}"
     redis.Redis.from_url(url).flushdb()
+    yield from _nodes_on(tmp_path, dsn, url)
+
+
+def _nodes_on(
+    tmp_path: Path, dsn: str, url: str, expected_errors: str = ""
+) -> Iterator[NodeFactory]:
+    """Starts nodes; afterwards, no error in their logs but `expected_errors` ones."""
     passphrase = tmp_path / "ca-passphrase"
     passphrase.write_text("a passphrase for the test cluster\n")
     passphrase.chmod(0o600)
@@ -62,7 +74,12 @@ def cluster(
         if running.is_alive():
             running.stop()
     for running in started:
-        assert running.log_count("Traceback") == 0, running.log_text()[-3000:]
+        errors = [
+            line
+            for line in running.log_text().splitlines()
+            if " ERROR " in line and not (expected_errors and expected_errors in line)
+        ]
+        assert errors == [], running.log_text()[-3000:]
 
 
 def test_alice_on_one_node_and_bob_on_another_chat_and_see_each_other(
@@ -207,3 +224,53 @@ def test_a_room_message_reaches_members_on_the_other_node(
     answer = far.client.send_text(room_id, "from B")
     assert owner.events.message(answer.message_id).text == "from B"
     assert near.events.message(answer.message_id).text == "from B"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL this test may stop and start (the suite's shared one stays up)."""
+    root = private_root("uchat-test-pg-outage-")
+    server = LocalPostgres(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_postgresql_restart_answers_server_busy_then_recovers(
+    tmp_path: Path, own_postgres: LocalPostgres, local_redis: LocalRedis, accounts: Accounts
+) -> None:
+    url = f"redis://127.0.0.1:{local_redis.port}/{next(_redis_dbs) % 16}"
+    redis.Redis.from_url(url).flushdb()
+    # A turn whose writes went with the connection is withheld (logged as an error).
+    nodes = _nodes_on(
+        tmp_path, own_postgres.create_database("uchat"), url, expected_errors="StorageUnavailable"
+    )
+    start = next(nodes)
+    try:
+        node = start("a")
+        alice = accounts.user(node, "alice")
+        bob = accounts.user(node, "bob")
+        befriend(alice, bob)
+
+        own_postgres.stop()  # fast shutdown: every session is cut
+        error = refused(alice.client.refresh_contacts)
+        assert error.code == "server_busy"
+        assert "database" in error.message
+        assert node.is_alive()
+
+        own_postgres.start()  # the same port: the node reconnects by itself
+        wait_until(lambda: _contacts_work(alice), what="contacts after the restart")
+        sent = alice.client.send_text(bob.name, "after the database came back")
+        assert bob.events.message(sent.message_id).text == "after the database came back"
+    finally:
+        next(nodes, None)
+
+
+def _contacts_work(user: User) -> bool:
+    try:
+        user.client.refresh_contacts()
+    except RequestError as exc:
+        assert exc.code == "server_busy", exc
+        return False
+    return True
