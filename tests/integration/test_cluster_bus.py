@@ -122,7 +122,8 @@ def test_a_dead_nodes_users_go_offline_within_seconds(
     assert a.bus.presence.online([5, 6]) == {5: {"dead"}, 6: {"dead"}}
     started = time.monotonic()
     assert a.next_hint() == NodeDown("dead", (5, 6))
-    assert time.monotonic() - started < TTL + 5 * BEAT + 2
+    # Within seconds: the TTL, a few heartbeats, and slack for a loaded 2-core machine.
+    assert time.monotonic() - started < TTL + 4.0
     assert a.bus.presence.online([5, 6]) == {}
     assert client.smembers(f"{prefix}:nodes") == {b"a"}
     client.close()
