@@ -211,7 +211,8 @@ class Accounts:
 
     def _after_login(self, session: Session) -> None:
         """Publish our KEM key, resend the outbox and resume uploads; failures wait.
-        Then check our own entries in the key log, now and every `MONITOR_INTERVAL`."""
+        Catch up on each group's signed membership. Then check our own entries in the
+        key log, now and every `MONITOR_INTERVAL`."""
         identity = session.identity
         if identity is not None and identity.keys.kem is not None:
             try:
@@ -224,6 +225,11 @@ class Accounts:
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)
+        try:
+            rooms = [c.room_id for c in session.contacts.all() if c.kind == "room"]
+            session.membership.catch_up(rooms)
+        except Exception as exc:  # a background task: report, never crash the process
+            log.info("catching up on group membership stopped: %s", exc)
         self._monitor(session, periodic=session.transparency.claim_monitoring())
 
     def _monitor(self, session: Session, periodic: bool) -> None:

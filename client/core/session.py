@@ -24,6 +24,7 @@ from client.core.event_types import KeyChanged, MessageStatusChanged, TransferPr
 from client.core.events import Emit
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
@@ -34,6 +35,7 @@ from common.protocol.opcodes import MessageType
 log_ = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+MAX_CERTIFICATE_PAGES = 1_000  # 200 members a page; a server never saying "done" stops here
 StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
 
 
@@ -59,6 +61,7 @@ class Session:
     contacts: ContactBook
     limits: Limits
     transparency: KeyTransparency
+    membership: RoomMembership
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -118,20 +121,27 @@ class SessionWiring:
         return der
 
     def fetch_room_certificates(self, room_id: int, log: KeyTransparency) -> dict[str, bytes]:
-        reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
-        members = reply.get("members")
-        if not isinstance(members, list):
-            raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
-        head = log.accept_head(reply.get("transparency_head"))
+        """Every page of ROOM_CERTIFICATES (a room holds up to 10,000 members)."""
         result: dict[str, bytes] = {}
-        for entry in members:
-            if not isinstance(entry, dict):
-                raise RemoteProtocolError("malformed room certificate")
-            name, der = entry.get("username"), entry.get("certificate")
-            if not isinstance(name, str) or not isinstance(der, bytes):
-                raise RemoteProtocolError("malformed room certificate")
-            log.check_member(name, der, entry.get("transparency"), head)
-            result[name] = der
+        params: dict[str, Any] = {"room_id": room_id}
+        for _ in range(MAX_CERTIFICATE_PAGES):
+            reply = self.request(MessageType.ROOM_CERTIFICATES, params)
+            members = reply.get("members")
+            if not isinstance(members, list):
+                raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+            head = log.accept_head(reply.get("transparency_head"))
+            for entry in members:
+                if not isinstance(entry, dict):
+                    raise RemoteProtocolError("malformed room certificate")
+                name, der = entry.get("username"), entry.get("certificate")
+                if not isinstance(name, str) or not isinstance(der, bytes):
+                    raise RemoteProtocolError("malformed room certificate")
+                log.check_member(name, der, entry.get("transparency"), head)
+                result[name] = der
+            after = reply.get("next")
+            if type(after) is not int or not members:
+                break
+            params = {"room_id": room_id, "after": after}
         return result
 
     def check_gossip(self, log: KeyTransparency, sender: str, body: bytes) -> None:
@@ -205,6 +215,15 @@ def open_session(
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
         )
+    membership = RoomMembership(
+        username=profile.username,
+        identity=identity,
+        certificates=certificates,
+        store=store,
+        request=wiring.request,
+        emit=wiring.emit,
+        check_logged=transparency.check_certificate,
+    )
     return Session(
         profile,
         server_id,
@@ -218,6 +237,7 @@ def open_session(
         ContactBook(),
         limits,
         transparency,
+        membership,
     )
 
 

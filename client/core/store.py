@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -136,6 +136,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             timestamp INTEGER NOT NULL,
             signature BLOB NOT NULL
         )""",
+    ),
+    (  # 4: each room's signed membership log as verified (common/crypto/room_log.py)
+        """CREATE TABLE room_log (
+            room_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            entry BLOB NOT NULL,
+            PRIMARY KEY (room_id, seq)
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -736,6 +744,22 @@ class LocalStore:
                 " root = excluded.root, timestamp = excluded.timestamp,"
                 " signature = excluded.signature",
                 (size, root, timestamp, sig),
+            )
+
+    # ------------------------------------------------------------------ room membership logs
+
+    def room_log(self, room_id: int) -> list[bytes]:
+        """The room's verified membership log entries, in order from seq 1."""
+        rows = self._query("SELECT entry FROM room_log WHERE room_id = ? ORDER BY seq", (room_id,))
+        return [bytes(row[0]) for row in rows]
+
+    def add_room_log(self, room_id: int, first_seq: int, entries: Sequence[bytes]) -> None:
+        """Append verified entries starting at `first_seq` (the next after what is stored)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO room_log (room_id, seq, entry) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_id, seq) DO NOTHING",
+                [(room_id, first_seq + i, entry) for i, entry in enumerate(entries)],
             )
 
     # ------------------------------------------------------------------ uploads

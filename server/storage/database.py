@@ -92,12 +92,17 @@ def _migration_004() -> str:
     return resources.files("server.storage").joinpath("migration_004.sql").read_text("utf-8")
 
 
+def _room_log() -> str:
+    return resources.files("server.storage").joinpath("migration_room_log.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     _schema_v1,
     _migration_002,
     _transparency_log_003,
     _migration_004,
+    _room_log,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -281,9 +286,11 @@ def _private_file(path: Path) -> None:
 
 def after_migrations(database: Database) -> None:
     """Data steps SQL cannot do (Unicode folding); each is idempotent and commits."""
-    from server.storage.users import backfill_names  # users imports this module
+    from server.storage.room_log import backfill_legacy  # these import this module
+    from server.storage.users import backfill_names
 
     backfill_names(database)
+    backfill_legacy(database)
     if database.in_transaction:
         database.commit()
 

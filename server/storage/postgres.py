@@ -48,6 +48,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     "002_names_and_addresses.sql",
     "003_transparency.sql",
     "004_kem_keys.sql",
+    "005_room_log.sql",
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 #: pg_advisory_xact_lock key: "uchat migrate" (any constant shared by every node).
