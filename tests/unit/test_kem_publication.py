@@ -19,7 +19,7 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import SCHEMA_VERSION, Database
+from server.storage.database import SCHEMA_VERSION, Database, SqliteDatabase
 from tests.unit.test_handlers import (
     CA,
     CONFIG,
@@ -39,7 +39,7 @@ DAY = 24 * 3600 * 1000
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[FakeServer]:
-    db = Database.open(tmp_path / "server.db")
+    db = SqliteDatabase.open(tmp_path / "server.db")
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     yield fake
     fake.db.close()
@@ -198,7 +198,7 @@ def test_certificate_and_room_replies_prove_the_kem_key(server: FakeServer) -> N
 def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     """Migration 5 appends keys accepted by a schema-4 server, after what is logged."""
     path = tmp_path / "server.db"
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     alice = signup_with_keys(fake, "alice")
     key = signed(alice, 1, fake.time)
@@ -207,7 +207,7 @@ def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     db.commit()
     db.close()
-    upgraded = Database.open(path)
+    upgraded = SqliteDatabase.open(path)
     try:
         rows = upgraded.all("SELECT position, kind, username, payload FROM kt_entries")
         assert [(r["position"], r["kind"], r["username"]) for r in rows] == [
