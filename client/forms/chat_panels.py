@@ -444,9 +444,10 @@ class MemberList(tk.Frame):
             return
         actions = self.actions
         self.menu.delete(0, "end")
-        self.menu.add_command(
-            label=i18n.t("members.remove", name=name), command=lambda: actions.remove(name)
-        )
+        if name != self.owner:  # the log never lets anyone remove the owner
+            self.menu.add_command(
+                label=i18n.t("members.remove", name=name), command=lambda: actions.remove(name)
+            )
         if name not in self.admins:
             self.menu.add_command(
                 label=i18n.t("members.make_admin", name=name),
@@ -457,7 +458,7 @@ class MemberList(tk.Frame):
                 label=i18n.t("members.make_owner", name=name),
                 command=lambda: actions.make_owner(name),
             )
-        if event is not None:
+        if event is not None and self.menu.index("end") is not None:  # nothing to offer
             self.menu.tk_popup(event.x_root, event.y_root)
 
     def show_requests(self, names: Iterable[str]) -> None:
