@@ -19,7 +19,7 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import SCHEMA_VERSION, Database, SqliteDatabase
+from server.storage.database import SCHEMA_VERSION, SqliteDatabase
 from tests.unit.test_handlers import (
     CA,
     CONFIG,
