@@ -1,10 +1,10 @@
 """The event loop: one thread, one selector, every socket of the server.
 
-Each loop turn: wait for readiness (or the next deadline), accept, read and
-dispatch (a bounded number of requests per connection: the rest wait in its inbox
-for the next turn, and a connection whose output is over its pause limit is neither
-read nor dispatched until that output drains), run callbacks posted by other
-threads, expire timeouts, then call
+Each loop turn: wait for readiness (or the next deadline), accept, read, open records
+and dispatch (a bounded share per connection, in requests and in time, opening the
+records included: the rest waits in its channel and inbox for the next turn, and a
+connection whose output is over its pause limit is neither read nor dispatched until
+that output drains), run callbacks posted by other threads, expire timeouts, then call
 `before_flush` (the database commit) and only after it write queued output. That
 order is the group-commit invariant: nothing a turn produced reaches a socket
 before the turn's writes are durable. If the commit fails, the connections holding
@@ -214,10 +214,10 @@ class Reactor:
                         # bounded share per turn keeps chat traffic moving. The
                         # selector is level-triggered: the rest come next turn.
                         handshakes -= 1
-                    # A connection with requests still waiting is served above or next
-                    # turn; it is read again only once its inbox is empty.
+                    # A connection with input still waiting is served above or next
+                    # turn; it is read again only once it has nothing left to open.
                     may_handshake = handshakes >= 0 or connection not in self._handshaking
-                    if not connection.inbox and may_handshake:
+                    if may_handshake and not self._has_input(connection):
                         self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
@@ -408,42 +408,46 @@ class Reactor:
 
     def _receive(self, connection: Connection, data: bytes) -> None:
         try:
-            messages = connection.channel.receive_data(data)
-            connection.queue_bytes(connection.channel.data_to_send())
+            connection.channel.feed(data)
         except UchatError as exc:
             connection.close(f"{type(exc).__name__}: {exc}")
             return
-        except Exception as exc:
-            log_failure(log, f"channel failure on {connection.address}", exc)
-            connection.close("internal error in the channel")
-            return
-        if connection in self._handshaking and connection.channel.established:
-            del self._handshaking[connection]
-        self._hold_input(
-            connection, connection.channel.buffered_input + (len(data) if messages else 0)
-        )
-        if not messages:
-            return
-        connection.last_activity = self._clock()
-        self._by_activity.move_to_end(connection)
-        connection.inbox.extend(messages)
         self._serve(connection)
 
+    @staticmethod
+    def _has_input(connection: Connection) -> bool:
+        """Requests opened but not dispatched, or a whole record not yet opened."""
+        return bool(connection.inbox) or connection.channel.has_frame
+
     def _serve(self, connection: Connection) -> None:
-        """Dispatch this turn's share of the inbox; stop early while output is over its
-        pause limit (backpressure before dispatch, not at flush)."""
+        """Open and dispatch this turn's share of the connection's input."""
+        self._serve_share(connection)
+        if not connection.closed:
+            self._hold_input(connection, connection.channel.buffered_input)
+
+    def _serve_share(self, connection: Connection) -> None:
+        """Open records and dispatch their requests until the share is used: at most
+        `requests_per_turn` requests, and past the first request no more once
+        `time_per_turn` has gone (decryption counts: a pipelined read is opened one
+        record at a time, not all at once). Stop early while output is over its pause
+        limit: backpressure before dispatch, not at flush."""
         budget = self._settings.requests_per_turn
         ends = time.perf_counter() + self._settings.time_per_turn
         inbox = connection.inbox
-        while inbox and connection.is_open:
+        while connection.is_open:
             if connection.pending_output > self._settings.output_pause_limit:
                 self._pause(connection)
                 return
             if budget == 0 or (
                 budget < self._settings.requests_per_turn and time.perf_counter() > ends
             ):
-                self._ready[connection] = None
+                if self._has_input(connection):
+                    self._ready[connection] = None
                 return
+            if not inbox:
+                if not self._open_record(connection):
+                    return
+                continue
             budget -= 1
             message = inbox.popleft()
             try:
@@ -452,11 +456,30 @@ class Reactor:
                 log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
                 return
-        if connection.closed:
-            return
-        self._hold_input(connection, connection.channel.buffered_input)
-        if connection.pending_output > self._settings.output_pause_limit:
-            self._pause(connection)
+
+    def _open_record(self, connection: Connection) -> bool:
+        """Open the next buffered frame into the inbox; False if there is none (or the
+        connection was closed for it)."""
+        channel = connection.channel
+        try:
+            messages = channel.next_messages()
+            connection.queue_bytes(channel.data_to_send())
+        except UchatError as exc:
+            connection.close(f"{type(exc).__name__}: {exc}")
+            return False
+        except Exception as exc:
+            log_failure(log, f"channel failure on {connection.address}", exc)
+            connection.close("internal error in the channel")
+            return False
+        if messages is None:
+            return False
+        if connection in self._handshaking and channel.established:
+            del self._handshaking[connection]
+        if messages:
+            connection.last_activity = self._clock()
+            self._by_activity.move_to_end(connection)
+            connection.inbox.extend(messages)
+        return True
 
     def _hold_input(self, connection: Connection, held: int) -> None:
         """Charge what `connection` now holds to the global input budget."""
@@ -474,7 +497,7 @@ class Reactor:
     def _resume(self, connection: Connection) -> int:
         """Lift a pause; return the READ event to register unless the peer is closing."""
         self._paused.discard(connection)
-        if connection.inbox:
+        if self._has_input(connection):
             self._ready[connection] = None
         return selectors.EVENT_READ if connection.closing_reason is None else 0
 

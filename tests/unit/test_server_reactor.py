@@ -32,23 +32,31 @@ class LineChannel:
         self._outgoing = b""
         self.established = False
         self.frame_cap = 1 << 20
+        self.opened = 0  # lines (records) opened so far
 
-    def receive_data(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> None:
         self._buffer += data
-        messages: list[Message] = []
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            if line == b"BAD":
-                raise RemoteProtocolError("bad line")
-            if not self.established:
-                if line != b"HELLO":
-                    raise RemoteProtocolError("expected HELLO")
-                self.established = True
-                self._outgoing += b"WELCOME\n"
-                continue
-            opcode, request_id = line.split()
-            messages.append(Message(MessageType(int(opcode)), int(request_id), {}))
-        return messages
+
+    @property
+    def has_frame(self) -> bool:
+        return b"\n" in self._buffer
+
+    def next_messages(self) -> list[Message] | None:
+        """One line at a time, as the real channel opens one record at a time."""
+        if b"\n" not in self._buffer:
+            return None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        self.opened += 1
+        if line == b"BAD":
+            raise RemoteProtocolError("bad line")
+        if not self.established:
+            if line != b"HELLO":
+                raise RemoteProtocolError("expected HELLO")
+            self.established = True
+            self._outgoing += b"WELCOME\n"
+            return []
+        opcode, request_id = line.split()
+        return [Message(MessageType(int(opcode)), int(request_id), {})]
 
     def data_to_send(self) -> bytes:
         out, self._outgoing = self._outgoing, b""
@@ -480,6 +488,26 @@ def test_a_pipelined_flood_is_served_a_bounded_share_per_turn() -> None:
         h.pump(lambda: "dispatch 1099" in h.events)  # the rest still runs, in order
         dispatched = [e for e in h.events if e.startswith("dispatch 1")]
         assert dispatched == [f"dispatch {n}" for n in range(1000, 1100)]
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_a_pipelined_read_is_opened_only_as_far_as_the_share_goes() -> None:
+    """Opening (decrypting) records counts against the share: 100 pipelined requests
+    in one read are not all opened in the turn that reads them."""
+    h = make_harness(requests_per_turn=4)
+    try:
+        flooder = h.connect()
+        (connection,) = h.reactor.connections
+        channel = connection.channel
+        assert isinstance(channel, LineChannel)
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 1000" in h.events)
+        assert channel.opened <= 1 + 4  # HELLO, then one turn's share
+        assert connection.input_held > 0  # the unopened rest is charged to the budget
+        h.pump(lambda: "dispatch 1099" in h.events)
+        assert channel.opened == 1 + 100
+        h.pump(lambda: connection.input_held == 0)
     finally:
         h.reactor.shutdown(flush_timeout=0.5)
 
