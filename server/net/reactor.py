@@ -2,13 +2,16 @@
 
 Each loop turn: wait for readiness (or the next deadline), accept, read, open records
 and dispatch (a bounded share per connection, in requests and in time, opening the
-records included: the rest waits in its channel and inbox for the next turn, and a
-connection whose output is over its pause limit is neither read nor dispatched until
-that output drains), run callbacks posted by other threads, expire timeouts, then call
-`before_flush` (the database commit) and only after it write queued output. That
-order is the group-commit invariant: nothing a turn produced reaches a socket
-before the turn's writes are durable. If the commit fails, the connections holding
-the turn's output are closed instead of being told something that was not stored.
+records included: the rest waits in its channel and inbox, and a connection whose
+output is over its pause limit is neither read nor dispatched until that output
+drains), run callbacks posted by other threads, expire timeouts, then call
+`before_flush` (the database commit) and only after it write queued output. Then
+each connection left with input by an earlier turn gets its share, committed and
+written the same way: a request that just arrived waits for at most one share of each
+busy connection, not two. Commit, then write: that order is the group-commit
+invariant: nothing a turn produced reaches a socket before the turn's writes are
+durable. If the commit fails, the connections holding the turn's output are closed
+instead of being told something that was not stored.
 """
 
 from __future__ import annotations
@@ -198,9 +201,9 @@ class Reactor:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
         handshakes = HANDSHAKES_PER_TURN
+        # Connections left with input by earlier turns: served after this turn's
+        # fresh requests are answered (below); one share each per turn.
         ready, self._ready = self._ready, {}
-        for waiting in ready:  # last turn's leftovers first: they waited longest
-            self._serve(waiting)
         for key, mask in self._selector.select(wait):
             if key.data is _LISTENER:
                 self._accept()
@@ -224,6 +227,13 @@ class Reactor:
         self._run_callbacks()
         self._expire()
         self._commit_then_flush()
+        # Then one more share for each connection still working through a backlog,
+        # committed and written on its own: a request that just arrived is answered
+        # before the backlogs' shares, so it waits for at most one share of each.
+        if ready:
+            for waiting in ready:
+                self._serve(waiting)
+            self._commit_then_flush()
 
     def shutdown(self, flush_timeout: float = 2.0) -> None:
         """Graceful end: stop accepting, commit and flush (bounded), close everything."""

@@ -492,6 +492,26 @@ def test_a_pipelined_flood_is_served_a_bounded_share_per_turn() -> None:
         h.reactor.shutdown(flush_timeout=0.5)
 
 
+def test_a_fresh_request_is_committed_and_written_before_the_backlogs_next_share() -> None:
+    """A request that arrives while another connection works through a backlog is
+    answered in its own commit: no flood share runs between its read and its reply."""
+    h = make_harness(requests_per_turn=4)
+    try:
+        flooder = h.connect()
+        bystander = h.connect()
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 1010" in h.events)
+        bystander.sendall(b"3 7\n")
+        assert h.read_line(bystander) == b"1 7 "
+        at = h.events.index("dispatch 7")
+        last_commit = max(i for i, event in enumerate(h.events[:at]) if event == "commit")
+        assert h.events[last_commit + 1 : at] == []  # nothing of the flood in its turn
+        assert h.events[at + 1] == "commit"
+        h.pump(lambda: "dispatch 1099" in h.events)  # the flood still gets its shares
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
 def test_a_pipelined_read_is_opened_only_as_far_as_the_share_goes() -> None:
     """Opening (decrypting) records counts against the share: 100 pipelined requests
     in one read are not all opened in the turn that reads them."""
