@@ -39,13 +39,16 @@ from server.sessions import Sessions
 from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
 from server.storage.database import Database, SchemaTooNewError
-from server.workers import WorkerPool
+from server.workers import DEMOTED_NICENESS, WorkerPool
 
 log = logging.getLogger(__name__)
 
 DATABASE_FILE = "uchat.db"
 ATTACHMENTS_DIR = "attachments"
 SPARE_FILE_DESCRIPTORS = 64
+#: Threads for the hashes of addresses with a line of them (server/hash_queue.py): a
+#: flood from one address, or several, shares this one.
+DEMOTED_WORKER_THREADS = 1
 
 
 class Server:
@@ -80,6 +83,13 @@ class Server:
         workers = WorkerPool(
             config.worker_threads, config.worker_queue, self.reactor.call_soon_threadsafe
         )
+        demoted = WorkerPool(
+            DEMOTED_WORKER_THREADS,
+            config.worker_queue,
+            self.reactor.call_soon_threadsafe,
+            niceness=DEMOTED_NICENESS,
+            name="uchat-demoted",
+        )
         self.services = Services(
             db=db,
             sessions=Sessions(),
@@ -89,11 +99,13 @@ class Server:
             data_dir=Path(config.data_dir),
             on_offline=self._went_offline,
             backlog=BacklogCursors(),
+            demoted_workers=demoted,
         )
         try:
             self.dispatcher = Dispatcher(self.services, HANDLERS)
         except BaseException:
             workers.stop()
+            demoted.stop()
             raise
         self.address: tuple[str, int] | None = None
         self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
@@ -127,6 +139,8 @@ class Server:
             self.reactor.shutdown()
         finally:
             self.services.workers.stop()
+            if self.services.demoted_workers is not None:
+                self.services.demoted_workers.stop()
             self.services.db.close()
         log.info("stopped")
 
