@@ -5,13 +5,14 @@ and dispatch (a bounded share per connection, in requests and in time, opening t
 records included: the rest waits in its channel and inbox, and a connection whose
 output is over its pause limit is neither read nor dispatched until that output
 drains), run callbacks posted by other threads, expire timeouts, then call
-`before_flush` (the database commit) and only after it write queued output. Then
-each connection left with input by an earlier turn gets its share, committed and
-written the same way: a request that just arrived waits for at most one share of each
-busy connection, not two. Commit, then write: that order is the group-commit
-invariant: nothing a turn produced reaches a socket before the turn's writes are
-durable. If the commit fails, the connections holding the turn's output are closed
-instead of being told something that was not stored.
+`before_flush` (the database commit) and only after it write queued output. The
+turn starts with one share for each connection left with input by an earlier turn.
+While shares run, the loop looks for connections that just sent something and answers
+them at once (read, dispatch, commit, write theirs), so a quiet client never waits for
+a flood's turn to end. Commit, then write: that order is the group-commit invariant:
+nothing a turn produced reaches a socket before the turn's writes are durable. If
+the commit fails, the connections holding the turn's output are closed instead of
+being told something that was not stored.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class ReactorSettings:
     requests_per_turn: int = 16
     #: ...and the reactor time (seconds) they may take, whichever runs out first.
     time_per_turn: float = 0.002
+    #: While a turn serves, look this often (seconds of work) for connections that
+    #: just sent something, and answer those at once (`_answer_fresh`).
+    fresh_look_interval: float = 0.0005
     #: A connection must log in within this many seconds of connecting.
     login_timeout: float = 30.0
     #: Record cap from Finished until LOGIN succeeds, and after it.
@@ -201,9 +205,10 @@ class Reactor:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
         handshakes = HANDSHAKES_PER_TURN
-        # Connections left with input by earlier turns: served after this turn's
-        # fresh requests are answered (below); one share each per turn.
         ready, self._ready = self._ready, {}
+        look = self._looker()
+        for waiting in ready:  # last turn's leftovers first: they waited longest
+            self._serve(waiting, look)
         for key, mask in self._selector.select(wait):
             if key.data is _LISTENER:
                 self._accept()
@@ -221,19 +226,12 @@ class Reactor:
                     # turn; it is read again only once it has nothing left to open.
                     may_handshake = handshakes >= 0 or connection not in self._handshaking
                     if may_handshake and not self._has_input(connection):
-                        self._read(connection)
+                        self._read(connection, look)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
         self._run_callbacks()
         self._expire()
         self._commit_then_flush()
-        # Then one more share for each connection still working through a backlog,
-        # committed and written on its own: a request that just arrived is answered
-        # before the backlogs' shares, so it waits for at most one share of each.
-        if ready:
-            for waiting in ready:
-                self._serve(waiting)
-            self._commit_then_flush()
 
     def shutdown(self, flush_timeout: float = 2.0) -> None:
         """Graceful end: stop accepting, commit and flush (bounded), close everything."""
@@ -392,7 +390,7 @@ class Reactor:
             while self._wake_reader.recv(4096):
                 continue
 
-    def _read(self, connection: Connection) -> None:
+    def _read(self, connection: Connection, look: Callable[[], float] | None = None) -> None:
         if connection.closed or connection.closing_reason is not None:
             return
         if connection in self._paused:
@@ -414,28 +412,77 @@ class Reactor:
         if count == 0:
             connection.close("peer closed the connection")
             return
-        self._receive(connection, bytes(self._read_view[:count]))
+        self._receive(connection, bytes(self._read_view[:count]), look)
 
-    def _receive(self, connection: Connection, data: bytes) -> None:
+    def _receive(
+        self, connection: Connection, data: bytes, look: Callable[[], float] | None
+    ) -> None:
         try:
             connection.channel.feed(data)
         except UchatError as exc:
             connection.close(f"{type(exc).__name__}: {exc}")
             return
-        self._serve(connection)
+        self._serve(connection, look)
+
+    def _looker(self) -> Callable[[], float]:
+        """This turn's `look`: every `fresh_look_interval` seconds of serving, answer
+        the connections that just sent something (`_answer_fresh`). Returns the
+        seconds it took, which the share it interrupted does not pay for."""
+        interval = self._settings.fresh_look_interval
+        next_look = time.perf_counter() + interval
+
+        def look() -> float:
+            nonlocal next_look
+            now = time.perf_counter()
+            if now < next_look:
+                return 0.0
+            self._answer_fresh()
+            done = time.perf_counter()
+            next_look = done + interval
+            return done - now
+
+        return look
+
+    def _answer_fresh(self) -> None:
+        """Serve connections that just sent something, commit, and write their answers
+        now, in the middle of the turn: a request that arrives while a pipelining
+        connection works through hundreds waits for about one `fresh_look_interval`,
+        not for the end of the turn. Only their output is written here; the busy
+        connections' replies still go out once per turn, batched."""
+        fresh: list[Connection] = []
+        for key, mask in self._selector.select(0):
+            connection = key.data
+            if not isinstance(connection, Connection) or not mask & selectors.EVENT_READ:
+                continue  # accepts and worker results wait for the turn
+            if connection in self._handshaking or connection in self._paused:
+                continue  # handshakes keep their per-turn bound
+            if not self._has_input(connection):
+                fresh.append(connection)
+        if not fresh:
+            return
+        for connection in fresh:
+            self._read(connection)
+        if not self._commit():
+            self._withhold_output()
+            return
+        for connection in fresh:
+            if connection in self._to_flush and not connection.closed:
+                del self._to_flush[connection]
+                self._flush(connection)
 
     @staticmethod
     def _has_input(connection: Connection) -> bool:
         """Requests opened but not dispatched, or a whole record not yet opened."""
         return bool(connection.inbox) or connection.channel.has_frame
 
-    def _serve(self, connection: Connection) -> None:
-        """Open and dispatch this turn's share of the connection's input."""
-        self._serve_share(connection)
+    def _serve(self, connection: Connection, look: Callable[[], float] | None = None) -> None:
+        """Open and dispatch this turn's share of the connection's input; `look` runs
+        between requests (its time is not charged to the share)."""
+        self._serve_share(connection, look)
         if not connection.closed:
             self._hold_input(connection, connection.channel.buffered_input)
 
-    def _serve_share(self, connection: Connection) -> None:
+    def _serve_share(self, connection: Connection, look: Callable[[], float] | None) -> None:
         """Open records and dispatch their requests until the share is used: at most
         `requests_per_turn` requests, and past the first request no more once
         `time_per_turn` has gone (decryption counts: a pipelined read is opened one
@@ -466,6 +513,8 @@ class Reactor:
                 log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
                 return
+            if look is not None:
+                ends += look()
 
     def _open_record(self, connection: Connection) -> bool:
         """Open the next buffered frame into the inbox; False if there is none (or the
@@ -563,14 +612,18 @@ class Reactor:
         if not self._to_flush:
             return
         if not committed:
-            for connection in list(self._to_flush):
-                connection.close("storage failure: output withheld")
-            self._to_flush.clear()
+            self._withhold_output()
             return
         pending, self._to_flush = self._to_flush, {}
         for connection in pending:
             if not connection.closed:
                 self._flush(connection)
+
+    def _withhold_output(self) -> None:
+        """The commit failed: close every connection holding output of the turn."""
+        for connection in list(self._to_flush):
+            connection.close("storage failure: output withheld")
+        self._to_flush.clear()
 
     def _commit(self) -> bool:
         try:

@@ -176,6 +176,8 @@ def make_harness(**settings: float) -> Harness:
             write_buffer_limit=int(settings.get("write_buffer_limit", 1 << 20)),
             output_pause_limit=int(settings.get("output_pause_limit", 256 * 1024)),
             requests_per_turn=int(settings.get("requests_per_turn", 16)),
+            time_per_turn=settings.get("time_per_turn", 0.002),
+            fresh_look_interval=settings.get("fresh_look_interval", 0.0005),
             login_timeout=settings.get("login_timeout", 1e9),
             admission=AdmissionLimits(
                 per_address=int(settings.get("per_address", 100)),
@@ -492,22 +494,31 @@ def test_a_pipelined_flood_is_served_a_bounded_share_per_turn() -> None:
         h.reactor.shutdown(flush_timeout=0.5)
 
 
-def test_a_fresh_request_is_committed_and_written_before_the_backlogs_next_share() -> None:
-    """A request that arrives while another connection works through a backlog is
-    answered in its own commit: no flood share runs between its read and its reply."""
-    h = make_harness(requests_per_turn=4)
+def test_a_request_arriving_during_a_backlog_share_is_answered_before_it_ends() -> None:
+    """A bystander's request that arrives while a pipelining connection's share runs
+    is read, dispatched, committed and written at the next look, not after the share."""
+    h = make_harness(requests_per_turn=1000, time_per_turn=60.0, fresh_look_interval=0.0)
     try:
         flooder = h.connect()
         bystander = h.connect()
+        flooder.sendall(b"3 999\n")  # the flooder's read ends here: the rest waits
+        h.pump(lambda: "dispatch 999" in h.events)
+
+        def flood(connection: Connection, message: Message) -> None:
+            if message.request_id == 1005:
+                bystander.sendall(b"3 7\n")  # arrives in the middle of the share
+            connection.send(reply(message.request_id, {}))
+
+        h.handler = flood
         flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
-        h.pump(lambda: "dispatch 1010" in h.events)
-        bystander.sendall(b"3 7\n")
-        assert h.read_line(bystander) == b"1 7 "
+        h.pump(lambda: "dispatch 1099" in h.events)
         at = h.events.index("dispatch 7")
-        last_commit = max(i for i, event in enumerate(h.events[:at]) if event == "commit")
-        assert h.events[last_commit + 1 : at] == []  # nothing of the flood in its turn
-        assert h.events[at + 1] == "commit"
-        h.pump(lambda: "dispatch 1099" in h.events)  # the flood still gets its shares
+        assert h.events[at + 1] == "commit"  # its own commit...
+        # ...right after the request during which it arrived, not after the share
+        assert h.events[at - 1] in ("dispatch 1005", "dispatch 1006")
+        assert h.read_line(bystander) == b"1 7 "
+        dispatched = [e for e in h.events if e.startswith("dispatch 1")]
+        assert dispatched == [f"dispatch {n}" for n in range(1000, 1100)]  # in order
     finally:
         h.reactor.shutdown(flush_timeout=0.5)
 
