@@ -129,6 +129,8 @@ class Reactor:
         self._closing: OrderedDict[Connection, float] = OrderedDict()
         self._to_flush: dict[Connection, None] = {}
         self._callbacks: deque[Callable[[], None]] = deque()
+        #: Handshakes this turn may still start (`HANDSHAKES_PER_TURN` a turn).
+        self._handshakes_left = HANDSHAKES_PER_TURN
         self._timers: list[TimerHandle] = []
         self._timer_sequence = itertools.count()
         self._stopping = False
@@ -204,7 +206,7 @@ class Reactor:
     def run_once(self, timeout: float | None = None) -> None:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
-        handshakes = HANDSHAKES_PER_TURN
+        self._handshakes_left = HANDSHAKES_PER_TURN
         ready, self._ready = self._ready, {}
         look = self._looker()
         for waiting in ready:  # last turn's leftovers first: they waited longest
@@ -216,17 +218,14 @@ class Reactor:
                 self._drain_waker()
             else:
                 connection: Connection = key.data
-                if mask & selectors.EVENT_READ:
-                    if connection in self._handshaking:
-                        # Handshake crypto is the costly part of a login storm; a
-                        # bounded share per turn keeps chat traffic moving. The
-                        # selector is level-triggered: the rest come next turn.
-                        handshakes -= 1
-                    # A connection with input still waiting is served above or next
-                    # turn; it is read again only once it has nothing left to open.
-                    may_handshake = handshakes >= 0 or connection not in self._handshaking
-                    if may_handshake and not self._has_input(connection):
-                        self._read(connection, look)
+                # A connection with input still waiting is served above or next turn;
+                # it is read again only once it has nothing left to open.
+                if (
+                    mask & selectors.EVENT_READ
+                    and not self._has_input(connection)
+                    and self._may_handshake(connection)
+                ):
+                    self._read(connection, look)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
         self._run_callbacks()
@@ -444,31 +443,51 @@ class Reactor:
         return look
 
     def _answer_fresh(self) -> None:
-        """Serve connections that just sent something, commit, and write their answers
-        now, in the middle of the turn: a request that arrives while a pipelining
-        connection works through hundreds waits for about one `fresh_look_interval`,
-        not for the end of the turn. Only their output is written here; the busy
-        connections' replies still go out once per turn, batched."""
+        """Serve connections that just sent something (handshakes within the turn's
+        bound), accept, run worker results, commit, and write those answers now, in
+        the middle of the turn: a request that arrives while a pipelining connection
+        works through hundreds waits for about one `fresh_look_interval`, not for the
+        end of the turn. Only their output is written here; the busy connections'
+        replies still go out once per turn, batched."""
         fresh: list[Connection] = []
+        woken = False
         for key, mask in self._selector.select(0):
-            connection = key.data
-            if not isinstance(connection, Connection) or not mask & selectors.EVENT_READ:
-                continue  # accepts and worker results wait for the turn
-            if connection in self._handshaking or connection in self._paused:
-                continue  # handshakes keep their per-turn bound
-            if not self._has_input(connection):
-                fresh.append(connection)
-        if not fresh:
+            if key.data is _LISTENER:
+                self._accept()
+            elif key.data is _WAKER:
+                self._drain_waker()  # worker results (a login's hash): answered below
+                woken = True
+            elif mask & selectors.EVENT_READ:
+                connection: Connection = key.data
+                if connection in self._paused or self._has_input(connection):
+                    continue
+                if self._may_handshake(connection):
+                    fresh.append(connection)
+        if not fresh and not woken:
             return
         for connection in fresh:
             self._read(connection)
+        before = set(self._to_flush)
+        self._run_callbacks()
+        answered = [c for c in self._to_flush if c not in before]  # by a worker result
         if not self._commit():
             self._withhold_output()
             return
-        for connection in fresh:
+        for connection in [*fresh, *answered]:
             if connection in self._to_flush and not connection.closed:
                 del self._to_flush[connection]
                 self._flush(connection)
+
+    def _may_handshake(self, connection: Connection) -> bool:
+        """Handshake crypto is the costly part of a login storm: a bounded number per
+        turn keeps chat traffic moving (the selector is level-triggered: the rest
+        come next turn). Counts one when it answers yes for a handshaking connection."""
+        if connection not in self._handshaking:
+            return True
+        if self._handshakes_left <= 0:
+            return False
+        self._handshakes_left -= 1
+        return True
 
     @staticmethod
     def _has_input(connection: Connection) -> bool:

@@ -523,6 +523,38 @@ def test_a_request_arriving_during_a_backlog_share_is_answered_before_it_ends() 
         h.reactor.shutdown(flush_timeout=0.5)
 
 
+def test_worker_results_and_new_connections_are_handled_during_a_backlog_share() -> None:
+    """A worker's result (a login's hash) and a new connection's hello do not wait for
+    a pipelining connection's share to end either."""
+    h = make_harness(requests_per_turn=1000, time_per_turn=60.0, fresh_look_interval=0.0)
+    try:
+        flooder = h.connect()
+        flooder.sendall(b"3 999\n")
+        h.pump(lambda: "dispatch 999" in h.events)
+        newcomer = socket.create_connection(("127.0.0.1", h.port), timeout=3)
+
+        def flood(connection: Connection, message: Message) -> None:
+            if message.request_id == 1005:
+                h.reactor.call_soon_threadsafe(lambda: h.events.append("worker result"))
+                newcomer.sendall(b"HELLO\n")
+            if message.request_id == 1050:
+                try:
+                    seen = newcomer.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    seen = b""
+                h.events.append(f"newcomer had {seen!r}")
+            connection.send(reply(message.request_id, {}))
+
+        h.handler = flood
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 1099" in h.events)
+        assert h.events.index("worker result") < h.events.index("dispatch 1010")
+        assert "newcomer had b'WELCOME\\n'" in h.events  # accepted and answered mid-share
+        newcomer.close()
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
 def test_a_pipelined_read_is_opened_only_as_far_as_the_share_goes() -> None:
     """Opening (decrypting) records counts against the share: 100 pipelined requests
     in one read are not all opened in the turn that reads them."""
