@@ -459,7 +459,12 @@ class Reactor:
                 woken = True
             elif mask & selectors.EVENT_READ:
                 connection: Connection = key.data
-                if connection in self._paused or self._has_input(connection):
+                # Only otherwise idle connections: one with output already queued this
+                # turn (a receiver in a busy exchange) or input left is answered with
+                # the turn, so a busy server keeps batching its writes and commits.
+                if connection.pending_output or self._has_input(connection):
+                    continue
+                if connection in self._paused:
                     continue
                 if self._may_handshake(connection):
                     fresh.append(connection)

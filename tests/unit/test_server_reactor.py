@@ -523,6 +523,31 @@ def test_a_request_arriving_during_a_backlog_share_is_answered_before_it_ends() 
         h.reactor.shutdown(flush_timeout=0.5)
 
 
+def test_a_connection_with_output_queued_this_turn_is_answered_with_the_turn() -> None:
+    """The looks are for idle connections: one that already has output waiting for
+    this turn's write (a receiver in a busy exchange) keeps its batching."""
+    h = make_harness(requests_per_turn=1000, time_per_turn=60.0, fresh_look_interval=0.0)
+    try:
+        flooder = h.connect()
+        receiver = h.connect()
+        flooder.sendall(b"3 999\n")
+        h.pump(lambda: "dispatch 999" in h.events)
+        (target,) = [c for c in h.reactor.connections if c.peer[1] == receiver.getsockname()[1]]
+
+        def flood(connection: Connection, message: Message) -> None:
+            if message.request_id == 1005:
+                target.send(reply(1, {}))  # a push queued for the receiver this turn
+                receiver.sendall(b"3 7\n")
+            connection.send(reply(message.request_id, {}))
+
+        h.handler = flood
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 7" in h.events)
+        assert h.events.index("dispatch 7") > h.events.index("dispatch 1099")
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
 def test_worker_results_and_new_connections_are_handled_during_a_backlog_share() -> None:
     """A worker's result (a login's hash) and a new connection's hello do not wait for
     a pipelining connection's share to end either."""
