@@ -21,7 +21,12 @@ from client.core.crypto_session import Identity, keys_match
 from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
-from client.core.kem_keys import new_user_keys, publish_if_needed, with_current_kem_key
+from client.core.kem_keys import (
+    made_key_ids,
+    new_user_keys,
+    publish_if_needed,
+    with_current_kem_key,
+)
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink, server_ca
 from client.core.models import Profile
@@ -172,6 +177,8 @@ class Accounts:
     ) -> Session:
         store = LocalStore(self._keystore.store_path(server_id, profile.username))
         identity = self._load_identity(server_id, profile.username, password, certificate)
+        if identity is not None:  # remembered for good: monitoring knows our old keys too
+            store.add_own_kem_keys(made_key_ids(identity.keys))
         return open_session(
             profile, server_id, certificate, ca, limits, identity, store, self._wiring
         )
@@ -211,11 +218,17 @@ class Accounts:
 
     def _after_login(self, session: Session) -> None:
         """Publish our KEM key, resend the outbox and resume uploads; failures wait.
-        Then check our own entries in the key log, now and every `MONITOR_INTERVAL`."""
+        Catch up on each group's signed membership. Then check our own entries in the
+        key log, now and every `MONITOR_INTERVAL`."""
         identity = session.identity
         if identity is not None and identity.keys.kem is not None:
             try:
-                publish_if_needed(self._wiring.request, identity.username, identity.keys)
+                publish_if_needed(
+                    self._wiring.request,
+                    identity.username,
+                    identity.keys,
+                    session.transparency.check_key,
+                )
             except Exception as exc:  # a background task: report, never crash the process
                 log.warning("publishing the KEM key failed: %s", exc)
         try:
@@ -224,14 +237,23 @@ class Accounts:
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)
+        try:
+            rooms = [c.room_id for c in session.contacts.all() if c.kind == "room"]
+            session.membership.catch_up(rooms)
+        except Exception as exc:  # a background task: report, never crash the process
+            log.info("catching up on group membership stopped: %s", exc)
         self._monitor(session, periodic=session.transparency.claim_monitoring())
 
     def _monitor(self, session: Session, periodic: bool) -> None:
         if self._slot.get() is not session:
             return  # logged out or another account: stop
-        mine = session.identity.keys if session.identity else session.certificate
+        store = session.store
+        if session.identity is not None:
+            checker = own_key_checker(session.identity.keys.identity_public, store.own_kem_key_ids)
+        else:
+            checker = own_key_checker(session.certificate.identity_public)
         try:
-            session.transparency.monitor(session.username, own_key_checker(mine.identity_public))
+            session.transparency.monitor(session.username, checker)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("key log monitoring did not complete: %s", exc)
         if periodic:

@@ -146,19 +146,100 @@ class KeyMissing(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class KemKeyVerified(Event):
+    """A friend's signed KEM key verified against their pinned identity key.
+
+    `first`: a verified key addition (their client upgraded to end-to-end v2), shown
+    in the conversation; otherwise a scheduled rotation. Neither is a key change: the
+    identity key, and so the safety number, did not move.
+    """
+
+    kind: ClassVar[str] = "kem_key_verified"
+    username: str
+    key_id: bytes
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KemKeyRejected(Event):
+    """The server served a KEM key for `username` that their pinned identity key did
+    not sign: refused and never used; shown as loudly as a key change."""
+
+    kind: ClassVar[str] = "kem_key_refused"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransparencyAlarm(Event):
     """The key transparency check failed: chat is blocked (`reason` says why).
 
     `reason`: `not_logged` (a key for `username` the log does not hold),
     `rolled_back` (an older tree head than one we hold), `not_extension` (a head that
     does not extend ours), `split_view` (`username` reported a head from another log),
-    `foreign_key` (a key under our own name, `username`, that this computer did not
-    make; chat is not blocked for this one).
+    `foreign_key` (a certificate or signed KEM key under our own name, `username`,
+    that this computer did not make; chat is not blocked for this one).
     """
 
     kind: ClassVar[str] = "transparency_alarm"
     reason: str
     username: str = ""
+
+
+MembershipAlarmReason = Literal["invalid_log", "gap", "rollback", "server_list_differs"]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged(Event):
+    """A verified change of a room's signed membership log: one line in the conversation.
+
+    `change` is the log's event kind ("create", "join", "leave", "remove",
+    "grant_admin") or "legacy" for a pre-upgrade room's unsigned member list;
+    `approver` names the admin who countersigned a join, if any.
+    """
+
+    kind: ClassVar[str] = "membership"
+    room_id: int
+    change: str
+    actor: str
+    subject: str
+    time: int
+    seq: int
+    approver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipAlarm(Event):
+    """The server showed a room's membership that does not verify; shown in that room.
+
+    `reason`: "invalid_log" (a signature or rule fails), "gap" (an event is missing
+    from the chain), "rollback" (the log is shorter than one we verified),
+    "server_list_differs" (the server's member list is not the verified one; `names`
+    says who differs).
+    """
+
+    kind: ClassVar[str] = "membership_alarm"
+    room_id: int
+    reason: MembershipAlarmReason
+    detail: str
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested(Event):
+    """Someone asks to join a room we administer (approval policy)."""
+
+    kind: ClassVar[str] = "join_requested"
+    room_id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused(Event):
+    """Our request to join was refused, or must be signed again ("log_moved")."""
+
+    kind: ClassVar[str] = "join_refused"
+    room_id: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +262,44 @@ class ExportProgress(Event):
     total: int
 
 
+LinkRole = Literal["new", "old"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkJoined(Event):
+    """New computer: the logged-in computer at `address` entered our code."""
+
+    kind: ClassVar[str] = "link_joined"
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCompare(Event):
+    """Both computers: show `sas` and ask the user whether the other screen shows it too;
+    answer with `confirm_link(match)`."""
+
+    kind: ClassVar[str] = "link_compare"
+    sas: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFinished(Event):
+    """`new`: the identity arrived and will be stored at the next `login`; `old`: it was
+    sent, and this computer is signed out when the new one logs in."""
+
+    kind: ClassVar[str] = "link_finished"
+    role: LinkRole
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailed(Event):
+    """The link ended without an identity moving; `reason` says why (docs/api.md)."""
+
+    kind: ClassVar[str] = "link_failed"
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class AsyncResult(Event):
     """Internal: carries a `run_async` callback to the draining thread."""
@@ -200,11 +319,23 @@ __all__ = [
     "ExportProgress",
     "FriendRequest",
     "FriendRequestRefused",
+    "JoinRefused",
+    "JoinRequested",
+    "KemKeyRejected",
+    "KemKeyVerified",
     "KeyChanged",
     "KeyMissing",
     "KeyTrusted",
     "Kicked",
+    "LinkCompare",
+    "LinkFailed",
+    "LinkFinished",
+    "LinkJoined",
+    "LinkRole",
     "MemberChange",
+    "MembershipAlarm",
+    "MembershipAlarmReason",
+    "MembershipChanged",
     "MessageReceived",
     "MessageSent",
     "MessageStatusChanged",

@@ -22,18 +22,22 @@ from client.core.contacts import ContactBook
 from client.core.crypto_session import BODY_LIMITS, CertificateBook, Identity, Inbox
 from client.core.event_types import KeyChanged, MessageStatusChanged, TransferProgress
 from client.core.events import Emit
+from client.core.kem_keys import PeerKemKeys, PeerKemObserver
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
 from common.crypto.certs import UserCertificate
+from common.crypto.merkle import TreeHead
 from common.errors import ConnectionLost, RemoteProtocolError, RequestError, RequestTimeout
 from common.protocol.opcodes import MessageType
 
 log_ = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+MAX_CERTIFICATE_PAGES = 1_000  # 200 members a page; a server never saying "done" stops here
 StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
 
 
@@ -59,6 +63,8 @@ class Session:
     contacts: ContactBook
     limits: Limits
     transparency: KeyTransparency
+    peer_kem_keys: PeerKemObserver  # friends' verified KEM keys (`.keys.get(certificate)`)
+    membership: RoomMembership
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -110,28 +116,40 @@ class SessionWiring:
     announce: Callable[[ChatMessage], None]  # a new incoming message was stored
     emit: Emit
 
-    def fetch_certificate(self, username: str, log: KeyTransparency) -> bytes:
-        """The certificate of `username`, refused unless the key log proves it."""
+    def fetch_certificate(self, username: str, log: KeyTransparency, kem: PeerKemObserver) -> bytes:
+        """The certificate of `username`, refused unless the key log proves it; its KEM
+        key too, which must also be in the log and signed by the pinned identity."""
         reply = self.request(MessageType.CERTIFICATE, {"username": username})
         der = bytes_field(reply, "certificate")
-        log.check_certificate(username, der, reply.get("transparency"))
+        head = log.check_certificate(username, der, reply.get("transparency"))
+        _check_kem_key(log, kem, username, der, reply, head)
         return der
 
-    def fetch_room_certificates(self, room_id: int, log: KeyTransparency) -> dict[str, bytes]:
-        reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
-        members = reply.get("members")
-        if not isinstance(members, list):
-            raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
-        head = log.accept_head(reply.get("transparency_head"))
+    def fetch_room_certificates(
+        self, room_id: int, log: KeyTransparency, kem: PeerKemObserver
+    ) -> dict[str, bytes]:
+        """Every page of ROOM_CERTIFICATES (a room holds up to 10,000 members)."""
         result: dict[str, bytes] = {}
-        for entry in members:
-            if not isinstance(entry, dict):
-                raise RemoteProtocolError("malformed room certificate")
-            name, der = entry.get("username"), entry.get("certificate")
-            if not isinstance(name, str) or not isinstance(der, bytes):
-                raise RemoteProtocolError("malformed room certificate")
-            log.check_member(name, der, entry.get("transparency"), head)
-            result[name] = der
+        params: dict[str, Any] = {"room_id": room_id}
+        for _ in range(MAX_CERTIFICATE_PAGES):
+            reply = self.request(MessageType.ROOM_CERTIFICATES, params)
+            members = reply.get("members")
+            if not isinstance(members, list):
+                raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+            head = log.accept_head(reply.get("transparency_head"))
+            for entry in members:
+                if not isinstance(entry, dict):
+                    raise RemoteProtocolError("malformed room certificate")
+                name, der = entry.get("username"), entry.get("certificate")
+                if not isinstance(name, str) or not isinstance(der, bytes):
+                    raise RemoteProtocolError("malformed room certificate")
+                log.check_member(name, der, entry.get("transparency"), head)
+                _check_kem_key(log, kem, name, der, entry, head)
+                result[name] = der
+            after = reply.get("next")
+            if type(after) is not int or not members:
+                break
+            params = {"room_id": room_id, "after": after}
         return result
 
     def check_gossip(self, log: KeyTransparency, sender: str, body: bytes) -> None:
@@ -161,6 +179,29 @@ class SessionWiring:
         )
 
 
+def _check_kem_key(
+    log: KeyTransparency,
+    kem: PeerKemObserver,
+    username: str,
+    der: bytes,
+    reply: Mapping[str, Any],
+    head: TreeHead,
+) -> None:
+    """A served KEM key must be in the log (else the chat is blocked, as for a
+    certificate), then signed by the pinned identity (else refused, loudly)."""
+    encoded = reply.get("kem_key")
+    if encoded is None:
+        return
+    if not isinstance(encoded, bytes):
+        raise RemoteProtocolError("malformed kem_key")
+    log.check_entry("kem_key", username, encoded, reply.get("kem_transparency"), head)
+    kem.observe(username, der, encoded)
+
+
+def _logged(log: KeyTransparency, username: str, der: bytes, transparency: Any) -> None:
+    log.check_certificate(username, der, transparency)
+
+
 def open_session(
     profile: Profile,
     server_id: str,
@@ -175,11 +216,14 @@ def open_session(
     transparency = KeyTransparency(
         ca_public=ca_public_key(ca), store=store, request=wiring.request, alarm=wiring.emit
     )
+    kem = PeerKemObserver(
+        keys=PeerKemKeys(store), pins=store, ca=ca, emit=wiring.emit, me=profile.username
+    )
     certificates = CertificateBook(
         ca_certificate=ca,
         pins=store,
-        fetch_user=lambda username: wiring.fetch_certificate(username, transparency),
-        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency),
+        fetch_user=lambda username: wiring.fetch_certificate(username, transparency, kem),
+        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency, kem),
         on_key_changed=wiring.on_key_changed,
     )
     outbox = Outbox(
@@ -205,6 +249,15 @@ def open_session(
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
         )
+    membership = RoomMembership(
+        username=profile.username,
+        identity=identity,
+        certificates=certificates,
+        store=store,
+        request=wiring.request,
+        emit=wiring.emit,
+        check_logged=lambda name, der, proved: _logged(transparency, name, der, proved),
+    )
     return Session(
         profile,
         server_id,
@@ -218,6 +271,8 @@ def open_session(
         ContactBook(),
         limits,
         transparency,
+        kem,
+        membership,
     )
 
 

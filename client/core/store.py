@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -136,6 +136,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             timestamp INTEGER NOT NULL,
             signature BLOB NOT NULL
         )""",
+    ),
+    (  # 4: each room's signed membership log as verified (common/crypto/room_log.py)
+        """CREATE TABLE room_log (
+            room_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            entry BLOB NOT NULL,
+            PRIMARY KEY (room_id, seq)
+        ) WITHOUT ROWID""",
+    ),
+    (  # 5: friends' verified signed KEM keys, and the ids of every KEM key made here
+        """CREATE TABLE peer_kem_keys (
+            username TEXT PRIMARY KEY,
+            identity BLOB NOT NULL,
+            created INTEGER NOT NULL,
+            encoded BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE own_kem_keys (
+            key_id BLOB PRIMARY KEY,
+            created INTEGER NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -736,6 +756,56 @@ class LocalStore:
                 " root = excluded.root, timestamp = excluded.timestamp,"
                 " signature = excluded.signature",
                 (size, root, timestamp, sig),
+            )
+
+    # ------------------------------------------------------------------ KEM keys
+
+    def peer_kem_key(self, username: str) -> tuple[bytes, bytes] | None:
+        """(identity key it was verified against, signed KEM key) of a friend, if any."""
+        rows = self._query(
+            "SELECT identity, encoded FROM peer_kem_keys WHERE username = ?", (username,)
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def save_peer_kem_key(
+        self, username: str, identity: bytes, created: int, encoded: bytes
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO peer_kem_keys (username, identity, created, encoded)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET"
+                " identity = excluded.identity, created = excluded.created,"
+                " encoded = excluded.encoded",
+                (username, identity, created, encoded),
+            )
+
+    def own_kem_key_ids(self) -> set[bytes]:
+        """Ids of every KEM key this computer made for the account (current, retired, pruned)."""
+        return {bytes(row[0]) for row in self._query("SELECT key_id FROM own_kem_keys")}
+
+    def add_own_kem_keys(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        """Remember (key id, created) of KEM keys made here; already known ones are kept."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO own_kem_keys (key_id, created) VALUES (?, ?)"
+                " ON CONFLICT (key_id) DO NOTHING",
+                keys,
+            )
+
+    # ------------------------------------------------------------------ room membership logs
+
+    def room_log(self, room_id: int) -> list[bytes]:
+        """The room's verified membership log entries, in order from seq 1."""
+        rows = self._query("SELECT entry FROM room_log WHERE room_id = ? ORDER BY seq", (room_id,))
+        return [bytes(row[0]) for row in rows]
+
+    def add_room_log(self, room_id: int, first_seq: int, entries: Sequence[bytes]) -> None:
+        """Append verified entries starting at `first_seq` (the next after what is stored)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO room_log (room_id, seq, entry) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_id, seq) DO NOTHING",
+                [(room_id, first_seq + i, entry) for i, entry in enumerate(entries)],
             )
 
     # ------------------------------------------------------------------ uploads

@@ -40,12 +40,23 @@ def _migration_004() -> str:
     return resources.files("server.storage").joinpath("migration_004.sql").read_text("utf-8")
 
 
+def _room_log() -> str:
+    return resources.files("server.storage").joinpath("migration_room_log.sql").read_text("utf-8")
+
+
+def _kem_keys_transparency() -> str:
+    name = "kem_keys_transparency.sql"
+    return resources.files("server.storage").joinpath(name).read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     _schema_v1,
     _migration_002,
     _transparency_log_003,
     _migration_004,
+    _room_log,
+    _kem_keys_transparency,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -218,9 +229,11 @@ def _private_file(path: Path) -> None:
 
 def _after_migrations(database: Database) -> None:
     """Data steps SQL cannot do (Unicode folding); each is idempotent and commits."""
-    from server.storage.users import backfill_names  # users imports this module
+    from server.storage.room_log import backfill_legacy  # these import this module
+    from server.storage.users import backfill_names
 
     backfill_names(database)
+    backfill_legacy(database)
     if database.in_transaction:
         database.commit()
 

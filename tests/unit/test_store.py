@@ -216,6 +216,9 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE peer_kem_keys")  # version 5
+    conn.execute("DROP TABLE own_kem_keys")
+    conn.execute("DROP TABLE room_log")  # version 4
     conn.execute("DROP TABLE transparency_head")  # version 3
     conn.execute("DROP TABLE chat_styles")
     conn.execute("ALTER TABLE chats DROP COLUMN last_sender")
