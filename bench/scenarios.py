@@ -97,7 +97,7 @@ SCENARIOS: dict[str, Scenario] = {
     "hostile_search": Scenario(
         "bench.hostile_search",
         ("--users", "20000", "--pings", "200"),
-        ("--users", "300", "--pings", "20", "--pipeline", "50"),
+        ("--users", "300", "--pings", "20", "--pipeline", "50", "--rounds", "2"),
         900.0,
     ),
     "chunk_flood": Scenario(

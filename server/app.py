@@ -46,7 +46,7 @@ from server.storage.database import (
     SqliteDatabase,
     StorageUnavailable,
 )
-from server.workers import WorkerPool
+from server.workers import DEMOTED_NICENESS, WorkerPool
 
 if TYPE_CHECKING:  # cluster mode imports psycopg and redis only when configured
     from server.cluster.node import ClusterNode
@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 DATABASE_FILE = "uchat.db"
 ATTACHMENTS_DIR = "attachments"
 SPARE_FILE_DESCRIPTORS = 64
+#: Threads for the hashes of addresses with a line of them (server/hash_queue.py): a
+#: flood from one address, or several, shares this one.
+DEMOTED_WORKER_THREADS = 1
 
 
 class Server:
@@ -79,6 +82,7 @@ class Server:
                 output_pause_limit=min(config.output_pause_limit, config.write_buffer_limit),
                 requests_per_turn=config.requests_per_turn,
                 time_per_turn=config.time_per_turn,
+                fresh_look_interval=config.fresh_look_interval,
                 login_timeout=config.login_timeout,
                 prelogin_max_frame=config.prelogin_max_frame,
                 max_frame=config.max_frame_size,
@@ -96,6 +100,13 @@ class Server:
         workers = WorkerPool(
             config.worker_threads, config.worker_queue, self.reactor.call_soon_threadsafe
         )
+        demoted = WorkerPool(
+            DEMOTED_WORKER_THREADS,
+            config.worker_queue,
+            self.reactor.call_soon_threadsafe,
+            niceness=DEMOTED_NICENESS,
+            name="uchat-demoted",
+        )
         self.services = Services(
             db=db,
             sessions=sessions if sessions is not None else Sessions(),
@@ -105,12 +116,14 @@ class Server:
             data_dir=Path(config.data_dir),
             on_offline=self._went_offline,
             backlog=BacklogCursors(),
+            demoted_workers=demoted,
             links=LinkRelay(login_grace_ms=int(config.login_timeout * 1000)),
         )
         try:
             self.dispatcher = Dispatcher(self.services, HANDLERS)
         except BaseException:
             workers.stop()
+            demoted.stop()
             raise
         self.address: tuple[str, int] | None = None
         #: Cluster mode only (server/cluster/node.py): the bus and the presence mirror.
@@ -147,6 +160,8 @@ class Server:
             self.reactor.shutdown()
         finally:
             self.services.workers.stop()
+            if self.services.demoted_workers is not None:
+                self.services.demoted_workers.stop()
             if self.cluster is not None:
                 self.cluster.stop()
             self.services.db.close()

@@ -67,6 +67,9 @@ class Services:
     on_offline: Callable[[int, str], None]
     #: Offline backlog cursors of online users (`server.handlers._backlog`).
     backlog: BacklogCursors
+    #: Hash jobs of an address that already has a line (`server.hash_queue`) run here,
+    #: at a lower priority than `workers`; None: on `workers` too.
+    demoted_workers: WorkerPool | None = None
     clock: Callable[[], int] = wall_clock_ms
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
@@ -218,9 +221,11 @@ class Context:
         fn: Callable[[], T],
         then: Callable[[T], None],
         always: Callable[[], None] | None = None,
+        demoted: bool = False,
     ) -> None:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
+        `demoted` runs it on the lower-priority pool (`Services.demoted_workers`).
         A full pool answers `server_busy` at once; `fn` raising answers
         `internal_error`. If the connection closed (or began closing) meanwhile, `then`
         is skipped: the caller is gone and must not be logged in or told anything.
@@ -247,8 +252,11 @@ class Context:
                 return
             run_guarded(self, lambda: then(result))
 
+        pool = self.services.workers
+        if demoted and self.services.demoted_workers is not None:
+            pool = self.services.demoted_workers
         try:
-            self.services.workers.submit(fn, on_done)
+            pool.submit(fn, on_done)
         except WorkerPoolFull:
             if always is not None:
                 always()

@@ -6,7 +6,10 @@ from elsewhere waits behind all of it (measured before: 39.5 s). Here each addre
 has at most `limit` hashes on the worker pool; more wait in that address's own
 queue (at most `max_waiting`, then `server_busy`), and the next one starts when one
 of its own finishes. Another address's login therefore waits for at most the few
-jobs each busy address has in flight, never for a flood.
+jobs each busy address has in flight, never for a flood. And for the CPU: a job that
+starts while its address has others waiting runs on the demoted pool (nice 19, below
+the usual workers' 10), so a flood's hashes yield the cores to a quiet address's
+login instead of halving its speed (measured with `bench account_flood`).
 
 `admit` runs on the reactor thread at the moment a job is about to start, not when it
 is queued: LOGIN checks its locks and counts the attempt there. Counting at queue time
@@ -72,7 +75,9 @@ class HashQueue:
 
         def run() -> None:
             state.running += 1
-            ctx.run_in_worker(fn, then, always=lambda: self._finished(address))
+            ctx.run_in_worker(
+                fn, then, always=lambda: self._finished(address), demoted=bool(state.waiting)
+            )
 
         def start_later() -> None:
             if admit is None or _admitted(ctx, admit):

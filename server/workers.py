@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Password hashing: below the reactor, so chat traffic does not wait behind a storm.
+WORKER_NICENESS = 10
+#: Hashes of an address that already has a line of them (a flood, or a crowded NAT):
+#: below everyone else's, so a quiet address's login does not share a core evenly
+#: with another address's flood.
+DEMOTED_NICENESS = 19
+
+
 _Job = tuple[Callable[[], Any], Callable[["Future[Any]"], None]]
 
 
@@ -38,14 +46,20 @@ class WorkerPool:
     """
 
     def __init__(
-        self, size: int, queue_limit: int, call_soon: Callable[[Callable[[], None]], None]
+        self,
+        size: int,
+        queue_limit: int,
+        call_soon: Callable[[Callable[[], None]], None],
+        niceness: int = WORKER_NICENESS,
+        name: str = "uchat-worker",
     ) -> None:
         if size < 1 or queue_limit < 1:
             raise ValueError("a worker pool needs at least one thread and one queue slot")
         self._call_soon = call_soon
+        self._niceness = niceness
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_limit)
         self._threads = [
-            threading.Thread(target=self._work, name=f"uchat-worker-{index}", daemon=True)
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(size)
         ]
         self._stopped = False
@@ -87,7 +101,7 @@ class WorkerPool:
             thread.join(timeout)
 
     def _work(self) -> None:
-        _lower_priority()
+        _lower_priority(self._niceness)
         while True:
             job = self._queue.get()
             if job is None:
@@ -101,18 +115,16 @@ class WorkerPool:
             self._call_soon(_bind(on_done, future))
 
 
-WORKER_NICENESS = 10
-
-
-def _lower_priority() -> None:
+def _lower_priority(niceness: int) -> None:
     """Let the reactor win the CPU over password hashing.
 
     scrypt releases the GIL, so during a login storm the workers compete with the
     reactor for the cores; chat traffic must not wait behind them. Linux lets one
-    thread be niced on its own; elsewhere this is a no-op.
+    thread be niced on its own; elsewhere this is a no-op. (An unprivileged thread can
+    only lower its own priority, so each pool keeps one level for good.)
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):  # not Linux, or not permitted
         log.debug("could not lower the worker thread's priority")
 

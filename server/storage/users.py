@@ -163,8 +163,18 @@ _PREFIX_TOP = "\U0010ffff"
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a search shows of an account (no certificate, no address, no hash)."""
+
+    id: int
+    username: str
+    sex: str
+    age: int
+
+
+@dataclass(frozen=True)
 class SearchPage:
-    users: list[User]
+    users: list[Found]
     #: Pass back as `after` for the next page; None when this was the last one.
     next_after: str | None
 
@@ -179,15 +189,35 @@ def search(
     previous page; never `exclude_user_id`.
     """
     prefix = canonical(query)
-    low = max(prefix, after)
-    rows = db.all(
-        "SELECT id, username, password, email, ip, port, sex, age, certificate, created_at,"
-        " last_seen, canonical FROM users"
-        " WHERE canonical > ? AND canonical >= ? AND canonical < ? AND id <> ?"
-        " ORDER BY canonical LIMIT ?",
-        (after, low, prefix + _PREFIX_TOP, exclude_user_id, limit + 1),
-    )
+    rows = db.all(*_search_statement(prefix, after, exclude_user_id, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     next_after = str(rows[-1]["canonical"]) if more and rows else None
-    return SearchPage([_user(row) for row in rows], next_after)
+    return SearchPage([_found(row) for row in rows], next_after)
+
+
+def _search_statement(
+    prefix: str, after: str, exclude_user_id: int, limit: int
+) -> tuple[str, tuple[str, str, int, int]]:
+    """The page's statement with ONE lower bound on `canonical`.
+
+    Given two (`> after AND >= prefix`), SQLite starts the index range at the first
+    it sees and filters the other row by row: with an empty cursor that walked every
+    name below the prefix (half the table, on average). Text compares in code
+    point order in Python and in SQLite (UTF-8, BINARY), so the tighter bound is
+    chosen here.
+    """
+    parameters = (max(prefix, after), prefix + _PREFIX_TOP, exclude_user_id, limit)
+    return (_SEARCH_AFTER if after >= prefix else _SEARCH_FROM), parameters
+
+
+_SEARCH = (
+    "SELECT id, username, sex, age, canonical FROM users WHERE canonical {} ?"
+    " AND canonical < ? AND id <> ? ORDER BY canonical LIMIT ?"
+)
+_SEARCH_FROM = _SEARCH.format(">=")  # first page: the prefix itself may be a name
+_SEARCH_AFTER = _SEARCH.format(">")  # later pages: past the cursor
+
+
+def _found(row: Row) -> Found:
+    return Found(id=row["id"], username=row["username"], sex=row["sex"], age=row["age"])

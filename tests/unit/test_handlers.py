@@ -129,6 +129,8 @@ class FakeServer:
     live: dict[int, Any] = field(default_factory=dict)  # user id -> its session's connection
     events: list[tuple[Any, ...]] = field(default_factory=list)
     deferred: list[Callable[[], None]] | None = None
+    #: For each job handed to the "workers": True if it went to the demoted pool.
+    demoted: list[bool] = field(default_factory=list)
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
     inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
@@ -241,7 +243,10 @@ class FakeContext:
         fn: Callable[[], Any],
         then: Callable[[Any], None],
         always: Callable[[], None] | None = None,
+        demoted: bool = False,
     ) -> None:
+        self.server.demoted.append(demoted)
+
         def job() -> None:
             if always is not None:
                 always()
@@ -1798,6 +1803,9 @@ def test_an_address_has_few_hashes_in_flight_and_a_bounded_queue(server: FakeSer
     assert [kind for kind, _ in honest.answers] == ["reply"]
     assert [answer(ctx).code for ctx in guesses[:5]] == ["login_failed"] * 5
     assert server.hashes.in_flight("10.2.0.1") == 0
+    # Jobs that started with more of their address's waiting behind them ran demoted
+    # (below everyone else's); the honest login and the line's last one did not.
+    assert server.demoted[-6:] == [False, False, False, True, True, False]
 
 
 # --- quotas and retention (issue 8) ----------------------------------------------------

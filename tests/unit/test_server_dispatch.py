@@ -8,6 +8,8 @@ Worker results come back through a list of callbacks the test runs, as the react
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -506,6 +508,30 @@ def test_worker_pool_delivers_results_and_errors_through_call_soon() -> None:
         pool.stop()
     with pytest.raises(WorkerPoolFull):
         pool.submit(lambda: 1, lambda future: None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux")
+def test_each_worker_pool_runs_its_jobs_at_its_own_priority() -> None:
+    delivered: list[Callable[[], None]] = []
+    seen: list[int] = []
+    pools = [WorkerPool(1, 4, delivered.append, niceness=n) for n in (10, 19)]
+    try:
+        for pool in pools:
+            pool.submit(
+                lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                lambda future: seen.append(future.result()),
+            )
+        deadline = time.monotonic() + 3
+        while len(delivered) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        for callback in delivered:
+            callback()
+    finally:
+        for pool in pools:
+            pool.stop()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert sorted(seen) == [max(base, 10), 19]
 
 
 def test_worker_pool_rejects_a_silly_size() -> None:

@@ -221,17 +221,48 @@ def test_search_pages_follow_the_cursor_to_the_end(db: Database) -> None:
 
 
 def test_search_uses_the_canonical_index(db: Database) -> None:
-    query = (
-        "SELECT id FROM users WHERE canonical > ? AND canonical >= ?"
-        " AND canonical < ? AND id <> ? ORDER BY canonical LIMIT ?"
-    )
-    parameters = ("", "a", "a\U0010ffff", 0, 10)
-    if db.backend == "sqlite":
-        plan = [str(row["detail"]) for row in db.all("EXPLAIN QUERY PLAN " + query, parameters)]
-    else:  # an empty table is scanned whole unless the planner is told not to
-        db.execute("SET LOCAL enable_seqscan = off")
-        plan = [str(row[0]) for row in db.all("EXPLAIN " + query, parameters)]
-    assert any("users_canonical" in line for line in plan)
+    for after in ("", "a", "b"):
+        statement, parameters = users._search_statement("a", after, 0, 10)
+        if db.backend == "sqlite":
+            plan = [str(row["detail"]) for row in db.all("EXPLAIN QUERY PLAN " + statement, parameters)]
+        else:  # an empty table is scanned whole unless the planner is told not to
+            db.execute("SET LOCAL enable_seqscan = off")
+            plan = [str(row[0]) for row in db.all("EXPLAIN " + statement, parameters)]
+        assert any("users_canonical" in line for line in plan)
+
+
+def test_a_search_reads_its_page_not_the_names_below_it(tmp_path: Path) -> None:
+    """Counted in SQLite VM steps: a first page near the end of the index costs what
+    one near its start does (two lower bounds once made SQLite walk every name below
+    the prefix). SQLite only: the count comes from its progress handler."""
+    db = SqliteDatabase.open(tmp_path / "search.db")
+    me = add_user(db, "me")
+    for n in range(3000):
+        add_user(db, f"u{n:04d}")
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    def cost(query: str, after: str = "") -> int:
+        nonlocal steps
+        steps = 0
+        db._connection.set_progress_handler(count, 1)
+        try:
+            page = users.search(db, query, me, limit=20, after=after)
+        finally:
+            db._connection.set_progress_handler(None, 1)
+        assert len(page.users) == 20
+        return steps
+
+    first = cost("u00")
+    assert cost("u29") < 2 * first
+    assert cost("u2", after="u2500") < 2 * first  # a later page: past the cursor only
+    assert cost("u29", after="a") < 2 * first  # a cursor below the prefix: the prefix
+    # bounds the range
+    db.close()
 
 
 # -- friends -------------------------------------------------------------------------
