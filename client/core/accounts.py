@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from client.core.connection import Connection
-from client.core.crypto_session import Identity, keys_match
 from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
@@ -43,6 +42,7 @@ from client.core.transparency import (
     own_key_checker,
     verify_standalone,
 )
+from client.core.trust import Identity, keys_match
 from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
 from common.crypto.keys import UserKeys
 from common.errors import (

@@ -19,15 +19,16 @@ listener: events wait on a queue until the caller's thread drains it with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from client.core.accounts import Accounts
+from client.core.bodies import attachment_body, check_style
 from client.core.connection import Connection
 from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
-from client.core.crypto_session import attachment_body, check_style, safety_number_between
 from client.core.directory import Directory
 from client.core.downloads import Downloads
 from client.core.event_types import (
@@ -52,7 +53,9 @@ from client.core.pushes import PushHandler
 from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
+from client.core.trust import safety_number_between
 from common.crypto.keys import KdfParams
+from common.crypto.sender_chain import RotationPolicy
 from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
@@ -84,8 +87,10 @@ class ChatClient:
         auto_reconnect: bool = True,
         key_kdf: KdfParams | None = None,
         allow_hmac_md5: bool = False,
+        rotation: RotationPolicy | None = None,
     ) -> None:
         self.host = host
+        self._rotation = rotation or RotationPolicy()
         self.allow_hmac_md5 = allow_hmac_md5
         self.port = port
         self.data_dir = Path(data_dir)
@@ -131,6 +136,8 @@ class ChatClient:
             rebuild=self._outgoing.rebuild_params,
             announce=self._announce,
             emit=self._events.emit,
+            clock=lambda: int(time.time() * 1000),
+            rotation=self._rotation,
         )
         return Accounts(
             link=self._link,

@@ -17,17 +17,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from client.core.bodies import BODY_LIMITS
+from client.core.chains import ChainBook
 from client.core.connection import PendingRequest
 from client.core.contacts import ContactBook
-from client.core.crypto_session import BODY_LIMITS, CertificateBook, Identity, Inbox
-from client.core.event_types import KeyChanged, MessageStatusChanged, TransferProgress
+from client.core.event_types import (
+    ChainWarning,
+    KeyChanged,
+    MessageStatusChanged,
+    TransferProgress,
+)
 from client.core.events import Emit
+from client.core.inbox import ChainNotice, Inbox
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.recipients import Recipients, ServedKemKeys
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
+from client.core.trust import CertificateBook, Identity
 from common.crypto.certs import UserCertificate
+from common.crypto.sender_chain import RotationPolicy
 from common.errors import ConnectionLost, RemoteProtocolError, RequestError, RequestTimeout
 from common.protocol.opcodes import MessageType
 
@@ -59,6 +69,8 @@ class Session:
     contacts: ContactBook
     limits: Limits
     transparency: KeyTransparency
+    recipients: Recipients
+    chains: ChainBook | None = None
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -109,15 +121,22 @@ class SessionWiring:
     rebuild: RebuildFunction  # reseal a queued message for changed recipients
     announce: Callable[[ChatMessage], None]  # a new incoming message was stored
     emit: Emit
+    clock: Callable[[], int]  # ms since the epoch
+    rotation: RotationPolicy = dataclasses.field(default_factory=RotationPolicy)
 
-    def fetch_certificate(self, username: str, log: KeyTransparency) -> bytes:
+    def fetch_certificate(
+        self, username: str, log: KeyTransparency, served: ServedKemKeys
+    ) -> bytes:
         """The certificate of `username`, refused unless the key log proves it."""
         reply = self.request(MessageType.CERTIFICATE, {"username": username})
         der = bytes_field(reply, "certificate")
         log.check_certificate(username, der, reply.get("transparency"))
+        served.put(username, reply.get("kem_key"))
         return der
 
-    def fetch_room_certificates(self, room_id: int, log: KeyTransparency) -> dict[str, bytes]:
+    def fetch_room_certificates(
+        self, room_id: int, log: KeyTransparency, served: ServedKemKeys
+    ) -> dict[str, bytes]:
         reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
         members = reply.get("members")
         if not isinstance(members, list):
@@ -131,6 +150,7 @@ class SessionWiring:
             if not isinstance(name, str) or not isinstance(der, bytes):
                 raise RemoteProtocolError("malformed room certificate")
             log.check_member(name, der, entry.get("transparency"), head)
+            served.put(name, entry.get("kem_key"))
             result[name] = der
         return result
 
@@ -152,6 +172,12 @@ class SessionWiring:
 
     def on_key_changed(self, username: str, old: str, new: str) -> None:
         self.emit(KeyChanged(username, old, new))
+
+    def on_chain_notice(self, notice: ChainNotice) -> None:
+        self.emit(ChainWarning(notice.sender, notice.chat_kind, notice.chat_id, notice.kind))
+
+    def on_kem_refused(self, username: str) -> None:
+        self.emit(ChainWarning(username, "user", username, "kem_key_refused"))
 
     def on_transfer(self, attachment_id: str, done: int, total: int, direction: str) -> None:
         self.emit(
@@ -175,12 +201,16 @@ def open_session(
     transparency = KeyTransparency(
         ca_public=ca_public_key(ca), store=store, request=wiring.request, alarm=wiring.emit
     )
+    served = ServedKemKeys()
     certificates = CertificateBook(
         ca_certificate=ca,
         pins=store,
-        fetch_user=lambda username: wiring.fetch_certificate(username, transparency),
-        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency),
+        fetch_user=lambda username: wiring.fetch_certificate(username, transparency, served),
+        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency, served),
         on_key_changed=wiring.on_key_changed,
+    )
+    recipients = Recipients(
+        certificates=certificates, served=served, on_refused=wiring.on_kem_refused
     )
     outbox = Outbox(
         store,
@@ -195,15 +225,24 @@ def open_session(
         start_request=wiring.start_request,
         report=wiring.on_transfer,
     )
-    inbox = None
+    inbox = chains = None
     if identity is not None:
+        chains = ChainBook(
+            username=profile.username,
+            keys=identity.keys,
+            records=store,
+            policy=wiring.rotation,
+            clock=wiring.clock,
+        )
         inbox = Inbox(
             identity=identity,
             certificates=certificates,
+            chains=chains,
             store=store,
             acknowledge=wiring.acknowledge,
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
+            notice=wiring.on_chain_notice,
         )
     return Session(
         profile,
@@ -218,6 +257,8 @@ def open_session(
         ContactBook(),
         limits,
         transparency,
+        recipients,
+        chains,
     )
 
 

@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -135,6 +135,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             root BLOB NOT NULL,
             timestamp INTEGER NOT NULL,
             signature BLOB NOT NULL
+        )""",
+    ),
+    (  # 4: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
+        # deliveries held back until a changed key is trusted (acknowledged meanwhile)
+        """CREATE TABLE chains (
+            role TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (role, conversation, sender)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE held_deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL UNIQUE,
+            sender TEXT NOT NULL,
+            delivery BLOB NOT NULL
         )""",
     ),
 )
@@ -676,6 +692,45 @@ class LocalStore:
     def outbox_remove(self, message_id: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+
+    # ------------------------------------------------------------------ sender chains
+
+    def load_chain(self, role: str, conversation: str, sender: str) -> bytes | None:
+        rows = self._query(
+            "SELECT data FROM chains WHERE role = ? AND conversation = ? AND sender = ?",
+            (role, conversation, sender),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def save_chain(self, role: str, conversation: str, sender: str, sealed: bytes) -> None:
+        """Replace a sealed chain record (committed before returning: keys are used once)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO chains (role, conversation, sender, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (role, conversation, sender) DO UPDATE SET data = excluded.data",
+                (role, conversation, sender, sealed),
+            )
+
+    # ------------------------------------------------------------------ held deliveries
+
+    def hold_delivery(self, message_id: str, sender: str, delivery: bytes) -> None:
+        """Keep a delivery we cannot open yet (the sender's key changed), then acknowledge it."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO held_deliveries (message_id, sender, delivery) VALUES (?, ?, ?) "
+                "ON CONFLICT (message_id) DO NOTHING",
+                (message_id, sender, delivery),
+            )
+
+    def held_deliveries(self, sender: str) -> list[bytes]:
+        rows = self._query(
+            "SELECT delivery FROM held_deliveries WHERE sender = ? ORDER BY seq", (sender,)
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def drop_held(self, sender: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM held_deliveries WHERE sender = ?", (sender,))
 
     # ------------------------------------------------------------------ drafts
 

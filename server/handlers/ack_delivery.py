@@ -1,8 +1,9 @@
 """ACK_DELIVERY {message_ids} -> {}: the caller stored these messages.
 
-Only the caller's own delivery rows change; other ids are ignored. Each sender still
+Only the caller's own delivery cursors move; other ids are ignored. Each sender still
 online hears of it once per recipient, in one MESSAGE_DELIVERED {deliveries} per
-sender per reactor turn (`server.turn`).
+sender per reactor turn (`server.turn`). (Receipts sealed by the recipient's client,
+DESIGN.md section 3b, are not built yet; until then this is what "delivered" means.)
 """
 
 from __future__ import annotations
@@ -28,6 +29,6 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
     changed = messages.mark_delivered(ctx.db, user_id, ids)
     backlog.acknowledged(ctx, user_id, username, ctx.connection)
-    for message_id, sender_id in changed:  # last: nothing after this can fail
-        ctx.turn.delivered(sender_id, message_id, username)
+    for item in changed:  # last: nothing after this can fail
+        ctx.turn.delivered(item.sender_id, item.message_id, username)
     return {}

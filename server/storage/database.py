@@ -40,12 +40,17 @@ def _migration_004() -> str:
     return resources.files("server.storage").joinpath("migration_004.sql").read_text("utf-8")
 
 
+def _migration_chains() -> str:
+    return resources.files("server.storage").joinpath("migration_chains.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     _schema_v1,
     _migration_002,
     _transparency_log_003,
     _migration_004,
+    _migration_chains,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

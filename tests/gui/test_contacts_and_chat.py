@@ -231,7 +231,7 @@ def test_files_are_sent_with_progress_and_saved_where_the_user_chooses(
         shown.append(chat.view.progress_text(message_id))
 
     monkeypatch.setattr(chat.view, "set_progress", record)
-    assert i18n.t("chat.size_limit", limit="") .split()[0] in str(
+    assert i18n.t("chat.size_limit", limit="").split()[0] in str(
         chat.composer.limit_label.cget("text")
     )  # the limit is on screen before a file is chosen
     chat.composer.file_button.invoke()

@@ -333,7 +333,7 @@ def test_an_undecryptable_message_is_stored_acknowledged_and_shown(server, clien
                 "target_type": "user",
                 "target": "alice",
                 "time": int(time.time() * 1000),
-                "envelopes": {"alice": os.urandom(97)},
+                "envelope": b"\x02" + os.urandom(160),  # a forged version-2 envelope
                 "attachments": [],
             },
         )

@@ -20,7 +20,6 @@ from common.crypto.keys import UserKeys, load_keys, save_keys
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.app import DATABASE_FILE
-from server.storage.database import SCHEMA_VERSION
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
     FAST_KEYS,
@@ -94,11 +93,33 @@ def _downgrade(server: RunningServer, user: User) -> None:
     _write_version_1(path, UserKeys(keys.identity, keys.agreement))
     database = sqlite3.connect(server.data_dir / DATABASE_FILE)
     try:
-        database.executescript(
-            f"BEGIN; DROP TABLE kem_keys; PRAGMA user_version = {SCHEMA_VERSION - 1}; COMMIT;"
-        )
+        database.executescript(f"BEGIN; {_BEFORE_KEM_KEYS} PRAGMA user_version = 3; COMMIT;")
     finally:
         database.close()
+
+
+# Schema 3: no kem_keys (version 4) and one delivery row per recipient (before the
+# sender-chain storage of version 5).
+_BEFORE_KEM_KEYS = """
+DROP TABLE kem_keys;
+DROP TABLE chain_distributions;
+DROP TABLE delivery_cursors;
+DROP TABLE envelopes;
+CREATE TABLE chat_history (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL,
+    user_id      INTEGER NOT NULL REFERENCES users(id),
+    target_id    INTEGER NOT NULL,
+    target_type  TEXT    NOT NULL CHECK (target_type IN ('user', 'room')),
+    recipient_id INTEGER NOT NULL REFERENCES users(id),
+    data         BLOB    NOT NULL,
+    time         INTEGER NOT NULL,
+    sent         INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+    UNIQUE (message_id, recipient_id)
+);
+CREATE INDEX chat_history_undelivered ON chat_history (recipient_id, sent, id);
+CREATE INDEX chat_history_delivered ON chat_history (time) WHERE sent = 1;
+"""
 
 
 def _write_version_1(path: Path, keys: UserKeys) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from common.crypto import merkle
 from common.crypto.certs import CsrInfo, issue_certificate
+from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import generate_user_keys
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.errors import RequestError
@@ -40,6 +41,7 @@ class Attack:
         self.mode = mode
         self.data_dir = Path(server.config.data_dir)
         self.forged: bytes | None = None
+        self.forged_kem: bytes | None = None  # signed by the forged identity, as an attacker would
         self.fork: MemoryTree | None = None
         self.fork_head: TreeHead | None = None
 
@@ -53,6 +55,9 @@ class Attack:
             keys = generate_user_keys()
             info = CsrInfo(TARGET, real.email, keys.identity_public, keys.agreement_public)
             self.forged = issue_certificate(ctx.identity, info)
+            self.forged_kem = SignedKemKey.sign(
+                keys.identity, KemKeyPair.generate(), ctx.now()
+            ).to_bytes()
             if self.mode == "logged":
                 ctx.transparency.append("certificate", TARGET, self.forged)
         return self.forged
@@ -85,8 +90,10 @@ class Attack:
             head = next(h for h in keylog.heads(ctx.db) if h.size > position)
             proved = ctx.transparency.proof_for("certificate", name, der, head)
             return {**honest, "transparency": {"head": head.to_wire(), **proved}}
+        kem_key = honest.get("kem_key")
         if name == TARGET:
             der = self.forged_certificate(ctx)
+            kem_key = self.forged_kem
         if self.mode == "fork":
             tree, head = self.forked(ctx)
             position = (
@@ -101,15 +108,17 @@ class Attack:
                 "username": name,
                 "certificate": der,
                 "transparency": {"head": head.to_wire(), **proved},
+                "kem_key": kem_key,
             }
         if self.mode == "logged":
             return {
                 "username": name,
                 "certificate": der,
                 "transparency": ctx.transparency.certificate_proof(name, der),
+                "kem_key": kem_key,
             }
         # unlogged: the forged key with the real key's proof
-        return {**honest, "certificate": der}
+        return {**honest, "certificate": der, "kem_key": kem_key}
 
     def tree_head(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if self.active(ctx) and self.mode == "fork" and self.fork_head is not None:

@@ -216,6 +216,8 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE chains")  # version 4
+    conn.execute("DROP TABLE held_deliveries")
     conn.execute("DROP TABLE transparency_head")  # version 3
     conn.execute("DROP TABLE chat_styles")
     conn.execute("ALTER TABLE chats DROP COLUMN last_sender")
