@@ -221,6 +221,8 @@ class Accounts:
         try:
             fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
+            if session.receipts is not None:
+                session.receipts.flush()
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)

@@ -186,3 +186,47 @@ def _attachment(value: dict[str, Any]) -> Attachment:
     if not 0 < chunk_size <= MAX_ATTACHMENT_CHUNK:  # bounds what one chunk can buffer
         raise RemoteProtocolError("attachment chunk size out of range")
     return Attachment(attachment_id, name, size, key, digest, chunk_size)
+
+
+# ---------------------------------------------------------------- receipts
+
+RECEIPT_STATES = ("delivered", "read")
+MAX_RECEIPT_IDS = 1000
+RECEIPT_LIMITS = codec.Limits(max_size=64 * 1024, max_depth=3, max_items=MAX_RECEIPT_IDS + 16)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the recipient's client seals back to a sender: these messages reached it
+    ("delivered": stored) or were seen ("read": shown in a focused window)."""
+
+    state: str
+    ids: tuple[str, ...]
+
+
+def receipt_body(state: str, ids: list[str]) -> bytes:
+    if state not in RECEIPT_STATES or not 0 < len(ids) <= MAX_RECEIPT_IDS:
+        raise ValueError("bad receipt")
+    return codec.encode({"kind": "receipt", "state": state, "ids": ids})
+
+
+def parse_receipt(body: bytes, sealed_for: str) -> Receipt | None:
+    """The receipt in an opened body, None if the body is a message (not a receipt).
+
+    A receipt must be sealed for the direct chat with us (`["user", sealed_for]`), like
+    any direct message; anything malformed is RemoteProtocolError.
+    """
+    try:
+        value = codec.decode(body, RECEIPT_LIMITS)
+    except ProtocolError:
+        return None  # larger than any receipt: a message body
+    if not isinstance(value, dict) or value.get("kind") != "receipt":
+        return None
+    state, ids = value.get("state"), value.get("ids")
+    if state not in RECEIPT_STATES or not isinstance(ids, list) or len(ids) > MAX_RECEIPT_IDS:
+        raise RemoteProtocolError("malformed receipt")
+    if not all(isinstance(item, str) and ATTACHMENT_ID_PATTERN.fullmatch(item) for item in ids):
+        raise RemoteProtocolError("malformed receipt")
+    if not chat_matches(value.get("chat"), "user", sealed_for, sealed_for):
+        raise RemoteProtocolError("receipt sealed for another conversation")
+    return Receipt(str(state), tuple(ids))

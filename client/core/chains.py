@@ -57,6 +57,9 @@ NONCE_SIZE = 12
 KEPT_CHAINS = 2
 #: Chain ids remembered per sender, to recognise a distribution the server replays.
 SEEN_CHAINS = 64
+#: How far back a missing message still flags later ones as "after a gap" (a message a
+#: sender sealed but never sent, after a refused send, must not flag everything after).
+GAP_WINDOW = 50
 _RECORD_LIMITS = codec.Limits(max_size=4 * 1024 * 1024, max_depth=8, max_items=200_000)
 
 
@@ -158,6 +161,7 @@ class PeerChains:
     """A sender's chains we can read in one conversation (newest last), and ids seen."""
 
     chains: list[ReceiverChain] = field(default_factory=list)
+    firsts: dict[bytes, int] = field(default_factory=dict)  # chain id -> first readable n
     seen: list[bytes] = field(default_factory=list)
     newest_sent_ms: int = 0  # sender time of the newest distribution taken
 
@@ -173,6 +177,7 @@ class PeerChains:
                 {
                     "state": chain.state().to_bytes(),
                     "skipped": [_keys_value(keys) for keys in chain.skipped_keys()],
+                    "first": self.firsts.get(chain.chain_id, 0),
                 }
                 for chain in self.chains
             ],
@@ -187,7 +192,7 @@ class PeerChains:
         chains, seen, newest = value.get("chains"), value.get("seen"), value.get("newest")
         if not isinstance(chains, list) or not isinstance(seen, list) or type(newest) is not int:
             raise EndToEndError("bad chain record")
-        readers = []
+        readers, firsts = [], {}
         for entry in chains:
             if not isinstance(entry, dict) or not isinstance(entry.get("skipped"), list):
                 raise EndToEndError("bad chain record")
@@ -197,10 +202,15 @@ class PeerChains:
             skipped = OrderedDict(
                 (keys.iteration, keys) for keys in map(_keys_from, entry["skipped"])
             )
-            readers.append(ReceiverChain(ChainState.from_bytes(state), skipped, max_skipped))
+            first = entry.get("first")
+            if type(first) is not int:
+                raise EndToEndError("bad chain record")
+            reader = ReceiverChain(ChainState.from_bytes(state), skipped, max_skipped)
+            readers.append(reader)
+            firsts[reader.chain_id] = first
         if not all(isinstance(chain_id, bytes) for chain_id in seen):
             raise EndToEndError("bad chain record")
-        return cls(readers, list(seen), newest)
+        return cls(readers, firsts, list(seen), newest)
 
 
 # ---------------------------------------------------------------- results
@@ -225,7 +235,7 @@ class Opened:
     body: SealedBody
     chain_id: bytes
     iteration: int
-    skipped: tuple[int, ...]  # iterations jumped over by this message (a gap, for now)
+    skipped: tuple[int, ...]  # earlier iterations (within GAP_WINDOW) not arrived yet
     late: bool  # it filled an earlier gap: it arrived after a later message
     replayed_distribution: bool  # it came with a distribution of a chain we already had
 
@@ -305,6 +315,7 @@ class ChainBook:
         body: bytes,
         member_hash: bytes | None = None,
         sent_ms: int | None = None,
+        redistribute: bool = False,
     ) -> Sealed:
         """Seal `body` once for `recipients` ({name: verified KEM key or None}).
 
@@ -330,7 +341,9 @@ class ChainBook:
             started = chain is None or reason is not None
             if chain is None or reason is not None:
                 chain = OwnChain(SenderChain.start().state(), now, 0, set())
-            newcomers = reachable - chain.members
+            # after a refused send, everyone gets the state again (a newcomer's copy went
+            # out with the refused envelope, so it never arrived)
+            newcomers = reachable if redistribute else reachable - chain.members
             state = chain.state
             sender = SenderChain(state)
             keys = sender.next_keys()
@@ -366,10 +379,11 @@ class ChainBook:
     def take_distribution(
         self, *, conversation: str, sender: str, sender_identity: bytes, data: bytes
     ) -> bool:
-        """Verify and keep a chain state sent to us; False if it repeats one we had.
+        """Verify and keep a chain state sent to us; False if it is a replay.
 
-        A repeated chain id is a replay (a sender distributes a chain to a member once):
-        it is ignored, so it cannot rewind a chain to keys already used.
+        A chain we already have is never replaced, so a distribution cannot rewind it to
+        keys already used; one that would (its iteration is behind ours, or the chain
+        was rotated away) is a replay by the server, which the caller reports.
         """
         kem = self._keys.kem
         distribution = open_distribution(
@@ -383,9 +397,15 @@ class ChainBook:
         with self._lock:
             chains = self._peer_chains(conversation, sender)
             if distribution.state.chain_id in chains.seen:
-                return False
+                known = chains.find(distribution.state.chain_id)
+                # A sender resends its current state after a refused send (nothing to
+                # take); a state behind what we have read is the server replaying it.
+                return known is not None and distribution.state.iteration >= known.iteration
             chains.chains.append(ReceiverChain(distribution.state, max_skipped=self._max_skipped))
+            chains.firsts[distribution.state.chain_id] = distribution.state.iteration
             del chains.chains[:-KEPT_CHAINS]
+            kept = {chain.chain_id for chain in chains.chains}
+            chains.firsts = {key: n for key, n in chains.firsts.items() if key in kept}
             chains.seen.append(distribution.state.chain_id)
             del chains.seen[:-SEEN_CHAINS]
             chains.newest_sent_ms = max(chains.newest_sent_ms, distribution.sent_ms)
@@ -396,6 +416,18 @@ class ChainBook:
         """Whether a distribution of this chain ever reached us."""
         with self._lock:
             return chain_id in self._peer_chains(conversation, sender).seen
+
+    def already_opened(self, conversation: str, sender: str, chain_id: bytes, n: int) -> bool:
+        """Whether message n of this chain was opened before (its key is gone): a delivery
+        repeated after a crash, acknowledged once already."""
+        with self._lock:
+            chains = self._peer_chains(conversation, sender)
+            chain = chains.find(chain_id)
+            return (
+                chain is not None
+                and chains.firsts.get(chain_id, 0) <= n < chain.iteration
+                and n not in chain.skipped_iterations()
+            )
 
     def open(
         self, *, conversation: str, sender: str, sender_identity: bytes, envelope: bytes
@@ -422,6 +454,8 @@ class ChainBook:
                 ),
             )
             self._save(RECEIVE, conversation, sender, chains.to_value())
-        skipped = tuple(range(before, header.iteration)) if header.iteration > before else ()
+            n = header.iteration
+            # earlier messages of this chain still missing when this one opened
+            skipped = tuple(i for i in chain.skipped_iterations() if n - GAP_WINDOW <= i < n)
         late = header.iteration < before
         return Opened(body, header.chain_id, header.iteration, skipped, late, False)

@@ -456,7 +456,14 @@ class ChatClient:
         return messages
 
     def mark_read(self, target: Target) -> None:
-        self._slot.require().store.mark_read(*self._chat(target))
+        """The chat was shown in a focused window: mark it read and, for a friend, seal a
+        "read" receipt for what was unread (sent off the caller's thread)."""
+        session = self._slot.require()
+        chat_kind, chat_id = self._chat(target)
+        unread = session.store.unread_ids(chat_kind, chat_id) if chat_kind == "user" else []
+        session.store.mark_read(chat_kind, chat_id)
+        if unread and session.receipts is not None:
+            self._events.background(session.receipts.send, chat_id, "read", unread)
 
     def unread(self, target: Target) -> int:
         return self._slot.require().store.unread(*self._chat(target))

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from client.core.bodies import Delivery
+from client.core.bodies import Delivery, Receipt, parse_receipt
 from client.core.chains import ChainBook, Opened, direct_conversation, room_conversation
 from client.core.models import ChatMessage
 from client.core.trust import CertificateBook, Identity, KeyChangedError
@@ -63,6 +63,13 @@ class ChainNotice:
     kind: str  # "replayed_distribution" | "bad_distribution"
 
 
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000  # sender and server clocks further apart are flagged
+
+
+class _Consumed(Exception):
+    """Acknowledge this delivery but store no message (a receipt)."""
+
+
 class _Hold(Exception):
     """Keep this delivery aside (changed key, or its chain's state not here yet)."""
 
@@ -86,7 +93,11 @@ class Inbox:
         gossip: Callable[[str, bytes], None] | None = None,
         notice: Callable[[ChainNotice], None] | None = None,
         opened: Callable[[ChatMessage, Opened], None] | None = None,
+        on_receipt: Callable[[str, Receipt], object] | None = None,
+        delivered: Callable[[str, list[str]], None] | None = None,
     ) -> None:
+        self._on_receipt = on_receipt  # a friend's client says it stored or read ours
+        self._delivered = delivered  # we stored a friend's messages: seal a receipt
         self._gossip = gossip  # sees each opened body (key transparency tree heads)
         self._notice = notice
         self._opened = opened  # sees each v2 message with its chain position (order checks)
@@ -124,6 +135,9 @@ class Inbox:
                 continue
             try:
                 message = self._open(delivery)
+            except _Consumed:
+                acknowledged.append(delivery.message_id)
+                continue
             except _Hold:
                 self._store.hold_delivery(
                     delivery.message_id, delivery.sender, codec.encode(delivery.to_dict())
@@ -143,10 +157,22 @@ class Inbox:
         new = [message for message, is_new in zip(opened, added, strict=True) if is_new]
         for message in new:
             self._announce(message)
+        self._receipt_for(new)
         count = len(new)
         for sender in sorted(retry):  # a chain's state arrived: what waited for it may open
             count += self._release(sender)
         return count
+
+    def _receipt_for(self, new: list[ChatMessage]) -> None:
+        """One "delivered" receipt per friend for the direct messages just stored."""
+        if self._delivered is None:
+            return
+        by_sender: dict[str, list[str]] = {}
+        for message in new:
+            if message.chat_kind == "user" and not message.outgoing:
+                by_sender.setdefault(message.sender, []).append(message.message_id)
+        for sender, ids in by_sender.items():
+            self._delivered(sender, ids)
 
     def release(self, username: str) -> int:
         """The user trusted `username`'s new key: handle what was held back."""
@@ -201,10 +227,30 @@ class Inbox:
             )
         except EndToEndError:
             return self._unopened(sender, delivery, conversation)
+        body = opened.body
         try:
-            message = delivery.to_message(opened.body.body, self._identity.username)
+            if delivery.target_type == "user" and (
+                receipt := parse_receipt(body.body, self._identity.username)
+            ):
+                if self._on_receipt is not None:
+                    self._on_receipt(delivery.sender, receipt)
+                raise _Consumed()
+            message = delivery.to_message(body.body, self._identity.username)
         except (RemoteProtocolError, ValueError):
             return delivery.undecryptable()
+        flags = [
+            name
+            for name, found in (
+                ("gap", bool(opened.skipped)),
+                ("late", opened.late),
+                ("skew", abs(body.sent_ms - delivery.time) > MAX_CLOCK_SKEW_MS),
+            )
+            if found
+        ]
+        # The sender's sealed clock orders the conversation; the server's is a hint.
+        message = replace(
+            message, time=body.sent_ms, server_time=delivery.time, flags=" ".join(flags)
+        )
         if self._gossip is not None:
             self._gossip(delivery.sender, opened.body.body)
         if self._opened is not None:
@@ -229,9 +275,13 @@ class Inbox:
             )
             self._tell(delivery, "relabelled")
             return delivery.undecryptable()
-        chain_id = envelope_header(delivery.envelope).chain_id
-        if not self._chains.knows(conversation, delivery.sender, chain_id):
+        header = envelope_header(delivery.envelope)
+        if not self._chains.knows(conversation, delivery.sender, header.chain_id):
             raise _Hold()
+        if self._chains.already_opened(
+            conversation, delivery.sender, header.chain_id, header.iteration
+        ):
+            raise _Consumed()  # a repeat (the server lost our acknowledgement): done already
         return delivery.undecryptable()
 
     def _take_distribution(
@@ -280,4 +330,4 @@ class Inbox:
             return None
         if self._gossip is not None:
             self._gossip(delivery.sender, body)
-        return message
+        return replace(message, server_time=delivery.time)

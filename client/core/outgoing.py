@@ -141,6 +141,7 @@ class Outgoing:
             body=sealed_body,
             member_hash=member_hash,
             sent_ms=message.time,
+            redistribute=refresh,
         )
         params: dict[str, Any] = {
             "message_id": message.message_id,

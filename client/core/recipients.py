@@ -113,9 +113,7 @@ class Recipients:
         if None in recipients.values() and self._refresh_due(room_id):
             # someone could not receive the chain: their key may have been published since
             members = self.room_recipients(room_id, refresh=True)
-            recipients = {
-                name: self.kem_key(cert) for name, cert in members.items() if name != me
-            }
+            recipients = {name: self.kem_key(cert) for name, cert in members.items() if name != me}
         return recipients, member_list_hash(str(room_id), members)
 
     def _refresh_due(self, room_id: int) -> bool:

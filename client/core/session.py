@@ -31,6 +31,7 @@ from client.core.events import Emit
 from client.core.inbox import ChainNotice, Inbox
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.receipts import ReceiptSender, apply_receipt
 from client.core.recipients import Recipients, ServedKemKeys
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
@@ -71,6 +72,7 @@ class Session:
     transparency: KeyTransparency
     recipients: Recipients
     chains: ChainBook | None = None
+    receipts: ReceiptSender | None = None
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -225,7 +227,7 @@ def open_session(
         start_request=wiring.start_request,
         report=wiring.on_transfer,
     )
-    inbox = chains = None
+    inbox = chains = receipts = None
     if identity is not None:
         chains = ChainBook(
             username=profile.username,
@@ -234,6 +236,19 @@ def open_session(
             policy=wiring.rotation,
             clock=wiring.clock,
         )
+        receipts = ReceiptSender(
+            username=profile.username,
+            chains=chains,
+            recipients=recipients,
+            request=wiring.request,
+            clock=wiring.clock,
+        )
+
+        def report(message_id: str) -> None:
+            stored = store.get_message(message_id)
+            if stored is not None:
+                wiring.on_status(message_id, stored.status)
+
         inbox = Inbox(
             identity=identity,
             certificates=certificates,
@@ -243,6 +258,8 @@ def open_session(
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
             notice=wiring.on_chain_notice,
+            on_receipt=lambda sender, receipt: apply_receipt(store, sender, receipt, report),
+            delivered=receipts_sender(receipts),
         )
     return Session(
         profile,
@@ -259,7 +276,12 @@ def open_session(
         transparency,
         recipients,
         chains,
+        receipts,
     )
+
+
+def receipts_sender(receipts: ReceiptSender) -> Callable[[str, list[str]], None]:
+    return lambda peer, ids: receipts.send(peer, "delivered", ids)
 
 
 def report_status(session: Session, message_id: str, emit: Emit) -> None:

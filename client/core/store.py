@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -46,6 +46,7 @@ _STATUS_PREDECESSORS: dict[str, tuple[str, ...]] = {
     "sending": ("failed",),
     "sent": ("sending", "failed"),
     "delivered": ("sending", "sent", "failed"),
+    "read": ("sending", "sent", "delivered", "failed"),
     "failed": ("sending",),
     "received": (),
 }
@@ -153,6 +154,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             delivery BLOB NOT NULL
         )""",
     ),
+    (  # 5: the server's time beside the sender's, and order/time findings
+        "ALTER TABLE messages ADD COLUMN server_time INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 # External-content FTS5 over messages(text, attachment_name), so file names are found too.
@@ -197,6 +202,8 @@ _MESSAGE_FIELDS = (
     "attachment_path",
     "outgoing",
     "status",
+    "server_time",
+    "flags",
 )
 _MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
 _SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608
@@ -341,6 +348,8 @@ def _message_values(m: ChatMessage) -> tuple[Any, ...]:
         str(a.local_path) if a and a.local_path is not None else None,
         int(m.outgoing),
         m.status,
+        m.server_time,
+        m.flags,
         int(m.outgoing),  # our own messages are read; incoming ones start unread
     )
 
@@ -383,6 +392,8 @@ def _row_to_message(row: Sequence[Any]) -> ChatMessage:
         attachment=attachment,
         outgoing=bool(row[16]),
         status=cast(MessageStatus, row[17]),
+        server_time=row[18],
+        flags=row[19],
     )
 
 
@@ -535,10 +546,10 @@ class LocalStore:
         predecessors = _STATUS_PREDECESSORS[status]
         if not predecessors:
             return
-        padded = (*predecessors, None, None)[:3]  # NULL never matches in IN (...)
+        padded = (*predecessors, None, None, None)[:4]  # NULL never matches in IN (...)
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE messages SET status = ? WHERE message_id = ? AND status IN (?, ?, ?)",
+                "UPDATE messages SET status = ? WHERE message_id = ? AND status IN (?, ?, ?, ?)",
                 (status, message_id, *padded),
             )
 
@@ -633,6 +644,15 @@ class LocalStore:
             "SELECT unread FROM chats WHERE chat_kind = ? AND chat_id = ?", (chat_kind, chat_id)
         )
         return int(rows[0][0]) if rows else 0
+
+    def unread_ids(self, chat_kind: ChatKind, chat_id: str, limit: int = 1000) -> list[str]:
+        """Ids of incoming messages not read yet, oldest first (for read receipts)."""
+        rows = self._query(
+            "SELECT message_id FROM messages WHERE chat_kind = ? AND chat_id = ? AND is_read = 0"
+            " AND outgoing = 0 ORDER BY time, id LIMIT ?",
+            (chat_kind, chat_id, limit),
+        )
+        return [row[0] for row in rows]
 
     def mark_read(self, chat_kind: ChatKind, chat_id: str) -> None:
         with self._transaction() as conn:

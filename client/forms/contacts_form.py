@@ -22,6 +22,7 @@ from client.components.contact_item import ContactItem
 from client.components.layout import collapse_if_empty, scaled, text_width
 from client.components.vertical_scrolled_frame import VerticalScrolledFrame
 from client.core.event_types import (
+    ChainWarning,
     ConnectionChanged,
     ContactAdded,
     ContactRemoved,
@@ -198,8 +199,12 @@ class ContactsForm(ttk.Frame):
             self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if isinstance(event, TransparencyAlarm):
-            text = transparency_alarm_text(event.reason, event.username)
+        if isinstance(event, TransparencyAlarm | ChainWarning):
+            text = (
+                transparency_alarm_text(event.reason, event.username)
+                if isinstance(event, TransparencyAlarm)
+                else i18n.t(f"chain.warning.{event.reason}", name=event.username)
+            )
             if text not in self.transparency_alarms:
                 self.transparency_alarms.append(text)
                 self.schedule_refresh()

@@ -432,7 +432,7 @@ def test_room_messages_reach_every_other_member(server, clients):
             "alice",
             "七点见 🍜",
         )
-    alice.wait_for_event(_event("message_status", message_id=sent.message_id, status="delivered"))
+    assert sent.status == "sent"  # rooms get no receipts: "sent" is the last mark
     carol.send_text(room_id, "ok")  # carol is no friend of bob's: room members still can
     assert _next_message(bob).text == "ok"
     assert [c.id for c in alice.contacts() if c.kind == "room"] == [room.id]

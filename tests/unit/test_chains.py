@@ -198,3 +198,18 @@ def test_a_recipient_without_a_kem_key_gets_its_state_once_it_has_one() -> None:
     assert set(second.distributions) == {"bob"}
     bob.take(ROOM, alice, second.distributions["bob"])
     assert bob.open(ROOM, alice, second.envelope) == b"y"
+
+
+def test_a_resend_after_a_refused_send_reaches_the_newcomer_without_alarming_others() -> None:
+    alice, bob, carol = Person("alice"), Person("bob"), Person("carol")
+    first = alice.book.seal(conversation=ROOM, recipients={"bob": bob.kem}, body=b"one")
+    bob.take(ROOM, alice, first.distributions["bob"])
+    bob.open(ROOM, alice, first.envelope)
+    both = {"bob": bob.kem, "carol": carol.kem}
+    alice.book.seal(conversation=ROOM, recipients=both, body=b"refused")  # never delivered
+    again = alice.book.seal(conversation=ROOM, recipients=both, body=b"two", redistribute=True)
+    assert set(again.distributions) == {"bob", "carol"}
+    assert bob.take(ROOM, alice, again.distributions["bob"])  # a resend, not a replay
+    assert carol.take(ROOM, alice, again.distributions["carol"])
+    assert bob.open(ROOM, alice, again.envelope) == b"two"
+    assert carol.open(ROOM, alice, again.envelope) == b"two"

@@ -216,6 +216,8 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE messages DROP COLUMN server_time")  # version 5
+    conn.execute("ALTER TABLE messages DROP COLUMN flags")
     conn.execute("DROP TABLE chains")  # version 4
     conn.execute("DROP TABLE held_deliveries")
     conn.execute("DROP TABLE transparency_head")  # version 3
