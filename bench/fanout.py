@@ -1,13 +1,13 @@
 """Room fan-out: one sender, a room of N members all online; time to the LAST recipient.
 
 Set-up: N users register (real CSRs) and log in, one creates a room, the others join
-it. Then the sender sends `--messages` room messages, one at a time, each carrying one
-~200-byte opaque envelope per other member (the server never opens them), and the
+it. Then the sender sends `--messages` room messages, one at a time, each carrying ONE
+~200-byte opaque envelope for every member (the server never opens it), and the
 bench records when each member's link received it. Per message the figure is the time
 from writing the request to the last member's NEW_MESSAGE arriving; members
 acknowledge after every member has it (as clients do once they stored it), so
-acknowledgement work never delays the measured delivery. The sender waits for every
-MESSAGE_DELIVERED, then a short gap, before the next message.
+acknowledgement work never delays the measured delivery. The next message waits until
+the server answered every member's ACK_DELIVERY, then a short gap.
 
 Generator bias: all ready sockets are read first (time-stamped right after each
 recv), and decrypted afterwards, so the timestamp of the last member is late by at most
@@ -68,6 +68,7 @@ class Fanout:
         self.members = members
         self.room_id = room_id
         self.envelope = os.urandom(envelope_size)
+        self.acks: set[tuple[Link, int]] = set()  # ACK_DELIVERY requests not answered yet
         self.member_names = [sender.name, *(member.name for member in members)]
         self.selector = selectors.DefaultSelector()
         for link in [sender, *members]:
@@ -116,8 +117,9 @@ class Fanout:
                         current.reply_at = arrived
                         if message.type is MessageType.ERROR:
                             raise BenchError(f"room message refused: {message.params}")
-                    elif message.type is MessageType.MESSAGE_DELIVERED:
-                        current.confirmations += len(message.params["deliveries"])
+                elif message.type is MessageType.REPLY and (link, message.request_id) in self.acks:
+                    self.acks.discard((link, message.request_id))
+                    current.confirmations += 1  # a member's ACK_DELIVERY was handled
                 elif message.type is MessageType.NEW_MESSAGE:
                     for item in message.params["messages"]:
                         pending.setdefault(link, []).append(item["message_id"])
@@ -126,7 +128,7 @@ class Fanout:
 
     def _acknowledge(self, pending: dict[Link, list[str]]) -> None:
         for link, ids in pending.items():
-            link.send(MessageType.ACK_DELIVERY, {"message_ids": ids})
+            self.acks.add((link, link.send(MessageType.ACK_DELIVERY, {"message_ids": ids})))
             link.flush()
         pending.clear()
 
@@ -199,7 +201,7 @@ def scenario(args: Any) -> dict[str, Any]:
     params = {k: v for k, v in vars(args).items() if k != "log_level"}
     notes = [
         "members acknowledge after the last one received; the next message starts once "
-        f"the sender has every MESSAGE_DELIVERED plus a {args.gap} s gap"
+        f"the server answered every member's ACK_DELIVERY plus a {args.gap} s gap"
     ]
     return emit(SCENARIO, params, results, checks, notes)
 

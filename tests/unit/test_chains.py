@@ -4,7 +4,11 @@ chain state kept sealed in the store."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.core.chains import ChainBook, direct_conversation, room_conversation
 from client.core.kem_keys import new_user_keys, signed_current
@@ -213,3 +217,57 @@ def test_a_resend_after_a_refused_send_reaches_the_newcomer_without_alarming_oth
     assert carol.take(ROOM, alice, again.distributions["carol"])
     assert bob.open(ROOM, alice, again.envelope) == b"two"
     assert carol.open(ROOM, alice, again.envelope) == b"two"
+
+
+@given(
+    order=st.permutations(list(range(8))),
+    restarts=st.sets(st.integers(0, 7)),
+    repeats=st.lists(st.integers(0, 7), max_size=4),
+)
+@settings(max_examples=25, deadline=None)
+def test_any_order_with_restarts_opens_each_envelope_exactly_once(
+    sender_and_reader: tuple[Person, Person],
+    order: list[int],
+    restarts: set[int],
+    repeats: list[int],
+) -> None:
+    """Out of order, across restarts of the reader (state from the sealed store only), a
+    message opens once; after that, the same envelope (captured or repeated) never does."""
+    alice, bob = sender_and_reader
+    chat = direct_conversation("alice", "bob") + os.urandom(4).hex()  # a fresh chain per example
+    sealed = [
+        alice.book.seal(conversation=chat, recipients={"bob": bob.kem}, body=bytes([n]))
+        for n in range(8)
+    ]
+    reader = bob.fresh_book()
+    reader.take_distribution(
+        conversation=chat,
+        sender="alice",
+        sender_identity=alice.identity,
+        data=sealed[0].distributions["bob"],
+    )
+    opened: list[int] = []
+    for step, n in enumerate(order):
+        if step in restarts:
+            reader = bob.fresh_book()
+        body = reader.open(
+            conversation=chat,
+            sender="alice",
+            sender_identity=alice.identity,
+            envelope=sealed[n].envelope,
+        ).body.body
+        opened.append(body[0])
+    assert sorted(opened) == list(range(8)) and opened == order
+    for n in repeats:
+        with pytest.raises(EndToEndError):
+            bob.fresh_book().open(
+                conversation=chat,
+                sender="alice",
+                sender_identity=alice.identity,
+                envelope=sealed[n].envelope,
+            )
+
+
+@pytest.fixture(scope="module")
+def sender_and_reader() -> tuple[Person, Person]:
+    return Person("alice"), Person("bob")

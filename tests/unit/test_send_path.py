@@ -4,7 +4,7 @@
   byte for byte `encode_message` of the same push;
 - `time_ordered_id`: UUIDv7 layout, 32 lowercase hex, ordered by time;
 - `session_cache`: a write to `friends` or `room_user`, by any code, invalidates it;
-- `TurnBatch`: one conversation upsert and one MESSAGE_DELIVERED per sender per turn;
+- `TurnBatch`: one conversation upsert per turn;
 - `Connection`: everything queued in a turn leaves as one record.
 """
 
@@ -158,31 +158,16 @@ class _Live:
         self.sent.append(message)
 
 
-def test_a_turn_touches_once_and_tells_each_sender_once(db: Database) -> None:
+def test_a_turn_touches_each_conversation_once_with_its_newest_time(db: Database) -> None:
     turn = TurnBatch()
     turn.touch("r:1", 10)
     turn.touch("r:1", 30)
     turn.touch("r:1", 20)
-    turn.delivered(1, "a" * 32, "bob")
-    turn.delivered(1, "b" * 32, "carol")
-    turn.delivered(2, "c" * 32, "bob")
-    alice = _Live()
-    sessions = types.SimpleNamespace(connection_for={1: alice}.get)
+    sessions = types.SimpleNamespace(connection_for={}.get)
     pending_before = turn.pending
     turn.finish(db, sessions)
     assert pending_before and not turn.pending
     assert conversations.last_message_times(db, ["r:1"]) == {"r:1": 30}
-    assert alice.sent == [
-        push(
-            MessageType.MESSAGE_DELIVERED,
-            {
-                "deliveries": [
-                    {"message_id": "a" * 32, "recipient": "bob"},
-                    {"message_id": "b" * 32, "recipient": "carol"},
-                ]
-            },
-        )
-    ]
 
 
 class _CountingChannel:
