@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import errno
+import functools
 import gc
 import json
 import math
@@ -45,8 +46,8 @@ from typing import Any, Protocol
 
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
-from common.crypto.keys import generate_user_keys
-from common.crypto.membership import member_list_hash
+from common.crypto.keys import UserKeys, generate_user_keys
+from common.crypto.membership import GENESIS, EventKind, Policy, member_list_hash, sign_event
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
@@ -670,8 +671,9 @@ def register_users(
 
     One key pair signs every CSR: the server's work per registration (CSR check,
     password hash, certificate) is the same, and the generator saves a key generation.
+    The same `bench_keys()` sign the users' membership events (`make_room`).
     """
-    keys = generate_user_keys()
+    keys = bench_keys()
     connections = open_sessions(server, [f"reg{i}" for i in range(links)], login=False)
 
     def form(name: str) -> Callable[[], dict[str, Any]]:
@@ -696,6 +698,46 @@ def register_users(
     elapsed = time.perf_counter() - started
     rate = round(len(names) / elapsed, 1)
     return {"users": len(names), "seconds": round(elapsed, 3), "per_s": rate}
+
+
+@functools.cache
+def bench_keys() -> UserKeys:
+    """The one key pair every bench user is registered with (see `register_users`)."""
+    return generate_user_keys()
+
+
+def make_room(owner: Link, members: Sequence[Link], name: str) -> int:
+    """An open room founded by `owner`'s signed create, joined by `members` one by one.
+
+    Each join is signed on the head the previous event made, so they go in order.
+    """
+    keys = bench_keys().identity
+    number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
+    now = int(time.time() * 1000)
+    event = sign_event(
+        keys,
+        room=str(number),
+        kind=EventKind.CREATE,
+        actor=owner.name,
+        subject=owner.name,
+        time_ms=now,
+        prev=GENESIS,
+        name=name,
+        policy=Policy.OPEN,
+    )
+    owner.call(MessageType.CREATE_ROOM, {"event": event.to_wire()})
+    for link in members:
+        event = sign_event(
+            keys,
+            room=str(number),
+            kind=EventKind.JOIN,
+            actor=link.name,
+            subject=link.name,
+            time_ms=now,
+            prev=event.hash(),
+        )
+        link.call(MessageType.JOIN_ROOM, {"room_id": number, "event": event.to_wire()})
+    return number
 
 
 def befriend(pairs: Sequence[tuple[Link, Link]]) -> None:

@@ -34,10 +34,9 @@ from bench.common import (
     check,
     drain_all,
     emit,
-    expect_ok,
+    make_room,
     message_id,
     open_sessions,
-    pipeline,
     register_users,
     run,
     send_params,
@@ -140,11 +139,8 @@ def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, 
     links = open_sessions(server, names)
     login_s = time.perf_counter() - started
     sender, others = links[0], links[1:]
-    room = sender.call(MessageType.CREATE_ROOM, {"name": "fanout bench"})
-    room_id = int(room["room_id"])
     started = time.perf_counter()
-    joins = [(link, MessageType.JOIN_ROOM, {"room_id": room_id}) for link in others]
-    expect_ok(pipeline(joins, window=1), "join_room")
+    room_id = make_room(sender, others, "fanout bench")
     join_s = time.perf_counter() - started
     dropped = drain_all(links, quiet=0.5)
     info = {

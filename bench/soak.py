@@ -43,6 +43,7 @@ from bench.common import (
     check,
     connect,
     emit,
+    make_room,
     message_id,
     new_attachment_id,
     open_sessions,
@@ -163,10 +164,7 @@ class Soak:
             partner = names[index ^ 1] if (index ^ 1) < len(names) else names[0]
             self.users[link.name] = User(link.name, partner, link)
         befriend([(links[i], links[i + 1]) for i in range(0, len(links) - 1, 2)])
-        room = links[0].call(MessageType.CREATE_ROOM, {"name": "soak room"})
-        self.room_id = int(room["room_id"])
-        for link in links[1:]:
-            link.call(MessageType.JOIN_ROOM, {"room_id": self.room_id})
+        self.room_id = make_room(links[0], links[1:], "soak room")
         for link in links:
             link.drain(0.1)
             self.selector.register(link.sock, selectors.EVENT_READ, self.users[link.name])

@@ -102,9 +102,10 @@ EN: dict[str, str] = {
     "contacts.never_seen": "Not seen yet",
     "contacts.group_line": "Group #{number} · {count} members",
     "contacts.key_missing": "This computer does not hold your private keys, so messages "
-    "cannot be sent or read here; they wait on the server. To use this computer: on the "
-    "one that has your keys, choose ⋯ → Export identity, then here log out and choose "
-    "“Import identity file” on the login screen.",
+    "cannot be sent or read here; they wait on the server. To use this computer: log out "
+    "here and choose “Link from a computer where you are logged in” on the login screen "
+    "(then ⋯ → Link a new computer on the other one), or export the identity there "
+    "(⋯ → Export identity) and choose “Import identity file” here.",
     "contacts.key_changed": "Warning: {name}'s security key has changed. "
     "Check the safety number with {name} before you trust it.",
     "contacts.open_chat": "Open chat",
@@ -198,9 +199,33 @@ EN: dict[str, str] = {
     "chat.save_to": "Save the file to…",
     "chat.saved_to": "Saved to {path}",
     "chat.members": "Members ({count})",
-    "chat.member_joined": "{name} joined the group",
-    "chat.member_left": "{name} left the group",
     "chat.removed": "You are no longer friends; messages cannot be sent.",
+    # signed group membership: one line per verified change, warnings when it fails
+    "membership.create": "{actor} created the group",
+    "membership.join": "{subject} joined with the group number",
+    "membership.join_approved": "{subject} joined, approved by {approver}",
+    "membership.leave": "{subject} left the group",
+    "membership.remove": "{actor} removed {subject}",
+    "membership.grant_admin": "{actor} made {subject} an admin",
+    "membership.legacy": "Members from before signed membership, as the server stated "
+    "them (not verified by members): {subject}",
+    "membership.alarm.invalid_log": "Warning: this group's membership does not verify "
+    "({detail}). Nothing is sent to the group until it does.",
+    "membership.alarm.gap": "Warning: a membership change of this group is missing: the "
+    "server withheld it. Nothing is sent to the group until it arrives.",
+    "membership.alarm.rollback": "Warning: the server shows an older membership of this "
+    "group than the one you already verified.",
+    "membership.alarm.server_list_differs": "Warning: the server's member list is not the "
+    "one members signed ({names}). Only signed members get your messages.",
+    "members.admin": "admin",
+    "members.requests": "Waiting to join ({count})",
+    "members.approve": "Approve",
+    "members.refuse": "Refuse",
+    "members.remove": "Remove {name}",
+    "members.make_admin": "Make {name} an admin",
+    "members.join_requested": "{name} asks to join the group",
+    "action.create_group.policy_open": "Anyone with the number can join",
+    "action.create_group.policy_approval": "An admin approves each join",
     # time
     "time.yesterday": "Yesterday",
     "time.yesterday_at": "Yesterday {time}",
@@ -271,6 +296,16 @@ EN: dict[str, str] = {
     "error.attachment_too_large": "The file is larger than the server accepts.",
     "error.too_many_uploads": "Too many unfinished uploads. Let one finish first.",
     "error.room_full": "This group is full.",
+    "error.join_pending": "Your request to join was sent to the group's admins.",
+    "error.event_refused": "The group does not allow this change.",
+    "error.log_moved": "The group changed meanwhile. Try again.",
+    "error.membership_unverified": "This group's membership does not verify; nothing is sent.",
+    "error.room_number_taken": "That group number is taken. Try again.",
+    "error.no_request": "Nobody is waiting to join under this name.",
+    "error.bad_event": "The group change was not understood by the server.",
+    "error.bad_signature": "The group change is not signed by your key.",
+    "error.bad_event_time": "Your computer's clock is far off; correct it and try again.",
+    "error.too_many_requests": "This group has too many requests waiting.",
     "error.key_changed": (
         "This friend's key changed. Compare the safety number, then trust the new key."
     ),
@@ -339,6 +374,52 @@ EN: dict[str, str] = {
         "Alarm: the server gave a key for {name} that is not in its public key log. "
         "Chat with {name} is blocked."
     ),
+    "link.new_link": "Link from a computer where you are logged in…",
+    "link.new_explain": (
+        "Type your username and password above, then press Get code. On your other "
+        "computer open ⋯ → Link a new computer and type the code shown here."
+    ),
+    "link.get_code": "Get code",
+    "link.code_is": (
+        "On your other computer choose ⋯ → Link a new computer and type this code "
+        "(valid {minutes} minutes):"
+    ),
+    "link.joined": "The computer at {address} entered the code.",
+    "link.compare": (
+        "Check that the other computer shows the same six digits. If they differ, "
+        "someone is in between: press They differ."
+    ),
+    "link.match": "They match",
+    "link.differ": "They differ",
+    "link.waiting_other": "Waiting for the other computer to confirm…",
+    "link.received": ("Your identity arrived. Logging in here signs out the other computer."),
+    "link.old_link": "Link a new computer…",
+    "link.old_explain": (
+        "On the new computer, choose Link from a computer where you are logged in, "
+        "and type here the code it shows. Only type a code from a computer you are "
+        "using yourself: whoever shows it receives your identity."
+    ),
+    "link.code": "Code from the new computer",
+    "link.continue": "Continue",
+    "link.sent": (
+        "Your identity was sent, sealed for the new computer. When it logs in, this "
+        "computer is signed out (one login at a time)."
+    ),
+    "link.code_format": "The code is eight digits, as shown on the new computer.",
+    "link.failed.refused": "The codes were marked as different: nothing was sent.",
+    "link.failed.cancelled": "The link was cancelled on the other computer.",
+    "link.failed.expired": "The code expired. Start again on the new computer.",
+    "link.failed.peer_gone": "The other computer went away. Start again.",
+    "link.failed.connection_lost": "The connection to the server was lost. Start again.",
+    "link.failed.bad_commitment": "The other side changed its key: the link was stopped.",
+    "link.failed.bad_seal": "What arrived was tampered with: nothing was kept.",
+    "link.failed.wrong_account": "The identity that arrived is for another account: not kept.",
+    "link.failed.failed": "The link failed. Start again.",
+    "error.link_code_invalid": (
+        "This code is wrong, expired or already used. Check it, or start again on the new computer."
+    ),
+    "error.too_many_links": "Too many link codes were asked for. Please wait a minute.",
+    "error.no_link": "There is no link in progress.",
 }
 
 ZH_CN: dict[str, str] = {
@@ -419,8 +500,9 @@ ZH_CN: dict[str, str] = {
     "contacts.never_seen": "尚未上线",
     "contacts.group_line": "群号 {number} · {count} 位成员",
     "contacts.key_missing": "本机没有您的私钥，因此无法在这里收发消息，消息会保留在服务器上。"
-    "要在本机使用：请在有私钥的电脑上选择 ⋯ → 导出身份，"
-    "然后在本机退出登录，并在登录界面选择“导入身份文件”。",
+    "要在本机使用：请在本机退出登录，并在登录界面选择“从已登录的电脑关联本机”"
+    "（然后在另一台电脑上选择 ⋯ → 关联新电脑）；或在另一台电脑上导出身份（⋯ → 导出身份），"
+    "再在本机选择“导入身份文件”。",
     "contacts.key_changed": "警告：{name} 的安全密钥已更改。信任之前请先与 {name} 核对安全码。",
     "contacts.open_chat": "打开聊天",
     "connection.connecting": "正在连接…",
@@ -502,9 +584,30 @@ ZH_CN: dict[str, str] = {
     "chat.save_to": "将文件保存到…",
     "chat.saved_to": "已保存到 {path}",
     "chat.members": "成员（{count}）",
-    "chat.member_joined": "{name} 加入了群聊",
-    "chat.member_left": "{name} 退出了群聊",
     "chat.removed": "你们已不再是好友，无法发送消息。",
+    "membership.create": "{actor} 创建了群聊",
+    "membership.join": "{subject} 通过群号加入了群聊",
+    "membership.join_approved": "{subject} 加入了群聊，由 {approver} 批准",
+    "membership.leave": "{subject} 退出了群聊",
+    "membership.remove": "{actor} 将 {subject} 移出了群聊",
+    "membership.grant_admin": "{actor} 将 {subject} 设为管理员",
+    "membership.legacy": "签名成员制度之前的成员（由服务器声明，未经成员验证）：{subject}",
+    "membership.alarm.invalid_log": "警告：本群的成员记录无法通过验证（{detail}）。"
+    "在通过验证之前，不会向本群发送任何消息。",
+    "membership.alarm.gap": "警告：本群缺少一条成员变更记录，服务器扣留了它。"
+    "在它到达之前，不会向本群发送任何消息。",
+    "membership.alarm.rollback": "警告：服务器显示的本群成员比您已验证的更旧。",
+    "membership.alarm.server_list_differs": "警告：服务器的成员列表与成员签名的不一致"
+    "（{names}）。只有签名的成员会收到您的消息。",
+    "members.admin": "管理员",
+    "members.requests": "等待加入（{count}）",
+    "members.approve": "批准",
+    "members.refuse": "拒绝",
+    "members.remove": "移出 {name}",
+    "members.make_admin": "设 {name} 为管理员",
+    "members.join_requested": "{name} 申请加入本群",
+    "action.create_group.policy_open": "任何知道群号的人都可以加入",
+    "action.create_group.policy_approval": "每次加入都需管理员批准",
     "time.yesterday": "昨天",
     "time.yesterday_at": "昨天 {time}",
     "error.required": "此项不能为空。",
@@ -564,6 +667,16 @@ ZH_CN: dict[str, str] = {
     "error.attachment_too_large": "文件超过了服务器允许的大小。",
     "error.too_many_uploads": "未完成的上传太多，请等其中一个完成。",
     "error.room_full": "该群聊人数已满。",
+    "error.join_pending": "您的加群申请已发送给群管理员。",
+    "error.event_refused": "本群不允许此变更。",
+    "error.log_moved": "群聊刚刚有了变化，请重试。",
+    "error.membership_unverified": "本群成员无法通过验证，不会发送任何消息。",
+    "error.room_number_taken": "该群号已被占用，请重试。",
+    "error.no_request": "没有此用户的加群申请。",
+    "error.bad_event": "服务器无法理解此群聊变更。",
+    "error.bad_signature": "此群聊变更不是由您的密钥签名的。",
+    "error.bad_event_time": "您的电脑时钟偏差太大，请校正后重试。",
+    "error.too_many_requests": "本群等待处理的申请太多。",
     "error.key_changed": "该好友的密钥已更换。请先核对安全码，再信任新密钥后继续。",
     "error.attachment_not_found": "服务器上已没有这个文件。",
     "error.bad_offset": "传输不同步，请重试。",
@@ -612,6 +725,44 @@ ZH_CN: dict[str, str] = {
     "transparency.alarm.not_logged": (
         "警报：服务器给出的 {name} 的密钥不在其公开密钥日志中。与 {name} 的聊天已被阻止。"
     ),
+    "link.new_link": "从已登录的电脑关联本机……",
+    "link.new_explain": (
+        "请在上方输入用户名和密码，然后点击“获取代码”。在另一台电脑上打开 ⋯ → "
+        "关联新电脑，并输入这里显示的代码。"
+    ),
+    "link.get_code": "获取代码",
+    "link.code_is": "请在另一台电脑上选择 ⋯ → 关联新电脑，并输入此代码（{minutes} 分钟内有效）：",
+    "link.joined": "地址为 {address} 的电脑已输入代码。",
+    "link.compare": (
+        "请确认另一台电脑显示相同的六位数字。如果不同，说明有人在中间，请点击“不一致”"
+    ),
+    "link.match": "一致",
+    "link.differ": "不一致",
+    "link.waiting_other": "正在等待另一台电脑确认……",
+    "link.received": "您的身份已到达。在本机登录会使另一台电脑退出登录。",
+    "link.old_link": "关联新电脑……",
+    "link.old_explain": (
+        "在新电脑上选择“从已登录的电脑关联本机”，并在这里输入它显示的代码。"
+        "只输入您自己正在使用的电脑上显示的代码：显示代码的一方将收到您的身份。"
+    ),
+    "link.code": "新电脑上的代码",
+    "link.continue": "继续",
+    "link.sent": (
+        "您的身份已加密发送给新电脑。新电脑登录后，本机将退出登录（同一时间只能登录一台）。"
+    ),
+    "link.code_format": "代码为八位数字，与新电脑上显示的一致。",
+    "link.failed.refused": "已确认代码不一致：没有发送任何内容。",
+    "link.failed.cancelled": "另一台电脑取消了关联。",
+    "link.failed.expired": "代码已过期。请在新电脑上重新开始。",
+    "link.failed.peer_gone": "另一台电脑已离开。请重新开始。",
+    "link.failed.connection_lost": "与服务器的连接已断开。请重新开始。",
+    "link.failed.bad_commitment": "对方更换了密钥：关联已停止。",
+    "link.failed.bad_seal": "收到的内容被篡改：未保留任何内容。",
+    "link.failed.wrong_account": "收到的身份属于另一个账户：未保留。",
+    "link.failed.failed": "关联失败。请重新开始。",
+    "error.link_code_invalid": "代码错误、已过期或已被使用。请检查，或在新电脑上重新开始。",
+    "error.too_many_links": "请求关联代码的次数过多，请稍等一分钟。",
+    "error.no_link": "当前没有进行中的关联。",
 }
 
 CATALOGS: Mapping[str, Mapping[str, str]] = {"en": EN, "zh_CN": ZH_CN}

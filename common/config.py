@@ -63,6 +63,7 @@ class ServerConfig:
     max_friend_requests_in: int = 1000
     friend_requests_page: int = 100
     max_rooms_per_account: int = 50
+    max_room_members: int = 10_000
     max_uploads_per_account: int = 10_000
     max_upload_bytes_per_account: int = 2 * 1024 * 1024 * 1024
     max_undelivered_per_recipient: int = 100_000
@@ -162,6 +163,7 @@ _POSITIVE_LIMITS = (
     "max_friend_requests_in",
     "friend_requests_page",
     "max_rooms_per_account",
+    "max_room_members",
     "max_uploads_per_account",
     "max_upload_bytes_per_account",
     "max_undelivered_per_recipient",

@@ -30,6 +30,7 @@ from common.protocol.message import Message
 from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
 from server.handlers._backlog import BacklogCursors
+from server.links import LinkRelay
 from server.logging_setup import configure_logging, log_failure
 from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
@@ -89,6 +90,7 @@ class Server:
             data_dir=Path(config.data_dir),
             on_offline=self._went_offline,
             backlog=BacklogCursors(),
+            links=LinkRelay(login_grace_ms=int(config.login_timeout * 1000)),
         )
         try:
             self.dispatcher = Dispatcher(self.services, HANDLERS)
@@ -98,6 +100,7 @@ class Server:
         self.address: tuple[str, int] | None = None
         self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
         self.reactor.call_later(config.sweep_interval, self._sweep)
+        self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
 
     @property
     def fingerprint(self) -> str:
@@ -149,6 +152,14 @@ class Server:
             SWEEP_AGAIN_SOON if more else self.config.sweep_interval, self._sweep
         )
 
+    def _sweep_links(self) -> None:
+        """Expire link codes and sessions (server/links.py) every few seconds."""
+        try:
+            self.services.links.sweep(self.services.clock())
+        except Exception as exc:
+            log_failure(log, "link sweep failed", exc)
+        self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
+
     def _on_message(self, connection: Connection, message: Message) -> None:
         self.dispatcher.dispatch(connection, message)
 
@@ -182,6 +193,7 @@ class Server:
             raise
 
 
+LINK_SWEEP_INTERVAL = 2.0  # seconds between expiry passes over link codes
 SWEEP_AGAIN_SOON = 1.0  # seconds before the next batch when a sweep hit its batch size
 
 

@@ -25,6 +25,7 @@ from common.protocol.message import Message, error, push, reply
 from common.protocol.opcodes import PUSHES, MessageType
 from server.broadcast import send_to_users
 from server.hash_queue import HashQueue
+from server.links import LinkRelay
 from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.quotas import InboxBounds
@@ -69,6 +70,8 @@ class Services:
     hashes: HashQueue = field(default_factory=HashQueue)
     turn: TurnBatch = field(default_factory=TurnBatch)
     inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
+    #: Link sessions for moving an identity to a new computer (`server.links`).
+    links: LinkRelay = field(default_factory=LinkRelay)
     transparency: TransparencyLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -321,6 +324,7 @@ class Dispatcher:
 
     def connection_closed(self, connection: Connection, reason: str) -> None:
         """Reactor hook: a closed session's user goes offline unless a new login took over."""
+        self._services.links.connection_closed(connection, self._services.clock())
         user_id, username = connection.user_id, connection.username
         if connection.replaced or user_id is None:
             return

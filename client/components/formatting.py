@@ -6,6 +6,7 @@ Pure functions (no Tk) so the rules users see can be unit-tested.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from client import i18n
@@ -123,3 +124,17 @@ def preview_text(contact: Contact, me: str) -> tuple[str, str]:
         who = i18n.t("contacts.you") if contact.last_sender == me else contact.last_sender
         text = i18n.t("contacts.preview_sender", name=who, text=text)
     return marker, text
+
+
+def elide(text: str, width: int, measure: Callable[[str], int]) -> str:
+    """`text`, or its longest beginning that fits `width` pixels with "…" after it."""
+    if measure(text) <= width:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix whose elided form fits
+        middle = (low + high + 1) // 2
+        if measure(text[:middle].rstrip() + "\u2026") <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + "\u2026"

@@ -355,7 +355,7 @@ class MessageView(tk.Frame):
             f"img-{message_id}", "<Button-1>", lambda _e: self._on_open_image(message)
         )
         if at_bottom:  # a picture growing the chat must not push the newest out of view
-            self.text.see("end")
+            self._see_end()
 
     def mark_saved(self, message: ChatMessage) -> None:
         """Replace the Save button of a downloaded file with where it went."""
@@ -424,14 +424,20 @@ class MessageView(tk.Frame):
         return self.text.yview()[1] >= 0.999
 
     def jump_to_newest(self) -> None:
-        self.text.see("end")
+        self._see_end()
         self.following = True
         self.unseen = 0
         self.new_button.place_forget()
 
     def _follow(self) -> None:
         if self.following:
-            self.text.see("end")
+            self._see_end()
+
+    def _see_end(self) -> None:
+        """Show the last line. Tk measures line heights lazily (a picture just inserted
+        may not count yet), so bring the measurements up to date first."""
+        self.text.tk.call(str(self.text), "sync")
+        self.text.see("end")
 
     def _user_scrolled(self) -> None:
         """The user moved the view: follow new messages only while at the bottom."""

@@ -119,10 +119,24 @@ class Accounts:
             reply = conn.request(MessageType.LOGIN, {"username": username, "password": password})
             session = self._adopt_session(conn, reply, password)
             self._reconnector.remember(session.username, password)
+        # Before login returns: nobody can seal a chain to us until the key is out.
+        published = self._publish_kem_key(session, conn.request)
         threading.Thread(
-            target=self._after_login, args=(session,), name="uchat-resend", daemon=True
+            target=self._after_login, args=(session, published), name="uchat-resend", daemon=True
         ).start()
         return session
+
+    def _publish_kem_key(self, session: Session, request: Any) -> bool:
+        """Publish our signed KEM key unless the server serves it; False if that failed."""
+        identity = session.identity
+        if identity is None or identity.keys.kem is None:
+            return True
+        try:
+            publish_if_needed(request, identity.username, identity.keys)
+        except Exception as exc:  # retried by the after-login task; never fail the login
+            log.warning("publishing the KEM key failed: %s", exc)
+            return False
+        return True
 
     def _adopt_session(self, conn: Connection, reply: dict[str, Any], password: str) -> Session:
         """Reuse the session on re-login; otherwise open the store and load the keys."""
@@ -209,15 +223,12 @@ class Accounts:
             return keys
         return updated
 
-    def _after_login(self, session: Session) -> None:
-        """Publish our KEM key, resend the outbox and resume uploads; failures wait.
-        Then check our own entries in the key log, now and every `MONITOR_INTERVAL`."""
-        identity = session.identity
-        if identity is not None and identity.keys.kem is not None:
-            try:
-                publish_if_needed(self._wiring.request, identity.username, identity.keys)
-            except Exception as exc:  # a background task: report, never crash the process
-                log.warning("publishing the KEM key failed: %s", exc)
+    def _after_login(self, session: Session, published: bool = True) -> None:
+        """Publish our KEM key if login could not, resend the outbox and resume uploads;
+        failures wait. Catch up on each group's signed membership. Then check our own
+        entries in the key log, now and every `MONITOR_INTERVAL`."""
+        if not published:
+            self._publish_kem_key(session, self._wiring.request)
         try:
             fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
@@ -226,6 +237,11 @@ class Accounts:
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)
+        try:
+            rooms = [c.room_id for c in session.contacts.all() if c.kind == "room"]
+            session.membership.catch_up(rooms)
+        except Exception as exc:  # a background task: report, never crash the process
+            log.info("catching up on group membership stopped: %s", exc)
         self._monitor(session, periodic=session.transparency.claim_monitoring())
 
     def _monitor(self, session: Session, periodic: bool) -> None:

@@ -29,6 +29,7 @@ from client.core.accounts import Accounts
 from client.core.bodies import attachment_body, check_style
 from client.core.connection import Connection
 from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
+from client.core.device_link import LINK_PUSHES, DeviceLinking
 from client.core.directory import Directory
 from client.core.downloads import Downloads
 from client.core.event_types import (
@@ -37,6 +38,7 @@ from client.core.event_types import (
     Event,
     ExportProgress,
     KeyTrusted,
+    MembershipChanged,
     MessageReceived,
     MessageStatusChanged,
 )
@@ -54,12 +56,22 @@ from client.core.reconnect import Reconnector
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from client.core.trust import safety_number_between
+from common.crypto.certs import UserCertificate
 from common.crypto.keys import KdfParams
+from common.crypto.membership import Policy
 from common.crypto.sender_chain import RotationPolicy
 from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
 __all__ = ["ChatClient", "EventTimeout", "Target"]
+
+
+def join_policy(value: str) -> Policy:
+    try:
+        return Policy(value)
+    except ValueError:
+        raise RequestError("bad_request", "policy is 'open' or 'approval'", "policy") from None
+
 
 T = TypeVar("T")
 
@@ -127,6 +139,9 @@ class ChatClient:
         )
         self._accounts = self._make_accounts()
         self._pushes = PushHandler(slot=self._slot, emit=emit, on_kicked=self._reconnector.kicked)
+        self._linking = DeviceLinking(
+            link=self._link, slot=self._slot, emit=emit, connect=self.connect
+        )
 
     def _make_accounts(self) -> Accounts:
         """Login and what it opens, wired to the link, the outbox's resealing and events."""
@@ -220,7 +235,13 @@ class ChatClient:
     def login(self, username: str, password: str) -> Profile:
         """Log in, open this account's local store, then receive undelivered messages."""
         self.connect()
+        linked = self._linking.identity_for(username)
+        if linked is not None:  # brought by `start_link`: sealed under this password now
+            server_id = server_id_for(self._link.server_fingerprint)
+            self._keystore.save(server_id, username, linked, password)
         session = self._accounts.login(username, password)
+        if linked is not None:
+            self._linking.forget_identity()
         self._reconnector.allow()
         return session.profile
 
@@ -245,12 +266,32 @@ class ChatClient:
         server_id = server_id_for(self._link.server_fingerprint)
         import_keys(self._keystore, server_id, username, Path(path), passphrase, password)
 
+    def start_link(self, username: str) -> tuple[str, int]:
+        """New computer, before login: a one-time code for `username` and its lifetime in
+        seconds. Then `LinkJoined`, `LinkCompare` (answer with `confirm_link`) and
+        `LinkFinished` or `LinkFailed`; after `LinkFinished`, `login` stores the keys."""
+        return self._linking.start(username)
+
+    def join_link(self, code: str) -> str:
+        """Old computer, logged in with its keys: enter the new computer's code; returns
+        the new computer's address. Then `LinkCompare`, then `LinkFinished`/`LinkFailed`."""
+        return self._linking.join(code)
+
+    def confirm_link(self, match: bool) -> None:
+        """The user compared the six digits on both screens: True only if they are equal."""
+        self._linking.confirm(match)
+
+    def cancel_link(self) -> None:
+        """Stop the current link, if any; the other computer is told."""
+        self._linking.cancel()
+
     def close(self) -> None:
         """Disconnect for good: no reconnect, threads stopped, store closed."""
         if self._link.closed:
             return
         self._reconnector.stop()
         self._link.close()
+        self._linking.stop()
         self._pushes.stop()
         self._slot.close()
         self._events.close()
@@ -265,9 +306,13 @@ class ChatClient:
 
     def _on_push(self, conn: Connection, message: Message) -> None:
         """Socket thread; the push handler is built after the link that calls this."""
+        if message.type in LINK_PUSHES:
+            self._linking.on_push(message)
+            return
         self._pushes.on_push(conn, message)
 
     def _on_lost(self) -> None:
+        self._linking.connection_lost()
         self._reconnector.schedule()
 
     def _relogin(self, username: str, password: str) -> None:
@@ -315,8 +360,10 @@ class ChatClient:
         """Friends and rooms with unread counts and drafts, newest activity first."""
         return self._directory.contacts()
 
-    def create_room(self, name: str) -> Contact:
-        return self._directory.create_room(name)
+    def create_room(self, name: str, policy: str = "open") -> Contact:
+        """A new room, founded by our signed create event; `policy` "open" (anyone with
+        the number joins, the original's feature) or "approval" (an admin approves)."""
+        return self._directory.create_room(name, join_policy(policy))
 
     def join_room(self, room: RoomRef) -> Contact:
         """Join by room id (an int, as everywhere in this API) or the room's Contact."""
@@ -328,8 +375,44 @@ class ChatClient:
         self._directory.leave_room(room_number(room))
 
     def room_members(self, room: RoomRef) -> list[dict[str, Any]]:
-        """[{username, online}] of a room you are in."""
+        """[{username, online, admin}] of a room you are in: the signed log's members."""
         return self._directory.room_members(room_number(room))
+
+    # ------------------------------------------------------------------ signed membership
+
+    def verified_members(self, room: RoomRef) -> list[tuple[str, UserCertificate]]:
+        """(username, pinned certificate) of every member the room's signed log proves.
+
+        The seam for sending to a room: chains are distributed only to this list.
+        See `RoomMembership.verified_members` for what it raises.
+        """
+        return self._slot.require().membership.verified_members(room_number(room))
+
+    def room_admins(self, room: RoomRef) -> list[str]:
+        verified = self._slot.require().membership.verified(room_number(room))
+        return sorted(verified.admins) if verified is not None else []
+
+    def membership_lines(self, room: RoomRef) -> list[MembershipChanged]:
+        """Every verified membership change of a room, oldest first (conversation lines)."""
+        return self._slot.require().membership.lines(room_number(room))
+
+    def remove_member(self, room: RoomRef, username: str) -> None:
+        """An admin's signed removal of `username`."""
+        self._slot.require().membership.remove(room_number(room), username)
+
+    def grant_admin(self, room: RoomRef, username: str) -> None:
+        """An admin's signed grant: `username` becomes an admin too."""
+        self._slot.require().membership.grant_admin(room_number(room), username)
+
+    def join_requests(self, room: RoomRef) -> list[str]:
+        """Who waits for approval to join a room you administer."""
+        return self._slot.require().membership.join_requests(room_number(room))
+
+    def approve_join(self, room: RoomRef, username: str) -> None:
+        self._slot.require().membership.approve_join(room_number(room), username)
+
+    def refuse_join(self, room: RoomRef, username: str) -> None:
+        self._slot.require().membership.refuse_join(room_number(room), username)
 
     # ------------------------------------------------------------------ keys
 

@@ -13,7 +13,8 @@ from typing import Any
 from client.core.contacts import ContactBook, room_contact, with_summaries
 from client.core.models import Contact
 from client.core.session import Request, SessionSlot
-from common.errors import RemoteProtocolError
+from common.crypto.membership import Policy
+from common.errors import RemoteProtocolError, RequestError
 from common.protocol.opcodes import MessageType
 
 
@@ -22,6 +23,16 @@ def _dict_list(reply: dict[str, Any], field: str, request: str) -> list[dict[str
     if not isinstance(items, list):
         raise RemoteProtocolError(f"{request} reply lacks {field}")
     return [item for item in items if isinstance(item, dict)]
+
+
+class JoinPending(RequestError):
+    """The join request waits for an admin of the room (its policy is "approval")."""
+
+    def __init__(self, room_id: int) -> None:
+        super().__init__(
+            "join_pending", "your request to join was sent to the group's admins", "room_id"
+        )
+        self.room_id = room_id
 
 
 MAX_REQUEST_PAGES = 10_000  # a server that never says "done" cannot keep us looping
@@ -93,24 +104,41 @@ class Directory:
         store = session.store
         return with_summaries(session.contacts.all(), store.chat_summaries(), store.drafted_chats())
 
-    def create_room(self, name: str) -> Contact:
+    def create_room(self, name: str, policy: Policy = Policy.OPEN) -> Contact:
         session = self._slot.require()
-        contact = room_contact(self._request(MessageType.CREATE_ROOM, {"name": name}))
+        contact = room_contact(session.membership.create(name, policy))
         session.contacts.put(contact)
         return contact
 
     def join_room(self, room_id: int) -> Contact:
+        """Join with a signed join; `JoinPending` when the room's admins must approve."""
         session = self._slot.require()
-        contact = room_contact(self._request(MessageType.JOIN_ROOM, {"room_id": room_id}))
+        reply = session.membership.join(room_id)
+        if reply.get("pending"):
+            raise JoinPending(room_id)
+        contact = room_contact(reply)
         session.contacts.put(contact)
         return contact
 
     def leave_room(self, room_id: int) -> None:
         session = self._slot.require()
-        self._request(MessageType.LEAVE_ROOM, {"room_id": room_id})
+        session.membership.leave(room_id)
         session.contacts.pop("room", str(room_id))
         session.certificates.forget_room(room_id)
 
     def room_members(self, room_id: int) -> list[dict[str, Any]]:
-        reply = self._request(MessageType.ROOM_MEMBERS, {"room_id": room_id})
-        return _dict_list(reply, "members", "ROOM_MEMBERS")
+        """The verified members (the signed log's), with presence and role.
+
+        [{username, online, admin}]; the server's own list only lends presence, and a
+        difference raises `MembershipAlarm`.
+        """
+        session = self._slot.require()
+        served = session.membership.check_server_list(room_id)
+        online = {m["username"]: m.get("online") is True for m in served}
+        verified = session.membership.verified(room_id)
+        if verified is None:
+            raise RequestError("membership_unverified", "this group's membership does not verify")
+        return [
+            {"username": name, "online": online.get(name, False), "admin": name in verified.admins}
+            for name in sorted(verified.members)
+        ]

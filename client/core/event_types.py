@@ -161,6 +161,63 @@ class TransparencyAlarm(Event):
     username: str = ""
 
 
+MembershipAlarmReason = Literal["invalid_log", "gap", "rollback", "server_list_differs"]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged(Event):
+    """A verified change of a room's signed membership log: one line in the conversation.
+
+    `change` is the log's event kind ("create", "join", "leave", "remove",
+    "grant_admin") or "legacy" for a pre-upgrade room's unsigned member list;
+    `approver` names the admin who countersigned a join, if any.
+    """
+
+    kind: ClassVar[str] = "membership"
+    room_id: int
+    change: str
+    actor: str
+    subject: str
+    time: int
+    seq: int
+    approver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipAlarm(Event):
+    """The server showed a room's membership that does not verify; shown in that room.
+
+    `reason`: "invalid_log" (a signature or rule fails), "gap" (an event is missing
+    from the chain), "rollback" (the log is shorter than one we verified),
+    "server_list_differs" (the server's member list is not the verified one; `names`
+    says who differs).
+    """
+
+    kind: ClassVar[str] = "membership_alarm"
+    room_id: int
+    reason: MembershipAlarmReason
+    detail: str
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested(Event):
+    """Someone asks to join a room we administer (approval policy)."""
+
+    kind: ClassVar[str] = "join_requested"
+    room_id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused(Event):
+    """Our request to join was refused, or must be signed again ("log_moved")."""
+
+    kind: ClassVar[str] = "join_refused"
+    room_id: int
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class ChainWarning(Event):
     """Something end-to-end v2 caught the server doing, shown in the conversation.
@@ -198,6 +255,44 @@ class ExportProgress(Event):
     total: int
 
 
+LinkRole = Literal["new", "old"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkJoined(Event):
+    """New computer: the logged-in computer at `address` entered our code."""
+
+    kind: ClassVar[str] = "link_joined"
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCompare(Event):
+    """Both computers: show `sas` and ask the user whether the other screen shows it too;
+    answer with `confirm_link(match)`."""
+
+    kind: ClassVar[str] = "link_compare"
+    sas: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFinished(Event):
+    """`new`: the identity arrived and will be stored at the next `login`; `old`: it was
+    sent, and this computer is signed out when the new one logs in."""
+
+    kind: ClassVar[str] = "link_finished"
+    role: LinkRole
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailed(Event):
+    """The link ended without an identity moving; `reason` says why (docs/api.md)."""
+
+    kind: ClassVar[str] = "link_failed"
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class AsyncResult(Event):
     """Internal: carries a `run_async` callback to the draining thread."""
@@ -217,11 +312,21 @@ __all__ = [
     "ExportProgress",
     "FriendRequest",
     "FriendRequestRefused",
+    "JoinRefused",
+    "JoinRequested",
     "KeyChanged",
     "KeyMissing",
     "KeyTrusted",
     "Kicked",
+    "LinkCompare",
+    "LinkFailed",
+    "LinkFinished",
+    "LinkJoined",
+    "LinkRole",
     "MemberChange",
+    "MembershipAlarm",
+    "MembershipAlarmReason",
+    "MembershipChanged",
     "MessageReceived",
     "MessageSent",
     "MessageStatusChanged",

@@ -109,6 +109,10 @@ class PushHandler:
                 self._emit(FriendRequestRefused(refuser))
         elif kind is MessageType.ROOM_MEMBER_EVENT:
             self._on_room_member(session, params)
+        elif kind is MessageType.ROOM_JOIN_REQUEST:
+            session.membership.on_join_request(params)
+        elif kind is MessageType.ROOM_JOIN_REFUSED:
+            session.membership.on_join_refused(params)
 
     def _on_presence(self, session: Session, params: dict[str, Any]) -> None:
         username, online = params.get("username"), params.get("online")
@@ -149,7 +153,8 @@ class PushHandler:
         )
         if type(room_id) is not int or not isinstance(username, str):
             return
-        if event not in ("joined", "left"):
+        session.membership.on_member_event(room_id, params)
+        if event not in ("joined", "left", "removed"):
             return
         session.contacts.room_member(str(room_id), username, event == "joined")
         session.certificates.forget_room(room_id)

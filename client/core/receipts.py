@@ -34,7 +34,10 @@ Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
 
 
 RETRY_SECONDS = 2.0
+#: Answers that mean "not now" (a session being re-established, a busy server).
+WAIT_CODES = frozenset({"not_authenticated", "server_busy", "internal_error"})
 MAX_PENDING = 1000  # receipts waiting for a connection, then the oldest go
+MAX_TIMER_RUNS = 150  # five minutes of retries every RETRY_SECONDS
 
 
 class ReceiptSender:
@@ -59,6 +62,7 @@ class ReceiptSender:
         self._lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
         self._timer: threading.Timer | None = None
+        self._timer_runs = 0  # flushes by the timer since the last login
 
     def send(self, peer: str, state: str, ids: list[str]) -> None:
         for start in range(0, len(ids), MAX_RECEIPT_IDS):
@@ -69,16 +73,23 @@ class ReceiptSender:
                 log.info("a %s receipt waits for the connection: %s", state, exc)
                 self._park(partial(self.send, peer, state, part))
                 continue
-            except (RequestError, EndToEndError) as exc:
+            except RequestError as exc:
+                if exc.code in WAIT_CODES:  # reconnected but not logged in yet
+                    self._park(partial(self.send, peer, state, part))
+                else:
+                    log.info("a %s receipt was not sent: %s", state, exc.code)
+                continue
+            except EndToEndError as exc:
                 log.info("a %s receipt was not sent: %s", state, exc)
                 continue
             self._deliver(params)
 
-    def flush(self) -> None:
+    def flush(self, *, timer: bool = False) -> None:
         """Send what waited for a connection (called after login and by the retry timer)."""
         with self._lock:
             pending, self._pending = self._pending, []
             self._timer = None
+            self._timer_runs = self._timer_runs + 1 if timer else 0
         for retry in pending:
             retry()
 
@@ -86,8 +97,9 @@ class ReceiptSender:
         with self._lock:
             self._pending.append(retry)
             del self._pending[:-MAX_PENDING]
-            if self._timer is None:
-                self._timer = threading.Timer(RETRY_SECONDS, self.flush)
+            # the timer gives up after a while (logged out?); the next login flushes
+            if self._timer is None and self._timer_runs < MAX_TIMER_RUNS:
+                self._timer = threading.Timer(RETRY_SECONDS, partial(self.flush, timer=True))
                 self._timer.daemon = True
                 self._timer.start()
 
@@ -120,7 +132,10 @@ class ReceiptSender:
             log.info("a receipt waits for the connection: %s", exc)
             self._park(lambda: self._deliver(params))
         except RequestError as exc:
-            log.info("a receipt was refused: %s", exc.code)
+            if exc.code in WAIT_CODES:
+                self._park(lambda: self._deliver(params))
+            else:
+                log.info("a receipt was refused: %s", exc.code)
 
 
 class ReceiptStore(Protocol):

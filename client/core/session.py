@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
 from client.core.receipts import ReceiptSender, apply_receipt
 from client.core.recipients import Recipients, ServedKemKeys
+from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
@@ -45,6 +47,7 @@ from common.protocol.opcodes import MessageType
 log_ = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+MAX_CERTIFICATE_PAGES = 1_000  # 200 members a page; a server never saying "done" stops here
 StartRequest = Callable[[MessageType, dict[str, Any]], PendingRequest]
 
 
@@ -71,6 +74,7 @@ class Session:
     limits: Limits
     transparency: KeyTransparency
     recipients: Recipients
+    membership: RoomMembership
     chains: ChainBook | None = None
     receipts: ReceiptSender | None = None
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -123,7 +127,7 @@ class SessionWiring:
     rebuild: RebuildFunction  # reseal a queued message for changed recipients
     announce: Callable[[ChatMessage], None]  # a new incoming message was stored
     emit: Emit
-    clock: Callable[[], int]  # ms since the epoch
+    clock: Callable[[], int] = dataclasses.field(default=lambda: int(time.time() * 1000))
     rotation: RotationPolicy = dataclasses.field(default_factory=RotationPolicy)
 
     def fetch_certificate(
@@ -137,23 +141,31 @@ class SessionWiring:
         return der
 
     def fetch_room_certificates(
-        self, room_id: int, log: KeyTransparency, served: ServedKemKeys
+        self, room_id: int, log: KeyTransparency, served: ServedKemKeys | None = None
     ) -> dict[str, bytes]:
-        reply = self.request(MessageType.ROOM_CERTIFICATES, {"room_id": room_id})
-        members = reply.get("members")
-        if not isinstance(members, list):
-            raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
-        head = log.accept_head(reply.get("transparency_head"))
+        """Every page of ROOM_CERTIFICATES (a room holds up to 10,000 members)."""
         result: dict[str, bytes] = {}
-        for entry in members:
-            if not isinstance(entry, dict):
-                raise RemoteProtocolError("malformed room certificate")
-            name, der = entry.get("username"), entry.get("certificate")
-            if not isinstance(name, str) or not isinstance(der, bytes):
-                raise RemoteProtocolError("malformed room certificate")
-            log.check_member(name, der, entry.get("transparency"), head)
-            served.put(name, entry.get("kem_key"))
-            result[name] = der
+        params: dict[str, Any] = {"room_id": room_id}
+        for _ in range(MAX_CERTIFICATE_PAGES):
+            reply = self.request(MessageType.ROOM_CERTIFICATES, params)
+            members = reply.get("members")
+            if not isinstance(members, list):
+                raise RemoteProtocolError("ROOM_CERTIFICATES reply lacks members")
+            head = log.accept_head(reply.get("transparency_head"))
+            for entry in members:
+                if not isinstance(entry, dict):
+                    raise RemoteProtocolError("malformed room certificate")
+                name, der = entry.get("username"), entry.get("certificate")
+                if not isinstance(name, str) or not isinstance(der, bytes):
+                    raise RemoteProtocolError("malformed room certificate")
+                log.check_member(name, der, entry.get("transparency"), head)
+                if served is not None:
+                    served.put(name, entry.get("kem_key"))
+                result[name] = der
+            after = reply.get("next")
+            if type(after) is not int or not members:
+                break
+            params = {"room_id": room_id, "after": after}
         return result
 
     def check_gossip(self, log: KeyTransparency, sender: str, body: bytes) -> None:
@@ -261,6 +273,15 @@ def open_session(
             on_receipt=lambda sender, receipt: apply_receipt(store, sender, receipt, report),
             delivered=receipts_sender(receipts),
         )
+    membership = RoomMembership(
+        username=profile.username,
+        identity=identity,
+        certificates=certificates,
+        store=store,
+        request=wiring.request,
+        emit=wiring.emit,
+        check_logged=transparency.check_certificate,
+    )
     return Session(
         profile,
         server_id,
@@ -275,6 +296,7 @@ def open_session(
         limits,
         transparency,
         recipients,
+        membership,
         chains,
         receipts,
     )

@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -138,7 +138,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             signature BLOB NOT NULL
         )""",
     ),
-    (  # 4: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
+    (  # 4: each room's signed membership log as verified (common/crypto/room_log.py)
+        """CREATE TABLE room_log (
+            room_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            entry BLOB NOT NULL,
+            PRIMARY KEY (room_id, seq)
+        ) WITHOUT ROWID""",
+    ),
+    (  # 5: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
         # deliveries held back until a changed key is trusted (acknowledged meanwhile)
         """CREATE TABLE chains (
             role TEXT NOT NULL,
@@ -154,7 +162,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             delivery BLOB NOT NULL
         )""",
     ),
-    (  # 5: the server's time beside the sender's, and order/time findings
+    (  # 6: the server's time beside the sender's, and order/time findings
         "ALTER TABLE messages ADD COLUMN server_time INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE messages ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
     ),
@@ -811,6 +819,22 @@ class LocalStore:
                 " root = excluded.root, timestamp = excluded.timestamp,"
                 " signature = excluded.signature",
                 (size, root, timestamp, sig),
+            )
+
+    # ------------------------------------------------------------------ room membership logs
+
+    def room_log(self, room_id: int) -> list[bytes]:
+        """The room's verified membership log entries, in order from seq 1."""
+        rows = self._query("SELECT entry FROM room_log WHERE room_id = ? ORDER BY seq", (room_id,))
+        return [bytes(row[0]) for row in rows]
+
+    def add_room_log(self, room_id: int, first_seq: int, entries: Sequence[bytes]) -> None:
+        """Append verified entries starting at `first_seq` (the next after what is stored)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO room_log (room_id, seq, entry) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_id, seq) DO NOTHING",
+                [(room_id, first_seq + i, entry) for i, entry in enumerate(entries)],
             )
 
     # ------------------------------------------------------------------ uploads

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 
+from client import i18n
 from client.core.models import ChatMessage, Contact, MessageStatus
 
 MIN_FONT_SIZE = 8  # the protocol allows 6..72; the picker keeps to readable sizes
@@ -73,6 +74,9 @@ class ChatTranscript:
 
     def oldest(self) -> ChatMessage | None:
         return self._messages[0] if self._messages else None
+
+    def newest(self) -> ChatMessage | None:
+        return self._messages[-1] if self._messages else None
 
     def get(self, message_id: str) -> ChatMessage | None:
         for message in self._messages:
@@ -157,3 +161,18 @@ class SearchHits:
 
     def clear(self) -> None:
         self.query, self.hits, self.index = "", [], 0
+
+
+def membership_line(change: str, actor: str, subject: str, approver: str = "") -> str:
+    """The conversation line for one verified membership change (`MembershipChanged`)."""
+    if change == "join" and approver:
+        return i18n.t("membership.join_approved", subject=subject, approver=approver)
+    key = f"membership.{change}"
+    if not i18n.has(key):
+        key = "membership.join"
+    return i18n.t(key, actor=actor, subject=subject)
+
+
+def membership_alarm_line(reason: str, detail: str, names: Iterable[str]) -> str:
+    """The warning line for a `MembershipAlarm` in its conversation."""
+    return i18n.t(f"membership.alarm.{reason}", detail=detail, names=", ".join(names))

@@ -103,9 +103,13 @@ class AttachmentFlow:
         except tk.TclError:
             return False
         paths = pasted_paths(text)
+        self.send_paths(paths)
+        return bool(paths)
+
+    def send_paths(self, paths: list[Path]) -> None:
+        """Pasted or dropped files: pictures go as images, the rest as files."""
         for path in paths:
             self.send_path(path, image=media.detect_image(path) is not None)
-        return bool(paths)
 
     def _save_pasted(self, picture: Image.Image) -> Path:
         folder = self.app.settings.data_dir / PASTED_DIR

@@ -16,12 +16,13 @@ import tkinter as tk
 import tkinter.font as tkfont
 from collections.abc import Callable
 from tkinter import colorchooser
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from client import i18n
 from client.components.banner import Banner
 from client.components.busy import BusyButton, alive
 from client.components.emoji_picker import EmojiPicker
+from client.components.file_drop import accept_file_drops
 from client.components.layout import collapse_if_empty, text_width
 from client.components.message_view import MessageView
 from client.core.event_types import (
@@ -50,6 +51,7 @@ from client.forms.chat import (
 from client.forms.chat_actions import ChatActions
 from client.forms.chat_files import AttachmentFlow
 from client.forms.chat_keys import KeyVerification
+from client.forms.chat_members import GroupMembers
 from client.forms.chat_panels import ChatHeader, Composer, MemberList
 from client.forms.errors import describe_error
 from common.errors import UchatError
@@ -82,6 +84,7 @@ class ChatPanel(tk.Frame):
         self.verification = KeyVerification(self)
         self.actions = ChatActions(self)
         self.search_hits = SearchHits()
+        self.group = GroupMembers(self) if contact.kind == "room" else None
         self._build()
         self._bind_keys()
         app.subscribe(self.on_event)
@@ -90,8 +93,10 @@ class ChatPanel(tk.Frame):
         self._restore_style()
         self.mark_read()
         self.verification.show_warning()
-        if contact.kind == "room":
+        if self.group is not None:
             self._show_members({name: None for name in contact.members})
+            newest = self.transcript.newest()
+            self.group.show_recent_lines(newest.time if newest is not None else 0)
             self.refresh_members()
         self.composer.input.focus_set()
 
@@ -131,8 +136,8 @@ class ChatPanel(tk.Frame):
         body = tk.Frame(self, background=theme.palette.surface)
         body.pack(fill="both", expand=True)
         self.members: MemberList | None = None
-        if self.contact.kind == "room":
-            self.members = MemberList(body, theme)
+        if self.group is not None:
+            self.members = MemberList(body, theme, self.group.actions())
             self.members.pack(side="right", fill="y")
             self.members.pack_propagate(False)
         self.view = MessageView(
@@ -145,6 +150,11 @@ class ChatPanel(tk.Frame):
         )
         self.view.pack(side="left", fill="both", expand=True)
         self.send_busy = BusyButton(self.composer.send_button)
+        # Files dropped on the conversation or the message box are sent (with tkdnd).
+        self.drops = all(
+            accept_file_drops(target, self.files.send_paths)
+            for target in (self.view, self.composer.input)
+        )
 
     # ------------------------------------------------------------------ history
 
@@ -237,6 +247,10 @@ class ChatPanel(tk.Frame):
     def on_event(self, event: Event) -> None:
         if not alive(self):
             return
+        if self.group is None or not self.group.on_event(event):
+            self._on_chat_event(event)
+
+    def _on_chat_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived | MessageSent):
             if in_chat(event.message, self.contact):
                 self.show_message(event.message)
@@ -301,8 +315,8 @@ class ChatPanel(tk.Frame):
         self.header.show(self.contact)
 
     def _member_event(self, username: str, what: str) -> None:
-        key = "chat.member_joined" if what == "joined" else "chat.member_left"
-        self.view.add_notice(i18n.t(key, name=username))
+        """The server's word on a join or leave: the header's count follows it; the
+        line in the conversation waits for the verified change (`GroupMembers`)."""
         members = list(self.contact.members)
         if what == "joined" and username not in members:
             members.append(username)
@@ -322,23 +336,14 @@ class ChatPanel(tk.Frame):
     # ------------------------------------------------------------------ group members
 
     def refresh_members(self) -> None:
-        client = self.app.client
-        if client is None or self.contact.kind != "room":
-            return
+        if self.group is not None:
+            self.group.refresh()
 
-        def show(members: list[dict[str, Any]]) -> None:
-            if alive(self):
-                self._show_members(
-                    {
-                        str(m.get("username")): m.get("online") is True
-                        for m in members
-                        if m.get("username")
-                    }
-                )
-
-        self.app.run(
-            client.room_members, self.contact, on_result=show, on_error=lambda _exc: None
-        )  # the names from the contact stay shown
+    def show_verified_members(self, names: tuple[str, ...]) -> None:
+        """The header counts the signed members, not the server's list."""
+        if names != self.contact.members:
+            self.contact = dataclasses.replace(self.contact, members=names)
+            self.header.show(self.contact)
 
     def _show_members(self, members: dict[str, bool | None]) -> None:
         if self.members is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tkinter as tk
 import tkinter.font as tkfont
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from tkinter import ttk
 from typing import Any
 
@@ -337,13 +339,28 @@ class Composer(tk.Frame):
         self.input.insert("1.0", text)
 
 
-class MemberList(tk.Frame):
-    """Who is in a group, online first; updated on join and leave."""
+@dataclass(frozen=True)
+class MemberActions:
+    """What an admin can do from the member list (each runs off the Tk thread)."""
 
-    def __init__(self, parent: tk.Misc, theme: Theme) -> None:
+    remove: Callable[[str], object]
+    make_admin: Callable[[str], object]
+    approve: Callable[[str], object]
+    refuse: Callable[[str], object]
+
+
+class MemberList(tk.Frame):
+    """Who is in a group (the verified members), online first; admins are marked.
+
+    An admin also sees who waits to join (approve / refuse) and a menu on each member
+    (remove, make admin); updated on every membership change.
+    """
+
+    def __init__(self, parent: tk.Misc, theme: Theme, actions: MemberActions | None = None) -> None:
         p = theme.palette
         super().__init__(parent, background=p.surface_alt, width=theme.px(150))
         self.theme = theme
+        self.actions = actions
         tk.Frame(self, width=1, background=p.border).pack(side="left", fill="y")
         self.title = tk.Label(
             self,
@@ -354,15 +371,31 @@ class MemberList(tk.Frame):
             anchor="w",
         )
         self.title.pack(fill="x", padx=10, pady=(10, 4))
+        self.requests = tk.Frame(self, background=p.surface_alt)
+        self.requests.pack(fill="x", padx=10)
         self.rows = tk.Frame(self, background=p.surface_alt)
         self.rows.pack(fill="both", expand=True, padx=10)
         self.names: list[str] = []
+        self.admins: set[str] = set()
+        self.waiting: list[str] = []
+        self.menu = tk.Menu(self, tearoff=False)
+        self.can_manage = False
 
-    def show(self, members: Iterable[tuple[str, bool | None]]) -> None:
-        """(username, online) pairs; online None when not known yet."""
+    def show(
+        self,
+        members: Iterable[tuple[str, bool | None]],
+        admins: Iterable[str] = (),
+        *,
+        can_manage: bool = False,
+        me: str = "",
+    ) -> None:
+        """(username, online) pairs; online None when not known yet. `can_manage`: we
+        are an admin, so each other member gets a menu."""
         p = self.theme.palette
         ordered = sorted(members, key=lambda m: (m[1] is not True, m[0].casefold()))
         self.names = [name for name, _ in ordered]
+        self.admins = set(admins)
+        self.can_manage = can_manage and self.actions is not None
         for child in self.rows.winfo_children():
             child.destroy()
         self.title.configure(text=i18n.t("chat.members", count=len(ordered)))
@@ -377,11 +410,76 @@ class MemberList(tk.Frame):
                 background=p.surface_alt,
                 font=self.theme.fonts.small,
             ).pack(side="left")
-            tk.Label(
+            label = tk.Label(
                 row,
                 text=name,
                 background=p.surface_alt,
                 foreground=p.text,
                 font=self.theme.fonts.body,
                 anchor="w",
-            ).pack(side="left", padx=(4, 0))
+            )
+            label.pack(side="left", padx=(4, 0))
+            if name in self.admins:
+                tk.Label(
+                    row,
+                    text=i18n.t("members.admin"),
+                    background=p.surface_alt,
+                    foreground=p.muted,
+                    font=self.theme.fonts.small,
+                ).pack(side="left", padx=(4, 0))
+            if self.can_manage and name != me:
+                for widget in (row, label):
+                    widget.bind("<Button-3>", partial(self.open_menu, name))
+                    widget.bind("<Button-1>", partial(self.open_menu, name))
+
+    def open_menu(self, name: str, event: tk.Event[Any] | None = None) -> None:
+        """Remove / make admin for `name` (admins only)."""
+        if not self.can_manage or self.actions is None:
+            return
+        actions = self.actions
+        self.menu.delete(0, "end")
+        self.menu.add_command(
+            label=i18n.t("members.remove", name=name), command=lambda: actions.remove(name)
+        )
+        if name not in self.admins:
+            self.menu.add_command(
+                label=i18n.t("members.make_admin", name=name),
+                command=lambda: actions.make_admin(name),
+            )
+        if event is not None:
+            self.menu.tk_popup(event.x_root, event.y_root)
+
+    def show_requests(self, names: Iterable[str]) -> None:
+        """Who waits to join, with Approve / Refuse (admins only)."""
+        p = self.theme.palette
+        self.waiting = list(names)
+        for child in self.requests.winfo_children():
+            child.destroy()
+        if not self.waiting or self.actions is None:
+            return
+        actions = self.actions
+        tk.Label(
+            self.requests,
+            text=i18n.t("members.requests", count=len(self.waiting)),
+            background=p.surface_alt,
+            foreground=p.muted,
+            font=self.theme.fonts.small,
+            anchor="w",
+        ).pack(fill="x")
+        for name in self.waiting:
+            row = tk.Frame(self.requests, background=p.surface_alt)
+            row.pack(fill="x", pady=1)
+            tk.Label(row, text=name, background=p.surface_alt, foreground=p.text, anchor="w").pack(
+                side="left"
+            )
+            ttk.Button(
+                row,
+                text=i18n.t("members.refuse"),
+                command=partial(actions.refuse, name),
+            ).pack(side="right")
+            ttk.Button(
+                row,
+                text=i18n.t("members.approve"),
+                style="Primary.TButton",
+                command=partial(actions.approve, name),
+            ).pack(side="right", padx=(0, 2))

@@ -48,6 +48,7 @@ from client.forms.contacts import (
 )
 from client.forms.contacts_panels import ActionPanel, ProfileHeader, RequestsPanel, SearchPanel
 from client.forms.conversation_area import ConversationArea
+from client.forms.device_link_form import LinkWindow, OldComputerLink
 from client.forms.export_flow import ExportFlow
 from client.forms.identity_export import IdentityExport
 from common.errors import UchatError
@@ -125,6 +126,7 @@ class ContactsForm(ttk.Frame):
             menu=(
                 (i18n.t("export.all_chats"), self.export_all),
                 (i18n.t("identity.export_link"), self.export_identity),
+                (i18n.t("link.old_link"), self.link_computer),
             ),
         )
         self.header.grid(row=0, column=0, sticky="ew")
@@ -136,6 +138,7 @@ class ContactsForm(ttk.Frame):
         self.tasks.grid(row=3, column=0, sticky="ew")
         self.exporter = ExportFlow(app, self.tasks)
         self.identity_export: IdentityExport | None = None
+        self.device_link: OldComputerLink | None = None
         self.list = VerticalScrolledFrame(side, background=p.surface)
         self.list.grid(row=4, column=0, sticky="nsew", pady=(1, 0))
         # One scrolling column: requests, then search results, then the contacts.
@@ -187,6 +190,8 @@ class ContactsForm(ttk.Frame):
     def _destroyed(self, event: tk.Event[tk.Misc]) -> None:
         if event.widget is self:
             self.app.unsubscribe(self.on_event)
+            if self.device_link is not None and alive(self.device_link):
+                self.device_link.close()  # its window belongs to this session
 
     # ------------------------------------------------------------------ events
 
@@ -327,6 +332,15 @@ class ContactsForm(ttk.Frame):
         self.identity_export = IdentityExport(self.tasks, self.app)
         self.identity_export.pack(fill="x", pady=(1, 0))
         self.identity_export.passphrase.focus_entry()
+
+    def link_computer(self) -> None:
+        """⋯ → Link a new computer: its own small window (one at a time)."""
+        if self.device_link is not None and alive(self.device_link):
+            self.device_link.winfo_toplevel().lift()
+            self.device_link.code.focus_entry()
+            return
+        self.device_link = LinkWindow(self.app).panel
+        self.device_link.code.focus_entry()
 
     def start_action(self, action: Action) -> None:
         prefill = ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import tkinter as tk
+import tkinter.font as tkfont
 from collections.abc import Callable
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,9 @@ from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.contact_item import Avatar
 from client.components.field import Placeholder
+from client.components.formatting import elide
 from client.components.layout import collapse_if_empty
+from client.core.directory import JoinPending
 from client.core.models import Contact
 from client.forms.contacts import (
     Action,
@@ -30,6 +33,8 @@ from client.forms.errors import describe_error
 if TYPE_CHECKING:
     from client.forms.host import FormHost
 
+STATUS_GAP = 3  # pixels between the dot and the state line
+SEPARATOR = "  \u00b7  "
 STATUS_COLORS = {"connected": "#7ee2a0", "reconnecting": "#ffd27a", "connecting": "#ffd27a"}
 
 
@@ -65,7 +70,7 @@ class ProfileHeader(tk.Frame):
             font=app.theme.fonts.small,
             anchor="w",
         )
-        self.status.pack(side="left", padx=(3, 0))
+        self.status.pack(side="left", padx=(STATUS_GAP, 0))
 
         def logout() -> None:
             self.logout_button.state(["disabled"])
@@ -83,14 +88,40 @@ class ProfileHeader(tk.Frame):
         self.menu_button.grid(row=0, column=2, rowspan=2, padx=(0, 6))
         self.columnconfigure(1, weight=1)
         self.email = profile.email if profile else ""
+        self._font = tkfont.Font(root=self, font=app.theme.fonts.small)
+        self.status_text = self.state_label = ""
         self.set_state("connected")
+        # Grid arranges the line after the header's own <Configure>: fit at idle, and
+        # again whenever the line itself is given another width.
+        self.bind("<Configure>", lambda _e: self.after_idle(self._fit_status), add="+")
+        self.status.bind("<Configure>", lambda _e: self._fit_status(), add="+")
 
     def set_state(self, state: str) -> None:
-        label = i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
-        text = label + (f"  \u00b7  {self.email}" if self.email else "")
-        self.status.configure(text=text)
+        self.state_label = (
+            i18n.t(f"connection.{state}") if i18n.has(f"connection.{state}") else state
+        )
+        self.status_text = self.state_label + (f"{SEPARATOR}{self.email}" if self.email else "")
+        self._fit_status()
         self.dot.configure(foreground=STATUS_COLORS.get(state, "#ffb3ad"))
         self.state_name = state
+
+    def _fit_status(self) -> None:
+        """A long e-mail ends in "…" rather than running under the buttons."""
+        cell = self.grid_bbox(1, 1)
+        width = cell[2] if cell is not None else 0
+        shown = str(self.status.cget("text"))
+        # the label's own padding and border, and the gap after the dot
+        overhead = self.status.winfo_reqwidth() - self._font.measure(shown) + STATUS_GAP
+        room = width - self.dot.winfo_reqwidth() - overhead if width > 1 else 0
+        text = self.status_text
+        if room > 0 and self._font.measure(text) > room:
+            # the state stays whole; the e-mail gets what is left, or goes
+            label = self.state_label
+            left = room - self._font.measure(label + SEPARATOR)
+            email = elide(self.email, left, self._font.measure)
+            text = label + SEPARATOR + email if len(email) > 3 else label
+        if self.status.cget("text") != text:
+            self.status.configure(text=text)
 
 
 class SearchPanel(ttk.Frame):
@@ -336,6 +367,18 @@ class ActionPanel(ttk.Frame):
         self.result = ttk.Entry(self, state="readonly", font=app.theme.fonts.heading, width=12)
         self.result.grid(row=3, column=0, sticky="w", pady=(4, 0))
         self.result.grid_remove()
+        # A new group's join policy, signed into its create event (creating only).
+        self.policy = tk.StringVar(self, value="open")
+        self.policies = ttk.Frame(self, style="Surface.TFrame")
+        for value in ("open", "approval"):
+            ttk.Radiobutton(
+                self.policies,
+                text=i18n.t(f"action.create_group.policy_{value}"),
+                variable=self.policy,
+                value=value,
+            ).pack(anchor="w")
+        self.policies.grid(row=4, column=0, columnspan=3, sticky="w", pady=(6, 0))
+        self.policies.grid_remove()
         self.columnconfigure(0, weight=1)
 
     def open(self, action: Action, prefill: str = "") -> None:
@@ -348,6 +391,11 @@ class ActionPanel(ttk.Frame):
         self.value.set(prefill)
         self._say("", error=True)
         self.result.grid_remove()
+        self.policy.set("open")
+        if action is Action.CREATE_GROUP:
+            self.policies.grid()
+        else:
+            self.policies.grid_remove()
         self.grid()
         self.entry.focus_set()
         self.entry.icursor("end")
@@ -369,10 +417,11 @@ class ActionPanel(ttk.Frame):
             self._say(str(exc), error=True)
             return
         client = self.app.require_client()
+        policy = self.policy.get()
         calls: dict[Action, Callable[..., Any]] = {
             Action.ADD_FRIEND: client.add_friend,
             Action.DELETE_FRIEND: client.delete_friend,
-            Action.CREATE_GROUP: client.create_room,
+            Action.CREATE_GROUP: lambda name: client.create_room(name, policy),
             Action.JOIN_GROUP: client.join_room,
         }
         self._say("", error=True)
@@ -407,7 +456,11 @@ class ActionPanel(ttk.Frame):
     def _failed(self, exc: BaseException) -> None:
         if alive(self):
             self.busy.stop()
-            self._say(describe_error(exc).message, error=True)
+            # A join request sent to a group's admins is good news, not an error.
+            pending = isinstance(exc, JoinPending)
+            self._say(describe_error(exc).message, error=not pending)
+            if pending:
+                self.value.set("")
 
     @property
     def message_text(self) -> str:

@@ -15,6 +15,7 @@ from client import i18n
 from client.components.busy import BusyButton, alive
 from client.components.field import Field
 from client.core.models import Profile
+from client.forms.device_link_form import NewComputerLink
 from client.forms.errors import describe_error
 from client.forms.identity_import import IdentityImport
 from client.forms.login import (
@@ -52,6 +53,7 @@ class LoginForm(ttk.Frame):
         self._build_submit_area(card)
         self._build_register_link(card)
         self._build_identity_import(card)
+        self._build_device_link(card)
         card.columnconfigure(0, weight=1)
 
     def _build_heading(self, card: ttk.Frame) -> None:
@@ -112,12 +114,14 @@ class LoginForm(ttk.Frame):
         )
         bar = ttk.Progressbar(card, mode="indeterminate")
         bar.grid(row=8, column=0, sticky="ew")
+        self.busy_bar = bar
         self.busy = BusyButton(self.login_button, bar)
 
     def _build_register_link(self, card: ttk.Frame) -> None:
         """Row 9: "No account?" and the link to the register form."""
         links = ttk.Frame(card, style="Surface.TFrame")
         links.grid(row=9, column=0, pady=(self.app.theme.pad, 0))
+        self.links_row = links
         ttk.Label(links, text=i18n.t("login.no_account"), style="SurfaceMuted.TLabel").pack(
             side="left"
         )
@@ -143,6 +147,73 @@ class LoginForm(ttk.Frame):
         self.identity = IdentityImport(card, self.app, self._credentials, self._login_with)
         self.identity.grid(row=11, column=0, sticky="ew", pady=(self.app.theme.pad // 2, 0))
         self.identity.grid_remove()
+
+    def _build_device_link(self, card: ttk.Frame) -> None:
+        """Rows 12-13: "Link from a computer where you are logged in…" and its panel."""
+        self.link_link = ttk.Button(
+            card,
+            text=i18n.t("link.new_link"),
+            style="Link.TButton",
+            command=self.start_link,
+            cursor="hand2",
+        )
+        self.link_link.grid(row=12, column=0, pady=(self.app.theme.pad // 2, 0))
+        self.device_link = NewComputerLink(
+            card,
+            self.app,
+            self._credentials,
+            self._linked,
+            on_code_shown=self._show_fields_for_link,
+            on_back=self.leave_link,
+        )
+        self.device_link.grid(row=13, column=0, sticky="ew", pady=(self.app.theme.pad // 2, 0))
+        self.device_link.grid_remove()
+        self._hidden_for_link: list[tk.Widget] = []
+
+    def start_link(self) -> None:
+        """Link mode: only the fields and the link panel, so it fits at 192 dpi too."""
+        others: tuple[tk.Widget, ...] = (
+            self.notice,
+            self.general_error,
+            self.login_button,
+            self.busy_bar,
+            self.links_row,
+            self.import_link,
+            self.identity,
+            self.link_link,
+        )
+        self._hidden_for_link = [w for w in others if w.winfo_manager() == "grid"]
+        for widget in self._hidden_for_link:
+            widget.grid_remove()
+        self.device_link.grid()
+        self.device_link.code_button.focus_set()
+
+    def _show_fields_for_link(self, shown: bool) -> None:
+        """While a code is shown, the fields it was asked with step aside."""
+        for field in (self.username, self.password, self.server):
+            if shown:
+                field.grid_remove()
+            else:
+                field.grid()
+
+    def _linked(self, client: ChatClient, username: str, password: str) -> None:
+        """The identity arrived: back to the ordinary form, saying so, and log in.
+
+        If the password was mistyped, its error shows under the field as usual and the
+        identity waits in memory for the next Login.
+        """
+        self.leave_link()
+        self._paint_notice(i18n.t("link.received"), warning=False)
+        self.notice.grid()
+        self._login_with(client, username, password)
+
+    def leave_link(self) -> None:
+        """Back from link mode to the ordinary login form."""
+        self._show_fields_for_link(False)
+        self.device_link.grid_remove()
+        for widget in self._hidden_for_link:
+            widget.grid()
+        self._hidden_for_link = []
 
     def start_import(self) -> None:
         if self.identity.choose():

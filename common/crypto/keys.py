@@ -78,7 +78,8 @@ def generate_user_keys() -> UserKeys:
     return UserKeys(identity=Ed25519PrivateKey.generate(), agreement=X25519PrivateKey.generate())
 
 
-def _private_raw(keys: UserKeys) -> bytes:
+def keys_to_bytes(keys: UserKeys) -> bytes:
+    """The raw private keys (and KEM keyring) a key file seals; secret."""
     raw = (Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     kem = keys.kem.to_bytes() if keys.kem is not None else b""
     return keys.identity.private_bytes(*raw) + keys.agreement.private_bytes(*raw) + kem
@@ -106,7 +107,7 @@ def save_keys(path: Path, keys: UserKeys, password: str, params: KdfParams = Kdf
     salt = os.urandom(SALT_SIZE)
     nonce = os.urandom(NONCE_SIZE)
     key = _derive_key(password, salt, params)
-    ciphertext = AESGCM(key).encrypt(nonce, _private_raw(keys), _associated_data(params, salt))
+    ciphertext = AESGCM(key).encrypt(nonce, keys_to_bytes(keys), _associated_data(params, salt))
     document = {
         "version": FILE_VERSION,
         "kdf": {"name": KDF_NAME, "n": params.n, "r": params.r, "p": params.p},
@@ -130,7 +131,14 @@ def load_keys(path: Path, password: str) -> UserKeys:
         raw = AESGCM(key).decrypt(nonce, ciphertext, _associated_data(params, salt, version))
     except InvalidTag:
         raise KeyStoreError("wrong password for the key file") from None
-    if len(raw) < 2 * RAW_KEY_SIZE or (version == 1 and len(raw) != 2 * RAW_KEY_SIZE):
+    if version == 1 and len(raw) != 2 * RAW_KEY_SIZE:
+        raise KeyStoreError("key file is corrupt: wrong key length")
+    return keys_from_bytes(raw)
+
+
+def keys_from_bytes(raw: bytes) -> UserKeys:
+    """The inverse of `keys_to_bytes`; `KeyStoreError` for anything malformed."""
+    if len(raw) < 2 * RAW_KEY_SIZE:
         raise KeyStoreError("key file is corrupt: wrong key length")
     kem = None
     if len(raw) > 2 * RAW_KEY_SIZE:  # version 2 with a keyring

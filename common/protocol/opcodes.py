@@ -48,7 +48,11 @@ class MessageType(IntEnum):
     LEAVE_ROOM = 52
     ROOM_MEMBERS = 53
     ROOM_MEMBER_EVENT = 54  # push: someone joined or left a room you are in
-    ROOM_CERTIFICATES = 55
+    ROOM_CERTIFICATES = 55  # paged: {room_id, after?} -> {members, next}
+    ROOM_LOG = 56  # request: the signed membership log, paged from a sequence number
+    ROOM_HEAD = 57  # request: a room's policy and log head, to sign a join against
+    ROOM_ADMIN = 58  # request: a signed remove or admin grant
+    RESOLVE_JOIN = 59  # request: an admin approves (countersigned) or refuses a join
 
     # attachments (images and files), chunked and resumable
     UPLOAD_BEGIN = 60
@@ -64,6 +68,20 @@ class MessageType(IntEnum):
     # end-to-end v2 (signed KEM keys, sender chains)
     PUBLISH_KEM_KEY = 80  # request: {kem_key} -> REPLY {key_id}
 
+    # signed room membership, continued
+    ROOM_JOIN_REQUEST = 90  # push to a room's admins: someone asks to join
+    ROOM_JOIN_REFUSED = 91  # push to a joiner: the request was refused or must be re-signed
+    ROOM_JOIN_REQUESTS = 92  # request: the pending joins of a room (admins)
+
+    # linking a new computer (one-time code, relayed key exchange)
+    LINK_OPEN = 100  # request, before login: {username} -> REPLY {code, expires_in}
+    LINK_JOIN = 101  # request: {code} -> REPLY {address}
+    LINK_SEND = 102  # request: {data} -> REPLY {}; the other end gets LINK_DATA
+    LINK_CLOSE = 103  # request: {reason} -> REPLY {}
+    LINK_JOINED = 104  # push to the new computer: {address}
+    LINK_DATA = 105  # push: {data}
+    LINK_CLOSED = 106  # push: {reason}
+
 
 #: Messages the server sends on its own (request id 0).
 PUSHES = frozenset(
@@ -77,8 +95,22 @@ PUSHES = frozenset(
         MessageType.NEW_MESSAGE,
         MessageType.MESSAGE_DELIVERED,
         MessageType.ROOM_MEMBER_EVENT,
+        MessageType.ROOM_JOIN_REQUEST,
+        MessageType.ROOM_JOIN_REFUSED,
+        MessageType.LINK_JOINED,
+        MessageType.LINK_DATA,
+        MessageType.LINK_CLOSED,
     }
 )
 
 #: Requests a client may send before it has logged in.
-UNAUTHENTICATED_REQUESTS = frozenset({MessageType.PING, MessageType.REGISTER, MessageType.LOGIN})
+UNAUTHENTICATED_REQUESTS = frozenset(
+    {
+        MessageType.PING,
+        MessageType.REGISTER,
+        MessageType.LOGIN,
+        MessageType.LINK_OPEN,
+        MessageType.LINK_SEND,
+        MessageType.LINK_CLOSE,
+    }
+)

@@ -1,17 +1,19 @@
-"""LEAVE_ROOM {room_id} -> {}: leave a group chat; the rest of it is told.
+"""LEAVE_ROOM {room_id, event} -> {seq}: leave a group chat with a signed leave event.
 
 A room that does not exist and a room the caller is not in get the same answer,
-`not_member`, so leaving cannot be used to probe which room numbers exist.
+`not_member`, so leaving cannot be used to probe which room numbers exist. The
+owner cannot leave while others remain (`event_refused`): the log's rules.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from common.crypto.membership import EventKind
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.handlers._common import caller, member_room_id
-from server.storage import rooms
+from server.membership import accept, parse_event
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -23,12 +25,9 @@ REQUIRES_AUTH = True
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     room_id = member_room_id(ctx, params)
-    if not rooms.remove_member(ctx.db, room_id, user_id):  # checked just above
-        raise RequestError("not_member", "you are not in this room", "room_id")
-    ctx.push_many(
-        rooms.member_ids(ctx.db, room_id),
-        MessageType.ROOM_MEMBER_EVENT,
-        {"room_id": room_id, "username": username, "event": "left"},
-    )
+    event = parse_event(params)
+    if event.actor != username:
+        raise RequestError("bad_event", "a leave is signed by the one leaving", "event")
+    accepted = accept(ctx, room_id, event, EventKind.LEAVE)
     ctx.push(user_id, MessageType.CONTACT_REMOVED, {"room_id": room_id})
-    return {}
+    return {"seq": accepted.seq}

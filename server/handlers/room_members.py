@@ -1,4 +1,8 @@
-"""ROOM_MEMBERS {room_id} -> {room_id, members: [{username, online}]} (members only)."""
+"""ROOM_MEMBERS {room_id} -> {room_id, members: [{username, online}], length} (members only).
+
+`length` is the membership log's length this list follows from, so a client compares
+it with its verified log at the same point (a list read mid-change is no alarm).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.protocol.opcodes import MessageType
 from server.handlers._common import member_room_id
-from server.storage import rooms
+from server.storage import room_log, rooms
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -21,4 +25,4 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         {"username": member.username, "online": ctx.sessions.is_online(member.id)}
         for member in rooms.members(ctx.db, room_id)
     ]
-    return {"room_id": room_id, "members": members}
+    return {"room_id": room_id, "members": members, "length": room_log.head(ctx.db, room_id)[0]}

@@ -63,6 +63,8 @@ class ConnectionHost(Protocol):
 
     def authenticated(self, connection: Connection) -> None: ...
 
+    def hold_anonymous(self, connection: Connection) -> None: ...
+
 
 class Connection:
     """A socket, its `SecureChannel`, the bound user and a bounded write queue."""
@@ -145,6 +147,14 @@ class Connection:
         if value is not None and not self.logged_in_once:
             self.logged_in_once = True
             self._host.authenticated(self)
+
+    def hold_for_link(self) -> None:
+        """A link code waits on this anonymous connection: no login deadline for it.
+
+        The link relay bounds such connections and closes them when the link ends.
+        """
+        if not self.logged_in_once:
+            self._host.hold_anonymous(self)
 
     @property
     def pending_output(self) -> int:

@@ -260,6 +260,12 @@ class Reactor:
             self._admission.logged_in(connection.peer[0])
         connection.channel.limit_frames(self._settings.max_frame)
 
+    def hold_anonymous(self, connection: Connection) -> None:
+        """A link session holds this anonymous connection: off the login deadline and
+        the anonymous count (the link relay caps and ends these itself)."""
+        if self._anonymous.pop(connection, None) is not None:
+            self._admission.logged_in(connection.peer[0])
+
     def release(self, connection: Connection, reason: str) -> None:
         """Forget a connection that closed itself; runs `on_closed` once."""
         if connection in self._connections:

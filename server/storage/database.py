@@ -40,6 +40,10 @@ def _migration_004() -> str:
     return resources.files("server.storage").joinpath("migration_004.sql").read_text("utf-8")
 
 
+def _room_log() -> str:
+    return resources.files("server.storage").joinpath("migration_room_log.sql").read_text("utf-8")
+
+
 def _migration_chains() -> str:
     return resources.files("server.storage").joinpath("migration_chains.sql").read_text("utf-8")
 
@@ -50,6 +54,7 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     _migration_002,
     _transparency_log_003,
     _migration_004,
+    _room_log,
     _migration_chains,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -223,9 +228,11 @@ def _private_file(path: Path) -> None:
 
 def _after_migrations(database: Database) -> None:
     """Data steps SQL cannot do (Unicode folding); each is idempotent and commits."""
-    from server.storage.users import backfill_names  # users imports this module
+    from server.storage.room_log import backfill_legacy  # these import this module
+    from server.storage.users import backfill_names
 
     backfill_names(database)
+    backfill_legacy(database)
     if database.in_transaction:
         database.commit()
 

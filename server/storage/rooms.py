@@ -6,9 +6,9 @@ again, and its history keeps pointing at it.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
+from common.room_numbers import random_room_number
 from server.storage import conversations
 from server.storage.database import Database
 
@@ -37,27 +37,73 @@ class RoomView:
     last_message_time: int
 
 
-ROOM_NUMBER_MIN = 10_000_000
-ROOM_NUMBER_SPAN = 90_000_000  # eight-digit group numbers
+def number_taken(db: Database, number: int) -> bool:
+    return db.one("SELECT 1 FROM rooms WHERE id = ?", (number,)) is not None
 
 
-def create_room(db: Database, name: str, created_by: int, now: int) -> int:
-    """Insert a room (no members yet); sqlite3.IntegrityError if the name is taken.
+def create_room(
+    db: Database,
+    name: str,
+    created_by: int,
+    now: int,
+    *,
+    number: int | None = None,
+    policy: str = "open",
+) -> int:
+    """Insert a room (no members yet); sqlite3.IntegrityError if the name or number is taken.
 
     The number people share to join is random, not sequential, so nobody can walk
-    through every group by counting (joining needs only the number).
+    through every group by counting (joining needs only the number). A signed create
+    event names its room, so the creator's client draws the number (`number`).
     """
-    for _ in range(64):
-        number = ROOM_NUMBER_MIN + secrets.randbelow(ROOM_NUMBER_SPAN)
-        if db.one("SELECT 1 FROM rooms WHERE id = ?", (number,)) is None:
-            break
-    else:  # pragma: no cover - needs tens of millions of rooms
-        raise RuntimeError("no free room number")
+    if number is None:
+        for _ in range(64):
+            number = random_room_number()
+            if not number_taken(db, number):
+                break
+        else:  # pragma: no cover - needs tens of millions of rooms
+            raise RuntimeError("no free room number")
     db.execute(
-        "INSERT INTO rooms (id, room_name, created_by, created_at) VALUES (?, ?, ?, ?)",
-        (number, name, created_by, now),
+        "INSERT INTO rooms (id, room_name, created_by, created_at, join_policy)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (number, name, created_by, now, policy),
     )
     return number
+
+
+def join_policy(db: Database, room_id: int) -> str:
+    return str(db.scalar("SELECT join_policy FROM rooms WHERE id = ?", (room_id,)) or "open")
+
+
+def set_admin(db: Database, room_id: int, user_id: int) -> None:
+    db.execute(
+        "UPDATE room_user SET admin = 1 WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    )
+
+
+def is_admin(db: Database, room_id: int, user_id: int) -> bool:
+    row = db.one(
+        "SELECT 1 FROM room_user WHERE room_id = ? AND user_id = ? AND admin = 1",
+        (room_id, user_id),
+    )
+    return row is not None
+
+
+def admin_ids(db: Database, room_id: int) -> list[int]:
+    rows = db.all(
+        "SELECT user_id FROM room_user WHERE room_id = ? AND admin = 1 ORDER BY id", (room_id,)
+    )
+    return [row[0] for row in rows]
+
+
+def member_names(db: Database, room_id: int) -> tuple[list[str], list[str]]:
+    """(every member's name, the admins' names), in join order."""
+    rows = db.all(
+        "SELECT u.username, r.admin FROM room_user r JOIN users u ON u.id = r.user_id"
+        " WHERE r.room_id = ? ORDER BY r.id",
+        (room_id,),
+    )
+    return [row["username"] for row in rows], [row["username"] for row in rows if row["admin"]]
 
 
 def get_room(db: Database, room_id: int) -> Room | None:
@@ -159,11 +205,16 @@ def rooms_of(db: Database, user_id: int) -> list[RoomView]:
     ]
 
 
-def member_certificates(db: Database, room_id: int) -> list[tuple[str, bytes]]:
-    """(username, certificate DER) of every member, in the order they joined."""
+def member_certificates(
+    db: Database, room_id: int, *, after: int = 0, limit: int = 1_000_000
+) -> list[tuple[int, str, bytes]]:
+    """(position, username, certificate DER) of members in join order, past `after`.
+
+    `position` is the membership row's own key: a cursor for the next page.
+    """
     rows = db.all(
-        "SELECT u.username, u.certificate FROM room_user r JOIN users u ON u.id = r.user_id"
-        " WHERE r.room_id = ? ORDER BY r.id",
-        (room_id,),
+        "SELECT r.id, u.username, u.certificate FROM room_user r JOIN users u ON u.id = r.user_id"
+        " WHERE r.room_id = ? AND r.id > ? ORDER BY r.id LIMIT ?",
+        (room_id, after, limit),
     )
-    return [(row["username"], bytes(row["certificate"])) for row in rows]
+    return [(int(row["id"]), row["username"], bytes(row["certificate"])) for row in rows]

@@ -117,6 +117,17 @@ def test_main_window_fits_the_screen_with_list_and_chat_side_by_side(
         assert inside(widget, root), f"{widget} is cut off"
     name = chat.header.name  # the title is not clipped
     assert name.winfo_width() >= name.winfo_reqwidth()
+    status, menu = contacts.header.status, contacts.header.menu_button
+    contacts.header.email = "someone.with.a.rather.long.address@example.org"
+    contacts.header.set_state("connected")
+    settle(app)
+    shown = str(status.cget("text"))  # the state whole; the e-mail elided or left out
+    online = i18n.t("connection.connected")
+    assert shown == online or (shown.startswith(online) and shown.endswith("\u2026"))
+    assert status.winfo_width() >= status.winfo_reqwidth()  # the text itself is not cut
+    assert status.winfo_rootx() + status.winfo_width() <= menu.winfo_rootx(), (
+        "the state and e-mail line ends before the header's buttons"
+    )
     body_line = app.theme.fonts.body
     thirty = 30 * tk.font.Font(root=root, font=body_line).measure("0")
     assert contacts.side.winfo_width() >= min(thirty, SCREEN[0] * 2 // 5 - 2)  # font-sized

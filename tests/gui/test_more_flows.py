@@ -216,10 +216,12 @@ def test_chat_windows_follow_members_presence_colour_and_unfriending(
     dan_name = dan.username or ""
     dan.join_room(int(room.id))
     pump_until(app.root, lambda: dan_name in members.names, what="dan in the member list")
-    assert i18n.t("chat.member_joined", name=dan_name) in group.view.text.get("1.0", "end")
+    joined = i18n.t("membership.join", actor=dan_name, subject=dan_name)
+    pump_until(app.root, lambda: joined in group.view.text.get("1.0", "end"), what="the line")
     dan.leave_room(int(room.id))
     pump_until(app.root, lambda: dan_name not in members.names, what="dan gone from the list")
-    assert i18n.t("chat.member_left", name=dan_name) in group.view.text.get("1.0", "end")
+    left = i18n.t("membership.leave", actor=dan_name, subject=dan_name)
+    pump_until(app.root, lambda: left in group.view.text.get("1.0", "end"), what="the line")
     assert str(members.title.cget("text")) == i18n.t("chat.members", count=2)
 
     chat = open_chat_with(app, contacts, carol_name)

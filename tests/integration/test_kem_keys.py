@@ -20,6 +20,7 @@ from common.crypto.keys import UserKeys, load_keys, save_keys
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.app import DATABASE_FILE
+from server.storage.database import MIGRATIONS, _migration_004
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (
     FAST_KEYS,
@@ -86,6 +87,9 @@ def test_a_second_login_does_not_publish_again(server: RunningServer, accounts: 
         database.close()
 
 
+KEM_KEYS_VERSION = MIGRATIONS.index(_migration_004) + 1
+
+
 def _downgrade(server: RunningServer, user: User) -> None:
     """Turn the data folder and database into what the previous release left behind."""
     path = key_file(server, user)
@@ -93,7 +97,13 @@ def _downgrade(server: RunningServer, user: User) -> None:
     _write_version_1(path, UserKeys(keys.identity, keys.agreement))
     database = sqlite3.connect(server.data_dir / DATABASE_FILE)
     try:
-        database.executescript(f"BEGIN; {_BEFORE_KEM_KEYS} PRAGMA user_version = 3; COMMIT;")
+        # Undo the migrations from the KEM keys' (version 4) on: the room log's and the
+        # sender chains' storage too.
+        database.executescript(
+            "BEGIN; DROP TABLE room_join_requests; DROP TABLE room_log;"
+            " ALTER TABLE room_user DROP COLUMN admin; ALTER TABLE rooms DROP COLUMN join_policy;"
+            f" {_BEFORE_KEM_KEYS} PRAGMA user_version = {KEM_KEYS_VERSION - 1}; COMMIT;"
+        )
     finally:
         database.close()
 

@@ -39,10 +39,13 @@ def pair(server: RunningServer, accounts: Accounts) -> tuple[User, User]:
     alice = accounts.user(server, name="alice")
     bob = accounts.user(server, name="bob")
     befriend(alice, bob)
-    bob.client.send_text("alice", "hi alice")
+    hi_alice = bob.client.send_text("alice", "hi alice")
     alice.events.wait("message")
-    alice.client.send_text("bob", "hi bob")
+    hi_bob = alice.client.send_text("bob", "hi bob")
     bob.events.wait("message")
+    # both receipts are in, so the next message each sends is the one attacked
+    bob.events.status(hi_alice.message_id, "delivered")
+    alice.events.status(hi_bob.message_id, "delivered")
     return alice, bob
 
 

@@ -23,12 +23,23 @@ from common.config import ServerConfig
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
 from common.crypto.distribution import DISTRIBUTION_SIZE
-from common.crypto.keys import generate_user_keys
-from common.crypto.membership import member_list_hash
+from common.crypto.keys import UserKeys, generate_user_keys
+from common.crypto.membership import (
+    GENESIS,
+    EventKind,
+    MembershipEvent,
+    Policy,
+    approve,
+    member_list_hash,
+    replay,
+    sign_event,
+)
 from common.crypto.passwords import verify_password
+from common.crypto.room_log import LegacyGenesis, replay_log
 from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, decode_message
-from common.protocol.opcodes import PUSHES, MessageType
+from common.protocol.opcodes import PUSHES, UNAUTHENTICATED_REQUESTS, MessageType
+from common.room_numbers import random_room_number
 from server import presence, quotas
 from server.handlers import (
     HANDLERS,
@@ -51,18 +62,23 @@ from server.handlers import (
     ping,
     register,
     resolve_friend_request,
+    resolve_join,
+    room_admin,
     room_certificates,
+    room_head,
+    room_join_requests,
     room_members,
     search_users,
     send_message,
     upload_begin,
     upload_chunk,
 )
+from server.handlers import room_log as room_log_handler
 from server.handlers._backlog import BacklogCursors
 from server.hash_queue import HashQueue
 from server.quotas import InboxBounds
-from server.storage import attachments, login_attempts, messages, users
-from server.storage import rooms as rooms_storage
+from server.storage import attachments, login_attempts, messages, room_log, users
+from server.storage import rooms as rooms_module
 from server.storage.database import Database
 from server.transparency import TransparencyLog
 from server.turn import TurnBatch
@@ -118,6 +134,7 @@ class FakeServer:
     turn: TurnBatch = field(default_factory=TurnBatch)
     inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
     backlog: BacklogCursors = field(default_factory=BacklogCursors)
+    keys: dict[str, UserKeys] = field(default_factory=dict)  # identity keys, for signing
 
     def __post_init__(self) -> None:
         self.sessions = FakeSessions(self)
@@ -308,7 +325,13 @@ def form(name: str, **changes: Any) -> dict[str, Any]:
 
 
 def signup(server: FakeServer, name: str) -> int:
-    ok(register, FakeContext(server), **form(name))
+    keys = generate_user_keys()
+    server.keys[name] = keys
+    ok(
+        register,
+        FakeContext(server),
+        **form(name, csr=build_csr(name, f"{name}@example.com", keys)),
+    )
     user = users.by_username(server.db, name)
     assert user is not None
     return user.id
@@ -340,6 +363,49 @@ def uid(server: FakeServer, name: str) -> int:
     return user.id
 
 
+def room_event(
+    server: FakeServer,
+    actor: str,
+    room: int,
+    kind: EventKind,
+    subject: str | None = None,
+    **extra: Any,
+) -> MembershipEvent:
+    """`actor`'s signed event on the room's current head (GENESIS for a create)."""
+    prev = room_log.head(server.db, room)[1] if kind is not EventKind.CREATE else GENESIS
+    return sign_event(
+        server.keys[actor].identity,
+        room=str(room),
+        kind=kind,
+        actor=actor,
+        subject=subject or actor,
+        time_ms=server.time,
+        prev=prev,
+        **extra,
+    )
+
+
+def create_event(
+    server: FakeServer, owner: str, name: str, policy: Policy = Policy.OPEN, number: int = 0
+) -> bytes:
+    number = number or random_room_number()
+    return room_event(server, owner, number, EventKind.CREATE, name=name, policy=policy).to_wire()
+
+
+def make_room(
+    server: FakeServer, owner: str, name: str, policy: Policy = Policy.OPEN
+) -> dict[str, Any]:
+    return ok(create_room, as_user(server, owner), event=create_event(server, owner, name, policy))
+
+
+def join_event(server: FakeServer, name: str, room: int) -> bytes:
+    return room_event(server, name, room, EventKind.JOIN).to_wire()
+
+
+def enter_room(server: FakeServer, name: str, room: int) -> dict[str, Any]:
+    return ok(join_room, as_user(server, name), room_id=room, event=join_event(server, name, room))
+
+
 # -- the handler table -----------------------------------------------------------------
 
 
@@ -349,7 +415,7 @@ def test_every_request_has_exactly_one_handler() -> None:
     requests = set(MessageType) - PUSHES - {MessageType.REPLY, MessageType.ERROR}
     assert set(opcodes) == requests
     anonymous = {module.OPCODE for module in HANDLERS if not module.REQUIRES_AUTH}
-    assert anonymous == {MessageType.PING, MessageType.REGISTER, MessageType.LOGIN}
+    assert anonymous == UNAUTHENTICATED_REQUESTS
 
 
 def test_ping_replies_server_time(server: FakeServer) -> None:
@@ -689,7 +755,7 @@ def test_contact_list(server: FakeServer) -> None:
     befriend(server, "alice", "bob")
     befriend(server, "alice", "carol")
     ok(add_friend, as_user(server, "dave"), username="alice")
-    room = ok(create_room, as_user(server, "alice"), name="Team")
+    room = make_room(server, "alice", "Team")
     reply = ok(contact_list, as_user(server, "alice"))
     assert [(f["username"], f["online"]) for f in reply["friends"]] == [
         ("bob", False),
@@ -852,8 +918,8 @@ def test_certificate_access(server: FakeServer) -> None:
     for name in ("alice", "bob", "carol", "dave"):
         signup(server, name)
     befriend(server, "alice", "bob")
-    room = ok(create_room, as_user(server, "alice"), name="Team")
-    ok(join_room, as_user(server, "carol"), room_id=room["room_id"])
+    room = make_room(server, "alice", "Team")
+    enter_room(server, "carol", room["room_id"])
     for name in ("alice", "bob", "carol"):
         reply = ok(certificate, as_user(server, "alice"), username=name)
         expected = users.by_username(server.db, name)
@@ -916,7 +982,7 @@ def send(
         "attachments": [],
     }
     if isinstance(target, int):
-        names = [m.username for m in rooms_storage.members(ctx.server.db, target)]
+        names = [m.username for m in rooms_module.members(ctx.server.db, target)]
         params["member_hash"] = member_list_hash(str(target), names)
     params.update(extra)
     return call(send_message, ctx, **params)
@@ -998,9 +1064,9 @@ def test_send_message_to_a_room_fans_out_to_members_but_not_the_sender(server: F
     for name in ("alice", "bob", "carol"):
         online(server, name)
     signup(server, "dave")
-    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    room = make_room(server, "alice", "Team")["room_id"]
     for name in ("bob", "dave"):
-        ok(join_room, as_user(server, name), room_id=room)
+        enter_room(server, name, room)
     assert answer(send(as_user(server, "carol"), "2" * 32, room, b"x")).code == "not_member"
     stale = answer(send(as_user(server, "alice"), "2" * 32, room, b"x", member_hash=bytes(32)))
     assert stale.code == "missing_envelope"  # sealed for another member list: reseal
@@ -1177,7 +1243,7 @@ def test_ack_delivery(server: FakeServer) -> None:
 
 def test_create_room(server: FakeServer) -> None:
     online(server, "alice")
-    reply = ok(create_room, as_user(server, "alice"), name="  Team  ")
+    reply = make_room(server, "alice", "Team")
     assert reply == {
         "room_id": reply["room_id"],
         "name": "Team",
@@ -1185,37 +1251,222 @@ def test_create_room(server: FakeServer) -> None:
         "last_message_time": 0,
     }
     assert server.pushes(uid(server, "alice"), MessageType.CONTACT_ADDED) == [{"room": reply}]
-    taken = fails(create_room, as_user(server, "alice"), name="team")
+    entries = room_log.entries(server.db, reply["room_id"], 0, 10)
+    assert [e.seq for e in entries] == [1]
+    state = replay([MembershipEvent.from_wire(entries[0].entry)], identity_of(server))
+    assert (state.owner, state.members, state.admins) == ("alice", {"alice"}, {"alice"})
+
+    def refused(event: bytes) -> RequestError:
+        return fails(create_room, as_user(server, "alice"), event=event)
+
+    taken = refused(create_event(server, "alice", "team"))
     assert (taken.code, taken.field) == ("room_name_taken", "name")
-    invalid = fails(create_room, as_user(server, "alice"), name="")
-    assert (invalid.code, invalid.field) == ("invalid_room_name", "name")
-    assert fails(create_room, as_user(server, "alice"), name="x" * 41).code == "invalid_room_name"
+    number = refused(create_event(server, "alice", "Other", number=reply["room_id"]))
+    assert number.code == "room_number_taken"
+    assert refused(create_event(server, "alice", "  Spaces  ")).code == "invalid_room_name"
+    assert refused(create_event(server, "alice", "x" * 41)).code == "invalid_room_name"
+    assert refused(b"garbage").code == "bad_event"
+    assert refused(create_event(server, "alice", "Short", number=1234)).code == "bad_event"
+    signup(server, "bob")
+    by_bob = create_event(server, "bob", "Bobs")
+    assert refused(by_bob).code == "bad_event"  # alice cannot found a room in bob's name
+    forged = dataclasses.replace(MembershipEvent.from_wire(by_bob), actor="alice", subject="alice")
+    assert refused(forged.to_wire()).code == "bad_signature"
+    server.time += 2 * 24 * 3600 * 1000
+    stale = room_event(server, "alice", random_room_number(), EventKind.CREATE, name="Later")
+    server.time -= 2 * 24 * 3600 * 1000
+    assert refused(stale.to_wire()).code == "bad_event_time"
+
+
+def identity_of(server: FakeServer) -> Callable[[str], bytes | None]:
+    return lambda name: server.keys[name].identity_public if name in server.keys else None
 
 
 def test_join_and_leave_room(server: FakeServer) -> None:
     for name in ("alice", "bob", "carol"):
         online(server, name)
-    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
-    assert fails(join_room, as_user(server, "bob"), room_id=room + 1).code == "room_not_found"
+    room = make_room(server, "alice", "Team")["room_id"]
+    assert (
+        fails(join_room, as_user(server, "bob"), room_id=room + 1, event=b"").code
+        == "room_not_found"
+    )
     assert fails(join_room, as_user(server, "bob"), room_id="1").code == "bad_request"
     server.events.clear()
-    joined = ok(join_room, as_user(server, "bob"), room_id=room)
-    assert joined["members"] == ["alice", "bob"]
-    event = {"room_id": room, "username": "bob", "event": "joined"}
-    assert server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT) == [event]
-    assert server.pushes(uid(server, "bob"), MessageType.ROOM_MEMBER_EVENT) == []
-    assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
-
-    ok(join_room, as_user(server, "carol"), room_id=room)
+    joined = enter_room(server, "bob", room)
+    assert joined["members"] == ["alice", "bob"] and joined["seq"] == 2
+    (pushed,) = server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT)
+    assert pushed["event"] == "joined" and pushed["username"] == "bob" and pushed["seq"] == 2
+    assert pushed["entry"] == room_log.entries(server.db, room, 1, 1)[0].entry
+    again = fails(
+        join_room, as_user(server, "bob"), room_id=room, event=join_event(server, "bob", room)
+    )
+    assert again.code == "already_member"
+    stale = join_event(server, "carol", room)
+    signup(server, "dave")
+    enter_room(server, "dave", room)
+    moved = fails(join_room, as_user(server, "carol"), room_id=room, event=stale)
+    assert moved.code == "log_moved"
+    enter_room(server, "carol", room)
     server.events.clear()
     # no such room and not a member: one answer, so leaving cannot probe numbers
-    assert fails(leave_room, as_user(server, "bob"), room_id=room + 1).code == "not_member"
-    assert ok(leave_room, as_user(server, "bob"), room_id=room) == {}
-    left = {"room_id": room, "username": "bob", "event": "left"}
-    assert server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT) == [left]
-    assert server.pushes(uid(server, "carol"), MessageType.ROOM_MEMBER_EVENT) == [left]
+    leave = room_event(server, "bob", room, EventKind.LEAVE).to_wire()
+    assert fails(leave_room, as_user(server, "bob"), room_id=room + 1, event=leave).code == (
+        "not_member"
+    )
+    assert ok(leave_room, as_user(server, "bob"), room_id=room, event=leave) == {"seq": 5}
+    for name in ("alice", "carol", "bob"):
+        (left,) = server.pushes(uid(server, name), MessageType.ROOM_MEMBER_EVENT)
+        assert (left["event"], left["username"], left["seq"]) == ("left", "bob", 5)
     assert server.pushes(uid(server, "bob"), MessageType.CONTACT_REMOVED) == [{"room_id": room}]
-    assert fails(leave_room, as_user(server, "bob"), room_id=room).code == "not_member"
+    assert fails(leave_room, as_user(server, "bob"), room_id=room, event=leave).code == "not_member"
+    owner_leaves = room_event(server, "alice", room, EventKind.LEAVE).to_wire()
+    refused = fails(leave_room, as_user(server, "alice"), room_id=room, event=owner_leaves)
+    assert refused.code == "event_refused"  # the owner stays while others remain
+    entries = [MembershipEvent.from_wire(e.entry) for e in room_log.entries(server.db, room, 0, 99)]
+    assert replay(entries, identity_of(server)).members == {"alice", "carol", "dave"}
+
+
+def test_a_join_signed_by_someone_else_is_refused(server: FakeServer) -> None:
+    for name in ("alice", "bob", "mallory"):
+        online(server, name)
+    room = make_room(server, "alice", "Team")["room_id"]
+    bobs = join_event(server, "bob", room)
+    as_mallory = fails(join_room, as_user(server, "mallory"), room_id=room, event=bobs)
+    assert as_mallory.code == "bad_event"
+    forged = dataclasses.replace(
+        MembershipEvent.from_wire(bobs), actor="mallory", subject="mallory"
+    )
+    refused = fails(join_room, as_user(server, "mallory"), room_id=room, event=forged.to_wire())
+    assert refused.code == "bad_signature"
+    assert room_log.head(server.db, room)[0] == 1
+
+
+def test_admins_remove_and_grant_with_signed_events(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = make_room(server, "alice", "Team")["room_id"]
+    enter_room(server, "bob", room)
+    enter_room(server, "carol", room)
+
+    def event(actor: str, kind: EventKind, subject: str) -> dict[str, Any]:
+        signed = room_event(server, actor, room, kind, subject).to_wire()
+        return {"room_id": room, "event": signed}
+
+    not_admin = fails(room_admin, as_user(server, "bob"), **event("bob", EventKind.REMOVE, "carol"))
+    assert not_admin.code == "event_refused"
+    grant = event("alice", EventKind.GRANT_ADMIN, "bob")
+    assert ok(room_admin, as_user(server, "alice"), **grant) == {"seq": 4}
+    server.events.clear()
+    assert ok(room_admin, as_user(server, "bob"), **event("bob", EventKind.REMOVE, "carol")) == {
+        "seq": 5
+    }
+    assert server.pushes(uid(server, "carol"), MessageType.CONTACT_REMOVED) == [{"room_id": room}]
+    (told,) = server.pushes(uid(server, "alice"), MessageType.ROOM_MEMBER_EVENT)
+    assert (told["event"], told["actor"], told["username"]) == ("removed", "bob", "carol")
+    owner = fails(room_admin, as_user(server, "bob"), **event("bob", EventKind.REMOVE, "alice"))
+    assert owner.code == "event_refused"
+    leave = event("bob", EventKind.LEAVE, "bob")
+    assert fails(room_admin, as_user(server, "bob"), **leave).code == "bad_event"
+    log_reply = ok(room_log_handler, as_user(server, "bob"), room_id=room, after=2)
+    assert log_reply["length"] == 5 and len(log_reply["entries"]) == 3
+    assert set(log_reply["certificates"]) == {"alice", "bob", "carol"}
+    for name, offered in log_reply["certificates"].items():
+        der = users.by_username(server.db, name).certificate  # type: ignore[union-attr]
+        assert offered["certificate"] == der
+        assert offered["transparency"] == server.transparency.certificate_proof(name, der)
+    assert fails(room_log_handler, as_user(server, "carol"), room_id=room).code == "not_member"
+
+
+def test_approval_rooms_wait_for_an_admins_countersignature(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = make_room(server, "alice", "Club", Policy.APPROVAL)["room_id"]
+    head = ok(room_head, as_user(server, "bob"), room_id=room)
+    assert head["policy"] == "approval" and head["length"] == 1
+    server.events.clear()
+    bobs = join_event(server, "bob", room)
+    reply = ok(join_room, as_user(server, "bob"), room_id=room, event=bobs)
+    assert reply == {"room_id": room, "name": "Club", "pending": True}
+    (asked,) = server.pushes(uid(server, "alice"), MessageType.ROOM_JOIN_REQUEST)
+    assert asked == {"room_id": room, "username": "bob", "entry": bobs}
+    assert not rooms_module.is_member(server.db, room, uid(server, "bob"))
+    waiting = ok(room_join_requests, as_user(server, "alice"), room_id=room)["requests"]
+    assert [r["username"] for r in waiting] == ["bob"]
+    resolve = partial(ok, resolve_join)
+    unsigned = fails(
+        resolve_join,
+        as_user(server, "alice"),
+        room_id=room,
+        username="bob",
+        decision="approve",
+        event=bobs,
+    )
+    assert unsigned.code == "bad_event"  # no countersignature by the caller
+    countersigned = approve(MembershipEvent.from_wire(bobs), "alice", server.keys["alice"].identity)
+    server.events.clear()
+    done = resolve(
+        as_user(server, "alice"),
+        room_id=room,
+        username="bob",
+        decision="approve",
+        event=countersigned.to_wire(),
+    )
+    assert done == {"seq": 2}
+    assert rooms_module.is_member(server.db, room, uid(server, "bob"))
+    assert server.pushes(uid(server, "bob"), MessageType.CONTACT_ADDED)
+    # carol asks, the log moves before anyone answers: her request is dropped, she is told
+    carols = join_event(server, "carol", room)
+    ok(join_room, as_user(server, "carol"), room_id=room, event=carols)
+    grant = room_event(server, "alice", room, EventKind.GRANT_ADMIN, "bob").to_wire()
+    ok(room_admin, as_user(server, "alice"), room_id=room, event=grant)
+    late = approve(MembershipEvent.from_wire(carols), "bob", server.keys["bob"].identity)
+    server.events.clear()
+    moved = fails(
+        resolve_join,
+        as_user(server, "bob"),
+        room_id=room,
+        username="carol",
+        decision="approve",
+        event=late.to_wire(),
+    )
+    assert moved.code == "log_moved"
+    assert server.pushes(uid(server, "carol"), MessageType.ROOM_JOIN_REFUSED) == [
+        {"room_id": room, "reason": "log_moved"}
+    ]
+    ok(join_room, as_user(server, "carol"), room_id=room, event=join_event(server, "carol", room))
+    no = fails(
+        resolve_join, as_user(server, "carol"), room_id=room, username="carol", decision="refuse"
+    )
+    assert no.code == "not_member"
+    resolve(as_user(server, "bob"), room_id=room, username="carol", decision="refuse")
+    assert server.pushes(uid(server, "carol"), MessageType.ROOM_JOIN_REFUSED)[-1]["reason"] == (
+        "refused"
+    )
+    assert ok(room_join_requests, as_user(server, "alice"), room_id=room)["requests"] == []
+
+
+def test_legacy_rooms_get_a_genesis_at_upgrade(server: FakeServer) -> None:
+    online(server, "alice")
+    signup(server, "bob")
+    legacy_room = rooms_module.create_room(server.db, "Old", uid(server, "alice"), 5)
+    rooms_module.add_member(server.db, legacy_room, uid(server, "alice"), 5)
+    rooms_module.add_member(server.db, legacy_room, uid(server, "bob"), 6)
+    assert room_log.backfill_legacy(server.db) == 1
+    assert room_log.backfill_legacy(server.db) == 0
+    (entry,) = room_log.entries(server.db, legacy_room, 0, 9)
+    genesis = LegacyGenesis.from_wire(entry.entry)
+    assert (genesis.owner, genesis.members, genesis.name) == ("alice", ("alice", "bob"), "Old")
+    assert rooms_module.is_admin(server.db, legacy_room, uid(server, "alice"))
+    ok(
+        room_admin,
+        as_user(server, "alice"),
+        room_id=legacy_room,
+        event=room_event(server, "alice", legacy_room, EventKind.REMOVE, "bob").to_wire(),
+    )
+    verified = replay_log(
+        [e.entry for e in room_log.entries(server.db, legacy_room, 0, 9)], identity_of(server)
+    )
+    assert verified.legacy == genesis and verified.state.members == {"alice"}
 
 
 def test_joins_are_rate_limited_per_account_whether_or_not_the_room_exists(
@@ -1223,25 +1474,26 @@ def test_joins_are_rate_limited_per_account_whether_or_not_the_room_exists(
 ) -> None:
     online(server, "alice")
     online(server, "prober")
-    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
+    room = make_room(server, "alice", "Team")["room_id"]
     for offset in range(1, CONFIG.joins_per_minute + 1):
-        code = fails(join_room, as_user(server, "prober"), room_id=room + offset).code
+        code = fails(join_room, as_user(server, "prober"), room_id=room + offset, event=b"").code
         assert code == "room_not_found"
-    refused = fails(join_room, as_user(server, "prober"), room_id=room)
+    refused = fails(join_room, as_user(server, "prober"), room_id=room, event=b"")
     assert refused.code == "too_many_joins"  # even a room that exists: no oracle
     server.time += 60_001
-    ok(join_room, as_user(server, "prober"), room_id=room)
+    enter_room(server, "prober", room)
 
 
 def test_room_members_and_certificates_are_for_members_only(server: FakeServer) -> None:
     online(server, "alice")
     signup(server, "bob")
     signup(server, "carol")
-    room = ok(create_room, as_user(server, "alice"), name="Team")["room_id"]
-    ok(join_room, as_user(server, "bob"), room_id=room)
+    room = make_room(server, "alice", "Team")["room_id"]
+    enter_room(server, "bob", room)
     assert ok(room_members, as_user(server, "bob"), room_id=room) == {
         "room_id": room,
         "members": [{"username": "alice", "online": True}, {"username": "bob", "online": False}],
+        "length": 2,
     }
     certificates = ok(room_certificates, as_user(server, "bob"), room_id=room)
     assert [m["username"] for m in certificates["members"]] == ["alice", "bob"]
@@ -1438,15 +1690,20 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
 def test_a_full_group_refuses_new_members(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(join_room, "MAX_ROOM_MEMBERS", 2)
+    limit(server, max_room_members=2)
     for name in ("alice", "bob", "carol"):
         signup(server, name)
-    room = ok(create_room, as_user(server, "alice"), name="tiny")["room_id"]
-    ok(join_room, as_user(server, "bob"), room_id=room)
-    full = fails(join_room, as_user(server, "carol"), room_id=room)
+    room = make_room(server, "alice", "tiny")["room_id"]
+    enter_room(server, "bob", room)
+    full = fails(
+        join_room, as_user(server, "carol"), room_id=room, event=join_event(server, "carol", room)
+    )
     assert (full.code, full.field) == ("room_full", "room_id")
     # A member asking again still hears that they are already in.
-    assert fails(join_room, as_user(server, "bob"), room_id=room).code == "already_member"
+    again = fails(
+        join_room, as_user(server, "bob"), room_id=room, event=join_event(server, "bob", room)
+    )
+    assert again.code == "already_member"
 
 
 # --- hostile load: names and registration limits (issue 8) -----------------------------
@@ -1558,9 +1815,10 @@ def test_login_pages_friend_requests_and_contact_list_gives_the_rest(server: Fak
 def test_rooms_per_account_are_limited(server: FakeServer) -> None:
     limit(server, max_rooms_per_account=2)
     online(server, "alice")
-    ok(create_room, as_user(server, "alice"), name="one")
-    ok(create_room, as_user(server, "alice"), name="two")
-    assert fails(create_room, as_user(server, "alice"), name="three").code == "too_many_rooms"
+    make_room(server, "alice", "one")
+    make_room(server, "alice", "two")
+    three = create_event(server, "alice", "three")
+    assert fails(create_room, as_user(server, "alice"), event=three).code == "too_many_rooms"
 
 
 def test_uploads_kept_and_their_bytes_are_limited(server: FakeServer) -> None:
@@ -1642,3 +1900,59 @@ def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeSe
     left = [d.message_id for d in messages.undelivered(server.db, uid(server, "bob"))]
     assert left == ["2" * 32]  # undelivered messages are never swept
     assert attachments.get(server.db, "a" * 32) is None
+
+
+def test_room_certificates_come_in_pages(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(room_certificates, "PAGE", 2)
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    for name in names:
+        online(server, name)
+    room = make_room(server, "alice", "Paged")["room_id"]
+    for name in names[1:]:
+        enter_room(server, name, room)
+    seen: list[str] = []
+    params: dict[str, Any] = {"room_id": room}
+    for _ in range(10):
+        page = ok(room_certificates, as_user(server, "carol"), **params)
+        assert len(page["members"]) <= 2
+        seen += [m["username"] for m in page["members"]]
+        if page["next"] is None:
+            break
+        params = {"room_id": room, "after": page["next"]}
+    assert seen == names
+
+
+def test_the_room_cap_is_ten_thousand_by_default() -> None:
+    assert ServerConfig().max_room_members == 10_000
+
+
+def test_an_approval_cannot_overfill_a_group(server: FakeServer) -> None:
+    limit(server, max_room_members=2)
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = make_room(server, "alice", "Tiny", Policy.APPROVAL)["room_id"]
+    carols = join_event(server, "carol", room)
+    ok(join_room, as_user(server, "carol"), room_id=room, event=carols)
+    bobs = join_event(server, "bob", room)
+    ok(join_room, as_user(server, "bob"), room_id=room, event=bobs)
+    approved = approve(MembershipEvent.from_wire(bobs), "alice", server.keys["alice"].identity)
+    ok(
+        resolve_join,
+        as_user(server, "alice"),
+        room_id=room,
+        username="bob",
+        decision="approve",
+        event=approved.to_wire(),
+    )
+    late = approve(MembershipEvent.from_wire(carols), "alice", server.keys["alice"].identity)
+    full = fails(
+        resolve_join,
+        as_user(server, "alice"),
+        room_id=room,
+        username="carol",
+        decision="approve",
+        event=late.to_wire(),
+    )
+    assert full.code == "room_full"

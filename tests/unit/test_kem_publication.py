@@ -13,8 +13,6 @@ from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
 from server.handlers import (
     certificate,
-    create_room,
-    join_room,
     publish_kem_key,
     register,
     room_certificates,
@@ -27,8 +25,10 @@ from tests.unit.test_handlers import (
     FakeServer,
     as_user,
     befriend,
+    enter_room,
     fails,
     form,
+    make_room,
     ok,
 )
 
@@ -67,9 +67,10 @@ def test_publish_then_served_with_the_certificate(server: FakeServer) -> None:
 
 
 def test_served_with_room_certificates(server: FakeServer) -> None:
-    alice, _ = signup_with_keys(server, "alice"), signup_with_keys(server, "carol")
-    room = ok(create_room, as_user(server, "alice"), name="Team")
-    ok(join_room, as_user(server, "carol"), room_id=room["room_id"])
+    alice, carol = signup_with_keys(server, "alice"), signup_with_keys(server, "carol")
+    server.keys.update(alice=alice, carol=carol)
+    room = make_room(server, "alice", "Team")
+    enter_room(server, "carol", room["room_id"])
     key = signed(alice, 1, server.time)
     ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
     reply = ok(room_certificates, as_user(server, "carol"), room_id=room["room_id"])

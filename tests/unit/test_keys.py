@@ -198,10 +198,10 @@ def _write_version_1(path: Path, keys: UserKeys, password: str = PASSWORD) -> No
     """A key file exactly as the previous release wrote it (version 1, 64 raw bytes)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from common.crypto.keys import _associated_data, _derive_key, _private_raw
+    from common.crypto.keys import _associated_data, _derive_key, keys_to_bytes
 
     params, salt, nonce = KdfParams(n=1024), os.urandom(16), os.urandom(12)
-    raw = _private_raw(UserKeys(keys.identity, keys.agreement))
+    raw = keys_to_bytes(UserKeys(keys.identity, keys.agreement))
     ciphertext = AESGCM(_derive_key(password, salt, params)).encrypt(
         nonce, raw, _associated_data(params, salt, 1)
     )

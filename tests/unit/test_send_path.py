@@ -202,6 +202,8 @@ class _Host:
 
     def authenticated(self, connection: Connection) -> None: ...
 
+    def hold_anonymous(self, connection: Connection) -> None: ...
+
 
 def test_a_turns_messages_leave_in_one_record_split_only_past_the_cap() -> None:
     left, right = socket.socketpair()

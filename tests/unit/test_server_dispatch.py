@@ -75,6 +75,7 @@ class RecordingHost:
         self.queued: list[Connection] = []
         self.released: list[tuple[Connection, str]] = []
         self.stopped_reading: list[Connection] = []
+        self.held: list[Connection] = []
 
     def output_queued(self, connection: Connection) -> None:
         self.queued.append(connection)
@@ -88,6 +89,9 @@ class RecordingHost:
 
     def stop_reading(self, connection: Connection) -> None:
         self.stopped_reading.append(connection)
+
+    def hold_anonymous(self, connection: Connection) -> None:
+        self.held.append(connection)
 
 
 class World:

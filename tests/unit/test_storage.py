@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from common.crypto.room_log import LegacyGenesis
 from server.storage import (
     attachments,
     conversations,
     friends,
     login_attempts,
     messages,
+    room_log,
     rooms,
     users,
 )
@@ -583,3 +585,45 @@ def test_stored_envelopes_survive_the_chains_migration(tmp_path: Path) -> None:
         assert [d.message_id for d in messages.undelivered(db, 2)] == ["2" * 32]
     finally:
         db.close()
+
+
+def test_a_version_4_database_upgrades_its_rooms_to_a_legacy_genesis(tmp_path: Path) -> None:
+    """Rooms made before signed membership keep members and history, with a log."""
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    for version, migration in enumerate(MIGRATIONS[:4], start=1):
+        connection.executescript(f"{migration()}\nPRAGMA user_version = {version};")
+    old = Database(connection)
+    alice, bob = add_user(old, "alice"), add_user(old, "bob")
+    old.execute(
+        "INSERT INTO rooms (id, room_name, created_by, created_at) VALUES (12345678, 'Old', ?, 7)",
+        (alice,),
+    )
+    for user, joined in ((alice, 7), (bob, 8)):
+        old.execute(
+            "INSERT INTO room_user (room_id, user_id, joined_at) VALUES (12345678, ?, ?)",
+            (user, joined),
+        )
+    conversations.touch(old, conversations.room_key(12345678), 99)
+    old.close()
+
+    db = Database.open(path)
+    try:
+        assert db.schema_version == SCHEMA_VERSION
+        (entry,) = room_log.entries(db, 12345678, 0, 10)
+        genesis = LegacyGenesis.from_wire(entry.entry)
+        assert (genesis.room, genesis.name, genesis.owner) == ("12345678", "Old", "alice")
+        assert genesis.members == ("alice", "bob") and genesis.time_ms == 7
+        assert room_log.head(db, 12345678) == (1, genesis.hash())
+        assert rooms.is_admin(db, 12345678, alice) and not rooms.is_admin(db, 12345678, bob)
+        assert rooms.join_policy(db, 12345678) == "open"
+        view = rooms.room_view(db, 12345678)
+        assert view is not None and view.members == ["alice", "bob"]
+        assert view.last_message_time == 99
+    finally:
+        db.close()
+    again = Database.open(path)  # the backfill runs once
+    try:
+        assert len(room_log.entries(again, 12345678, 0, 10)) == 1
+    finally:
+        again.close()

@@ -16,6 +16,7 @@ from client import i18n
 from client.components.formatting import (
     address_text,
     badge_text,
+    elide,
     format_list_time,
     format_message_time,
     format_size,
@@ -490,3 +491,14 @@ def test_the_register_form_names_an_invisible_character_inline() -> None:
         errors = field_errors({"username": "alice\u3164"}, ["username"])
         assert errors["username"] == i18n.t("error.username_invisible")
     i18n.use_language("en")
+
+
+def test_long_text_is_elided_to_fit_and_short_text_is_kept() -> None:
+    def measure(text: str) -> int:
+        return 10 * len(text)  # every character 10 px wide
+
+    assert elide("Online · bob@example.org", 400, measure) == "Online · bob@example.org"
+    assert elide("Online · alice@example.org", 120, measure) == "Online · al\u2026"
+    assert elide("Online  · x", 50, measure) == "Onli\u2026"
+    assert elide("在线 · 很长的地址@example.org", 60, measure) == "在线 ·\u2026"
+    assert elide("abc", 5, measure) == "\u2026"
