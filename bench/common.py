@@ -154,13 +154,18 @@ def new_workdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="uchat-bench-")
 
 
-def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) -> dict[str, float]:
+def seed_users(
+    workdir: tempfile.TemporaryDirectory[str],
+    names: Sequence[str],
+    keys: UserKeys | None = None,
+) -> dict[str, float]:
     """Create accounts straight in the database of a server that is not running yet.
 
     For scenarios that need thousands of accounts (registering 10,000 through the
     protocol costs a CSR check, a password hash and a certificate each, minutes on two
     cores). The rows are what REGISTER would store: a real scrypt hash (one salt for
-    all, computed once) and a certificate issued by the server's own CA for each name.
+    all, computed once) and a certificate issued by the server's own CA for each name,
+    all for one set of `keys` (made here unless given).
     """
     from common.crypto.certs import CsrInfo, ServerIdentity, issue_certificate
     from common.crypto.passwords import ScryptParams, hash_password
@@ -173,7 +178,7 @@ def seed_users(workdir: tempfile.TemporaryDirectory[str], names: Sequence[str]) 
     data = Path(workdir.name) / "server"
     data.mkdir(mode=0o700, exist_ok=True)
     identity = ServerIdentity.load_or_create(data)
-    keys = generate_user_keys()
+    keys = keys or generate_user_keys()
     password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
     db = Database.open(data / DATABASE_FILE)
     key_log = TransparencyLog(db, identity, now_ms)  # as REGISTER does, every key is logged

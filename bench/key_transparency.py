@@ -7,10 +7,14 @@ inclusion and consistency proofs are built from the stored node hashes at random
 positions (and verified, outside the timing). Reference in the same run: one Ed25519
 verification, so figures can be compared across machines.
 
-Part 2, real server processes: two servers with the same `--users` seeded accounts,
-one as shipped and one with the proofs switched off (test-only hook
-`tests.security.kt_off`), measured in alternating rounds: LOGIN latency (fresh link,
-handshake not timed) and CERTIFICATE latency (a logged-in user fetching its own).
+Part 2, real server processes: two servers on copies of one data folder (`--users`
+seeded accounts, each with a signed KEM key in the log, the first user friends with
+`--friends` of them, the log filled to `--entries`), one as shipped and one with the
+proofs switched off (test-only hook `tests.security.kt_off`), measured in alternating
+rounds: LOGIN latency (fresh link, handshake not timed); CERTIFICATE latency for a
+friend (certificate and KEM key, each with its proof; the proofs cached under the
+current head after the first fetch); and CERTIFICATE right after another user
+published a KEM key, so the head is new (signed on demand) and no proof is cached.
 Bar: with the log ≤ 1.2x without, p50.
 
     .venv/bin/python -m bench key_transparency [--entries 1000000] [--users 300]
@@ -19,6 +23,7 @@ Bar: with the log ≤ 1.2x without, p50.
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -36,6 +41,7 @@ from bench.common import (
     emit,
     login,
     new_workdir,
+    now_ms,
     run,
     seed_users,
     summarize,
@@ -43,9 +49,12 @@ from bench.common import (
 )
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
+from common.crypto.kem import KemKeyPair, SignedKemKey
+from common.crypto.keys import UserKeys, generate_user_keys
 from common.crypto.merkle import LogEntry
 from common.protocol.opcodes import MessageType
-from server.storage import keylog
+from server.storage import friends as friends_table
+from server.storage import kem_keys, keylog, users
 from server.storage.database import Database
 from server.transparency import TransparencyLog
 
@@ -64,20 +73,23 @@ def ed25519_verify_seconds(rounds: int = 2000) -> float:
     return (time.perf_counter() - started) / rounds
 
 
-def bulk_fill(db: Database, count: int) -> float:
-    """`count` entries and their nodes in one transaction; the frontier stays in memory."""
+def bulk_fill(db: Database, count: int, first: int = 0) -> float:
+    """`count` entries (positions from `first`, after what the log holds) and their nodes
+    in one transaction; the frontier stays in memory, older nodes come from the table."""
     frontier: dict[int, tuple[int, bytes]] = {}
 
     def subtree(level: int, index: int) -> bytes:
-        stored_index, value = frontier[level]
-        assert stored_index == index
-        return value
+        stored = frontier.get(level)
+        if stored is not None and stored[0] == index:
+            return stored[1]
+        return keylog.node(db, level, index)
 
     started = time.perf_counter()
+    end = first + count
     with db.transaction():
-        for start in range(0, count, BULK_CHUNK):
+        for start in range(first, end, BULK_CHUNK):
             entries, nodes = [], []
-            for position in range(start, min(start + BULK_CHUNK, count)):
+            for position in range(start, min(start + BULK_CHUNK, end)):
                 entry = LogEntry("certificate", f"user{position}", position.to_bytes(8, "big") * 8)
                 entries.append((position, entry.kind, entry.username, entry.payload, 0))
                 for level, index, value in merkle.completed_nodes(
@@ -146,6 +158,45 @@ def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
 # -- part 2 ---------------------------------------------------------------------------
 
 
+def prepare_log(
+    workdir: tempfile.TemporaryDirectory[str],
+    names: list[str],
+    keys: UserKeys,
+    entries: int,
+    friends: int,
+) -> dict[str, Any]:
+    """Seeded users get a signed KEM key each (logged, as PUBLISH_KEM_KEY logs it), the
+    first befriends `friends` others, and the log is filled to `entries`."""
+    from server.app import DATABASE_FILE
+
+    seeded = seed_users(workdir, names, keys)
+    data = Path(workdir.name) / "server"
+    db = Database.open(data / DATABASE_FILE)
+    try:
+        log = TransparencyLog(db, ServerIdentity.load_or_create(data), now_ms)
+        pair, created = KemKeyPair.generate(), now_ms() - 1000
+        signed = SignedKemKey.sign(keys.identity, pair, created).to_bytes()
+        ids = {name: users.by_username(db, name) for name in names}
+        with db.transaction():
+            for name in names:
+                user = ids[name]
+                assert user is not None
+                kem_keys.store(db, user.id, pair.key_id, created, signed, created)
+                log.append("kem_key", name, signed)
+            first = ids[names[0]]
+            assert first is not None
+            for name in names[1 : 1 + friends]:
+                other = ids[name]
+                assert other is not None
+                friends_table.add_request(db, first.id, other.id, created)
+                friends_table.accept_request(db, first.id, other.id, created)
+        size = keylog.size(db)
+        fill_s = bulk_fill(db, max(0, entries - size), first=size)
+        return {**seeded, "log_entries": keylog.size(db), "fill_s": round(fill_s, 1)}
+    finally:
+        db.close()
+
+
 def timed_login(server: ServerProcess, name: str) -> float:
     link: Link = connect(server, name)
     try:
@@ -156,17 +207,34 @@ def timed_login(server: ServerProcess, name: str) -> float:
         link.close()
 
 
-def timed_fetches(link: Link, name: str, count: int) -> list[float]:
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        link.call(MessageType.CERTIFICATE, {"username": name})
-        times.append(time.perf_counter() - started)
-    return times
+def timed_fetch(link: Link, name: str) -> float:
+    started = time.perf_counter()
+    reply = link.call(MessageType.CERTIFICATE, {"username": name})
+    elapsed = time.perf_counter() - started
+    assert reply["kem_key"] is not None
+    return elapsed
 
 
-def server_part(users: int, rounds: int, fetches: int, log_level: str) -> dict[str, Any]:
-    names = user_names("kt", users)
+class Publisher:
+    """A user who publishes a newer signed KEM key whenever asked (moves the head)."""
+
+    def __init__(self, link: Link, keys: UserKeys) -> None:
+        self.link, self.keys = link, keys
+        self.pair, self.created = KemKeyPair.generate(), now_ms()
+
+    def publish(self) -> None:
+        self.created += 1
+        signed = SignedKemKey.sign(self.keys.identity, self.pair, self.created).to_bytes()
+        self.link.call(MessageType.PUBLISH_KEM_KEY, {"kem_key": signed})
+
+
+def server_part(
+    users_count: int, entries: int, friends: int, rounds: int, fetches: int, log_level: str
+) -> dict[str, Any]:
+    names = user_names("kt", users_count)
+    keys = generate_user_keys()
+    seeded = new_workdir()
+    prepared = prepare_log(seeded, names, keys, entries, friends)
     servers: dict[str, ServerProcess] = {}
     try:
         for label, env in (
@@ -174,33 +242,50 @@ def server_part(users: int, rounds: int, fetches: int, log_level: str) -> dict[s
             ("without_log", {"UCHAT_TEST_SERVER_HOOK": "tests.security.kt_off"}),
         ):
             workdir = new_workdir()
-            seed_users(workdir, names)
+            shutil.copytree(Path(seeded.name) / "server", Path(workdir.name) / "server")
             servers[label] = ServerProcess.start(env, log_level=log_level, workdir=workdir)
+        seeded.cleanup()
         logins: dict[str, list[float]] = {label: [] for label in servers}
         certs: dict[str, list[float]] = {label: [] for label in servers}
+        fresh: dict[str, list[float]] = {label: [] for label in servers}
         fetchers = {label: login(server, names[0]) for label, server in servers.items()}
+        publishers = {
+            label: Publisher(login(server, names[-1]), keys) for label, server in servers.items()
+        }
+        friend_names = names[1 : 1 + friends]
         for round_index in range(rounds):
             order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
             for label in order:
-                name = names[1 + round_index % (users - 1)]
+                # not names[0] (fetcher) nor names[-1] (publisher): a login kicks a session
+                name = names[1 + round_index % (users_count - 2)]
                 logins[label].append(timed_login(servers[label], name))
-                certs[label].extend(timed_fetches(fetchers[label], names[0], fetches))
-        for link in fetchers.values():
+                for i in range(fetches):
+                    friend = friend_names[(round_index * fetches + i) % len(friend_names)]
+                    certs[label].append(timed_fetch(fetchers[label], friend))
+                publishers[label].publish()
+                friend = friend_names[round_index % len(friend_names)]
+                fresh[label].append(timed_fetch(fetchers[label], friend))
+        for link in [*fetchers.values(), *(p.link for p in publishers.values())]:
             link.close()
     finally:
         for server in servers.values():
             server.stop()
             server.cleanup()
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"server_log": prepared}
     for label in servers:
         result[f"login_ms_{label}"] = summarize(logins[label])
         result[f"certificate_ms_{label}"] = summarize(certs[label])
-    result["login_ratio_p50"] = round(
-        statistics.median(logins["with_log"]) / statistics.median(logins["without_log"]), 3
-    )
-    result["certificate_ratio_p50"] = round(
-        statistics.median(certs["with_log"]) / statistics.median(certs["without_log"]), 3
-    )
+        result[f"certificate_new_head_ms_{label}"] = summarize(fresh[label])
+    for figure, table in (
+        ("login", logins),
+        ("certificate", certs),
+        ("certificate_new_head", fresh),
+    ):
+        with_log, without = table["with_log"], table["without_log"]
+        result[f"{figure}_ratio_p50"] = round(
+            statistics.median(with_log) / statistics.median(without), 3
+        )
+        result[f"{figure}_ratio_min"] = round(min(with_log) / min(without), 3)
     return result
 
 
@@ -210,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--appends", type=int, default=2_000)
     parser.add_argument("--proofs", type=int, default=2_000)
     parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--friends", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--fetches", type=int, default=5)
     args = parser.parse_args(argv)
@@ -219,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
 def scenario(args: Any) -> dict[str, Any]:
     reference_s = ed25519_verify_seconds()
     log_results = log_part(args.entries, args.appends, args.proofs)
-    server_results = server_part(args.users, args.rounds, args.fetches, args.log_level)
+    server_results = server_part(
+        args.users, args.entries, args.friends, args.rounds, args.fetches, args.log_level
+    )
     reference_ms = reference_s * 1000
     results = {
         "reference_ed25519_verify_ms": round(reference_ms, 4),
@@ -235,6 +323,13 @@ def scenario(args: Any) -> dict[str, Any]:
         check(
             "certificate fetch with log / without (p50)",
             server_results["certificate_ratio_p50"],
+            BAR,
+            "x",
+            False,
+        ),
+        check(
+            "certificate fetch under a new head with log / without (p50)",
+            server_results["certificate_new_head_ratio_p50"],
             BAR,
             "x",
             False,

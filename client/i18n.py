@@ -182,6 +182,14 @@ EN: dict[str, str] = {
     "chat.new_safety_number": "New safety number: {number}",
     "chat.trust_key": "Trust new key",
     "chat.key_trusted": "You trusted {name}'s new key.",
+    "chat.kem_key_added": (
+        "🔒 {name} added an end-to-end encryption key, signed by {name}'s verified identity "
+        "key. This is not a key change: the safety number stays the same."
+    ),
+    "chat.kem_key_refused": (
+        "⚠ The server offered an encryption key for {name} that {name}'s identity key did "
+        "not sign. It was refused and is not used."
+    ),
     "chat.load_older": "Load earlier messages",
     "chat.beginning": "Beginning of the conversation",
     "chat.font_size": "Size",
@@ -347,16 +355,14 @@ EN: dict[str, str] = {
         "Warning: the server delivered a message from {name} into the wrong conversation. "
         "It was refused."
     ),
-    "chain.warning.kem_key_refused": (
-        "Warning: the server gave an encryption key for {name} that {name}'s verified "
-        "identity did not sign. It was refused."
-    ),
     "chat.flag.gap": "\u26a0 earlier messages from {name} have not arrived",
     "chat.flag.late": "arrived late (after later messages)",
     "chat.flag.skew": "\u26a0 the server says it arrived at {time}",
     "transparency.alarm.foreign_key": (
         "Alarm: the server published a key under your name that this computer did not make. "
-        "Someone may be impersonating you. Tell your friends to compare safety numbers."
+        "Someone may be impersonating you. Tell your friends to compare safety numbers. "
+        "(If you also use this account on another computer, its new encryption key shows "
+        "up here too.)"
     ),
     "transparency.alarm.rolled_back": (
         "Alarm: the server showed an older key log than before (rolled back). "
@@ -373,6 +379,11 @@ EN: dict[str, str] = {
     "transparency.alarm.not_logged": (
         "Alarm: the server gave a key for {name} that is not in its public key log. "
         "Chat with {name} is blocked."
+    ),
+    "transparency.alarm.kem_key_refused": (
+        "Alarm: the server gave an encryption key for {name} that {name}'s identity key did "
+        "not sign. It was refused and is not used; the server may be trying to read messages "
+        "to {name}."
     ),
     "link.new_link": "Link from a computer where you are logged in…",
     "link.new_explain": (
@@ -567,6 +578,14 @@ ZH_CN: dict[str, str] = {
     "chat.new_safety_number": "新的安全码：{number}",
     "chat.trust_key": "信任新密钥",
     "chat.key_trusted": "您已信任 {name} 的新密钥。",
+    "chat.kem_key_added": (
+        "🔒 {name} 添加了端到端加密密钥，并由 {name} 已验证的身份密钥签名。"
+        "这不是密钥更换：安全码保持不变。"
+    ),
+    "chat.kem_key_refused": (
+        "⚠ 服务器提供了一个 {name} 的加密密钥，但它没有由 {name} 的身份密钥签名。"
+        "该密钥已被拒绝，不会被使用。"
+    ),
     "chat.load_older": "加载更早的消息",
     "chat.beginning": "已到达对话开头",
     "chat.font_size": "字号",
@@ -704,14 +723,12 @@ ZH_CN: dict[str, str] = {
     ),
     "chain.warning.bad_distribution": "警告：来自 {name} 的一个消息密钥未通过验证，已拒绝。",
     "chain.warning.relabelled": "警告：服务器把 {name} 的一条消息投递到了错误的会话中，已拒绝。",
-    "chain.warning.kem_key_refused": (
-        "警告：服务器给出的 {name} 的加密密钥不是由 {name} 已验证的身份签名的，已拒绝。"
-    ),
     "chat.flag.gap": "\u26a0 {name} 之前的消息尚未到达",
     "chat.flag.late": "迟到（晚于之后的消息到达）",
     "chat.flag.skew": "\u26a0 服务器称其到达时间为 {time}",
     "transparency.alarm.foreign_key": (
         "警报：服务器以您的名义发布了一个不是本机生成的密钥。可能有人在冒充您。请让好友核对安全码。"
+        "（如果您也在另一台电脑上使用此账户，那台电脑的新加密密钥也会在此显示。）"
     ),
     "transparency.alarm.rolled_back": (
         "警报：服务器展示了比之前更旧的密钥日志（被回滚）。在它展示延续您所持日志的版本之前，聊天已被阻止。"
@@ -724,6 +741,10 @@ ZH_CN: dict[str, str] = {
     ),
     "transparency.alarm.not_logged": (
         "警报：服务器给出的 {name} 的密钥不在其公开密钥日志中。与 {name} 的聊天已被阻止。"
+    ),
+    "transparency.alarm.kem_key_refused": (
+        "警报：服务器给出的 {name} 的加密密钥没有由 {name} 的身份密钥签名。"
+        "该密钥已被拒绝，不会被使用；服务器可能在试图读取发给 {name} 的消息。"
     ),
     "link.new_link": "从已登录的电脑关联本机……",
     "link.new_explain": (

@@ -6,12 +6,14 @@
 The first reads a copy of the database file; the second downloads the log over the
 real protocol (as a logged-in user; the password is read from UCHAT_AUDIT_PASSWORD
 or asked for). Either way every entry is re-hashed into the tree, every certificate
-is checked against the CA and the name it is logged under, every signed tree head
-is checked (signature, root, time order), and usernames with more than one identity
-key are reported: the trace a server leaves when it gives someone a second key.
+is checked against the CA and the name it is logged under, every signed KEM key
+against the identity keys the log holds for its name (from certificates logged
+before it), every signed tree head is checked (signature, root, time order), and
+usernames with more than one identity key, or with a KEM key their identity key did
+not sign, are reported: the trace a server leaves when it gives someone a second key.
 
 Exit status: 0 all good, 1 the log or a head does not verify, 2 it verifies but some
-username has more than one identity key.
+username has more than one identity key or a KEM key its identity key did not sign.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from common.crypto import merkle
 from common.crypto.certs import fingerprint, load_user_certificate
+from common.crypto.kem import SignedKemKey
 from common.crypto.merkle import LogEntry, MemoryTree, ProofError, TreeHead
-from common.errors import CertificateError, UchatError
+from common.errors import CertificateError, EndToEndError, UchatError
 
 PAGE = 256
 
@@ -44,6 +47,9 @@ class AuditReport:
     heads: int = 0
     problems: list[str] = field(default_factory=list)
     identity_keys: dict[str, set[str]] = field(default_factory=dict)
+    kem_keys: int = 0
+    #: username -> positions of KEM key entries no identity key logged for it signed
+    unsigned_kem_keys: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def duplicates(self) -> dict[str, list[str]]:
@@ -54,14 +60,18 @@ class AuditReport:
 
     @property
     def status(self) -> int:
-        return 1 if self.problems else (2 if self.duplicates else 0)
+        if self.problems:
+            return 1
+        return 2 if self.duplicates or self.unsigned_kem_keys else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "entries": self.entries,
             "heads": self.heads,
+            "kem_keys": self.kem_keys,
             "problems": self.problems,
             "usernames_with_several_keys": self.duplicates,
+            "usernames_with_unsigned_kem_keys": dict(sorted(self.unsigned_kem_keys.items())),
         }
 
 
@@ -110,8 +120,9 @@ def audit(
 
 
 def _check_entry(report: AuditReport, position: int, entry: LogEntry, ca_der: bytes) -> None:
-    if entry.kind != "certificate":
-        return  # signed KEM keys are checked against the certificate by their own kind
+    if entry.kind == "kem_key":
+        _check_kem_key(report, position, entry)
+        return
     try:
         certificate = x509.load_der_x509_certificate(entry.payload)
         # Expiry is not the auditor's business: check issuance as of the start date.
@@ -129,6 +140,24 @@ def _check_entry(report: AuditReport, position: int, entry: LogEntry, ca_der: by
     report.identity_keys.setdefault(entry.username.casefold(), set()).add(
         verified.identity_public.hex()
     )
+
+
+def _check_kem_key(report: AuditReport, position: int, entry: LogEntry) -> None:
+    """A signed KEM key must be signed by an identity key certified for its name."""
+    report.kem_keys += 1
+    name = entry.username.casefold()
+    try:
+        signed = SignedKemKey.from_bytes(entry.payload)
+    except EndToEndError:
+        report.unsigned_kem_keys.setdefault(name, []).append(position)
+        return
+    for identity in report.identity_keys.get(name, ()):
+        try:
+            signed.verify(bytes.fromhex(identity))
+        except EndToEndError:
+            continue
+        return
+    report.unsigned_kem_keys.setdefault(name, []).append(position)
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -239,14 +268,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(
-            f"CA {fingerprint(ca)}: {report.entries} entries, {report.heads} signed heads checked"
+            f"CA {fingerprint(ca)}: {report.entries} entries ({report.kem_keys} KEM keys),"
+            f" {report.heads} signed heads checked"
         )
         for problem in report.problems:
             print(f"PROBLEM {problem}")
         for name, keys in report.duplicates.items():
             print(f"SEVERAL KEYS {name}: {', '.join(keys)}")
+        for name, positions in sorted(report.unsigned_kem_keys.items()):
+            where = ", ".join(str(p) for p in positions)
+            print(f"UNSIGNED KEM KEY {name}: entries {where} not signed by its identity key")
         if report.status == 0:
-            print("OK: every entry and head verifies; one identity key per username")
+            print(
+                "OK: every entry and head verifies; one identity key per username;"
+                " every KEM key signed by its owner's identity key"
+            )
     return report.status
 
 

@@ -2,9 +2,9 @@
 
 The server cannot be trusted with end-to-end keys, so clients verify every KEM key
 against their pin of the owner's identity key anyway; the server's check only keeps
-garbage and other users' keys out of its directory. A key-transparency log append
-belongs here too, after the checks and beside `kem_keys.store`, so that every key the
-server will ever serve is logged.
+garbage and other users' keys out of its directory. The key-transparency append is
+made here, after the checks and beside `kem_keys.store`, in the same transaction, so
+every KEM key the server will ever serve is in the log, and neither exists alone.
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ from common.errors import CertificateError, EndToEndError, RequestError
 from server.storage import kem_keys
 from server.storage.database import Database
 from server.storage.users import User
+from server.transparency import TransparencyLog
 
 #: A key may claim a creation time at most this far in the server's future (clock skew).
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 
 
 def accept_kem_key(
-    db: Database, identity: ServerIdentity, user: User, encoded: bytes, now_ms: int
+    db: Database,
+    identity: ServerIdentity,
+    log: TransparencyLog,
+    user: User,
+    encoded: bytes,
+    now_ms: int,
 ) -> SignedKemKey:
-    """Verify `encoded` was signed by `user`'s certified identity key, then store it.
+    """Verify `encoded` was signed by `user`'s certified identity key, store it, log it.
 
     Refused (RequestError): malformed, signed by any other key, dated in the future,
     or not newer than the user's current key (no rollback to an old key).
@@ -42,4 +48,5 @@ def accept_kem_key(
     if newest is not None and signed.created_ms <= newest:
         raise RequestError("stale_kem_key", "a newer KEM key is already published", "kem_key")
     kem_keys.store(db, user.id, signed.key_id, signed.created_ms, encoded, now_ms)
+    log.append("kem_key", user.username, encoded)
     return signed

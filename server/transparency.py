@@ -22,9 +22,13 @@ from server.storage.database import Database
 log = logging.getLogger(__name__)
 
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
-MAX_USER_ENTRIES = 256
+MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
 POSITION_CACHE_LIMIT = 20_000
+#: Nodes at this level and above stay cached for good: 1/32 of the entries' count of
+#: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
+#: lowest siblings from the database.
+UPPER_LEVEL = 6
 
 
 class TransparencyLog:
@@ -36,17 +40,24 @@ class TransparencyLog:
         self._clock = clock
         # Node hashes never change once written; the caches only forget what a
         # rollback undid (the database tells us), and the head when the log grows.
-        self._nodes: dict[tuple[int, int], bytes] = {}
+        self._nodes: dict[tuple[int, int], bytes] = {}  # below UPPER_LEVEL, bounded
+        self._upper: dict[tuple[int, int], bytes] = {}
+        # Hashes of the incomplete subtrees on the right edge of the tree of one size:
+        # the same for every proof under one head.
+        self._edge_size = -1
+        self._edge: dict[int, bytes] = {}
         # Friends fetch the same certificates again and again: keep their positions
         # and their proofs under the current head.
         self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, list[bytes]] = {}
+        self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
         self._size: int | None = None
         self._head: TreeHead | None = None
         db.on_rollback(self._forget)
 
     def _forget(self) -> None:
         self._nodes.clear()
+        self._upper.clear()
+        self._edge.clear()
         self._positions.clear()
         self._proofs.clear()
         self._size = None
@@ -85,12 +96,13 @@ class TransparencyLog:
 
     def subtree(self, level: int, index: int) -> bytes:
         key = (level, index)
-        value = self._nodes.get(key)
+        cache = self._upper if level >= UPPER_LEVEL else self._nodes
+        value = cache.get(key)
         if value is None:
             value = keylog.node(self._db, level, index)
-            if len(self._nodes) >= NODE_CACHE_LIMIT:
-                self._nodes.clear()
-            self._nodes[key] = value
+            if cache is self._nodes and len(cache) >= NODE_CACHE_LIMIT:
+                cache.clear()
+            cache[key] = value
         return value
 
     # -- heads and proofs --------------------------------------------------------------
@@ -114,7 +126,38 @@ class TransparencyLog:
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
-        return merkle.inclusion_proof(position, head.size, self.subtree)
+        """RFC 9162 PATH(position, D[0:size]), leaf to root, walked bottom up.
+
+        At each level the sibling of the block holding `position` is a stored node
+        when complete, the (cached) hash of the incomplete right edge when it reaches
+        past the end, or absent when it starts past the end. The same hashes as
+        `merkle.inclusion_proof` (tested), without its recursion per proof.
+        """
+        size = head.size
+        if not 0 <= position < size:
+            raise ValueError("leaf index outside the tree")
+        proof: list[bytes] = []
+        level = 0
+        while (1 << level) < size:
+            sibling = (position >> level) ^ 1
+            start = sibling << level
+            if start < size:
+                if start + (1 << level) <= size:
+                    proof.append(self.subtree(level, sibling))
+                else:
+                    proof.append(self._edge_hash(start, size))
+            level += 1
+        return proof
+
+    def _edge_hash(self, start: int, size: int) -> bytes:
+        """MTH(D[start:size]) for an aligned `start`: an incomplete subtree on the edge."""
+        if self._edge_size != size:
+            self._edge_size, self._edge = size, {}
+        value = self._edge.get(start)
+        if value is None:
+            value = merkle.range_hash(start, size, self.subtree)
+            self._edge[start] = value
+        return value
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         if old_size in (0, new_size):
@@ -135,20 +178,32 @@ class TransparencyLog:
                 self._positions[key] = position
         if position is None or position >= head.size:
             log.error("key for %s served without a log entry", username)
-            return {"position": -1, "proof": []}
+            return {"position": -1, "proof": b""}
         if head is not self._head:
-            return {"position": position, "proof": self.inclusion(position, head)}
+            return {
+                "position": position,
+                "proof": merkle.pack_proof(self.inclusion(position, head)),
+            }
         proof = self._proofs.get(position)
         if proof is None:
-            proof = self.inclusion(position, head)
+            proof = merkle.pack_proof(self.inclusion(position, head))
             if len(self._proofs) < POSITION_CACHE_LIMIT:
                 self._proofs[position] = proof
         return {"position": position, "proof": proof}
 
     def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""
+        return self.entry_proof("certificate", username, certificate)
+
+    def entry_proof(self, kind: str, username: str, payload: bytes) -> dict[str, Any]:
+        """{head, position, proof} of one key under the newest head (signed now if the
+        log grew since: after an append, the appender's reply pays for the new head)."""
         head = self.head()
-        return {
-            "head": head.to_wire(),
-            **self.proof_for("certificate", username, certificate, head),
-        }
+        return {"head": head.to_wire(), **self.proof_for(kind, username, payload, head)}
+
+    def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
+        """The `kem_transparency` field beside `certificate_proof`: {position, proof} of
+        the signed KEM key under the same head (None when there is no key)."""
+        if kem_key is None:
+            return None
+        return self.proof_for("kem_key", username, kem_key, self.head())

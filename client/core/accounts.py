@@ -20,7 +20,12 @@ from client.core.connection import Connection
 from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
-from client.core.kem_keys import new_user_keys, publish_if_needed, with_current_kem_key
+from client.core.kem_keys import (
+    made_key_ids,
+    new_user_keys,
+    publish_if_needed,
+    with_current_kem_key,
+)
 from client.core.keystore import KeyStore, server_id_for
 from client.core.link import ServerLink, server_ca
 from client.core.models import Profile
@@ -132,7 +137,9 @@ class Accounts:
         if identity is None or identity.keys.kem is None:
             return True
         try:
-            publish_if_needed(request, identity.username, identity.keys)
+            publish_if_needed(
+                request, identity.username, identity.keys, session.transparency.check_key
+            )
         except Exception as exc:  # retried by the after-login task; never fail the login
             log.warning("publishing the KEM key failed: %s", exc)
             return False
@@ -186,6 +193,8 @@ class Accounts:
     ) -> Session:
         store = LocalStore(self._keystore.store_path(server_id, profile.username))
         identity = self._load_identity(server_id, profile.username, password, certificate)
+        if identity is not None:  # remembered for good: monitoring knows our old keys too
+            store.add_own_kem_keys(made_key_ids(identity.keys))
         return open_session(
             profile, server_id, certificate, ca, limits, identity, store, self._wiring
         )
@@ -247,9 +256,13 @@ class Accounts:
     def _monitor(self, session: Session, periodic: bool) -> None:
         if self._slot.get() is not session:
             return  # logged out or another account: stop
-        mine = session.identity.keys if session.identity else session.certificate
+        store = session.store
+        if session.identity is not None:
+            checker = own_key_checker(session.identity.keys.identity_public, store.own_kem_key_ids)
+        else:
+            checker = own_key_checker(session.certificate.identity_public)
         try:
-            session.transparency.monitor(session.username, own_key_checker(mine.identity_public))
+            session.transparency.monitor(session.username, checker)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("key log monitoring did not complete: %s", exc)
         if periodic:

@@ -57,6 +57,7 @@ from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from client.core.trust import safety_number_between
 from common.crypto.certs import UserCertificate
+from common.crypto.kem import SignedKemKey
 from common.crypto.keys import KdfParams
 from common.crypto.membership import Policy
 from common.crypto.sender_chain import RotationPolicy
@@ -427,6 +428,12 @@ class ChatClient:
         if username == session.username:
             return session.certificate.fingerprint
         return session.certificates.newest(username).fingerprint
+
+    def verified_kem_key(self, username: str) -> SignedKemKey | None:
+        """`username`'s newest KEM key verified against their pinned identity key, or None
+        (not published yet, or only keys the identity did not sign were served)."""
+        session = self._slot.require()
+        return session.peer_kem_keys.keys.get(session.certificates.certificate(username))
 
     def trust_new_key(self, username: str) -> None:
         """Accept `username`'s changed key, then open the messages held back for it."""

@@ -146,14 +146,38 @@ class KeyMissing(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class KemKeyVerified(Event):
+    """A friend's signed KEM key verified against their pinned identity key.
+
+    `first`: a verified key addition (their client upgraded to end-to-end v2), shown
+    in the conversation; otherwise a scheduled rotation. Neither is a key change: the
+    identity key, and so the safety number, did not move.
+    """
+
+    kind: ClassVar[str] = "kem_key_verified"
+    username: str
+    key_id: bytes
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KemKeyRejected(Event):
+    """The server served a KEM key for `username` that their pinned identity key did
+    not sign: refused and never used; shown as loudly as a key change."""
+
+    kind: ClassVar[str] = "kem_key_refused"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransparencyAlarm(Event):
     """The key transparency check failed: chat is blocked (`reason` says why).
 
     `reason`: `not_logged` (a key for `username` the log does not hold),
     `rolled_back` (an older tree head than one we hold), `not_extension` (a head that
     does not extend ours), `split_view` (`username` reported a head from another log),
-    `foreign_key` (a key under our own name, `username`, that this computer did not
-    make; chat is not blocked for this one).
+    `foreign_key` (a certificate or signed KEM key under our own name, `username`,
+    that this computer did not make; chat is not blocked for this one).
     """
 
     kind: ClassVar[str] = "transparency_alarm"
@@ -224,8 +248,7 @@ class ChainWarning(Event):
 
     `reason`: "replayed_distribution" (a chain's key sent again, ignored),
     "bad_distribution" (one that does not verify), "relabelled" (an envelope not
-    signed for the conversation it was delivered as), "kem_key_refused" (a KEM key
-    the user's identity did not sign).
+    signed for the conversation it was delivered as).
     """
 
     kind: ClassVar[str] = "chain_warning"
@@ -314,6 +337,8 @@ __all__ = [
     "FriendRequestRefused",
     "JoinRefused",
     "JoinRequested",
+    "KemKeyRejected",
+    "KemKeyVerified",
     "KeyChanged",
     "KeyMissing",
     "KeyTrusted",

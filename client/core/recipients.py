@@ -6,8 +6,9 @@ list into each room message. Today it is the server's ROOM_CERTIFICATES list (ev
 certificate checked against the CA, its pin and the key log); the signed membership
 log's verified member list replaces it here, and only here.
 
-A KEM key is used only if the identity key pinned for that user signed it
-(`client.core.kem_keys`): a key the server swapped in is refused loudly.
+A KEM key is used only once `client.core.kem_keys.PeerKemObserver` accepted it: in the
+key log and signed by the identity key pinned for that user (a key the server swapped
+in is refused loudly there).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from client.core.kem_keys import KemKeyRefused, PeerKemKeys
+from client.core.kem_keys import PeerKemKeys
 from client.core.trust import CertificateBook
 from common.crypto.certs import UserCertificate
 from common.crypto.kem import SignedKemKey
@@ -29,22 +29,6 @@ log = logging.getLogger(__name__)
 KEYLESS_REFRESH_S = 60.0
 
 
-class ServedKemKeys:
-    """The signed KEM keys the server's certificate replies carried, not yet verified."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._served: dict[str, Any] = {}
-
-    def put(self, username: str, encoded: Any) -> None:
-        with self._lock:
-            self._served[username] = encoded
-
-    def get(self, username: str) -> Any:
-        with self._lock:
-            return self._served.get(username)
-
-
 class Recipients:
     """Recipients and their KEM keys for sealing; see the module docstring."""
 
@@ -52,15 +36,11 @@ class Recipients:
         self,
         *,
         certificates: CertificateBook,
-        served: ServedKemKeys,
-        peer_keys: PeerKemKeys | None = None,
-        on_refused: Callable[[str], None] | None = None,
+        kem_keys: PeerKemKeys,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._certificates = certificates
-        self._served = served
-        self._peer_keys = peer_keys or PeerKemKeys()
-        self._on_refused = on_refused
+        self._kem_keys = kem_keys  # verified (log and pinned identity) as replies come in
         self._clock = clock
         self._lock = threading.Lock()
         self._refreshed: dict[int, float] = {}
@@ -70,15 +50,8 @@ class Recipients:
         return self._certificates.room_certificates(room_id, refresh=refresh)
 
     def kem_key(self, certificate: UserCertificate) -> SignedKemKey | None:
-        """The verified KEM key of a certified user; None if none (or a refused one)."""
-        try:
-            self._peer_keys.record(certificate, self._served.get(certificate.username))
-        except KemKeyRefused:
-            log.warning("refused a KEM key for %s not signed by its identity", certificate.username)
-            if self._on_refused is not None:
-                self._on_refused(certificate.username)
-            return None
-        return self._peer_keys.get(certificate.username)
+        """The verified KEM key of a certified user; None if none was verified (yet)."""
+        return self._kem_keys.get(certificate)
 
     def direct(self, username: str, *, refresh: bool = False) -> dict[str, SignedKemKey | None]:
         """The friend of a direct chat; an error if it cannot receive sealed chains."""

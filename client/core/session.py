@@ -30,16 +30,18 @@ from client.core.event_types import (
 )
 from client.core.events import Emit
 from client.core.inbox import ChainNotice, Inbox
+from client.core.kem_keys import PeerKemKeys, PeerKemObserver
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
 from client.core.receipts import ReceiptSender, apply_receipt
-from client.core.recipients import Recipients, ServedKemKeys
+from client.core.recipients import Recipients
 from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
 from client.core.trust import CertificateBook, Identity
 from common.crypto.certs import UserCertificate
+from common.crypto.merkle import TreeHead
 from common.crypto.sender_chain import RotationPolicy
 from common.errors import ConnectionLost, RemoteProtocolError, RequestError, RequestTimeout
 from common.protocol.opcodes import MessageType
@@ -74,6 +76,7 @@ class Session:
     limits: Limits
     transparency: KeyTransparency
     recipients: Recipients
+    peer_kem_keys: PeerKemObserver  # friends' verified KEM keys (`.keys.get(certificate)`)
     membership: RoomMembership
     chains: ChainBook | None = None
     receipts: ReceiptSender | None = None
@@ -130,18 +133,17 @@ class SessionWiring:
     clock: Callable[[], int] = dataclasses.field(default=lambda: int(time.time() * 1000))
     rotation: RotationPolicy = dataclasses.field(default_factory=RotationPolicy)
 
-    def fetch_certificate(
-        self, username: str, log: KeyTransparency, served: ServedKemKeys
-    ) -> bytes:
-        """The certificate of `username`, refused unless the key log proves it."""
+    def fetch_certificate(self, username: str, log: KeyTransparency, kem: PeerKemObserver) -> bytes:
+        """The certificate of `username`, refused unless the key log proves it; its KEM
+        key too, which must also be in the log and signed by the pinned identity."""
         reply = self.request(MessageType.CERTIFICATE, {"username": username})
         der = bytes_field(reply, "certificate")
-        log.check_certificate(username, der, reply.get("transparency"))
-        served.put(username, reply.get("kem_key"))
+        head = log.check_certificate(username, der, reply.get("transparency"))
+        _check_kem_key(log, kem, username, der, reply, head)
         return der
 
     def fetch_room_certificates(
-        self, room_id: int, log: KeyTransparency, served: ServedKemKeys | None = None
+        self, room_id: int, log: KeyTransparency, kem: PeerKemObserver
     ) -> dict[str, bytes]:
         """Every page of ROOM_CERTIFICATES (a room holds up to 10,000 members)."""
         result: dict[str, bytes] = {}
@@ -159,8 +161,7 @@ class SessionWiring:
                 if not isinstance(name, str) or not isinstance(der, bytes):
                     raise RemoteProtocolError("malformed room certificate")
                 log.check_member(name, der, entry.get("transparency"), head)
-                if served is not None:
-                    served.put(name, entry.get("kem_key"))
+                _check_kem_key(log, kem, name, der, entry, head)
                 result[name] = der
             after = reply.get("next")
             if type(after) is not int or not members:
@@ -190,15 +191,35 @@ class SessionWiring:
     def on_chain_notice(self, notice: ChainNotice) -> None:
         self.emit(ChainWarning(notice.sender, notice.chat_kind, notice.chat_id, notice.kind))
 
-    def on_kem_refused(self, username: str) -> None:
-        self.emit(ChainWarning(username, "user", username, "kem_key_refused"))
-
     def on_transfer(self, attachment_id: str, done: int, total: int, direction: str) -> None:
         self.emit(
             TransferProgress(
                 attachment_id, done, total, "upload" if direction == "upload" else "download"
             )
         )
+
+
+def _check_kem_key(
+    log: KeyTransparency,
+    kem: PeerKemObserver,
+    username: str,
+    der: bytes,
+    reply: Mapping[str, Any],
+    head: TreeHead,
+) -> None:
+    """A served KEM key must be in the log (else the chat is blocked, as for a
+    certificate), then signed by the pinned identity (else refused, loudly)."""
+    encoded = reply.get("kem_key")
+    if encoded is None:
+        return
+    if not isinstance(encoded, bytes):
+        raise RemoteProtocolError("malformed kem_key")
+    log.check_entry("kem_key", username, encoded, reply.get("kem_transparency"), head)
+    kem.observe(username, der, encoded)
+
+
+def _logged(log: KeyTransparency, username: str, der: bytes, transparency: Any) -> None:
+    log.check_certificate(username, der, transparency)
 
 
 def open_session(
@@ -215,17 +236,17 @@ def open_session(
     transparency = KeyTransparency(
         ca_public=ca_public_key(ca), store=store, request=wiring.request, alarm=wiring.emit
     )
-    served = ServedKemKeys()
+    kem = PeerKemObserver(
+        keys=PeerKemKeys(store), pins=store, ca=ca, emit=wiring.emit, me=profile.username
+    )
     certificates = CertificateBook(
         ca_certificate=ca,
         pins=store,
-        fetch_user=lambda username: wiring.fetch_certificate(username, transparency, served),
-        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency, served),
+        fetch_user=lambda username: wiring.fetch_certificate(username, transparency, kem),
+        fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency, kem),
         on_key_changed=wiring.on_key_changed,
     )
-    recipients = Recipients(
-        certificates=certificates, served=served, on_refused=wiring.on_kem_refused
-    )
+    recipients = Recipients(certificates=certificates, kem_keys=kem.keys)
     outbox = Outbox(
         store,
         send=lambda params: wiring.request(MessageType.SEND_MESSAGE, params),
@@ -280,7 +301,7 @@ def open_session(
         store=store,
         request=wiring.request,
         emit=wiring.emit,
-        check_logged=transparency.check_certificate,
+        check_logged=lambda name, der, proved: _logged(transparency, name, der, proved),
     )
     return Session(
         profile,
@@ -296,6 +317,7 @@ def open_session(
         limits,
         transparency,
         recipients,
+        kem,
         membership,
         chains,
         receipts,

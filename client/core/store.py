@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -146,7 +146,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (room_id, seq)
         ) WITHOUT ROWID""",
     ),
-    (  # 5: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
+    (  # 5: friends' verified signed KEM keys, and the ids of every KEM key made here
+        """CREATE TABLE peer_kem_keys (
+            username TEXT PRIMARY KEY,
+            identity BLOB NOT NULL,
+            created INTEGER NOT NULL,
+            encoded BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE own_kem_keys (
+            key_id BLOB PRIMARY KEY,
+            created INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    (  # 6: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
         # deliveries held back until a changed key is trusted (acknowledged meanwhile)
         """CREATE TABLE chains (
             role TEXT NOT NULL,
@@ -162,7 +174,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             delivery BLOB NOT NULL
         )""",
     ),
-    (  # 6: the server's time beside the sender's, and order/time findings
+    (  # 7: the server's time beside the sender's, and order/time findings
         "ALTER TABLE messages ADD COLUMN server_time INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE messages ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
     ),
@@ -819,6 +831,40 @@ class LocalStore:
                 " root = excluded.root, timestamp = excluded.timestamp,"
                 " signature = excluded.signature",
                 (size, root, timestamp, sig),
+            )
+
+    # ------------------------------------------------------------------ KEM keys
+
+    def peer_kem_key(self, username: str) -> tuple[bytes, bytes] | None:
+        """(identity key it was verified against, signed KEM key) of a friend, if any."""
+        rows = self._query(
+            "SELECT identity, encoded FROM peer_kem_keys WHERE username = ?", (username,)
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def save_peer_kem_key(
+        self, username: str, identity: bytes, created: int, encoded: bytes
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO peer_kem_keys (username, identity, created, encoded)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET"
+                " identity = excluded.identity, created = excluded.created,"
+                " encoded = excluded.encoded",
+                (username, identity, created, encoded),
+            )
+
+    def own_kem_key_ids(self) -> set[bytes]:
+        """Ids of every KEM key this computer made for the account (current, retired, pruned)."""
+        return {bytes(row[0]) for row in self._query("SELECT key_id FROM own_kem_keys")}
+
+    def add_own_kem_keys(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        """Remember (key id, created) of KEM keys made here; already known ones are kept."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO own_kem_keys (key_id, created) VALUES (?, ?)"
+                " ON CONFLICT (key_id) DO NOTHING",
+                keys,
             )
 
     # ------------------------------------------------------------------ room membership logs

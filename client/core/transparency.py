@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from client.core.event_types import TransparencyAlarm
 from client.core.events import Emit
 from common.crypto import merkle
+from common.crypto.kem import SignedKemKey
 from common.crypto.merkle import LogEntry, ProofError, TreeHead
-from common.errors import CertificateError, ProtocolError, RequestError
+from common.errors import CertificateError, EndToEndError, ProtocolError, RequestError
 from common.protocol import codec
 from common.protocol.opcodes import MessageType
 
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
 IsMine = Callable[[str, bytes], bool]  # (kind, payload) -> this computer made it
+
+USER_ENTRIES_PAGE = 256  # the server's KT_USER_ENTRIES page (server.transparency)
 
 
 class TransparencyError(RequestError):
@@ -158,21 +161,33 @@ class KeyTransparency:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def check_certificate(self, username: str, der: bytes, transparency: Any) -> None:
-        """Refuse `der` unless the log holds it (proof against a head that extends ours)."""
+    def check_certificate(self, username: str, der: bytes, transparency: Any) -> TreeHead:
+        """Refuse `der` unless the log holds it (proof against a head that extends ours);
+        return the head, against which the reply's other keys are proved."""
+        return self.check_key("certificate", username, der, transparency)
+
+    def check_key(self, kind: str, username: str, payload: bytes, transparency: Any) -> TreeHead:
+        """A `{head, position, proof}` for one key of `kind`; returns the accepted head."""
         if not isinstance(transparency, dict):
             raise self._refuse("not_logged", username)
         head = self.accept_head(transparency.get("head"))
-        self.check_member(username, der, transparency, head)
+        self.check_entry(kind, username, payload, transparency, head)
+        return head
 
     def check_member(self, username: str, der: bytes, proved: Any, head: TreeHead) -> None:
-        """One `{position, proof}` against an already accepted head."""
+        """One certificate's `{position, proof}` against an already accepted head."""
+        self.check_entry("certificate", username, der, proved, head)
+
+    def check_entry(
+        self, kind: str, username: str, payload: bytes, proved: Any, head: TreeHead
+    ) -> None:
+        """Any key (`kind` "certificate" or "kem_key") against an accepted head."""
         self._check_not_broken()
         position = proved.get("position") if isinstance(proved, dict) else None
         try:
             if type(position) is not int or position < 0:
                 raise ProofError("no log entry")
-            leaf = LogEntry("certificate", username, der).leaf_hash
+            leaf = LogEntry(kind, username, payload).leaf_hash
             merkle.verify_inclusion(leaf, position, head.size, _hashes(proved), head.root)
         except ProofError:
             raise self._refuse("not_logged", username) from None
@@ -184,32 +199,47 @@ class KeyTransparency:
 
         Returns how many entries were checked. The alarm does not block chat (the
         server, not a friend, lied); the user is told to compare safety numbers.
+        Entries come in pages (`KT_USER_ENTRIES {after}`), each proved under its
+        reply's head.
         """
-        reply = self._request(MessageType.KT_USER_ENTRIES, {})
-        head = self.accept_head(reply.get("head"))
-        entries = reply.get("entries")
-        if not isinstance(entries, list):
-            raise self._refuse("not_extension")
-        foreign = 0
-        for entry in entries:
-            if not isinstance(entry, dict):
+        checked = foreign = 0
+        after = -1
+        while True:
+            reply = self._request(MessageType.KT_USER_ENTRIES, {"after": after})
+            head = self.accept_head(reply.get("head"))
+            entries = reply.get("entries")
+            if not isinstance(entries, list):
                 raise self._refuse("not_extension")
-            kind, payload, position = entry.get("kind"), entry.get("payload"), entry.get("position")
-            if not isinstance(kind, str) or not isinstance(payload, bytes):
-                raise self._refuse("not_extension")
-            try:
-                leaf = LogEntry(kind, username, payload).leaf_hash
-                if type(position) is not int:
-                    raise ProofError("no position")
-                merkle.verify_inclusion(leaf, position, head.size, _hashes(entry), head.root)
-            except (ProofError, ValueError):
-                raise self._refuse("not_extension") from None
-            if not is_mine(kind, payload):
-                foreign += 1
+            for entry in entries:
+                position = self._check_own_entry(username, entry, head)
+                if position <= after:
+                    raise self._refuse("not_extension")  # pages must move forward
+                after = position
+                if not is_mine(entry["kind"], entry["payload"]):
+                    foreign += 1
+            checked += len(entries)
+            if len(entries) < USER_ENTRIES_PAGE:
+                break
         if foreign:
             log.warning("key transparency alarm: %d keys under our name are not ours", foreign)
             self._alarm(TransparencyAlarm("foreign_key", username))
-        return len(entries)
+        return checked
+
+    def _check_own_entry(self, username: str, entry: Any, head: TreeHead) -> int:
+        """Verify one monitoring entry's proof; return its position."""
+        if not isinstance(entry, dict):
+            raise self._refuse("not_extension")
+        kind, payload, position = entry.get("kind"), entry.get("payload"), entry.get("position")
+        if not isinstance(kind, str) or not isinstance(payload, bytes):
+            raise self._refuse("not_extension")
+        try:
+            leaf = LogEntry(kind, username, payload).leaf_hash
+            if type(position) is not int:
+                raise ProofError("no position")
+            merkle.verify_inclusion(leaf, position, head.size, _hashes(entry), head.root)
+        except (ProofError, ValueError):
+            raise self._refuse("not_extension") from None
+        return position
 
     # -- gossip ----------------------------------------------------------------------------
 
@@ -236,7 +266,10 @@ class KeyTransparency:
 
 
 def _hashes(reply: Any) -> list[bytes]:
+    """A reply's proof: packed (the hashes concatenated) or, from older servers, a list."""
     proof = reply.get("proof") if isinstance(reply, dict) else None
+    if isinstance(proof, bytes):
+        return merkle.unpack_proof(proof)
     if not isinstance(proof, list) or not all(isinstance(p, bytes) for p in proof):
         raise ProofError("malformed proof")
     return list(proof)
@@ -288,14 +321,21 @@ def ca_public_key(ca_der: bytes) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def own_key_checker(identity_public: bytes) -> IsMine:
-    """`is_mine` for monitoring: a certificate is ours if it certifies our identity key.
+def own_key_checker(
+    identity_public: bytes, made_kem_keys: Callable[[], Collection[bytes]] | None = None
+) -> IsMine:
+    """`is_mine` for monitoring: a certificate is ours if it certifies our identity key;
+    a signed KEM key is ours if our identity key signed it and this computer made it
+    (`made_kem_keys()`: the ids of every KEM key made here, rotated ones included).
 
-    Kinds this client cannot check yet (signed KEM keys arrive with end-to-end v2)
-    count as not ours, so a new kind is an alarm until its check is added here.
+    Without the private keys on this computer (`made_kem_keys` None), a KEM key signed
+    by our identity key counts as ours: only the computer holding that key can make
+    one. Kinds this client cannot check count as not ours, so they raise the alarm.
     """
 
     def is_mine(kind: str, payload: bytes) -> bool:
+        if kind == "kem_key":
+            return _own_kem_key(payload, identity_public, made_kem_keys)
         if kind != "certificate":
             return False
         try:
@@ -307,6 +347,19 @@ def own_key_checker(identity_public: bytes) -> IsMine:
         return public.public_bytes(Encoding.Raw, PublicFormat.Raw) == identity_public
 
     return is_mine
+
+
+def _own_kem_key(
+    payload: bytes,
+    identity_public: bytes,
+    made_kem_keys: Callable[[], Collection[bytes]] | None,
+) -> bool:
+    try:
+        signed = SignedKemKey.from_bytes(payload)
+        signed.verify(identity_public)
+    except EndToEndError:
+        return False
+    return made_kem_keys is None or signed.key_id in made_kem_keys()
 
 
 GOSSIP_FIELD = "tree_head"

@@ -29,6 +29,8 @@ from client.core.event_types import (
     ConnectionChanged,
     ContactRemoved,
     Event,
+    KemKeyRejected,
+    KemKeyVerified,
     KeyChanged,
     KeyTrusted,
     MessageReceived,
@@ -269,10 +271,8 @@ class ChatPanel(tk.Frame):
             self._presence(event)
         elif isinstance(event, RoomMemberChanged) and self._is_my_room(event.room_id):
             self._member_event(event.username, event.event)
-        elif isinstance(event, KeyChanged) and self._is_me(event.username):
-            self.verification.show_warning()
-        elif isinstance(event, KeyTrusted) and self._is_me(event.username):
-            self.verification.trusted()
+        elif isinstance(event, KeyChanged | KeyTrusted | KemKeyVerified | KemKeyRejected):
+            self._key_event(event)
         elif isinstance(event, ContactRemoved):
             self._removed(event.contact)
         elif isinstance(event, ConnectionChanged):
@@ -295,6 +295,29 @@ class ChatPanel(tk.Frame):
 
     def _is_me(self, username: str) -> bool:
         return self.contact.kind == "user" and username == self.contact.id
+
+    def _concerns(self, username: str) -> bool:
+        """A chat with `username`, or a room they are in."""
+        return self._is_me(username) or (
+            self.contact.kind == "room" and username in self.contact.members
+        )
+
+    def _key_event(self, event: KeyChanged | KeyTrusted | KemKeyVerified | KemKeyRejected) -> None:
+        """A changed identity key raises the banner. A verified first KEM key is a line
+        in the chat, a refused one a warning; a rotation (same identity) says nothing."""
+        if isinstance(event, KeyChanged | KeyTrusted):
+            if not self._is_me(event.username):
+                return
+            if isinstance(event, KeyChanged):
+                self.verification.show_warning()
+            else:
+                self.verification.trusted()
+        elif not self._concerns(event.username):
+            return
+        elif isinstance(event, KemKeyRejected):
+            self.view.add_notice(i18n.t("chat.kem_key_refused", name=event.username), warning=True)
+        elif event.first:
+            self.view.add_notice(i18n.t("chat.kem_key_added", name=event.username))
 
     def _is_my_room(self, room_id: int) -> bool:
         return self.contact.kind == "room" and self.contact.room_id == room_id

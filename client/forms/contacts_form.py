@@ -29,6 +29,7 @@ from client.core.event_types import (
     Event,
     FriendRequest,
     FriendRequestRefused,
+    KemKeyRejected,
     KeyChanged,
     KeyMissing,
     KeyTrusted,
@@ -204,12 +205,8 @@ class ContactsForm(ttk.Frame):
             self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if isinstance(event, TransparencyAlarm | ChainWarning):
-            text = (
-                transparency_alarm_text(event.reason, event.username)
-                if isinstance(event, TransparencyAlarm)
-                else i18n.t(f"chain.warning.{event.reason}", name=event.username)
-            )
+        if isinstance(event, TransparencyAlarm | KemKeyRejected | ChainWarning):
+            text = alarm_text(event)
             if text not in self.transparency_alarms:
                 self.transparency_alarms.append(text)
                 self.schedule_refresh()
@@ -351,6 +348,16 @@ class ContactsForm(ttk.Frame):
     # tests and the screenshot script read the list as the user sees it
     def item(self, kind: str, contact_id: str) -> ContactItem | None:
         return self.items.get((kind, contact_id))
+
+
+def alarm_text(event: TransparencyAlarm | KemKeyRejected | ChainWarning) -> str:
+    """The banner text of a key alarm: a key log check, a refused KEM key, or what
+    end-to-end v2 caught the server doing (a replayed distribution, a relabelled chat)."""
+    if isinstance(event, KemKeyRejected):
+        return i18n.t("transparency.alarm.kem_key_refused", name=event.username)
+    if isinstance(event, ChainWarning):
+        return i18n.t(f"chain.warning.{event.reason}", name=event.username)
+    return transparency_alarm_text(event.reason, event.username)
 
 
 def transparency_alarm_text(reason: str, username: str) -> str:

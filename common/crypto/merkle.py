@@ -176,6 +176,19 @@ def verify_consistency(
         raise ProofError("the new tree head is not an extension of the old one")
 
 
+def pack_proof(proof: Sequence[bytes]) -> bytes:
+    """A proof on the wire: its hashes concatenated (one value to encode, not a list)."""
+    _check_hashes(proof)
+    return b"".join(proof)
+
+
+def unpack_proof(data: bytes) -> list[bytes]:
+    """The hashes of a packed proof; ProofError unless whole 32-byte hashes, at most 64."""
+    if len(data) % HASH_SIZE or len(data) > MAX_PROOF_HASHES * HASH_SIZE:
+        raise ProofError("malformed proof")
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
 def _check_hashes(proof: Sequence[bytes]) -> None:
     if len(proof) > MAX_PROOF_HASHES or any(len(p) != HASH_SIZE for p in proof):
         raise ProofError("malformed proof")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from common.crypto import merkle
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server.handlers._params import get_int
@@ -32,4 +33,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             )
     if old_size > new_size:
         raise RequestError("bad_request", "old_size must not exceed new_size", "old_size")
-    return {"head": head.to_wire(), "proof": ctx.transparency.consistency(old_size, new_size)}
+    return {
+        "head": head.to_wire(),
+        "proof": merkle.pack_proof(ctx.transparency.consistency(old_size, new_size)),
+    }

@@ -1,10 +1,11 @@
 """ROOM_CERTIFICATES {room_id, after?} -> {room_id, members, transparency_head, next}.
 
-Each member is {username, certificate, transparency: {position, proof}, kem_key},
-proved against the one `transparency_head`; `kem_key` is the member's current signed
-KEM key, or None before they published one. Members come in pages of `PAGE` in join
-order; `next` is the `after` of the following page, None after the last (a room
-holds up to `max_room_members`, 10,000 by default, far more than one reply).
+Each member is {username, certificate, transparency: {position, proof}, kem_key,
+kem_transparency: {position, proof} | None}, both proved against the one
+`transparency_head`; `kem_key` is the member's current signed KEM key, or None before
+they published one. Members come in pages of `PAGE` in join order; `next` is the
+`after` of the following page, None after the last (a room holds up to
+`max_room_members`, 10,000 by default, far more than one reply).
 
 What a member needs to seal to everyone else; members only. Which names to seal to is
 the client's verified member list, not this reply (docs/security.md).
@@ -20,11 +21,13 @@ from server.handlers._params import get_int
 from server.storage import kem_keys, rooms
 
 if TYPE_CHECKING:
+    from common.crypto.merkle import TreeHead
     from server.dispatch import Context
+    from server.transparency import TransparencyLog
 
 OPCODE = MessageType.ROOM_CERTIFICATES
 REQUIRES_AUTH = True
-PAGE = 200  # ~3 KiB per member with proof and KEM key: well under a frame
+PAGE = 200  # ~3.7 KiB per member with both proofs and the KEM key: well under a frame
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +45,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             "certificate": certificate,
             "transparency": log.proof_for("certificate", name, certificate, head),
             "kem_key": kem.get(name),
+            "kem_transparency": _kem_proof(log, name, kem.get(name), head),
         }
         for _, name, certificate in page
     ]
@@ -51,3 +55,9 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "transparency_head": head.to_wire(),
         "next": page[-1][0] if more else None,
     }
+
+
+def _kem_proof(
+    log: TransparencyLog, name: str, kem_key: bytes | None, head: TreeHead
+) -> dict[str, Any] | None:
+    return None if kem_key is None else log.proof_for("kem_key", name, kem_key, head)

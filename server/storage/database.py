@@ -44,6 +44,11 @@ def _room_log() -> str:
     return resources.files("server.storage").joinpath("migration_room_log.sql").read_text("utf-8")
 
 
+def _kem_keys_transparency() -> str:
+    name = "kem_keys_transparency.sql"
+    return resources.files("server.storage").joinpath(name).read_text("utf-8")
+
+
 def _migration_chains() -> str:
     return resources.files("server.storage").joinpath("migration_chains.sql").read_text("utf-8")
 
@@ -55,6 +60,7 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     _transparency_log_003,
     _migration_004,
     _room_log,
+    _kem_keys_transparency,
     _migration_chains,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

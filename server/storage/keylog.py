@@ -63,11 +63,12 @@ def entries(db: Database, start: int, end: int) -> list[StoredEntry]:
     return [_stored(row) for row in rows]
 
 
-def entries_for(db: Database, username: str, limit: int) -> list[StoredEntry]:
-    """Entries under `username` (any ASCII case, as usernames are unique that way)."""
+def entries_for(db: Database, username: str, limit: int, after: int = -1) -> list[StoredEntry]:
+    """Entries under `username` (any ASCII case, as usernames are unique that way) at
+    positions after `after`, oldest first."""
     rows = db.all(
-        _SELECT + " WHERE username = ? COLLATE NOCASE ORDER BY position LIMIT ?",
-        (username, limit),
+        _SELECT + " WHERE username = ? COLLATE NOCASE AND position > ? ORDER BY position LIMIT ?",
+        (username, after, limit),
     )
     return [_stored(row) for row in rows]
 

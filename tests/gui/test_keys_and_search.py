@@ -5,13 +5,14 @@ key"), and search that finds English and Chinese words, even beyond the loaded p
 from __future__ import annotations
 
 import re
+import sqlite3
 import tkinter as tk
 from collections.abc import Callable
 
 from client import i18n
 from client.components.banner import Banner
 from client.core.client import ChatClient
-from client.core.event_types import Event
+from client.core.event_types import Event, KemKeyRejected
 from client.core.keystore import KeyStore, server_id_for
 from client.core.models import ChatMessage
 from client.core.store import LocalStore
@@ -276,3 +277,46 @@ def test_history_search_finds_english_and_chinese_words_beyond_the_loaded_page(
     assert chat.info_text == i18n.t("chat.search_none", query="寿司")
     assert not chat.header.hit_label.winfo_manager()  # no hits: no position, no buttons
     assert highlighted(chat) == ""
+
+
+def kem_key_published(server: RunningServer, username: str) -> bool:
+    with sqlite3.connect(server.data_dir / "uchat.db") as db:
+        row = db.execute(
+            "SELECT COUNT(*) FROM kem_keys k JOIN users u ON u.id = k.user_id WHERE u.username = ?",
+            (username,),
+        ).fetchone()
+    return bool(row[0])
+
+
+def test_a_friends_first_kem_key_is_a_verified_addition_and_a_refused_one_a_warning(
+    app: App, headless: Callable[..., ChatClient], gui_server: RunningServer
+) -> None:
+    contacts, me, bob = befriended(app, headless, "bob")
+    friend = bob.username or ""
+    pump_until(app.root, lambda: kem_key_published(gui_server, friend), what="bob's KEM key")
+    number_before = bob.safety_number(me)
+    chat = open_chat_with(app, contacts, friend)
+    arrived = collect_messages(bob)
+    chat.composer.set_text("hello")
+    press_enter(chat.composer.input)  # the first send fetches bob's keys
+    added = i18n.t("chat.kem_key_added", name=friend)
+    pump_until(app.root, lambda: added in shown_text(chat), what="the verified addition")
+    pump_until(app.root, lambda: bool(arrived), also=bob.process_events, what="bob's copy")
+    assert key_banner(chat) is None  # not a key change
+    assert app.require_client().pending_key_changes() == []
+    assert app.require_client().safety_number(friend) == number_before
+    verified = app.require_client().verified_kem_key(friend)
+    assert verified is not None
+
+    # A refused KEM key (detected in tests/security/test_kem_key_swap.py), as the Tk
+    # pump hands it to the windows: a warning line in the chat, an alarm above the list.
+    chat.on_event(KemKeyRejected(friend))
+    contacts.on_event(KemKeyRejected(friend))
+    refused_line = i18n.t("chat.kem_key_refused", name=friend)
+    pump_until(app.root, lambda: refused_line in shown_text(chat), what="the refusal line")
+    alarm = i18n.t("transparency.alarm.kem_key_refused", name=friend)
+    pump_until(
+        app.root,
+        lambda: alarm in [b.text for b in contact_banners(contacts)],
+        what="the alarm above the contact list",
+    )

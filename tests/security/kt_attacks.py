@@ -10,7 +10,11 @@ can be set up honestly first:
 - `logged`: the same forged key, appended to the real log (so the victim's checks
   pass, and the target's monitoring must see it);
 - `fork`: the forged key in a forked log shown to the victim only (a split view);
-- `rollback`: the victim is shown an older signed head than one it already holds.
+- `rollback`: the victim is shown an older signed head than one it already holds;
+- `kem_swap`: TARGET's certificate is honest, but the KEM key beside it is one the
+  server made and signed with another identity key, appended to the real log (so the
+  log checks pass and only the identity signature can catch it);
+- `kem_unlogged`: the same swapped KEM key, served with no proof (the log lacks it).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Attack:
         self.forged_kem: bytes | None = None  # signed by the forged identity, as an attacker would
         self.fork: MemoryTree | None = None
         self.fork_head: TreeHead | None = None
+        self.swapped_kem: bytes | None = None
 
     def active(self, ctx: Context) -> bool:
         return ctx.username == VICTIM and (self.data_dir / "attack_on").exists()
@@ -77,12 +82,39 @@ class Attack:
             )
         return self.fork, self.fork_head
 
+    def swapped_kem_key(self, ctx: Context) -> bytes:
+        """A KEM key for TARGET signed by an identity key the server made (not TARGET's)."""
+        if self.swapped_kem is None:
+            server_made = generate_user_keys()
+            self.swapped_kem = SignedKemKey.sign(
+                server_made.identity, KemKeyPair.generate(), ctx.now()
+            ).to_bytes()
+            if self.mode == "kem_swap":
+                ctx.transparency.append("kem_key", TARGET, self.swapped_kem)
+        return self.swapped_kem
+
+    def kem_swap(self, ctx: Context, honest: dict[str, Any]) -> dict[str, Any]:
+        if honest["username"] != TARGET:
+            return honest
+        swapped = self.swapped_kem_key(ctx)
+        proof = (
+            ctx.transparency.kem_key_proof(TARGET, swapped)
+            if self.mode == "kem_swap"
+            else {"position": -1, "proof": []}
+        )
+        honest["transparency"] = ctx.transparency.certificate_proof(
+            TARGET, honest["certificate"]
+        )  # under the head that now holds the swapped key
+        return {**honest, "kem_key": swapped, "kem_transparency": proof}
+
     # -- swapped handlers ---------------------------------------------------------------
 
     def certificate(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         honest: dict[str, Any] = certificate.handle(ctx, params)
         if not self.active(ctx):
             return honest
+        if self.mode.startswith("kem_"):
+            return self.kem_swap(ctx, honest)
         name, der = honest["username"], honest["certificate"]
         if self.mode == "rollback":
             position = keylog.latest_for(ctx.db, "certificate", name, der)

@@ -24,6 +24,13 @@ class Proofs:
         self.checked.append(name)
 
 
+class KemKeys:
+    """Stands in for PeerKemObserver: these pages carry no KEM keys."""
+
+    def observe(self, name: str, der: bytes, encoded: Any) -> None:
+        raise AssertionError("no KEM key was served")
+
+
 def wiring(pages: list[dict[str, Any]], asked: list[dict[str, Any]]) -> SessionWiring:
     def request(kind: MessageType, params: dict[str, Any] | None) -> dict[str, Any]:
         assert kind is MessageType.ROOM_CERTIFICATES and params is not None
@@ -48,7 +55,7 @@ def test_every_page_is_fetched_from_its_cursor() -> None:
     asked: list[dict[str, Any]] = []
     pages = [page(["a", "b"], 7), page(["c", "d"], 9), page(["e"], None)]
     proofs = Proofs()
-    got = wiring(pages, asked).fetch_room_certificates(5, proofs)  # type: ignore[arg-type]
+    got = wiring(pages, asked).fetch_room_certificates(5, proofs, KemKeys())  # type: ignore[arg-type]
     assert list(got) == ["a", "b", "c", "d", "e"] and got["c"] == b"c"
     assert asked == [{"room_id": 5}, {"room_id": 5, "after": 7}, {"room_id": 5, "after": 9}]
     assert proofs.checked == ["a", "b", "c", "d", "e"]
@@ -57,4 +64,4 @@ def test_every_page_is_fetched_from_its_cursor() -> None:
 def test_a_malformed_page_is_refused() -> None:
     bad = {"members": [{"username": 3}], "transparency_head": {}, "next": None}
     with pytest.raises(RemoteProtocolError):
-        wiring([bad], []).fetch_room_certificates(5, Proofs())  # type: ignore[arg-type]
+        wiring([bad], []).fetch_room_certificates(5, Proofs(), KemKeys())  # type: ignore[arg-type]

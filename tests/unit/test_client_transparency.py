@@ -7,19 +7,24 @@ from typing import Any
 import pytest
 
 from client.core.event_types import Event, TransparencyAlarm
+from client.core.kem_keys import new_user_keys, signed_current
 from client.core.transparency import (
+    USER_ENTRIES_PAGE,
     KeyTransparency,
     TransparencyError,
     gossiped_head,
+    own_key_checker,
     verify_standalone,
     with_tree_head,
 )
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
+from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.errors import CertificateError, RequestError
 from common.protocol import codec
 from common.protocol.opcodes import MessageType
+from server.transparency import MAX_USER_ENTRIES
 
 CA = ServerIdentity.create()
 
@@ -61,7 +66,10 @@ class FakeLog:
             return {"head": self.head().to_wire(), "proof": path}
         if kind is MessageType.KT_USER_ENTRIES:
             head = self.head()
-            mine = [(i, e) for i, e in enumerate(self.entries) if e.username == "alice"]
+            after = params.get("after", -1)
+            mine = [
+                (i, e) for i, e in enumerate(self.entries) if e.username == "alice" and i > after
+            ][:USER_ENTRIES_PAGE]
             entries = [
                 {
                     "position": i,
@@ -243,3 +251,56 @@ def test_registration_reply_proof_is_checked_without_a_held_head() -> None:
         verify_standalone(CA.public_key_bytes, "alice", b"B", log.proof("alice", b"A"))
     with pytest.raises(CertificateError):
         verify_standalone(CA.public_key_bytes, "alice", b"A", None)
+
+
+def test_kem_key_entries_are_checked_as_their_own_kind() -> None:
+    log = FakeLog()
+    log.append("bob", b"B")
+    position = log.append("bob", b"K", kind="kem_key")
+    kt, alarms = client(log)
+    head = kt.check_certificate("bob", b"B", log.proof("bob", b"B"))
+    path = merkle.inclusion_proof(position, head.size, log.tree.subtree)
+    kt.check_entry("kem_key", "bob", b"K", {"position": position, "proof": path}, head)
+    assert alarms == []
+    with pytest.raises(TransparencyError):  # the same bytes as another kind are not logged
+        kt.check_entry("certificate", "bob", b"K", {"position": position, "proof": path}, head)
+    assert alarms == [TransparencyAlarm("not_logged", "bob")]
+
+
+def test_own_key_checker_knows_our_kem_keys_rotated_ones_included() -> None:
+    alice, mallory = new_user_keys(1), new_user_keys(1)
+    current = signed_current(alice)
+    older = SignedKemKey.sign(alice.identity, KemKeyPair.generate(), 0)
+    made = {current.key_id, older.key_id}
+    is_mine = own_key_checker(alice.identity_public, lambda: made)
+    assert is_mine("kem_key", current.to_bytes())
+    assert is_mine("kem_key", older.to_bytes())  # rotated away, pruned from the keyring
+    # signed by us but not made on this computer (another computer holding our key)
+    elsewhere = SignedKemKey.sign(alice.identity, KemKeyPair.generate(), 2)
+    assert not is_mine("kem_key", elsewhere.to_bytes())
+    # the server's own key under our name: not signed by us
+    forged = SignedKemKey(
+        current.key_id, current.created_ms, current.public, signed_current(mallory).signature
+    )
+    assert not is_mine("kem_key", forged.to_bytes())
+    assert not is_mine("kem_key", signed_current(mallory).to_bytes())
+    assert not is_mine("kem_key", b"junk")
+    assert not is_mine("something new", current.to_bytes())
+    # without our private keys here, our identity's signature is what we can check
+    keyless = own_key_checker(alice.identity_public)
+    assert keyless("kem_key", elsewhere.to_bytes())
+    assert not keyless("kem_key", signed_current(mallory).to_bytes())
+
+
+def test_monitoring_pages_through_every_entry_under_our_name() -> None:
+    assert USER_ENTRIES_PAGE == MAX_USER_ENTRIES  # the client knows the server's page
+    log = FakeLog()
+    for i in range(USER_ENTRIES_PAGE + 3):
+        log.append("alice", b"mine")
+        log.append("bob", bytes([i % 256]))
+    kt, alarms = client(log)
+    assert kt.monitor("alice", lambda kind, payload: payload == b"mine") == USER_ENTRIES_PAGE + 3
+    assert alarms == []
+    log.append("alice", b"server made this")  # beyond the first page
+    assert kt.monitor("alice", lambda kind, payload: payload == b"mine") == USER_ENTRIES_PAGE + 4
+    assert alarms == [TransparencyAlarm("foreign_key", "alice")]

@@ -925,11 +925,17 @@ def test_certificate_access(server: FakeServer) -> None:
         expected = users.by_username(server.db, name)
         assert expected is not None
         proof = reply.pop("transparency")
-        assert reply == {"username": name, "certificate": expected.certificate, "kem_key": None}
+        assert reply == {
+            "username": name,
+            "certificate": expected.certificate,
+            "kem_key": None,
+            "kem_transparency": None,
+        }
         head = merkle.TreeHead.from_wire(proof["head"])
         merkle.verify_tree_head(head, CA.public_key_bytes)
         leaf = merkle.LogEntry("certificate", name, expected.certificate).leaf_hash
-        merkle.verify_inclusion(leaf, proof["position"], head.size, proof["proof"], head.root)
+        path = merkle.unpack_proof(proof["proof"])
+        merkle.verify_inclusion(leaf, proof["position"], head.size, path, head.root)
     assert fails(certificate, as_user(server, "alice"), username="dave").code == "forbidden"
     assert fails(certificate, as_user(server, "alice"), username="eve").code == "user_not_found"
 
@@ -944,7 +950,8 @@ def test_key_transparency_requests(server: FakeServer) -> None:
     signup(server, "dave")
     grown = ok(kt_consistency, as_user(server, "alice"), old_size=3)
     new_head = merkle.TreeHead.from_wire(grown["head"])
-    merkle.verify_consistency(3, new_head.size, head.root, new_head.root, grown["proof"])
+    path = merkle.unpack_proof(grown["proof"])
+    merkle.verify_consistency(3, new_head.size, head.root, new_head.root, path)
     refused = fails(kt_consistency, as_user(server, "alice"), old_size=99)
     assert refused.code == "unknown_tree_size"
     mine = ok(kt_user_entries, as_user(server, "bob"))
@@ -953,6 +960,9 @@ def test_key_transparency_requests(server: FakeServer) -> None:
     assert [(e["position"], e["kind"], e["payload"]) for e in mine["entries"]] == [
         (1, "certificate", bob.certificate)
     ]
+    assert ok(kt_user_entries, as_user(server, "bob"), after=1)["entries"] == []  # next page
+    assert ok(kt_user_entries, as_user(server, "bob"), after=0)["entries"] == mine["entries"]
+    assert fails(kt_user_entries, as_user(server, "bob"), after=-2).code == "bad_request"
     listed = ok(kt_range, as_user(server, "carol"), start=1, count=256)
     assert [e["username"] for e in listed["entries"]] == ["bob", "carol", "dave"]
     assert fails(kt_range, as_user(server, "carol"), start=0, count=257).code == "bad_request"

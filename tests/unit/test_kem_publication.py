@@ -3,11 +3,13 @@ single acceptance function (`server.kem_publication.accept_kem_key`)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from common.crypto import merkle
 from common.crypto.certs import build_csr
 from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
@@ -18,8 +20,9 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import Database
+from server.storage.database import MIGRATIONS, Database, _kem_keys_transparency
 from tests.unit.test_handlers import (
+    CA,
     CONFIG,
     FakeContext,
     FakeServer,
@@ -61,7 +64,12 @@ def test_publish_then_served_with_the_certificate(server: FakeServer) -> None:
     befriend(server, "alice", "bob")
     key = signed(alice, 1, server.time)
     reply = ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
+    proved = reply.pop("transparency")
     assert reply == {"key_id": SignedKemKey.from_bytes(key).key_id}
+    # the reply proves the new entry under a head signed for it, which friends then get
+    _check_proof("alice", key, proved, proved["head"])
+    served = ok(certificate, as_user(server, "bob"), username="alice")
+    assert served["transparency"]["head"] == proved["head"]
     assert ok(certificate, as_user(server, "bob"), username="alice")["kem_key"] == key
     assert ok(certificate, as_user(server, "alice"), username="bob")["kem_key"] is None
 
@@ -128,3 +136,103 @@ def test_rotation_forward_only(server: FakeServer) -> None:
 
 def test_anonymous_cannot_publish() -> None:
     assert publish_kem_key.REQUIRES_AUTH is True
+
+
+# -- key transparency: every accepted KEM key is logged and served with a proof ----------
+
+
+def _logged_kem_keys(server: FakeServer) -> list[tuple[str, bytes]]:
+    rows = server.db.all(
+        "SELECT username, payload FROM kt_entries WHERE kind = 'kem_key' ORDER BY position"
+    )
+    return [(str(row["username"]), bytes(row["payload"])) for row in rows]
+
+
+def _check_proof(name: str, key: bytes, proved: dict[str, object], head_wire: object) -> None:
+    head = merkle.TreeHead.from_wire(head_wire)
+    merkle.verify_tree_head(head, CA.public_key_bytes)
+    leaf = merkle.LogEntry("kem_key", name, key).leaf_hash
+    position, proof = proved["position"], proved["proof"]
+    assert isinstance(position, int) and isinstance(proof, bytes)
+    merkle.verify_inclusion(leaf, position, head.size, merkle.unpack_proof(proof), head.root)
+
+
+def test_every_accepted_key_is_appended_to_the_log(server: FakeServer) -> None:
+    alice = signup_with_keys(server, "alice")
+    mallory = signup_with_keys(server, "mallory")
+    old, new = signed(alice, 1, server.time - 40 * DAY), signed(alice, 2, server.time)
+    ok(publish_kem_key, as_user(server, "alice"), kem_key=old)
+    ok(publish_kem_key, as_user(server, "alice"), kem_key=new)
+    # refusals leave no trace in the log
+    fails(publish_kem_key, as_user(server, "alice"), kem_key=old)
+    fails(publish_kem_key, as_user(server, "alice"), kem_key=signed(mallory, 3, server.time))
+    assert _logged_kem_keys(server) == [("alice", old), ("alice", new)]
+
+
+def test_certificate_and_room_replies_prove_the_kem_key(server: FakeServer) -> None:
+    alice, bob = signup_with_keys(server, "alice"), signup_with_keys(server, "bob")
+    server.keys.update(alice=alice, bob=bob)
+    befriend(server, "alice", "bob")
+    room = make_room(server, "alice", "Team")
+    enter_room(server, "bob", room["room_id"])
+    key = signed(alice, 1, server.time)
+    ok(publish_kem_key, as_user(server, "alice"), kem_key=key)
+    reply = ok(certificate, as_user(server, "bob"), username="alice")
+    _check_proof("alice", key, reply["kem_transparency"], reply["transparency"]["head"])
+    members = ok(room_certificates, as_user(server, "bob"), room_id=room["room_id"])
+    by_name = {m["username"]: m for m in members["members"]}
+    _check_proof("alice", key, by_name["alice"]["kem_transparency"], members["transparency_head"])
+    assert by_name["bob"]["kem_transparency"] is None
+    # the proof is for the KEM key kind: it does not prove the same bytes as a certificate
+    head = merkle.TreeHead.from_wire(reply["transparency"]["head"])
+    wrong = merkle.LogEntry("certificate", "alice", key).leaf_hash
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(
+            wrong,
+            reply["kem_transparency"]["position"],
+            head.size,
+            merkle.unpack_proof(reply["kem_transparency"]["proof"]),
+            head.root,
+        )
+
+
+# The sender chains' storage (server/storage/migration_chains.sql) undone: what a
+# schema-5 server held.
+UNDO_CHAINS = """
+DROP TABLE chain_distributions; DROP TABLE delivery_cursors; DROP TABLE envelopes;
+CREATE TABLE chat_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id), target_id INTEGER NOT NULL,
+    target_type TEXT NOT NULL CHECK (target_type IN ('user', 'room')),
+    recipient_id INTEGER NOT NULL REFERENCES users(id), data BLOB NOT NULL,
+    time INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+    UNIQUE (message_id, recipient_id)
+);
+"""
+
+
+def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
+    """Migration 5 appends keys accepted by a schema-4 server, after what is logged."""
+    path = tmp_path / "server.db"
+    db = Database.open(path)
+    fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
+    alice = signup_with_keys(fake, "alice")
+    key = signed(alice, 1, fake.time)
+    ok(publish_kem_key, as_user(fake, "alice"), kem_key=key)
+    db.execute("DELETE FROM kt_entries WHERE kind = 'kem_key'")
+    db.commit()
+    db.close()
+    raw = sqlite3.connect(path)  # back to schema 5: undo the sender chains' storage too
+    version = MIGRATIONS.index(_kem_keys_transparency)
+    raw.executescript(f"BEGIN; {UNDO_CHAINS} PRAGMA user_version = {version}; COMMIT;")
+    raw.close()
+    upgraded = Database.open(path)
+    try:
+        rows = upgraded.all("SELECT position, kind, username, payload FROM kt_entries")
+        assert [(r["position"], r["kind"], r["username"]) for r in rows] == [
+            (0, "certificate", "alice"),
+            (1, "kem_key", "alice"),
+        ]
+        assert bytes(rows[1]["payload"]) == key
+    finally:
+        upgraded.close()

@@ -261,3 +261,15 @@ def test_log_entry_encoding_is_unambiguous_and_kinds_are_closed() -> None:
     )
     with pytest.raises(ValueError):
         LogEntry("password", "ab", b"c").encode()
+
+
+def test_packed_proofs_round_trip_and_refuse_bad_lengths() -> None:
+    hashes = [bytes([i]) * 32 for i in range(20)]
+    packed = merkle.pack_proof(hashes)
+    assert len(packed) == 640 and merkle.unpack_proof(packed) == hashes
+    assert merkle.unpack_proof(b"") == []
+    for bad in (b"x" * 31, b"x" * 33, b"x" * 32 * 65):
+        with pytest.raises(merkle.ProofError):
+            merkle.unpack_proof(bad)
+    with pytest.raises(merkle.ProofError):
+        merkle.pack_proof([b"short"])

@@ -75,7 +75,7 @@ def test_proof_for_a_key_the_log_lacks_is_empty(tmp_path: Path) -> None:
     _, log = open_log(tmp_path / "db.sqlite")
     log.append("certificate", "alice", b"real")
     head = log.head()
-    assert log.proof_for("certificate", "alice", b"forged", head) == {"position": -1, "proof": []}
+    assert log.proof_for("certificate", "alice", b"forged", head) == {"position": -1, "proof": b""}
     assert log.proof_for("certificate", "ALICE", b"real", head)["position"] == 0
 
 
@@ -139,3 +139,28 @@ def test_a_rolled_back_append_leaves_no_trace_in_the_caches(tmp_path: Path) -> N
     for data, name in ((b"a", "alice"), (b"b", "bob")):
         reference.append_leaf_hash(LogEntry("certificate", name, data).leaf_hash)
     assert log.head().root == reference.root()
+
+
+def test_proofs_walked_bottom_up_equal_the_reference_at_every_size(tmp_path: Path) -> None:
+    """The server's iterative PATH (stored nodes, cached right edge, cold or warm
+    caches) gives exactly RFC 9162's proof for every position of every size."""
+    db, log = open_log(tmp_path / "db.sqlite")
+    reference = MemoryTree()
+    for i in range(70):
+        entry = LogEntry("certificate", f"user{i}", i.to_bytes(2, "big"))
+        log.append(entry.kind, entry.username, entry.payload)
+        reference.append_leaf_hash(entry.leaf_hash)
+        head = log.head()
+        for position in range(i + 1):
+            assert log.inclusion(position, head) == merkle.inclusion_proof(
+                position, i + 1, reference.subtree
+            ), (position, i + 1)
+    db.commit()
+    cold = TransparencyLog(db, CA, Clock())  # a restarted server: nothing cached
+    for position in (0, 31, 32, 63, 64, 69):
+        assert cold.inclusion(position, head) == merkle.inclusion_proof(
+            position, 70, reference.subtree
+        )
+    assert cold.consistency(33, 70) == merkle.consistency_proof(33, 70, reference.subtree)
+    with pytest.raises(ValueError):
+        cold.inclusion(70, head)
