@@ -65,6 +65,7 @@ class Attack:
             ).to_bytes()
             if self.mode == "logged":
                 ctx.transparency.append("certificate", TARGET, self.forged)
+                ctx.transparency.append("kem_key", TARGET, self.forged_kem)
         return self.forged
 
     def forked(self, ctx: Context) -> tuple[MemoryTree, TreeHead]:
@@ -76,6 +77,8 @@ class Attack:
             tree.append_leaf_hash(
                 LogEntry("certificate", TARGET, self.forged_certificate(ctx)).leaf_hash
             )
+            assert self.forged_kem is not None
+            tree.append_leaf_hash(LogEntry("kem_key", TARGET, self.forged_kem).leaf_hash)
             self.fork = tree
             self.fork_head = merkle.sign_tree_head(
                 ctx.identity.key, tree.size, tree.root(), ctx.now()
@@ -122,35 +125,45 @@ class Attack:
             head = next(h for h in keylog.heads(ctx.db) if h.size > position)
             proved = ctx.transparency.proof_for("certificate", name, der, head)
             return {**honest, "transparency": {"head": head.to_wire(), **proved}}
-        kem_key = honest.get("kem_key")
+        # The attacker forges a KEM key with the certificate (signed by the forged
+        # identity, logged with it), as it must for the victim to seal to it.
         if name == TARGET:
             der = self.forged_certificate(ctx)
-            kem_key = self.forged_kem
         if self.mode == "fork":
             tree, head = self.forked(ctx)
             position = (
-                tree.size - 1
+                tree.size - 2
                 if name == TARGET
                 else keylog.latest_for(ctx.db, "certificate", name, der)
             )
             assert position is not None
             proof = merkle.inclusion_proof(position, head.size, tree.subtree)
             proved = {"position": position, "proof": proof}
-            return {
+            forked: dict[str, Any] = {
                 "username": name,
                 "certificate": der,
                 "transparency": {"head": head.to_wire(), **proved},
-                "kem_key": kem_key,
             }
+            if name == TARGET:
+                kem_at = tree.size - 1
+                forked["kem_key"] = self.forged_kem
+                forked["kem_transparency"] = {
+                    "position": kem_at,
+                    "proof": merkle.inclusion_proof(kem_at, head.size, tree.subtree),
+                }
+            return forked
         if self.mode == "logged":
-            return {
+            logged: dict[str, Any] = {
                 "username": name,
                 "certificate": der,
                 "transparency": ctx.transparency.certificate_proof(name, der),
-                "kem_key": kem_key,
             }
+            if name == TARGET:
+                logged["kem_key"] = self.forged_kem
+                logged["kem_transparency"] = ctx.transparency.kem_key_proof(TARGET, self.forged_kem)
+            return logged
         # unlogged: the forged key with the real key's proof
-        return {**honest, "certificate": der, "kem_key": kem_key}
+        return {**honest, "certificate": der}
 
     def tree_head(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if self.active(ctx) and self.mode == "fork" and self.fork_head is not None:
