@@ -171,7 +171,7 @@ def seed_users(
     from common.crypto.passwords import ScryptParams, hash_password
     from server.app import DATABASE_FILE
     from server.storage import users
-    from server.storage.database import Database
+    from server.storage.database import SqliteDatabase
     from server.transparency import TransparencyLog
 
     started = time.perf_counter()
@@ -180,7 +180,7 @@ def seed_users(
     identity = ServerIdentity.load_or_create(data)
     keys = keys or generate_user_keys()
     password_hash = hash_password(PASSWORD, ScryptParams(n=SCRYPT_N))
-    db = Database.open(data / DATABASE_FILE)
+    db = SqliteDatabase.open(data / DATABASE_FILE)
     key_log = TransparencyLog(db, identity, now_ms)  # as REGISTER does, every key is logged
     try:
         with db.transaction():

@@ -55,7 +55,7 @@ from common.crypto.merkle import LogEntry
 from common.protocol.opcodes import MessageType
 from server.storage import friends as friends_table
 from server.storage import kem_keys, keylog, users
-from server.storage.database import Database
+from server.storage.database import Database, SqliteDatabase
 from server.transparency import TransparencyLog
 
 SCENARIO = "key_transparency"
@@ -108,7 +108,7 @@ def bulk_fill(db: Database, count: int, first: int = 0) -> float:
 
 def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="uchat-kt-bench-") as folder:
-        db = Database.open(Path(folder) / "log.db")
+        db = SqliteDatabase.open(Path(folder) / "log.db")
         clock = lambda: time.time_ns() // 1_000_000  # noqa: E731
         log = TransparencyLog(db, ServerIdentity.create(), clock)
         fill_s = bulk_fill(db, entries)
@@ -171,7 +171,7 @@ def prepare_log(
 
     seeded = seed_users(workdir, names, keys)
     data = Path(workdir.name) / "server"
-    db = Database.open(data / DATABASE_FILE)
+    db = SqliteDatabase.open(data / DATABASE_FILE)
     try:
         log = TransparencyLog(db, ServerIdentity.load_or_create(data), now_ms)
         pair, created = KemKeyPair.generate(), now_ms() - 1000

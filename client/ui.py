@@ -126,6 +126,7 @@ class App:
             reconnect_min=s.reconnect_min,
             reconnect_max=s.reconnect_max,
             allow_hmac_md5=s.allow_hmac_md5,
+            servers=s.servers,
         )
         client.add_listener(self._dispatch)
         self.client, self._client_address = client, address

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.errors import ConfigError
+from common.servers import parse_servers
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.json"
 MAC_CHOICES = ("hmac-sha256", "hmac-md5")
@@ -73,6 +74,13 @@ class ServerConfig:
     scrypt_n: int = 2**15
     offline_batch: int = 256
     log_level: str = "INFO"
+    # Cluster mode (docs/deploy.md). Empty database_url: the embedded SQLite file.
+    database_url: str = ""  # a libpq connection string or postgresql:// URL
+    redis_url: str = ""  # the bus, e.g. redis://10.0.0.5:6379/0; required with database_url
+    ca_passphrase_file: str = ""  # file holding the CA key's passphrase (mode 0600)
+    ca_key_file: str = ""  # optional: the operator's CA key (PEM), else kept in PostgreSQL
+    ca_cert_file: str = ""  # optional: its certificate (PEM), with ca_key_file
+    node_id: str = ""  # empty: host-pid-random, new at every start
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class ClientConfig:
     font_size: int = 12
     font_color: str = "#1f2328"
     allow_hmac_md5: bool = False  # the original design's weaker record MAC, off unless chosen
+    servers: str = ""  # more nodes of the same cluster, "host:port, host:port", tried in turn
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,27 @@ def _validate_admission(s: ServerConfig) -> None:
         raise ConfigError("server.search_page must be at most 100")
 
 
+def _validate_cluster(s: ServerConfig) -> None:
+    """Cluster mode needs its bus and the CA passphrase; SQLite mode needs neither."""
+    if not s.database_url:
+        if s.redis_url:
+            raise ConfigError("server.redis_url is only used with server.database_url")
+        return
+    if not s.redis_url:
+        raise ConfigError("server.database_url needs server.redis_url (the bus between nodes)")
+    if not s.ca_passphrase_file:
+        raise ConfigError("server.database_url needs server.ca_passphrase_file")
+    if bool(s.ca_key_file) != bool(s.ca_cert_file):
+        raise ConfigError("server.ca_key_file and server.ca_cert_file go together")
+
+
+def _validate_servers(text: str) -> None:
+    try:
+        parse_servers(text)
+    except ValueError as exc:
+        raise ConfigError(f"client.servers: {exc}") from None
+
+
 def _validate(config: Config) -> Config:
     s = config.server
     if s.mac not in MAC_CHOICES:
@@ -219,6 +249,8 @@ def _validate(config: Config) -> Config:
     if s.scrypt_n < 2 or s.scrypt_n & (s.scrypt_n - 1) or s.scrypt_n > 2**18:
         raise ConfigError("server.scrypt_n must be a power of two no larger than 2**18")
     _validate_limits(s)
+    _validate_cluster(s)
+    _validate_servers(config.client.servers)
     if config.language not in LANGUAGES:
         raise ConfigError(f"language must be one of {', '.join(LANGUAGES)}")
     return config

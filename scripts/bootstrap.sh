@@ -4,7 +4,8 @@
 #   scripts/bootstrap.sh          .venv with the project installed (editable, test+dev
 #                                 extras) and a Python that has Tk
 #   scripts/bootstrap.sh --test   the same, plus Xvfb, xauth, a CJK font and an emoji
-#                                 font so the GUI tests can draw real windows headless
+#                                 font so the GUI tests can draw real windows headless,
+#                                 and PostgreSQL + redis-server for the cluster tests
 #
 # Idempotent and quiet: it prints only when it installs something or something is
 # missing. The pip step reruns only when pyproject.toml is newer than .venv/.installed.
@@ -195,6 +196,41 @@ ensure_gui_test_deps() {
     fi
 }
 
+# ---------------------------------------------------------------- cluster deps
+
+# Cluster mode (issue 11) and its tests run a private PostgreSQL and redis-server; the
+# Debian packages provide the binaries (their system services are never used).
+has_postgres() {
+    command -v initdb >/dev/null 2>&1 && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+ensure_cluster_deps() {
+    local wanted=()
+    has_postgres || wanted+=(postgresql)
+    command -v redis-server >/dev/null 2>&1 || wanted+=(redis-server)
+    [ "${#wanted[@]}" -eq 0 ] && return 0
+    if can_use_apt; then
+        # policy-rc.d: the packages would start system services; the tests never use them.
+        apt_install_no_services "${wanted[@]}"
+    else
+        say "warning: missing ${wanted[*]}; the cluster tests need PostgreSQL and redis-server."
+        say "install them with your system's package manager (needs root)."
+    fi
+}
+
+# Install without letting the packages' maintainer scripts start their system services.
+apt_install_no_services() {
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        created=1
+    fi
+    apt_install "$@" || { [ "$created" -eq 1 ] && as_root rm -f "$policy"; return 1; }
+    [ "$created" -eq 1 ] && as_root rm -f "$policy"
+    return 0
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -209,6 +245,7 @@ main() {
     ensure_venv_has_tk
     if [ "$with_test_deps" -eq 1 ]; then
         ensure_gui_test_deps
+        ensure_cluster_deps
     fi
 }
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from common.channel import SecureChannel
 from common.config import ServerConfig, load_config
@@ -39,8 +40,16 @@ from server.presence import announce_offline
 from server.sessions import Sessions
 from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
-from server.storage.database import Database, SchemaTooNewError
+from server.storage.database import (
+    Database,
+    SchemaTooNewError,
+    SqliteDatabase,
+    StorageUnavailable,
+)
 from server.workers import WorkerPool
+
+if TYPE_CHECKING:  # cluster mode imports psycopg and redis only when configured
+    from server.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +61,13 @@ SPARE_FILE_DESCRIPTORS = 64
 class Server:
     """A built server: services, dispatcher and reactor, not yet listening."""
 
-    def __init__(self, config: ServerConfig, identity: ServerIdentity, db: Database) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        identity: ServerIdentity,
+        db: Database,
+        sessions: Sessions | None = None,
+    ) -> None:
         self.config = config
         self.reactor = Reactor(
             ReactorSettings(
@@ -83,7 +98,7 @@ class Server:
         )
         self.services = Services(
             db=db,
-            sessions=Sessions(),
+            sessions=sessions if sessions is not None else Sessions(),
             workers=workers,
             config=config,
             identity=identity,
@@ -98,6 +113,8 @@ class Server:
             workers.stop()
             raise
         self.address: tuple[str, int] | None = None
+        #: Cluster mode only (server/cluster/node.py): the bus and the presence mirror.
+        self.cluster: ClusterNode | None = None
         self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
         self.reactor.call_later(config.sweep_interval, self._sweep)
         self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
@@ -130,6 +147,8 @@ class Server:
             self.reactor.shutdown()
         finally:
             self.services.workers.stop()
+            if self.cluster is not None:
+                self.cluster.stop()
             self.services.db.close()
         log.info("stopped")
 
@@ -166,7 +185,10 @@ class Server:
     def _went_offline(self, user_id: int, username: str) -> None:
         """A live session ended: its backlog cursor goes, its friends are told."""
         self.services.backlog.forget(user_id)
-        announce_offline(self.services, user_id, username)
+        try:
+            announce_offline(self.services, user_id, username)
+        except StorageUnavailable as exc:  # cluster mode, database down: friends see it later
+            log.warning("could not announce %s offline: %s", username, exc)
 
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)
@@ -178,19 +200,21 @@ class Server:
         """
         db = self.services.db
         turn = self.services.turn
+        touched = turn.touched_keys if self.cluster is not None else []
         if turn.pending:
             try:
                 turn.finish(db, self.services.sessions)
             except Exception:
                 db.rollback()
                 raise
-        if not db.in_transaction:
-            return
-        try:
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+        if db.in_transaction:
+            try:
+                db.commit()
+            except Exception:
+                db.rollback()
+                raise
+        if self.cluster is not None:  # hints only once what they point at is committed
+            self.cluster.committed(touched)
 
 
 LINK_SWEEP_INTERVAL = 2.0  # seconds between expiry passes over link codes
@@ -251,17 +275,36 @@ def build_server(config: ServerConfig) -> Server:
     data_dir = Path(config.data_dir)
     make_private_dir(data_dir)  # keys, database, attachments: the operator's only
     make_private_dir(data_dir / ATTACHMENTS_DIR)
-    identity = ServerIdentity.load_or_create(data_dir)
-    db = Database.open(data_dir / DATABASE_FILE)
+    db: Database
+    sessions: Sessions | None = None
+    if config.database_url:
+        from server.cluster.node import ClusterSessions, open_cluster_storage
+
+        db, identity = open_cluster_storage(config)
+        sessions = ClusterSessions()
+    else:
+        identity = ServerIdentity.load_or_create(data_dir)
+        db = SqliteDatabase.open(data_dir / DATABASE_FILE)
     try:
         files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
         # Before listening nobody waits, so the whole backlog is cleared, batch by batch.
         more = True
         while more:
             more = sweep_expired(db, files, config, int(time.time() * 1000))
-        server = Server(config, identity, db)
+        server = Server(config, identity, db, sessions)
         server.services.transparency.catch_up()
         db.commit()
+        if config.database_url:
+            from server.cluster.bus import BusSettings
+            from server.cluster.node import ClusterNode
+
+            server.cluster = ClusterNode(
+                server.services,
+                server.reactor.call_soon_threadsafe,
+                server.reactor.call_later,
+                BusSettings(url=config.redis_url, node_id=config.node_id),
+            )
+            server.cluster.start()
         _install_test_hook(server)
         return server
     except BaseException:

@@ -30,7 +30,7 @@ from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.quotas import InboxBounds
 from server.sessions import Sessions
-from server.storage.database import Database
+from server.storage.database import Database, StorageUnavailable
 from server.transparency import TransparencyLog
 from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 NOT_REQUESTS = PUSHES | {MessageType.REPLY, MessageType.ERROR}
 INTERNAL_ERROR_TEXT = "the server failed to handle this request"
+STORAGE_BUSY_TEXT = "the server cannot reach its database just now; try again shortly"
 
 
 def wall_clock_ms() -> int:
@@ -262,12 +263,20 @@ def run_guarded(ctx: Context, step: Callable[[], Any]) -> Any:
     rolls the step back so a half-done request never reaches the turn's commit.
     """
     db = ctx.db
-    db.begin_step()
+    try:
+        db.begin_step()
+    except StorageUnavailable:
+        ctx.fail("server_busy", STORAGE_BUSY_TEXT)
+        return None
     keep = True
     try:
         return step()
     except (RequestError, ValidationError) as exc:
         ctx.fail(exc.code, exc.message, exc.field)
+    except StorageUnavailable as exc:
+        keep = False
+        log.warning("handler for %s: %s", ctx.opcode.name, exc)
+        ctx.fail("server_busy", STORAGE_BUSY_TEXT)
     except Exception as exc:
         keep = False
         log_failure(log, f"handler for {ctx.opcode.name} failed", exc)

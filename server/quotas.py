@@ -19,17 +19,21 @@ if TYPE_CHECKING:
 
 # Each counts the rows of one account, reading no more than the limit (last parameter).
 _REQUESTS_OUT = (
-    "SELECT count(*) FROM (SELECT 1 FROM friends WHERE from_user_id = ? AND accepted = 0 LIMIT ?)"
+    "SELECT count(*) FROM (SELECT 1 FROM friends WHERE from_user_id = ? AND accepted = 0"
+    " LIMIT ?) AS q"
 )
 _REQUESTS_IN = (
-    "SELECT count(*) FROM (SELECT 1 FROM friends WHERE to_user_id = ? AND accepted = 0 LIMIT ?)"
+    "SELECT count(*) FROM (SELECT 1 FROM friends WHERE to_user_id = ? AND accepted = 0"
+    " LIMIT ?) AS q"
 )
-_ROOMS_CREATED = "SELECT count(*) FROM (SELECT 1 FROM rooms WHERE created_by = ? LIMIT ?)"
-_UPLOADS_KEPT = "SELECT count(*) FROM (SELECT 1 FROM attachments WHERE uploader_id = ? LIMIT ?)"
+_ROOMS_CREATED = "SELECT count(*) FROM (SELECT 1 FROM rooms WHERE created_by = ? LIMIT ?) AS q"
+_UPLOADS_KEPT = (
+    "SELECT count(*) FROM (SELECT 1 FROM attachments WHERE uploader_id = ? LIMIT ?) AS q"
+)
 _UNDELIVERED = (
     "SELECT count(*) FROM (SELECT 1 FROM delivery_cursors c"
     " JOIN envelopes e ON e.conversation = c.conversation AND e.id > c.delivered"
-    " WHERE c.user_id = ?1 AND e.sender_id <> ?1 AND e.recipient_id IN (0, ?1) LIMIT ?2)"
+    " WHERE c.user_id = ?1 AND e.sender_id <> ?1 AND e.recipient_id IN (0, ?1) LIMIT ?2) AS q"
 )
 
 

@@ -52,6 +52,9 @@ class TransparencyLog:
         self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
         self._size: int | None = None
         self._head: TreeHead | None = None
+        #: Other processes (cluster nodes) append to the same log: the size is read
+        #: again each time, and appends and signatures take the log's lock.
+        self._shared = db.backend != "sqlite"
         db.on_rollback(self._forget)
 
     def _forget(self) -> None:
@@ -64,7 +67,7 @@ class TransparencyLog:
         self._head = None
 
     def size(self) -> int:
-        if self._size is None:
+        if self._size is None or self._shared:
             self._size = keylog.size(self._db)
         return self._size
 
@@ -83,6 +86,7 @@ class TransparencyLog:
         """Append one key to the log; return its position."""
         entry = LogEntry(kind, username, payload)
         entry.encode()  # refuses unknown kinds before anything is written
+        keylog.lock_for_append(self._db)
         position = self.size()
         keylog.insert_entry(self._db, position, entry, self._clock())
         self._hash_in(position, entry)
@@ -114,8 +118,13 @@ class TransparencyLog:
             return self._head
         latest = keylog.latest_head(self._db)
         if latest is not None and latest.size == size:
-            self._head = latest
-            return latest
+            return self._adopt(latest)
+        if self._shared:  # another node may be signing this size right now
+            keylog.lock_for_append(self._db)
+            size = self.size()
+            latest = keylog.latest_head(self._db)
+            if latest is not None and latest.size == size:
+                return self._adopt(latest)
         timestamp = max(self._clock(), latest.timestamp if latest else 0)
         head = merkle.sign_tree_head(
             self._identity.key, size, merkle.root(size, self.subtree), timestamp
@@ -123,6 +132,13 @@ class TransparencyLog:
         keylog.insert_head(self._db, head)
         self._head = head
         self._proofs.clear()
+        return head
+
+    def _adopt(self, head: TreeHead) -> TreeHead:
+        """A head already stored (signed before a restart, or by another node)."""
+        if head != self._head:
+            self._proofs.clear()  # they were against the previous head
+        self._head = head
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:

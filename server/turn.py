@@ -45,6 +45,11 @@ class TurnBatch:
             self._touched[key] = time
 
     @property
+    def touched_keys(self) -> list[str]:
+        """The conversations that got a message this turn (cluster mode tells other nodes)."""
+        return list(self._touched)
+
+    @property
     def pending(self) -> bool:
         return bool(self._touched)
 

@@ -14,6 +14,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.backends import any_backend, any_db, fresh_pg_dsn, local_postgres, local_redis
+
+# Fixtures shared by unit/ and integration/: private PostgreSQL and redis-server.
+__all__ = ["any_backend", "any_db", "fresh_pg_dsn", "local_postgres", "local_redis"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # `pip install -e .` already makes common/client/server importable; this also covers a

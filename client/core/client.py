@@ -53,6 +53,7 @@ from client.core.outgoing import Outgoing
 from client.core.pins import ServerPins
 from client.core.pushes import PushHandler
 from client.core.reconnect import Reconnector
+from client.core.servers import ServerList
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
 from client.core.trust import safety_number_between
@@ -82,8 +83,10 @@ class ChatClient:
 
     Keyword-only extras beyond the documented constructor: `ping_interval` (seconds
     between keep-alive PINGs; two silent intervals mean a dead peer), `reconnect_min`
-    / `reconnect_max` (back-off bounds), `auto_reconnect`, and `key_kdf` (the scrypt
-    cost used when sealing a key file; tests and benchmarks lower it).
+    / `reconnect_max` (back-off bounds), `auto_reconnect`, `key_kdf` (the scrypt
+    cost used when sealing a key file; tests and benchmarks lower it), and `servers`
+    (other nodes of the same cluster: after a drop the reconnect walks host:port and
+    then these in turn, the back-off growing only after a whole round failed).
     """
 
     def __init__(
@@ -101,7 +104,10 @@ class ChatClient:
         key_kdf: KdfParams | None = None,
         allow_hmac_md5: bool = False,
         rotation: RotationPolicy | None = None,
+        servers: Sequence[tuple[str, int]] = (),
     ) -> None:
+        #: host:port first, then `servers` (other nodes of the same cluster) in turn.
+        self._servers = ServerList((host, port), servers)
         self.host = host
         self._rotation = rotation or RotationPolicy()
         self.allow_hmac_md5 = allow_hmac_md5
@@ -123,6 +129,7 @@ class ChatClient:
             emit=emit,
             on_push=self._on_push,
             on_lost=self._on_lost,
+            cluster=lambda: self._servers.addresses,
         )
         self._directory = Directory(slot=self._slot, request=self._link.request)
         self._reconnector = Reconnector(
@@ -131,6 +138,7 @@ class ChatClient:
             relogin=self._relogin,
             emit=emit,
             auto_reconnect=auto_reconnect,
+            failover=self._next_server,
         )
         self._outgoing = Outgoing(
             slot=self._slot,
@@ -143,6 +151,12 @@ class ChatClient:
         self._linking = DeviceLinking(
             link=self._link, slot=self._slot, emit=emit, connect=self.connect
         )
+
+    def _next_server(self) -> bool:
+        """Reconnect thread: use the next cluster address; True after a whole round."""
+        round_done = self._servers.advance()
+        self.host, self.port = self._servers.current
+        return round_done
 
     def _make_accounts(self) -> Accounts:
         """Login and what it opens, wired to the link, the outbox's resealing and events."""

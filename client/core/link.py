@@ -9,7 +9,7 @@ routes requests to it, and reports only the loss of the *current* one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from client.core.connection import SAFE_MACS, WITH_MD5, Connection, PendingRequest, PinStore
@@ -42,8 +42,12 @@ class ServerLink:
         emit: Emit,
         on_push: ConnectionPushHandler,
         on_lost: Callable[[], None],
+        cluster: Callable[[], Sequence[tuple[str, int]]] = tuple,
     ) -> None:
         self._settings = settings
+        #: Every address of the server's cluster (one identity): a pin taken at one
+        #: of them is required at the others.
+        self._cluster = cluster
         self._pins = pins
         self._expected_fingerprint = expected_fingerprint
         self._emit = emit
@@ -89,20 +93,34 @@ class ServerLink:
             if not self.connected:
                 self._open()
 
+    def _cluster_pin(self, host: str, port: int) -> str | None:
+        """The pin another address of this cluster has, when `host:port` has none."""
+        if self._pins.get(host, port) is not None:
+            return None
+        for other in self._cluster():
+            pinned = self._pins.get(*other)
+            if pinned is not None:
+                return pinned
+        return None
+
     def _open(self) -> Connection:
         settings = self._settings
+        expected = self._expected_fingerprint or self._cluster_pin(settings.host, settings.port)
         conn = Connection(
             settings.host,
             settings.port,
             on_push=self._on_push,
             on_lost=self._on_lost,
-            expected_fingerprint=self._expected_fingerprint,
+            expected_fingerprint=expected,
             pins=self._pins,
             timeout=settings.timeout,
             ping_interval=settings.ping_interval,
             accepted_macs=WITH_MD5 if settings.allow_hmac_md5 else SAFE_MACS,
         )
         self._server_fingerprint = conn.open()
+        if self._expected_fingerprint is None and expected is not None:
+            # Verified against the cluster's pin: this address now has it too.
+            self._pins.set(settings.host, settings.port, self._server_fingerprint)
         self._conn = conn
         return conn
 

@@ -46,8 +46,12 @@ class Reconnector:
         relogin: Relogin,
         emit: Emit,
         auto_reconnect: bool,
+        failover: Callable[[], bool] | None = None,
     ) -> None:
         self._link = link
+        #: Moves the link to the next cluster address; True once every address failed
+        #: in this round (only then does the wait grow).
+        self._failover = failover
         self._back_off = back_off
         self._relogin = relogin
         self._emit = emit
@@ -135,7 +139,8 @@ class Reconnector:
             else:
                 self._emit(ConnectionChanged("connected"))
                 return
-            delay = min(delay * 2, self._back_off.reconnect_max)
+            if self._failover is None or self._failover():
+                delay = min(delay * 2, self._back_off.reconnect_max)
 
     def _give_up(self, error: BaseException) -> None:
         self._allowed = False

@@ -20,6 +20,7 @@ from client.core.models import Contact
 from client.forms.login import ServerAddress
 from client.theme import Theme
 from common.config import Config
+from common.servers import parse_servers
 
 if TYPE_CHECKING:
     from client.forms.chat_form import ChatPanel
@@ -43,6 +44,8 @@ class UiSettings:
     font_size: int = 12
     font_color: str = "#1f2328"
     allow_hmac_md5: bool = False
+    #: Other nodes of the same cluster, tried in turn on a drop (`client.servers`).
+    servers: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_config(cls, config: Config, data_dir: Path) -> UiSettings:
@@ -59,6 +62,7 @@ class UiSettings:
             allow_hmac_md5=c.allow_hmac_md5,
             font_size=c.font_size,
             font_color=c.font_color,
+            servers=tuple(parse_servers(c.servers)),
         )
 
 

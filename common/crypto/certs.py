@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
     Encoding,
     NoEncryption,
     PrivateFormat,
@@ -131,6 +132,38 @@ class ServerIdentity:
         identity = cls(key=key, certificate=_load_certificate_file(cert_path))
         _check_identity(identity)
         return identity
+
+    @classmethod
+    def from_pem(
+        cls, key_pem: bytes, certificate_pem: bytes, password: bytes | None = None
+    ) -> ServerIdentity:
+        """An identity kept elsewhere than the data folder (cluster mode): the key PEM,
+        encrypted with `password` when one is given, and its CA certificate."""
+        try:
+            key = load_pem_private_key(key_pem, password=password)
+        except (ValueError, TypeError):
+            raise CertificateError(
+                "server key cannot be read: wrong passphrase or not a PEM private key"
+            ) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise CertificateError("server key is not an Ed25519 key")
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
+        except ValueError:
+            raise CertificateError("server certificate is not a valid PEM certificate") from None
+        identity = cls(key=key, certificate=certificate)
+        _check_identity(identity)
+        return identity
+
+    def encrypted_key_pem(self, password: bytes) -> bytes:
+        """The key as PKCS#8 PEM encrypted with `password` (cryptography's best scheme)."""
+        return self.key.private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(password)
+        )
+
+    @cached_property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(Encoding.PEM)
 
 
 def _self_signed_ca(key: Ed25519PrivateKey, common_name: str = CA_COMMON_NAME) -> x509.Certificate:

@@ -63,7 +63,7 @@ def _wire_size(item: messages.Delivery) -> int:
     return len(item.envelope) + len(item.distribution or b"") + DELIVERY_OVERHEAD
 
 
-def _frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:
+def frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:
     """Split a batch so no single push exceeds PUSH_BYTES (envelopes reach 64 KiB)."""
     parts: list[list[messages.Delivery]] = [[]]
     size = 0
@@ -83,7 +83,7 @@ def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) 
     pushed = window = 0
     cursors.set(user_id, None)
     while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
-        for part in _frames_of(batch):
+        for part in frames_of(batch):
             ctx.push(
                 user_id,
                 MessageType.NEW_MESSAGE,

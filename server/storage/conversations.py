@@ -26,7 +26,7 @@ def touch(db: Database, key: str, time: int) -> None:
     db.execute(
         "INSERT INTO conversations (key, last_message_time) VALUES (?, ?)"
         " ON CONFLICT (key) DO UPDATE SET last_message_time ="
-        " max(last_message_time, excluded.last_message_time)",
+        " max(conversations.last_message_time, excluded.last_message_time)",
         (key, time),
     )
 
@@ -36,7 +36,7 @@ def touch_many(db: Database, items: Iterable[tuple[str, int]]) -> None:
     db.executemany(
         "INSERT INTO conversations (key, last_message_time) VALUES (?, ?)"
         " ON CONFLICT (key) DO UPDATE SET last_message_time ="
-        " max(last_message_time, excluded.last_message_time)",
+        " max(conversations.last_message_time, excluded.last_message_time)",
         list(items),
     )
 

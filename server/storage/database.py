@@ -1,4 +1,10 @@
-"""The server's SQLite connection: opening, migrating, and group commit.
+"""The storage interface (`Database`) and its embedded SQLite backend.
+
+Every table module ("slice": users, friends, messages, ...) is written once against the
+narrow `Database` protocol below, in one portable SQL dialect (SQLite's `?` marks). Two
+backends implement it: `SqliteDatabase` here (the default; statements go to sqlite3
+untouched) and `server.storage.postgres.PostgresDatabase` (cluster mode), whose small
+dialect adapter rewrites marks, collations and upserts once per statement text.
 
 Only the reactor thread uses a `Database` (the object may be built on another thread
 before the reactor starts). Store functions in the sibling modules never commit:
@@ -9,19 +15,65 @@ WAL with synchronous=NORMAL keeps a committed turn across a crash of the process
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 BUSY_TIMEOUT_MS = 5_000
 IN_CHUNK = 500  # below SQLite's bound-parameter limit
 
-Row = sqlite3.Row
 Parameters = Sequence[Any] | dict[str, Any]
+
+
+class Row(Protocol):
+    """One result row: by column position or by column name."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    """What a slice reads from a statement it ran: how many rows it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Database(Protocol):
+    """The connection interface every storage slice is written against.
+
+    Writes are never committed by a slice: the reactor commits once per loop turn
+    (group commit, "store before acknowledge"); a handler step runs in a savepoint.
+    """
+
+    #: The driver's exception for a violated UNIQUE / CHECK / foreign key constraint.
+    IntegrityError: ClassVar[type[Exception]]
+    #: "sqlite" or "postgresql": for the rare statement that must differ per backend.
+    backend: ClassVar[str]
+    #: Goes up on every write to `MEMBERSHIP_TABLES` (see `SqliteDatabase`).
+    membership_generation: int
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Iterable[Parameters]) -> Cursor: ...
+    def one(self, sql: str, parameters: Parameters = ()) -> Row | None: ...
+    def all(self, sql: str, parameters: Parameters = ()) -> list[Row]: ...
+    def all_in(self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()) -> list[Row]: ...
+    def scalar(self, sql: str, parameters: Parameters = ()) -> Any: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def begin_step(self) -> None: ...
+    def end_step(self, keep: bool) -> None: ...
+    def transaction(self) -> contextlib.AbstractContextManager[Database]: ...
+    def on_rollback(self, listener: Callable[[], None]) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def schema_version(self) -> int: ...
 
 
 def _schema_v1() -> str:
@@ -66,6 +118,14 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class StorageUnavailable(RuntimeError):
+    """The database cannot be reached now (cluster mode: PostgreSQL is down or restarting).
+
+    Handlers let it through; the dispatcher answers `server_busy`, and the backend
+    reconnects by itself once the database is back.
+    """
+
+
 class SchemaTooNewError(RuntimeError):
     """The database was written by a newer server; refuse rather than corrupt it."""
 
@@ -76,8 +136,11 @@ MEMBERSHIP_TABLES = ("friends", "room_user")
 _GENERATION_FUNCTION = "uchat_membership_changed"
 
 
-class Database:
+class SqliteDatabase:
     """One SQLite connection plus the few helpers every table module uses."""
+
+    IntegrityError: ClassVar[type[Exception]] = sqlite3.IntegrityError
+    backend: ClassVar[str] = "sqlite"
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -111,7 +174,7 @@ class Database:
         self.membership_generation += 1
 
     @classmethod
-    def open(cls, path: Path) -> Database:
+    def open(cls, path: Path) -> SqliteDatabase:
         """Open (creating if needed) and migrate the database at `path`."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _private_file(path)
@@ -126,7 +189,7 @@ class Database:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _migrate(connection)
             database = cls(connection)
-            _after_migrations(database)
+            after_migrations(database)
         except BaseException:
             connection.close()
             raise
@@ -141,8 +204,8 @@ class Database:
     def executemany(self, sql: str, rows: Iterable[Parameters]) -> sqlite3.Cursor:
         return self._connection.executemany(sql, rows)
 
-    def one(self, sql: str, parameters: Parameters = ()) -> Row | None:
-        row: Row | None = self._connection.execute(sql, parameters).fetchone()
+    def one(self, sql: str, parameters: Parameters = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._connection.execute(sql, parameters).fetchone()
         return row
 
     def all(self, sql: str, parameters: Parameters = ()) -> list[Row]:
@@ -199,7 +262,7 @@ class Database:
         self._connection.execute("RELEASE handler_step")
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self) -> Iterator[SqliteDatabase]:
         """Commit on success, roll back on error. For tests and tools, not the reactor."""
         try:
             yield self
@@ -232,7 +295,7 @@ def _private_file(path: Path) -> None:
             os.chmod(companion, 0o600)
 
 
-def _after_migrations(database: Database) -> None:
+def after_migrations(database: Database) -> None:
     """Data steps SQL cannot do (Unicode folding); each is idempotent and commits."""
     from server.storage.room_log import backfill_legacy  # these import this module
     from server.storage.users import backfill_names

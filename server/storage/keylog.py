@@ -19,6 +19,17 @@ class StoredEntry:
     created_at: int
 
 
+#: pg_advisory_xact_lock key ("uchat_kt"): one cluster node appends or signs at a time.
+_APPEND_LOCK = 0x75636861745F6B74
+
+
+def lock_for_append(db: Database) -> None:
+    """Cluster mode: hold the log until this turn commits, so positions and heads written
+    by several nodes never collide. SQLite has a single writer already: nothing to do."""
+    if db.backend == "postgresql":
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_APPEND_LOCK,))
+
+
 def size(db: Database) -> int:
     """Number of entries (the next position)."""
     return int(db.scalar("SELECT COALESCE(MAX(position) + 1, 0) FROM kt_entries"))

@@ -100,8 +100,8 @@ def store_message(
     )
     if cursor.rowcount <= 0:
         return None
-    row_id = cursor.lastrowid
-    if row_id is None:  # not reached on SQLite; a portable fallback
+    row_id = getattr(cursor, "lastrowid", None)  # SQLite's; PostgreSQL's cursor has none
+    if not row_id:
         row_id = int(
             db.scalar(
                 "SELECT id FROM envelopes WHERE message_id = ? AND recipient_id = 0",
@@ -255,10 +255,9 @@ def mark_delivered(
         " WHERE conversation = ? AND user_id = ? AND delivered < ?",
         [(row_id, conversation, recipient_id, row_id) for conversation, row_id in newest.items()],
     )
-    db.all_in(
-        "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id IN ({marks})",
-        ids,
-        leading=(recipient_id,),
+    db.executemany(
+        "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
+        [(recipient_id, message_id) for message_id in ids],
     )
     order = {message_id: index for index, message_id in enumerate(ids)}
     changed.sort(key=lambda item: order[item.message_id])

@@ -113,7 +113,8 @@ def requests(db: Database, room_id: int, limit: int) -> list[JoinRequest]:
 def count_requests(db: Database, room_id: int, limit: int) -> int:
     return int(
         db.scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM room_join_requests WHERE room_id = ? LIMIT ?)",
+            "SELECT count(*) FROM (SELECT 1 FROM room_join_requests WHERE room_id = ?"
+            " LIMIT ?) AS q",
             (room_id, limit),
         )
     )

@@ -26,7 +26,7 @@ from client.core.keystore import KeyStore, server_id_for
 from client.core.store import SCHEMA_VERSION as STORE_SCHEMA_VERSION
 from client.core.store import LocalStore
 from common.crypto.keys import load_keys
-from server.storage.database import SCHEMA_VERSION, Database
+from server.storage.database import SCHEMA_VERSION, SqliteDatabase
 from tests.fixtures.upgrade.data_folders import load_folder, user_version
 from tests.integration.conftest import RunningServer, start_server
 from tests.integration.helpers import (
@@ -109,7 +109,7 @@ def test_the_upgraded_server_database_has_the_fresh_schema(
 ) -> None:
     database = upgraded.server.data_dir / "uchat.db"
     assert user_version(database) == SCHEMA_VERSION
-    Database.open(tmp_path / "fresh.db").close()
+    SqliteDatabase.open(tmp_path / "fresh.db").close()
     assert schema_of(database) == schema_of(tmp_path / "fresh.db")
 
 

@@ -57,6 +57,43 @@ def test_bad_configuration_is_refused_clearly(
         load_config(path, env={})
 
 
+CLUSTER = {
+    "UCHAT_SERVER_DATABASE_URL": "host=db.lan dbname=uchat",
+    "UCHAT_SERVER_REDIS_URL": "redis://bus.lan:6379/0",
+    "UCHAT_SERVER_CA_PASSPHRASE_FILE": "/etc/uchat/ca-passphrase",
+}
+
+
+def empty_file(folder: Path) -> Path:
+    path = folder / "config.json"
+    path.write_text("{}")
+    return path
+
+
+def test_cluster_mode_settings_are_accepted_together(tmp_path: Path) -> None:
+    config = load_config(empty_file(tmp_path), env=CLUSTER).server
+    assert config.database_url == "host=db.lan dbname=uchat"
+    assert config.redis_url.startswith("redis://")
+    assert load_config(empty_file(tmp_path), env={}).server.database_url == ""
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "message"),
+    [
+        ("UCHAT_SERVER_REDIS_URL", {}, "needs server.redis_url"),
+        ("UCHAT_SERVER_CA_PASSPHRASE_FILE", {}, "needs server.ca_passphrase_file"),
+        ("", {"UCHAT_SERVER_CA_KEY_FILE": "/k.pem"}, "go together"),
+        ("UCHAT_SERVER_DATABASE_URL", {}, "only used with server.database_url"),
+    ],
+)
+def test_incomplete_cluster_settings_are_refused(
+    tmp_path: Path, drop: str, add: dict[str, str], message: str
+) -> None:
+    env = {key: value for key, value in CLUSTER.items() if key != drop} | add
+    with pytest.raises(ConfigError, match=message):
+        load_config(empty_file(tmp_path), env=env)
+
+
 def test_missing_explicit_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.json", env={})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -82,6 +82,7 @@ from server.storage import rooms as rooms_module
 from server.storage.database import Database
 from server.transparency import TransparencyLog
 from server.turn import TurnBatch
+from tests.backends import Backend
 
 PASSWORD = "correct horse 1"
 CA = ServerIdentity.create()
@@ -303,11 +304,9 @@ CONFIG = ServerConfig(
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[FakeServer]:
-    db = Database.open(tmp_path / "server.db")
-    fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
-    yield fake
-    fake.db.close()
+def server(tmp_path: Path, any_db: Database) -> FakeServer:
+    """The handlers on SQLite and on PostgreSQL (tests/backends.py)."""
+    return FakeServer(db=any_db, config=CONFIG, data_dir=tmp_path / "data")
 
 
 def form(name: str, **changes: Any) -> dict[str, Any]:
@@ -563,7 +562,7 @@ def test_login_failures_look_the_same_and_cost_the_same(
 
 
 def test_login_backoff_locks_the_account_and_survives_a_restart(
-    server: FakeServer, tmp_path: Path
+    server: FakeServer, any_backend: Backend
 ) -> None:
     signup(server, "alice")
     for index in range(4):  # 3 allowed, the 4th failure locks for 2 s
@@ -571,7 +570,7 @@ def test_login_backoff_locks_the_account_and_survives_a_restart(
         assert fails(login, ctx, username="alice", password="bad password 1").code == "login_failed"
     server.db.commit()
     server.db.close()
-    server.db = Database.open(tmp_path / "server.db")
+    server.db = any_backend.open()
 
     server.time += 500
     error = fails(

@@ -20,7 +20,7 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import MIGRATIONS, Database, _kem_keys_transparency
+from server.storage.database import MIGRATIONS, SqliteDatabase, _kem_keys_transparency
 from tests.unit.test_handlers import (
     CA,
     CONFIG,
@@ -40,7 +40,7 @@ DAY = 24 * 3600 * 1000
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[FakeServer]:
-    db = Database.open(tmp_path / "server.db")
+    db = SqliteDatabase.open(tmp_path / "server.db")
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     yield fake
     fake.db.close()
@@ -214,7 +214,7 @@ CREATE TABLE chat_history (
 def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     """Migration 5 appends keys accepted by a schema-4 server, after what is logged."""
     path = tmp_path / "server.db"
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     fake = FakeServer(db=db, config=CONFIG, data_dir=tmp_path / "data")
     alice = signup_with_keys(fake, "alice")
     key = signed(alice, 1, fake.time)
@@ -226,7 +226,7 @@ def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     version = MIGRATIONS.index(_kem_keys_transparency)
     raw.executescript(f"BEGIN; {UNDO_CHAINS} PRAGMA user_version = {version}; COMMIT;")
     raw.close()
-    upgraded = Database.open(path)
+    upgraded = SqliteDatabase.open(path)
     try:
         rows = upgraded.all("SELECT position, kind, username, payload FROM kt_entries")
         assert [(r["position"], r["kind"], r["username"]) for r in rows] == [

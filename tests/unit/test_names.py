@@ -13,7 +13,7 @@ from common.errors import ValidationError
 from common.names import canonical, hidden_characters, skeleton
 from common.validation import validate_username
 from server.storage import users
-from server.storage.database import Database
+from server.storage.database import SqliteDatabase
 
 CYRILLIC_A = "\u0430"
 FULLWIDTH_ALICE = "\uff41\uff4c\uff49\uff43\uff45"
@@ -81,7 +81,7 @@ def _v1_database(path: Path, names: list[str]) -> None:
 def test_migration_folds_old_names_and_keeps_colliding_accounts_apart(tmp_path: Path) -> None:
     path = tmp_path / "server.db"
     _v1_database(path, ["élise", "Élise", "bob"])
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     try:
         rows = {row["username"]: row["canonical"] for row in db.all("SELECT * FROM users")}
         assert rows["élise"] == "élise"  # the oldest keeps the canonical form
@@ -97,12 +97,12 @@ def test_migration_folds_old_names_and_keeps_colliding_accounts_apart(tmp_path: 
             db.execute("UPDATE users SET canonical = 'bob' WHERE id = 1")
     finally:
         db.close()
-    assert Database.open(path).schema_version >= 2
+    assert SqliteDatabase.open(path).schema_version >= 2
 
 
 def test_database_files_are_private(tmp_path: Path) -> None:
     path = tmp_path / "data" / "server.db"
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     db.execute("CREATE TABLE probe (x)")
     db.commit()
     modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}

@@ -13,9 +13,7 @@ from __future__ import annotations
 import socket
 import types
 import uuid
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,10 +35,9 @@ from server.turn import TurnBatch
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "uchat.db")
-    yield database
-    database.close()
+def db(any_db: Database) -> Database:
+    """On SQLite and on PostgreSQL (tests/backends.py)."""
+    return any_db
 
 
 def add_user(db: Database, name: str) -> int:

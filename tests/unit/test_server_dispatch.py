@@ -27,7 +27,7 @@ from server.dispatch import Context, Dispatcher, Services
 from server.handlers._backlog import BacklogCursors
 from server.net.connection import Connection
 from server.sessions import Sessions
-from server.storage.database import Database
+from server.storage.database import SqliteDatabase
 from server.workers import WorkerPool, WorkerPoolFull
 
 IDENTITY = ServerIdentity.create()
@@ -104,7 +104,7 @@ class World:
         self.offline: list[tuple[int, str]] = []
         self.workers = WorkerPool(1, queue_limit, self._call_soon)
         self.services = Services(
-            db=Database.open(tmp_path / "uchat.db"),
+            db=SqliteDatabase.open(tmp_path / "uchat.db"),
             sessions=Sessions(),
             workers=self.workers,
             config=ServerConfig(),

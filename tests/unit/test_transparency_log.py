@@ -11,7 +11,7 @@ from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from server.storage import keylog
-from server.storage.database import MIGRATIONS, Database
+from server.storage.database import MIGRATIONS, Database, SqliteDatabase
 from server.transparency import TransparencyLog
 
 CA = ServerIdentity.create()
@@ -26,7 +26,7 @@ class Clock:
 
 
 def open_log(path: Path, clock: Clock | None = None) -> tuple[Database, TransparencyLog]:
-    db = Database.open(path)
+    db = SqliteDatabase.open(path)
     return db, TransparencyLog(db, CA, clock or Clock())
 
 
@@ -164,3 +164,33 @@ def test_proofs_walked_bottom_up_equal_the_reference_at_every_size(tmp_path: Pat
     assert cold.consistency(33, 70) == merkle.consistency_proof(33, 70, reference.subtree)
     with pytest.raises(ValueError):
         cold.inclusion(70, head)
+
+
+def test_two_cluster_nodes_append_to_one_log_without_colliding(fresh_pg_dsn) -> None:
+    """Each node's log object caches nothing another node can change under it."""
+    from server.storage.postgres import PostgresDatabase
+
+    dsn = fresh_pg_dsn()
+    nodes = [PostgresDatabase.connect(dsn) for _ in range(2)]
+    logs = [TransparencyLog(db, CA, Clock()) for db in nodes]
+    reference = MemoryTree()
+    try:
+        for i in range(6):
+            db, log = nodes[i % 2], logs[i % 2]
+            entry = LogEntry("certificate", f"user{i}", bytes([i]) * 40)
+            assert log.append(entry.kind, entry.username, entry.payload) == i
+            reference.append_leaf_hash(entry.leaf_hash)
+            head = log.head()
+            assert (head.size, head.root) == (i + 1, reference.root())
+            db.commit()
+            other = logs[(i + 1) % 2]
+            assert other.head() == head  # the other node adopts it, signs nothing new
+            nodes[(i + 1) % 2].commit()
+            proof = other.proof_for("certificate", f"user{i}", entry.payload, head)
+            merkle.verify_inclusion(
+                entry.leaf_hash, i, head.size, merkle.unpack_proof(proof["proof"]), head.root
+            )
+        assert len(keylog.heads(nodes[0])) == 6
+    finally:
+        for db in nodes:
+            db.close()

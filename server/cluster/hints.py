@@ -1,0 +1,154 @@
+"""The hints nodes send each other over the bus, and their wire form (sans-IO).
+
+A hint only says where to look: the database stays the truth. A lost hint delays a
+delivery until the next hint, reconnect or periodic sweep; it never loses anything, so
+a hint that cannot be decoded is dropped (and logged by the bus), never acted upon.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+MAX_HINT_BYTES = 64 * 1024
+MAX_USERS_PER_HINT = 10_000
+MAX_TEXT = 200
+
+
+class BadHint(ValueError):
+    """Bytes from the bus that are not a hint this node understands."""
+
+
+@dataclass(frozen=True)
+class UserNews:
+    """Something new is stored for this user: re-read their backlog cursor."""
+
+    user_id: int
+
+
+@dataclass(frozen=True)
+class RoomNews:
+    """Something new is stored for this room's members (by node `origin`, which has
+    pushed it to its own members already)."""
+
+    room_id: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class KickSession:
+    """The user logged in on node `origin` from `address`: other nodes end their session."""
+
+    user_id: int
+    origin: str
+    address: str
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """Friendships or room membership of these users changed: drop cached copies."""
+
+    user_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """The user came online on, or left, node `node_id`: tell their friends here."""
+
+    user_id: int
+    node_id: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class NodeDown:
+    """A node stopped heartbeating; these users it held are offline now."""
+
+    node_id: str
+    user_ids: tuple[int, ...]
+
+
+Hint = UserNews | RoomNews | KickSession | MembershipChanged | PresenceChanged | NodeDown
+
+_TAGS: dict[type, str] = {
+    UserNews: "user",
+    RoomNews: "room",
+    KickSession: "kick",
+    MembershipChanged: "members",
+    PresenceChanged: "presence",
+    NodeDown: "down",
+}
+
+
+def encode(hint: Hint) -> bytes:
+    """Compact JSON: {"t": tag, ...fields}."""
+    body: dict[str, object] = {"t": _TAGS[type(hint)]}
+    if isinstance(hint, UserNews | KickSession):
+        body["u"] = hint.user_id
+    if isinstance(hint, KickSession):
+        body["n"] = hint.origin
+        body["a"] = hint.address
+    if isinstance(hint, RoomNews):
+        body["r"] = hint.room_id
+        body["n"] = hint.origin
+    if isinstance(hint, PresenceChanged):
+        body["u"] = hint.user_id
+        body["n"] = hint.node_id
+        body["on"] = hint.online
+    if isinstance(hint, MembershipChanged | NodeDown):
+        body["us"] = list(hint.user_ids)
+    if isinstance(hint, NodeDown):
+        body["n"] = hint.node_id
+    return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
+def _int(body: dict[str, object], key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int or value < 0:
+        raise BadHint(f"field {key!r} must be a non-negative integer")
+    return value
+
+
+def _text(body: dict[str, object], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise BadHint(f"field {key!r} must be a short non-empty string")
+    return value
+
+
+def _ids(body: dict[str, object], key: str) -> tuple[int, ...]:
+    value = body.get(key)
+    if not isinstance(value, list) or len(value) > MAX_USERS_PER_HINT:
+        raise BadHint(f"field {key!r} must be a list of at most {MAX_USERS_PER_HINT} ids")
+    if any(type(item) is not int or item < 0 for item in value):
+        raise BadHint(f"field {key!r} must hold non-negative integers")
+    return tuple(value)
+
+
+def decode(data: bytes) -> Hint:
+    """The hint in `data`; BadHint for anything else (size, JSON, tag, fields)."""
+    if len(data) > MAX_HINT_BYTES:
+        raise BadHint("hint too large")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadHint("hint is not JSON") from exc
+    if not isinstance(body, dict):
+        raise BadHint("hint is not an object")
+    tag = body.get("t")
+    if tag == "user":
+        return UserNews(_int(body, "u"))
+    if tag == "room":
+        return RoomNews(_int(body, "r"), _text(body, "n"))
+    if tag == "presence":
+        online = body.get("on")
+        if not isinstance(online, bool):
+            raise BadHint("field 'on' must be true or false")
+        return PresenceChanged(_int(body, "u"), _text(body, "n"), online)
+    if tag == "kick":
+        return KickSession(_int(body, "u"), _text(body, "n"), _text(body, "a"))
+    if tag == "members":
+        return MembershipChanged(_ids(body, "us"))
+    if tag == "down":
+        return NodeDown(_text(body, "n"), _ids(body, "us"))
+    raise BadHint(f"unknown hint {tag!r}")

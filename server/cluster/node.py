@@ -1,0 +1,350 @@
+"""A server node in cluster mode: what it tells the other nodes, what it does on theirs.
+
+The database (PostgreSQL) is the truth; the bus only says where to look.
+- After each turn's commit: news for users held on other nodes (`UserNews`), room news
+  (`RoomNews`), presence changes of this node's users (`PresenceChanged`), and a
+  membership change (`MembershipChanged`) when friendships or rooms changed.
+- On a hint (always on the reactor thread, queued there by the bus): re-read the named
+  users' unacknowledged deliveries past what this node pushed them (`catch_up`),
+  update the presence mirror and tell local friends, or end a session whose account
+  logged in on another node (`KickSession`, one login per account cluster-wide).
+- On a bus reconnect and every `SWEEP_SECONDS`: catch up from the database anyway, so
+  a lost hint delays a message by at most that long and never loses it.
+Duplicates are possible (a row pushed live by this node and again by a catch-up before
+it was acknowledged); message ids make them harmless, as after any reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from common.config import ServerConfig
+from common.crypto.certs import ServerIdentity
+from common.errors import UchatError
+from common.protocol.message import push
+from common.protocol.opcodes import MessageType
+from server.broadcast import send_to_users
+from server.cluster.bus import Bus, BusSettings
+from server.cluster.hints import (
+    Hint,
+    KickSession,
+    MembershipChanged,
+    NodeDown,
+    PresenceChanged,
+    RoomNews,
+    UserNews,
+)
+from server.cluster.identity import cluster_identity
+from server.dispatch import Context, Services
+from server.handlers._backlog import frames_of, push_backlog
+from server.handlers._wire import delivery
+from server.logging_setup import log_failure
+from server.net.connection import Connection
+from server.sessions import KICK_REASON, Sessions
+from server.storage import delivery_sweep, friends, messages, rooms, users
+from server.storage.database import StorageUnavailable
+from server.storage.postgres import PostgresDatabase
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 5.0
+#: The sweep looks this many rows below its last mark again: identity values can
+#: commit out of order across nodes, and acknowledged rows cost nothing to skip.
+SWEEP_OVERLAP = 10_000
+
+
+def _nothing(user_id: int) -> None:
+    del user_id
+
+
+def _came(user_id: int, address: str) -> None:
+    del user_id, address
+
+
+class ClusterSessions(Sessions):
+    """Local sessions, plus a mirror of who is online on the other nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: user id -> other nodes holding the user (kept by `ClusterNode` from hints).
+        self.elsewhere: dict[int, set[str]] = {}
+        self.came_online: Callable[[int, str], None] = _came
+        self.went_offline: Callable[[int], None] = _nothing
+
+    def bind(self, connection: Connection, user_id: int, username: str) -> Connection | None:
+        new_here = self.connection_for(user_id) is None
+        replaced = super().bind(connection, user_id, username)
+        if new_here:
+            self.came_online(user_id, connection.address)
+        return replaced
+
+    def unbind(self, connection: Connection) -> bool:
+        user_id = connection.user_id
+        gone = super().unbind(connection)
+        if gone and user_id is not None:
+            self.went_offline(user_id)
+        return gone
+
+    def is_online(self, user_id: int) -> bool:
+        return super().is_online(user_id) or bool(self.elsewhere.get(user_id))
+
+
+def open_cluster_storage(config: ServerConfig) -> tuple[PostgresDatabase, ServerIdentity]:
+    """Connect to PostgreSQL (migrating it) and load the cluster's one identity."""
+    import psycopg
+
+    passphrase = read_passphrase(Path(config.ca_passphrase_file))
+    try:
+        db = PostgresDatabase.connect(config.database_url)
+    except psycopg.Error as exc:
+        raise UchatError(f"cannot use PostgreSQL: {exc}") from exc
+    try:
+        identity = cluster_identity(
+            db,
+            passphrase,
+            Path(config.ca_key_file) if config.ca_key_file else None,
+            Path(config.ca_cert_file) if config.ca_cert_file else None,
+        )
+    except BaseException:
+        db.close()
+        raise
+    return db, identity
+
+
+def read_passphrase(path: Path) -> bytes:
+    """The CA passphrase from its file (the owner's only); a final newline is not part."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise UchatError(f"passphrase file {path} is readable by others: chmod 600 it")
+        return path.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UchatError(f"cannot read the CA passphrase file {path}: {exc.strerror}") from exc
+
+
+class ClusterNode:
+    """This node's side of the cluster; everything but the bus threads is reactor-only."""
+
+    def __init__(
+        self,
+        services: Services,
+        call_soon: Callable[[Callable[[], None]], None],
+        call_later: Callable[[float, Callable[[], None]], object],
+        settings: BusSettings,
+    ) -> None:
+        sessions = services.sessions
+        if not isinstance(sessions, ClusterSessions):
+            raise TypeError("a cluster node needs ClusterSessions")
+        self._services = services
+        self._sessions = sessions
+        self._call_soon = call_soon
+        self._call_later = call_later
+        self.bus = Bus(settings, on_hint=self._hint_arrived, on_reconnect=self._reconnected)
+        self.node_id = self.bus.node_id
+        self._after_commit: list[PresenceChanged] = []
+        self._kicks: list[KickSession] = []
+        self._pushed_upto: dict[int, int] = {}
+        self._generation = services.db.membership_generation
+        self._swept_to = 0
+        sessions.came_online = self._came_online
+        sessions.went_offline = self._went_offline
+
+    def start(self) -> None:
+        """Join the bus (Redis must answer) and load who is online elsewhere."""
+        import redis
+
+        try:
+            self.bus.start()
+            self._sessions.elsewhere = self._others(self.bus.presence.snapshot())
+        except redis.RedisError as exc:
+            raise UchatError(f"cannot use Redis at {self.bus.settings.url}: {exc}") from exc
+        self._swept_to = delivery_sweep.newest_row(self._services.db)
+        self._call_later(SWEEP_SECONDS, self._sweep)
+        log.info("cluster node %s joined", self.node_id)
+
+    def stop(self) -> None:
+        self.bus.stop()
+
+    def _others(self, holders: dict[int, set[str]]) -> dict[int, set[str]]:
+        found = {user: nodes - {self.node_id} for user, nodes in holders.items()}
+        return {user: nodes for user, nodes in found.items() if nodes}
+
+    # -- this node's own events (reactor thread) ---------------------------------------
+
+    def _came_online(self, user_id: int, address: str) -> None:
+        self.bus.hold(user_id)
+        if self._sessions.elsewhere.get(user_id):
+            # One login per account across the cluster: the older session goes.
+            self._kicks.append(KickSession(user_id, self.node_id, address))
+        self._after_commit.append(PresenceChanged(user_id, self.node_id, True))
+
+    def _went_offline(self, user_id: int) -> None:
+        self.bus.release(user_id)
+        self._pushed_upto.pop(user_id, None)
+        self._after_commit.append(PresenceChanged(user_id, self.node_id, False))
+
+    def committed(self, touched_keys: list[str]) -> None:
+        """After the turn's commit: tell the other nodes what they may now read."""
+        for key in touched_keys:
+            kind, _, rest = key.partition(":")
+            if kind == "u":
+                for user_id in map(int, rest.split(":")):
+                    if self._sessions.connection_for(user_id) is None:
+                        self.bus.publish_to_user(UserNews(user_id))
+            elif kind == "r":
+                self.bus.publish_all(RoomNews(int(rest), self.node_id))
+        kicks, self._kicks = self._kicks, []
+        for kick in kicks:
+            self.bus.publish_to_user(kick)
+        changes, self._after_commit = self._after_commit, []
+        for change in changes:
+            self.bus.publish_all(change)
+        generation = self._services.db.membership_generation
+        if generation != self._generation:
+            self._generation = generation
+            self.bus.publish_all(MembershipChanged(()))
+
+    # -- hints from the other nodes ------------------------------------------------------
+
+    def _hint_arrived(self, hint: Hint) -> None:
+        """Bus listener thread: hand the hint to the reactor."""
+        self._call_soon(lambda: self._guarded(lambda: self.handle(hint)))
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """One hint's work in a savepoint of the turn, as a handler's would be."""
+        db = self._services.db
+        try:
+            db.begin_step()
+        except StorageUnavailable:
+            return  # the sweep and the next hints catch up once the database is back
+        keep = False
+        try:
+            step()
+            keep = True
+        except Exception as exc:
+            log_failure(log, "cluster hint failed", exc)
+        finally:
+            db.end_step(keep)
+
+    def handle(self, hint: Hint) -> None:
+        if isinstance(hint, UserNews):
+            self.catch_up(hint.user_id)
+        elif isinstance(hint, RoomNews):
+            if hint.origin != self.node_id:
+                for user_id in rooms.member_ids(self._services.db, hint.room_id):
+                    self.catch_up(user_id)
+        elif isinstance(hint, PresenceChanged):
+            if hint.node_id != self.node_id:
+                self._presence(hint.user_id, hint.node_id, hint.online)
+        elif isinstance(hint, NodeDown):
+            for user_id in hint.user_ids:
+                self._presence(user_id, hint.node_id, False)
+        elif isinstance(hint, MembershipChanged):
+            # Another node changed friendships or rooms: cached copies here are stale.
+            self._services.db.membership_generation += 1
+            self._generation = self._services.db.membership_generation
+        elif isinstance(hint, KickSession) and hint.origin != self.node_id:
+            self._kick(hint)
+
+    def _kick(self, hint: KickSession) -> None:
+        """The account logged in on another node: this node's session ends, as a local
+        takeover would end it (KICKED, then closed), without an offline announcement."""
+        connection = self._sessions.connection_for(hint.user_id)
+        if connection is None:
+            return
+        username = connection.username
+        connection.replaced = True
+        connection.send(push(MessageType.KICKED, {"reason": KICK_REASON, "address": hint.address}))
+        connection.close_after_flush(f"user {username} logged in on node {hint.origin}")
+        self._sessions.unbind(connection)
+        self._services.backlog.forget(hint.user_id)
+
+    def _presence(self, user_id: int, node_id: str, online: bool) -> None:
+        before = self._sessions.is_online(user_id)
+        nodes = self._sessions.elsewhere.setdefault(user_id, set())
+        if online:
+            nodes.add(node_id)
+        else:
+            nodes.discard(node_id)
+        if not nodes:
+            del self._sessions.elsewhere[user_id]
+        after = self._sessions.is_online(user_id)
+        if before != after:
+            self._announce(user_id, after)
+
+    def _announce(self, user_id: int, online: bool) -> None:
+        """PRESENCE to this node's sessions of the user's friends (as `server.presence`)."""
+        db = self._services.db
+        user = users.by_id(db, user_id)
+        if user is None:
+            return
+        params = {"username": user.username, "online": online, "ip": user.ip, "port": user.port}
+        send_to_users(
+            self._sessions, friends.friend_ids(db, user_id), push(MessageType.PRESENCE, params)
+        )
+
+    def catch_up(self, user_id: int) -> None:
+        """Push this node's user what is stored for them past what it pushed already."""
+        connection = self._sessions.connection_for(user_id)
+        if connection is None or not connection.is_open or connection.username is None:
+            return
+        services = self._services
+        if services.backlog.draining(user_id):
+            return  # the backlog's next window carries it, in order
+        after = self._pushed_upto.get(user_id, 0)
+        batch = max(1, services.config.offline_batch)
+        rows = messages.undelivered(services.db, user_id, after, batch)
+        if not rows:
+            return
+        self._pushed_upto[user_id] = rows[-1].row_id
+        if len(rows) >= batch:  # a real backlog: the windowed path, as after a login
+            ctx = Context(services, connection, 0, MessageType.NEW_MESSAGE)
+            push_backlog(ctx, user_id, connection.username, after_row=after)
+            return
+        for part in frames_of(rows):
+            connection.send(
+                push(
+                    MessageType.NEW_MESSAGE,
+                    {"messages": [delivery(row, connection.username) for row in part]},
+                )
+            )
+
+    # -- reconnects and the sweep --------------------------------------------------------
+
+    def _reconnected(self) -> None:
+        """Bus listener thread: reload presence, then catch every local user up."""
+        import redis
+
+        try:
+            holders = self.bus.presence.snapshot()
+        except redis.RedisError as exc:
+            log.warning("cluster: presence reload failed (%s); the next reconnect retries", exc)
+            return
+        self._call_soon(lambda: self._guarded(lambda: self._resync(self._others(holders))))
+
+    def _resync(self, elsewhere: dict[int, set[str]]) -> None:
+        changed = set(elsewhere) ^ set(self._sessions.elsewhere)
+        before = {user_id: self._sessions.is_online(user_id) for user_id in changed}
+        self._sessions.elsewhere = elsewhere
+        for user_id, was in before.items():
+            if self._sessions.is_online(user_id) != was:
+                self._announce(user_id, not was)
+        for user_id in self._sessions.online_user_ids():
+            self.catch_up(user_id)
+
+    def _sweep(self) -> None:
+        """Every few seconds: catch up local recipients of rows no hint announced."""
+        try:
+            self._guarded(self._sweep_once)
+        finally:
+            self._call_later(SWEEP_SECONDS, self._sweep)
+
+    def _sweep_once(self) -> None:
+        db = self._services.db
+        found = delivery_sweep.recipients_after(db, max(0, self._swept_to - SWEEP_OVERLAP))
+        if found:
+            self._swept_to = max(self._swept_to, *found.values())
+        for user_id in found:
+            if self._sessions.connection_for(user_id) is not None:
+                self.catch_up(user_id)

@@ -1,0 +1,1 @@
+"""PostgreSQL versions of the numbered schema migrations (see server/storage/postgres.py)."""

@@ -1,0 +1,395 @@
+"""The PostgreSQL backend of `server.storage.database.Database` (cluster mode, psycopg 3).
+
+The slices are written once, in SQLite's dialect; `translate` adapts each statement text
+once (cached) and the connection runs it:
+- `?` and numbered `?N` marks become psycopg's `%s` (numbered ones reorder/repeat the
+  parameters), and a literal `%` is doubled;
+- `COLLATE BINARY` becomes `COLLATE "C"`; `COLLATE NOCASE` is left alone, since the
+  schema creates an ICU collation called `nocase`;
+- `INSERT OR IGNORE` becomes `INSERT ... ON CONFLICT DO NOTHING`;
+- two-argument scalar max()/min() exist as SQL functions in the schema (pg/001).
+Flags stay 0/1 integers, blobs are bytea (bytes both ways), times are integer ms.
+
+Migrations are the numbered scripts in `server/storage/pg/`, one per SQLite migration
+(same numbers), applied under an advisory lock so nodes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import RowMaker
+
+from server.storage.database import (
+    IN_CHUNK,
+    MEMBERSHIP_TABLES,
+    Parameters,
+    Row,
+    SchemaTooNewError,
+    StorageUnavailable,
+    after_migrations,
+)
+
+log = logging.getLogger(__name__)
+
+#: Numbered scripts in server/storage/pg/, in order; migration n brings version n-1 to n.
+PG_MIGRATIONS: tuple[str, ...] = (
+    "001_schema.sql",
+    "002_names_and_addresses.sql",
+    "003_transparency.sql",
+    "004_kem_keys.sql",
+    "005_room_log.sql",
+    "006_kem_keys_transparency.sql",
+    "007_chains.sql",
+)
+PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
+#: pg_advisory_xact_lock key: "uchat migrate" (any constant shared by every node).
+_MIGRATION_LOCK = 0x75636861745F6D67
+CONNECT_TIMEOUT = 10
+#: While the database is unreachable: one reconnect attempt per interval, each short,
+#: so the reactor answers `server_busy` at once instead of waiting on connect().
+RECONNECT_INTERVAL = 1.0
+RECONNECT_TIMEOUT = 2
+
+
+def migration_script(name: str) -> str:
+    return resources.files("server.storage.pg").joinpath(name).read_text("utf-8")
+
+
+# -- the dialect adapter ---------------------------------------------------------------
+
+_MARK = re.compile(r"\?(\d*)")
+_WRITE = re.compile(r"^\s*(?:INSERT|UPDATE|DELETE|CREATE|ALTER|DROP)\b", re.IGNORECASE)
+_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
+_COLLATE_BINARY = re.compile(r"\bCOLLATE\s+BINARY\b", re.IGNORECASE)
+_MEMBERSHIP_WRITE = re.compile(
+    r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:main\.)?("
+    + "|".join(MEMBERSHIP_TABLES)
+    + r")\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One slice statement as PostgreSQL runs it."""
+
+    text: str
+    #: For numbered marks: which parameter (0-based) each `%s` takes, in order.
+    order: tuple[int, ...] | None
+    #: True if it writes a table the session caches copy (bumps the generation).
+    writes_membership: bool
+    #: True if it changes anything (a lost connection then loses the turn's writes).
+    writes: bool = False
+
+    def bind(self, parameters: Parameters) -> Sequence[Any]:
+        if isinstance(parameters, dict):
+            raise TypeError("named parameters are not part of the portable dialect")
+        if self.order is None:
+            return parameters
+        return [parameters[index] for index in self.order]
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str) -> Statement:
+    """The PostgreSQL form of one portable (SQLite-dialect) statement."""
+    text = sql.replace("%", "%%")
+    text = _COLLATE_BINARY.sub('COLLATE "C"', text)
+    if _INSERT_OR_IGNORE.match(text):
+        text = _INSERT_OR_IGNORE.sub("INSERT INTO", text, count=1) + " ON CONFLICT DO NOTHING"
+    marks = [match.group(1) for match in _MARK.finditer(text)]
+    numbered = [mark for mark in marks if mark]
+    if numbered and len(numbered) != len(marks):
+        raise ValueError("a statement uses either numbered or plain marks, not both")
+    order = tuple(int(mark) - 1 for mark in numbered) if numbered else None
+    text = _MARK.sub("%s", text)
+    return Statement(
+        text, order, _MEMBERSHIP_WRITE.match(sql) is not None, _WRITE.match(sql) is not None
+    )
+
+
+class PgRow:
+    """A result row readable by position and by column name, as sqlite3.Row is."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str, /) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _pg_row(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
+    names = [column.name for column in cursor.description or ()]
+    index = {name: position for position, name in reversed(list(enumerate(names)))}
+
+    def make(values: Sequence[Any]) -> PgRow:
+        return PgRow(values, index)
+
+    return make
+
+
+# -- the backend -------------------------------------------------------------------------
+
+
+class PostgresDatabase:
+    """One psycopg connection implementing the `Database` protocol."""
+
+    IntegrityError: ClassVar[type[Exception]] = psycopg.IntegrityError
+    backend: ClassVar[str] = "postgresql"
+
+    def __init__(self, connection: psycopg.Connection[PgRow], dsn: str = "") -> None:
+        self._connection = connection
+        self._dsn = dsn
+        self._rollback_listeners: list[Callable[[], None]] = []
+        #: As `SqliteDatabase.membership_generation`, bumped by statement text here (the
+        #: bus carries other nodes' membership changes: server/cluster/bus.py).
+        self.membership_generation = 0
+        #: Something was written since the last commit: if the connection is lost now,
+        #: the turn's output must be withheld (its replies may acknowledge those writes).
+        self._wrote = False
+        self._next_attempt = 0.0
+
+    @classmethod
+    def connect(cls, dsn: str) -> PostgresDatabase:
+        """Connect to `dsn` and bring its schema up to date."""
+        connection = _open(dsn, CONNECT_TIMEOUT)
+        try:
+            # The data steps after the migrations (name backfill, its indexes) are not
+            # safe to run twice at once either: one lock covers both.
+            connection.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            connection.commit()
+            migrate(connection)
+            database = cls(connection, dsn)
+            after_migrations(database)
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            connection.commit()
+        except BaseException:
+            connection.close()  # also releases the lock
+            raise
+        return database
+
+    def on_rollback(self, listener: Callable[[], None]) -> None:
+        self._rollback_listeners.append(listener)
+
+    def _rolled_back(self) -> None:
+        for listener in self._rollback_listeners:
+            listener()
+
+    # -- the connection, and getting it back ---------------------------------------------
+
+    @property
+    def _lost(self) -> bool:
+        return self._connection.closed or self._connection.broken
+
+    def _live(self) -> psycopg.Connection[PgRow]:
+        """The connection, reconnecting (at most once per interval) if it was lost."""
+        if not self._lost:
+            return self._connection
+        now = time.monotonic()
+        if now < self._next_attempt or not self._dsn:
+            raise StorageUnavailable("the database is unreachable")
+        self._next_attempt = now + RECONNECT_INTERVAL
+        try:
+            fresh = _open(self._dsn, RECONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"the database is unreachable: {exc}") from exc
+        self._connection.close()
+        self._connection = fresh
+        self._wrote = False
+        self.membership_generation += 1  # what caches hold may have changed meanwhile
+        self._rolled_back()
+        log.info("reconnected to PostgreSQL")
+        return fresh
+
+    def _run(self, statement: Statement, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
+        connection = self._live()
+        fresh_turn = connection.info.transaction_status == pq.TransactionStatus.IDLE
+        try:
+            cursor = connection.execute(statement.text, statement.bind(parameters))
+        except psycopg.OperationalError as exc:
+            if not self._lost:
+                raise
+            if not fresh_turn:  # the turn's earlier statements went with the connection
+                raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
+            # Nothing of this turn was lost: one more try on a new connection (the
+            # database restarted since the last turn).
+            self._next_attempt = 0.0
+            try:
+                cursor = self._live().execute(statement.text, statement.bind(parameters))
+            except psycopg.OperationalError as again:
+                raise StorageUnavailable(f"the database is unreachable: {again}") from again
+        if statement.writes:
+            self._wrote = True
+        return cursor
+
+    # -- queries -----------------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
+        statement = translate(sql)
+        if statement.writes_membership:
+            self.membership_generation += 1
+        return self._run(statement, parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Parameters]) -> psycopg.Cursor[PgRow]:
+        """All rows in one pipeline; `rowcount` is the total of rows changed."""
+        statement = translate(sql)
+        if statement.writes_membership:
+            self.membership_generation += 1
+        cursor = self._live().cursor()
+        try:
+            cursor.executemany(statement.text, [statement.bind(row) for row in rows])
+        except psycopg.OperationalError as exc:
+            if self._lost:
+                raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
+            raise
+        if statement.writes:
+            self._wrote = True
+        return cursor
+
+    def one(self, sql: str, parameters: Parameters = ()) -> PgRow | None:
+        return self.execute(sql, parameters).fetchone()
+
+    def all(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        rows: list[Row] = []
+        rows.extend(self.execute(sql, parameters).fetchall())
+        return rows
+
+    def all_in(self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = []
+        for start in range(0, len(values), IN_CHUNK):
+            chunk = list(values[start : start + IN_CHUNK])
+            statement = sql.format(marks=",".join("?" * len(chunk)))
+            rows.extend(self.execute(statement, [*leading, *chunk]).fetchall())
+        return rows
+
+    def scalar(self, sql: str, parameters: Parameters = ()) -> Any:
+        row = self.execute(sql, parameters).fetchone()
+        return None if row is None else row[0]
+
+    # -- transactions ------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        if self._lost:  # nothing to commit, unless writes were lost (commit says so)
+            return self._wrote
+        return self._connection.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def commit(self) -> None:
+        wrote, self._wrote = self._wrote, False
+        if self._lost:
+            if wrote:
+                raise StorageUnavailable("the database connection was lost with this turn")
+            return
+        try:
+            self._connection.commit()
+        except psycopg.OperationalError as exc:
+            if self._lost:
+                raise StorageUnavailable(f"the commit did not reach the database: {exc}") from exc
+            raise
+
+    def rollback(self) -> None:
+        self._wrote = False
+        if not self._lost:
+            self._connection.rollback()
+        self._rolled_back()
+
+    def begin_step(self) -> None:
+        """A savepoint inside the turn's transaction (psycopg opens that one itself)."""
+        self._run(_SAVEPOINT)
+
+    def end_step(self, keep: bool) -> None:
+        if self._lost:  # the transaction went with the connection
+            if not keep:
+                self._rolled_back()
+            return
+        if not keep:
+            self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
+            self._rolled_back()
+        self._connection.execute("RELEASE SAVEPOINT handler_step")
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresDatabase]:
+        """Commit on success, roll back on error. For tests and tools, not the reactor."""
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def close(self) -> None:
+        """Commit what is pending (unless the transaction failed) and close."""
+        try:
+            if not self._lost and (
+                self._connection.info.transaction_status == pq.TransactionStatus.INTRANS
+            ):
+                self._connection.commit()
+        finally:
+            self._connection.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.scalar("SELECT version FROM uchat_schema"))
+
+
+_SAVEPOINT = Statement("SAVEPOINT handler_step", None, writes_membership=False)
+
+
+def _open(dsn: str, timeout: int) -> psycopg.Connection[PgRow]:
+    return psycopg.connect(dsn, autocommit=False, row_factory=_pg_row, connect_timeout=timeout)
+
+
+def stored_version(connection: psycopg.Connection[Any]) -> int:
+    row = connection.execute("SELECT to_regclass('uchat_schema') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    version = connection.execute("SELECT version FROM uchat_schema").fetchone()
+    return 0 if version is None else int(version[0])
+
+
+def migrate(connection: psycopg.Connection[Any]) -> None:
+    """Apply every migration above the stored version, all in one transaction.
+
+    The advisory lock makes a second node starting at the same moment wait, then find
+    nothing left to do.
+    """
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        current = stored_version(connection)
+        if current > PG_SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"database schema version {current} is newer than this server ({PG_SCHEMA_VERSION})"
+            )
+        if current == 0:
+            connection.execute(
+                "CREATE TABLE uchat_schema (one SMALLINT PRIMARY KEY DEFAULT 1 CHECK (one = 1),"
+                " version INTEGER NOT NULL)"
+            )
+            connection.execute("INSERT INTO uchat_schema (version) VALUES (0)")
+        for version in range(current + 1, PG_SCHEMA_VERSION + 1):
+            connection.execute(migration_script(PG_MIGRATIONS[version - 1]).encode("utf-8"))
+            connection.execute("UPDATE uchat_schema SET version = %s", (version,))
