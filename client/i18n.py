@@ -148,6 +148,8 @@ EN: dict[str, str] = {
     "chat.open_folder_failed": "Could not open the folder {path}.",
     "chat.leave_group": "Leave group",
     "chat.leave_confirm": "Leave “{name}”? You will no longer receive its messages.",
+    "chat.leave_owner_confirm": "You own “{name}”. Choose who owns it after you leave:",
+    "chat.leave_hand_over": "Hand over to {name} and leave",
     "chat.delete_friend": "Delete friend",
     "chat.delete_confirm": (
         "Delete {name} from your friends? Your chat history stays on this computer."
@@ -215,6 +217,7 @@ EN: dict[str, str] = {
     "membership.leave": "{subject} left the group",
     "membership.remove": "{actor} removed {subject}",
     "membership.grant_admin": "{actor} made {subject} an admin",
+    "membership.transfer_owner": "{actor} made {subject} the owner",
     "membership.legacy": "Members from before signed membership, as the server stated "
     "them (not verified by members): {subject}",
     "membership.alarm.invalid_log": "Warning: this group's membership does not verify "
@@ -226,6 +229,8 @@ EN: dict[str, str] = {
     "membership.alarm.server_list_differs": "Warning: the server's member list is not the "
     "one members signed ({names}). Only signed members get your messages.",
     "members.admin": "admin",
+    "members.owner": "owner",
+    "members.make_owner": "Make {name} the owner",
     "members.requests": "Waiting to join ({count})",
     "members.approve": "Approve",
     "members.refuse": "Refuse",
@@ -552,6 +557,8 @@ ZH_CN: dict[str, str] = {
     "chat.open_folder_failed": "无法打开文件夹 {path}。",
     "chat.leave_group": "退出群聊",
     "chat.leave_confirm": "确定退出“{name}”吗？退出后将不再收到该群的消息。",
+    "chat.leave_owner_confirm": "你是“{name}”的群主。退出前请选择新群主：",
+    "chat.leave_hand_over": "转让给 {name} 并退出",
     "chat.delete_friend": "删除好友",
     "chat.delete_confirm": "确定将 {name} 从好友中删除吗？本机的聊天记录会保留。",
     "viewer.title": "{name} — Uchat",
@@ -610,6 +617,7 @@ ZH_CN: dict[str, str] = {
     "membership.leave": "{subject} 退出了群聊",
     "membership.remove": "{actor} 将 {subject} 移出了群聊",
     "membership.grant_admin": "{actor} 将 {subject} 设为管理员",
+    "membership.transfer_owner": "{actor} 将群主转让给了 {subject}",
     "membership.legacy": "签名成员制度之前的成员（由服务器声明，未经成员验证）：{subject}",
     "membership.alarm.invalid_log": "警告：本群的成员记录无法通过验证（{detail}）。"
     "在通过验证之前，不会向本群发送任何消息。",
@@ -619,6 +627,8 @@ ZH_CN: dict[str, str] = {
     "membership.alarm.server_list_differs": "警告：服务器的成员列表与成员签名的不一致"
     "（{names}）。只有签名的成员会收到您的消息。",
     "members.admin": "管理员",
+    "members.owner": "群主",
+    "members.make_owner": "将群主转让给 {name}",
     "members.requests": "等待加入（{count}）",
     "members.approve": "批准",
     "members.refuse": "拒绝",

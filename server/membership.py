@@ -1,12 +1,12 @@
 """Accepting a signed membership event: verify, enforce, store in order, relay.
 
 Why it exists: every handler that changes who is in a room (CREATE_ROOM, JOIN_ROOM,
-RESOLVE_JOIN, LEAVE_ROOM, ROOM_ADMIN) goes through `accept`, so the server applies
-exactly the rules clients apply when they replay the log (`common.crypto.membership`
-`RoomState.apply`): a signature that does not verify against the certificate the
-server issued, a `prev` that is not the current head, or an event the rules refuse
-never reaches the log. The server's own tables (`room_user`, its `admin` flag) follow
-the log in the same transaction.
+RESOLVE_JOIN, LEAVE_ROOM, ROOM_ADMIN, the owner's handover too) goes through `accept`,
+so the server applies exactly the rules clients apply when they replay the log
+(`common.crypto.membership` `RoomState.apply`): a signature that does not verify
+against the certificate the server issued, a `prev` that is not the current head, or
+an event the rules refuse never reaches the log. The server's own tables (`room_user`,
+its `admin` flag) follow the log in the same transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ EVENT_WORDS = {
     EventKind.LEAVE: "left",
     EventKind.REMOVE: "removed",
     EventKind.GRANT_ADMIN: "admin",
+    EventKind.TRANSFER_OWNER: "owner",
 }
 
 
@@ -92,7 +93,8 @@ def room_state(ctx: Context, room_id: int) -> RoomState:
     room = rooms.get_room(ctx.db, room_id)
     if length == 0 or not first or room is None:
         raise RequestError("room_not_found", f"there is no room {room_id}", "room_id")
-    # The first entry gives owner and policy; the tables give the members and admins now.
+    # The first entry gives policy and first owner (a handover in the log overrides it);
+    # the tables give the members and admins now.
     if is_legacy(first[0].entry):
         start = LegacyGenesis.from_wire(first[0].entry).state()
     else:
@@ -102,7 +104,7 @@ def room_state(ctx: Context, room_id: int) -> RoomState:
         room=str(room_id),
         name=start.name,
         policy=start.policy,
-        owner=start.owner,
+        owner=room_log.owner(ctx.db, room_id) or start.owner,
         members=frozenset(members),
         admins=frozenset(admins),
         head=head,
@@ -176,7 +178,7 @@ def _follow(ctx: Context, room_id: int, event: MembershipEvent) -> None:
         room_log.drop_request(ctx.db, room_id, subject)
     elif event.kind in (EventKind.LEAVE, EventKind.REMOVE):
         rooms.remove_member(ctx.db, room_id, subject)
-    elif event.kind is EventKind.GRANT_ADMIN:
+    elif event.kind in (EventKind.GRANT_ADMIN, EventKind.TRANSFER_OWNER):
         rooms.set_admin(ctx.db, room_id, subject)
 
 

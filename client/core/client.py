@@ -386,11 +386,13 @@ class ChatClient:
         self._events.emit(ContactAdded(contact))  # the server pushes this to creators only
         return contact
 
-    def leave_room(self, room: RoomRef) -> None:
-        self._directory.leave_room(room_number(room))
+    def leave_room(self, room: RoomRef, successor: str | None = None) -> None:
+        """Leave a room; its owner names a `successor` (a member) while others remain,
+        else the request fails with `successor_needed` (see `room_successors`)."""
+        self._directory.leave_room(room_number(room), successor)
 
     def room_members(self, room: RoomRef) -> list[dict[str, Any]]:
-        """[{username, online, admin}] of a room you are in: the signed log's members."""
+        """[{username, online, admin, owner}] of a room you are in: the signed log's members."""
         return self._directory.room_members(room_number(room))
 
     # ------------------------------------------------------------------ signed membership
@@ -418,6 +420,20 @@ class ChatClient:
     def grant_admin(self, room: RoomRef, username: str) -> None:
         """An admin's signed grant: `username` becomes an admin too."""
         self._slot.require().membership.grant_admin(room_number(room), username)
+
+    def transfer_ownership(self, room: RoomRef, username: str) -> None:
+        """The owner's signed handover: `username`, a member, becomes owner and admin."""
+        self._slot.require().membership.transfer_owner(room_number(room), username)
+
+    def room_owner(self, room: RoomRef) -> str | None:
+        """The owner the signed log proves; None while it does not verify."""
+        verified = self._slot.require().membership.verified(room_number(room))
+        return verified.owner if verified is not None else None
+
+    def room_successors(self, room: RoomRef) -> list[str]:
+        """Whom the owner may hand the room to, admins first (the leave dialog's list)."""
+        verified = self._slot.require().membership.verified(room_number(room))
+        return verified.successors() if verified is not None else []
 
     def join_requests(self, room: RoomRef) -> list[str]:
         """Who waits for approval to join a room you administer."""

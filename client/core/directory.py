@@ -120,16 +120,16 @@ class Directory:
         session.contacts.put(contact)
         return contact
 
-    def leave_room(self, room_id: int) -> None:
+    def leave_room(self, room_id: int, successor: str | None = None) -> None:
         session = self._slot.require()
-        session.membership.leave(room_id)
+        session.membership.leave_handing_over(room_id, successor)
         session.contacts.pop("room", str(room_id))
         session.certificates.forget_room(room_id)
 
     def room_members(self, room_id: int) -> list[dict[str, Any]]:
         """The verified members (the signed log's), with presence and role.
 
-        [{username, online, admin}]; the server's own list only lends presence, and a
+        [{username, online, admin, owner}]; the server's own list only lends presence, and a
         difference raises `MembershipAlarm`.
         """
         session = self._slot.require()
@@ -139,6 +139,11 @@ class Directory:
         if verified is None:
             raise RequestError("membership_unverified", "this group's membership does not verify")
         return [
-            {"username": name, "online": online.get(name, False), "admin": name in verified.admins}
+            {
+                "username": name,
+                "online": online.get(name, False),
+                "admin": name in verified.admins,
+                "owner": name == verified.owner,
+            }
             for name in sorted(verified.members)
         ]

@@ -90,6 +90,15 @@ class VerifiedRoom:
     def admins(self) -> frozenset[str]:
         return self.state.admins
 
+    @property
+    def owner(self) -> str:
+        return self.state.owner
+
+    def successors(self) -> list[str]:
+        """Whom the owner can hand the room to: the other admins first, then members."""
+        others = self.state.members - {self.state.owner}
+        return sorted(others, key=lambda name: (name not in self.state.admins, name))
+
 
 def change_of(seq: int, data: bytes, room_id: int) -> MembershipChanged:
     """The conversation line of one stored entry."""
@@ -214,6 +223,24 @@ class RoomMembership:
 
     def grant_admin(self, room_id: int, username: str) -> None:
         self._change(room_id, EventKind.GRANT_ADMIN, username, MessageType.ROOM_ADMIN)
+
+    def transfer_owner(self, room_id: int, username: str) -> None:
+        """The owner's signed handover: `username` becomes owner (and admin)."""
+        self._change(room_id, EventKind.TRANSFER_OWNER, username, MessageType.ROOM_ADMIN)
+
+    def leave_handing_over(self, room_id: int, successor: str | None) -> None:
+        """Leave; an owner with others still in the room first hands it to `successor`.
+
+        Two events, so each verifies on its own: the handover (refused unless the
+        successor is a member), then an ordinary member's leave.
+        """
+        verified = self.sync(room_id)
+        alone = verified is not None and verified.members == {self._username}
+        if verified is not None and verified.state.owner == self._username and not alone:
+            if not successor:
+                raise RequestError("successor_needed", "choose who owns the group before you leave")
+            self.transfer_owner(room_id, successor)
+        self.leave(room_id)
 
     def _change(self, room_id: int, kind: EventKind, subject: str, opcode: MessageType) -> None:
         """Sign `kind` on the verified head, send it, and keep it: our own event."""

@@ -3,7 +3,7 @@
 Why it exists: `ChatPanel` shows one conversation; this part does what only groups
 need. Each verified change (`MembershipChanged`) becomes a line in the conversation,
 each `MembershipAlarm` a warning line; the member list shows the verified members and
-admins, and an admin gets who waits to join (approve / refuse) and, per member,
+admins and the owner, and an admin gets who waits to join (approve / refuse) and, per member,
 remove and make admin. Every request runs off the Tk thread (`FormHost.run`).
 """
 
@@ -38,6 +38,7 @@ class MemberView:
     admins: list[str]
     requests: list[str]
     me: str
+    owner: str
 
 
 def fetch_member_view(client: ChatClient, room_id: int) -> MemberView:
@@ -45,7 +46,8 @@ def fetch_member_view(client: ChatClient, room_id: int) -> MemberView:
     admins = client.room_admins(room_id)
     me = client.username or ""
     requests = client.join_requests(room_id) if me in admins else []
-    return MemberView(members, admins, requests, me)
+    owner = next((str(m["username"]) for m in members if m.get("owner") is True), "")
+    return MemberView(members, admins, requests, me, owner)
 
 
 class GroupMembers:
@@ -60,6 +62,7 @@ class GroupMembers:
         return MemberActions(
             remove=lambda name: self._act("remove_member", name),
             make_admin=lambda name: self._act("grant_admin", name),
+            make_owner=lambda name: self._act("transfer_ownership", name),
             approve=lambda name: self._act("approve_join", name),
             refuse=lambda name: self._act("refuse_join", name),
         )
@@ -133,7 +136,9 @@ class GroupMembers:
             online = {str(m["username"]): m.get("online") is True for m in view.members}
             self.panel.show_verified_members(tuple(online))
             can_manage = view.me in view.admins
-            members.show(online.items(), view.admins, can_manage=can_manage, me=view.me)
+            members.show(
+                online.items(), view.admins, can_manage=can_manage, me=view.me, owner=view.owner
+            )
             members.show_requests(view.requests)
 
         self.panel.app.run(

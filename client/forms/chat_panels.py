@@ -345,6 +345,7 @@ class MemberActions:
 
     remove: Callable[[str], object]
     make_admin: Callable[[str], object]
+    make_owner: Callable[[str], object]
     approve: Callable[[str], object]
     refuse: Callable[[str], object]
 
@@ -377,6 +378,8 @@ class MemberList(tk.Frame):
         self.rows.pack(fill="both", expand=True, padx=10)
         self.names: list[str] = []
         self.admins: set[str] = set()
+        self.owner = ""
+        self.me = ""
         self.waiting: list[str] = []
         self.menu = tk.Menu(self, tearoff=False)
         self.can_manage = False
@@ -388,13 +391,15 @@ class MemberList(tk.Frame):
         *,
         can_manage: bool = False,
         me: str = "",
+        owner: str = "",
     ) -> None:
         """(username, online) pairs; online None when not known yet. `can_manage`: we
-        are an admin, so each other member gets a menu."""
+        are an admin, so each other member gets a menu. `owner` is marked as such."""
         p = self.theme.palette
         ordered = sorted(members, key=lambda m: (m[1] is not True, m[0].casefold()))
         self.names = [name for name, _ in ordered]
         self.admins = set(admins)
+        self.owner, self.me = owner, me
         self.can_manage = can_manage and self.actions is not None
         for child in self.rows.winfo_children():
             child.destroy()
@@ -419,10 +424,11 @@ class MemberList(tk.Frame):
                 anchor="w",
             )
             label.pack(side="left", padx=(4, 0))
-            if name in self.admins:
+            if name in self.admins or name == owner:
+                role = "members.owner" if name == owner else "members.admin"
                 tk.Label(
                     row,
-                    text=i18n.t("members.admin"),
+                    text=i18n.t(role),
                     background=p.surface_alt,
                     foreground=p.muted,
                     font=self.theme.fonts.small,
@@ -438,15 +444,21 @@ class MemberList(tk.Frame):
             return
         actions = self.actions
         self.menu.delete(0, "end")
-        self.menu.add_command(
-            label=i18n.t("members.remove", name=name), command=lambda: actions.remove(name)
-        )
+        if name != self.owner:  # the log never lets anyone remove the owner
+            self.menu.add_command(
+                label=i18n.t("members.remove", name=name), command=lambda: actions.remove(name)
+            )
         if name not in self.admins:
             self.menu.add_command(
                 label=i18n.t("members.make_admin", name=name),
                 command=lambda: actions.make_admin(name),
             )
-        if event is not None:
+        if self.me and self.me == self.owner:
+            self.menu.add_command(
+                label=i18n.t("members.make_owner", name=name),
+                command=lambda: actions.make_owner(name),
+            )
+        if event is not None and self.menu.index("end") is not None:  # nothing to offer
             self.menu.tk_popup(event.x_root, event.y_root)
 
     def show_requests(self, names: Iterable[str]) -> None:

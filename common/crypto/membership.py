@@ -11,9 +11,12 @@ Rules (join policy set at create: "open" = anyone with the room number, the orig
 feature; "approval" = an admin countersigns each join):
 - create: first event only, by the owner, who becomes member and admin.
 - join: signed by the joiner; under "approval" also countersigned by a current admin.
-- leave: signed by the leaving member; the owner cannot leave while others remain.
+- leave: signed by the leaving member; the owner cannot leave while others remain, so an
+  owner who leaves first hands the room over (transfer_owner), then leaves as a member.
 - remove: signed by an admin; the owner cannot be removed.
 - grant_admin: signed by an admin, for a member who is not an admin yet.
+- transfer_owner: signed by the owner, naming another current member, who becomes owner
+  and admin; the former owner stays a member and an admin.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class EventKind(Enum):
     LEAVE = "leave"
     REMOVE = "remove"
     GRANT_ADMIN = "grant_admin"
+    TRANSFER_OWNER = "transfer_owner"
 
 
 @dataclass(frozen=True)
@@ -290,12 +294,23 @@ def _grant_admin(
     return replace(state, admins=state.admins | {event.subject})
 
 
+def _transfer_owner(
+    state: RoomState, event: MembershipEvent, identity_of: IdentityLookup, where: str
+) -> RoomState:
+    if event.actor != state.owner:
+        raise MembershipError(f"{where}: {event.actor} is not the owner and cannot hand it over")
+    if event.subject not in state.members or event.subject == state.owner:
+        raise MembershipError(f"{where}: {event.subject} cannot be made the owner")
+    return replace(state, owner=event.subject, admins=state.admins | {event.subject})
+
+
 _Rule = Callable[[RoomState, MembershipEvent, IdentityLookup, str], RoomState]
 _RULES: dict[EventKind, _Rule] = {
     EventKind.JOIN: _join,
     EventKind.LEAVE: _leave,
     EventKind.REMOVE: _remove,
     EventKind.GRANT_ADMIN: _grant_admin,
+    EventKind.TRANSFER_OWNER: _transfer_owner,
 }
 
 

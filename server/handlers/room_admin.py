@@ -1,6 +1,7 @@
-"""ROOM_ADMIN {room_id, event} -> {seq}: an admin's signed remove or admin grant.
+"""ROOM_ADMIN {room_id, event} -> {seq}: an admin's signed remove, admin grant or handover.
 
-The rules (only admins, never the owner removed, no grant twice) are the log's own,
+The rules (only admins, never the owner removed, no grant twice, only the owner hands
+the room over, to a current member) are the log's own,
 checked in `server.membership.accept`; a removed member is pushed CONTACT_REMOVED.
 """
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 OPCODE = MessageType.ROOM_ADMIN
 REQUIRES_AUTH = True
-KINDS = (EventKind.REMOVE, EventKind.GRANT_ADMIN)
+KINDS = (EventKind.REMOVE, EventKind.GRANT_ADMIN, EventKind.TRANSFER_OWNER)
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +29,9 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     room_id = member_room_id(ctx, params)
     event = parse_event(params)
     if event.kind not in KINDS or event.actor != username:
-        raise RequestError("bad_event", "expected a remove or grant signed by you", "event")
+        raise RequestError(
+            "bad_event", "expected a remove, grant or handover signed by you", "event"
+        )
     accepted = accept(ctx, room_id, event, event.kind)
     if event.kind is EventKind.REMOVE:
         removed = users.by_username(ctx.db, event.subject)

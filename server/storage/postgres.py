@@ -326,10 +326,20 @@ class PostgresDatabase:
             if not keep:
                 self._rolled_back()
             return
-        if not keep:
-            self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
-            self._rolled_back()
-        self._connection.execute("RELEASE SAVEPOINT handler_step")
+        told = False
+        try:
+            if not keep:
+                self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
+                told = True
+                self._rolled_back()
+            self._connection.execute("RELEASE SAVEPOINT handler_step")
+        except psycopg.OperationalError:
+            if not self._lost:
+                raise
+            # The connection went during the step's end: the turn's commit sees the
+            # loss and withholds the turn, as when it went during the step itself.
+            if not told:
+                self._rolled_back()
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresDatabase]:

@@ -59,6 +59,16 @@ def append(
     )
 
 
+def owner(db: Database, room_id: int) -> str | None:
+    """Whom the room's last ownership transfer names; None if it was never handed over."""
+    row = db.one(
+        "SELECT subject FROM room_log WHERE room_id = ? AND kind = 'transfer_owner'"
+        " ORDER BY seq DESC LIMIT 1",
+        (room_id,),
+    )
+    return None if row is None else str(row["subject"])
+
+
 def entries(db: Database, room_id: int, after: int, limit: int) -> list[Entry]:
     """Entries with seq > `after`, in order, at most `limit`."""
     rows = db.all(

@@ -15,7 +15,7 @@ import time
 import tkinter as tk
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from tkinter import colorchooser, filedialog
+from tkinter import colorchooser, filedialog, ttk
 
 import pytest
 from PIL import Image
@@ -405,7 +405,9 @@ def test_leave_group_and_delete_friend_in_two_clicks(
     labels = [menu.entrycget(i, "label") for i in range(int(menu.index("end") or 0) + 1)]
     assert i18n.t("chat.leave_group") in labels
     group.actions.ask_leave()
-    group._info.buttons[i18n.t("chat.leave_group")].invoke()  # type: ignore[union-attr]
+    leave = i18n.t("chat.leave_group")
+    pump_until(app.root, lambda: leave in info_buttons(group), what="the leave question")
+    info_buttons(group)[leave].invoke()
     pump_until(app.root, lambda: contacts.item("room", room.id) is None, what="the group gone")
     assert ("room", room.id) not in app.chats
 
@@ -415,6 +417,35 @@ def test_leave_group_and_delete_friend_in_two_clicks(
     contacts.action.confirm.invoke()  # click 2
     pump_until(app.root, lambda: contacts.item("user", bob_name) is None, what="bob removed")
     del chat
+
+
+def info_buttons(panel: ChatPanel) -> dict[str, ttk.Button]:
+    """The buttons of the panel's info strip now (none while it is hidden)."""
+    return dict(panel._info.buttons) if panel._info is not None else {}
+
+
+def test_owner_leaving_hands_the_group_to_a_chosen_member(
+    scale: float, app: App, headless: Callable[..., ChatClient]
+) -> None:
+    contacts, me, bob = befriended(app, headless, "bob")
+    bob_name = bob.username or ""
+    room = app.require_client().create_room(f"Handover {bob_name}")
+    bob.join_room(room.room_id)
+    pump_until(app.root, lambda: contacts.item("room", room.id) is not None, what="the group")
+    group = open_chat_with_room(app, contacts, room.id)
+    members = group.members
+    assert members is not None
+    pump_until(app.root, lambda: bob_name in members.names, what="bob in the member list")
+    assert members.owner == me
+    group.actions.ask_leave()
+    hand_over = i18n.t("chat.leave_hand_over", name=bob_name)
+    pump_until(app.root, lambda: hand_over in info_buttons(group), what="the successor choice")
+    assert i18n.t("chat.leave_group") not in info_buttons(group)  # no plain leave for an owner
+    info_buttons(group)[hand_over].invoke()
+    pump_until(app.root, lambda: contacts.item("room", room.id) is None, what="the group gone")
+    assert bob.room_owner(room.room_id) == bob_name
+    lines = [(c.change, c.actor, c.subject) for c in bob.membership_lines(room.room_id)]
+    assert lines[-2:] == [("transfer_owner", me, bob_name), ("leave", me, me)]
 
 
 # ---------------------------------------------------------------- 6. attachments

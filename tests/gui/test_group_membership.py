@@ -131,3 +131,33 @@ def test_a_member_the_server_adds_unsigned_is_a_warning_not_a_member(
     assert [name for name, _ in app.require_client().verified_members(int(number))] == sorted(
         [me, bob.username or ""]
     )
+
+
+def test_the_owner_hands_the_group_over_from_the_member_list(
+    app: App, headless: Callable[..., ChatClient]
+) -> None:
+    me = unique_name("me")
+    contacts = register_through_the_form(app, me)
+    number = create_group(app, contacts, f"Handover {me}", "open")
+    chat = open_group(app, contacts, number)
+    members = chat.members
+    assert members is not None
+    bob = headless(unique_name("bob"))
+    bob_name = bob.username or ""
+    bob.join_room(int(number))
+    pump_until(app.root, lambda: bob_name in members.names, what="bob a member")
+    assert members.owner == me
+
+    members.open_menu(bob_name)
+    last = int(members.menu.index("end") or 0)
+    assert members.menu.entrycget(last, "label") == i18n.t("members.make_owner", name=bob_name)
+    members.menu.invoke(last)
+    line_shown(app, chat, i18n.t("membership.transfer_owner", actor=me, subject=bob_name))
+    pump_until(app.root, lambda: members.owner == bob_name, what="bob the owner")
+    members.open_menu(bob_name)  # we stay an admin; the owner cannot be removed or handed to
+    labels = {
+        members.menu.entrycget(i, "label") for i in range(int(members.menu.index("end") or 0) + 1)
+    }
+    assert i18n.t("members.make_owner", name=bob_name) not in labels
+    assert i18n.t("members.remove", name=bob_name) not in labels
+    assert bob.room_owner(int(number)) == bob_name

@@ -62,12 +62,45 @@ def test_every_change_is_a_verified_line_and_admins_remove_and_grant(
     assert [name for name, _ in alice.client.verified_members(room)] == sorted(
         [alice.name, bob.name]
     )
-    # The owner stays while others remain; leaving is signed like everything else.
-    assert refused(alice.client.leave_room, room).code == "event_refused"
+    # The owner stays while others remain, unless naming a successor.
+    assert refused(alice.client.leave_room, room).code == "successor_needed"
     bob.client.leave_room(room)
     alice.events.wait("membership", room_id=room, change="leave", subject=bob.name)
     assert not alice.events.matching("membership_alarm")
     assert not bob.events.matching("membership_alarm")
+
+
+def test_the_owner_hands_the_group_over_and_leaves(
+    shared_server: RunningServer, accounts: Accounts
+) -> None:
+    alice = accounts.user(shared_server, "alice")
+    bob = accounts.user(shared_server, "bob")
+    carol = accounts.user(shared_server, "carol")
+    room = alice.client.create_room(unique_name("handover")).room_id
+    bob.client.join_room(room)
+    carol.client.join_room(room)
+    alice.client.grant_admin(room, carol.name)
+    bob.events.wait("membership", room_id=room, change="grant_admin", subject=carol.name)
+    assert alice.client.room_successors(room) == [carol.name, bob.name]  # admins first
+    assert refused(bob.client.transfer_ownership, room, bob.name).code == "event_refused"
+    assert refused(alice.client.leave_room, room, "stranger").code == "event_refused"
+    assert {m["username"] for m in alice.client.room_members(room)} >= {alice.name}
+
+    alice.client.leave_room(room, bob.name)  # hand over, then leave as a member
+    for user in (bob, carol):
+        user.events.wait("membership", room_id=room, change="leave", subject=alice.name)
+        assert user.client.room_owner(room) == bob.name
+        assert lines(user.client.membership_lines(room))[-2:] == [
+            ("transfer_owner", alice.name, bob.name),
+            ("leave", alice.name, alice.name),
+        ]
+        owners = [m["username"] for m in user.client.room_members(room) if m["owner"]]
+        assert owners == [bob.name]
+    assert sorted(bob.client.room_admins(room)) == sorted([bob.name, carol.name])
+    bob.client.remove_member(room, carol.name)  # the new owner's rights are real
+    carol.events.wait("contact_removed")
+    assert not bob.events.matching("membership_alarm")
+    assert not carol.events.matching("membership_alarm")
 
 
 def test_approval_rooms_wait_for_an_admin(shared_server: RunningServer, accounts: Accounts) -> None:

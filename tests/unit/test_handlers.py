@@ -1386,6 +1386,44 @@ def test_admins_remove_and_grant_with_signed_events(server: FakeServer) -> None:
     assert fails(room_log_handler, as_user(server, "carol"), room_id=room).code == "not_member"
 
 
+def test_the_owner_hands_the_room_over_then_leaves(server: FakeServer) -> None:
+    for name in ("alice", "bob", "carol"):
+        online(server, name)
+    room = make_room(server, "alice", "Team")["room_id"]
+    enter_room(server, "bob", room)
+    enter_room(server, "carol", room)
+
+    def event(actor: str, kind: EventKind, subject: str) -> dict[str, Any]:
+        signed = room_event(server, actor, room, kind, subject).to_wire()
+        return {"room_id": room, "event": signed}
+
+    by_bob = fails(
+        room_admin, as_user(server, "bob"), **event("bob", EventKind.TRANSFER_OWNER, "bob")
+    )
+    assert by_bob.code == "event_refused"  # only the owner hands the room over
+    signup(server, "dave")
+    outsider = event("alice", EventKind.TRANSFER_OWNER, "dave")
+    assert fails(room_admin, as_user(server, "alice"), **outsider).code == "event_refused"
+    server.events.clear()
+    handover = event("alice", EventKind.TRANSFER_OWNER, "bob")
+    assert ok(room_admin, as_user(server, "alice"), **handover) == {"seq": 4}
+    (told,) = server.pushes(uid(server, "carol"), MessageType.ROOM_MEMBER_EVENT)
+    assert (told["event"], told["actor"], told["username"]) == ("owner", "alice", "bob")
+    assert rooms_module.is_admin(server.db, room, uid(server, "bob"))
+    again = event("alice", EventKind.TRANSFER_OWNER, "carol")  # no longer the owner
+    assert fails(room_admin, as_user(server, "alice"), **again).code == "event_refused"
+    leave = room_event(server, "alice", room, EventKind.LEAVE).to_wire()
+    assert ok(leave_room, as_user(server, "alice"), room_id=room, event=leave) == {"seq": 5}
+    owner_leaves = room_event(server, "bob", room, EventKind.LEAVE).to_wire()
+    refused = fails(leave_room, as_user(server, "bob"), room_id=room, event=owner_leaves)
+    assert refused.code == "event_refused"  # bob now owns it and carol remains
+    removal = event("bob", EventKind.REMOVE, "carol")  # the new owner's rights are real
+    assert ok(room_admin, as_user(server, "bob"), **removal) == {"seq": 6}
+    entries = [MembershipEvent.from_wire(e.entry) for e in room_log.entries(server.db, room, 0, 99)]
+    state = replay(entries, identity_of(server))
+    assert (state.owner, state.members, state.admins) == ("bob", {"bob"}, {"bob"})
+
+
 def test_approval_rooms_wait_for_an_admins_countersignature(server: FakeServer) -> None:
     for name in ("alice", "bob", "carol"):
         online(server, name)

@@ -31,6 +31,9 @@ KEYS: dict[str, Ed25519PrivateKey] = {
 }
 PINS = {name: ed25519_public_bytes(key) for name, key in KEYS.items()}
 ROOM = "4242"
+#: The head of `test_logs_without_transfers_replay_to_the_same_bytes`'s log, computed
+#: before the ownership handover existed.
+OLD_LOG_HEAD = "a6d1f1e832c2b1fed6b22ca071930a527a1e757221766f99f9f14da1bb1bac5e"
 
 
 class Log:
@@ -290,3 +293,69 @@ def test_random_join_leave_sequences_match_a_simple_model(actions: list[str]) ->
             log.add(EventKind.JOIN, name)
             model.add(name)
     assert log.state().members == model
+
+
+def test_owner_hands_the_room_over_then_leaves_as_a_member() -> None:
+    log = Log()
+    log.add(EventKind.JOIN, "alice")
+    log.add(EventKind.JOIN, "bob")
+    log.add(EventKind.TRANSFER_OWNER, "owner", "alice")
+    state = log.state()
+    assert (state.owner, state.admins) == ("alice", {"owner", "alice"})
+    log.add(EventKind.LEAVE, "owner")
+    state = log.state()
+    assert (state.owner, state.members, state.admins) == ("alice", {"alice", "bob"}, {"alice"})
+    log.add(EventKind.REMOVE, "alice", "bob")  # the new owner's admin rights are real
+    assert log.state().members == {"alice"}
+
+
+@pytest.mark.parametrize(
+    "actor, subject, message",
+    [
+        ("alice", "alice", "alice is not the owner"),  # an admin, but not the owner
+        ("bob", "bob", "bob is not the owner"),
+        ("owner", "carol", "carol cannot be made the owner"),  # not a member
+        ("owner", "owner", "owner cannot be made the owner"),
+    ],
+)
+def test_unauthorised_transfers_are_refused(actor: str, subject: str, message: str) -> None:
+    log = Log()
+    log.add(EventKind.JOIN, "alice")
+    log.add(EventKind.JOIN, "bob")
+    log.add(EventKind.GRANT_ADMIN, "owner", "alice")
+    log.add(EventKind.TRANSFER_OWNER, actor, subject)
+    with pytest.raises(MembershipError, match=message):
+        log.state()
+
+
+def test_former_owner_cannot_hand_the_room_over_again() -> None:
+    log = Log()
+    log.add(EventKind.JOIN, "alice")
+    log.add(EventKind.JOIN, "bob")
+    log.add(EventKind.TRANSFER_OWNER, "owner", "alice")
+    log.add(EventKind.TRANSFER_OWNER, "owner", "bob")
+    with pytest.raises(MembershipError, match="owner is not the owner"):
+        log.state()
+
+
+def test_transfer_to_someone_who_left_is_refused() -> None:
+    log = Log()
+    log.add(EventKind.JOIN, "alice")
+    log.add(EventKind.LEAVE, "alice")
+    log.add(EventKind.TRANSFER_OWNER, "owner", "alice")
+    with pytest.raises(MembershipError, match="alice cannot be made the owner"):
+        log.state()
+
+
+def test_logs_without_transfers_replay_to_the_same_bytes() -> None:
+    """Adding the handover changed no existing event's signed bytes: a log built the
+    way it was before the handover existed still leads to the head it always did."""
+    log = Log()
+    log.add(EventKind.JOIN, "alice")
+    log.add(EventKind.GRANT_ADMIN, "owner", "alice")
+    log.add(EventKind.JOIN, "bob")
+    log.add(EventKind.REMOVE, "alice", "bob")
+    log.add(EventKind.LEAVE, "alice")
+    state = log.state()
+    assert (state.owner, state.members) == ("owner", {"owner"})
+    assert state.head.hex() == OLD_LOG_HEAD

@@ -25,9 +25,10 @@ def test_every_change_has_its_own_line(language: str) -> None:
         membership_line("leave", "carol", "carol"),
         membership_line("remove", "bob", "carol"),
         membership_line("grant_admin", "alice", "bob"),
+        membership_line("transfer_owner", "alice", "bob"),
         membership_line("legacy", "alice", "alice, bob"),
     }
-    assert len(lines) == 7  # all different
+    assert len(lines) == 8  # all different
     assert "mallory" in membership_line("join", "mallory", "mallory")
     removed = membership_line("remove", "bob", "carol")
     assert "bob" in removed and "carol" in removed
@@ -37,8 +38,10 @@ def test_every_change_has_its_own_line(language: str) -> None:
         )
         assert membership_line("remove", "bob", "carol") == "bob removed carol"
         assert membership_line("grant_admin", "alice", "bob") == "alice made bob an admin"
+        assert membership_line("transfer_owner", "alice", "bob") == "alice made bob the owner"
     else:
         assert membership_line("join", "mallory", "mallory") == "mallory 通过群号加入了群聊"
+        assert membership_line("transfer_owner", "alice", "bob") == "alice 将群主转让给了 bob"
     # A kind this version does not know still gets a line, never a raw key.
     assert not membership_line("future_kind", "x", "y").startswith("membership.")
 

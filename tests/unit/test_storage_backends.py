@@ -11,7 +11,12 @@ import pytest
 
 from server.cluster.local_services import LocalPostgres
 from server.storage import friends, users
-from server.storage.database import SCHEMA_VERSION, SchemaTooNewError, SqliteDatabase
+from server.storage.database import (
+    SCHEMA_VERSION,
+    SchemaTooNewError,
+    SqliteDatabase,
+    StorageUnavailable,
+)
 from server.storage.postgres import PG_MIGRATIONS, PostgresDatabase, translate
 
 
@@ -236,6 +241,37 @@ def test_a_failed_step_leaves_the_turn_usable(fresh_pg_dsn: Callable[[], str]) -
         assert users.username_taken(db, "alice") and users.username_taken(db, "bob")
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_connection_lost_at_a_steps_end_withholds_the_turn(
+    fresh_pg_dsn: Callable[[], str], keep: bool
+) -> None:
+    """The database goes away between a step's work and its end: ending the step says
+    nothing (a hint's or a handler's `finally` must not raise), and the turn's commit
+    refuses, so nothing the step wrote is answered as done."""
+    dsn = fresh_pg_dsn()
+    db, other = PostgresDatabase.connect(dsn), PostgresDatabase.connect(dsn)
+    rolled_back: list[bool] = []
+    db.on_rollback(lambda: rolled_back.append(True))
+    try:
+        db.begin_step()
+        add_user(db, "alice")
+        backend = db.scalar("SELECT pg_backend_pid()")
+        other.execute("SELECT pg_terminate_backend(?)", (backend,))
+        other.commit()
+        db.end_step(keep=keep)
+        assert rolled_back == [True]
+        with pytest.raises(StorageUnavailable):
+            db.commit()
+    finally:
+        db.close()
+        other.close()
+    fresh = PostgresDatabase.connect(dsn)
+    try:
+        assert not users.username_taken(fresh, "alice")
+    finally:
+        fresh.close()
 
 
 def test_blobs_and_text_round_trip_exactly(fresh_pg_dsn: Callable[[], str]) -> None:
