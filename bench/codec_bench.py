@@ -33,7 +33,7 @@ def typical_send_message() -> Message:
         target_type="user",
         target="bob",
         time=1_732_600_000_000,
-        envelopes={"bob": os.urandom(200)},
+        envelope=os.urandom(200),
         attachments=[],
     )
 

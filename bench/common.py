@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import UserKeys, generate_user_keys
-from common.crypto.membership import GENESIS, EventKind, Policy, sign_event
+from common.crypto.membership import GENESIS, EventKind, Policy, member_list_hash, sign_event
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
@@ -791,17 +791,23 @@ def send_params(
     msg_id: str,
     target_type: str,
     target: str | int,
-    envelopes: dict[str, bytes],
+    envelope: bytes,
     attachments: Sequence[str] = (),
+    members: Sequence[str] = (),
 ) -> dict[str, Any]:
-    return {
+    """SEND_MESSAGE as an end-to-end v2 client sends it: ONE envelope for every
+    recipient; for a room, the hash of the member list (`members`, all of them)."""
+    params: dict[str, Any] = {
         "message_id": msg_id,
         "target_type": target_type,
         "target": target,
         "time": now_ms(),
-        "envelopes": envelopes,
+        "envelope": envelope,
         "attachments": list(attachments),
     }
+    if target_type == "room":
+        params["member_hash"] = member_list_hash(str(target), members)
+    return params
 
 
 def ack_params(message_ids: Sequence[str]) -> dict[str, Any]:
@@ -1001,7 +1007,7 @@ def smoke(args: argparse.Namespace) -> dict[str, Any]:
             begin = time.perf_counter()
             a.call(
                 MessageType.SEND_MESSAGE,
-                send_params(message_id(), "user", b.name, {b.name: b"x" * 200}),
+                send_params(message_id(), "user", b.name, b"x" * 200),
             )
             push = b.wait_push(MessageType.NEW_MESSAGE)
             messages.append(time.perf_counter() - begin)

@@ -140,7 +140,7 @@ def scenario(args: Any) -> dict[str, Any]:
             message_id(),
             "user",
             receiver.name,
-            {receiver.name: os.urandom(200)},
+            os.urandom(200),
             [up["attachment_id"]],
         )
         sender.call(MessageType.SEND_MESSAGE, params)

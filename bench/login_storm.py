@@ -71,7 +71,7 @@ class Chat:
 
     def send(self, sender: Link, receiver: Link) -> None:
         msg_id = message_id()
-        params = send_params(msg_id, "user", receiver.name, {receiver.name: self.envelope})
+        params = send_params(msg_id, "user", receiver.name, self.envelope)
         sender.send(MessageType.SEND_MESSAGE, params)
         self.sent_at[msg_id] = time.perf_counter()
         sender.flush()

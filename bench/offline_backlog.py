@@ -48,8 +48,7 @@ def fill_backlog(sender: Link, recipient: str, count: int, size: int, window: in
     ids = [message_id() for _ in range(count)]
     envelope = os.urandom(size)
     jobs = [
-        (sender, MessageType.SEND_MESSAGE, send_params(i, "user", recipient, {recipient: envelope}))
-        for i in ids
+        (sender, MessageType.SEND_MESSAGE, send_params(i, "user", recipient, envelope)) for i in ids
     ]
     expect_ok(pipeline(jobs, window=window, timeout=BACKLOG_TIMEOUT * 3), "send to offline")
     return ids

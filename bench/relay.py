@@ -287,7 +287,7 @@ def set_up(server: ServerProcess, pairs: int, envelope_size: int) -> list[Pair]:
     result = []
     for sender, receiver in couples:
         envelope = os.urandom(envelope_size)
-        params = send_params(message_id(), "user", receiver.name, {receiver.name: envelope})
+        params = send_params(message_id(), "user", receiver.name, envelope)
         template = RequestTemplate(MessageType.SEND_MESSAGE, params, "message_id")
         result.append(Pair(sender, receiver, template))
     return result

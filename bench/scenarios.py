@@ -133,6 +133,13 @@ SCENARIOS: dict[str, Scenario] = {
     "record": Scenario(
         "bench.record_bench", (), ("--repeats", "1", "--seconds", "0.05"), 60.0, server=False
     ),
+    "sender_cpu": Scenario(
+        "bench.sender_cpu",
+        ("--members", "200", "--messages", "10", "--rotations", "1"),
+        ("--members", "5", "--messages", "2", "--rotations", "1"),
+        300.0,
+        server=False,
+    ),
     "history": Scenario(
         "bench.history_bench",
         ("--messages", "20000"),

@@ -182,11 +182,12 @@ class Soak:
         msg_id = message_id()
         if self.rng.random() < self.args.room_share:
             recipients = [name for name in self.users if name != user.name]
-            envelopes = {name: self.envelope for name in recipients}
-            params = send_params(msg_id, ROOM, self.room_id, envelopes)
+            params = send_params(
+                msg_id, ROOM, self.room_id, self.envelope, members=list(self.users)
+            )
         else:
             recipients = [user.friend]
-            params = send_params(msg_id, USER, user.friend, {user.friend: self.envelope})
+            params = send_params(msg_id, USER, user.friend, self.envelope)
         self.ledger.sent += 1
         self.ledger.expect(msg_id, recipients, self.users)
         user.unstored[msg_id] = params
@@ -308,7 +309,7 @@ class Soak:
             return
         self.files["uploaded"] += 1
         msg_id = message_id()
-        params = send_params(msg_id, USER, user.friend, {user.friend: self.envelope})
+        params = send_params(msg_id, USER, user.friend, self.envelope)
         params["attachments"] = [attachment_id]
         self.ledger.sent += 1
         self.ledger.expect(msg_id, [user.friend], self.users)

@@ -349,6 +349,20 @@ EN: dict[str, str] = {
         "The server's key log contradicts what you saw before. Chat is blocked: "
         "the server may be showing different keys to different people."
     ),
+    "chain.warning.replayed_distribution": (
+        "Warning: the server sent {name}'s message key again (a replay). It was ignored; "
+        "no message was affected."
+    ),
+    "chain.warning.bad_distribution": (
+        "Warning: a message key from {name} did not verify and was refused."
+    ),
+    "chain.warning.relabelled": (
+        "Warning: the server delivered a message from {name} into the wrong conversation. "
+        "It was refused."
+    ),
+    "chat.flag.gap": "\u26a0 earlier messages from {name} have not arrived",
+    "chat.flag.late": "arrived late (after later messages)",
+    "chat.flag.skew": "\u26a0 the server says it arrived at {time}",
     "transparency.alarm.foreign_key": (
         "Alarm: the server published a key under your name that this computer did not make. "
         "Someone may be impersonating you. Tell your friends to compare safety numbers. "
@@ -714,6 +728,14 @@ ZH_CN: dict[str, str] = {
     "error.log_inconsistent": (
         "服务器的密钥日志与您之前看到的相矛盾。聊天已被阻止：服务器可能在向不同的人展示不同的密钥。"
     ),
+    "chain.warning.replayed_distribution": (
+        "警告：服务器再次发送了 {name} 的消息密钥（重放）。已忽略，没有消息受到影响。"
+    ),
+    "chain.warning.bad_distribution": "警告：来自 {name} 的一个消息密钥未通过验证，已拒绝。",
+    "chain.warning.relabelled": "警告：服务器把 {name} 的一条消息投递到了错误的会话中，已拒绝。",
+    "chat.flag.gap": "\u26a0 {name} 之前的消息尚未到达",
+    "chat.flag.late": "迟到（晚于之后的消息到达）",
+    "chat.flag.skew": "\u26a0 服务器称其到达时间为 {time}",
     "transparency.alarm.foreign_key": (
         "警报：服务器以您的名义发布了一个不是本机生成的密钥。可能有人在冒充您。请让好友核对安全码。"
         "（如果您也在另一台电脑上使用此账户，那台电脑的新加密密钥也会在此显示。）"

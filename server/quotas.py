@@ -31,8 +31,9 @@ _UPLOADS_KEPT = (
     "SELECT count(*) FROM (SELECT 1 FROM attachments WHERE uploader_id = ? LIMIT ?) AS q"
 )
 _UNDELIVERED = (
-    "SELECT count(*) FROM (SELECT 1 FROM chat_history WHERE recipient_id = ? AND sent = 0"
-    " LIMIT ?) AS q"
+    "SELECT count(*) FROM (SELECT 1 FROM delivery_cursors c"
+    " JOIN envelopes e ON e.conversation = c.conversation AND e.id > c.delivered"
+    " WHERE c.user_id = ?1 AND e.sender_id <> ?1 AND e.recipient_id IN (0, ?1) LIMIT ?2) AS q"
 )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from server.storage import rooms
+from common.crypto.membership import member_list_hash
+from server.storage import messages, rooms
 from server.storage.database import Database
 
 
@@ -31,6 +32,10 @@ class SessionCache:
     friends: dict[str, tuple[str, int]] | None = None
     #: room id -> {member username: member id}, for rooms this session sent to.
     rooms: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: room id -> hash of its member list (what the sender must have sealed for).
+    member_hashes: dict[int, bytes] = field(default_factory=dict)
+    #: conversations whose delivery cursors match the membership of this generation.
+    cursors_synced: set[str] = field(default_factory=set)
 
 
 def cache_for(connection: CachingConnection, db: Database, user_id: int) -> SessionCache:
@@ -68,3 +73,30 @@ def room_members(
         members = {member.username: member.id for member in rooms.members(db, room_id)}
         cache.rooms[room_id] = members
     return members
+
+
+def room_member_hash(
+    connection: CachingConnection, db: Database, user_id: int, room_id: int
+) -> bytes:
+    """The hash a sender seals for the room's current members (`member_list_hash`)."""
+    cache = cache_for(connection, db, user_id)
+    found = cache.member_hashes.get(room_id)
+    if found is None:
+        found = member_list_hash(str(room_id), room_members(connection, db, user_id, room_id))
+        cache.member_hashes[room_id] = found
+    return found
+
+
+def ensure_cursors(
+    connection: CachingConnection, db: Database, user_id: int, target_type: str, target_id: int
+) -> None:
+    """Delivery cursors for every member of the conversation, once per membership change."""
+    cache = cache_for(connection, db, user_id)
+    key = messages.conversation_key(user_id, target_type, target_id)
+    if key in cache.cursors_synced:
+        return
+    if target_type == messages.USER:
+        messages.ensure_pair_cursors(db, user_id, target_id)
+    else:
+        messages.sync_room_cursors(db, target_id)
+    cache.cursors_synced.add(key)

@@ -50,7 +50,7 @@ def seed_inputs() -> list[bytes]:
         target_type="user",
         target="bob",
         time=1_732_600_000_000,
-        envelopes={"bob": bytes(range(200))},
+        envelope=bytes(range(200)),
         attachments=[],
     )
     login_reply = message.reply(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from client import i18n
-from client.core.models import Contact, MessageStatus
+from client.core.models import ChatMessage, Contact, MessageStatus
 
 BADGE_CAP = 99
 
@@ -18,6 +18,7 @@ STATUS_MARKS: dict[str, str] = {
     "sending": "\u2026",  # …
     "sent": "\u2713",  # ✓
     "delivered": "\u2713\u2713",  # ✓✓
+    "read": "\u2713\u2713",  # ✓✓ in the "read" colour
     "failed": "\u2717",  # ✗
     "received": "",
 }
@@ -83,6 +84,21 @@ def address_text(contact: Contact) -> str:
         host = f"[{contact.ip}]" if ":" in contact.ip else contact.ip
         return f"{host}:{contact.port}"
     return i18n.t("contacts.never_seen")
+
+
+def flag_notes(message: ChatMessage) -> list[str]:
+    """What a bubble says under a message about its order and time (`ChatMessage.flags`):
+    earlier messages of its sender missing, arrived late, the server's time far from the
+    sender's."""
+    flags = message.flags.split()
+    notes = []
+    if "gap" in flags:
+        notes.append(i18n.t("chat.flag.gap", name=message.sender))
+    if "late" in flags:
+        notes.append(i18n.t("chat.flag.late"))
+    if "skew" in flags:
+        notes.append(i18n.t("chat.flag.skew", time=format_message_time(message.server_time)))
+    return notes
 
 
 def status_mark(status: MessageStatus | str) -> str:

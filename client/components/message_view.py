@@ -20,7 +20,12 @@ from pathlib import Path
 from tkinter import ttk
 
 from client import i18n
-from client.components.formatting import format_message_time, format_size, status_mark
+from client.components.formatting import (
+    flag_notes,
+    format_message_time,
+    format_size,
+    status_mark,
+)
 from client.core.models import ChatMessage, MessageStatus
 from client.theme import Theme, avatar_color
 
@@ -141,6 +146,8 @@ class MessageView(tk.Frame):
         t.tag_configure("gap", font=(f.family, 3), spacing1=0, spacing3=0)
         t.tag_configure("status", foreground=p.subtle, font=f.small)
         t.tag_configure("status-delivered", foreground=p.primary)
+        t.tag_configure("status-read", foreground=p.link, font=(f.family, f.small[1], "bold"))
+        t.tag_configure("flag", foreground=p.subtle, font=f.small)
         t.tag_configure("status-failed", foreground=p.error)
         t.tag_configure("link", foreground=p.link, underline=True)
         t.tag_configure(
@@ -219,6 +226,8 @@ class MessageView(tk.Frame):
             chunks.extend(self._file_chunks(message, body))
         if message.outgoing:
             chunks.append(self._status_chunk(message.message_id, message.status, side, mid))
+        for note in flag_notes(message):
+            chunks.append(("\n" + note, (*body, "flag")))
         chunks.append(("\n", body))
         return chunks
 
@@ -247,7 +256,7 @@ class MessageView(tk.Frame):
 
     def _status_chunk(self, message_id: str, status: str, side: str, mid: str) -> Chunk:
         tags = [f"bubble-{side}", "body", "status", mid, f"status-{message_id}"]
-        if status in ("delivered", "failed"):
+        if status in ("delivered", "read", "failed"):
             tags.append(f"status-{status}")
         return (f"  {status_mark(status)}", tuple(tags))
 

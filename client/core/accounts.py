@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from client.core.connection import Connection
-from client.core.crypto_session import Identity, keys_match
 from client.core.directory import fetch_remaining_requests
 from client.core.event_types import KeyMissing
 from client.core.events import Emit
@@ -48,6 +47,7 @@ from client.core.transparency import (
     own_key_checker,
     verify_standalone,
 )
+from client.core.trust import Identity, keys_match
 from common.crypto.certs import UserCertificate, build_csr, load_user_certificate
 from common.crypto.keys import UserKeys
 from common.errors import (
@@ -124,10 +124,26 @@ class Accounts:
             reply = conn.request(MessageType.LOGIN, {"username": username, "password": password})
             session = self._adopt_session(conn, reply, password)
             self._reconnector.remember(session.username, password)
+        # Before login returns: nobody can seal a chain to us until the key is out.
+        published = self._publish_kem_key(session, conn.request)
         threading.Thread(
-            target=self._after_login, args=(session,), name="uchat-resend", daemon=True
+            target=self._after_login, args=(session, published), name="uchat-resend", daemon=True
         ).start()
         return session
+
+    def _publish_kem_key(self, session: Session, request: Any) -> bool:
+        """Publish our signed KEM key unless the server serves it; False if that failed."""
+        identity = session.identity
+        if identity is None or identity.keys.kem is None:
+            return True
+        try:
+            publish_if_needed(
+                request, identity.username, identity.keys, session.transparency.check_key
+            )
+        except Exception as exc:  # retried by the after-login task; never fail the login
+            log.warning("publishing the KEM key failed: %s", exc)
+            return False
+        return True
 
     def _adopt_session(self, conn: Connection, reply: dict[str, Any], password: str) -> Session:
         """Reuse the session on re-login; otherwise open the store and load the keys."""
@@ -216,24 +232,17 @@ class Accounts:
             return keys
         return updated
 
-    def _after_login(self, session: Session) -> None:
-        """Publish our KEM key, resend the outbox and resume uploads; failures wait.
-        Catch up on each group's signed membership. Then check our own entries in the
-        key log, now and every `MONITOR_INTERVAL`."""
-        identity = session.identity
-        if identity is not None and identity.keys.kem is not None:
-            try:
-                publish_if_needed(
-                    self._wiring.request,
-                    identity.username,
-                    identity.keys,
-                    session.transparency.check_key,
-                )
-            except Exception as exc:  # a background task: report, never crash the process
-                log.warning("publishing the KEM key failed: %s", exc)
+    def _after_login(self, session: Session, published: bool = True) -> None:
+        """Publish our KEM key if login could not, resend the outbox and resume uploads;
+        failures wait. Catch up on each group's signed membership. Then check our own
+        entries in the key log, now and every `MONITOR_INTERVAL`."""
+        if not published:
+            self._publish_kem_key(session, self._wiring.request)
         try:
             fetch_remaining_requests(session.contacts, self._wiring.request)
             session.outbox.replay()
+            if session.receipts is not None:
+                session.receipts.flush()
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)

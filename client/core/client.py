@@ -19,15 +19,16 @@ listener: events wait on a queue until the caller's thread drains it with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from client.core.accounts import Accounts
+from client.core.bodies import attachment_body, check_style
 from client.core.connection import Connection
 from client.core.contacts import RoomRef, Target, chat_of, misused_room_id, room_number
-from client.core.crypto_session import attachment_body, check_style, safety_number_between
 from client.core.device_link import LINK_PUSHES, DeviceLinking
 from client.core.directory import Directory
 from client.core.downloads import Downloads
@@ -55,10 +56,12 @@ from client.core.reconnect import Reconnector
 from client.core.servers import ServerList
 from client.core.session import SessionSlot, SessionWiring
 from client.core.transfers import Progress
+from client.core.trust import safety_number_between
 from common.crypto.certs import UserCertificate
 from common.crypto.kem import SignedKemKey
 from common.crypto.keys import KdfParams
 from common.crypto.membership import Policy
+from common.crypto.sender_chain import RotationPolicy
 from common.errors import RequestError, UchatError
 from common.protocol.message import Message
 
@@ -100,11 +103,13 @@ class ChatClient:
         auto_reconnect: bool = True,
         key_kdf: KdfParams | None = None,
         allow_hmac_md5: bool = False,
+        rotation: RotationPolicy | None = None,
         servers: Sequence[tuple[str, int]] = (),
     ) -> None:
         #: host:port first, then `servers` (other nodes of the same cluster) in turn.
         self._servers = ServerList((host, port), servers)
         self.host = host
+        self._rotation = rotation or RotationPolicy()
         self.allow_hmac_md5 = allow_hmac_md5
         self.port = port
         self.data_dir = Path(data_dir)
@@ -161,6 +166,8 @@ class ChatClient:
             rebuild=self._outgoing.rebuild_params,
             announce=self._announce,
             emit=self._events.emit,
+            clock=lambda: int(time.time() * 1000),
+            rotation=self._rotation,
         )
         return Accounts(
             link=self._link,
@@ -569,7 +576,14 @@ class ChatClient:
         return messages
 
     def mark_read(self, target: Target) -> None:
-        self._slot.require().store.mark_read(*self._chat(target))
+        """The chat was shown in a focused window: mark it read and, for a friend, seal a
+        "read" receipt for what was unread (sent off the caller's thread)."""
+        session = self._slot.require()
+        chat_kind, chat_id = self._chat(target)
+        unread = session.store.unread_ids(chat_kind, chat_id) if chat_kind == "user" else []
+        session.store.mark_read(chat_kind, chat_id)
+        if unread and session.receipts is not None:
+            self._events.background(session.receipts.send, chat_id, "read", unread)
 
     def unread(self, target: Target) -> int:
         return self._slot.require().store.unread(*self._chat(target))

@@ -243,6 +243,22 @@ class JoinRefused(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ChainWarning(Event):
+    """Something end-to-end v2 caught the server doing, shown in the conversation.
+
+    `reason`: "replayed_distribution" (a chain's key sent again, ignored),
+    "bad_distribution" (one that does not verify), "relabelled" (an envelope not
+    signed for the conversation it was delivered as).
+    """
+
+    kind: ClassVar[str] = "chain_warning"
+    username: str
+    chat_kind: str
+    chat_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransferProgress(Event):
     """Bytes moved of one attachment (of its encrypted size), in either direction."""
 

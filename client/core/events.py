@@ -121,5 +121,16 @@ class EventHub:
 
         return self._executor.submit(work)
 
+    def background(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run `fn(*args)` on a worker with no event at the end (failures are logged)."""
+
+        def work() -> None:
+            try:
+                fn(*args)
+            except Exception:  # a background task: report, never crash the process
+                log.exception("background task failed")
+
+        self._executor.submit(work)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ from typing import Literal
 
 ChatKind = Literal["user", "room"]
 MessageKind = Literal["text", "image", "file"]
-MessageStatus = Literal["sending", "sent", "delivered", "received", "failed"]
+MessageStatus = Literal["sending", "sent", "delivered", "read", "received", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,12 @@ class ChatMessage:
     attachment: Attachment | None = None
     outgoing: bool = False
     status: MessageStatus = "received"
+    #: The server's time (a hint); `time` is the sender's sealed clock for v2 messages.
+    server_time: int = 0
+    #: Space-separated order and time findings: "gap" (earlier messages of this sender
+    #: have not arrived), "late" (it arrived after later ones), "skew" (the sender's
+    #: and the server's clocks differ by more than `MAX_CLOCK_SKEW_MS`).
+    flags: str = ""
 
     def preview(self) -> str:
         """The contact list's last-message text: the first line, or the file name."""

@@ -1,10 +1,13 @@
-"""Sending: texts, images and files, sealed end to end for every recipient.
+"""Sending: texts, images and files, sealed end to end on our sender chain.
 
-Why it exists: a message goes out as one envelope per recipient (the friend, or every
-room member but us), each sealing a body that names its conversation; attachments are
-encrypted and uploaded (resumably) before the message naming them is queued; and a
-queued message is resealed when the recipients changed. All of it lands in the
-session's outbox, which owns retries and statuses.
+Why it exists: a message goes out as ONE envelope for the whole conversation (the
+friend, or every room member), sealed on our chain for that conversation
+(`client.core.chains`), with the chain's state sealed to each member that lacks it;
+the body names its conversation and, for a room, the hash of the member list it was
+sealed for. Attachments are encrypted and uploaded (resumably) before the message
+naming them is queued; a queued message is resealed (on the next chain iteration)
+when the room's members changed. All of it lands in the session's outbox, which owns
+retries and statuses.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 
 from client.core import media
 from client.core.binding import bind_chat
+from client.core.bodies import MAX_NAME_LENGTH, check_style, text_body
+from client.core.chains import direct_conversation, room_conversation
 from client.core.contacts import Target, chat_of, misused_room_id
-from client.core.crypto_session import MAX_NAME_LENGTH, Identity, check_style, text_body
 from client.core.event_types import MessageSent
 from client.core.events import Emit
 from client.core.models import Attachment, ChatKind, ChatMessage, MessageKind
@@ -26,6 +30,7 @@ from client.core.session import Session, SessionSlot, report_status
 from client.core.store import UploadState
 from client.core.transfers import Progress
 from client.core.transparency import with_tree_head
+from client.core.trust import Identity
 from common.errors import ConnectionLost, RequestError, RequestTimeout
 from common.protocol.ids import time_ordered_id
 
@@ -110,39 +115,46 @@ class Outgoing:
         *,
         refresh: bool = False,
     ) -> dict[str, Any]:
-        """SEND_MESSAGE params: one envelope per recipient (every room member but us)."""
+        """SEND_MESSAGE params: one envelope on our chain, plus the distributions it needs."""
         session.transparency.check_usable()  # a refused key log blocks every chat
-        sealed = with_tree_head(
+        if session.chains is None:
+            raise RequestError("key_missing", "this computer does not hold your private keys")
+        sealed_body = with_tree_head(
             bind_chat(body, message.chat_kind, message.chat_id),
             session.transparency.gossip_head(),
         )
-        envelopes: dict[str, bytes] = {}
         target: str | int
+        member_hash: bytes | None = None
         if message.chat_kind == "user":
-            target = message.chat_id
-            try:
-                recipient = session.certificates.certificate(target, refresh=refresh)
-            except RequestError as exc:
-                if exc.code != "forbidden":
-                    raise
-                # The server shows certificates to friends only: say what that means.
-                message_text = f"{target} is not your friend"
-                raise RequestError("not_friends", message_text, "target") from None
-            envelopes[target] = identity.seal_for(recipient, message.message_id, sealed)
+            recipients = session.recipients.direct(message.chat_id, refresh=refresh)
+            target = next(iter(recipients))
+            conversation = direct_conversation(session.username, target)
         else:
             target = int(message.chat_id)
-            members = session.certificates.room_certificates(target, refresh=refresh)
-            for username, certificate in members.items():
-                if username != session.username:
-                    envelopes[username] = identity.seal_for(certificate, message.message_id, sealed)
-        return {
+            recipients, member_hash = session.recipients.room(
+                target, session.username, refresh=refresh
+            )
+            conversation = room_conversation(target)
+        sealed = session.chains.seal(
+            conversation=conversation,
+            recipients=recipients,
+            body=sealed_body,
+            member_hash=member_hash,
+            sent_ms=message.time,
+            redistribute=refresh,
+        )
+        params: dict[str, Any] = {
             "message_id": message.message_id,
             "target_type": message.chat_kind,
             "target": target,
             "time": message.time,
-            "envelopes": envelopes,
+            "envelope": sealed.envelope,
+            "distributions": sealed.distributions,
             "attachments": list(attachments),
         }
+        if member_hash is not None:
+            params["member_hash"] = member_hash
+        return params
 
     def rebuild_params(self, message: ChatMessage, params: dict[str, Any]) -> dict[str, Any]:
         """The recipients changed since sealing: seal the stored message for the new set."""

@@ -29,7 +29,7 @@ from client.core.event_types import (
 )
 from client.core.events import Emit
 from client.core.models import Contact
-from client.core.session import Session, SessionSlot, report_status
+from client.core.session import Session, SessionSlot
 from common.errors import UchatError
 from common.protocol.message import Message
 from common.protocol.opcodes import MessageType
@@ -89,12 +89,9 @@ class PushHandler:
             if session.inbox is not None:  # without keys: leave them on the server
                 session.inbox.receive(params.get("messages") or [])
         elif kind is MessageType.MESSAGE_DELIVERED:
-            deliveries = params.get("deliveries")
-            for item in deliveries if isinstance(deliveries, list) else []:
-                message_id = item.get("message_id") if isinstance(item, dict) else None
-                if isinstance(message_id, str):
-                    session.store.set_status(message_id, "delivered")
-                    report_status(session, message_id, self._emit)
+            # The server's word only: "delivered" and "read" come from the receipts the
+            # recipient's client seals (client/core/receipts.py); a server could forge this.
+            log.debug("ignoring the server's MESSAGE_DELIVERED: receipts decide")
         elif kind is MessageType.PRESENCE:
             self._on_presence(session, params)
         elif kind is MessageType.CONTACT_ADDED:

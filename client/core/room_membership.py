@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from client.core.crypto_session import CertificateBook, Identity, KeyChangedError
 from client.core.event_types import (
     JoinRefused,
     JoinRequested,
@@ -33,6 +32,7 @@ from client.core.event_types import (
 )
 from client.core.events import Emit
 from client.core.store import LocalStore
+from client.core.trust import CertificateBook, Identity, KeyChangedError
 from common.crypto.certs import UserCertificate
 from common.crypto.membership import (
     GENESIS,

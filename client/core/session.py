@@ -13,24 +13,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from client.core.bodies import BODY_LIMITS
+from client.core.chains import ChainBook
 from client.core.connection import PendingRequest
 from client.core.contacts import ContactBook
-from client.core.crypto_session import BODY_LIMITS, CertificateBook, Identity, Inbox
-from client.core.event_types import KeyChanged, MessageStatusChanged, TransferProgress
+from client.core.event_types import (
+    ChainWarning,
+    KeyChanged,
+    MessageStatusChanged,
+    TransferProgress,
+)
 from client.core.events import Emit
+from client.core.inbox import ChainNotice, Inbox
 from client.core.kem_keys import PeerKemKeys, PeerKemObserver
 from client.core.models import ChatMessage, MessageStatus, Profile
 from client.core.outbox import Outbox, RebuildFunction
+from client.core.receipts import ReceiptSender, apply_receipt
+from client.core.recipients import Recipients
 from client.core.room_membership import RoomMembership
 from client.core.store import LocalStore
 from client.core.transfers import Transfers
 from client.core.transparency import KeyTransparency, ca_public_key, gossiped_head
+from client.core.trust import CertificateBook, Identity
 from common.crypto.certs import UserCertificate
 from common.crypto.merkle import TreeHead
+from common.crypto.sender_chain import RotationPolicy
 from common.errors import ConnectionLost, RemoteProtocolError, RequestError, RequestTimeout
 from common.protocol.opcodes import MessageType
 
@@ -63,8 +75,11 @@ class Session:
     contacts: ContactBook
     limits: Limits
     transparency: KeyTransparency
+    recipients: Recipients
     peer_kem_keys: PeerKemObserver  # friends' verified KEM keys (`.keys.get(certificate)`)
     membership: RoomMembership
+    chains: ChainBook | None = None
+    receipts: ReceiptSender | None = None
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -115,6 +130,8 @@ class SessionWiring:
     rebuild: RebuildFunction  # reseal a queued message for changed recipients
     announce: Callable[[ChatMessage], None]  # a new incoming message was stored
     emit: Emit
+    clock: Callable[[], int] = dataclasses.field(default=lambda: int(time.time() * 1000))
+    rotation: RotationPolicy = dataclasses.field(default_factory=RotationPolicy)
 
     def fetch_certificate(self, username: str, log: KeyTransparency, kem: PeerKemObserver) -> bytes:
         """The certificate of `username`, refused unless the key log proves it; its KEM
@@ -171,6 +188,9 @@ class SessionWiring:
     def on_key_changed(self, username: str, old: str, new: str) -> None:
         self.emit(KeyChanged(username, old, new))
 
+    def on_chain_notice(self, notice: ChainNotice) -> None:
+        self.emit(ChainWarning(notice.sender, notice.chat_kind, notice.chat_id, notice.kind))
+
     def on_transfer(self, attachment_id: str, done: int, total: int, direction: str) -> None:
         self.emit(
             TransferProgress(
@@ -226,6 +246,7 @@ def open_session(
         fetch_room=lambda room_id: wiring.fetch_room_certificates(room_id, transparency, kem),
         on_key_changed=wiring.on_key_changed,
     )
+    recipients = Recipients(certificates=certificates, kem_keys=kem.keys)
     outbox = Outbox(
         store,
         send=lambda params: wiring.request(MessageType.SEND_MESSAGE, params),
@@ -239,15 +260,39 @@ def open_session(
         start_request=wiring.start_request,
         report=wiring.on_transfer,
     )
-    inbox = None
+    inbox = chains = receipts = None
     if identity is not None:
+        chains = ChainBook(
+            username=profile.username,
+            keys=identity.keys,
+            records=store,
+            policy=wiring.rotation,
+            clock=wiring.clock,
+        )
+        receipts = ReceiptSender(
+            username=profile.username,
+            chains=chains,
+            recipients=recipients,
+            request=wiring.request,
+            clock=wiring.clock,
+        )
+
+        def report(message_id: str) -> None:
+            stored = store.get_message(message_id)
+            if stored is not None:
+                wiring.on_status(message_id, stored.status)
+
         inbox = Inbox(
             identity=identity,
             certificates=certificates,
+            chains=chains,
             store=store,
             acknowledge=wiring.acknowledge,
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
+            notice=wiring.on_chain_notice,
+            on_receipt=lambda sender, receipt: apply_receipt(store, sender, receipt, report),
+            delivered=receipts_sender(receipts),
         )
     membership = RoomMembership(
         username=profile.username,
@@ -271,9 +316,16 @@ def open_session(
         ContactBook(),
         limits,
         transparency,
+        recipients,
         kem,
         membership,
+        chains,
+        receipts,
     )
+
+
+def receipts_sender(receipts: ReceiptSender) -> Callable[[str, list[str]], None]:
+    return lambda peer, ids: receipts.send(peer, "delivered", ids)
 
 
 def report_status(session: Session, message_id: str, emit: Emit) -> None:

@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -46,6 +46,7 @@ _STATUS_PREDECESSORS: dict[str, tuple[str, ...]] = {
     "sending": ("failed",),
     "sent": ("sending", "failed"),
     "delivered": ("sending", "sent", "failed"),
+    "read": ("sending", "sent", "delivered", "failed"),
     "failed": ("sending",),
     "received": (),
 }
@@ -157,6 +158,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created INTEGER NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (  # 6: end-to-end v2: sender chains (sealed, see client/core/chains.py) and the
+        # deliveries held back until a changed key is trusted (acknowledged meanwhile)
+        """CREATE TABLE chains (
+            role TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (role, conversation, sender)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE held_deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL UNIQUE,
+            sender TEXT NOT NULL,
+            delivery BLOB NOT NULL
+        )""",
+    ),
+    (  # 7: the server's time beside the sender's, and order/time findings
+        "ALTER TABLE messages ADD COLUMN server_time INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 # External-content FTS5 over messages(text, attachment_name), so file names are found too.
@@ -201,6 +222,8 @@ _MESSAGE_FIELDS = (
     "attachment_path",
     "outgoing",
     "status",
+    "server_time",
+    "flags",
 )
 _MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
 _SELECT_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608
@@ -345,6 +368,8 @@ def _message_values(m: ChatMessage) -> tuple[Any, ...]:
         str(a.local_path) if a and a.local_path is not None else None,
         int(m.outgoing),
         m.status,
+        m.server_time,
+        m.flags,
         int(m.outgoing),  # our own messages are read; incoming ones start unread
     )
 
@@ -387,6 +412,8 @@ def _row_to_message(row: Sequence[Any]) -> ChatMessage:
         attachment=attachment,
         outgoing=bool(row[16]),
         status=cast(MessageStatus, row[17]),
+        server_time=row[18],
+        flags=row[19],
     )
 
 
@@ -539,10 +566,10 @@ class LocalStore:
         predecessors = _STATUS_PREDECESSORS[status]
         if not predecessors:
             return
-        padded = (*predecessors, None, None)[:3]  # NULL never matches in IN (...)
+        padded = (*predecessors, None, None, None)[:4]  # NULL never matches in IN (...)
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE messages SET status = ? WHERE message_id = ? AND status IN (?, ?, ?)",
+                "UPDATE messages SET status = ? WHERE message_id = ? AND status IN (?, ?, ?, ?)",
                 (status, message_id, *padded),
             )
 
@@ -638,6 +665,15 @@ class LocalStore:
         )
         return int(rows[0][0]) if rows else 0
 
+    def unread_ids(self, chat_kind: ChatKind, chat_id: str, limit: int = 1000) -> list[str]:
+        """Ids of incoming messages not read yet, oldest first (for read receipts)."""
+        rows = self._query(
+            "SELECT message_id FROM messages WHERE chat_kind = ? AND chat_id = ? AND is_read = 0"
+            " AND outgoing = 0 ORDER BY time, id LIMIT ?",
+            (chat_kind, chat_id, limit),
+        )
+        return [row[0] for row in rows]
+
     def mark_read(self, chat_kind: ChatKind, chat_id: str) -> None:
         with self._transaction() as conn:
             conn.execute(
@@ -696,6 +732,45 @@ class LocalStore:
     def outbox_remove(self, message_id: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+
+    # ------------------------------------------------------------------ sender chains
+
+    def load_chain(self, role: str, conversation: str, sender: str) -> bytes | None:
+        rows = self._query(
+            "SELECT data FROM chains WHERE role = ? AND conversation = ? AND sender = ?",
+            (role, conversation, sender),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def save_chain(self, role: str, conversation: str, sender: str, sealed: bytes) -> None:
+        """Replace a sealed chain record (committed before returning: keys are used once)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO chains (role, conversation, sender, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (role, conversation, sender) DO UPDATE SET data = excluded.data",
+                (role, conversation, sender, sealed),
+            )
+
+    # ------------------------------------------------------------------ held deliveries
+
+    def hold_delivery(self, message_id: str, sender: str, delivery: bytes) -> None:
+        """Keep a delivery we cannot open yet (the sender's key changed), then acknowledge it."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO held_deliveries (message_id, sender, delivery) VALUES (?, ?, ?) "
+                "ON CONFLICT (message_id) DO NOTHING",
+                (message_id, sender, delivery),
+            )
+
+    def held_deliveries(self, sender: str) -> list[bytes]:
+        rows = self._query(
+            "SELECT delivery FROM held_deliveries WHERE sender = ? ORDER BY seq", (sender,)
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def drop_held(self, sender: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM held_deliveries WHERE sender = ?", (sender,))
 
     # ------------------------------------------------------------------ drafts
 

@@ -22,6 +22,7 @@ from client.components.contact_item import ContactItem
 from client.components.layout import collapse_if_empty, scaled, text_width
 from client.components.vertical_scrolled_frame import VerticalScrolledFrame
 from client.core.event_types import (
+    ChainWarning,
     ConnectionChanged,
     ContactAdded,
     ContactRemoved,
@@ -204,7 +205,7 @@ class ContactsForm(ttk.Frame):
             self.refusals.append(event.username)
         if isinstance(event, REFRESHING_EVENTS):
             self.schedule_refresh()
-        if isinstance(event, TransparencyAlarm | KemKeyRejected):
+        if isinstance(event, TransparencyAlarm | KemKeyRejected | ChainWarning):
             text = alarm_text(event)
             if text not in self.transparency_alarms:
                 self.transparency_alarms.append(text)
@@ -349,10 +350,13 @@ class ContactsForm(ttk.Frame):
         return self.items.get((kind, contact_id))
 
 
-def alarm_text(event: TransparencyAlarm | KemKeyRejected) -> str:
-    """The banner text of a key alarm: a key log check, or a refused KEM key."""
+def alarm_text(event: TransparencyAlarm | KemKeyRejected | ChainWarning) -> str:
+    """The banner text of a key alarm: a key log check, a refused KEM key, or what
+    end-to-end v2 caught the server doing (a replayed distribution, a relabelled chat)."""
     if isinstance(event, KemKeyRejected):
         return i18n.t("transparency.alarm.kem_key_refused", name=event.username)
+    if isinstance(event, ChainWarning):
+        return i18n.t(f"chain.warning.{event.reason}", name=event.username)
     return transparency_alarm_text(event.reason, event.username)
 
 

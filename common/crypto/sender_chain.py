@@ -169,6 +169,10 @@ class ReceiverChain:
     def skipped_iterations(self) -> list[int]:
         return list(self._skipped)
 
+    def skipped_keys(self) -> list[MessageKeys]:
+        """The kept keys of messages not arrived yet, oldest gap first (for storage)."""
+        return list(self._skipped.values())
+
     def open(self, iteration: int, attempt: Callable[[MessageKeys], T]) -> T:
         if iteration < self._state.iteration:
             keys = self._skipped.get(iteration)

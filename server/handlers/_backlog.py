@@ -60,7 +60,7 @@ class BacklogCursors:
 
 
 def _wire_size(item: messages.Delivery) -> int:
-    return len(item.envelope) + DELIVERY_OVERHEAD
+    return len(item.envelope) + len(item.distribution or b"") + DELIVERY_OVERHEAD
 
 
 def frames_of(batch: list[messages.Delivery]) -> list[list[messages.Delivery]]:

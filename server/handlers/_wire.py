@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +33,10 @@ def room(view: rooms.RoomView) -> dict[str, Any]:
 
 
 def delivery(item: messages.Delivery, recipient_name: str) -> dict[str, Any]:
-    """`target` is the recipient's own name for direct messages, the room id otherwise."""
+    """`target` is the recipient's own name for direct messages, the room id otherwise;
+    `distribution` (a chain's state sealed to this recipient) only when there is one."""
     target: str | int = recipient_name if item.target_type == messages.USER else item.target_id
-    return {
+    value: dict[str, Any] = {
         "message_id": item.message_id,
         "sender": item.sender,
         "target_type": item.target_type,
@@ -45,43 +45,30 @@ def delivery(item: messages.Delivery, recipient_name: str) -> dict[str, Any]:
         "envelope": item.envelope,
         "attachments": list(item.attachments),
     }
+    if item.distribution is not None:
+        value["distribution"] = item.distribution
+    return value
 
 
 class DeliveryPushes:
-    """The NEW_MESSAGE push of one message for each recipient, its common part encoded once.
+    """The NEW_MESSAGE push of one message for each recipient, encoded once where it can be.
 
-    A room message goes to every member with the same fields but the envelope. The
-    first push of a given envelope length is encoded with a random placeholder of that
-    length where the envelope goes; the bytes before and after it are kept, and every
-    further push of that length is `before + envelope + after`: byte for byte what
-    `encode_message` gives (the codec's lengths depend only on the envelope's length).
-    Direct messages (one recipient, whose name is the target) are encoded as usual.
+    A room message is one envelope for every member: the push is the same bytes for
+    every member without a distribution, so it is encoded once. A member who gets a
+    chain distribution with it, and the one recipient of a direct message (whose name is
+    the target), get their own encoding.
     """
-
-    #: Below this an envelope-sized placeholder could occur elsewhere by chance.
-    MIN_TEMPLATE_LENGTH = 16
 
     def __init__(self, item: messages.Delivery) -> None:
         self._item = item
-        self._templates: dict[int, tuple[bytes, bytes]] = {}
+        self._shared: bytes | None = None
 
-    def body(self, recipient: str, envelope: bytes) -> bytes:
-        size = len(envelope)
-        if self._item.target_type == messages.USER or size < self.MIN_TEMPLATE_LENGTH:
-            return self._encode(recipient, envelope)
-        template = self._templates.get(size)
-        if template is None:
-            placeholder = os.urandom(size)
-            encoded = self._encode(recipient, placeholder)
-            at = encoded.find(placeholder)
-            if at < 0 or encoded.find(placeholder, at + 1) >= 0:
-                return self._encode(recipient, envelope)
-            template = (encoded[:at], encoded[at + size :])
-            self._templates[size] = template
-        return b"".join((template[0], envelope, template[1]))
-
-    def _encode(self, recipient: str, envelope: bytes) -> bytes:
-        return encode_new_message(self._item, recipient, envelope)
+    def body(self, recipient: str, distribution: bytes | None = None) -> bytes:
+        if self._item.target_type == messages.USER or distribution is not None:
+            return encode_new_message(self._item, recipient, distribution)
+        if self._shared is None:
+            self._shared = encode_new_message(self._item, recipient, None)
+        return self._shared
 
 
 # `encode_new_message` writes the codec bytes of one NEW_MESSAGE push directly: the
@@ -102,6 +89,7 @@ _KEYS = {
     for name in ("message_id", "sender", "target_type", "target", "time", "envelope")
 }
 _ATTACHMENTS_KEY = _key("attachments")
+_DISTRIBUTION_KEY = _key("distribution")
 _PUSH_PREFIX = _INT_TLV.pack(codec.INT, 8, int(MessageType.NEW_MESSAGE)) + _INT_TLV.pack(
     codec.INT, 8, 0
 )
@@ -113,34 +101,38 @@ def _text(value: str) -> bytes:
     return _HEADER.pack(codec.STR, len(raw)) + raw
 
 
-def encode_new_message(item: messages.Delivery, recipient: str, envelope: bytes) -> bytes:
-    """The encoded NEW_MESSAGE push of `item` for `recipient`, carrying `envelope`."""
+def encode_new_message(
+    item: messages.Delivery, recipient: str, distribution: bytes | None = None
+) -> bytes:
+    """The encoded NEW_MESSAGE push of `item` for `recipient` (with its distribution)."""
     keys = _KEYS
+    envelope = item.envelope
     if item.target_type == messages.USER:
         target = _text(recipient)
     else:
         target = _INT_TLV.pack(codec.INT, 8, item.target_id)
     names = b"".join([_text(name) for name in item.attachments])
-    fields = b"".join(
-        (
-            keys["message_id"],
-            _text(item.message_id),
-            keys["sender"],
-            _text(item.sender),
-            keys["target_type"],
-            _text(item.target_type),
-            keys["target"],
-            target,
-            keys["time"],
-            _INT_TLV.pack(codec.INT, 8, item.time),
-            keys["envelope"],
-            _HEADER.pack(codec.BYTES, len(envelope)),
-            envelope,
-            _ATTACHMENTS_KEY,
-            _HEADER.pack(codec.LIST, len(names)),
-            names,
-        )
-    )
+    parts = [
+        keys["message_id"],
+        _text(item.message_id),
+        keys["sender"],
+        _text(item.sender),
+        keys["target_type"],
+        _text(item.target_type),
+        keys["target"],
+        target,
+        keys["time"],
+        _INT_TLV.pack(codec.INT, 8, item.time),
+        keys["envelope"],
+        _HEADER.pack(codec.BYTES, len(envelope)),
+        envelope,
+        _ATTACHMENTS_KEY,
+        _HEADER.pack(codec.LIST, len(names)),
+        names,
+    ]
+    if distribution is not None:
+        parts += [_DISTRIBUTION_KEY, _HEADER.pack(codec.BYTES, len(distribution)), distribution]
+    fields = b"".join(parts)
     one = _HEADER.pack(codec.DICT, len(fields)) + fields
     listed = _HEADER.pack(codec.LIST, len(one)) + one
     params = _MESSAGES_KEY + listed

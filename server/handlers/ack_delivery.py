@@ -1,8 +1,9 @@
 """ACK_DELIVERY {message_ids} -> {}: the caller stored these messages.
 
-Only the caller's own delivery rows change; other ids are ignored. Each sender still
-online hears of it once per recipient, in one MESSAGE_DELIVERED {deliveries} per
-sender per reactor turn (`server.turn`).
+Only the caller's own delivery cursors move; other ids are ignored. The sender is not
+told: the server's word that something was delivered proves nothing (it could drop a
+message and claim it), so "delivered" and "read" are receipts the recipient's client
+seals (client/core/receipts.py). MESSAGE_DELIVERED is no longer sent.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ MAX_IDS = 10_000
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
-    changed = messages.mark_delivered(ctx.db, user_id, ids)
+    messages.mark_delivered(ctx.db, user_id, ids)
     backlog.acknowledged(ctx, user_id, username, ctx.connection)
-    for message_id, sender_id in changed:  # last: nothing after this can fail
-        ctx.turn.delivered(sender_id, message_id, username)
     return {}

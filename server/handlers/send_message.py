@@ -1,29 +1,34 @@
-"""SEND_MESSAGE: store one sealed envelope per recipient, push to those online, reply.
+"""SEND_MESSAGE: store one envelope for the whole conversation, push it, reply.
+
+End-to-end v2 (DESIGN.md section 3b): the sender seals one envelope with its sender
+chain, whatever the number of recipients, plus a chain distribution for each member
+that needs the chain's state (a new chain, a new member, a rotation). The server
+stores the envelope once and each distribution for its recipient; every member's
+delivery cursor (`server.storage.messages`) says what it still has to receive.
 
 The reply (and the pushes) leave only after the reactor commits this turn, so an
 acknowledged message is on disk. A message id belongs to its first sender: sending
 it again replies as the first time did and stores nothing.
 
 This is the server's hot path, so it does each thing once: the friend or the room's
-members come from the session's cache (`server.session_cache`); the duplicate check
-is the INSERT itself (a stored id is looked up only when nothing was inserted, or
-when the request is refused: a retry must answer as the first send did); the
-conversation is touched once per turn (`server.turn`); the NEW_MESSAGE push is
-encoded once for all of a room's members, only the envelope differs
-(`_wire.DeliveryPushes`).
+members, their list hash and the cursor check come from the session's cache
+(`server.session_cache`); the duplicate check is the INSERT itself; the conversation
+is touched once per turn (`server.turn`); the NEW_MESSAGE push is encoded once for
+every member without a distribution (`_wire.DeliveryPushes`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from common.crypto.distribution import DISTRIBUTION_SIZE
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import quotas
 from server.handlers._common import USERNAME_MAX, caller
-from server.handlers._params import get_choice, get_hex_id, get_hex_ids, get_int, get_str
+from server.handlers._params import get_bytes, get_choice, get_hex_id, get_hex_ids, get_int, get_str
 from server.handlers._wire import DeliveryPushes
-from server.session_cache import friend_named, room_members
+from server.session_cache import ensure_cursors, friend_named, room_member_hash, room_members
 from server.storage import attachments, messages
 
 if TYPE_CHECKING:
@@ -34,6 +39,7 @@ REQUIRES_AUTH = True
 MAX_ENVELOPE = 64 * 1024  # a sealed text message is far smaller; attachments go by id
 MAX_ATTACHMENTS = 16
 MAX_RECIPIENTS = 10_000
+MEMBER_HASH_SIZE = 32
 
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +47,9 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     message_id = get_hex_id(params, "message_id")
     target_type = get_choice(params, "target_type", (messages.USER, messages.ROOM))
     try:
+        envelope = _envelope(params)
         target_id, recipients = _recipients(ctx, sender_id, target_type, params)
-        envelopes = _envelopes(params, recipients)
+        distributions = _distributions(params, recipients)
         quotas.check_inboxes(ctx, recipients)
         attachment_ids = _attachments(ctx, sender_id, params)
     except RequestError:
@@ -52,41 +59,53 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if answer is None:
             raise
         return answer
+    ensure_cursors(ctx.connection, ctx.db, sender_id, target_type, target_id)
     now = ctx.now()
-    stored = messages.store_message(
+    row_id = messages.store_message(
         ctx.db,
         message_id=message_id,
         sender_id=sender_id,
         target_type=target_type,
         target_id=target_id,
         time=now,
-        envelopes=[(recipients[name], envelope) for name, envelope in envelopes.items()],
+        envelope=envelope,
+        distributions={recipients[name]: data for name, data in distributions.items()},
         attachment_ids=attachment_ids,
     )
-    if not stored:  # the id is taken: by this sender (a retry) or by someone else
+    if row_id is None:  # the id is taken: by this sender (a retry) or by someone else
         answer = _already_stored(ctx, sender_id, message_id)
         if answer is None:
             raise RequestError("bad_request", "this message id is already in use", "message_id")
         return answer
     ctx.turn.touch(messages.conversation_key(sender_id, target_type, target_id), now)
     item = messages.Delivery(
-        row_id=0,  # not on the wire
+        row_id=row_id,
         message_id=message_id,
         sender_id=sender_id,
         sender=sender_name,
         target_type=target_type,
         target_id=target_id,
         time=now,
-        envelope=b"",  # per recipient, below
+        envelope=envelope,
         attachments=attachment_ids,
     )
     pushes = DeliveryPushes(item)
     draining = ctx.services.backlog.draining
-    for name, envelope in envelopes.items():
-        user_id = recipients[name]
+    for name, user_id in recipients.items():
         if not draining(user_id):  # a later backlog window carries it, in order
-            ctx.push_encoded(user_id, pushes.body(name, envelope))
+            ctx.push_encoded(user_id, pushes.body(name, distributions.get(name)))
     return {"message_id": message_id, "time": now}
+
+
+def _envelope(params: dict[str, Any]) -> bytes:
+    envelope = params.get("envelope")
+    if type(envelope) is not bytes or not envelope:
+        raise RequestError("bad_request", "'envelope' must be bytes", "envelope")
+    if len(envelope) > MAX_ENVELOPE:
+        raise RequestError(
+            "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes", "envelope"
+        )
+    return envelope
 
 
 def _already_stored(ctx: Context, sender_id: int, message_id: str) -> dict[str, Any] | None:
@@ -105,7 +124,12 @@ def _already_stored(ctx: Context, sender_id: int, message_id: str) -> dict[str, 
 def _recipients(
     ctx: Context, sender_id: int, target_type: str, params: dict[str, Any]
 ) -> tuple[int, dict[str, int]]:
-    """(target id, {recipient username: user id}) after checking the sender may send."""
+    """(target id, {recipient username: user id}) after checking the sender may send.
+
+    For a room the sender names the member list it sealed for (`member_hash`); if the
+    room's members changed since, the message is refused (`missing_envelope`) so the
+    client distributes its chain to the newcomers (or rotates after a leave) first.
+    """
     connection = ctx.connection
     if target_type == messages.USER:
         name = get_str(params, "target", max_len=USERNAME_MAX)
@@ -117,33 +141,25 @@ def _recipients(
     members = room_members(connection, ctx.db, sender_id, room_id)
     if sender_id not in members.values():
         raise RequestError("not_member", "you are not a member of this room", "target")
+    sealed_for = get_bytes(params, "member_hash", max_len=MEMBER_HASH_SIZE)
+    if sealed_for != room_member_hash(connection, ctx.db, sender_id, room_id):
+        raise RequestError(
+            "missing_envelope", "the room's members changed; reseal for them", "member_hash"
+        )
     return room_id, {name: uid for name, uid in members.items() if uid != sender_id}
 
 
-def _envelopes(params: dict[str, Any], recipients: dict[str, int]) -> dict[str, bytes]:
-    """Exactly one envelope per recipient, each within the size limit."""
-    envelopes = params.get("envelopes")
-    if type(envelopes) is not dict or len(envelopes) > MAX_RECIPIENTS:
-        raise RequestError("bad_request", "'envelopes' must be a dict of name -> bytes")
-    for value in envelopes.values():
-        if type(value) is not bytes:
-            raise RequestError("bad_request", "every envelope must be bytes", "envelopes")
-        if len(value) > MAX_ENVELOPE:
-            raise RequestError(
-                "message_too_large", f"an envelope may hold at most {MAX_ENVELOPE} bytes"
-            )
-    if envelopes.keys() == recipients.keys():  # the usual case, checked in one pass
-        return {name: envelopes[name] for name in recipients}
-    missing = sorted(set(recipients) - set(envelopes))
-    unexpected = sorted(set(envelopes) - set(recipients))
-    if missing or unexpected:
-        problems = []
-        if missing:
-            problems.append("no envelope for " + ", ".join(missing))
-        if unexpected:
-            problems.append("not recipients: " + ", ".join(unexpected))
-        raise RequestError("missing_envelope", "; ".join(problems), "envelopes")
-    return {name: envelopes[name] for name in recipients}
+def _distributions(params: dict[str, Any], recipients: dict[str, int]) -> dict[str, bytes]:
+    """The chain distributions, at most one per recipient, each of the fixed size."""
+    value = params.get("distributions", {})
+    if type(value) is not dict or len(value) > MAX_RECIPIENTS:
+        raise RequestError("bad_request", "'distributions' must be a dict of name -> bytes")
+    for name, data in value.items():
+        if type(data) is not bytes or len(data) != DISTRIBUTION_SIZE:
+            raise RequestError("bad_request", "a distribution has the wrong size", "distributions")
+        if name not in recipients:
+            raise RequestError("missing_envelope", f"{name} is not a recipient", "distributions")
+    return value
 
 
 def _attachments(ctx: Context, sender_id: int, params: dict[str, Any]) -> list[str]:

@@ -101,6 +101,10 @@ def _kem_keys_transparency() -> str:
     return resources.files("server.storage").joinpath(name).read_text("utf-8")
 
 
+def _migration_chains() -> str:
+    return resources.files("server.storage").joinpath("migration_chains.sql").read_text("utf-8")
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append only.
 MIGRATIONS: tuple[Callable[[], str], ...] = (
     _schema_v1,
@@ -109,6 +113,7 @@ MIGRATIONS: tuple[Callable[[], str], ...] = (
     _migration_004,
     _room_log,
     _kem_keys_transparency,
+    _migration_chains,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

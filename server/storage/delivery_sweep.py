@@ -11,14 +11,17 @@ from server.storage.database import Database
 
 
 def newest_row(db: Database) -> int:
-    return int(db.scalar("SELECT COALESCE(MAX(id), 0) FROM chat_history"))
+    return int(db.scalar("SELECT COALESCE(MAX(id), 0) FROM envelopes"))
 
 
 def recipients_after(db: Database, after_row: int) -> dict[int, int]:
-    """{recipient id: newest unacknowledged row} for rows above `after_row`."""
+    """{recipient id: newest unacknowledged envelope} for envelopes above `after_row`
+    (a recipient is every member whose delivery cursor is below it)."""
     rows = db.all(
-        "SELECT recipient_id, MAX(id) FROM chat_history WHERE id > ? AND sent = 0"
-        " GROUP BY recipient_id",
+        "SELECT c.user_id, MAX(e.id) FROM envelopes e JOIN delivery_cursors c"
+        " ON c.conversation = e.conversation AND e.id > c.delivered"
+        " WHERE e.id > ? AND c.user_id <> e.sender_id AND e.recipient_id IN (0, c.user_id)"
+        " GROUP BY c.user_id",
         (after_row,),
     )
     return {int(row[0]): int(row[1]) for row in rows}

@@ -1,14 +1,20 @@
-"""The `chat_history` and `message_attachments` tables: sealed messages in transit.
+"""Stored envelopes, delivery cursors and chain distributions: messages in transit.
 
-Each message is stored as one delivery row per recipient holding the envelope sealed
-for that recipient; the row id is the server order and `sent` flips to 1 when that
-recipient acknowledges. A message id belongs to exactly one sender, which makes a
-repeated send recognisable and therefore idempotent.
+One envelope per message (end-to-end v2, DESIGN.md section 3b), whatever the number of
+recipients: a room message is one row, not one per member. Each member has one
+delivery cursor per conversation, the id of the newest envelope it acknowledged there;
+what lies after a member's cursors is its offline backlog. A sender chain's state
+travels as a distribution sealed to one recipient and stored for that recipient beside
+the message that first needs it. A message id belongs to exactly one sender, which
+makes a repeated send recognisable and therefore idempotent.
+
+Envelopes from before (version 1) were sealed per recipient; they keep one row each,
+`recipient_id` naming who may read it (0 means every member, as for version 2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from server.storage import conversations
@@ -16,6 +22,7 @@ from server.storage.database import Database
 
 USER = "user"
 ROOM = "room"
+EVERY_MEMBER = 0
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One undelivered row, ready to be pushed to its recipient."""
+    """One envelope after a recipient's cursor, ready to be pushed to that recipient."""
 
     row_id: int
     message_id: str
@@ -40,29 +47,29 @@ class Delivery:
     time: int
     envelope: bytes
     attachments: list[str]
+    distribution: bytes | None = None
 
 
 def find_message(db: Database, message_id: str) -> StoredMessage | None:
     row = db.one(
-        "SELECT user_id, time FROM chat_history WHERE message_id = ? LIMIT 1", (message_id,)
+        "SELECT sender_id, time FROM envelopes WHERE message_id = ? LIMIT 1", (message_id,)
     )
     if row is None:
         return None
-    return StoredMessage(message_id, row["user_id"], row["time"])
+    return StoredMessage(message_id, row["sender_id"], row["time"])
 
 
-_INSERT_DELIVERY = (
-    "INSERT INTO chat_history"
-    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0"
-    " WHERE NOT EXISTS (SELECT 1 FROM chat_history WHERE message_id = ?1)"
-    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
-)
-_ID_TAKEN = "SELECT 1 FROM chat_history WHERE message_id = ? LIMIT 1"
-_INSERT_ROOM_DELIVERY = (
-    "INSERT INTO chat_history"
-    " (message_id, user_id, target_id, target_type, recipient_id, data, time, sent)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+def conversation_key(sender_id: int, target_type: str, target_id: int) -> str:
+    """The conversation of a message: the user pair, or the room."""
+    if target_type == USER:
+        return conversations.user_pair_key(sender_id, target_id)
+    return conversations.room_key(target_id)
+
+
+_INSERT_ENVELOPE = (
+    "INSERT INTO envelopes"
+    " (message_id, conversation, sender_id, target_type, target_id, recipient_id, data, time)"
+    " VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
     " ON CONFLICT (message_id, recipient_id) DO NOTHING"
 )
 
@@ -75,73 +82,119 @@ def store_message(
     target_type: str,
     target_id: int,
     time: int,
-    envelopes: Sequence[tuple[int, bytes]],
+    envelope: bytes,
+    distributions: Mapping[int, bytes] | None = None,
     attachment_ids: Sequence[str] = (),
-) -> bool:
-    """Insert one delivery row per (recipient id, envelope); True if any row was new.
+) -> int | None:
+    """Store the one envelope and its distributions; the new row id, None if the id is taken.
 
-    The duplicate check is part of the INSERT: nothing is inserted under an id that
-    is already stored (a retry after a crash between insert and reply cannot duplicate
-    anything, even with another recipient set, and a message id belongs to its first
-    sender); the caller tells a retry from a reused id with `find_message`. The
-    caller notes the conversation (`conversation_key`), once per turn. A message with
-    no recipient (a room of one) stores no row, so there is nothing to be a duplicate
-    of: True.
+    The duplicate check is the INSERT itself (`message_id` is unique among version-2
+    rows; ids are random, so an old version-1 row never shares one): nothing is stored
+    under an id already used, and the caller tells a retry from a reused id with
+    `find_message`. The caller notes the conversation (`conversation_key`) once per turn.
     """
-    if not envelopes:
-        return True
-    rows = [
-        (message_id, sender_id, target_id, target_type, recipient, envelope, time)
-        for recipient, envelope in envelopes
-    ]
-    if len(rows) == 1:  # a direct message: one statement does the id check too
-        inserted = db.execute(_INSERT_DELIVERY, rows[0]).rowcount
-    else:
-        # A room message: the id is checked once, not per row (per row it would scan
-        # the rows already inserted under this id: quadratic in the room's size).
-        if db.one(_ID_TAKEN, (message_id,)) is not None:
-            return False
-        inserted = db.executemany(_INSERT_ROOM_DELIVERY, rows).rowcount
-    if inserted <= 0:
-        return False
+    conversation = conversation_key(sender_id, target_type, target_id)
+    cursor = db.execute(
+        _INSERT_ENVELOPE,
+        (message_id, conversation, sender_id, target_type, target_id, envelope, time),
+    )
+    if cursor.rowcount <= 0:
+        return None
+    row_id = getattr(cursor, "lastrowid", None)  # SQLite's; PostgreSQL's cursor has none
+    if not row_id:
+        row_id = int(
+            db.scalar(
+                "SELECT id FROM envelopes WHERE message_id = ? AND recipient_id = 0",
+                (message_id,),
+            )
+        )
+    if distributions:
+        db.executemany(
+            "INSERT INTO chain_distributions (message_id, recipient_id, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (message_id, recipient_id) DO NOTHING",
+            [(message_id, recipient, data) for recipient, data in distributions.items()],
+        )
     if attachment_ids:
         db.executemany(
             "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)"
             " ON CONFLICT DO NOTHING",
             [(message_id, attachment_id) for attachment_id in dict.fromkeys(attachment_ids)],
         )
-    return True
+    return int(row_id)
 
 
-def conversation_key(sender_id: int, target_type: str, target_id: int) -> str:
-    """The `conversations` key of a message: the user pair, or the room."""
-    if target_type == USER:
-        return conversations.user_pair_key(sender_id, target_id)
-    return conversations.room_key(target_id)
+# ---------------------------------------------------------------- cursors
+
+
+def newest_id(db: Database) -> int:
+    """The newest envelope id: a cursor set here sees every message stored after it."""
+    return int(db.scalar("SELECT COALESCE(MAX(id), 0) FROM envelopes"))
+
+
+def sync_room_cursors(db: Database, room_id: int) -> None:
+    """One cursor per current member of the room, none for anyone else.
+
+    A member without a cursor (a newcomer) starts at the newest envelope: it receives
+    what is sent from now on, never what was sealed before it joined. Called when the
+    room's membership may have changed since the last send, not per message.
+    """
+    conversation = conversations.room_key(room_id)
+    db.execute(
+        "INSERT INTO delivery_cursors (conversation, user_id, delivered)"
+        " SELECT ?, user_id, ? FROM room_user WHERE room_id = ?"
+        " ON CONFLICT (conversation, user_id) DO NOTHING",
+        (conversation, newest_id(db), room_id),
+    )
+    db.execute(
+        "DELETE FROM delivery_cursors WHERE conversation = ?"
+        " AND user_id NOT IN (SELECT user_id FROM room_user WHERE room_id = ?)",
+        (conversation, room_id),
+    )
+
+
+def ensure_pair_cursors(db: Database, user_a: int, user_b: int) -> None:
+    """Both friends' cursors of their direct conversation (a new one starts at the newest)."""
+    conversation = conversations.user_pair_key(user_a, user_b)
+    start = newest_id(db)
+    db.executemany(
+        "INSERT INTO delivery_cursors (conversation, user_id, delivered) VALUES (?, ?, ?)"
+        " ON CONFLICT (conversation, user_id) DO NOTHING",
+        [(conversation, user_a, start), (conversation, user_b, start)],
+    )
+
+
+_UNDELIVERED = (
+    "SELECT e.id, e.message_id, e.sender_id, s.username, e.target_type, e.target_id,"
+    " e.time, e.data, d.data AS distribution"
+    " FROM delivery_cursors c"
+    " JOIN envelopes e ON e.conversation = c.conversation AND e.id > c.delivered"
+    " JOIN users s ON s.id = e.sender_id"
+    " LEFT JOIN chain_distributions d"
+    " ON d.message_id = e.message_id AND d.recipient_id = c.user_id"
+    " WHERE c.user_id = ? AND e.id > ? AND e.sender_id <> c.user_id"
+    " AND e.recipient_id IN (0, c.user_id)"
+    " ORDER BY e.id LIMIT ?"
+)
 
 
 def undelivered(
     db: Database, recipient_id: int, after_row: int = 0, limit: int = 256
 ) -> list[Delivery]:
-    """Unacknowledged deliveries for `recipient_id` after row `after_row`, in order."""
-    rows = db.all(
-        "SELECT h.id, h.message_id, h.user_id, s.username, h.target_type, h.target_id,"
-        " h.time, h.data FROM chat_history h JOIN users s ON s.id = h.user_id"
-        " WHERE h.recipient_id = ? AND h.sent = 0 AND h.id > ? ORDER BY h.id LIMIT ?",
-        (recipient_id, after_row, limit),
-    )
+    """Envelopes after the recipient's cursors (and after row `after_row`), in order."""
+    rows = db.all(_UNDELIVERED, (recipient_id, after_row, limit))
     attachments = attachments_of(db, [row["message_id"] for row in rows])
     return [
         Delivery(
             row_id=row["id"],
             message_id=row["message_id"],
-            sender_id=row["user_id"],
+            sender_id=row["sender_id"],
             sender=row["username"],
             target_type=row["target_type"],
             target_id=row["target_id"],
             time=row["time"],
             envelope=bytes(row["data"]),
             attachments=attachments.get(row["message_id"], []),
+            distribution=None if row["distribution"] is None else bytes(row["distribution"]),
         )
         for row in rows
     ]
@@ -159,34 +212,66 @@ def attachments_of(db: Database, message_ids: Iterable[str]) -> dict[str, list[s
     return found
 
 
+@dataclass(frozen=True)
+class Acknowledged:
+    """A message whose recipient's cursor moved past it now."""
+
+    message_id: str
+    sender_id: int
+    target_type: str
+
+
 def mark_delivered(
     db: Database, recipient_id: int, message_ids: Iterable[str]
-) -> list[tuple[str, int]]:
-    """Flag this recipient's rows as acknowledged.
+) -> list[Acknowledged]:
+    """Move the recipient's cursors to the newest acknowledged envelope of each conversation.
 
-    Returns (message id, sender id) for each row that changed now; ids that are not
-    this recipient's, or were already acknowledged, are ignored.
+    The client acknowledges what it stored (or holds, for a sender whose key it has not
+    trusted yet), so a cursor only moves forward. Returns the messages that were after
+    the cursor before, in the order given; ids of other conversations, of messages
+    sealed for someone else, or acknowledged before are ignored. Distributions the
+    recipient has now taken are deleted.
     """
     ids = list(dict.fromkeys(message_ids))
+    if not ids:
+        return []
     rows = db.all_in(
-        "UPDATE chat_history SET sent = 1"
-        " WHERE recipient_id = ? AND sent = 0 AND message_id IN ({marks})"
-        " RETURNING message_id, user_id",
+        "SELECT e.id, e.message_id, e.sender_id, e.target_type, e.conversation, c.delivered"
+        " FROM envelopes e JOIN delivery_cursors c"
+        " ON c.conversation = e.conversation AND c.user_id = ?"
+        " WHERE e.recipient_id IN (0, ?) AND e.sender_id <> ? AND e.message_id IN ({marks})",
         ids,
-        leading=(recipient_id,),
+        leading=(recipient_id, recipient_id, recipient_id),
+    )
+    newest: dict[str, int] = {}
+    changed: list[Acknowledged] = []
+    for row in rows:
+        if row["id"] <= row["delivered"]:
+            continue
+        newest[row["conversation"]] = max(row["id"], newest.get(row["conversation"], 0))
+        changed.append(Acknowledged(row["message_id"], row["sender_id"], row["target_type"]))
+    db.executemany(
+        "UPDATE delivery_cursors SET delivered = ?"
+        " WHERE conversation = ? AND user_id = ? AND delivered < ?",
+        [(row_id, conversation, recipient_id, row_id) for conversation, row_id in newest.items()],
+    )
+    db.executemany(
+        "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
+        [(recipient_id, message_id) for message_id in ids],
     )
     order = {message_id: index for index, message_id in enumerate(ids)}
-    changed = [(row[0], row[1]) for row in rows]
-    changed.sort(key=lambda item: order[item[0]])  # in the order they were acknowledged
+    changed.sort(key=lambda item: order[item.message_id])
     return changed
 
 
 def is_attachment_recipient(db: Database, attachment_id: str, user_id: int) -> bool:
-    """True if `user_id` received a message that lists `attachment_id`."""
+    """True if `user_id` is a recipient of a kept message that lists `attachment_id`."""
     row = db.one(
-        "SELECT 1 FROM message_attachments a JOIN chat_history h"
-        " ON h.message_id = a.message_id"
-        " WHERE a.attachment_id = ? AND h.recipient_id = ? LIMIT 1",
-        (attachment_id, user_id),
+        "SELECT 1 FROM message_attachments a"
+        " JOIN envelopes e ON e.message_id = a.message_id"
+        " JOIN delivery_cursors c ON c.conversation = e.conversation AND c.user_id = ?"
+        " WHERE a.attachment_id = ? AND e.sender_id <> ? AND e.recipient_id IN (0, ?)"
+        " LIMIT 1",
+        (user_id, attachment_id, user_id, user_id),
     )
     return row is not None

@@ -50,6 +50,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     "004_kem_keys.sql",
     "005_room_log.sql",
     "006_kem_keys_transparency.sql",
+    "007_chains.sql",
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 #: pg_advisory_xact_lock key: "uchat migrate" (any constant shared by every node).

@@ -36,11 +36,18 @@ def sweep(
 ) -> Sweep:
     """Delete one batch of expired rows; returns what went and whether more is left."""
     delivered_before = now - int(retention_days * DAY_MS)
+    # An envelope is delivered once every recipient's cursor has passed it.
     deleted = db.execute(
-        "DELETE FROM chat_history WHERE id IN (SELECT id FROM chat_history"
-        " WHERE sent = 1 AND time < ? LIMIT ?)",
+        "DELETE FROM envelopes WHERE id IN (SELECT e.id FROM envelopes e"
+        " WHERE e.time < ? AND NOT EXISTS (SELECT 1 FROM delivery_cursors c"
+        " WHERE c.conversation = e.conversation AND c.delivered < e.id"
+        " AND c.user_id <> e.sender_id AND e.recipient_id IN (0, c.user_id)) LIMIT ?)",
         (delivered_before, batch),
     ).rowcount
+    db.execute(
+        "DELETE FROM chain_distributions WHERE NOT EXISTS"
+        " (SELECT 1 FROM envelopes e WHERE e.message_id = chain_distributions.message_id)"
+    )
     _drop_orphan_links(db, batch)
     rows = db.all(
         "SELECT id FROM attachments AS a WHERE (a.complete = 0 AND a.created_at < ?)"
@@ -57,7 +64,7 @@ def _drop_orphan_links(db: Database, batch: int) -> int:
     """Links from messages none of whose deliveries are left (WITHOUT ROWID table)."""
     rows = db.all(
         "SELECT message_id, attachment_id FROM message_attachments AS ma WHERE NOT EXISTS"
-        " (SELECT 1 FROM chat_history AS h WHERE h.message_id = ma.message_id) LIMIT ?",
+        " (SELECT 1 FROM envelopes AS e WHERE e.message_id = ma.message_id) LIMIT ?",
         (batch,),
     )
     db.executemany(

@@ -282,8 +282,7 @@ def test_history_search_finds_english_and_chinese_words_beyond_the_loaded_page(
 def kem_key_published(server: RunningServer, username: str) -> bool:
     with sqlite3.connect(server.data_dir / "uchat.db") as db:
         row = db.execute(
-            "SELECT COUNT(*) FROM kem_keys k JOIN users u ON u.id = k.user_id"
-            " WHERE u.username = ?",
+            "SELECT COUNT(*) FROM kem_keys k JOIN users u ON u.id = k.user_id WHERE u.username = ?",
             (username,),
         ).fetchone()
     return bool(row[0])

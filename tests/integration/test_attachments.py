@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from client.core import ChatMessage
-from client.core.crypto_session import attachment_body
+from client.core.bodies import attachment_body
 from common.errors import RequestError
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.helpers import (

@@ -333,7 +333,7 @@ def test_an_undecryptable_message_is_stored_acknowledged_and_shown(server, clien
                 "target_type": "user",
                 "target": "alice",
                 "time": int(time.time() * 1000),
-                "envelopes": {"alice": os.urandom(97)},
+                "envelope": b"\x02" + os.urandom(160),  # a forged version-2 envelope
                 "attachments": [],
             },
         )
@@ -432,7 +432,7 @@ def test_room_messages_reach_every_other_member(server, clients):
             "alice",
             "七点见 🍜",
         )
-    alice.wait_for_event(_event("message_status", message_id=sent.message_id, status="delivered"))
+    assert sent.status == "sent"  # rooms get no receipts: "sent" is the last mark
     carol.send_text(room_id, "ok")  # carol is no friend of bob's: room members still can
     assert _next_message(bob).text == "ok"
     assert [c.id for c in alice.contacts() if c.kind == "room"] == [room.id]

@@ -19,15 +19,12 @@ from typing import Any
 import pytest
 
 from client.core.binding import bind_chat
-from client.core.crypto_session import (
-    UNDECRYPTABLE_TEXT,
-    CertificateBook,
-    Identity,
-    Inbox,
-    text_body,
-)
+from client.core.bodies import UNDECRYPTABLE_TEXT, text_body
+from client.core.chains import ChainBook
+from client.core.inbox import Inbox
 from client.core.keystore import KeyStore, server_id_for
 from client.core.models import ChatKind, ChatMessage
+from client.core.trust import CertificateBook, Identity
 from common.crypto.certs import (
     ServerIdentity,
     build_csr,
@@ -35,6 +32,7 @@ from common.crypto.certs import (
     load_user_certificate,
     verify_csr,
 )
+from common.crypto.e2e import seal
 from common.crypto.keys import generate_user_keys
 from common.protocol import codec
 from common.protocol.message import Message
@@ -63,6 +61,23 @@ class MemoryStore:
     def __init__(self) -> None:
         self.messages: list[ChatMessage] = []
         self.pins: dict[str, bytes] = {}
+        self.chains: dict[tuple[str, str, str], bytes] = {}
+        self.held: list[tuple[str, str, bytes]] = []
+
+    def load_chain(self, role: str, conversation: str, sender: str) -> bytes | None:
+        return self.chains.get((role, conversation, sender))
+
+    def save_chain(self, role: str, conversation: str, sender: str, sealed: bytes) -> None:
+        self.chains[(role, conversation, sender)] = sealed
+
+    def hold_delivery(self, message_id: str, sender: str, delivery: bytes) -> None:
+        self.held.append((message_id, sender, delivery))
+
+    def held_deliveries(self, sender: str) -> list[bytes]:
+        return [item[2] for item in self.held if item[1] == sender]
+
+    def drop_held(self, sender: str) -> None:
+        self.held = [item for item in self.held if item[1] != sender]
 
     def add_messages(self, ms: Sequence[ChatMessage]) -> list[bool]:
         self.messages.extend(ms)
@@ -102,9 +117,16 @@ def make_receiver(identity: Identity, ca_der: bytes, certificates: dict[str, byt
         fetch_room=lambda room_id: {},
         on_key_changed=lambda *change: None,
     )
+    chains = ChainBook(
+        username=identity.username,
+        keys=identity.keys,
+        records=store,
+        clock=lambda: 1_700_000_000_000,
+    )
     inbox = Inbox(
         identity=identity,
         certificates=book,
+        chains=chains,
         store=store,
         acknowledge=acknowledged.extend,
         announce=lambda message: None,
@@ -140,7 +162,8 @@ def world() -> World:
 def sealed_delivery(
     world: World, body: bytes, target_type: str, target: str | int
 ) -> dict[str, Any]:
-    """What the server would push to bob: alice's envelope for bob, labelled as given."""
+    """What the server stored before end-to-end v2 and pushes to bob now: alice's
+    version-1 envelope for bob, labelled as given (history still opens, checked alike)."""
     message_id = os.urandom(16).hex()
     return {
         "message_id": message_id,
@@ -148,7 +171,13 @@ def sealed_delivery(
         "target_type": target_type,
         "target": target,
         "time": 1_700_000_000_000,
-        "envelope": world.alice.seal_for(world.bob.certificate, message_id, body),
+        "envelope": seal(
+            world.alice.keys,
+            world.alice.certificate.fingerprint,
+            world.bob.certificate,
+            message_id,
+            body,
+        ),
         "attachments": [],
     }
 

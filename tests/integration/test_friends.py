@@ -234,7 +234,7 @@ def test_the_server_refuses_a_message_to_a_stranger(
                 "target_type": "user",
                 "target": stranger.name,
                 "time": int(time.time() * 1000),
-                "envelopes": {stranger.name: os.urandom(120)},
+                "envelope": os.urandom(120),
                 "attachments": [],
             },
         )

@@ -97,14 +97,39 @@ def _downgrade(server: RunningServer, user: User) -> None:
     _write_version_1(path, UserKeys(keys.identity, keys.agreement))
     database = sqlite3.connect(server.data_dir / DATABASE_FILE)
     try:
-        # Undo the migrations from the KEM keys' (version 4) on: the room log's too.
+        # Undo the migrations from the KEM keys' (version 4) on: the room log's and the
+        # sender chains' storage too.
         database.executescript(
             "BEGIN; DROP TABLE room_join_requests; DROP TABLE room_log;"
             " ALTER TABLE room_user DROP COLUMN admin; ALTER TABLE rooms DROP COLUMN join_policy;"
-            f" DROP TABLE kem_keys; PRAGMA user_version = {KEM_KEYS_VERSION - 1}; COMMIT;"
+            f" {_BEFORE_KEM_KEYS} PRAGMA user_version = {KEM_KEYS_VERSION - 1}; COMMIT;"
         )
     finally:
         database.close()
+
+
+# Schema 3: no kem_keys (version 4) and one delivery row per recipient (before the
+# sender-chain storage of version 5).
+_BEFORE_KEM_KEYS = """
+DROP TABLE kem_keys;
+DROP TABLE chain_distributions;
+DROP TABLE delivery_cursors;
+DROP TABLE envelopes;
+CREATE TABLE chat_history (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL,
+    user_id      INTEGER NOT NULL REFERENCES users(id),
+    target_id    INTEGER NOT NULL,
+    target_type  TEXT    NOT NULL CHECK (target_type IN ('user', 'room')),
+    recipient_id INTEGER NOT NULL REFERENCES users(id),
+    data         BLOB    NOT NULL,
+    time         INTEGER NOT NULL,
+    sent         INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+    UNIQUE (message_id, recipient_id)
+);
+CREATE INDEX chat_history_undelivered ON chat_history (recipient_id, sent, id);
+CREATE INDEX chat_history_delivered ON chat_history (time) WHERE sent = 1;
+"""
 
 
 def _write_version_1(path: Path, keys: UserKeys) -> None:

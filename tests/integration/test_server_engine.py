@@ -375,7 +375,7 @@ def test_a_reader_that_stops_reading_is_dropped_and_others_are_unaffected(
             target_type="user",
             target="sleepy",
             time=int(time.time() * 1000),
-            envelopes={"sleepy": envelope},
+            envelope=envelope,
             attachments=[],
         )
         assert sent.type is MessageType.REPLY, sent.params

@@ -45,6 +45,7 @@ class Attack:
         self.mode = mode
         self.data_dir = Path(server.config.data_dir)
         self.forged: bytes | None = None
+        self.forged_kem: bytes | None = None  # signed by the forged identity, as an attacker would
         self.fork: MemoryTree | None = None
         self.fork_head: TreeHead | None = None
         self.swapped_kem: bytes | None = None
@@ -59,8 +60,12 @@ class Attack:
             keys = generate_user_keys()
             info = CsrInfo(TARGET, real.email, keys.identity_public, keys.agreement_public)
             self.forged = issue_certificate(ctx.identity, info)
+            self.forged_kem = SignedKemKey.sign(
+                keys.identity, KemKeyPair.generate(), ctx.now()
+            ).to_bytes()
             if self.mode == "logged":
                 ctx.transparency.append("certificate", TARGET, self.forged)
+                ctx.transparency.append("kem_key", TARGET, self.forged_kem)
         return self.forged
 
     def forked(self, ctx: Context) -> tuple[MemoryTree, TreeHead]:
@@ -72,6 +77,8 @@ class Attack:
             tree.append_leaf_hash(
                 LogEntry("certificate", TARGET, self.forged_certificate(ctx)).leaf_hash
             )
+            assert self.forged_kem is not None
+            tree.append_leaf_hash(LogEntry("kem_key", TARGET, self.forged_kem).leaf_hash)
             self.fork = tree
             self.fork_head = merkle.sign_tree_head(
                 ctx.identity.key, tree.size, tree.root(), ctx.now()
@@ -118,29 +125,43 @@ class Attack:
             head = next(h for h in keylog.heads(ctx.db) if h.size > position)
             proved = ctx.transparency.proof_for("certificate", name, der, head)
             return {**honest, "transparency": {"head": head.to_wire(), **proved}}
+        # The attacker forges a KEM key with the certificate (signed by the forged
+        # identity, logged with it), as it must for the victim to seal to it.
         if name == TARGET:
             der = self.forged_certificate(ctx)
         if self.mode == "fork":
             tree, head = self.forked(ctx)
             position = (
-                tree.size - 1
+                tree.size - 2
                 if name == TARGET
                 else keylog.latest_for(ctx.db, "certificate", name, der)
             )
             assert position is not None
             proof = merkle.inclusion_proof(position, head.size, tree.subtree)
             proved = {"position": position, "proof": proof}
-            return {
+            forked: dict[str, Any] = {
                 "username": name,
                 "certificate": der,
                 "transparency": {"head": head.to_wire(), **proved},
             }
+            if name == TARGET:
+                kem_at = tree.size - 1
+                forked["kem_key"] = self.forged_kem
+                forked["kem_transparency"] = {
+                    "position": kem_at,
+                    "proof": merkle.inclusion_proof(kem_at, head.size, tree.subtree),
+                }
+            return forked
         if self.mode == "logged":
-            return {
+            logged: dict[str, Any] = {
                 "username": name,
                 "certificate": der,
                 "transparency": ctx.transparency.certificate_proof(name, der),
             }
+            if name == TARGET:
+                logged["kem_key"] = self.forged_kem
+                logged["kem_transparency"] = ctx.transparency.kem_key_proof(TARGET, self.forged_kem)
+            return logged
         # unlogged: the forged key with the real key's proof
         return {**honest, "certificate": der}
 

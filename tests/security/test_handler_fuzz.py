@@ -48,7 +48,7 @@ from common.config import ServerConfig
 from common.crypto.certs import build_csr
 from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import generate_user_keys
-from common.crypto.membership import GENESIS, EventKind, Policy, sign_event
+from common.crypto.membership import GENESIS, EventKind, Policy, member_list_hash, sign_event
 from common.errors import RequestError
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import PUSHES, UNAUTHENTICATED_REQUESTS, MessageType
@@ -363,7 +363,7 @@ def build_world(server: RunningServer, bob: Connection) -> World:
     join = room_event("bob", room_id, EventKind.JOIN, "bob", head)
     bob.request(MessageType.JOIN_ROOM, {"room_id": room_id, "event": join})
     message_id = secrets.token_hex(16)
-    note = {"target_type": "user", "target": "alice", "time": 0, "envelopes": {"alice": b"x"}}
+    note = {"target_type": "user", "target": "alice", "time": 0, "envelope": b"x"}
     bob.request(MessageType.SEND_MESSAGE, {"message_id": message_id, **note})
     complete_data, partial_data = secrets.token_bytes(48), secrets.token_bytes(64)
     world = World(
@@ -415,7 +415,9 @@ def message_to_bob(world: World, token: str) -> dict[str, Any]:
         "target_type": "room" if to_room else "user",
         "target": world.room_id if to_room else "bob",
         "time": 0,
-        "envelopes": {"bob": b"sealed" * 8},
+        "envelope": b"sealed" * 8,
+        "distributions": {},
+        "member_hash": member_list_hash(str(world.room_id), ["alice", "bob"]),
         "attachments": [],
     }
 
@@ -567,7 +569,9 @@ PARAM_KEYS: dict[MessageType, tuple[str, ...]] = {
         "target_type",
         "target",
         "time",
-        "envelopes",
+        "envelope",
+        "distributions",
+        "member_hash",
         "attachments",
     ),
     MessageType.ACK_DELIVERY: ("message_ids",),

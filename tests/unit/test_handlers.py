@@ -22,6 +22,7 @@ import pytest
 from common.config import ServerConfig
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity, build_csr, load_user_certificate
+from common.crypto.distribution import DISTRIBUTION_SIZE
 from common.crypto.keys import UserKeys, generate_user_keys
 from common.crypto.membership import (
     GENESIS,
@@ -29,6 +30,7 @@ from common.crypto.membership import (
     MembershipEvent,
     Policy,
     approve,
+    member_list_hash,
     replay,
     sign_event,
 )
@@ -680,7 +682,7 @@ def test_login_announces_presence_and_pushes_the_backlog_after_the_reply(
             target_type="user",
             target="alice",
             time=0,
-            envelopes={"alice": f"sealed {index}".encode()},
+            envelope=f"sealed {index}".encode(),
             attachments=[],
         )
     server.events.clear()
@@ -975,16 +977,27 @@ def test_key_transparency_requests(server: FakeServer) -> None:
 
 
 def send(
-    ctx: FakeContext, message_id: str, target: str | int, envelopes: dict[str, Any], **extra: Any
+    ctx: FakeContext,
+    message_id: str,
+    target: str | int,
+    envelope: Any,
+    distributions: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> FakeContext:
+    """SEND_MESSAGE as a v2 client makes it: one envelope, distributions for some members,
+    and for a room the hash of the member list it was sealed for (the current one)."""
     params: dict[str, Any] = {
         "message_id": message_id,
         "target_type": "room" if isinstance(target, int) else "user",
         "target": target,
         "time": 123,
-        "envelopes": envelopes,
+        "envelope": envelope,
+        "distributions": distributions or {},
         "attachments": [],
     }
+    if isinstance(target, int):
+        names = [m.username for m in rooms_module.members(ctx.server.db, target)]
+        params["member_hash"] = member_list_hash(str(target), names)
     params.update(extra)
     return call(send_message, ctx, **params)
 
@@ -1000,7 +1013,7 @@ def test_send_message_to_a_friend(server: FakeServer) -> None:
     befriend(server, "alice", "bob")
     server.events.clear()
     server.time += 10
-    reply = answer(send(as_user(server, "alice"), "a" * 32, "bob", {"bob": b"sealed"}))
+    reply = answer(send(as_user(server, "alice"), "a" * 32, "bob", b"sealed"))
     assert reply == {"message_id": "a" * 32, "time": server.time}
     bob = uid(server, "bob")
     assert server.pushes(bob, MessageType.NEW_MESSAGE) == [
@@ -1027,14 +1040,14 @@ def test_send_message_is_idempotent(server: FakeServer) -> None:
     online(server, "alice")
     online(server, "bob")
     befriend(server, "alice", "bob")
-    first = answer(send(as_user(server, "alice"), "b" * 32, "bob", {"bob": b"one"}))
+    first = answer(send(as_user(server, "alice"), "b" * 32, "bob", b"one"))
     server.events.clear()
     server.time += 99
-    again = answer(send(as_user(server, "alice"), "b" * 32, "bob", {"bob": b"two"}))
+    again = answer(send(as_user(server, "alice"), "b" * 32, "bob", b"two"))
     assert again == first
     assert server.events == [("reply", uid(server, "alice"), first)]
-    assert server.db.scalar("SELECT count(*) FROM chat_history") == 1
-    stolen = answer(send(as_user(server, "bob"), "b" * 32, "alice", {"alice": b"x"}))
+    assert server.db.scalar("SELECT count(*) FROM envelopes") == 1
+    stolen = answer(send(as_user(server, "bob"), "b" * 32, "alice", b"x"))
     assert (stolen.code, stolen.field) == ("bad_request", "message_id")
 
 
@@ -1043,24 +1056,22 @@ def test_send_message_access_and_envelope_errors(server: FakeServer) -> None:
         signup(server, name)
     befriend(server, "alice", "bob")
     alice = partial(as_user, server, "alice")
-    assert answer(send(alice(), "1" * 32, "carol", {"carol": b"x"})).code == "not_friends"
-    assert answer(send(alice(), "1" * 32, "ghost", {"ghost": b"x"})).code == "not_friends"
-    assert answer(send(alice(), "1" * 32, "alice", {"alice": b"x"})).code == "not_friends"
-    assert answer(send(alice(), "1" * 32, 999, {})).code == "not_member"
-    assert answer(send(alice(), "1" * 32, "bob", {})).code == "missing_envelope"
-    extra = answer(send(alice(), "1" * 32, "bob", {"bob": b"x", "carol": b"y"}))
-    assert extra.code == "missing_envelope" and "carol" in extra.message
-    big = answer(send(alice(), "1" * 32, "bob", {"bob": bytes(64 * 1024 + 1)}))
+    assert answer(send(alice(), "1" * 32, "carol", b"x")).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, "ghost", b"x")).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, "alice", b"x")).code == "not_friends"
+    assert answer(send(alice(), "1" * 32, 999, b"x", member_hash=bytes(32))).code == "not_member"
+    assert answer(send(alice(), "1" * 32, "bob", b"")).code == "bad_request"
+    stranger = answer(send(alice(), "1" * 32, "bob", b"x", {"carol": bytes(DISTRIBUTION_SIZE)}))
+    assert stranger.code == "missing_envelope" and "carol" in stranger.message
+    short = answer(send(alice(), "1" * 32, "bob", b"x", {"bob": b"short"}))
+    assert short.code == "bad_request"
+    big = answer(send(alice(), "1" * 32, "bob", bytes(64 * 1024 + 1)))
     assert big.code == "message_too_large"
-    assert answer(send(alice(), "1" * 32, "bob", {"bob": "text"})).code == "bad_request"
-    assert answer(send(alice(), "XYZ", "bob", {"bob": b"x"})).code == "bad_request"
-    assert answer(send(alice(), "1" * 32, "bob", {"bob": b"x"}, target_type="all")).code == (
-        "bad_request"
-    )
-    assert server.db.scalar("SELECT count(*) FROM chat_history") == 0
-    assert (
-        answer(send(alice(), "1" * 32, "bob", {"bob": bytes(64 * 1024)}))["message_id"] == "1" * 32
-    )
+    assert answer(send(alice(), "1" * 32, "bob", "text")).code == "bad_request"
+    assert answer(send(alice(), "XYZ", "bob", b"x")).code == "bad_request"
+    assert answer(send(alice(), "1" * 32, "bob", b"x", target_type="all")).code == ("bad_request")
+    assert server.db.scalar("SELECT count(*) FROM envelopes") == 0
+    assert answer(send(alice(), "1" * 32, "bob", bytes(64 * 1024)))["message_id"] == "1" * 32
 
 
 def test_send_message_to_a_room_fans_out_to_members_but_not_the_sender(server: FakeServer) -> None:
@@ -1070,17 +1081,22 @@ def test_send_message_to_a_room_fans_out_to_members_but_not_the_sender(server: F
     room = make_room(server, "alice", "Team")["room_id"]
     for name in ("bob", "dave"):
         enter_room(server, name, room)
-    assert answer(send(as_user(server, "carol"), "2" * 32, room, {})).code == "not_member"
-    missing = answer(send(as_user(server, "alice"), "2" * 32, room, {"bob": b"b"}))
-    assert missing.code == "missing_envelope" and "dave" in missing.message
+    assert answer(send(as_user(server, "carol"), "2" * 32, room, b"x")).code == "not_member"
+    stale = answer(send(as_user(server, "alice"), "2" * 32, room, b"x", member_hash=bytes(32)))
+    assert stale.code == "missing_envelope"  # sealed for another member list: reseal
     server.events.clear()
-    send(as_user(server, "alice"), "2" * 32, room, {"bob": b"for bob", "dave": b"for dave"})
+    for_dave = bytes([7]) * DISTRIBUTION_SIZE
+    send(as_user(server, "alice"), "2" * 32, room, b"for all", {"dave": for_dave})
     pushed = server.pushes(kind=MessageType.NEW_MESSAGE)
     assert len(pushed) == 1  # dave is offline, alice is the sender
     item = pushed[0]["messages"][0]
-    assert (item["target_type"], item["target"], item["envelope"]) == ("room", room, b"for bob")
+    assert (item["target_type"], item["target"], item["envelope"]) == ("room", room, b"for all")
+    assert "distribution" not in item  # bob's copy of the chain came earlier (or never)
+    assert server.db.scalar("SELECT count(*) FROM envelopes") == 1  # one, not one per member
     dave_rows = messages.undelivered(server.db, uid(server, "dave"))
-    assert [(d.envelope, d.target_id) for d in dave_rows] == [(b"for dave", room)]
+    assert [(d.envelope, d.target_id, d.distribution) for d in dave_rows] == [
+        (b"for all", room, for_dave)
+    ]
     reply = ok(login, FakeContext(server), username="dave", password=PASSWORD)
     assert reply["rooms"][0]["last_message_time"] == server.time
 
@@ -1122,14 +1138,14 @@ def test_send_message_checks_attachments(server: FakeServer) -> None:
                 as_user(server, "alice"),
                 "3" * 32,
                 "bob",
-                {"bob": b"x"},
+                b"x",
                 attachments=[attachment_id],
             )
         )
         assert error.code == "attachment_not_found"
-    bad = answer(send(as_user(server, "alice"), "3" * 32, "bob", {"bob": b"x"}, attachments="a"))
+    bad = answer(send(as_user(server, "alice"), "3" * 32, "bob", b"x", attachments="a"))
     assert bad.code == "bad_request"
-    send(as_user(server, "alice"), "3" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32])
+    send(as_user(server, "alice"), "3" * 32, "bob", b"x", attachments=["a" * 32])
     assert messages.undelivered(server.db, uid(server, "bob"))[0].attachments == ["a" * 32]
 
 
@@ -1143,7 +1159,7 @@ def test_backlog_goes_out_in_windows_pulled_by_acknowledgements(
     alice_id = uid(server, "alice")
     ids = [f"{index + 1:032x}" for index in range(12)]
     for message_id in ids:
-        send(as_user(server, "bob"), message_id, "alice", {"alice": b"e" * 300})
+        send(as_user(server, "bob"), message_id, "alice", b"e" * 300)
     server.events.clear()
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
@@ -1177,7 +1193,7 @@ def test_a_drained_connection_gets_the_next_window_despite_held_messages(
     signup(server, "alice")
     befriend(server, "bob", "alice")
     for index in range(12):
-        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", b"e" * 300)
     server.events.clear()
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
@@ -1206,12 +1222,12 @@ def test_live_messages_wait_behind_a_draining_backlog(
     signup(server, "alice")
     befriend(server, "bob", "alice")
     for index in range(12):
-        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"e" * 300})
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", b"e" * 300)
     session = FakeContext(server, peer=("10.1.1.1", 7000))
     ok(login, session, username="alice", password=PASSWORD)
     assert server.backlog.draining(uid(server, "alice"))
     server.events.clear()
-    send(as_user(server, "bob"), "f" * 32, "alice", {"alice": b"late"})
+    send(as_user(server, "bob"), "f" * 32, "alice", b"late")
     assert server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE) == []
 
 
@@ -1221,20 +1237,18 @@ def test_ack_delivery(server: FakeServer) -> None:
     signup(server, "carol")
     befriend(server, "alice", "bob")
     befriend(server, "alice", "carol")
-    send(as_user(server, "alice"), "4" * 32, "bob", {"bob": b"x"})
-    send(as_user(server, "alice"), "5" * 32, "carol", {"carol": b"y"})
+    send(as_user(server, "alice"), "4" * 32, "bob", b"x")
+    send(as_user(server, "alice"), "5" * 32, "carol", b"y")
     server.events.clear()
     assert (
         ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32, "5" * 32, "6" * 32]) == {}
     )
-    assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == [
-        {"deliveries": [{"message_id": "4" * 32, "recipient": "bob"}]}
-    ]
+    assert server.pushes(uid(server, "alice"), MessageType.MESSAGE_DELIVERED) == []
     assert messages.undelivered(server.db, uid(server, "bob")) == []
     assert len(messages.undelivered(server.db, uid(server, "carol"))) == 1
     server.events.clear()
     ok(ack_delivery, as_user(server, "bob"), message_ids=["4" * 32])
-    assert server.events == [("reply", uid(server, "bob"), {})]  # told once only
+    assert server.events == [("reply", uid(server, "bob"), {})]
     assert fails(ack_delivery, as_user(server, "bob"), message_ids=[1]).code == "bad_request"
 
 
@@ -1689,7 +1703,7 @@ def test_download_access_and_ranges(server: FakeServer) -> None:
     upload(server, "alice", data, "7" * 32)
     params = {"attachment_id": "7" * 32, "offset": 0, "length": 1_000}
     assert fails(download_chunk, as_user(server, "bob"), **params).code == "forbidden"
-    send(as_user(server, "alice"), "8" * 32, "bob", {"bob": b"x"}, attachments=["7" * 32])
+    send(as_user(server, "alice"), "8" * 32, "bob", b"x", attachments=["7" * 32])
     assert ok(download_chunk, as_user(server, "bob"), **params) == {"data": data[:16], "size": 50}
     assert ok(download_chunk, as_user(server, "alice"), **{**params, "offset": 40}) == {
         "data": data[40:],
@@ -1714,7 +1728,7 @@ def test_a_backlog_of_large_messages_is_split_below_the_frame_cap(server: FakeSe
     signup(server, "alice")
     befriend(server, "bob", "alice")
     for index in range(12):
-        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", {"alice": b"L" * 60_000})
+        send(as_user(server, "bob"), f"{index + 1:032x}", "alice", b"L" * 60_000)
     server.events.clear()
     ok(login, FakeContext(server, peer=("10.1.1.1", 7000)), username="alice", password=PASSWORD)
     batches = server.pushes(uid(server, "alice"), MessageType.NEW_MESSAGE)
@@ -1885,11 +1899,11 @@ def test_undelivered_messages_per_recipient_are_limited(server: FakeServer) -> N
     online(server, "bob")
     befriend(server, "alice", "bob")
     for index in range(2):
-        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
-    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", b"x"))
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", b"x"))
     assert (error.code, error.field) == ("recipient_inbox_full", "target")
     ok(ack_delivery, as_user(server, "bob"), message_ids=[f"{0:032x}"])
-    assert answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))["time"]
+    assert answer(send(as_user(server, "alice"), "f" * 32, "bob", b"x"))["time"]
 
 
 def test_the_inbox_is_counted_only_near_its_limit(
@@ -1910,9 +1924,9 @@ def test_the_inbox_is_counted_only_near_its_limit(
 
     monkeypatch.setattr(quotas, "_count", counting)
     for index in range(30):
-        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", {"bob": b"x"}))
+        answer(send(as_user(server, "alice"), f"{index:032x}", "bob", b"x"))
     assert counted == [uid(server, "bob")]
-    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", {"bob": b"x"}))
+    error = answer(send(as_user(server, "alice"), "f" * 32, "bob", b"x"))
     assert error.code == "recipient_inbox_full"
     assert len(counted) == 2  # the bound reached the limit: counted exactly, and full
 
@@ -1928,8 +1942,8 @@ def test_retention_forgets_delivered_envelopes_and_unused_uploads(server: FakeSe
     ok(upload_begin, alice, attachment_id="a" * 32, size=5, digest=digest)
     ok(upload_chunk, as_user(server, "alice"), attachment_id="a" * 32, offset=0, data=b"hello")
     ok(upload_begin, as_user(server, "alice"), attachment_id="b" * 32, size=5, digest=digest)
-    answer(send(as_user(server, "alice"), "1" * 32, "bob", {"bob": b"x"}, attachments=["a" * 32]))
-    answer(send(as_user(server, "alice"), "2" * 32, "bob", {"bob": b"y"}))
+    answer(send(as_user(server, "alice"), "1" * 32, "bob", b"x", attachments=["a" * 32]))
+    answer(send(as_user(server, "alice"), "2" * 32, "bob", b"y"))
     ok(ack_delivery, as_user(server, "bob"), message_ids=["1" * 32])
     day = 24 * 3600 * 1000
     early = retention.sweep(server.db, server.time + day, retention_days=30, abandoned_hours=48)

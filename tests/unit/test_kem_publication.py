@@ -3,6 +3,7 @@ single acceptance function (`server.kem_publication.accept_kem_key`)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from server.handlers import (
     room_certificates,
 )
 from server.storage import kem_keys, users
-from server.storage.database import SCHEMA_VERSION, SqliteDatabase
+from server.storage.database import MIGRATIONS, SqliteDatabase, _kem_keys_transparency
 from tests.unit.test_handlers import (
     CA,
     CONFIG,
@@ -195,6 +196,21 @@ def test_certificate_and_room_replies_prove_the_kem_key(server: FakeServer) -> N
         )
 
 
+# The sender chains' storage (server/storage/migration_chains.sql) undone: what a
+# schema-5 server held.
+UNDO_CHAINS = """
+DROP TABLE chain_distributions; DROP TABLE delivery_cursors; DROP TABLE envelopes;
+CREATE TABLE chat_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id), target_id INTEGER NOT NULL,
+    target_type TEXT NOT NULL CHECK (target_type IN ('user', 'room')),
+    recipient_id INTEGER NOT NULL REFERENCES users(id), data BLOB NOT NULL,
+    time INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+    UNIQUE (message_id, recipient_id)
+);
+"""
+
+
 def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     """Migration 5 appends keys accepted by a schema-4 server, after what is logged."""
     path = tmp_path / "server.db"
@@ -204,9 +220,12 @@ def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
     key = signed(alice, 1, fake.time)
     ok(publish_kem_key, as_user(fake, "alice"), kem_key=key)
     db.execute("DELETE FROM kt_entries WHERE kind = 'kem_key'")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     db.commit()
     db.close()
+    raw = sqlite3.connect(path)  # back to schema 5: undo the sender chains' storage too
+    version = MIGRATIONS.index(_kem_keys_transparency)
+    raw.executescript(f"BEGIN; {UNDO_CHAINS} PRAGMA user_version = {version}; COMMIT;")
+    raw.close()
     upgraded = SqliteDatabase.open(path)
     try:
         rows = upgraded.all("SELECT position, kind, username, payload FROM kt_entries")

@@ -1,10 +1,10 @@
 """The send path's shortcuts give exactly what the long way gives.
 
-- `DeliveryPushes`: a room push built from the once-encoded template is byte for byte
-  `encode_message` of the same push, for any envelope;
+- `DeliveryPushes`: a room push encoded once (or per member with a distribution) is
+  byte for byte `encode_message` of the same push;
 - `time_ordered_id`: UUIDv7 layout, 32 lowercase hex, ordered by time;
 - `session_cache`: a write to `friends` or `room_user`, by any code, invalidates it;
-- `TurnBatch`: one conversation upsert and one MESSAGE_DELIVERED per sender per turn;
+- `TurnBatch`: one conversation upsert per turn;
 - `Connection`: everything queued in a turn leaves as one record.
 """
 
@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.core.binding import bind_chat, sealed_chat
-from client.core.crypto_session import text_body
+from client.core.bodies import text_body
 from common.protocol import codec
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, decode_messages, encode_message, push
@@ -57,19 +57,27 @@ def room_item(room_id: int = 42) -> messages.Delivery:
     return messages.Delivery(0, "1" * 32, 1, "alice", messages.ROOM, room_id, 5, b"", ["a" * 32])
 
 
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=8), st.binary(max_size=300)), max_size=8))
+@given(
+    st.binary(max_size=300),
+    st.lists(st.tuples(st.text(min_size=1, max_size=8), st.none() | st.binary(max_size=64))),
+)
 @settings(max_examples=100, deadline=None)
-def test_room_pushes_from_the_template_equal_encode_message(
-    recipients: list[tuple[str, bytes]],
+def test_room_pushes_encoded_once_equal_encode_message(
+    envelope: bytes, recipients: list[tuple[str, bytes | None]]
 ) -> None:
-    item = room_item()
+    item = messages.Delivery(**{**room_item().__dict__, "envelope": envelope})
     pushes = DeliveryPushes(item)
-    for name, envelope in recipients:
-        full = messages.Delivery(**{**item.__dict__, "envelope": envelope})
+    for name, distribution in recipients:
+        full = messages.Delivery(**{**item.__dict__, "distribution": distribution})
         expected = encode_message(
             push(MessageType.NEW_MESSAGE, {"messages": [delivery(full, name)]})
         )
-        assert pushes.body(name, envelope) == expected
+        assert pushes.body(name, distribution) == expected
+
+
+def test_a_room_push_without_a_distribution_is_encoded_once() -> None:
+    pushes = DeliveryPushes(messages.Delivery(**{**room_item().__dict__, "envelope": b"e"}))
+    assert pushes.body("bob") is pushes.body("carol")
 
 
 DELIVERIES = st.builds(
@@ -86,21 +94,22 @@ DELIVERIES = st.builds(
 )
 
 
-@given(DELIVERIES, st.text(max_size=40), st.binary(max_size=600))
+@given(DELIVERIES, st.text(max_size=40), st.binary(max_size=600), st.none() | st.binary())
 @settings(max_examples=200, deadline=None)
 def test_the_direct_encoder_equals_encode_message(
-    item: messages.Delivery, recipient: str, envelope: bytes
+    item: messages.Delivery, recipient: str, envelope: bytes, distribution: bytes | None
 ) -> None:
     full = messages.Delivery(**{**item.__dict__, "envelope": envelope})
+    with_distribution = messages.Delivery(**{**full.__dict__, "distribution": distribution})
     expected = encode_message(
-        push(MessageType.NEW_MESSAGE, {"messages": [delivery(full, recipient)]})
+        push(MessageType.NEW_MESSAGE, {"messages": [delivery(with_distribution, recipient)]})
     )
-    assert encode_new_message(item, recipient, envelope) == expected
+    assert encode_new_message(full, recipient, distribution) == expected
 
 
 def test_direct_pushes_name_the_recipient() -> None:
-    item = messages.Delivery(0, "1" * 32, 1, "alice", messages.USER, 2, 5, b"", [])
-    (message,) = decode_messages(DeliveryPushes(item).body("bob", b"e" * 40))
+    item = messages.Delivery(0, "1" * 32, 1, "alice", messages.USER, 2, 5, b"e" * 40, [])
+    (message,) = decode_messages(DeliveryPushes(item).body("bob"))
     assert message.params["messages"][0]["target"] == "bob"
     assert message.params["messages"][0]["envelope"] == b"e" * 40
 
@@ -146,31 +155,16 @@ class _Live:
         self.sent.append(message)
 
 
-def test_a_turn_touches_once_and_tells_each_sender_once(db: Database) -> None:
+def test_a_turn_touches_each_conversation_once_with_its_newest_time(db: Database) -> None:
     turn = TurnBatch()
     turn.touch("r:1", 10)
     turn.touch("r:1", 30)
     turn.touch("r:1", 20)
-    turn.delivered(1, "a" * 32, "bob")
-    turn.delivered(1, "b" * 32, "carol")
-    turn.delivered(2, "c" * 32, "bob")
-    alice = _Live()
-    sessions = types.SimpleNamespace(connection_for={1: alice}.get)
+    sessions = types.SimpleNamespace(connection_for={}.get)
     pending_before = turn.pending
     turn.finish(db, sessions)
     assert pending_before and not turn.pending
     assert conversations.last_message_times(db, ["r:1"]) == {"r:1": 30}
-    assert alice.sent == [
-        push(
-            MessageType.MESSAGE_DELIVERED,
-            {
-                "deliveries": [
-                    {"message_id": "a" * 32, "recipient": "bob"},
-                    {"message_id": "b" * 32, "recipient": "carol"},
-                ]
-            },
-        )
-    ]
 
 
 class _CountingChannel:

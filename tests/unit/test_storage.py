@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,9 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
             "friends",
             "rooms",
             "room_user",
-            "chat_history",
+            "envelopes",
+            "delivery_cursors",
+            "chain_distributions",
             "message_attachments",
             "attachments",
             "login_attempts",
@@ -361,59 +364,81 @@ def test_rooms_membership_and_views(db: Database) -> None:
 # -- messages ------------------------------------------------------------------------
 
 
+def direct(db: Database, sender: int, recipient: int, message_id: str, **extra: Any) -> Any:
+    """Store a direct message the way SEND_MESSAGE does (cursors first)."""
+    messages.ensure_pair_cursors(db, sender, recipient)
+    fields: dict[str, Any] = {"time": 5, "envelope": b"e"}
+    fields.update(extra)
+    return messages.store_message(
+        db,
+        message_id=message_id,
+        sender_id=sender,
+        target_type=messages.USER,
+        target_id=recipient,
+        **fields,
+    )
+
+
 def test_undelivered_rows_come_in_server_order_with_attachments(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
     attachments.create(db, "a" * 32, uploader_id=alice, size=3, digest=b"d" * 32, now=1)
     for index in range(5):
-        messages.store_message(
+        direct(
             db,
-            message_id=f"{index:032x}",
-            sender_id=alice,
-            target_type=messages.USER,
-            target_id=bob,
+            alice,
+            bob,
+            f"{index:032x}",
             time=1_000 - index,  # client clocks may disagree; server order is row order
-            envelopes=[(bob, f"env{index}".encode())],
+            envelope=f"env{index}".encode(),
             attachment_ids=["a" * 32] if index == 2 else [],
         )
-    messages.store_message(
-        db,
-        message_id="f" * 32,
-        sender_id=carol,
-        target_type=messages.USER,
-        target_id=alice,
-        time=5,
-        envelopes=[(alice, b"x")],
-    )
+    direct(db, carol, alice, "f" * 32, envelope=b"x")
     first = messages.undelivered(db, bob, limit=3)
     assert [d.message_id for d in first] == [f"{i:032x}" for i in range(3)]
     assert first[2].attachments == ["a" * 32] and first[0].attachments == []
     assert first[0].sender == "alice" and first[0].envelope == b"env0"
     rest = messages.undelivered(db, bob, after_row=first[-1].row_id, limit=10)
     assert [d.message_id for d in rest] == [f"{i:032x}" for i in (3, 4)]
+    assert messages.undelivered(db, alice) and messages.undelivered(db, alice)[0].sender == "carol"
     assert messages.is_attachment_recipient(db, "a" * 32, bob)
     assert not messages.is_attachment_recipient(db, "a" * 32, carol)
 
 
-def test_store_message_is_idempotent(db: Database) -> None:
+def test_a_room_message_is_one_envelope_with_a_cursor_per_member(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
     room = rooms.create_room(db, "r", alice, 1)
-    stored_now = [
-        messages.store_message(
-            db,
-            message_id="1" * 32,
-            sender_id=alice,
-            target_type=messages.ROOM,
-            target_id=room,
-            time=50,
-            envelopes=[(bob, b"b"), (carol, b"c")],
-        )
-        for _ in range(2)
+    for member in (alice, bob):
+        rooms.add_member(db, room, member, 1)
+    messages.sync_room_cursors(db, room)
+    fields = dict(sender_id=alice, target_type=messages.ROOM, target_id=room, time=50)
+    stored = [
+        messages.store_message(db, message_id="1" * 32, envelope=b"all", **fields) for _ in range(2)
     ]
-    assert stored_now == [True, False]
-    assert db.scalar("SELECT count(*) FROM chat_history") == 2
-    stored = messages.find_message(db, "1" * 32)
-    assert stored == messages.StoredMessage("1" * 32, alice, 50)
-    assert messages.find_message(db, "2" * 32) is None
+    assert stored[0] is not None and stored[1] is None  # idempotent
+    assert db.scalar("SELECT count(*) FROM envelopes") == 1
+    # carol joins later: she gets what is sent from now on, not what came before
+    rooms.add_member(db, room, carol, 2)
+    messages.sync_room_cursors(db, room)
+    messages.store_message(
+        db, message_id="2" * 32, envelope=b"next", distributions={carol: b"d"}, **fields
+    )
+    assert [(d.message_id, d.distribution) for d in messages.undelivered(db, carol)] == [
+        ("2" * 32, b"d")
+    ]
+    assert [d.message_id for d in messages.undelivered(db, bob)] == ["1" * 32, "2" * 32]
+    assert messages.undelivered(db, alice) == []  # never one's own messages
+    assert db.scalar("SELECT count(*) FROM envelopes") == 2
+    acknowledged = messages.mark_delivered(db, carol, ["2" * 32])
+    assert [a.message_id for a in acknowledged] == ["2" * 32]
+    assert db.scalar("SELECT count(*) FROM chain_distributions") == 0
+    # bob leaves: no cursor, nothing more for him
+    rooms.remove_member(db, room, bob)
+    messages.sync_room_cursors(db, room)
+    messages.store_message(db, message_id="3" * 32, envelope=b"after", **fields)
+    assert messages.undelivered(db, bob) == []
+    stored_message = messages.find_message(db, "1" * 32)
+    assert stored_message == messages.StoredMessage("1" * 32, alice, 50)
+    assert messages.find_message(db, "9" * 32) is None
     assert messages.conversation_key(alice, messages.ROOM, room) == conversations.room_key(room)
     assert messages.conversation_key(bob, messages.USER, alice) == (
         conversations.user_pair_key(alice, bob)
@@ -422,15 +447,10 @@ def test_store_message_is_idempotent(db: Database) -> None:
 
 def test_a_message_id_belongs_to_its_first_sender(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
-    first = dict(message_id="1" * 32, target_type=messages.USER, time=5)
-    assert messages.store_message(
-        db, sender_id=alice, target_id=bob, envelopes=[(bob, b"b")], **first
-    )
-    # carol reuses alice's id for another recipient: nothing is stored under it.
-    assert not messages.store_message(
-        db, sender_id=carol, target_id=bob, envelopes=[(alice, b"c")], **first
-    )
-    assert db.scalar("SELECT count(*) FROM chat_history") == 1
+    assert direct(db, alice, bob, "1" * 32) is not None
+    # carol reuses alice's id for another conversation: nothing is stored under it.
+    assert direct(db, carol, bob, "1" * 32) is None
+    assert db.scalar("SELECT count(*) FROM envelopes") == 1
     assert messages.find_message(db, "1" * 32) == messages.StoredMessage("1" * 32, alice, 5)
 
 
@@ -441,19 +461,14 @@ def test_touch_many_keeps_the_newest_time(db: Database) -> None:
     assert conversations.last_message_times(db, ["r:1", "r:2"]) == {"r:1": 100, "r:2": 90}
 
 
-def test_mark_delivered_only_changes_the_recipients_own_rows(db: Database) -> None:
+def test_mark_delivered_only_moves_the_recipients_own_cursor(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
-    messages.store_message(
-        db,
-        message_id="1" * 32,
-        sender_id=alice,
-        target_type=messages.USER,
-        target_id=bob,
-        time=1,
-        envelopes=[(bob, b"b")],
-    )
+    direct(db, alice, bob, "1" * 32)
     assert messages.mark_delivered(db, carol, ["1" * 32]) == []
-    assert messages.mark_delivered(db, bob, ["1" * 32, "1" * 32, "9" * 32]) == [("1" * 32, alice)]
+    assert messages.mark_delivered(db, alice, ["1" * 32]) == []  # the sender's own message
+    assert messages.mark_delivered(db, bob, ["1" * 32, "1" * 32, "9" * 32]) == [
+        messages.Acknowledged("1" * 32, alice, messages.USER)
+    ]
     assert messages.mark_delivered(db, bob, ["1" * 32]) == []
     assert messages.undelivered(db, bob) == []
 
@@ -559,36 +574,72 @@ def test_old_failures_are_forgotten(db: Database) -> None:
     assert (fresh.failures, fresh.locked_until) == (1, 0)
 
 
-def test_a_room_message_id_also_belongs_to_its_first_sender(db: Database) -> None:
-    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
-    room = rooms.create_room(db, "r", alice, 1)
-    first = dict(message_id="2" * 32, target_type=messages.ROOM, target_id=room, time=5)
-    assert messages.store_message(db, sender_id=alice, envelopes=[(bob, b"b")], **first)
-    assert not messages.store_message(
-        db, sender_id=carol, envelopes=[(alice, b"a"), (bob, b"b2")], **first
-    )
-    assert db.scalar("SELECT count(*) FROM chat_history") == 1
-
-
 def test_a_stored_id_takes_no_new_recipient(db: Database) -> None:
     alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
     room = rooms.create_room(db, "r", alice, 1)
-    first = dict(message_id="3" * 32, sender_id=alice, time=5)
-    assert messages.store_message(
-        db, target_type=messages.USER, target_id=bob, envelopes=[(bob, b"b")], **first
+    assert direct(db, alice, bob, "3" * 32) is not None
+    # The same sender, the same id, another conversation: a retry, nothing new stored.
+    assert direct(db, alice, carol, "3" * 32) is None
+    assert (
+        messages.store_message(
+            db,
+            message_id="3" * 32,
+            sender_id=alice,
+            target_type=messages.ROOM,
+            target_id=room,
+            time=5,
+            envelope=b"r",
+        )
+        is None
     )
-    # The same sender, the same id, other recipients: a retry, nothing new stored.
-    assert not messages.store_message(
-        db, target_type=messages.USER, target_id=carol, envelopes=[(carol, b"c")], **first
+    assert db.scalar("SELECT count(*) FROM envelopes") == 1
+
+
+def test_stored_envelopes_survive_the_chains_migration(tmp_path: Path) -> None:
+    """A database of the version before sender chains: every delivery row is kept as a
+    (version-1) envelope, and each recipient's cursor stops before its oldest
+    unacknowledged one, so the backlog and the history are what they were."""
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    for version, script in enumerate(MIGRATIONS[:4], start=1):
+        raw.executescript(f"BEGIN;\n{script()}\nPRAGMA user_version = {version};\nCOMMIT;")
+    for uid, name in ((1, "alice"), (2, "bob"), (3, "carol")):
+        raw.execute(
+            "INSERT INTO users (id, username, password, email, sex, age, certificate,"
+            " created_at, canonical, skeleton) VALUES (?, ?, 'x', ?, 'other', 30, x'00', 1, ?, ?)",
+            (uid, name, f"{name}@example.org", name, name),
+        )
+    raw.execute("INSERT INTO rooms (id, room_name, created_by, created_at) VALUES (9, 'r', 1, 1)")
+    rows = [  # (id, message id, sender, target, type, recipient, sent)
+        (1, "1" * 32, 1, 2, "user", 2, 1),
+        (2, "2" * 32, 1, 2, "user", 2, 0),
+        (3, "3" * 32, 1, 9, "room", 2, 0),
+        (4, "3" * 32, 1, 9, "room", 3, 1),
+        (5, "4" * 32, 2, 1, "user", 1, 0),
+    ]
+    raw.executemany(
+        "INSERT INTO chat_history (id, message_id, user_id, target_id, target_type,"
+        " recipient_id, data, time, sent) VALUES (?, ?, ?, ?, ?, ?, ?, 7, ?)",
+        [(r[0], r[1], r[2], r[3], r[4], r[5], f"env{r[0]}".encode(), r[6]) for r in rows],
     )
-    assert not messages.store_message(
-        db,
-        target_type=messages.ROOM,
-        target_id=room,
-        envelopes=[(bob, b"b"), (carol, b"c")],
-        **first,
-    )
-    assert db.scalar("SELECT count(*) FROM chat_history") == 1
+    raw.commit()
+    raw.close()
+
+    db = SqliteDatabase.open(path)
+    try:
+        assert db.schema_version == SCHEMA_VERSION
+        assert db.scalar("SELECT count(*) FROM envelopes") == 5  # history kept, row for row
+        bob = messages.undelivered(db, 2)
+        assert [(d.message_id, d.envelope) for d in bob] == [
+            ("2" * 32, b"env2"),
+            ("3" * 32, b"env3"),
+        ]
+        assert messages.undelivered(db, 3) == []  # carol had acknowledged hers
+        assert [d.envelope for d in messages.undelivered(db, 1)] == [b"env5"]
+        assert messages.mark_delivered(db, 2, ["3" * 32])[0].message_id == "3" * 32
+        assert [d.message_id for d in messages.undelivered(db, 2)] == ["2" * 32]
+    finally:
+        db.close()
 
 
 def test_a_version_4_database_upgrades_its_rooms_to_a_legacy_genesis(tmp_path: Path) -> None:

@@ -216,6 +216,10 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE messages DROP COLUMN server_time")  # version 7
+    conn.execute("ALTER TABLE messages DROP COLUMN flags")
+    conn.execute("DROP TABLE chains")  # version 6
+    conn.execute("DROP TABLE held_deliveries")
     conn.execute("DROP TABLE peer_kem_keys")  # version 5
     conn.execute("DROP TABLE own_kem_keys")
     conn.execute("DROP TABLE room_log")  # version 4

@@ -164,6 +164,8 @@ def test_proofs_walked_bottom_up_equal_the_reference_at_every_size(tmp_path: Pat
     assert cold.consistency(33, 70) == merkle.consistency_proof(33, 70, reference.subtree)
     with pytest.raises(ValueError):
         cold.inclusion(70, head)
+
+
 def test_two_cluster_nodes_append_to_one_log_without_colliding(fresh_pg_dsn) -> None:
     """Each node's log object caches nothing another node can change under it."""
     from server.storage.postgres import PostgresDatabase

@@ -1,0 +1,168 @@
+"""Delivery and read receipts, sealed by the recipient's client (DESIGN.md section 3b).
+
+The server's acknowledgement of a SEND_MESSAGE means "sent" and nothing more: a server
+could drop a message and still claim it was delivered. So a recipient's client, once it
+has stored a friend's messages, seals a receipt back on its own sender chain for that
+chat ("delivered"), and another when they were shown in a focused window ("read").
+Only these move an outgoing message to delivered or read; a receipt may only speak of
+messages we sent to the friend who seals it.
+
+Room messages get no receipts: 499 receipts per message in a 500-member room would cost
+more than the message itself, and a room shows "sent" (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+from client.core.binding import bind_chat
+from client.core.bodies import MAX_RECEIPT_IDS, Receipt, receipt_body
+from client.core.chains import ChainBook, direct_conversation
+from client.core.models import ChatMessage, MessageStatus
+from client.core.recipients import Recipients
+from common.errors import ConnectionLost, EndToEndError, RequestError, RequestTimeout
+from common.protocol.ids import time_ordered_id
+from common.protocol.opcodes import MessageType
+
+log = logging.getLogger(__name__)
+
+Request = Callable[[MessageType, dict[str, Any] | None], dict[str, Any]]
+
+
+RETRY_SECONDS = 2.0
+#: Answers that mean "not now" (a session being re-established, a busy server).
+WAIT_CODES = frozenset({"not_authenticated", "server_busy", "internal_error"})
+MAX_PENDING = 1000  # receipts waiting for a connection, then the oldest go
+MAX_TIMER_RUNS = 150  # five minutes of retries every RETRY_SECONDS
+
+
+class ReceiptSender:
+    """Seals and sends receipts. One that cannot go now (no connection: a receipt for a
+    backlog pushed right after login may be handled before the link is up) waits in
+    memory and is retried a moment later, and after every login (`flush`)."""
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        chains: ChainBook,
+        recipients: Recipients,
+        request: Request,
+        clock: Callable[[], int],
+    ) -> None:
+        self._username = username
+        self._chains = chains
+        self._recipients = recipients
+        self._request = request
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: list[Callable[[], None]] = []
+        self._timer: threading.Timer | None = None
+        self._timer_runs = 0  # flushes by the timer since the last login
+
+    def send(self, peer: str, state: str, ids: list[str]) -> None:
+        for start in range(0, len(ids), MAX_RECEIPT_IDS):
+            part = ids[start : start + MAX_RECEIPT_IDS]
+            try:
+                params = self._seal(peer, state, part)
+            except (ConnectionLost, RequestTimeout) as exc:  # nothing sealed yet
+                log.info("a %s receipt waits for the connection: %s", state, exc)
+                self._park(partial(self.send, peer, state, part))
+                continue
+            except RequestError as exc:
+                if exc.code in WAIT_CODES:  # reconnected but not logged in yet
+                    self._park(partial(self.send, peer, state, part))
+                else:
+                    log.info("a %s receipt was not sent: %s", state, exc.code)
+                continue
+            except EndToEndError as exc:
+                log.info("a %s receipt was not sent: %s", state, exc)
+                continue
+            self._deliver(params)
+
+    def flush(self, *, timer: bool = False) -> None:
+        """Send what waited for a connection (called after login and by the retry timer)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._timer = None
+            self._timer_runs = self._timer_runs + 1 if timer else 0
+        for retry in pending:
+            retry()
+
+    def _park(self, retry: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(retry)
+            del self._pending[:-MAX_PENDING]
+            # the timer gives up after a while (logged out?); the next login flushes
+            if self._timer is None and self._timer_runs < MAX_TIMER_RUNS:
+                self._timer = threading.Timer(RETRY_SECONDS, partial(self.flush, timer=True))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _seal(self, peer: str, state: str, ids: list[str]) -> dict[str, Any]:
+        recipients = self._recipients.direct(peer)
+        name = next(iter(recipients))
+        now = self._clock()
+        sealed = self._chains.seal(
+            conversation=direct_conversation(self._username, name),
+            recipients=recipients,
+            body=bind_chat(receipt_body(state, ids), "user", name),
+            sent_ms=now,
+        )
+        return {
+            "message_id": time_ordered_id(),
+            "target_type": "user",
+            "target": name,
+            "time": now,
+            "envelope": sealed.envelope,
+            "distributions": sealed.distributions,
+            "attachments": [],
+        }
+
+    def _deliver(self, params: dict[str, Any]) -> None:
+        """Send sealed params; kept as they are for a retry (they may carry our chain's
+        state, and resending the same id is a no-op on the server)."""
+        try:
+            self._request(MessageType.SEND_MESSAGE, params)
+        except (ConnectionLost, RequestTimeout) as exc:
+            log.info("a receipt waits for the connection: %s", exc)
+            self._park(lambda: self._deliver(params))
+        except RequestError as exc:
+            if exc.code in WAIT_CODES:
+                self._park(lambda: self._deliver(params))
+            else:
+                log.info("a receipt was refused: %s", exc.code)
+
+
+class ReceiptStore(Protocol):
+    """The slice of `LocalStore` applying a receipt needs."""
+
+    def get_message(self, message_id: str) -> ChatMessage | None: ...
+
+    def set_status(self, message_id: str, status: MessageStatus) -> None: ...
+
+
+def apply_receipt(
+    store: ReceiptStore,
+    sender: str,
+    receipt: Receipt,
+    report: Callable[[str], None],
+) -> int:
+    """Move our messages to `sender` to delivered/read; ids of anything else are ignored."""
+    status: MessageStatus = "read" if receipt.state == "read" else "delivered"
+    moved = 0
+    for message_id in receipt.ids:
+        message = store.get_message(message_id)
+        if message is None or not message.outgoing or message.chat_kind != "user":
+            continue
+        if message.chat_id != sender:
+            log.warning("a receipt from %s named a message sent to someone else", sender)
+            continue
+        store.set_status(message_id, status)
+        report(message_id)
+        moved += 1
+    return moved
