@@ -334,8 +334,8 @@ class PostgresDatabase:
                 self._rolled_back()
             self._connection.execute("RELEASE SAVEPOINT handler_step")
         except psycopg.OperationalError:
-            if not self._lost:
-                raise
+            if not (self._connection.closed or self._connection.broken):  # not `_lost`:
+                raise  # mypy keeps that narrowed to False from the test above
             # The connection went during the step's end: the turn's commit sees the
             # loss and withholds the turn, as when it went during the step itself.
             if not told:

@@ -227,7 +227,8 @@ def test_search_uses_the_canonical_index(db: Database) -> None:
     for after in ("", "a", "b"):
         statement, parameters = users._search_statement("a", after, 0, 10)
         if db.backend == "sqlite":
-            plan = [str(row["detail"]) for row in db.all("EXPLAIN QUERY PLAN " + statement, parameters)]
+            rows = db.all("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = [str(row["detail"]) for row in rows]
         else:  # an empty table is scanned whole unless the planner is told not to
             db.execute("SET LOCAL enable_seqscan = off")
             plan = [str(row[0]) for row in db.all("EXPLAIN " + statement, parameters)]
