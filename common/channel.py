@@ -107,7 +107,7 @@ class SecureChannel:
 
     @property
     def buffered_input(self) -> int:
-        """Bytes received and not yet opened (whole frames waiting, and a partial one)."""
+        """Bytes received but not yet part of a whole frame."""
         return self._decoder.buffered
 
     @property
@@ -152,35 +152,13 @@ class SecureChannel:
 
     def receive_data(self, data: bytes) -> list[Message]:
         """Feed received bytes; return every message they complete, in order."""
-        self.feed(data)
-        messages: list[Message] = []
-        while (opened := self.next_messages()) is not None:
-            messages += opened
-        return messages
-
-    def feed(self, data: bytes) -> None:
-        """Buffer received bytes without opening them (see `next_messages`)."""
-        if self._state is _State.FAILED:
-            raise RemoteProtocolError("the channel has failed")
-        self._decoder.feed(data)
-
-    @property
-    def has_frame(self) -> bool:
-        """True if a whole frame waits to be opened by `next_messages`."""
-        return self._decoder.has_frame
-
-    def next_messages(self) -> list[Message] | None:
-        """Open the next buffered frame: its messages ([] for a handshake frame), or
-        None when no whole frame is buffered.
-
-        Why one frame at a time: a server that opens records only as its per-turn
-        budget allows never spends a turn decrypting a peer's whole pipelined read.
-        """
         if self._state is _State.FAILED:
             raise RemoteProtocolError("the channel has failed")
         try:
-            frame = self._decoder.next_frame()
-            return None if frame is None else self._on_frame(frame)
+            messages: list[Message] = []
+            for frame in self._decoder.receive_data(data):
+                messages += self._on_frame(frame)
+            return messages
         except UchatError:
             self._state = _State.FAILED
             raise

@@ -40,9 +40,6 @@ class ServerConfig:
     output_pause_limit: int = 1024 * 1024
     requests_per_turn: int = 16
     time_per_turn: float = 0.002
-    #: How often (seconds of a turn's work) the reactor answers newly arrived requests
-    #: in the middle of a turn; larger batches more, smaller answers sooner.
-    fresh_look_interval: float = 0.0005
     prelogin_max_frame: int = 16 * 1024
     login_timeout: float = 30.0
     max_connections_per_address: int = 256
@@ -185,7 +182,6 @@ _POSITIVE_LIMITS = (
     "output_pause_limit",
     "requests_per_turn",
     "time_per_turn",
-    "fresh_look_interval",
     "prelogin_max_frame",
     "login_timeout",
     "max_connections_per_address",

@@ -82,7 +82,6 @@ class Server:
                 output_pause_limit=min(config.output_pause_limit, config.write_buffer_limit),
                 requests_per_turn=config.requests_per_turn,
                 time_per_turn=config.time_per_turn,
-                fresh_look_interval=config.fresh_look_interval,
                 login_timeout=config.login_timeout,
                 prelogin_max_frame=config.prelogin_max_frame,
                 max_frame=config.max_frame_size,

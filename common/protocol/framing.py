@@ -101,27 +101,15 @@ class FrameDecoder:
 
     def receive_data(self, data: bytes) -> list[Frame]:
         """Feed bytes (any split); return every frame they complete."""
-        self.feed(data)
+        self._buffer += data
         frames: list[Frame] = []
         while True:
-            frame = self.next_frame()
+            frame = self._next_frame()
             if frame is None:
                 return frames
             frames.append(frame)
 
-    def feed(self, data: bytes) -> None:
-        """Buffer bytes; `next_frame` takes the frames out one at a time."""
-        self._buffer += data
-
-    @property
-    def has_frame(self) -> bool:
-        """True if a whole frame (by its header's length) is buffered, valid or not."""
-        if len(self._buffer) < HEADER_SIZE:
-            return False
-        return len(self._buffer) >= HEADER_SIZE + int.from_bytes(self._buffer[:4], "big")
-
-    def next_frame(self) -> Frame | None:
-        """The next complete frame, or None; RemoteProtocolError for a bad header."""
+    def _next_frame(self) -> Frame | None:
         if self._need is None:
             if len(self._buffer) < HEADER_SIZE:
                 return None

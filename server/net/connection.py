@@ -37,12 +37,7 @@ class Channel(Protocol):
     @property
     def established(self) -> bool: ...
 
-    def feed(self, data: bytes) -> None: ...
-
-    @property
-    def has_frame(self) -> bool: ...
-
-    def next_messages(self) -> list[Message] | None: ...
+    def receive_data(self, data: bytes) -> list[Message]: ...
 
     def data_to_send(self) -> bytes: ...
 
@@ -110,11 +105,10 @@ class Connection:
         self._user_id: int | None = None
         #: True from the first successful LOGIN on: the pre-login limits stop applying.
         self.logged_in_once = False
-        #: Requests opened but not yet dispatched (the per-turn budget leaves the rest;
-        #: records not yet opened wait in the channel).
+        #: Requests decoded but not yet dispatched (the per-turn budget leaves the rest).
         self.inbox: deque[Message] = deque()
-        #: Input bytes this connection holds (records not yet opened, a partial frame),
-        #: as charged to the reactor's global input budget.
+        #: Input bytes this connection holds (partial frame + undispatched read), as
+        #: charged to the reactor's global input budget.
         self.input_held = 0
         self.username: str | None = None
         #: True once a newer login of the same user took over this session.

@@ -1,18 +1,14 @@
 """The event loop: one thread, one selector, every socket of the server.
 
-Each loop turn: wait for readiness (or the next deadline), accept, read, open records
-and dispatch (a bounded share per connection, in requests and in time, opening the
-records included: the rest waits in its channel and inbox, and a connection whose
-output is over its pause limit is neither read nor dispatched until that output
-drains), run callbacks posted by other threads, expire timeouts, then call
-`before_flush` (the database commit) and only after it write queued output. The
-turn starts with one share for each connection left with input by an earlier turn.
-While shares run, the loop looks for connections that just sent something and answers
-them at once (read, dispatch, commit, write theirs), so a quiet client never waits for
-a flood's turn to end. Commit, then write: that order is the group-commit invariant:
-nothing a turn produced reaches a socket before the turn's writes are durable. If
-the commit fails, the connections holding the turn's output are closed instead of
-being told something that was not stored.
+Each loop turn: wait for readiness (or the next deadline), accept, read and
+dispatch (a bounded number of requests per connection: the rest wait in its inbox
+for the next turn, and a connection whose output is over its pause limit is neither
+read nor dispatched until that output drains), run callbacks posted by other
+threads, expire timeouts, then call
+`before_flush` (the database commit) and only after it write queued output. That
+order is the group-commit invariant: nothing a turn produced reaches a socket
+before the turn's writes are durable. If the commit fails, the connections holding
+the turn's output are closed instead of being told something that was not stored.
 """
 
 from __future__ import annotations
@@ -63,9 +59,6 @@ class ReactorSettings:
     requests_per_turn: int = 16
     #: ...and the reactor time (seconds) they may take, whichever runs out first.
     time_per_turn: float = 0.002
-    #: While a turn serves, look this often (seconds of work) for connections that
-    #: just sent something, and answer those at once (`_answer_fresh`).
-    fresh_look_interval: float = 0.0005
     #: A connection must log in within this many seconds of connecting.
     login_timeout: float = 30.0
     #: Record cap from Finished until LOGIN succeeds, and after it.
@@ -129,8 +122,6 @@ class Reactor:
         self._closing: OrderedDict[Connection, float] = OrderedDict()
         self._to_flush: dict[Connection, None] = {}
         self._callbacks: deque[Callable[[], None]] = deque()
-        #: Handshakes this turn may still start (`HANDSHAKES_PER_TURN` a turn).
-        self._handshakes_left = HANDSHAKES_PER_TURN
         self._timers: list[TimerHandle] = []
         self._timer_sequence = itertools.count()
         self._stopping = False
@@ -206,11 +197,10 @@ class Reactor:
     def run_once(self, timeout: float | None = None) -> None:
         """One loop turn; see the module docstring for its order."""
         wait = self._wait_time() if timeout is None else timeout
-        self._handshakes_left = HANDSHAKES_PER_TURN
+        handshakes = HANDSHAKES_PER_TURN
         ready, self._ready = self._ready, {}
-        look = self._looker()
         for waiting in ready:  # last turn's leftovers first: they waited longest
-            self._serve(waiting, look)
+            self._serve(waiting)
         for key, mask in self._selector.select(wait):
             if key.data is _LISTENER:
                 self._accept()
@@ -218,14 +208,17 @@ class Reactor:
                 self._drain_waker()
             else:
                 connection: Connection = key.data
-                # A connection with input still waiting is served above or next turn;
-                # it is read again only once it has nothing left to open.
-                if (
-                    mask & selectors.EVENT_READ
-                    and not self._has_input(connection)
-                    and self._may_handshake(connection)
-                ):
-                    self._read(connection, look)
+                if mask & selectors.EVENT_READ:
+                    if connection in self._handshaking:
+                        # Handshake crypto is the costly part of a login storm; a
+                        # bounded share per turn keeps chat traffic moving. The
+                        # selector is level-triggered: the rest come next turn.
+                        handshakes -= 1
+                    # A connection with requests still waiting is served above or next
+                    # turn; it is read again only once its inbox is empty.
+                    may_handshake = handshakes >= 0 or connection not in self._handshaking
+                    if not connection.inbox and may_handshake:
+                        self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
         self._run_callbacks()
@@ -395,7 +388,7 @@ class Reactor:
             while self._wake_reader.recv(4096):
                 continue
 
-    def _read(self, connection: Connection, look: Callable[[], float] | None = None) -> None:
+    def _read(self, connection: Connection) -> None:
         if connection.closed or connection.closing_reason is not None:
             return
         if connection in self._paused:
@@ -417,124 +410,46 @@ class Reactor:
         if count == 0:
             connection.close("peer closed the connection")
             return
-        self._receive(connection, bytes(self._read_view[:count]), look)
+        self._receive(connection, bytes(self._read_view[:count]))
 
-    def _receive(
-        self, connection: Connection, data: bytes, look: Callable[[], float] | None
-    ) -> None:
+    def _receive(self, connection: Connection, data: bytes) -> None:
         try:
-            connection.channel.feed(data)
+            messages = connection.channel.receive_data(data)
+            connection.queue_bytes(connection.channel.data_to_send())
         except UchatError as exc:
             connection.close(f"{type(exc).__name__}: {exc}")
             return
-        self._serve(connection, look)
-
-    def _looker(self) -> Callable[[], float]:
-        """This turn's `look`: every `fresh_look_interval` seconds of serving, answer
-        the connections that just sent something (`_answer_fresh`). Returns the
-        seconds it took, which the share it interrupted does not pay for."""
-        interval = self._settings.fresh_look_interval
-        next_look = time.perf_counter() + interval
-
-        def look() -> float:
-            nonlocal next_look
-            now = time.perf_counter()
-            if now < next_look:
-                return 0.0
-            self._answer_fresh()
-            done = time.perf_counter()
-            next_look = done + interval
-            return done - now
-
-        return look
-
-    def _answer_fresh(self) -> None:
-        """Serve connections that just sent something (handshakes within the turn's
-        bound), accept, run worker results, commit, and write those answers now, in
-        the middle of the turn: a request that arrives while a pipelining connection
-        works through hundreds waits for about one `fresh_look_interval`, not for the
-        end of the turn. Only their output is written here; the busy connections'
-        replies still go out once per turn, batched."""
-        fresh: list[Connection] = []
-        woken = False
-        for key, mask in self._selector.select(0):
-            if key.data is _LISTENER:
-                self._accept()
-            elif key.data is _WAKER:
-                self._drain_waker()  # worker results (a login's hash): answered below
-                woken = True
-            elif mask & selectors.EVENT_READ:
-                connection: Connection = key.data
-                # Only otherwise idle connections: one with output already queued this
-                # turn (a receiver in a busy exchange) or input left is answered with
-                # the turn, so a busy server keeps batching its writes and commits.
-                if connection.pending_output or self._has_input(connection):
-                    continue
-                if connection in self._paused:
-                    continue
-                if self._may_handshake(connection):
-                    fresh.append(connection)
-        if not fresh and not woken:
+        except Exception as exc:
+            log_failure(log, f"channel failure on {connection.address}", exc)
+            connection.close("internal error in the channel")
             return
-        for connection in fresh:
-            self._read(connection)
-        before = set(self._to_flush)
-        self._run_callbacks()
-        answered = [c for c in self._to_flush if c not in before]  # by a worker result
-        if not self._commit():
-            self._withhold_output()
+        if connection in self._handshaking and connection.channel.established:
+            del self._handshaking[connection]
+        self._hold_input(
+            connection, connection.channel.buffered_input + (len(data) if messages else 0)
+        )
+        if not messages:
             return
-        for connection in [*fresh, *answered]:
-            if connection in self._to_flush and not connection.closed:
-                del self._to_flush[connection]
-                self._flush(connection)
+        connection.last_activity = self._clock()
+        self._by_activity.move_to_end(connection)
+        connection.inbox.extend(messages)
+        self._serve(connection)
 
-    def _may_handshake(self, connection: Connection) -> bool:
-        """Handshake crypto is the costly part of a login storm: a bounded number per
-        turn keeps chat traffic moving (the selector is level-triggered: the rest
-        come next turn). Counts one when it answers yes for a handshaking connection."""
-        if connection not in self._handshaking:
-            return True
-        if self._handshakes_left <= 0:
-            return False
-        self._handshakes_left -= 1
-        return True
-
-    @staticmethod
-    def _has_input(connection: Connection) -> bool:
-        """Requests opened but not dispatched, or a whole record not yet opened."""
-        return bool(connection.inbox) or connection.channel.has_frame
-
-    def _serve(self, connection: Connection, look: Callable[[], float] | None = None) -> None:
-        """Open and dispatch this turn's share of the connection's input; `look` runs
-        between requests (its time is not charged to the share)."""
-        self._serve_share(connection, look)
-        if not connection.closed:
-            self._hold_input(connection, connection.channel.buffered_input)
-
-    def _serve_share(self, connection: Connection, look: Callable[[], float] | None) -> None:
-        """Open records and dispatch their requests until the share is used: at most
-        `requests_per_turn` requests, and past the first request no more once
-        `time_per_turn` has gone (decryption counts: a pipelined read is opened one
-        record at a time, not all at once). Stop early while output is over its pause
-        limit: backpressure before dispatch, not at flush."""
+    def _serve(self, connection: Connection) -> None:
+        """Dispatch this turn's share of the inbox; stop early while output is over its
+        pause limit (backpressure before dispatch, not at flush)."""
         budget = self._settings.requests_per_turn
         ends = time.perf_counter() + self._settings.time_per_turn
         inbox = connection.inbox
-        while connection.is_open:
+        while inbox and connection.is_open:
             if connection.pending_output > self._settings.output_pause_limit:
                 self._pause(connection)
                 return
             if budget == 0 or (
                 budget < self._settings.requests_per_turn and time.perf_counter() > ends
             ):
-                if self._has_input(connection):
-                    self._ready[connection] = None
+                self._ready[connection] = None
                 return
-            if not inbox:
-                if not self._open_record(connection):
-                    return
-                continue
             budget -= 1
             message = inbox.popleft()
             try:
@@ -543,32 +458,11 @@ class Reactor:
                 log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
                 return
-            if look is not None:
-                ends += look()
-
-    def _open_record(self, connection: Connection) -> bool:
-        """Open the next buffered frame into the inbox; False if there is none (or the
-        connection was closed for it)."""
-        channel = connection.channel
-        try:
-            messages = channel.next_messages()
-            connection.queue_bytes(channel.data_to_send())
-        except UchatError as exc:
-            connection.close(f"{type(exc).__name__}: {exc}")
-            return False
-        except Exception as exc:
-            log_failure(log, f"channel failure on {connection.address}", exc)
-            connection.close("internal error in the channel")
-            return False
-        if messages is None:
-            return False
-        if connection in self._handshaking and channel.established:
-            del self._handshaking[connection]
-        if messages:
-            connection.last_activity = self._clock()
-            self._by_activity.move_to_end(connection)
-            connection.inbox.extend(messages)
-        return True
+        if connection.closed:
+            return
+        self._hold_input(connection, connection.channel.buffered_input)
+        if connection.pending_output > self._settings.output_pause_limit:
+            self._pause(connection)
 
     def _hold_input(self, connection: Connection, held: int) -> None:
         """Charge what `connection` now holds to the global input budget."""
@@ -586,7 +480,7 @@ class Reactor:
     def _resume(self, connection: Connection) -> int:
         """Lift a pause; return the READ event to register unless the peer is closing."""
         self._paused.discard(connection)
-        if self._has_input(connection):
+        if connection.inbox:
             self._ready[connection] = None
         return selectors.EVENT_READ if connection.closing_reason is None else 0
 
@@ -642,18 +536,14 @@ class Reactor:
         if not self._to_flush:
             return
         if not committed:
-            self._withhold_output()
+            for connection in list(self._to_flush):
+                connection.close("storage failure: output withheld")
+            self._to_flush.clear()
             return
         pending, self._to_flush = self._to_flush, {}
         for connection in pending:
             if not connection.closed:
                 self._flush(connection)
-
-    def _withhold_output(self) -> None:
-        """The commit failed: close every connection holding output of the turn."""
-        for connection in list(self._to_flush):
-            connection.close("storage failure: output withheld")
-        self._to_flush.clear()
 
     def _commit(self) -> bool:
         try:

@@ -184,7 +184,6 @@ def test_the_client_allows_hmac_md5_only_when_told(tmp_path: Path) -> None:
     ("setting", "value", "message"),
     [
         ("requests_per_turn", 0, "requests_per_turn must be positive"),
-        ("fresh_look_interval", 0, "fresh_look_interval must be positive"),
         ("login_timeout", 0, "login_timeout must be positive"),
         ("prelogin_max_frame", 1024, "prelogin_max_frame must be between"),
         ("prelogin_max_frame", 2_000_000, "prelogin_max_frame must be between"),
