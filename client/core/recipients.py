@@ -3,8 +3,9 @@
 `room_recipients(room_id)` is the one place the member list of a room comes from: the
 sender distributes its chain to exactly these members and seals the hash of this
 list into each room message. Today it is the server's ROOM_CERTIFICATES list (every
-certificate checked against the CA, its pin and the key log); the signed membership
-log's verified member list replaces it here, and only here.
+certificate checked against the CA, its pin and the key log) narrowed to the names the
+signed membership log proves (`RoomMembership.member_names`): a name the server lists
+but no member signed in never receives the chain.
 
 A KEM key is used only once `client.core.kem_keys.PeerKemObserver` accepted it: in the
 key log and signed by the identity key pinned for that user (a key the server swapped
@@ -44,10 +45,23 @@ class Recipients:
         self._clock = clock
         self._lock = threading.Lock()
         self._refreshed: dict[int, float] = {}
+        self._member_names: Callable[[int, bool], frozenset[str]] | None = None
+
+    def use_verified_members(self, member_names: Callable[[int, bool], frozenset[str]]) -> None:
+        """Wire the signed membership log in (session set-up): `member_names(room, fetch)`."""
+        self._member_names = member_names
 
     def room_recipients(self, room_id: int, *, refresh: bool = False) -> dict[str, UserCertificate]:
         """THE member list of a room a sender seals for (the seam described above)."""
-        return self._certificates.room_certificates(room_id, refresh=refresh)
+        served = self._certificates.room_certificates(room_id, refresh=refresh)
+        if self._member_names is None:
+            return served
+        names = self._member_names(room_id, refresh)
+        if not names.issuperset(served) and not refresh:
+            names = self._member_names(room_id, True)  # a join we have not replayed yet?
+        # A name still not in the log is the server's alone: RoomMembership raised its
+        # alarm when it compared the lists; it gets no chain and no sealed message.
+        return {name: cert for name, cert in served.items() if name in names}
 
     def kem_key(self, certificate: UserCertificate) -> SignedKemKey | None:
         """The verified KEM key of a certified user; None if none was verified (yet)."""

@@ -515,6 +515,17 @@ class RoomMembership:
 
     # ------------------------------------------------------------------ the seam
 
+    def member_names(self, room_id: int, *, fetch: bool = False) -> frozenset[str]:
+        """The verified member names, from memory unless `fetch` (then the log is read
+        again first); raises `RequestError("membership_unverified")` while the room's
+        newest log does not verify. What the sender's chain is distributed to."""
+        room = self.sync(room_id) if fetch else self.verified(room_id)
+        with self._lock:
+            broken = room_id in self._broken
+        if room is None or broken:
+            raise RequestError("membership_unverified", "this group's membership does not verify")
+        return room.members
+
     def verified_members(self, room_id: int) -> list[tuple[str, UserCertificate]]:
         """The room's members as its signed log proves them, with pinned certificates.
 

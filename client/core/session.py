@@ -303,6 +303,9 @@ def open_session(
         emit=wiring.emit,
         check_logged=lambda name, der, proved: _logged(transparency, name, der, proved),
     )
+    recipients.use_verified_members(
+        lambda room_id, fetch: membership.member_names(room_id, fetch=fetch)
+    )
     return Session(
         profile,
         server_id,

@@ -79,6 +79,13 @@ def sealed_to(user: User, room: int) -> list[str]:
     return [name for name, _ in user.client.verified_members(room)]
 
 
+def chain_recipients(user: User, room: int) -> list[str]:
+    """Whom the send path distributes its chain to and seals the list hash for."""
+    session = user.client._slot.get()
+    assert session is not None
+    return sorted(session.recipients.room_recipients(room, refresh=True))
+
+
 def alarm(user: User, room: int, reason: str) -> MembershipAlarm:
     event = user.events.wait_one("membership_alarm", room_id=room, reason=reason)
     assert isinstance(event, MembershipAlarm)
@@ -96,6 +103,7 @@ def test_a_member_added_without_a_signed_join_is_shown_and_not_sealed_to(
     assert raised.names == ("mallory",) and "mallory" in raised.detail
     assert names(alice, room) == ["alice", "bob", "carol"]
     assert sealed_to(alice, room) == ["alice", "bob", "carol"]
+    assert chain_recipients(alice, room) == ["alice", "bob", "carol"]  # no chain for mallory
     assert not alice.events.matching("membership", room_id=room, subject="mallory")
 
 
