@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from client.core.event_types import MessageReceived
 from tests.integration.conftest import RunningServer, start_server
 from tests.integration.helpers import Accounts, User, befriend, make_accounts, wait_until
 
@@ -56,7 +57,9 @@ def test_a_replayed_distribution_is_refused_and_shown(
     arm(server, "replay", bob)
     bob.client.send_text("alice", "second")
     alice.events.wait("chain_warning", reason="replayed_distribution", username="bob")
-    opened = alice.events.wait("message", where=lambda e: e.message.text == "second")
+    opened = alice.events.wait(
+        "message", where=lambda e: isinstance(e, MessageReceived) and e.message.text == "second"
+    )
     assert opened  # the message itself still opens on the chain alice already had
 
 

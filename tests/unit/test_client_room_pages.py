@@ -62,6 +62,6 @@ def test_every_page_is_fetched_from_its_cursor() -> None:
 
 
 def test_a_malformed_page_is_refused() -> None:
-    bad = {"members": [{"username": 3}], "transparency_head": {}, "next": None}
+    bad: dict[str, Any] = {"members": [{"username": 3}], "transparency_head": {}, "next": None}
     with pytest.raises(RemoteProtocolError):
         wiring([bad], []).fetch_room_certificates(5, Proofs(), KemKeys())  # type: ignore[arg-type]

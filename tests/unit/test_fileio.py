@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from common import fileio
 from common.fileio import write_private_file
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -35,7 +34,7 @@ def test_mode_is_applied_from_creation(tmp_path: Path, monkeypatch: pytest.Monke
         opened.append(mode)
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(fileio.os, "open", spying_open)
+    monkeypatch.setattr(os, "open", spying_open)
     old_umask = os.umask(0o022)
     try:
         write_private_file(tmp_path / "ca.pem", b"certificate", mode=0o644)
@@ -77,7 +76,7 @@ def test_failed_replace_leaves_old_file_and_no_temp(
     def failing_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fileio.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space left"):
         write_private_file(target, b"new")
     assert target.read_bytes() == b"old"
@@ -88,7 +87,7 @@ def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(fileio.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="Input/output"):
         write_private_file(tmp_path / "keys.json", b"new")
     assert list(tmp_path.iterdir()) == []

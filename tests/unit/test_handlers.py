@@ -1268,7 +1268,11 @@ def test_create_room(server: FakeServer) -> None:
     entries = room_log.entries(server.db, reply["room_id"], 0, 10)
     assert [e.seq for e in entries] == [1]
     state = replay([MembershipEvent.from_wire(entries[0].entry)], identity_of(server))
-    assert (state.owner, state.members, state.admins) == ("alice", {"alice"}, {"alice"})
+    assert (state.owner, state.members, state.admins) == (
+        "alice",
+        frozenset({"alice"}),
+        frozenset({"alice"}),
+    )
 
     def refused(event: bytes) -> RequestError:
         return fails(create_room, as_user(server, "alice"), event=event)
@@ -1426,7 +1430,11 @@ def test_the_owner_hands_the_room_over_then_leaves(server: FakeServer) -> None:
     assert ok(room_admin, as_user(server, "bob"), **removal) == {"seq": 6}
     entries = [MembershipEvent.from_wire(e.entry) for e in room_log.entries(server.db, room, 0, 99)]
     state = replay(entries, identity_of(server))
-    assert (state.owner, state.members, state.admins) == ("bob", {"bob"}, {"bob"})
+    assert (state.owner, state.members, state.admins) == (
+        "bob",
+        frozenset({"bob"}),
+        frozenset({"bob"}),
+    )
 
 
 def test_approval_rooms_wait_for_an_admins_countersignature(server: FakeServer) -> None:

@@ -301,10 +301,14 @@ def test_owner_hands_the_room_over_then_leaves_as_a_member() -> None:
     log.add(EventKind.JOIN, "bob")
     log.add(EventKind.TRANSFER_OWNER, "owner", "alice")
     state = log.state()
-    assert (state.owner, state.admins) == ("alice", {"owner", "alice"})
+    assert (state.owner, state.admins) == ("alice", frozenset({"owner", "alice"}))
     log.add(EventKind.LEAVE, "owner")
     state = log.state()
-    assert (state.owner, state.members, state.admins) == ("alice", {"alice", "bob"}, {"alice"})
+    assert (state.owner, state.members, state.admins) == (
+        "alice",
+        frozenset({"alice", "bob"}),
+        frozenset({"alice"}),
+    )
     log.add(EventKind.REMOVE, "alice", "bob")  # the new owner's admin rights are real
     assert log.state().members == {"alice"}
 
@@ -357,5 +361,5 @@ def test_logs_without_transfers_replay_to_the_same_bytes() -> None:
     log.add(EventKind.REMOVE, "alice", "bob")
     log.add(EventKind.LEAVE, "alice")
     state = log.state()
-    assert (state.owner, state.members) == ("owner", {"owner"})
+    assert (state.owner, state.members) == ("owner", frozenset({"owner"}))
     assert state.head.hex() == OLD_LOG_HEAD

@@ -41,9 +41,14 @@ def store(tmp_path: Path) -> LocalStore:
 
 def test_an_oversized_message_is_refused_before_it_is_stored(store: LocalStore) -> None:
     sent: list[dict[str, Any]] = []
+
+    def send(params: dict[str, Any]) -> dict[str, Any]:
+        sent.append(params)
+        return {}
+
     outbox = Outbox(
         store,
-        send=sent.append,
+        send=send,
         rebuild=lambda message, params: params,
         on_status=lambda message_id, status: None,
     )
@@ -63,10 +68,11 @@ def test_an_oversized_message_is_refused_before_it_is_stored(store: LocalStore) 
 def test_a_reseal_that_grows_too_large_fails_instead_of_looping(store: LocalStore) -> None:
     attempts: list[dict[str, Any]] = []
 
-    def send(params: dict[str, Any]) -> None:
+    def send(params: dict[str, Any]) -> dict[str, Any]:
         attempts.append(params)
         if len(attempts) == 1:
             raise RequestError("missing_envelope", "the room has new members")
+        return {}
 
     statuses: list[str] = []
     outbox = Outbox(

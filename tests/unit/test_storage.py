@@ -411,7 +411,9 @@ def test_a_room_message_is_one_envelope_with_a_cursor_per_member(db: Database) -
     for member in (alice, bob):
         rooms.add_member(db, room, member, 1)
     messages.sync_room_cursors(db, room)
-    fields = dict(sender_id=alice, target_type=messages.ROOM, target_id=room, time=50)
+    fields: dict[str, Any] = dict(
+        sender_id=alice, target_type=messages.ROOM, target_id=room, time=50
+    )
     stored = [
         messages.store_message(db, message_id="1" * 32, envelope=b"all", **fields) for _ in range(2)
     ]
