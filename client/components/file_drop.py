@@ -47,13 +47,18 @@ def dropped_paths(data: str, splitlist: Callable[[str], Sequence[str]]) -> list[
     return paths
 
 
-def enable_drops(root: tk.Misc) -> bool:
-    """Load tkdnd into this Tk interpreter if it is not there; False if it cannot be."""
+def _tkdnd_present(root: tk.Misc) -> bool:
     try:
         root.tk.call("package", "present", "tkdnd")
-        return True
     except tk.TclError:
-        pass  # not loaded yet
+        return False
+    return True
+
+
+def enable_drops(root: tk.Misc) -> bool:
+    """Load tkdnd into this Tk interpreter if it is not there; False if it cannot be."""
+    if _tkdnd_present(root):
+        return True
     try:
         from tkinterdnd2 import TkinterDnD
 

@@ -116,8 +116,7 @@ def test_the_upgraded_server_database_has_the_fresh_schema(
 def test_the_upgraded_client_stores_have_the_fresh_schema(
     upgraded: Upgraded, tmp_path: Path
 ) -> None:
-    with LocalStore(tmp_path / "fresh.sqlite3"):
-        pass
+    LocalStore(tmp_path / "fresh.sqlite3").close()  # a fresh store, for its schema
     for name, versions in upgraded.manifest["clients"].items():
         for relative in versions:
             path = upgraded.clients_root / name / relative.removesuffix(".sql")
