@@ -205,6 +205,81 @@ def seed_users(
     return {"users": len(names), "seconds": round(elapsed, 3)}
 
 
+def seed_room(
+    workdir: tempfile.TemporaryDirectory[str], owner: str, members: Sequence[str], name: str
+) -> tuple[int, dict[str, float]]:
+    """An open room with a valid signed membership log, written before the server starts.
+
+    For rooms of thousands: joining 5,000 members through the protocol pushes each join
+    to every member already in (O(n^2) pushes, minutes). The rows are what CREATE_ROOM
+    and JOIN_ROOM store: the owner's signed create, then one join signed by each member
+    (the `bench_keys` the users were seeded with) on the previous event's hash, the
+    member and admin rows, and a delivery cursor per member. Returns (room number, times).
+    """
+    from server.app import DATABASE_FILE
+    from server.storage import messages, room_log, rooms, users
+    from server.storage.database import SqliteDatabase
+
+    started = time.perf_counter()
+    keys = bench_keys().identity
+    number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
+    now = now_ms()
+    event = sign_event(
+        keys,
+        room=str(number),
+        kind=EventKind.CREATE,
+        actor=owner,
+        subject=owner,
+        time_ms=now,
+        prev=GENESIS,
+        name=name,
+        policy=Policy.OPEN,
+    )
+    events = [event]
+    for member in members:
+        event = sign_event(
+            keys,
+            room=str(number),
+            kind=EventKind.JOIN,
+            actor=member,
+            subject=member,
+            time_ms=now,
+            prev=event.hash(),
+        )
+        events.append(event)
+    signed_s = time.perf_counter() - started
+    db = SqliteDatabase.open(Path(workdir.name) / "server" / DATABASE_FILE)
+    try:
+        with db.transaction():
+            ids = {}
+            for username in (owner, *members):
+                user = users.by_username(db, username)
+                if user is None:
+                    raise BenchError(f"seed_room: no seeded user {username!r}")
+                ids[username] = user.id
+            rooms.create_room(db, name, ids[owner], now, number=number, policy="open")
+            for seq, signed in enumerate(events, start=1):
+                rooms.add_member(db, number, ids[signed.subject], now)
+                room_log.append(
+                    db,
+                    number,
+                    seq,
+                    kind=signed.kind.value,
+                    actor=signed.actor,
+                    subject=signed.subject,
+                    entry=signed.to_wire(),
+                    entry_hash=signed.hash(),
+                    now=now,
+                )
+            rooms.set_admin(db, number, ids[owner])
+            messages.sync_room_cursors(db, number)
+    finally:
+        db.close()
+    elapsed = time.perf_counter() - started
+    times = {"members": len(events), "signing_s": round(signed_s, 3), "seconds": round(elapsed, 3)}
+    return number, times
+
+
 # --- load-generator connections -------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ class Inbox:
         opened: Callable[[ChatMessage, Opened], None] | None = None,
         on_receipt: Callable[[str, Receipt], object] | None = None,
         delivered: Callable[[str, list[str]], None] | None = None,
+        defer_acknowledge: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._on_receipt = on_receipt  # a friend's client says it stored or read ours
         self._delivered = delivered  # we stored a friend's messages: seal a receipt
@@ -106,6 +107,8 @@ class Inbox:
         self._chains = chains
         self._store = store
         self._acknowledge = acknowledge
+        # room messages only: acknowledged a little later, together (client/core/acks.py)
+        self._defer_acknowledge = defer_acknowledge or acknowledge
         self._announce = announce
         self._lock = threading.Lock()
 
@@ -123,6 +126,7 @@ class Inbox:
     def _receive(self, raw_deliveries: Sequence[Any], *, acknowledge: bool) -> int:
         opened: list[ChatMessage] = []
         acknowledged: list[str] = []
+        rooms_only = True  # then the acknowledgement may wait for the next ones
         retry: set[str] = set()
         for raw in raw_deliveries:
             try:
@@ -131,8 +135,10 @@ class Inbox:
                 junk_id = raw.get("message_id") if isinstance(raw, dict) else None
                 if isinstance(junk_id, str):
                     acknowledged.append(junk_id)  # unreadable forever: do not loop on it
+                    rooms_only = False
                 log.warning("ignoring a malformed delivery")
                 continue
+            rooms_only = rooms_only and delivery.target_type == "room"
             try:
                 message = self._open(delivery)
             except _Consumed:
@@ -150,8 +156,9 @@ class Inbox:
             acknowledged.append(delivery.message_id)
         added = self._store.add_messages(opened) if opened else []
         if acknowledged and acknowledge:
+            send = self._defer_acknowledge if rooms_only else self._acknowledge
             try:
-                self._acknowledge(acknowledged)
+                send(acknowledged)
             except (ConnectionLost, RequestTimeout, RequestError) as exc:
                 log.info("acknowledgement not sent (%s); the server will re-deliver", exc)
         new = [message for message, is_new in zip(opened, added, strict=True) if is_new]

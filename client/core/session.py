@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from client.core.acks import DeliveryAcks
 from client.core.bodies import BODY_LIMITS
 from client.core.chains import ChainBook
 from client.core.connection import PendingRequest
@@ -80,6 +81,7 @@ class Session:
     membership: RoomMembership
     chains: ChainBook | None = None
     receipts: ReceiptSender | None = None
+    acks: DeliveryAcks | None = None  # room acknowledgements wait here (the push thread's)
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -261,6 +263,7 @@ def open_session(
         report=wiring.on_transfer,
     )
     inbox = chains = receipts = None
+    acks = DeliveryAcks(wiring.acknowledge)
     if identity is not None:
         chains = ChainBook(
             username=profile.username,
@@ -287,7 +290,8 @@ def open_session(
             certificates=certificates,
             chains=chains,
             store=store,
-            acknowledge=wiring.acknowledge,
+            acknowledge=lambda ids: acks.add(ids, defer=False),
+            defer_acknowledge=lambda ids: acks.add(ids, defer=True),
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
             notice=wiring.on_chain_notice,
@@ -324,6 +328,7 @@ def open_session(
         membership,
         chains,
         receipts,
+        acks,
     )
 
 

@@ -1,6 +1,10 @@
 """ACK_DELIVERY {message_ids} -> {}: the caller stored these messages.
 
-Only the caller's own delivery cursors move; other ids are ignored. The sender is not
+Only the caller's own delivery cursors move; other ids are ignored. The cursors move
+at the end of the reactor turn, with every other acknowledgement of that turn
+(`server.turn`), inside the turn's transaction and so before this reply is written;
+while the caller's offline backlog is still going out in windows they move at once,
+since the next window is read from them. The sender is not
 told: the server's word that something was delivered proves nothing (it could drop a
 message and claim it), so "delivered" and "read" are receipts the recipient's client
 seals (client/core/receipts.py). MESSAGE_DELIVERED is no longer sent.
@@ -27,6 +31,9 @@ MAX_IDS = 10_000
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
-    messages.mark_delivered(ctx.db, user_id, ids)
-    backlog.acknowledged(ctx, user_id, username, ctx.connection)
+    if ctx.services.backlog.draining(user_id):
+        messages.mark_delivered(ctx.db, user_id, ids)
+        backlog.acknowledged(ctx, user_id, username, ctx.connection)
+    else:
+        ctx.turn.acknowledge(user_id, ids)
     return {}
