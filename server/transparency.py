@@ -42,14 +42,16 @@ class TransparencyLog:
         # rollback undid (the database tells us), and the head when the log grows.
         self._nodes: dict[tuple[int, int], bytes] = {}  # below UPPER_LEVEL, bounded
         self._upper: dict[tuple[int, int], bytes] = {}
-        # Hashes of the incomplete subtrees on the right edge of the tree of one size:
-        # the same for every proof under one head.
+        # The root and the hashes of the subtrees on the right edge of the tree of one
+        # size (`_edges`): the same for every proof under one head.
         self._edge_size = -1
         self._edge: dict[int, bytes] = {}
-        # Friends fetch the same certificates again and again: keep their positions
-        # and their proofs under the current head.
+        # Friends fetch the same certificates again and again: keep their positions,
+        # their proofs under the current head, and for every head to come the part of
+        # each proof that cannot change (see `_stable`).
         self._positions: dict[tuple[str, str, bytes], int] = {}
         self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
+        self._stable: dict[int, tuple[int, bytes]] = {}
         self._size: int | None = None
         self._head: TreeHead | None = None
         #: Other processes (cluster nodes) append to the same log: the size is read
@@ -60,9 +62,10 @@ class TransparencyLog:
     def _forget(self) -> None:
         self._nodes.clear()
         self._upper.clear()
-        self._edge.clear()
+        self._edge_size, self._edge = -1, {}
         self._positions.clear()
         self._proofs.clear()
+        self._stable.clear()
         self._size = None
         self._head = None
 
@@ -126,9 +129,7 @@ class TransparencyLog:
             if latest is not None and latest.size == size:
                 return self._adopt(latest)
         timestamp = max(self._clock(), latest.timestamp if latest else 0)
-        head = merkle.sign_tree_head(
-            self._identity.key, size, merkle.root(size, self.subtree), timestamp
-        )
+        head = merkle.sign_tree_head(self._identity.key, size, self._edges(size)[0], timestamp)
         keylog.insert_head(self._db, head)
         self._head = head
         self._proofs.clear()
@@ -142,38 +143,71 @@ class TransparencyLog:
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
-        """RFC 9162 PATH(position, D[0:size]), leaf to root, walked bottom up.
+        """RFC 9162 PATH(position, D[0:size]), leaf to root (see `packed_inclusion`)."""
+        return merkle.unpack_proof(self.packed_inclusion(position, head.size))
+
+    def packed_inclusion(self, position: int, size: int) -> bytes:
+        """PATH(position, D[0:size]) packed (`merkle.pack_proof`), walked bottom up.
 
         At each level the sibling of the block holding `position` is a stored node
-        when complete, the (cached) hash of the incomplete right edge when it reaches
-        past the end, or absent when it starts past the end. The same hashes as
-        `merkle.inclusion_proof` (tested), without its recursion per proof.
+        when complete, the hash of the incomplete right edge when it reaches past the
+        end (`_edges`, once per size), or absent when it starts past the end. The
+        levels below the first incomplete or absent sibling hold hashes of complete
+        subtrees, which never change: they are kept per position (`_stable`), so a
+        proof under a newer head walks only the few levels near the top. The same
+        hashes as `merkle.inclusion_proof` (tested), without its recursion.
         """
-        size = head.size
         if not 0 <= position < size:
             raise ValueError("leaf index outside the tree")
-        proof: list[bytes] = []
-        level = 0
+        level, prefix = self._stable.get(position, (0, b""))
+        parts = [prefix]
+        stable = True
         while (1 << level) < size:
             sibling = (position >> level) ^ 1
             start = sibling << level
-            if start < size:
-                if start + (1 << level) <= size:
-                    proof.append(self.subtree(level, sibling))
-                else:
-                    proof.append(self._edge_hash(start, size))
+            if start + (1 << level) <= size:
+                parts.append(self.subtree(level, sibling))
+            else:
+                if stable and level:
+                    self._keep_stable(position, level, b"".join(parts))
+                stable = False
+                if start < size:
+                    parts.append(self._edges(size)[1][start])
             level += 1
-        return proof
+        if stable:
+            self._keep_stable(position, level, b"".join(parts))
+        return b"".join(parts)
 
-    def _edge_hash(self, start: int, size: int) -> bytes:
-        """MTH(D[start:size]) for an aligned `start`: an incomplete subtree on the edge."""
-        if self._edge_size != size:
-            self._edge_size, self._edge = size, {}
-        value = self._edge.get(start)
-        if value is None:
-            value = merkle.range_hash(start, size, self.subtree)
-            self._edge[start] = value
-        return value
+    def _keep_stable(self, position: int, level: int, packed: bytes) -> None:
+        """Remember the proof's hashes below `level`: all of complete subtrees."""
+        known = self._stable.get(position)
+        if known is not None and known[0] >= level:
+            return
+        if known is None and len(self._stable) >= POSITION_CACHE_LIMIT:
+            self._stable.clear()
+        self._stable[position] = (level, packed)
+
+    def _edges(self, size: int) -> tuple[bytes, dict[int, bytes]]:
+        """The root of the tree of `size` entries and MTH(D[start:size]) for every start
+        on its right edge (each prefix of `size`'s binary digits): the only hashes a
+        proof under this size needs that are not stored nodes. Computed once per size,
+        from the smallest complete subtree on the edge up to the root."""
+        if self._edge_size == size:
+            return self._edge[0], self._edge
+        edge: dict[int, bytes] = {}
+        if size == 0:
+            edge[0] = merkle.EMPTY_ROOT
+        else:
+            blocks = [bit for bit in range(size.bit_length()) if size >> bit & 1]
+            end, value = size, b""
+            for bit in blocks:  # lowest set bit first: the rightmost complete block
+                start = end - (1 << bit)
+                block = self.subtree(bit, start >> bit)
+                value = block if not value else merkle.node_hash(block, value)
+                edge[start] = value
+                end = start
+        self._edge_size, self._edge = size, edge
+        return edge[0], edge
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         if old_size in (0, new_size):
@@ -196,13 +230,10 @@ class TransparencyLog:
             log.error("key for %s served without a log entry", username)
             return {"position": -1, "proof": b""}
         if head is not self._head:
-            return {
-                "position": position,
-                "proof": merkle.pack_proof(self.inclusion(position, head)),
-            }
+            return {"position": position, "proof": self.packed_inclusion(position, head.size)}
         proof = self._proofs.get(position)
         if proof is None:
-            proof = merkle.pack_proof(self.inclusion(position, head))
+            proof = self.packed_inclusion(position, head.size)
             if len(self._proofs) < POSITION_CACHE_LIMIT:
                 self._proofs[position] = proof
         return {"position": position, "proof": proof}
