@@ -10,12 +10,13 @@ against a signed head and the log never waits a minute to show a new key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, TreeHead
+from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import Database
 
@@ -50,7 +51,9 @@ class TransparencyLog:
         # their proofs under the current head, and for every head to come the part of
         # each proof that cannot change (see `_stable`).
         self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
+        self._proofs: dict[int, codec.Encoded] = {}  # {position, proof}
+        self._entries: dict[int, codec.Encoded] = {}  # {head, position, proof}
+        self._encoded_head: tuple[TreeHead, codec.Encoded] | None = None
         self._stable: dict[int, tuple[int, bytes]] = {}
         self._size: int | None = None
         self._head: TreeHead | None = None
@@ -65,6 +68,7 @@ class TransparencyLog:
         self._edge_size, self._edge = -1, {}
         self._positions.clear()
         self._proofs.clear()
+        self._entries.clear()
         self._stable.clear()
         self._size = None
         self._head = None
@@ -133,12 +137,14 @@ class TransparencyLog:
         keylog.insert_head(self._db, head)
         self._head = head
         self._proofs.clear()
+        self._entries.clear()
         return head
 
     def _adopt(self, head: TreeHead) -> TreeHead:
         """A head already stored (signed before a restart, or by another node)."""
         if head != self._head:
             self._proofs.clear()  # they were against the previous head
+            self._entries.clear()
         self._head = head
         return head
 
@@ -214,41 +220,64 @@ class TransparencyLog:
             return []
         return merkle.consistency_proof(old_size, new_size, self.subtree)
 
-    def proof_for(self, kind: str, username: str, payload: bytes, head: TreeHead) -> dict[str, Any]:
+    def proof_for(
+        self, kind: str, username: str, payload: bytes, head: TreeHead
+    ) -> Mapping[str, Any]:
         """{position, proof} for the newest entry of exactly this key, under `head`.
 
         A key the log does not hold gets position -1 and no proof: clients refuse it,
-        so the reply still goes out and the refusal is theirs to show.
+        so the reply still goes out and the refusal is theirs to show. Under the
+        newest head the answer is kept, already encoded (`codec.Encoded`).
         """
+        position = self._position(kind, username, payload)
+        if position is None or position >= head.size:
+            log.error("key for %s served without a log entry", username)
+            return {"position": -1, "proof": b""}
+        if head is not self._head:
+            return {"position": position, "proof": self.packed_inclusion(position, head.size)}
+        proved = self._proofs.get(position)
+        if proved is None:
+            proof = self.packed_inclusion(position, head.size)
+            proved = codec.Encoded({"position": position, "proof": proof})
+            if len(self._proofs) < POSITION_CACHE_LIMIT:
+                self._proofs[position] = proved
+        return proved
+
+    def _position(self, kind: str, username: str, payload: bytes) -> int | None:
         key = (kind, username.casefold(), payload)
         position = self._positions.get(key)
         if position is None:
             position = keylog.latest_for(self._db, kind, username, payload)
             if position is not None and len(self._positions) < POSITION_CACHE_LIMIT:
                 self._positions[key] = position
-        if position is None or position >= head.size:
-            log.error("key for %s served without a log entry", username)
-            return {"position": -1, "proof": b""}
-        if head is not self._head:
-            return {"position": position, "proof": self.packed_inclusion(position, head.size)}
-        proof = self._proofs.get(position)
-        if proof is None:
-            proof = self.packed_inclusion(position, head.size)
-            if len(self._proofs) < POSITION_CACHE_LIMIT:
-                self._proofs[position] = proof
-        return {"position": position, "proof": proof}
+        return position
 
-    def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
+    def certificate_proof(self, username: str, certificate: bytes) -> Mapping[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""
         return self.entry_proof("certificate", username, certificate)
 
-    def entry_proof(self, kind: str, username: str, payload: bytes) -> dict[str, Any]:
+    def entry_proof(self, kind: str, username: str, payload: bytes) -> Mapping[str, Any]:
         """{head, position, proof} of one key under the newest head (signed now if the
-        log grew since: after an append, the appender's reply pays for the new head)."""
+        log grew since: after an append, the appender's reply pays for the new head).
+        Kept encoded per position, with the head's encoding made once per head."""
         head = self.head()
-        return {"head": head.to_wire(), **self.proof_for(kind, username, payload, head)}
+        proved = self.proof_for(kind, username, payload, head)
+        if not isinstance(proved, codec.Encoded):  # not logged: nothing to keep
+            return {"head": self._head_wire(head), **proved}
+        position = proved["position"]
+        entry = self._entries.get(position)
+        if entry is None:
+            entry = codec.Encoded({"head": self._head_wire(head), **proved})
+            if len(self._entries) < POSITION_CACHE_LIMIT:
+                self._entries[position] = entry
+        return entry
 
-    def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
+    def _head_wire(self, head: TreeHead) -> codec.Encoded:
+        if self._encoded_head is None or self._encoded_head[0] is not head:
+            self._encoded_head = (head, codec.Encoded(head.to_wire()))
+        return self._encoded_head[1]
+
+    def kem_key_proof(self, username: str, kem_key: bytes | None) -> Mapping[str, Any] | None:
         """The `kem_transparency` field beside `certificate_proof`: {position, proof} of
         the signed KEM key under the same head (None when there is no key)."""
         if kem_key is None:
