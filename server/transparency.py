@@ -51,7 +51,7 @@ class TransparencyLog:
         # their proofs under the current head, and for every head to come the part of
         # each proof that cannot change (see `_stable`).
         self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, codec.Encoded] = {}  # {position, proof}
+        self._proofs: dict[int, bytes | codec.Encoded] = {}  # packed proof, then encoded
         self._entries: dict[int, codec.Encoded] = {}  # {head, position, proof}
         self._encoded_head: tuple[TreeHead, codec.Encoded] | None = None
         self._stable: dict[int, tuple[int, bytes]] = {}
@@ -227,7 +227,8 @@ class TransparencyLog:
 
         A key the log does not hold gets position -1 and no proof: clients refuse it,
         so the reply still goes out and the refusal is theirs to show. Under the
-        newest head the answer is kept, already encoded (`codec.Encoded`).
+        newest head the proof is kept, and encoded (`codec.Encoded`) once it is asked
+        for a second time: a first answer is encoded with its reply anyway.
         """
         position = self._position(kind, username, payload)
         if position is None or position >= head.size:
@@ -235,13 +236,15 @@ class TransparencyLog:
             return {"position": -1, "proof": b""}
         if head is not self._head:
             return {"position": position, "proof": self.packed_inclusion(position, head.size)}
-        proved = self._proofs.get(position)
-        if proved is None:
+        kept = self._proofs.get(position)
+        if kept is None:
             proof = self.packed_inclusion(position, head.size)
-            proved = codec.Encoded({"position": position, "proof": proof})
             if len(self._proofs) < POSITION_CACHE_LIMIT:
-                self._proofs[position] = proved
-        return proved
+                self._proofs[position] = proof
+            return {"position": position, "proof": proof}
+        if isinstance(kept, bytes):
+            kept = self._proofs[position] = codec.Encoded({"position": position, "proof": kept})
+        return kept
 
     def _position(self, kind: str, username: str, payload: bytes) -> int | None:
         key = (kind, username.casefold(), payload)
@@ -259,15 +262,17 @@ class TransparencyLog:
     def entry_proof(self, kind: str, username: str, payload: bytes) -> Mapping[str, Any]:
         """{head, position, proof} of one key under the newest head (signed now if the
         log grew since: after an append, the appender's reply pays for the new head).
-        Kept encoded per position, with the head's encoding made once per head."""
+        The head is encoded once; a whole answer asked for again is kept encoded."""
         head = self.head()
         proved = self.proof_for(kind, username, payload, head)
-        if not isinstance(proved, codec.Encoded):  # not logged: nothing to keep
+        if not isinstance(proved, codec.Encoded):  # first time, or not logged
             return {"head": self._head_wire(head), **proved}
         position = proved["position"]
         entry = self._entries.get(position)
         if entry is None:
-            entry = codec.Encoded({"head": self._head_wire(head), **proved})
+            entry = codec.Encoded(
+                {"head": self._head_wire(head), "position": position, "proof": proved["proof"]}
+            )
             if len(self._entries) < POSITION_CACHE_LIMIT:
                 self._entries[position] = entry
         return entry

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
+from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import MIGRATIONS, Database, SqliteDatabase
 from server.transparency import TransparencyLog
@@ -235,4 +236,33 @@ def test_proof_parts_kept_from_older_heads_stay_right_as_the_log_grows_or_rolls_
             assert log.inclusion(position, head) == merkle.inclusion_proof(
                 position, size, reference.subtree
             ), (position, size)
+    db.close()
+
+
+def test_answers_asked_again_under_one_head_are_sent_as_kept_bytes(tmp_path: Path) -> None:
+    """A second request under the same head gets the kept, encoded answer: the same
+    bytes on the wire as the first; a new head drops them all."""
+    db, log = open_log(tmp_path / "db.sqlite")
+    for i in range(5):
+        log.append("certificate", f"user{i}", bytes([i]))
+    first = log.certificate_proof("user2", bytes([2]))
+    again = log.certificate_proof("user2", bytes([2]))
+    assert isinstance(again, codec.Encoded) and not isinstance(first, codec.Encoded)
+    assert codec.encode(dict(first)) == codec.encode(again) and again == first
+    kem_first = log.proof_for("certificate", "user3", bytes([3]), log.head())
+    kem_again = log.proof_for("certificate", "user3", bytes([3]), log.head())
+    assert isinstance(kem_again, codec.Encoded) and codec.encode(kem_again) == codec.encode(
+        dict(kem_first)
+    )
+    log.append("certificate", "user5", b"\x05")
+    newer = log.certificate_proof("user2", bytes([2]))
+    head = TreeHead.from_wire(newer["head"])
+    assert head.size == 6 and newer != again
+    merkle.verify_inclusion(
+        LogEntry("certificate", "user2", bytes([2])).leaf_hash,
+        newer["position"],
+        head.size,
+        merkle.unpack_proof(newer["proof"]),
+        head.root,
+    )
     db.close()
