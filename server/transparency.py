@@ -10,7 +10,7 @@ against a signed head and the log never waits a minute to show a new key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from common.crypto import merkle
@@ -51,8 +51,7 @@ class TransparencyLog:
         # their proofs under the current head, and for every head to come the part of
         # each proof that cannot change (see `_stable`).
         self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, bytes | codec.Encoded] = {}  # packed proof, then encoded
-        self._entries: dict[int, codec.Encoded] = {}  # {head, position, proof}
+        self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
         self._encoded_head: tuple[TreeHead, codec.Encoded] | None = None
         self._stable: dict[int, tuple[int, bytes]] = {}
         self._size: int | None = None
@@ -68,7 +67,6 @@ class TransparencyLog:
         self._edge_size, self._edge = -1, {}
         self._positions.clear()
         self._proofs.clear()
-        self._entries.clear()
         self._stable.clear()
         self._size = None
         self._head = None
@@ -137,15 +135,13 @@ class TransparencyLog:
         keylog.insert_head(self._db, head)
         self._head = head
         self._proofs.clear()
-        self._entries.clear()
         return head
 
     def _adopt(self, head: TreeHead) -> TreeHead:
         """A head already stored (signed before a restart, or by another node)."""
         if head != self._head:
             self._proofs.clear()  # they were against the previous head
-            self._entries.clear()
-        self._head = head
+            self._head = head
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
@@ -220,15 +216,11 @@ class TransparencyLog:
             return []
         return merkle.consistency_proof(old_size, new_size, self.subtree)
 
-    def proof_for(
-        self, kind: str, username: str, payload: bytes, head: TreeHead
-    ) -> Mapping[str, Any]:
+    def proof_for(self, kind: str, username: str, payload: bytes, head: TreeHead) -> dict[str, Any]:
         """{position, proof} for the newest entry of exactly this key, under `head`.
 
         A key the log does not hold gets position -1 and no proof: clients refuse it,
-        so the reply still goes out and the refusal is theirs to show. Under the
-        newest head the proof is kept, and encoded (`codec.Encoded`) once it is asked
-        for a second time: a first answer is encoded with its reply anyway.
+        so the reply still goes out and the refusal is theirs to show.
         """
         position = self._position(kind, username, payload)
         if position is None or position >= head.size:
@@ -236,15 +228,12 @@ class TransparencyLog:
             return {"position": -1, "proof": b""}
         if head is not self._head:
             return {"position": position, "proof": self.packed_inclusion(position, head.size)}
-        kept = self._proofs.get(position)
-        if kept is None:
+        proof = self._proofs.get(position)
+        if proof is None:
             proof = self.packed_inclusion(position, head.size)
             if len(self._proofs) < POSITION_CACHE_LIMIT:
                 self._proofs[position] = proof
-            return {"position": position, "proof": proof}
-        if isinstance(kept, bytes):
-            kept = self._proofs[position] = codec.Encoded({"position": position, "proof": kept})
-        return kept
+        return {"position": position, "proof": proof}
 
     def _position(self, kind: str, username: str, payload: bytes) -> int | None:
         key = (kind, username.casefold(), payload)
@@ -255,34 +244,24 @@ class TransparencyLog:
                 self._positions[key] = position
         return position
 
-    def certificate_proof(self, username: str, certificate: bytes) -> Mapping[str, Any]:
+    def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""
         return self.entry_proof("certificate", username, certificate)
 
-    def entry_proof(self, kind: str, username: str, payload: bytes) -> Mapping[str, Any]:
+    def entry_proof(self, kind: str, username: str, payload: bytes) -> dict[str, Any]:
         """{head, position, proof} of one key under the newest head (signed now if the
-        log grew since: after an append, the appender's reply pays for the new head).
-        The head is encoded once; a whole answer asked for again is kept encoded."""
+        log grew since: after an append, the appender's reply pays for the new head)."""
         head = self.head()
-        proved = self.proof_for(kind, username, payload, head)
-        if not isinstance(proved, codec.Encoded):  # first time, or not logged
-            return {"head": self._head_wire(head), **proved}
-        position = proved["position"]
-        entry = self._entries.get(position)
-        if entry is None:
-            entry = codec.Encoded(
-                {"head": self._head_wire(head), "position": position, "proof": proved["proof"]}
-            )
-            if len(self._entries) < POSITION_CACHE_LIMIT:
-                self._entries[position] = entry
-        return entry
+        return {"head": self._head_wire(head), **self.proof_for(kind, username, payload, head)}
 
     def _head_wire(self, head: TreeHead) -> codec.Encoded:
+        """The head as replies carry it, encoded once per head (every reply with a
+        certificate carries it; the appender's reply makes it)."""
         if self._encoded_head is None or self._encoded_head[0] is not head:
             self._encoded_head = (head, codec.Encoded(head.to_wire()))
         return self._encoded_head[1]
 
-    def kem_key_proof(self, username: str, kem_key: bytes | None) -> Mapping[str, Any] | None:
+    def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
         """The `kem_transparency` field beside `certificate_proof`: {position, proof} of
         the signed KEM key under the same head (None when there is no key)."""
         if kem_key is None:

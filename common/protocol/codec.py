@@ -207,7 +207,7 @@ def _encode_dict(value: dict[Any, Any], parts: list[bytes], depth: int) -> int:
 
 
 class Encoded(Mapping[str, Any]):
-    """A dict sent many times unchanged (a signed tree head, a key's log proof), encoded
+    """A dict sent many times unchanged (a signed tree head in every key reply), encoded
     once: `encode` copies its bytes instead of walking it again.
 
     It reads like the dict it was made from (the server's tests and hooks look inside)

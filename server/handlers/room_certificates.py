@@ -13,7 +13,6 @@ the client's verified member list, not this reply (docs/security.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from common.protocol.opcodes import MessageType
@@ -60,5 +59,5 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def _kem_proof(
     log: TransparencyLog, name: str, kem_key: bytes | None, head: TreeHead
-) -> Mapping[str, Any] | None:
+) -> dict[str, Any] | None:
     return None if kem_key is None else log.proof_for("kem_key", name, kem_key, head)
