@@ -1,10 +1,12 @@
 """The server's key transparency log: append keys, sign tree heads, answer with proofs.
 
 `append(kind, username, payload)` is the one entry point for every key the server
-certifies or accepts (certificates now; signed KEM keys use the same call). Proofs are
-built from stored node hashes, O(log n) lookups per proof. A tree head is signed when
-a reply needs one covering entries the latest head lacks, so every proof handed out is
-against a signed head and the log never waits a minute to show a new key.
+certifies or accepts (certificates and signed KEM keys). Proofs are built from stored
+node hashes, O(log n) lookups per proof; the part of a proof made of complete subtrees
+never changes, so it is kept per position and a proof under a newer head walks only
+the levels near the top, with the right edge hashed once per size. A tree head is
+signed when a reply needs one covering entries the latest head lacks, so every proof
+handed out is against a signed head and the log never waits a minute to show a key.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
+#: Kept positions, proofs under the newest head and lasting proof parts: at most this
+#: many of each (a proof is 20 hashes, 640 bytes, at a million entries: 13 MB each).
 POSITION_CACHE_LIMIT = 20_000
 #: Nodes at this level and above stay cached for good: 1/32 of the entries' count of
 #: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
