@@ -145,7 +145,7 @@ class TransparencyLog:
         """A head already stored (signed before a restart, or by another node)."""
         if head != self._head:
             self._proofs.clear()  # they were against the previous head
-            self._head = head
+        self._head = head
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
