@@ -194,6 +194,12 @@ class Bus:
     def _beat(self) -> None:
         if self.presence.heartbeat():
             log.info("bus: presence rewritten (Redis had lost it)")
+            # Another node that resubscribed and read presence before this rewrite
+            # thinks these users went offline: say again that they are here.
+            pipe = self._client.pipeline(transaction=False)
+            for user_id in self.presence.held:
+                pipe.publish(self.all_channel, encode(PresenceChanged(user_id, self.node_id, True)))
+            pipe.execute()
         for node in self.presence.dead_nodes():
             users = self.presence.reap(node)
             if users is not None:
