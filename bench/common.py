@@ -102,6 +102,7 @@ class ServerProcess(RunningServer):
         env_overrides: dict[str, str] | None = None,
         log_level: str = "INFO",
         workdir: tempfile.TemporaryDirectory[str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> ServerProcess:
         """Start a server on a free port; returns once it printed its port and fingerprint.
 
@@ -120,7 +121,7 @@ class ServerProcess(RunningServer):
             running = start_server(
                 base / "server",
                 env,
-                ("--log-level", log_level),
+                ("--log-level", log_level, *extra_args),
                 log_path=base / "server.log",
             )
         except ServerStartError as exc:
