@@ -37,6 +37,7 @@ from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 from server.presence import announce_offline
+from server.process_group import die_with_parent, refusal, run_group
 from server.sessions import Sessions
 from server.storage import retention
 from server.storage.attachment_files import AttachmentFiles
@@ -135,9 +136,13 @@ class Server:
     def fingerprint(self) -> str:
         return self.services.identity.fingerprint
 
-    def start(self) -> int:
-        """Bind the listening socket; return the actual port (useful with port 0)."""
-        self.address = self.reactor.listen(self.config.host, self.config.port)
+    def start(self, reuse_port: bool = False) -> int:
+        """Bind the listening socket; return the actual port (useful with port 0).
+
+        `reuse_port`: one of several worker processes on this port (--workers).
+        """
+        host, port = self.config.host, self.config.port
+        self.address = self.reactor.listen(host, port, reuse_port=reuse_port)
         log.info("listening on %s:%d", *self.address)
         return self.address[1]
 
@@ -334,6 +339,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="path of config.json")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--mac", help="record MAC: hmac-sha256 (default) or hmac-md5")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="reactor processes sharing the port (cluster mode only; default 1)",
+    )
+    # Set by the --workers supervisor on each worker (server/process_group.py).
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -351,6 +365,8 @@ def raise_file_limit(wanted: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; return the process exit code."""
     args = parse_args(argv)
+    if args.parent_pid and not die_with_parent(args.parent_pid):
+        return 1  # the supervisor is already gone
     overrides = {
         "server.host": args.host,
         "server.port": args.port,
@@ -361,13 +377,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, env=os.environ, overrides=overrides).server
         configure_logging(config.log_level)
+        refused = refusal(config, args.workers)
+        if refused:
+            raise UchatError(refused)
+        if args.workers > 1:
+            return run_group(config, sys.argv[1:] if argv is None else argv, args.workers)
         raise_file_limit(config.max_connections + SPARE_FILE_DESCRIPTORS)
         server = build_server(config)
     except (UchatError, OSError, sqlite3.Error, SchemaTooNewError) as exc:
         print(f"uchat server: {exc}", file=sys.stderr)
         return 2
     try:
-        port = server.start()
+        port = server.start(reuse_port=args.reuse_port)
     except OSError as exc:
         print(f"uchat server: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         server.close()
