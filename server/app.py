@@ -40,7 +40,13 @@ from server.presence import announce_offline
 from server.process_group import die_with_parent, refusal, run_group
 from server.sessions import Sessions
 from server.storage import retention
-from server.storage.attachment_files import AttachmentFiles
+from server.storage.attachment_store import (
+    DATABASE,
+    AttachmentStore,
+    DatabaseStore,
+    attachments_root,
+    store_for,
+)
 from server.storage.database import (
     Database,
     SchemaTooNewError,
@@ -128,7 +134,7 @@ class Server:
         self.address: tuple[str, int] | None = None
         #: Cluster mode only (server/cluster/node.py): the bus and the presence mirror.
         self.cluster: ClusterNode | None = None
-        self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
+        self._files = store_for(config)
         self.reactor.call_later(config.sweep_interval, self._sweep)
         self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
 
@@ -240,7 +246,7 @@ LINK_SWEEP_INTERVAL = 2.0  # seconds between expiry passes over link codes
 SWEEP_AGAIN_SOON = 1.0  # seconds before the next batch when a sweep hit its batch size
 
 
-def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, now: int) -> bool:
+def sweep_expired(db: Database, files: AttachmentStore, config: ServerConfig, now: int) -> bool:
     """One retention pass (server/storage/retention.py), committed; True if more is left.
 
     Runs in a savepoint, so a failure undoes only its own deletions (the reactor's turn
@@ -260,7 +266,9 @@ def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, no
         db.end_step(keep)
     db.commit()
     for attachment_id in result.attachments:
-        files.discard(attachment_id)
+        files.discard(db, attachment_id)
+    if db.in_transaction:  # the database store's deletions (its rows cascade anyway)
+        db.commit()
     if result.envelopes or result.attachments:
         log.info(
             "retention: forgot %d delivered envelopes and %d attachments",
@@ -293,7 +301,8 @@ def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
     make_private_dir(data_dir)  # keys, database, attachments: the operator's only
-    make_private_dir(data_dir / ATTACHMENTS_DIR)
+    if config.attachment_store != DATABASE:
+        make_private_dir(attachments_root(config))
     db: Database
     sessions: Sessions | None = None
     if config.database_url:
@@ -305,7 +314,9 @@ def build_server(config: ServerConfig) -> Server:
         identity = ServerIdentity.load_or_create(data_dir)
         db = SqliteDatabase.open(data_dir / DATABASE_FILE)
     try:
-        files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
+        if config.attachment_store == DATABASE:
+            DatabaseStore.create_table(db)
+        files = store_for(config)
         # Before listening nobody waits, so the whole backlog is cleared, batch by batch.
         more = True
         while more:

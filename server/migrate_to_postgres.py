@@ -15,8 +15,10 @@ Any difference rolls everything back.
 With `--ca-passphrase-file` the single node's CA (`server_ca_key.pem`,
 `server_ca_cert.pem` beside the database file) is stored in the cluster's
 `uchat_identity`, its key encrypted with that passphrase: every node then serves the
-fingerprint the clients already pin. The attachment files stay where they are, to be
-copied into the folder the nodes share.
+fingerprint the clients already pin. With `--attachments database` the attachment
+files (`attachments/` beside the database file, or `--attachments-dir`) are copied into
+PostgreSQL chunk rows too, for `server.attachment_store = "database"`; by default they
+stay files, to be copied into the folder the nodes share (`server.attachments_dir`).
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ from common.crypto.certs import ServerIdentity
 from common.errors import UchatError
 from server.cluster.identity import MIN_PASSPHRASE
 from server.cluster.node import read_passphrase
+from server.storage.attachment_files import AttachmentFiles
+from server.storage.attachment_store import CREATE_CHUNKS
 from server.storage.database import SchemaTooNewError, SqliteDatabase
 from server.storage.postgres import PostgresDatabase
 
 ROWS_PER_READ = 5_000
+CHUNK_BYTES = 256 * 1024
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -213,6 +218,7 @@ def migrate(
     sqlite_path: Path,
     dsn: str,
     passphrase: bytes | None = None,
+    attachments_dir: Path | None = None,
 ) -> list[TableCopy]:
     """Copy everything; raise MigrationError (nothing committed) when it cannot or fails."""
     PostgresDatabase.connect(dsn).close()  # the schema, migrated as a node would
@@ -231,10 +237,55 @@ def migrate(
                 raise MigrationError(
                     f"table {copied.table}: {expected} rows in SQLite, {found} in PostgreSQL"
                 )
+        if attachments_dir is not None:
+            copies.append(copy_attachment_files(source, target, attachments_dir))
         if passphrase is not None:
             store_identity(target, sqlite_path.parent, passphrase)
         target.commit()
     return copies
+
+
+def copy_attachment_files(
+    source: sqlite3.Connection, target: psycopg.Connection[tuple[object, ...]], root: Path
+) -> TableCopy:
+    """Each attachment's bytes into `uchat_attachment_chunks`, in CHUNK_BYTES rows.
+
+    A finished attachment must have its file (else the message would point at
+    nothing); an unfinished upload copies what its partial file holds, and the
+    client resumes from there as after any crash.
+    """
+    files = AttachmentFiles(root)
+    target.execute(CREATE_CHUNKS)
+    rows = 0
+    stored = 0
+    expected = 0
+    for attachment_id, size, complete in source.execute(
+        "SELECT id, size, complete FROM attachments ORDER BY id"
+    ).fetchall():
+        path = files.final_path(attachment_id) if complete else files.partial_path(attachment_id)
+        if complete:
+            expected += int(size)
+            if not path.is_file():
+                raise MigrationError(
+                    f"attachment {attachment_id} is complete but {path} is missing"
+                )
+        elif not path.is_file():
+            continue
+        with path.open("rb") as file:
+            start = 0
+            while block := file.read(CHUNK_BYTES):
+                target.execute(
+                    "INSERT INTO uchat_attachment_chunks (attachment_id, chunk_start, data)"
+                    " VALUES (%s, %s, %s)",
+                    (attachment_id, start, block),
+                )
+                start += len(block)
+                rows += 1
+        if complete:
+            stored += start
+    if stored != expected:
+        raise MigrationError(f"attachments: {expected} bytes expected, {stored} copied")
+    return TableCopy("uchat_attachment_chunks", rows)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -249,6 +300,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ca-passphrase-file",
         help="also store the server's CA in PostgreSQL, encrypted with this passphrase",
     )
+    parser.add_argument(
+        "--attachments",
+        choices=("folder", "database"),
+        default="folder",
+        help="database: copy the attachment files into PostgreSQL (attachment_store)",
+    )
+    parser.add_argument(
+        "--attachments-dir", help="where the files are (default: attachments/ beside --sqlite)"
+    )
     return parser.parse_args(argv)
 
 
@@ -258,7 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         passphrase = (
             read_passphrase(Path(args.ca_passphrase_file)) if args.ca_passphrase_file else None
         )
-        copies = migrate(Path(args.sqlite), args.dsn, passphrase)
+        folder = None
+        if args.attachments == "database":
+            folder = Path(args.attachments_dir or Path(args.sqlite).parent / "attachments")
+        copies = migrate(Path(args.sqlite), args.dsn, passphrase, folder)
     except (UchatError, psycopg.Error, sqlite3.Error, SchemaTooNewError, OSError) as exc:
         print(f"migrate_to_postgres: {exc}", file=sys.stderr)
         print("migrate_to_postgres: nothing was committed", file=sys.stderr)

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -222,6 +223,10 @@ def test_a_real_server_session_moves_with_its_backlog_and_fingerprint(
     bob.client.join_room(room_id)
     seen = alice.client.send_text(bob.name, "seen before the move")
     bob.events.message(seen.message_id)
+    document = tmp_path / "report.bin"
+    document.write_bytes(os.urandom(700_000))  # three chunks
+    filed = alice.client.send_file(bob.name, document)
+    bob.events.message(filed.message_id)
     bob.client.logout()
     alice.events.wait("presence", username=bob.name, online=False)
     waiting = [alice.client.send_text(bob.name, f"waiting {i}") for i in range(3)]
@@ -233,21 +238,31 @@ def test_a_real_server_session_moves_with_its_backlog_and_fingerprint(
     assert single.stop() == 0
 
     done = run_migration(
-        single.data_dir / "uchat.db", empty_dsn, "--ca-passphrase-file", str(passphrase_file)
+        single.data_dir / "uchat.db",
+        empty_dsn,
+        "--ca-passphrase-file",
+        str(passphrase_file),
+        "--attachments",
+        "database",
     )
     assert done.returncode == 0, done.stderr
+    assert re.search(r"^uchat_attachment_chunks +3 rows$", done.stdout, re.MULTILINE)
     for table in ("users", "friends", "rooms", "room_user", "room_log", "envelopes", "kt_entries"):
         assert f"{table} " in done.stdout
     expected = sqlite_content(single.data_dir / "uchat.db")
     assert postgres_content(empty_dsn, list(expected)) == expected
 
-    node_a, node_b = nodes("a", cluster_env(empty_dsn)), nodes("b", cluster_env(empty_dsn))
+    env = {**cluster_env(empty_dsn), "UCHAT_SERVER_ATTACHMENT_STORE": "database"}
+    node_a, node_b = nodes("a", env), nodes("b", env)
     assert node_a.fingerprint == node_b.fingerprint == single.fingerprint
     accounts.reopen(bob, node_b)  # the backlog left on the single server arrives on B
     assert [bob.events.message(m.message_id).text for m in waiting] == [
         f"waiting {i}" for i in range(3)
     ]
     assert bob.events.message(in_room.message_id).text == "in the room while bob is away"
+    stored = next(m for m in bob.client.history(alice.name) if m.message_id == filed.message_id)
+    fetched = bob.client.download(stored, tmp_path / "inbox")  # from PostgreSQL rows
+    assert fetched.read_bytes() == document.read_bytes()
     accounts.reopen(alice, node_a)
     fresh = alice.client.send_text(bob.name, "new ids after the copied ones")
     assert bob.events.message(fresh.message_id).text == "new ids after the copied ones"
