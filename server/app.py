@@ -218,6 +218,11 @@ class Server:
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)
 
+    def _rolled_back(self) -> None:
+        self.services.db.rollback()
+        if self.cluster is not None:
+            self.cluster.rolled_back()
+
     def _commit(self) -> None:
         """The group commit, run by the reactor before it writes a turn's output.
 
@@ -230,13 +235,13 @@ class Server:
             try:
                 turn.finish(db, self.services.sessions)
             except Exception:
-                db.rollback()
+                self._rolled_back()
                 raise
         if db.in_transaction:
             try:
                 db.commit()
             except Exception:
-                db.rollback()
+                self._rolled_back()
                 raise
         if self.cluster is not None:  # hints only once what they point at is committed
             self.cluster.committed(touched)

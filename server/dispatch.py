@@ -175,10 +175,11 @@ class Context:
     # -- other users ----------------------------------------------------------------
 
     def push(self, user_id: int, type: MessageType, params: dict[str, Any]) -> bool:
-        """Push to that user's live session; False if the user is offline."""
+        """Push to that user's live session (here, or on another node in cluster mode,
+        once the turn commits); False if the user is offline."""
         connection = self.sessions.connection_for(user_id)
         if connection is None or not connection.is_open:
-            return False
+            return self.sessions.relay((user_id,), push(type, params))
         connection.send(push(type, params))
         return True
 
@@ -191,8 +192,18 @@ class Context:
         return True
 
     def push_many(self, user_ids: Iterable[int], type: MessageType, params: dict[str, Any]) -> int:
-        """Push one message to many users; return how many were online."""
-        return send_to_users(self.sessions, user_ids, push(type, params))
+        """Push one message to many users; return how many were online on this node.
+
+        Those held by other nodes get it through the bus in cluster mode.
+        """
+        message = push(type, params)
+        targets = list(dict.fromkeys(user_ids))
+        sent = send_to_users(self.sessions, targets, message)
+        if sent < len(targets):
+            self.sessions.relay(
+                [user for user in targets if self.sessions.connection_for(user) is None], message
+            )
+        return sent
 
     # -- sessions -------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ Only the reactor thread uses this object.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from common.protocol.message import push
+from common.protocol.message import Message, push
 from common.protocol.opcodes import MessageType
 from server.net.connection import Connection
 
@@ -63,6 +64,15 @@ class Sessions:
 
     def online_user_ids(self) -> list[int]:
         return list(self._by_user)
+
+    def relay(self, user_ids: Sequence[int], message: Message) -> bool:
+        """Hand a push for users not held here to the nodes holding them; True if any.
+
+        One node holds every session, so nothing to do here; cluster mode overrides it
+        (server/cluster/node.py).
+        """
+        del user_ids, message
+        return False
 
     @property
     def online_count(self) -> int:
