@@ -197,6 +197,8 @@ class Context:
         Those held by other nodes get it through the bus in cluster mode.
         """
         message = push(type, params)
+        if not self.sessions.spans_nodes:
+            return send_to_users(self.sessions, user_ids, message)
         targets = list(dict.fromkeys(user_ids))
         sent = send_to_users(self.sessions, targets, message)
         if sent < len(targets):

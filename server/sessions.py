@@ -23,6 +23,9 @@ KICK_REASON = "logged_in_elsewhere"
 class Sessions:
     """user_id -> the Connection that is that user's live session."""
 
+    #: True when other nodes hold sessions too (cluster mode): pushes may need `relay`.
+    spans_nodes = False
+
     def __init__(self) -> None:
         self._by_user: dict[int, Connection] = {}
 

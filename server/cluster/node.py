@@ -91,6 +91,8 @@ def _no_relay(user_ids: tuple[int, ...], body: bytes) -> None:
 class ClusterSessions(Sessions):
     """Local sessions, plus a mirror of who is online on the other nodes."""
 
+    spans_nodes = True
+
     def __init__(self) -> None:
         super().__init__()
         #: user id -> other nodes holding the user (kept by `ClusterNode` from hints).
