@@ -68,4 +68,4 @@ def member_room_id(ctx: Context, params: Mapping[str, Any]) -> int:
 
 def attachment_store(ctx: Context) -> AttachmentStore:
     """The folder or the PostgreSQL table holding attachment bytes (config's choice)."""
-    return store_for(ctx.config)
+    return store_for(ctx.config, ctx.services.data_dir)

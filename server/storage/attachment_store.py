@@ -194,14 +194,14 @@ class DatabaseStore:
         return bytes(out)
 
 
-def attachments_root(config: ServerConfig) -> Path:
-    """The folder of the `files` store."""
+def attachments_root(config: ServerConfig, data_dir: Path | None = None) -> Path:
+    """The folder of the `files` store (`data_dir` stands for `config.data_dir`)."""
     if config.attachments_dir:
         return Path(config.attachments_dir)
-    return Path(config.data_dir) / "attachments"
+    return (data_dir if data_dir is not None else Path(config.data_dir)) / "attachments"
 
 
-def store_for(config: ServerConfig) -> AttachmentStore:
+def store_for(config: ServerConfig, data_dir: Path | None = None) -> AttachmentStore:
     if config.attachment_store == DATABASE:
         return DatabaseStore(config.database_url)
-    return FolderStore(attachments_root(config))
+    return FolderStore(attachments_root(config, data_dir))
