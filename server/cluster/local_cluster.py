@@ -96,8 +96,9 @@ def node_environment(dsn: str, redis_url: str, passphrase: Path, name: str) -> d
     return env
 
 
-def client_lines(nodes: Sequence[RunningServer]) -> list[str]:
-    """How to point one client at each node, the other node as its failover."""
+def client_lines(nodes: Sequence[RunningServer], client_root: Path) -> list[str]:
+    """How to point one client at each node, the other node as its failover (two
+    clients of one user on one machine need their own data folders)."""
     lines = []
     for number, node in enumerate(nodes, start=1):
         others = ", ".join(f"{o.host}:{o.port}" for o in nodes if o is not node)
@@ -109,7 +110,8 @@ def client_lines(nodes: Sequence[RunningServer]) -> list[str]:
         lines.append(
             f"  client {number} (shell):       UCHAT_CLIENT_HOST={node.host} "
             f"UCHAT_CLIENT_PORT={node.port} UCHAT_CLIENT_SERVERS='{others}' "
-            f"UCHAT_CLIENT_SERVER_FINGERPRINT={node.fingerprint} .venv/bin/python run_client.py"
+            f"UCHAT_CLIENT_SERVER_FINGERPRINT={node.fingerprint} "
+            f"UCHAT_CLIENT_DATA_DIR={client_root}/client-{number} .venv/bin/python run_client.py"
         )
     return lines
 
@@ -178,7 +180,7 @@ def report(root: Path, dsn: str, redis_url: str, nodes: Sequence[RunningServer])
     lines.append(f"  fingerprint: {nodes[0].fingerprint}")
     lines.append(f"  state:       {root}")
     lines.append("Point two clients at it, one per node (the other node is the failover):")
-    lines.extend(client_lines(nodes))
+    lines.extend(client_lines(nodes, root))
     print("\n".join(lines), flush=True)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from common.config import ClientConfig, load_config
 from server.cluster.local_services import private_root
 from server.launcher import FAST_ENV, REPO_ROOT
 from tests.integration.helpers import Accounts, make_accounts
@@ -90,6 +91,14 @@ def cluster_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _printed_client_config(text: str, path: Path) -> ClientConfig:
+    """The first printed config.json line, as the client would load it from a file."""
+    line = re.search(r"client 1 \(config\.json\): (.*)$", text, re.MULTILINE)
+    assert line is not None, text
+    path.write_text("{" + line[1] + "}", encoding="utf-8")
+    return load_config(path, env={}).client
+
+
 def _listening(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), 0.5).close()
@@ -108,6 +117,10 @@ def test_make_cluster_starts_two_nodes_that_two_clients_can_use(
         assert node_a.fingerprint == node_b.fingerprint
         assert node_a.servers == f"{node_b.host}:{node_b.port}"  # the failover is the other
         assert f'"port": {node_a.port}' in text and "PostgreSQL:" in text and "Redis:" in text
+        configured = _printed_client_config(text, cluster_root / "client-1.json")
+        assert (configured.host, configured.port) == (node_a.host, node_a.port)
+        assert configured.servers == node_a.servers
+        assert configured.server_fingerprint == node_a.fingerprint
         pg_port = int(re.search(r"PostgreSQL: +host=\S+ port=(\d+)", text)[1])  # type: ignore[index]
 
         pin = node_a.fingerprint
