@@ -239,9 +239,10 @@ class Context:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
         `demoted` runs it on the lower-priority pool (`Services.demoted_workers`).
-        A full pool answers `server_busy` at once; `fn` raising answers
-        `internal_error`. If the connection closed (or began closing) meanwhile, `then`
-        is skipped: the caller is gone and must not be logged in or told anything.
+        A full pool answers `server_busy` at once, and so does `fn` raising
+        `StorageUnavailable`; `fn` raising anything else answers `internal_error`. If
+        the connection closed (or began closing) meanwhile, `then` is skipped: the
+        caller is gone and must not be logged in or told anything.
         `always` runs on the reactor thread when the job is over (after `then`),
         whatever happened: it releases a slot such as `server.hash_queue`'s.
         """
@@ -259,6 +260,10 @@ class Context:
                 return
             try:
                 result = future.result()
+            except StorageUnavailable as exc:  # a job with its own database connection
+                log.warning("worker job for %s: %s", self.opcode.name, exc)
+                self.fail("server_busy", STORAGE_BUSY_TEXT)
+                return
             except Exception as exc:
                 log_failure(log, f"worker job for {self.opcode.name} failed", exc)
                 self.fail("internal_error", INTERNAL_ERROR_TEXT)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from common.config import ServerConfig
 from server.storage.attachment_files import AttachmentFiles
-from server.storage.database import Database
+from server.storage.database import Database, StorageUnavailable
 
 FILES = "files"
 DATABASE = "database"
@@ -139,9 +139,14 @@ class DatabaseStore:
         """
 
         def job() -> bytes | None:
+            import psycopg  # cluster mode only: SQLite servers never load it
+
             deadline = time.monotonic() + COMMIT_WAIT
             while True:
-                digest = self._digest_before(attachment_id, last_offset)
+                try:
+                    digest = self._digest_before(attachment_id, last_offset)
+                except psycopg.OperationalError as exc:
+                    raise StorageUnavailable(f"cannot read the upload's chunks: {exc}") from exc
                 if digest is not None:
                     digest.update(last_data)
                     return digest.digest()

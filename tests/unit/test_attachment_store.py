@@ -15,7 +15,7 @@ import pytest
 
 from server.storage import attachments, users
 from server.storage.attachment_store import AttachmentStore, DatabaseStore, FolderStore
-from server.storage.database import Database, SqliteDatabase
+from server.storage.database import Database, SqliteDatabase, StorageUnavailable
 from server.storage.postgres import PostgresDatabase
 
 ID = "0123456789abcdef0123456789abcdef"
@@ -146,3 +146,12 @@ def test_deleting_the_attachment_row_takes_the_chunks(on_postgres: Setup) -> Non
     attachments.delete(on_postgres.db, ID)  # as retention does
     on_postgres.db.commit()
     assert on_postgres.db.scalar("SELECT count(*) FROM uchat_attachment_chunks") == 0
+
+
+def test_a_digest_without_the_database_is_storage_unavailable() -> None:
+    """Answered `server_busy` by the dispatcher, like the reactor's own statements."""
+    from server.cluster.local_services import free_port
+
+    store = DatabaseStore(f"host=127.0.0.1 port={free_port()} user=x dbname=x connect_timeout=2")
+    with pytest.raises(StorageUnavailable):
+        store.digest_job(ID, 10, b"")()
