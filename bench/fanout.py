@@ -35,6 +35,7 @@ from bench.common import (
     CpuMeter,
     Link,
     ServerProcess,
+    SignedRoom,
     base_parser,
     check,
     drain_all,
@@ -53,6 +54,8 @@ from common.protocol.opcodes import MessageType
 
 SCENARIO = "fanout"
 MESSAGE_TIMEOUT = 10.0
+ONLINE_JOIN_LIMIT = 1_000  # larger rooms are joined in waves (`join_in_waves`)
+JOIN_WAVE = 100
 
 
 @dataclass
@@ -168,16 +171,28 @@ class Fanout:
         return sent
 
 
-def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, dict[str, Any]]:
+def set_up(
+    server: ServerProcess, members: int, online_joins: int = ONLINE_JOIN_LIMIT
+) -> tuple[Link, list[Link], int, dict[str, Any]]:
     names = user_names("f", members)
     registration = register_users(server, names)
-    started = time.perf_counter()
-    links = open_sessions(server, names)
-    login_s = time.perf_counter() - started
-    sender, others = links[0], links[1:]
-    started = time.perf_counter()
-    room_id = make_room(sender, others, "fanout bench")
-    join_s = time.perf_counter() - started
+    if members <= online_joins:
+        started = time.perf_counter()
+        links = open_sessions(server, names)
+        login_s = time.perf_counter() - started
+        sender, others = links[0], links[1:]
+        started = time.perf_counter()
+        room_id = make_room(sender, others, "fanout bench")
+        join_s = time.perf_counter() - started
+    else:
+        sender = open_sessions(server, names[:1])[0]
+        started = time.perf_counter()
+        room_id = join_in_waves(server, sender, names[1:], min(JOIN_WAVE, online_joins))
+        join_s = time.perf_counter() - started
+        started = time.perf_counter()
+        others = open_sessions(server, names[1:])
+        login_s = time.perf_counter() - started
+        links = [sender, *others]
     dropped = drain_all(links, quiet=0.5)
     info = {
         "registration": registration,
@@ -188,11 +203,30 @@ def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, 
     return sender, others, room_id, info
 
 
+def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: int) -> int:
+    """Members join `size` at a time and leave again before the next wave logs in.
+
+    Everyone online when someone joins is told (a member event), so 5,000 members
+    joining while all online would cost ~12.5 million pushes; offline members read the
+    signed log when they come online instead. The founder stays and is drained.
+    """
+    room = SignedRoom.found(founder, "fanout bench")
+    for start in range(0, len(names), size):
+        wave = open_sessions(server, names[start : start + size])
+        for link in wave:
+            room.join(link)
+        for link in wave:
+            link.close()
+        drain_all([founder], quiet=0.05)
+        founder.call(MessageType.PING, {})  # the founder only reads: not idle to the server
+    return room.number
+
+
 def scenario(args: Any) -> dict[str, Any]:
     if args.members < 2:
         raise BenchError("a room needs at least 2 members")
     with ServerProcess.start(log_level=args.log_level) as server:
-        sender, members, room_id, setup = set_up(server, args.members)
+        sender, members, room_id, setup = set_up(server, args.members, args.online_joins)
         fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack_delay)
         for _ in range(args.warmup):
             fanout.one_round(MESSAGE_TIMEOUT)
@@ -253,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between messages")
     parser.add_argument("--envelope-size", type=int, default=200)
+    parser.add_argument(
+        "--online-joins",
+        type=int,
+        default=ONLINE_JOIN_LIMIT,
+        help="larger rooms are joined in waves of offline members (a 5,000-member room)",
+    )
     parser.add_argument(
         "--ack-delay",
         type=float,
