@@ -47,7 +47,14 @@ from typing import Any, Protocol
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import UserKeys, generate_user_keys
-from common.crypto.membership import GENESIS, EventKind, Policy, member_list_hash, sign_event
+from common.crypto.membership import (
+    GENESIS,
+    EventKind,
+    MembershipEvent,
+    Policy,
+    member_list_hash,
+    sign_event,
+)
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
@@ -717,33 +724,51 @@ def make_room(owner: Link, members: Sequence[Link], name: str) -> int:
 
     Each join is signed on the head the previous event made, so they go in order.
     """
-    keys = bench_keys().identity
-    number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
-    now = int(time.time() * 1000)
-    event = sign_event(
-        keys,
-        room=str(number),
-        kind=EventKind.CREATE,
-        actor=owner.name,
-        subject=owner.name,
-        time_ms=now,
-        prev=GENESIS,
-        name=name,
-        policy=Policy.OPEN,
-    )
-    owner.call(MessageType.CREATE_ROOM, {"event": event.to_wire()})
+    room = SignedRoom.found(owner, name)
     for link in members:
+        room.join(link)
+    return room.number
+
+
+@dataclass
+class SignedRoom:
+    """A room whose membership log the bench signs, event after event (every bench user
+    holds the same identity key), so members can join in any number of sessions."""
+
+    number: int
+    head: MembershipEvent
+    time_ms: int
+
+    @classmethod
+    def found(cls, owner: Link, name: str) -> SignedRoom:
+        number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
+        now = int(time.time() * 1000)
         event = sign_event(
-            keys,
+            bench_keys().identity,
             room=str(number),
+            kind=EventKind.CREATE,
+            actor=owner.name,
+            subject=owner.name,
+            time_ms=now,
+            prev=GENESIS,
+            name=name,
+            policy=Policy.OPEN,
+        )
+        owner.call(MessageType.CREATE_ROOM, {"event": event.to_wire()})
+        return cls(number, event, now)
+
+    def join(self, link: Link) -> None:
+        event = sign_event(
+            bench_keys().identity,
+            room=str(self.number),
             kind=EventKind.JOIN,
             actor=link.name,
             subject=link.name,
-            time_ms=now,
-            prev=event.hash(),
+            time_ms=self.time_ms,
+            prev=self.head.hash(),
         )
-        link.call(MessageType.JOIN_ROOM, {"room_id": number, "event": event.to_wire()})
-    return number
+        link.call(MessageType.JOIN_ROOM, {"room_id": self.number, "event": event.to_wire()})
+        self.head = event
 
 
 def befriend(pairs: Sequence[tuple[Link, Link]]) -> None:

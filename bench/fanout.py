@@ -4,10 +4,15 @@ Set-up: N users register (real CSRs) and log in, one creates a room, the others 
 it. Then the sender sends `--messages` room messages, one at a time, each carrying ONE
 ~200-byte opaque envelope for every member (the server never opens it), and the
 bench records when each member's link received it. Per message the figure is the time
-from writing the request to the last member's NEW_MESSAGE arriving; members
-acknowledge after every member has it (as clients do once they stored it), so
-acknowledgement work never delays the measured delivery. The next message waits until
-the server answered every member's ACK_DELIVERY, then a short gap.
+from writing the request to the last member's NEW_MESSAGE arriving.
+
+Members acknowledge as the client does (`client.core.acks`): room messages once the
+oldest unacknowledged one is `--ack-delay` seconds old, in one ACK_DELIVERY per member
+(`--ack-delay 0`: every message, as clients did before). Acknowledgements are sent only
+after every member has the current message, so they never delay its measured delivery;
+a message after which members acknowledged waits until the server answered each of
+them, then a short gap. The server's CPU over the rounds (acknowledgements included,
+the last ones sent before the meter stops) is also given per message.
 
 Generator bias: all ready sockets are read first (time-stamped right after each
 recv), and decrypted afterwards, so the timestamp of the last member is late by at most
@@ -30,6 +35,7 @@ from bench.common import (
     CpuMeter,
     Link,
     ServerProcess,
+    SignedRoom,
     base_parser,
     check,
     drain_all,
@@ -43,10 +49,13 @@ from bench.common import (
     summarize,
     user_names,
 )
+from client.core.acks import ACK_DELAY_SECONDS
 from common.protocol.opcodes import MessageType
 
 SCENARIO = "fanout"
 MESSAGE_TIMEOUT = 10.0
+ONLINE_JOIN_LIMIT = 1_000  # larger rooms are joined in waves (`join_in_waves`)
+JOIN_WAVE = 100
 
 
 @dataclass
@@ -58,11 +67,23 @@ class Round:
     arrivals: dict[Link, float] = field(default_factory=dict)
     reply_at: float = math.nan
     confirmations: int = 0
+    acks_sent: int = 0
     read_passes: list[float] = field(default_factory=list)
 
 
 class Fanout:
-    def __init__(self, sender: Link, members: list[Link], room_id: int, envelope_size: int):
+    def __init__(
+        self,
+        sender: Link,
+        members: list[Link],
+        room_id: int,
+        envelope_size: int,
+        ack_delay: float,
+    ):
+        self.ack_delay = ack_delay
+        self.pending: dict[Link, list[str]] = {}  # received, not acknowledged yet
+        self.oldest_pending = math.inf  # when the oldest of those arrived
+        self.acks_total = 0
         self.sender = sender
         self.members = members
         self.room_id = room_id
@@ -80,23 +101,34 @@ class Fanout:
         current = Round(msg_id, time.perf_counter())
         self.sender.flush()
         deadline = current.sent + timeout
-        pending: dict[Link, list[str]] = {}
-        while len(current.arrivals) < len(self.members) or current.confirmations < len(
-            self.members
-        ):
+        everyone = len(self.members)
+        while len(current.arrivals) < everyone or current.confirmations < current.acks_sent:
             if time.perf_counter() > deadline:
                 raise BenchError(
                     f"room message: {len(current.arrivals)}/{len(self.members)} delivered, "
-                    f"{current.confirmations} confirmed after {timeout} s"
+                    f"{current.confirmations}/{current.acks_sent} confirmed after {timeout} s"
                 )
             if self.sender.out:
                 self.sender.flush()
-            self._read_pass(current, reply_id, pending)
-            if len(current.arrivals) == len(self.members) and pending:
-                self._acknowledge(pending)
+            self._read_pass(current, reply_id)
+            if len(current.arrivals) == len(self.members) and self._acknowledgement_due():
+                current.acks_sent += self._acknowledge()
         return current
 
-    def _read_pass(self, current: Round, reply_id: int, pending: dict[Link, list[str]]) -> None:
+    def finish(self, timeout: float) -> None:
+        """Acknowledge what is still pending and wait for the server's answers."""
+        last = Round("", time.perf_counter())
+        last.acks_sent = self._acknowledge()
+        deadline = last.sent + timeout
+        while last.confirmations < last.acks_sent:
+            if time.perf_counter() > deadline:
+                raise BenchError("the last acknowledgements were not answered")
+            self._read_pass(last, -1)
+
+    def _acknowledgement_due(self) -> bool:
+        return bool(self.pending) and time.perf_counter() - self.oldest_pending >= self.ack_delay
+
+    def _read_pass(self, current: Round, reply_id: int) -> None:
         """Read every ready socket first (timestamps), then decrypt and sort out."""
         events = self.selector.select(0.05)
         if not events:
@@ -120,28 +152,47 @@ class Fanout:
                     self.acks.discard((link, message.request_id))
                     current.confirmations += 1  # a member's ACK_DELIVERY was handled
                 elif message.type is MessageType.NEW_MESSAGE:
+                    if not self.pending:
+                        self.oldest_pending = arrived
                     for item in message.params["messages"]:
-                        pending.setdefault(link, []).append(item["message_id"])
+                        self.pending.setdefault(link, []).append(item["message_id"])
                         if item["message_id"] == current.msg_id:
                             current.arrivals[link] = arrived
 
-    def _acknowledge(self, pending: dict[Link, list[str]]) -> None:
-        for link, ids in pending.items():
+    def _acknowledge(self) -> int:
+        """One ACK_DELIVERY per member holding unacknowledged messages; how many."""
+        for link, ids in self.pending.items():
             self.acks.add((link, link.send(MessageType.ACK_DELIVERY, {"message_ids": ids})))
             link.flush()
-        pending.clear()
+        sent = len(self.pending)
+        self.acks_total += sent
+        self.pending.clear()
+        self.oldest_pending = math.inf
+        return sent
 
 
-def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, dict[str, Any]]:
+def set_up(
+    server: ServerProcess, members: int, online_joins: int = ONLINE_JOIN_LIMIT
+) -> tuple[Link, list[Link], int, dict[str, Any]]:
     names = user_names("f", members)
     registration = register_users(server, names)
-    started = time.perf_counter()
-    links = open_sessions(server, names)
-    login_s = time.perf_counter() - started
-    sender, others = links[0], links[1:]
-    started = time.perf_counter()
-    room_id = make_room(sender, others, "fanout bench")
-    join_s = time.perf_counter() - started
+    if members <= online_joins:
+        started = time.perf_counter()
+        links = open_sessions(server, names)
+        login_s = time.perf_counter() - started
+        sender, others = links[0], links[1:]
+        started = time.perf_counter()
+        room_id = make_room(sender, others, "fanout bench")
+        join_s = time.perf_counter() - started
+    else:
+        sender = open_sessions(server, names[:1])[0]
+        started = time.perf_counter()
+        room_id = join_in_waves(server, sender, names[1:], min(JOIN_WAVE, online_joins))
+        join_s = time.perf_counter() - started
+        started = time.perf_counter()
+        others = open_sessions(server, names[1:])
+        login_s = time.perf_counter() - started
+        links = [sender, *others]
     dropped = drain_all(links, quiet=0.5)
     info = {
         "registration": registration,
@@ -152,19 +203,41 @@ def set_up(server: ServerProcess, members: int) -> tuple[Link, list[Link], int, 
     return sender, others, room_id, info
 
 
+def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: int) -> int:
+    """Members join `size` at a time and leave again before the next wave logs in.
+
+    Everyone online when someone joins is told (a member event), so 5,000 members
+    joining while all online would cost ~12.5 million pushes; offline members read the
+    signed log when they come online instead. The founder stays and is drained.
+    """
+    room = SignedRoom.found(founder, "fanout bench")
+    for start in range(0, len(names), size):
+        wave = open_sessions(server, names[start : start + size])
+        for link in wave:
+            room.join(link)
+        for link in wave:
+            link.close()
+        drain_all([founder], quiet=0.05)
+        founder.call(MessageType.PING, {})  # the founder only reads: not idle to the server
+    return room.number
+
+
 def scenario(args: Any) -> dict[str, Any]:
     if args.members < 2:
         raise BenchError("a room needs at least 2 members")
     with ServerProcess.start(log_level=args.log_level) as server:
-        sender, members, room_id, setup = set_up(server, args.members)
-        fanout = Fanout(sender, members, room_id, args.envelope_size)
+        sender, members, room_id, setup = set_up(server, args.members, args.online_joins)
+        fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack_delay)
         for _ in range(args.warmup):
             fanout.one_round(MESSAGE_TIMEOUT)
+        fanout.finish(MESSAGE_TIMEOUT)
+        fanout.acks_total = 0
         meter = CpuMeter(server)
         rounds = []
         for _ in range(args.messages):
             rounds.append(fanout.one_round(MESSAGE_TIMEOUT))
             time.sleep(args.gap)
+        fanout.finish(MESSAGE_TIMEOUT)
         cpu = meter.read()
         alive = server.alive()
         tracebacks = server.log_count("Traceback")
@@ -182,6 +255,10 @@ def scenario(args: Any) -> dict[str, Any]:
         "request_bytes_approx": args.envelope_size + 200,
         "setup": setup,
         "cpu_during_rounds_incl_gaps": cpu,
+        "server_cpu_ms_per_message": round(
+            cpu["wall_s"] * cpu["server_cpu_pct"] * 10 / max(1, len(rounds)), 2
+        ),
+        "acknowledgements_per_message": round(fanout.acks_total / max(1, len(rounds)), 1),
         "server_alive": alive,
         "server_tracebacks": tracebacks,
     }
@@ -196,8 +273,9 @@ def scenario(args: Any) -> dict[str, Any]:
     ]
     params = {k: v for k, v in vars(args).items() if k != "log_level"}
     notes = [
-        "members acknowledge after the last one received; the next message starts once "
-        f"the server answered every member's ACK_DELIVERY plus a {args.gap} s gap"
+        f"members acknowledge once their oldest unacknowledged message is {args.ack_delay} s "
+        "old (0: every message), after the current message reached all; a message "
+        f"followed by acknowledgements waits for their answers, then a {args.gap} s gap"
     ]
     return emit(SCENARIO, params, results, checks, notes)
 
@@ -209,5 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between messages")
     parser.add_argument("--envelope-size", type=int, default=200)
+    parser.add_argument(
+        "--online-joins",
+        type=int,
+        default=ONLINE_JOIN_LIMIT,
+        help="larger rooms are joined in waves of offline members (a 5,000-member room)",
+    )
+    parser.add_argument(
+        "--ack-delay",
+        type=float,
+        default=ACK_DELAY_SECONDS,
+        help="seconds a member's acknowledgement may wait (the client's; 0: every message)",
+    )
     args = parser.parse_args(argv)
     return run(SCENARIO, lambda: scenario(args), args)
