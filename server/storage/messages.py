@@ -200,6 +200,31 @@ def undelivered(
     ]
 
 
+def _contiguous_top(
+    db: Database, recipient_id: int, conversation: str, cursor: int, acked: set[int]
+) -> int:
+    """The newest acknowledged envelope with every envelope owed before it acknowledged.
+
+    Why not simply the newest acknowledged: envelopes can reach a recipient out of row
+    order (in a cluster, a node may commit a row and die before announcing it, while
+    another node pushes a later row of the same conversation). If that later row's
+    acknowledgement moved the cursor past the earlier one, the earlier one would never
+    be pushed again: lost. Held below it instead, the cursor lets the next catch-up or
+    login push it; the client recognises the rows it already has.
+    """
+    owed = db.all(
+        "SELECT id FROM envelopes WHERE conversation = ? AND id > ? AND id <= ?"
+        " AND sender_id <> ? AND recipient_id IN (0, ?) ORDER BY id",
+        (conversation, cursor, max(acked), recipient_id, recipient_id),
+    )
+    top = cursor
+    for row in owed:
+        if row[0] not in acked:
+            break
+        top = row[0]
+    return top
+
+
 def attachments_of(db: Database, message_ids: Iterable[str]) -> dict[str, list[str]]:
     rows = db.all_in(
         "SELECT message_id, attachment_id FROM message_attachments"
@@ -243,17 +268,25 @@ def mark_delivered(
         ids,
         leading=(recipient_id, recipient_id, recipient_id),
     )
-    newest: dict[str, int] = {}
+    cursors: dict[str, int] = {}
+    acked: dict[str, set[int]] = {}
     changed: list[Acknowledged] = []
     for row in rows:
         if row["id"] <= row["delivered"]:
             continue
-        newest[row["conversation"]] = max(row["id"], newest.get(row["conversation"], 0))
+        cursors[row["conversation"]] = row["delivered"]
+        acked.setdefault(row["conversation"], set()).add(row["id"])
         changed.append(Acknowledged(row["message_id"], row["sender_id"], row["target_type"]))
+    moves = []
+    for conversation, ids_acked in acked.items():
+        cursor = cursors[conversation]
+        top = _contiguous_top(db, recipient_id, conversation, cursor, ids_acked)
+        if top > cursor:
+            moves.append((top, conversation, recipient_id, top))
     db.executemany(
         "UPDATE delivery_cursors SET delivered = ?"
         " WHERE conversation = ? AND user_id = ? AND delivered < ?",
-        [(row_id, conversation, recipient_id, row_id) for conversation, row_id in newest.items()],
+        moves,
     )
     db.executemany(
         "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
