@@ -27,6 +27,7 @@ MAX_IDS = 10_000
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
-    messages.mark_delivered(ctx.db, user_id, ids)
+    # several nodes push a conversation's rows out of order: never skip an owed one
+    messages.mark_delivered(ctx.db, user_id, ids, contiguous=ctx.services.sessions.spans_nodes)
     backlog.acknowledged(ctx, user_id, username, ctx.connection)
     return {}

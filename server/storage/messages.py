@@ -247,7 +247,7 @@ class Acknowledged:
 
 
 def mark_delivered(
-    db: Database, recipient_id: int, message_ids: Iterable[str]
+    db: Database, recipient_id: int, message_ids: Iterable[str], *, contiguous: bool = False
 ) -> list[Acknowledged]:
     """Move the recipient's cursors to the newest acknowledged envelope of each conversation.
 
@@ -256,6 +256,11 @@ def mark_delivered(
     the cursor before, in the order given; ids of other conversations, of messages
     sealed for someone else, or acknowledged before are ignored. Distributions the
     recipient has now taken are deleted.
+
+    With `contiguous` (several nodes: rows can reach a recipient out of row order), a
+    cursor moves only as far as every envelope owed before it was acknowledged
+    (`_contiguous_top`). One node pushes each connection its rows in row order, so
+    there the newest acknowledged row is enough, and the relay saves the query.
     """
     ids = list(dict.fromkeys(message_ids))
     if not ids:
@@ -280,7 +285,10 @@ def mark_delivered(
     moves = []
     for conversation, ids_acked in acked.items():
         cursor = cursors[conversation]
-        top = _contiguous_top(db, recipient_id, conversation, cursor, ids_acked)
+        if contiguous:
+            top = _contiguous_top(db, recipient_id, conversation, cursor, ids_acked)
+        else:
+            top = max(ids_acked)
         if top > cursor:
             moves.append((top, conversation, recipient_id, top))
     db.executemany(
