@@ -7,10 +7,11 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test lint bench clean
+.PHONY: help bootstrap run cluster test lint bench clean
 
 help:
 	@echo "make run     start a local server and open the client (stops the server on exit)"
+	@echo "make cluster PostgreSQL, Redis and two nodes on this machine; prints the client settings"
 	@echo "make test    run the whole test suite, GUI tests included (under Xvfb)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   python -m bench: micro-benchmarks, then every load scenario (JSON)"
@@ -21,6 +22,12 @@ bootstrap:
 
 run: bootstrap
 	@bash scripts/run_local.sh
+
+# A private PostgreSQL and redis-server (never the system services) and two nodes; state in
+# data/cluster (CLUSTER_ARGS="--root DIR --port-a 9999 --port-b 10000" to change). Ctrl-C stops all.
+cluster:
+	@bash scripts/bootstrap.sh --cluster
+	@$(PY) -m server.cluster.local_cluster $(CLUSTER_ARGS)
 
 test:
 	@bash scripts/bootstrap.sh --test

@@ -47,7 +47,14 @@ from typing import Any, Protocol
 from common.channel import SecureChannel
 from common.crypto.certs import build_csr
 from common.crypto.keys import UserKeys, generate_user_keys
-from common.crypto.membership import GENESIS, EventKind, Policy, member_list_hash, sign_event
+from common.crypto.membership import (
+    GENESIS,
+    EventKind,
+    MembershipEvent,
+    Policy,
+    member_list_hash,
+    sign_event,
+)
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
@@ -102,6 +109,7 @@ class ServerProcess(RunningServer):
         env_overrides: dict[str, str] | None = None,
         log_level: str = "INFO",
         workdir: tempfile.TemporaryDirectory[str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> ServerProcess:
         """Start a server on a free port; returns once it printed its port and fingerprint.
 
@@ -120,7 +128,7 @@ class ServerProcess(RunningServer):
             running = start_server(
                 base / "server",
                 env,
-                ("--log-level", log_level),
+                ("--log-level", log_level, *extra_args),
                 log_path=base / "server.log",
             )
         except ServerStartError as exc:
@@ -203,81 +211,6 @@ def seed_users(
         db.close()
     elapsed = time.perf_counter() - started
     return {"users": len(names), "seconds": round(elapsed, 3)}
-
-
-def seed_room(
-    workdir: tempfile.TemporaryDirectory[str], owner: str, members: Sequence[str], name: str
-) -> tuple[int, dict[str, float]]:
-    """An open room with a valid signed membership log, written before the server starts.
-
-    For rooms of thousands: joining 5,000 members through the protocol pushes each join
-    to every member already in (O(n^2) pushes, minutes). The rows are what CREATE_ROOM
-    and JOIN_ROOM store: the owner's signed create, then one join signed by each member
-    (the `bench_keys` the users were seeded with) on the previous event's hash, the
-    member and admin rows, and a delivery cursor per member. Returns (room number, times).
-    """
-    from server.app import DATABASE_FILE
-    from server.storage import messages, room_log, rooms, users
-    from server.storage.database import SqliteDatabase
-
-    started = time.perf_counter()
-    keys = bench_keys().identity
-    number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
-    now = now_ms()
-    event = sign_event(
-        keys,
-        room=str(number),
-        kind=EventKind.CREATE,
-        actor=owner,
-        subject=owner,
-        time_ms=now,
-        prev=GENESIS,
-        name=name,
-        policy=Policy.OPEN,
-    )
-    events = [event]
-    for member in members:
-        event = sign_event(
-            keys,
-            room=str(number),
-            kind=EventKind.JOIN,
-            actor=member,
-            subject=member,
-            time_ms=now,
-            prev=event.hash(),
-        )
-        events.append(event)
-    signed_s = time.perf_counter() - started
-    db = SqliteDatabase.open(Path(workdir.name) / "server" / DATABASE_FILE)
-    try:
-        with db.transaction():
-            ids = {}
-            for username in (owner, *members):
-                user = users.by_username(db, username)
-                if user is None:
-                    raise BenchError(f"seed_room: no seeded user {username!r}")
-                ids[username] = user.id
-            rooms.create_room(db, name, ids[owner], now, number=number, policy="open")
-            for seq, signed in enumerate(events, start=1):
-                rooms.add_member(db, number, ids[signed.subject], now)
-                room_log.append(
-                    db,
-                    number,
-                    seq,
-                    kind=signed.kind.value,
-                    actor=signed.actor,
-                    subject=signed.subject,
-                    entry=signed.to_wire(),
-                    entry_hash=signed.hash(),
-                    now=now,
-                )
-            rooms.set_admin(db, number, ids[owner])
-            messages.sync_room_cursors(db, number)
-    finally:
-        db.close()
-    elapsed = time.perf_counter() - started
-    times = {"members": len(events), "signing_s": round(signed_s, 3), "seconds": round(elapsed, 3)}
-    return number, times
 
 
 # --- load-generator connections -------------------------------------------------------
@@ -791,33 +724,51 @@ def make_room(owner: Link, members: Sequence[Link], name: str) -> int:
 
     Each join is signed on the head the previous event made, so they go in order.
     """
-    keys = bench_keys().identity
-    number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
-    now = int(time.time() * 1000)
-    event = sign_event(
-        keys,
-        room=str(number),
-        kind=EventKind.CREATE,
-        actor=owner.name,
-        subject=owner.name,
-        time_ms=now,
-        prev=GENESIS,
-        name=name,
-        policy=Policy.OPEN,
-    )
-    owner.call(MessageType.CREATE_ROOM, {"event": event.to_wire()})
+    room = SignedRoom.found(owner, name)
     for link in members:
+        room.join(link)
+    return room.number
+
+
+@dataclass
+class SignedRoom:
+    """A room whose membership log the bench signs, event after event (every bench user
+    holds the same identity key), so members can join in any number of sessions."""
+
+    number: int
+    head: MembershipEvent
+    time_ms: int
+
+    @classmethod
+    def found(cls, owner: Link, name: str) -> SignedRoom:
+        number = 10_000_000 + int.from_bytes(os.urandom(4), "big") % 90_000_000
+        now = int(time.time() * 1000)
         event = sign_event(
-            keys,
+            bench_keys().identity,
             room=str(number),
+            kind=EventKind.CREATE,
+            actor=owner.name,
+            subject=owner.name,
+            time_ms=now,
+            prev=GENESIS,
+            name=name,
+            policy=Policy.OPEN,
+        )
+        owner.call(MessageType.CREATE_ROOM, {"event": event.to_wire()})
+        return cls(number, event, now)
+
+    def join(self, link: Link) -> None:
+        event = sign_event(
+            bench_keys().identity,
+            room=str(self.number),
             kind=EventKind.JOIN,
             actor=link.name,
             subject=link.name,
-            time_ms=now,
-            prev=event.hash(),
+            time_ms=self.time_ms,
+            prev=self.head.hash(),
         )
-        link.call(MessageType.JOIN_ROOM, {"room_id": number, "event": event.to_wire()})
-    return number
+        link.call(MessageType.JOIN_ROOM, {"room_id": self.number, "event": event.to_wire()})
+        self.head = event
 
 
 def befriend(pairs: Sequence[tuple[Link, Link]]) -> None:

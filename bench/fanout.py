@@ -1,32 +1,24 @@
 """Room fan-out: one sender, a room of N members all online; time to the LAST recipient.
 
-Set-up: up to `--seed-above` members, N users register (real CSRs) and log in, one
-creates a room and the others join it through the protocol (each join is pushed to
-every member already in: O(N^2) pushes). Above that (a 5,000-member room), the users
-and the room are seeded into the database before the server starts: the owner's signed
-create and one join signed by each member, as `bench.common.seed_room` writes them; then
-every member logs in for real. The messages always go through the real server.
-
-Then the sender sends `--messages` room messages, one at a time, each carrying ONE
+Set-up: N users register (real CSRs) and log in, one creates a room, the others join
+it. Then the sender sends `--messages` room messages, one at a time, each carrying ONE
 ~200-byte opaque envelope for every member (the server never opens it), and the
 bench records when each member's link received it. Per message the figure is the time
 from writing the request to the last member's NEW_MESSAGE arriving.
 
-Members acknowledge as the client does (client/core/acks.py): room messages are
-acknowledged together, one ACK_DELIVERY per member once the oldest unacknowledged one
-waited `DELAY_S` or `MAX_IDS` wait, while the next messages flow (`--ack each` is the
-old pattern: every member acknowledges each message once all have it, and the next
-message waits for every reply). At the end every member acknowledges what is left and
-the bench waits for the replies, so `server_cpu_ms_per_message` (server CPU from the
-first measured message to the last reply, divided by the messages) includes all the
-acknowledgement work.
+Members acknowledge as the client does (`client.core.acks`): room messages once the
+oldest unacknowledged one is `--ack-delay` seconds old, in one ACK_DELIVERY per member
+(`--ack-delay 0`: every message, as clients did before). Acknowledgements are sent only
+after every member has the current message, so they never delay its measured delivery;
+a message after which members acknowledged waits until the server answered each of
+them, then a short gap. The server's CPU over the rounds (acknowledgements included,
+the last ones sent before the meter stops) is also given per message.
 
 Generator bias: all ready sockets are read first (time-stamped right after each
 recv), and decrypted afterwards, so the timestamp of the last member is late by at most
 one read pass over the members; `read_pass_ms` reports how long that pass took.
 
-    python -m bench fanout [--members 500] [--messages 50] [--ack coalesced|each]
-    python -m bench fanout --members 5000 --messages 20
+    python -m bench fanout [--members 500] [--messages 50]
 """
 
 from __future__ import annotations
@@ -43,31 +35,27 @@ from bench.common import (
     CpuMeter,
     Link,
     ServerProcess,
+    SignedRoom,
     base_parser,
-    bench_keys,
     check,
     drain_all,
     emit,
     make_room,
     message_id,
-    new_workdir,
     open_sessions,
-    raise_nofile,
     register_users,
     run,
-    seed_room,
-    seed_users,
     send_params,
     summarize,
     user_names,
 )
-from client.core.acks import DELAY_S, MAX_IDS
+from client.core.acks import ACK_DELAY_SECONDS
 from common.protocol.opcodes import MessageType
 
 SCENARIO = "fanout"
 MESSAGE_TIMEOUT = 10.0
-SETTLE_TIMEOUT = 30.0
-SPARE_FDS = 200
+ONLINE_JOIN_LIMIT = 1_000  # larger rooms are joined in waves (`join_in_waves`)
+JOIN_WAVE = 100
 
 
 @dataclass
@@ -78,29 +66,29 @@ class Round:
     sent: float
     arrivals: dict[Link, float] = field(default_factory=dict)
     reply_at: float = math.nan
+    confirmations: int = 0
+    acks_sent: int = 0
     read_passes: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Pending:
-    """A member's received but not yet acknowledged message ids (as client/core/acks.py)."""
-
-    since: float
-    ids: list[str] = field(default_factory=list)
 
 
 class Fanout:
     def __init__(
-        self, sender: Link, members: list[Link], room_id: int, envelope_size: int, ack: str
+        self,
+        sender: Link,
+        members: list[Link],
+        room_id: int,
+        envelope_size: int,
+        ack_delay: float,
     ):
+        self.ack_delay = ack_delay
+        self.pending: dict[Link, list[str]] = {}  # received, not acknowledged yet
+        self.oldest_pending = math.inf  # when the oldest of those arrived
+        self.acks_total = 0
         self.sender = sender
         self.members = members
         self.room_id = room_id
-        self.ack = ack
         self.envelope = os.urandom(envelope_size)
         self.acks: set[tuple[Link, int]] = set()  # ACK_DELIVERY requests not answered yet
-        self.acks_sent = 0
-        self.pending: dict[Link, Pending] = {}
         self.member_names = [sender.name, *(member.name for member in members)]
         self.selector = selectors.DefaultSelector()
         for link in [sender, *members]:
@@ -113,39 +101,36 @@ class Fanout:
         current = Round(msg_id, time.perf_counter())
         self.sender.flush()
         deadline = current.sent + timeout
-        while len(current.arrivals) < len(self.members):
+        everyone = len(self.members)
+        while len(current.arrivals) < everyone or current.confirmations < current.acks_sent:
             if time.perf_counter() > deadline:
                 raise BenchError(
-                    f"room message: {len(current.arrivals)}/{len(self.members)} delivered "
-                    f"after {timeout} s"
+                    f"room message: {len(current.arrivals)}/{len(self.members)} delivered, "
+                    f"{current.confirmations}/{current.acks_sent} confirmed after {timeout} s"
                 )
             if self.sender.out:
                 self.sender.flush()
             self._read_pass(current, reply_id)
-            self._acknowledge_due()
-        if self.ack == "each":  # the old pattern: everyone at once, and wait for the replies
-            self.settle(timeout)
+            if len(current.arrivals) == len(self.members) and self._acknowledgement_due():
+                current.acks_sent += self._acknowledge()
         return current
 
-    def idle(self, seconds: float) -> None:
-        """The gap between messages: replies are read and due acknowledgements go out."""
-        end = time.perf_counter() + seconds
-        while (left := end - time.perf_counter()) > 0:
-            self._read_pass(None, -1, min(left, 0.05))
-            self._acknowledge_due()
-
-    def settle(self, timeout: float) -> None:
-        """Acknowledge everything received, then wait until the server answered it all."""
-        self._acknowledge(list(self.pending))
-        deadline = time.perf_counter() + timeout
-        while self.acks:
+    def finish(self, timeout: float) -> None:
+        """Acknowledge what is still pending and wait for the server's answers."""
+        last = Round("", time.perf_counter())
+        last.acks_sent = self._acknowledge()
+        deadline = last.sent + timeout
+        while last.confirmations < last.acks_sent:
             if time.perf_counter() > deadline:
-                raise BenchError(f"{len(self.acks)} ACK_DELIVERY unanswered after {timeout} s")
-            self._read_pass(None, -1)
+                raise BenchError("the last acknowledgements were not answered")
+            self._read_pass(last, -1)
 
-    def _read_pass(self, current: Round | None, reply_id: int, wait: float = 0.05) -> None:
+    def _acknowledgement_due(self) -> bool:
+        return bool(self.pending) and time.perf_counter() - self.oldest_pending >= self.ack_delay
+
+    def _read_pass(self, current: Round, reply_id: int) -> None:
         """Read every ready socket first (timestamps), then decrypt and sort out."""
-        events = self.selector.select(wait)
+        events = self.selector.select(0.05)
         if not events:
             return
         pass_start = time.perf_counter()
@@ -153,100 +138,106 @@ class Fanout:
         for key, _ in events:
             link = key.data
             reads.append((link, link.read_raw(), time.perf_counter()))
-        if current is not None:
-            current.read_passes.append(time.perf_counter() - pass_start)
+        current.read_passes.append(time.perf_counter() - pass_start)
         for link, data, arrived in reads:
             if not data:
                 continue
             for message in link.channel.receive_data(data):
                 if link is self.sender:
-                    if current is not None and message.request_id == reply_id:
+                    if message.request_id == reply_id:
                         current.reply_at = arrived
                         if message.type is MessageType.ERROR:
                             raise BenchError(f"room message refused: {message.params}")
                 elif message.type is MessageType.REPLY and (link, message.request_id) in self.acks:
                     self.acks.discard((link, message.request_id))
-                elif message.type is MessageType.ERROR:
-                    raise BenchError(f"{link.name}: {message.params}")
+                    current.confirmations += 1  # a member's ACK_DELIVERY was handled
                 elif message.type is MessageType.NEW_MESSAGE:
-                    waiting = self.pending.get(link)
-                    if waiting is None:
-                        waiting = self.pending[link] = Pending(arrived)
+                    if not self.pending:
+                        self.oldest_pending = arrived
                     for item in message.params["messages"]:
-                        waiting.ids.append(item["message_id"])
-                        if current is not None and item["message_id"] == current.msg_id:
+                        self.pending.setdefault(link, []).append(item["message_id"])
+                        if item["message_id"] == current.msg_id:
                             current.arrivals[link] = arrived
 
-    def _acknowledge_due(self) -> None:
-        if self.ack != "coalesced" or not self.pending:
-            return
-        now = time.perf_counter()
-        self._acknowledge(
-            [
-                link
-                for link, waiting in self.pending.items()
-                if now - waiting.since >= DELAY_S or len(waiting.ids) >= MAX_IDS
-            ]
-        )
-
-    def _acknowledge(self, links: list[Link]) -> None:
-        for link in links:
-            waiting = self.pending.pop(link)
-            self.acks.add((link, link.send(MessageType.ACK_DELIVERY, {"message_ids": waiting.ids})))
-            self.acks_sent += 1
+    def _acknowledge(self) -> int:
+        """One ACK_DELIVERY per member holding unacknowledged messages; how many."""
+        for link, ids in self.pending.items():
+            self.acks.add((link, link.send(MessageType.ACK_DELIVERY, {"message_ids": ids})))
             link.flush()
+        sent = len(self.pending)
+        self.acks_total += sent
+        self.pending.clear()
+        self.oldest_pending = math.inf
+        return sent
 
 
 def set_up(
-    server: ServerProcess, names: list[str], room_id: int | None
+    server: ServerProcess, members: int, online_joins: int = ONLINE_JOIN_LIMIT
 ) -> tuple[Link, list[Link], int, dict[str, Any]]:
-    """Log everyone in; through the protocol, also register them and build the room."""
-    info: dict[str, Any] = {}
-    if room_id is None:
-        info["registration"] = register_users(server, names)
-    started = time.perf_counter()
-    links = open_sessions(server, names)
-    info["login_seconds"] = round(time.perf_counter() - started, 2)
-    sender, others = links[0], links[1:]
-    if room_id is None:
+    names = user_names("f", members)
+    registration = register_users(server, names)
+    if members <= online_joins:
+        started = time.perf_counter()
+        links = open_sessions(server, names)
+        login_s = time.perf_counter() - started
+        sender, others = links[0], links[1:]
         started = time.perf_counter()
         room_id = make_room(sender, others, "fanout bench")
-        info["join_seconds"] = round(time.perf_counter() - started, 2)
-    info["setup_pushes_drained"] = drain_all(links, quiet=0.5)
+        join_s = time.perf_counter() - started
+    else:
+        sender = open_sessions(server, names[:1])[0]
+        started = time.perf_counter()
+        room_id = join_in_waves(server, sender, names[1:], min(JOIN_WAVE, online_joins))
+        join_s = time.perf_counter() - started
+        started = time.perf_counter()
+        others = open_sessions(server, names[1:])
+        login_s = time.perf_counter() - started
+        links = [sender, *others]
+    dropped = drain_all(links, quiet=0.5)
+    info = {
+        "registration": registration,
+        "login_seconds": round(login_s, 2),
+        "join_seconds": round(join_s, 2),
+        "setup_pushes_drained": dropped,
+    }
     return sender, others, room_id, info
+
+
+def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: int) -> int:
+    """Members join `size` at a time and leave again before the next wave logs in.
+
+    Everyone online when someone joins is told (a member event), so 5,000 members
+    joining while all online would cost ~12.5 million pushes; offline members read the
+    signed log when they come online instead. The founder stays and is drained.
+    """
+    room = SignedRoom.found(founder, "fanout bench")
+    for start in range(0, len(names), size):
+        wave = open_sessions(server, names[start : start + size])
+        for link in wave:
+            room.join(link)
+        for link in wave:
+            link.close()
+        drain_all([founder], quiet=0.05)
+        founder.call(MessageType.PING, {})  # the founder only reads: not idle to the server
+    return room.number
 
 
 def scenario(args: Any) -> dict[str, Any]:
     if args.members < 2:
         raise BenchError("a room needs at least 2 members")
-    if raise_nofile(args.members + SPARE_FDS) < args.members + SPARE_FDS:
-        raise BenchError(f"not enough file descriptors for {args.members} links")
-    names = user_names("f", args.members)
-    workdir = new_workdir()
-    room_id: int | None = None
-    seeding: dict[str, Any] = {}
-    if args.members > args.seed_above:
-        seeding["users"] = seed_users(workdir, names, bench_keys())
-        room_id, seeding["room"] = seed_room(workdir, names[0], names[1:], "fanout bench")
-    # idle_timeout: logging 5,000 members in takes longer than the default allows
-    overrides = {"UCHAT_SERVER_IDLE_TIMEOUT": "3600"}
-    with ServerProcess.start(overrides, args.log_level, workdir) as server:
-        sender, members, room_id, setup = set_up(server, names, room_id)
-        setup["seeded"] = seeding or None
-        fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack)
+    with ServerProcess.start(log_level=args.log_level) as server:
+        sender, members, room_id, setup = set_up(server, args.members, args.online_joins)
+        fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack_delay)
         for _ in range(args.warmup):
             fanout.one_round(MESSAGE_TIMEOUT)
-            fanout.idle(args.gap)
-        fanout.settle(SETTLE_TIMEOUT)
-        fanout.acks_sent = 0
+        fanout.finish(MESSAGE_TIMEOUT)
+        fanout.acks_total = 0
         meter = CpuMeter(server)
-        cpu_before = server.cpu_seconds()
         rounds = []
         for _ in range(args.messages):
             rounds.append(fanout.one_round(MESSAGE_TIMEOUT))
-            fanout.idle(args.gap)
-        fanout.settle(SETTLE_TIMEOUT)
-        server_cpu_s = server.cpu_seconds() - cpu_before
+            time.sleep(args.gap)
+        fanout.finish(MESSAGE_TIMEOUT)
         cpu = meter.read()
         alive = server.alive()
         tracebacks = server.log_count("Traceback")
@@ -254,19 +245,20 @@ def scenario(args: Any) -> dict[str, Any]:
     first = [min(r.arrivals.values()) - r.sent for r in rounds]
     every = [t - r.sent for r in rounds for t in r.arrivals.values()]
     last_ms = summarize(last)
-    per_message_ms = round(1000 * server_cpu_s / args.messages, 2)
     results = {
         "last_recipient_ms": last_ms,
         "first_recipient_ms": summarize(first),
         "every_recipient_ms": summarize(every),
         "sender_reply_ms": summarize(r.reply_at - r.sent for r in rounds),
         "read_pass_ms": summarize(p for r in rounds for p in r.read_passes),
-        "server_cpu_ms_per_message": per_message_ms,
-        "ack_requests_per_message": round(fanout.acks_sent / args.messages, 1),
         "envelopes_per_message": 1,
         "request_bytes_approx": args.envelope_size + 200,
         "setup": setup,
         "cpu_during_rounds_incl_gaps": cpu,
+        "server_cpu_ms_per_message": round(
+            cpu["wall_s"] * cpu["server_cpu_pct"] * 10 / max(1, len(rounds)), 2
+        ),
+        "acknowledgements_per_message": round(fanout.acks_total / max(1, len(rounds)), 1),
         "server_alive": alive,
         "server_tracebacks": tracebacks,
     }
@@ -280,40 +272,32 @@ def scenario(args: Any) -> dict[str, Any]:
         )
     ]
     params = {k: v for k, v in vars(args).items() if k != "log_level"}
-    if args.ack == "coalesced":
-        how = (
-            f"members acknowledge as the client does: once the oldest unacknowledged room "
-            f"message waited {DELAY_S} s or {MAX_IDS} wait, while messages flow"
-        )
-    else:
-        how = "members acknowledge each message once all have it; the next waits for replies"
     notes = [
-        f"{how}; {args.gap} s between messages; server CPU per message runs from the first "
-        "measured message until every acknowledgement was answered",
+        f"members acknowledge once their oldest unacknowledged message is {args.ack_delay} s "
+        "old (0: every message), after the current message reached all; a message "
+        f"followed by acknowledgements waits for their answers, then a {args.gap} s gap"
     ]
-    if seeding:
-        notes.append("users and the room's signed log were seeded before the server started")
     return emit(SCENARIO, params, results, checks, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], time_limit=600.0)
+    parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
     parser.add_argument("--members", type=int, default=500, help="room size, sender included")
     parser.add_argument("--messages", type=int, default=50, help="measured room messages")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between messages")
     parser.add_argument("--envelope-size", type=int, default=200)
     parser.add_argument(
-        "--ack",
-        choices=("coalesced", "each"),
-        default="coalesced",
-        help="how members acknowledge: as the client does, or one request per message",
+        "--online-joins",
+        type=int,
+        default=ONLINE_JOIN_LIMIT,
+        help="larger rooms are joined in waves of offline members (a 5,000-member room)",
     )
     parser.add_argument(
-        "--seed-above",
-        type=int,
-        default=1000,
-        help="larger rooms are seeded into the database instead of joined one by one",
+        "--ack-delay",
+        type=float,
+        default=ACK_DELAY_SECONDS,
+        help="seconds a member's acknowledgement may wait (the client's; 0: every message)",
     )
     args = parser.parse_args(argv)
     return run(SCENARIO, lambda: scenario(args), args)

@@ -4,8 +4,12 @@ Part 1, in process on a real SQLite file: the log is filled to `--entries` (the 
 through the same `completed_nodes` the server uses, in one transaction), then
 `--appends` appends go through `TransparencyLog.append` one by one, and `--proofs`
 inclusion and consistency proofs are built from the stored node hashes at random
-positions (and verified, outside the timing). Reference in the same run: one Ed25519
-verification, so figures can be compared across machines.
+positions (and verified, outside the timing). Then what the proofs add to one
+CERTIFICATE reply, in process: the certificate's and the KEM key's proofs under a
+head signed just before, for a key never asked about and for a friend's, asked again
+under that head, and encoding the reply with and without them (`reply_*`).
+Reference in the same run: one Ed25519 verification, so figures can be compared
+across machines.
 
 Part 2, real server processes: two servers on copies of one data folder (`--users`
 seeded accounts, each with a signed KEM key in the log, the first user friends with
@@ -22,6 +26,7 @@ Bar: with the log ≤ 1.2x without, p50.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import statistics
@@ -52,6 +57,7 @@ from common.crypto.certs import ServerIdentity
 from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
 from common.crypto.merkle import LogEntry
+from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 from server.storage import friends as friends_table
 from server.storage import kem_keys, keylog, users
@@ -138,9 +144,11 @@ def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
             started = time.perf_counter()
             log.consistency(old, head.size)
             consistency_times.append(time.perf_counter() - started)
+        reply = reply_part(db, log, entries)
         size_on_disk = sum(p.stat().st_size for p in Path(folder).iterdir())
         db.close()
     return {
+        **reply,
         "entries": head.size,
         "bulk_fill_s": round(fill_s, 2),
         "append_ms": summarize(append_times),
@@ -153,6 +161,67 @@ def log_part(entries: int, appends: int, proofs: int) -> dict[str, Any]:
         "ceil_log2_n": (head.size - 1).bit_length(),
         "database_mb": round(size_on_disk / 1e6, 1),
     }
+
+
+REPLY_SAMPLES = 2000
+FRIENDS = 50
+
+
+def reply_part(db: Database, log: TransparencyLog, bulk: int) -> dict[str, Any]:
+    """Per CERTIFICATE reply: the two proofs (certificate, KEM key) under a head the
+    appender's reply just signed, for a key nobody asked about before (`cold`: its
+    lowest nodes come from the database) and for one of 50 friends asked about under
+    earlier heads (`friend`: most of the proof kept); then the same friend asked again
+    under that head (`again`: the proofs kept whole); and the reply's encoding with and
+    without the proofs (the head's encoding is made once per head). Keys are entries
+    of the bulk fill (`user{n}`), as old as most friends' keys are."""
+    rng = random.Random(11)
+    friends = [rng.randrange(bulk - 1) for _ in range(FRIENDS)]
+
+    def key(position: int) -> tuple[str, bytes]:
+        return f"user{position}", position.to_bytes(8, "big") * 8
+
+    def fetch(position: int) -> float:
+        started = time.perf_counter()
+        log.certificate_proof(*key(position))
+        log.proof_for("certificate", *key(position + 1), log.head())
+        return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {"cold": [], "friend": [], "again": []}
+    for i in range(REPLY_SAMPLES):
+        log.append("certificate", f"mover{i}", b"m" * 64)
+        log.head()  # signed by the appender's reply, as PUBLISH_KEM_KEY does
+        times["cold"].append(fetch(rng.randrange(bulk - 1)))
+        friend = friends[i % FRIENDS]
+        for label in ("friend", "again"):
+            times[label].append(fetch(friend))
+        if i % 100 == 99:
+            db.commit()
+    db.commit()
+    results: dict[str, Any] = {
+        f"reply_proofs_{label}_us": summarize(samples, scale=1e6, digits=1)
+        for label, samples in times.items()
+    }
+    name, payload = key(rng.randrange(bulk))
+    base = {"username": name, "certificate": os.urandom(520), "kem_key": os.urandom(1300)}
+    replies: dict[str, dict[str, Any]] = {
+        "with": {
+            **base,
+            "transparency": log.certificate_proof(name, payload),
+            "kem_transparency": log.proof_for("certificate", name, payload, log.head()),
+        },
+        "without": {**base, "transparency": {}, "kem_transparency": None},
+    }
+    for label, params in replies.items():
+        message = Message(MessageType.REPLY, 1, params)
+        results[f"reply_bytes_{label}"] = len(encode_message(message))
+        encoding = []
+        for _ in range(REPLY_SAMPLES):
+            started = time.perf_counter()
+            encode_message(message)
+            encoding.append(time.perf_counter() - started)
+        results[f"reply_encode_{label}_us"] = summarize(encoding, scale=1e6, digits=1)
+    return results
 
 
 # -- part 2 ---------------------------------------------------------------------------

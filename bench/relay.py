@@ -32,6 +32,7 @@ from typing import Any
 from bench.common import (
     BenchError,
     CpuMeter,
+    CpuTimed,
     Link,
     LinkClosed,
     RequestTemplate,
@@ -101,8 +102,8 @@ class Window:
 class Relay:
     """One selector over every link; senders and receivers never swap roles."""
 
-    def __init__(self, server: ServerProcess, pairs: list[Pair]) -> None:
-        self.server = server
+    def __init__(self, server: CpuTimed, pairs: list[Pair]) -> None:
+        self.server = server  # whose CPU the phases divide by: one server, or several
         self.pairs = pairs
         self.selector = selectors.DefaultSelector()
         for pair in pairs:

@@ -64,6 +64,13 @@ SCENARIOS: dict[str, Scenario] = {
         _RELAY_TINY,
         240.0,
     ),
+    "cluster_relay": Scenario(
+        "bench.cluster_relay",
+        ("--pairs", "10", "--duration", "3"),
+        ("--pairs", "2", "--duration", "0.5", "--warmup", "0.2", "--preseal", "100"),
+        300.0,
+    ),
+    "cluster_faults": Scenario("bench.cluster_faults", ("--kills", "4"), ("--kills", "1"), 900.0),
     "e2e": Scenario(
         "bench.e2e",
         ("--messages", "300", "--rate", "100"),
@@ -73,7 +80,8 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout": Scenario(
         "bench.fanout",
         ("--members", "200", "--messages", "20"),
-        ("--members", "5", "--messages", "3", "--warmup", "1"),
+        # a join limit under the room's size: the tiny run takes the waves' path too
+        ("--members", "5", "--messages", "3", "--warmup", "1", "--online-joins", "3"),
         240.0,
     ),
     "offline_backlog": Scenario(

@@ -364,10 +364,8 @@ EN: dict[str, str] = {
     "chat.flag.late": "arrived late (after later messages)",
     "chat.flag.skew": "\u26a0 the server says it arrived at {time}",
     "transparency.alarm.foreign_key": (
-        "Alarm: the server published a key under your name that this computer did not make. "
-        "Someone may be impersonating you. Tell your friends to compare safety numbers. "
-        "(If you also use this account on another computer, its new encryption key shows "
-        "up here too.)"
+        "Alarm: the server published a key under your name that none of your computers "
+        "made. Someone may be impersonating you. Tell your friends to compare safety numbers."
     ),
     "transparency.alarm.rolled_back": (
         "Alarm: the server showed an older key log than before (rolled back). "
@@ -737,8 +735,8 @@ ZH_CN: dict[str, str] = {
     "chat.flag.late": "迟到（晚于之后的消息到达）",
     "chat.flag.skew": "\u26a0 服务器称其到达时间为 {time}",
     "transparency.alarm.foreign_key": (
-        "警报：服务器以您的名义发布了一个不是本机生成的密钥。可能有人在冒充您。请让好友核对安全码。"
-        "（如果您也在另一台电脑上使用此账户，那台电脑的新加密密钥也会在此显示。）"
+        "警报：服务器以您的名义发布了一个不是由您的任何电脑生成的密钥。可能有人在冒充您。"
+        "请让好友核对安全码。"
     ),
     "transparency.alarm.rolled_back": (
         "警报：服务器展示了比之前更旧的密钥日志（被回滚）。在它展示延续您所持日志的版本之前，聊天已被阻止。"

@@ -81,6 +81,11 @@ class ServerConfig:
     ca_key_file: str = ""  # optional: the operator's CA key (PEM), else kept in PostgreSQL
     ca_cert_file: str = ""  # optional: its certificate (PEM), with ca_key_file
     node_id: str = ""  # empty: host-pid-random, new at every start
+    # Attachment bytes: "files" in attachments_dir, or "database" (PostgreSQL rows, cluster
+    # mode only). attachments_dir empty: <data_dir>/attachments; a cluster on "files"
+    # mounts one shared folder there on every node.
+    attachment_store: str = "files"
+    attachments_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,12 @@ def _validate_admission(s: ServerConfig) -> None:
 
 def _validate_cluster(s: ServerConfig) -> None:
     """Cluster mode needs its bus and the CA passphrase; SQLite mode needs neither."""
+    if s.attachment_store not in ("files", "database"):
+        raise ConfigError('server.attachment_store must be "files" or "database"')
+    if s.attachment_store == "database" and not s.database_url:
+        raise ConfigError(
+            'server.attachment_store = "database" needs server.database_url (PostgreSQL)'
+        )
     if not s.database_url:
         if s.redis_url:
             raise ConfigError("server.redis_url is only used with server.database_url")

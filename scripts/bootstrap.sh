@@ -234,17 +234,21 @@ apt_install_no_services() {
 # ---------------------------------------------------------------- main
 
 main() {
-    local with_test_deps=0
+    local with_test_deps=0 with_cluster_deps=0
     case "${1:-}" in
         "") ;;
         --test) with_test_deps=1 ;;
-        *) die "usage: $0 [--test]" ;;
+        --cluster) with_cluster_deps=1 ;;  # `make cluster`: PostgreSQL and redis-server only
+        *) die "usage: $0 [--test | --cluster]" ;;
     esac
     ensure_venv
     ensure_project_installed
     ensure_venv_has_tk
     if [ "$with_test_deps" -eq 1 ]; then
         ensure_gui_test_deps
+        ensure_cluster_deps
+    fi
+    if [ "$with_cluster_deps" -eq 1 ]; then
         ensure_cluster_deps
     fi
 }

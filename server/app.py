@@ -37,9 +37,16 @@ from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
 from server.net.reactor import Reactor, ReactorSettings
 from server.presence import announce_offline
+from server.process_group import die_with_parent, refusal, run_group
 from server.sessions import Sessions
 from server.storage import retention
-from server.storage.attachment_files import AttachmentFiles
+from server.storage.attachment_store import (
+    DATABASE,
+    AttachmentStore,
+    DatabaseStore,
+    attachments_root,
+    store_for,
+)
 from server.storage.database import (
     Database,
     SchemaTooNewError,
@@ -127,7 +134,7 @@ class Server:
         self.address: tuple[str, int] | None = None
         #: Cluster mode only (server/cluster/node.py): the bus and the presence mirror.
         self.cluster: ClusterNode | None = None
-        self._files = AttachmentFiles(Path(config.data_dir) / ATTACHMENTS_DIR)
+        self._files = store_for(config)
         self.reactor.call_later(config.sweep_interval, self._sweep)
         self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
 
@@ -135,9 +142,13 @@ class Server:
     def fingerprint(self) -> str:
         return self.services.identity.fingerprint
 
-    def start(self) -> int:
-        """Bind the listening socket; return the actual port (useful with port 0)."""
-        self.address = self.reactor.listen(self.config.host, self.config.port)
+    def start(self, reuse_port: bool = False) -> int:
+        """Bind the listening socket; return the actual port (useful with port 0).
+
+        `reuse_port`: one of several worker processes on this port (--workers).
+        """
+        host, port = self.config.host, self.config.port
+        self.address = self.reactor.listen(host, port, reuse_port=reuse_port)
         log.info("listening on %s:%d", *self.address)
         return self.address[1]
 
@@ -207,6 +218,11 @@ class Server:
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self.dispatcher.connection_closed(connection, reason)
 
+    def _rolled_back(self) -> None:
+        self.services.db.rollback()
+        if self.cluster is not None:
+            self.cluster.rolled_back()
+
     def _commit(self) -> None:
         """The group commit, run by the reactor before it writes a turn's output.
 
@@ -219,13 +235,13 @@ class Server:
             try:
                 turn.finish(db, self.services.sessions)
             except Exception:
-                db.rollback()
+                self._rolled_back()
                 raise
         if db.in_transaction:
             try:
                 db.commit()
             except Exception:
-                db.rollback()
+                self._rolled_back()
                 raise
         if self.cluster is not None:  # hints only once what they point at is committed
             self.cluster.committed(touched)
@@ -235,7 +251,7 @@ LINK_SWEEP_INTERVAL = 2.0  # seconds between expiry passes over link codes
 SWEEP_AGAIN_SOON = 1.0  # seconds before the next batch when a sweep hit its batch size
 
 
-def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, now: int) -> bool:
+def sweep_expired(db: Database, files: AttachmentStore, config: ServerConfig, now: int) -> bool:
     """One retention pass (server/storage/retention.py), committed; True if more is left.
 
     Runs in a savepoint, so a failure undoes only its own deletions (the reactor's turn
@@ -255,7 +271,9 @@ def sweep_expired(db: Database, files: AttachmentFiles, config: ServerConfig, no
         db.end_step(keep)
     db.commit()
     for attachment_id in result.attachments:
-        files.discard(attachment_id)
+        files.discard(db, attachment_id)
+    if db.in_transaction:  # the database store's deletions (its rows cascade anyway)
+        db.commit()
     if result.envelopes or result.attachments:
         log.info(
             "retention: forgot %d delivered envelopes and %d attachments",
@@ -288,7 +306,8 @@ def build_server(config: ServerConfig) -> Server:
     """Create the data folders, load or create the identity, open the database."""
     data_dir = Path(config.data_dir)
     make_private_dir(data_dir)  # keys, database, attachments: the operator's only
-    make_private_dir(data_dir / ATTACHMENTS_DIR)
+    if config.attachment_store != DATABASE:
+        make_private_dir(attachments_root(config))
     db: Database
     sessions: Sessions | None = None
     if config.database_url:
@@ -300,7 +319,9 @@ def build_server(config: ServerConfig) -> Server:
         identity = ServerIdentity.load_or_create(data_dir)
         db = SqliteDatabase.open(data_dir / DATABASE_FILE)
     try:
-        files = AttachmentFiles(data_dir / ATTACHMENTS_DIR)
+        if config.attachment_store == DATABASE:
+            DatabaseStore.create_table(db)
+        files = store_for(config)
         # Before listening nobody waits, so the whole backlog is cleared, batch by batch.
         more = True
         while more:
@@ -334,6 +355,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="path of config.json")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--mac", help="record MAC: hmac-sha256 (default) or hmac-md5")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="reactor processes sharing the port (cluster mode only; default 1)",
+    )
+    # Set by the --workers supervisor on each worker (server/process_group.py).
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -351,6 +381,8 @@ def raise_file_limit(wanted: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; return the process exit code."""
     args = parse_args(argv)
+    if args.parent_pid and not die_with_parent(args.parent_pid):
+        return 1  # the supervisor is already gone
     overrides = {
         "server.host": args.host,
         "server.port": args.port,
@@ -361,13 +393,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, env=os.environ, overrides=overrides).server
         configure_logging(config.log_level)
+        refused = refusal(config, args.workers)
+        if refused:
+            raise UchatError(refused)
+        if args.workers > 1:
+            return run_group(config, sys.argv[1:] if argv is None else argv, args.workers)
         raise_file_limit(config.max_connections + SPARE_FILE_DESCRIPTORS)
         server = build_server(config)
     except (UchatError, OSError, sqlite3.Error, SchemaTooNewError) as exc:
         print(f"uchat server: {exc}", file=sys.stderr)
         return 2
     try:
-        port = server.start()
+        port = server.start(reuse_port=args.reuse_port)
     except OSError as exc:
         print(f"uchat server: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         server.close()

@@ -9,11 +9,15 @@ or asked for). Either way every entry is re-hashed into the tree, every certific
 is checked against the CA and the name it is logged under, every signed KEM key
 against the identity keys the log holds for its name (from certificates logged
 before it), every signed tree head is checked (signature, root, time order), and
-usernames with more than one identity key, or with a KEM key their identity key did
-not sign, are reported: the trace a server leaves when it gives someone a second key.
+usernames with more than one identity key, with a KEM key their identity key did
+not sign, or with a KEM key logged again or out of order (not newer than one logged
+before under the name: the server accepts only newer keys, so this is an old key of
+the user served again) are reported: the trace a server leaves when it gives someone
+a second key.
 
 Exit status: 0 all good, 1 the log or a head does not verify, 2 it verifies but some
-username has more than one identity key or a KEM key its identity key did not sign.
+username has more than one identity key, a KEM key its identity key did not sign, or
+a KEM key logged again.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class AuditReport:
     kem_keys: int = 0
     #: username -> positions of KEM key entries no identity key logged for it signed
     unsigned_kem_keys: dict[str, list[int]] = field(default_factory=dict)
+    #: username -> positions of signed KEM keys not newer than one logged before them
+    replayed_kem_keys: dict[str, list[int]] = field(default_factory=dict)
+    newest_kem_key: dict[str, int] = field(default_factory=dict)  # name -> created (ms)
 
     @property
     def duplicates(self) -> dict[str, list[str]]:
@@ -62,7 +69,7 @@ class AuditReport:
     def status(self) -> int:
         if self.problems:
             return 1
-        return 2 if self.duplicates or self.unsigned_kem_keys else 0
+        return 2 if self.duplicates or self.unsigned_kem_keys or self.replayed_kem_keys else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +79,7 @@ class AuditReport:
             "problems": self.problems,
             "usernames_with_several_keys": self.duplicates,
             "usernames_with_unsigned_kem_keys": dict(sorted(self.unsigned_kem_keys.items())),
+            "usernames_with_replayed_kem_keys": dict(sorted(self.replayed_kem_keys.items())),
         }
 
 
@@ -143,7 +151,8 @@ def _check_entry(report: AuditReport, position: int, entry: LogEntry, ca_der: by
 
 
 def _check_kem_key(report: AuditReport, position: int, entry: LogEntry) -> None:
-    """A signed KEM key must be signed by an identity key certified for its name."""
+    """A signed KEM key must be signed by an identity key certified for its name, and
+    be newer than every signed KEM key logged before it under that name."""
     report.kem_keys += 1
     name = entry.username.casefold()
     try:
@@ -156,6 +165,10 @@ def _check_kem_key(report: AuditReport, position: int, entry: LogEntry) -> None:
             signed.verify(bytes.fromhex(identity))
         except EndToEndError:
             continue
+        if signed.created_ms <= report.newest_kem_key.get(name, -1):
+            report.replayed_kem_keys.setdefault(name, []).append(position)
+        else:
+            report.newest_kem_key[name] = signed.created_ms
         return
     report.unsigned_kem_keys.setdefault(name, []).append(position)
 
@@ -278,10 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, positions in sorted(report.unsigned_kem_keys.items()):
             where = ", ".join(str(p) for p in positions)
             print(f"UNSIGNED KEM KEY {name}: entries {where} not signed by its identity key")
+        for name, positions in sorted(report.replayed_kem_keys.items()):
+            where = ", ".join(str(p) for p in positions)
+            print(f"REPLAYED KEM KEY {name}: entries {where} not newer than a key before them")
         if report.status == 0:
             print(
                 "OK: every entry and head verifies; one identity key per username;"
-                " every KEM key signed by its owner's identity key"
+                " every KEM key signed by its owner's identity key and newer than the last"
             )
     return report.status
 

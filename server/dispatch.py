@@ -175,10 +175,11 @@ class Context:
     # -- other users ----------------------------------------------------------------
 
     def push(self, user_id: int, type: MessageType, params: dict[str, Any]) -> bool:
-        """Push to that user's live session; False if the user is offline."""
+        """Push to that user's live session (here, or on another node in cluster mode,
+        once the turn commits); False if the user is offline."""
         connection = self.sessions.connection_for(user_id)
         if connection is None or not connection.is_open:
-            return False
+            return self.sessions.relay((user_id,), push(type, params))
         connection.send(push(type, params))
         return True
 
@@ -191,8 +192,20 @@ class Context:
         return True
 
     def push_many(self, user_ids: Iterable[int], type: MessageType, params: dict[str, Any]) -> int:
-        """Push one message to many users; return how many were online."""
-        return send_to_users(self.sessions, user_ids, push(type, params))
+        """Push one message to many users; return how many were online on this node.
+
+        Those held by other nodes get it through the bus in cluster mode.
+        """
+        message = push(type, params)
+        if not self.sessions.spans_nodes:
+            return send_to_users(self.sessions, user_ids, message)
+        targets = list(dict.fromkeys(user_ids))
+        sent = send_to_users(self.sessions, targets, message)
+        if sent < len(targets):
+            self.sessions.relay(
+                [user for user in targets if self.sessions.connection_for(user) is None], message
+            )
+        return sent
 
     # -- sessions -------------------------------------------------------------------
 
@@ -226,9 +239,10 @@ class Context:
         """Run `fn` on the worker pool, then `then(result)` back on the reactor thread.
 
         `demoted` runs it on the lower-priority pool (`Services.demoted_workers`).
-        A full pool answers `server_busy` at once; `fn` raising answers
-        `internal_error`. If the connection closed (or began closing) meanwhile, `then`
-        is skipped: the caller is gone and must not be logged in or told anything.
+        A full pool answers `server_busy` at once, and so does `fn` raising
+        `StorageUnavailable`; `fn` raising anything else answers `internal_error`. If
+        the connection closed (or began closing) meanwhile, `then` is skipped: the
+        caller is gone and must not be logged in or told anything.
         `always` runs on the reactor thread when the job is over (after `then`),
         whatever happened: it releases a slot such as `server.hash_queue`'s.
         """
@@ -246,6 +260,10 @@ class Context:
                 return
             try:
                 result = future.result()
+            except StorageUnavailable as exc:  # a job with its own database connection
+                log.warning("worker job for %s: %s", self.opcode.name, exc)
+                self.fail("server_busy", STORAGE_BUSY_TEXT)
+                return
             except Exception as exc:
                 log_failure(log, f"worker job for {self.opcode.name} failed", exc)
                 self.fail("internal_error", INTERNAL_ERROR_TEXT)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from common.crypto.certs import ServerIdentity, load_user_certificate
 from common.crypto.kem import SignedKemKey
 from common.errors import CertificateError, EndToEndError, RequestError
-from server.storage import kem_keys
+from server.storage import kem_keys, keylog
 from server.storage.database import Database
 from server.storage.users import User
 from server.transparency import TransparencyLog
@@ -44,6 +44,10 @@ def accept_kem_key(
         ) from None
     if signed.created_ms > now_ms + MAX_FUTURE_SKEW_MS:
         raise RequestError("bad_kem_key", "the KEM key is dated in the future", "kem_key")
+    # Cluster nodes: hold the log from this check to the append, so two publications
+    # of one account on two nodes cannot both pass it and log an older key after a
+    # newer one (monitoring and the auditor alarm on that). SQLite: one writer anyway.
+    keylog.lock_for_append(db)
     newest = kem_keys.current_created(db, user.id)
     if newest is not None and signed.created_ms <= newest:
         raise RequestError("stale_kem_key", "a newer KEM key is already published", "kem_key")

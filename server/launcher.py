@@ -103,19 +103,24 @@ def start_server(
     extra_args: tuple[str, ...] = (),
     *,
     log_path: Path | None = None,
+    port: int = 0,
+    fast: bool = True,
 ) -> RunningServer:
-    """Start `run_server.py` on 127.0.0.1 and a free port; wait for its two lines.
+    """Start `run_server.py` on 127.0.0.1 and `port` (0: a free one); wait for its two lines.
 
     The caller's UCHAT_* environment is dropped (a developer's settings must not leak
-    in); `FAST_ENV` and then `env` are applied on top.
+    in); `FAST_ENV` (unless `fast` is False, as for `make cluster`) and then `env` are
+    applied on top.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or data_dir.parent / f"{data_dir.name}.log"
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("UCHAT_")}
-    child_env.update(FAST_ENV)
+    if fast:
+        child_env.update(FAST_ENV)
     child_env.update(env or {})
     child_env["PYTHONPATH"] = str(REPO_ROOT)
-    command = [sys.executable, str(REPO_ROOT / "run_server.py"), "--host", HOST, "--port", "0"]
+    command = [sys.executable, str(REPO_ROOT / "run_server.py"), "--host", HOST]
+    command += ["--port", str(port)]
     command += ["--data-dir", str(data_dir), *extra_args]
     with log_path.open("a", encoding="utf-8") as log_file:
         process = subprocess.Popen(  # noqa: S603 -- our own script under this interpreter

@@ -9,8 +9,9 @@ Only the reactor thread uses this object.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from common.protocol.message import push
+from common.protocol.message import Message, push
 from common.protocol.opcodes import MessageType
 from server.net.connection import Connection
 
@@ -21,6 +22,9 @@ KICK_REASON = "logged_in_elsewhere"
 
 class Sessions:
     """user_id -> the Connection that is that user's live session."""
+
+    #: True when other nodes hold sessions too (cluster mode): pushes may need `relay`.
+    spans_nodes = False
 
     def __init__(self) -> None:
         self._by_user: dict[int, Connection] = {}
@@ -63,6 +67,15 @@ class Sessions:
 
     def online_user_ids(self) -> list[int]:
         return list(self._by_user)
+
+    def relay(self, user_ids: Sequence[int], message: Message) -> bool:
+        """Hand a push for users not held here to the nodes holding them; True if any.
+
+        One node holds every session, so nothing to do here; cluster mode overrides it
+        (server/cluster/node.py).
+        """
+        del user_ids, message
+        return False
 
     @property
     def online_count(self) -> int:

@@ -1,10 +1,12 @@
 """The server's key transparency log: append keys, sign tree heads, answer with proofs.
 
 `append(kind, username, payload)` is the one entry point for every key the server
-certifies or accepts (certificates now; signed KEM keys use the same call). Proofs are
-built from stored node hashes, O(log n) lookups per proof. A tree head is signed when
-a reply needs one covering entries the latest head lacks, so every proof handed out is
-against a signed head and the log never waits a minute to show a new key.
+certifies or accepts (certificates and signed KEM keys). Proofs are built from stored
+node hashes, O(log n) lookups per proof; the part of a proof made of complete subtrees
+never changes, so it is kept per position and a proof under a newer head walks only
+the levels near the top, with the right edge hashed once per size. A tree head is
+signed when a reply needs one covering entries the latest head lacks, so every proof
+handed out is against a signed head and the log never waits a minute to show a key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, TreeHead
+from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import Database
 
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
+#: Kept positions, proofs under the newest head and lasting proof parts: at most this
+#: many of each (a proof is 20 hashes, 640 bytes, at a million entries: 13 MB each).
 POSITION_CACHE_LIMIT = 20_000
 #: Nodes at this level and above stay cached for good: 1/32 of the entries' count of
 #: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
@@ -42,14 +47,17 @@ class TransparencyLog:
         # rollback undid (the database tells us), and the head when the log grows.
         self._nodes: dict[tuple[int, int], bytes] = {}  # below UPPER_LEVEL, bounded
         self._upper: dict[tuple[int, int], bytes] = {}
-        # Hashes of the incomplete subtrees on the right edge of the tree of one size:
-        # the same for every proof under one head.
+        # The root and the hashes of the subtrees on the right edge of the tree of one
+        # size (`_edges`): the same for every proof under one head.
         self._edge_size = -1
         self._edge: dict[int, bytes] = {}
-        # Friends fetch the same certificates again and again: keep their positions
-        # and their proofs under the current head.
+        # Friends fetch the same certificates again and again: keep their positions,
+        # their proofs under the current head, and for every head to come the part of
+        # each proof that cannot change (see `_stable`).
         self._positions: dict[tuple[str, str, bytes], int] = {}
         self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
+        self._encoded_head: tuple[TreeHead, codec.Encoded] | None = None
+        self._stable: dict[int, tuple[int, bytes]] = {}
         self._size: int | None = None
         self._head: TreeHead | None = None
         #: Other processes (cluster nodes) append to the same log: the size is read
@@ -60,9 +68,10 @@ class TransparencyLog:
     def _forget(self) -> None:
         self._nodes.clear()
         self._upper.clear()
-        self._edge.clear()
+        self._edge_size, self._edge = -1, {}
         self._positions.clear()
         self._proofs.clear()
+        self._stable.clear()
         self._size = None
         self._head = None
 
@@ -126,9 +135,7 @@ class TransparencyLog:
             if latest is not None and latest.size == size:
                 return self._adopt(latest)
         timestamp = max(self._clock(), latest.timestamp if latest else 0)
-        head = merkle.sign_tree_head(
-            self._identity.key, size, merkle.root(size, self.subtree), timestamp
-        )
+        head = merkle.sign_tree_head(self._identity.key, size, self._edges(size)[0], timestamp)
         keylog.insert_head(self._db, head)
         self._head = head
         self._proofs.clear()
@@ -142,38 +149,71 @@ class TransparencyLog:
         return head
 
     def inclusion(self, position: int, head: TreeHead) -> list[bytes]:
-        """RFC 9162 PATH(position, D[0:size]), leaf to root, walked bottom up.
+        """RFC 9162 PATH(position, D[0:size]), leaf to root (see `packed_inclusion`)."""
+        return merkle.unpack_proof(self.packed_inclusion(position, head.size))
+
+    def packed_inclusion(self, position: int, size: int) -> bytes:
+        """PATH(position, D[0:size]) packed (`merkle.pack_proof`), walked bottom up.
 
         At each level the sibling of the block holding `position` is a stored node
-        when complete, the (cached) hash of the incomplete right edge when it reaches
-        past the end, or absent when it starts past the end. The same hashes as
-        `merkle.inclusion_proof` (tested), without its recursion per proof.
+        when complete, the hash of the incomplete right edge when it reaches past the
+        end (`_edges`, once per size), or absent when it starts past the end. The
+        levels below the first incomplete or absent sibling hold hashes of complete
+        subtrees, which never change: they are kept per position (`_stable`), so a
+        proof under a newer head walks only the few levels near the top. The same
+        hashes as `merkle.inclusion_proof` (tested), without its recursion.
         """
-        size = head.size
         if not 0 <= position < size:
             raise ValueError("leaf index outside the tree")
-        proof: list[bytes] = []
-        level = 0
+        level, prefix = self._stable.get(position, (0, b""))
+        parts = [prefix]
+        stable = True
         while (1 << level) < size:
             sibling = (position >> level) ^ 1
             start = sibling << level
-            if start < size:
-                if start + (1 << level) <= size:
-                    proof.append(self.subtree(level, sibling))
-                else:
-                    proof.append(self._edge_hash(start, size))
+            if start + (1 << level) <= size:
+                parts.append(self.subtree(level, sibling))
+            else:
+                if stable and level:
+                    self._keep_stable(position, level, b"".join(parts))
+                stable = False
+                if start < size:
+                    parts.append(self._edges(size)[1][start])
             level += 1
-        return proof
+        if stable:
+            self._keep_stable(position, level, b"".join(parts))
+        return b"".join(parts)
 
-    def _edge_hash(self, start: int, size: int) -> bytes:
-        """MTH(D[start:size]) for an aligned `start`: an incomplete subtree on the edge."""
-        if self._edge_size != size:
-            self._edge_size, self._edge = size, {}
-        value = self._edge.get(start)
-        if value is None:
-            value = merkle.range_hash(start, size, self.subtree)
-            self._edge[start] = value
-        return value
+    def _keep_stable(self, position: int, level: int, packed: bytes) -> None:
+        """Remember the proof's hashes below `level`: all of complete subtrees."""
+        known = self._stable.get(position)
+        if known is not None and known[0] >= level:
+            return
+        if known is None and len(self._stable) >= POSITION_CACHE_LIMIT:
+            self._stable.clear()
+        self._stable[position] = (level, packed)
+
+    def _edges(self, size: int) -> tuple[bytes, dict[int, bytes]]:
+        """The root of the tree of `size` entries and MTH(D[start:size]) for every start
+        on its right edge (each prefix of `size`'s binary digits): the only hashes a
+        proof under this size needs that are not stored nodes. Computed once per size,
+        from the smallest complete subtree on the edge up to the root."""
+        if self._edge_size == size:
+            return self._edge[0], self._edge
+        edge: dict[int, bytes] = {}
+        if size == 0:
+            edge[0] = merkle.EMPTY_ROOT
+        else:
+            blocks = [bit for bit in range(size.bit_length()) if size >> bit & 1]
+            end, value = size, b""
+            for bit in blocks:  # lowest set bit first: the rightmost complete block
+                start = end - (1 << bit)
+                block = self.subtree(bit, start >> bit)
+                value = block if not value else merkle.node_hash(block, value)
+                edge[start] = value
+                end = start
+        self._edge_size, self._edge = size, edge
+        return edge[0], edge
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         if old_size in (0, new_size):
@@ -186,26 +226,27 @@ class TransparencyLog:
         A key the log does not hold gets position -1 and no proof: clients refuse it,
         so the reply still goes out and the refusal is theirs to show.
         """
+        position = self._position(kind, username, payload)
+        if position is None or position >= head.size:
+            log.error("key for %s served without a log entry", username)
+            return {"position": -1, "proof": b""}
+        if head is not self._head:
+            return {"position": position, "proof": self.packed_inclusion(position, head.size)}
+        proof = self._proofs.get(position)
+        if proof is None:
+            proof = self.packed_inclusion(position, head.size)
+            if len(self._proofs) < POSITION_CACHE_LIMIT:
+                self._proofs[position] = proof
+        return {"position": position, "proof": proof}
+
+    def _position(self, kind: str, username: str, payload: bytes) -> int | None:
         key = (kind, username.casefold(), payload)
         position = self._positions.get(key)
         if position is None:
             position = keylog.latest_for(self._db, kind, username, payload)
             if position is not None and len(self._positions) < POSITION_CACHE_LIMIT:
                 self._positions[key] = position
-        if position is None or position >= head.size:
-            log.error("key for %s served without a log entry", username)
-            return {"position": -1, "proof": b""}
-        if head is not self._head:
-            return {
-                "position": position,
-                "proof": merkle.pack_proof(self.inclusion(position, head)),
-            }
-        proof = self._proofs.get(position)
-        if proof is None:
-            proof = merkle.pack_proof(self.inclusion(position, head))
-            if len(self._proofs) < POSITION_CACHE_LIMIT:
-                self._proofs[position] = proof
-        return {"position": position, "proof": proof}
+        return position
 
     def certificate_proof(self, username: str, certificate: bytes) -> dict[str, Any]:
         """The `transparency` field of a reply carrying one certificate."""
@@ -215,7 +256,14 @@ class TransparencyLog:
         """{head, position, proof} of one key under the newest head (signed now if the
         log grew since: after an append, the appender's reply pays for the new head)."""
         head = self.head()
-        return {"head": head.to_wire(), **self.proof_for(kind, username, payload, head)}
+        return {"head": self._head_wire(head), **self.proof_for(kind, username, payload, head)}
+
+    def _head_wire(self, head: TreeHead) -> codec.Encoded:
+        """The head as replies carry it, encoded once per head (every reply with a
+        certificate carries it; the appender's reply makes it)."""
+        if self._encoded_head is None or self._encoded_head[0] is not head:
+            self._encoded_head = (head, codec.Encoded(head.to_wire()))
+        return self._encoded_head[1]
 
     def kem_key_proof(self, username: str, kem_key: bytes | None) -> dict[str, Any] | None:
         """The `kem_transparency` field beside `certificate_proof`: {position, proof} of

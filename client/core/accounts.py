@@ -162,7 +162,7 @@ class Accounts:
             return current
         if current is not None:
             self._slot.set(None)
-            current.store.close()
+            current.close()
         session = self._new_session(profile, server_id, certificate, ca, limits, password)
         session.contacts.replace(reply)
         self._slot.set(session)

@@ -1,94 +1,98 @@
-"""Delivery acknowledgements, room ones coalesced: one ACK_DELIVERY per burst, not per message.
+"""Acknowledgements of room messages, gathered for a moment and sent as one.
 
-Why: a room message to 500 online members used to cost the server 499 ACK_DELIVERY
-requests (each a record opened, a cursor moved and a reply sealed), more than the
-fan-out itself. The server's cursor for a conversation moves to the newest message
-acknowledged there, so one request can acknowledge a whole run of room messages.
-Room acknowledgements therefore wait up to `DELAY_S`, or until `MAX_IDS` are pending,
-and go out together (with any direct-message acknowledgement that goes out earlier).
-Direct messages are acknowledged at once: they are rare per recipient, and the backlog's
-next window waits for them.
+Why: a room message reaches every member, and if each member acknowledged each message
+on its own, a 500-member room would cost the server 499 requests per message, more
+than the message itself. An acknowledgement only moves this user's delivery cursor on
+the server (what to push again after a reconnect), so it can wait a moment: one
+ACK_DELIVERY then covers every room message of that moment. If it is lost (the
+connection drops first), the server pushes those messages again and the inbox
+recognises them as repeats, so nothing is shown twice.
 
-At-least-once stays: what is stored locally is only acknowledged later, so a
-connection lost in between means the server pushes it again after the next login, and
-the inbox recognises the id (stored already) and acknowledges it then. Nothing is
-shown twice and nothing acknowledged is lost.
-
-Only the push thread adds and flushes; `due_in` tells its queue wait how long it may
-sleep. The clock is injectable so tests are exact.
+Direct messages, and batches that are not small (a backlog window, whose
+acknowledgement lets the server push the next window), are acknowledged at once, with
+whatever was waiting.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable
 
 from common.errors import ConnectionLost, RequestError, RequestTimeout
 
 log = logging.getLogger(__name__)
 
-#: A room acknowledgement waits at most this long.
-DELAY_S = 0.25
-#: ... or until this many ids wait; a backlog window (hundreds of messages) goes at once.
-MAX_IDS = 64
+#: How long a room message's acknowledgement may wait for others to join it.
+ACK_DELAY_SECONDS = 0.25
+#: Past this many waiting ids the acknowledgement goes at once.
+MAX_DEFERRED = 256
 
 
-class DeliveryAcks:
-    """Pending acknowledgements of one session, sent through `send` (ACK_DELIVERY)."""
+class DeferredAcks:
+    """Room acknowledgements waiting up to `delay` seconds; everything else at once.
+
+    `send` is the blocking ACK_DELIVERY request. `now` raises what `send` raises (the
+    inbox logs it: the server will push again); the timer's flush logs it itself.
+    """
 
     def __init__(
         self,
         send: Callable[[list[str]], None],
         *,
-        delay_s: float | None = None,
-        max_ids: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        delay: float = ACK_DELAY_SECONDS,
+        max_deferred: int = MAX_DEFERRED,
     ) -> None:
         self._send = send
-        self._delay_s = DELAY_S if delay_s is None else delay_s  # read now: tests change it
-        self._max_ids = MAX_IDS if max_ids is None else max_ids
-        self._clock = clock
-        self._pending: dict[str, None] = {}  # insertion-ordered, no repeats
-        self._since: float | None = None
+        self._delay = delay
+        self._max_deferred = max_deferred
+        self._lock = threading.Lock()
+        self._waiting: list[str] = []
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def now(self, message_ids: list[str]) -> None:
+        """Acknowledge these, and whatever was waiting, in one request."""
+        batch = self._take() + list(message_ids)
+        if batch:
+            self._send(batch)
 
-    def add(self, message_ids: Sequence[str], *, defer: bool) -> None:
-        """Acknowledge `message_ids`: later if `defer` (room messages), else now.
-
-        Whatever waits goes out with an acknowledgement sent now, and a full batch
-        goes at once.
-        """
-        if not message_ids:
-            return
-        if not self._pending:
-            self._since = self._clock()
-        self._pending.update(dict.fromkeys(message_ids))
-        if not defer or len(self._pending) >= self._max_ids:
-            self.flush()
-
-    def due_in(self) -> float | None:
-        """Seconds until the pending acknowledgements are due; None when nothing waits."""
-        if self._since is None:
-            return None
-        return max(0.0, self._since + self._delay_s - self._clock())
-
-    def flush_if_due(self) -> None:
-        remaining = self.due_in()
-        if remaining is not None and remaining <= 0:
-            self.flush()
+    def defer(self, message_ids: list[str]) -> None:
+        """Acknowledge these within `delay` seconds, together with any others by then."""
+        with self._lock:
+            if self._closed:
+                return
+            self._waiting.extend(message_ids)
+            if len(self._waiting) < self._max_deferred:
+                if self._timer is None:
+                    self._timer = threading.Timer(self._delay, self.flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self.now([])
 
     def flush(self) -> None:
-        """Send everything pending now. A failure leaves it to the server to push again."""
-        if not self._pending:
-            return
-        ids = list(self._pending)
-        self._pending.clear()
-        self._since = None
+        """Send what is waiting (the timer calls this); a failure is only logged."""
         try:
-            self._send(ids)
+            self.now([])
         except (ConnectionLost, RequestTimeout, RequestError) as exc:
-            log.info("acknowledgement not sent (%s); the server will re-deliver", exc)
+            log.info("acknowledgement not sent (%s); the server will push again", exc)
+
+    def close(self) -> None:
+        """The session ends: stop the timer. Unsent ids are pushed again next login."""
+        with self._lock:
+            self._closed = True
+        self._take()
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def _take(self) -> list[str]:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        return waiting

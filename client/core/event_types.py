@@ -177,7 +177,8 @@ class TransparencyAlarm(Event):
     `rolled_back` (an older tree head than one we hold), `not_extension` (a head that
     does not extend ours), `split_view` (`username` reported a head from another log),
     `foreign_key` (a certificate or signed KEM key under our own name, `username`,
-    that this computer did not make; chat is not blocked for this one).
+    that none of our computers made: not for our identity key, not signed by it, or
+    an old key of ours served again; chat is not blocked for this one).
     """
 
     kind: ClassVar[str] = "transparency_alarm"

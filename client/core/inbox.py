@@ -63,6 +63,9 @@ class ChainNotice:
     kind: str  # "replayed_distribution" | "bad_distribution"
 
 
+#: Room batches smaller than this may have their acknowledgement deferred; a larger one
+#: is a backlog window, and the server pushes the next only once it is acknowledged.
+DEFER_BATCH = 32
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000  # sender and server clocks further apart are flagged
 
 
@@ -97,6 +100,9 @@ class Inbox:
         delivered: Callable[[str, list[str]], None] | None = None,
         defer_acknowledge: Callable[[list[str]], None] | None = None,
     ) -> None:
+        # room messages only, a small batch: acknowledged a moment later, with others
+        # (`client.core.acks`); None: every batch is acknowledged at once
+        self._defer_acknowledge = defer_acknowledge
         self._on_receipt = on_receipt  # a friend's client says it stored or read ours
         self._delivered = delivered  # we stored a friend's messages: seal a receipt
         self._gossip = gossip  # sees each opened body (key transparency tree heads)
@@ -107,8 +113,6 @@ class Inbox:
         self._chains = chains
         self._store = store
         self._acknowledge = acknowledge
-        # room messages only: acknowledged a little later, together (client/core/acks.py)
-        self._defer_acknowledge = defer_acknowledge or acknowledge
         self._announce = announce
         self._lock = threading.Lock()
 
@@ -126,16 +130,16 @@ class Inbox:
     def _receive(self, raw_deliveries: Sequence[Any], *, acknowledge: bool) -> int:
         opened: list[ChatMessage] = []
         acknowledged: list[str] = []
-        rooms_only = True  # then the acknowledgement may wait for the next ones
         retry: set[str] = set()
+        rooms_only = True
         for raw in raw_deliveries:
             try:
                 delivery = Delivery.parse(raw)
             except RemoteProtocolError:
+                rooms_only = False
                 junk_id = raw.get("message_id") if isinstance(raw, dict) else None
                 if isinstance(junk_id, str):
                     acknowledged.append(junk_id)  # unreadable forever: do not loop on it
-                    rooms_only = False
                 log.warning("ignoring a malformed delivery")
                 continue
             rooms_only = rooms_only and delivery.target_type == "room"
@@ -156,9 +160,8 @@ class Inbox:
             acknowledged.append(delivery.message_id)
         added = self._store.add_messages(opened) if opened else []
         if acknowledged and acknowledge:
-            send = self._defer_acknowledge if rooms_only else self._acknowledge
             try:
-                send(acknowledged)
+                self._send_acknowledgement(acknowledged, rooms_only=rooms_only)
             except (ConnectionLost, RequestTimeout, RequestError) as exc:
                 log.info("acknowledgement not sent (%s); the server will re-deliver", exc)
         new = [message for message, is_new in zip(opened, added, strict=True) if is_new]
@@ -169,6 +172,12 @@ class Inbox:
         for sender in sorted(retry):  # a chain's state arrived: what waited for it may open
             count += self._release(sender)
         return count
+
+    def _send_acknowledgement(self, message_ids: list[str], *, rooms_only: bool) -> None:
+        if rooms_only and len(message_ids) < DEFER_BATCH and self._defer_acknowledge is not None:
+            self._defer_acknowledge(message_ids)
+        else:
+            self._acknowledge(message_ids)
 
     def _receipt_for(self, new: list[ChatMessage]) -> None:
         """One "delivered" receipt per friend for the direct messages just stored."""

@@ -20,7 +20,10 @@ from common.protocol import codec
 log = logging.getLogger(__name__)
 
 #: Errors after which the same request may well succeed later.
-TRANSIENT_ERRORS = frozenset({"server_busy", "internal_error"})
+#: Refusals after which the message stays queued for the next login's replay:
+#: `not_authenticated` comes back when a send races a reconnect (the new connection is
+#: up, its login not done yet), e.g. while moving to another cluster node.
+TRANSIENT_ERRORS = frozenset({"server_busy", "internal_error", "not_authenticated"})
 #: The recipients changed (a room member joined): rebuild the envelopes once and retry.
 STALE_ENVELOPES = "missing_envelope"
 # A SEND_MESSAGE must fit one record the server accepts (its cap is 1 MiB + 128 KiB by

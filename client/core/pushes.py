@@ -68,13 +68,7 @@ class PushHandler:
 
     def _loop(self) -> None:
         while True:
-            session = self._slot.get()
-            wait = session.acks.due_in() if session is not None and session.acks else None
-            try:
-                item = self._pushes.get(timeout=wait)
-            except queue.Empty:
-                self._acknowledge_due()
-                continue
+            item = self._pushes.get()
             if item is None:
                 return
             _, message = item
@@ -83,22 +77,10 @@ class PushHandler:
                     session = self._slot.get()
                     if session is not None:
                         self._handle(session, message)
-                        if session.acks is not None:
-                            session.acks.flush_if_due()  # a steady stream never times out
             except (UchatError, OSError) as exc:
                 log.info("push %s not handled: %s", message.type.name, exc)
             except Exception:
                 log.exception("push %s handling failed", message.type.name)
-
-    def _acknowledge_due(self) -> None:
-        """Send the room acknowledgements whose short wait is over (client/core/acks.py)."""
-        try:
-            with self._slot.lock:
-                session = self._slot.get()
-                if session is not None and session.acks is not None:
-                    session.acks.flush_if_due()
-        except Exception:
-            log.exception("acknowledgements not sent")
 
     def _handle(self, session: Session, message: Message) -> None:
         params = message.params

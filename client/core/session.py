@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from client.core.acks import DeliveryAcks
+from client.core.acks import DeferredAcks
 from client.core.bodies import BODY_LIMITS
 from client.core.chains import ChainBook
 from client.core.connection import PendingRequest
@@ -81,13 +81,19 @@ class Session:
     membership: RoomMembership
     chains: ChainBook | None = None
     receipts: ReceiptSender | None = None
-    acks: DeliveryAcks | None = None  # room acknowledgements wait here (the push thread's)
+    acks: DeferredAcks | None = None  # room acknowledgements waiting a moment
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def username(self) -> str:
         return self.profile.username
+
+    def close(self) -> None:
+        """The account logs out here: stop waiting acknowledgements, close the store."""
+        if self.acks is not None:
+            self.acks.close()
+        self.store.close()
 
 
 # ---------------------------------------------------------------- the login reply
@@ -262,8 +268,7 @@ def open_session(
         start_request=wiring.start_request,
         report=wiring.on_transfer,
     )
-    inbox = chains = receipts = None
-    acks = DeliveryAcks(wiring.acknowledge)
+    inbox = chains = receipts = acks = None
     if identity is not None:
         chains = ChainBook(
             username=profile.username,
@@ -285,13 +290,14 @@ def open_session(
             if stored is not None:
                 wiring.on_status(message_id, stored.status)
 
+        acks = DeferredAcks(wiring.acknowledge)
         inbox = Inbox(
             identity=identity,
             certificates=certificates,
             chains=chains,
             store=store,
-            acknowledge=lambda ids: acks.add(ids, defer=False),
-            defer_acknowledge=lambda ids: acks.add(ids, defer=True),
+            acknowledge=acks.now,
+            defer_acknowledge=acks.defer,
             announce=wiring.announce,
             gossip=lambda sender, body: wiring.check_gossip(transparency, sender, body),
             notice=wiring.on_chain_notice,
@@ -370,7 +376,7 @@ class SessionSlot:
         with self.lock:
             session, self._session = self._session, None
             if session is not None:
-                session.store.close()
+                session.close()
 
     def require(self) -> Session:
         session = self._session

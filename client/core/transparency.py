@@ -324,18 +324,38 @@ def ca_public_key(ca_der: bytes) -> bytes:
 def own_key_checker(
     identity_public: bytes, made_kem_keys: Callable[[], Collection[bytes]] | None = None
 ) -> IsMine:
-    """`is_mine` for monitoring: a certificate is ours if it certifies our identity key;
-    a signed KEM key is ours if our identity key signed it and this computer made it
-    (`made_kem_keys()`: the ids of every KEM key made here, rotated ones included).
+    """`is_mine` for one monitoring pass over our entries, oldest first.
 
-    Without the private keys on this computer (`made_kem_keys` None), a KEM key signed
-    by our identity key counts as ours: only the computer holding that key can make
-    one. Kinds this client cannot check count as not ours, so they raise the alarm.
+    A certificate is ours if it certifies our identity key. A signed KEM key is ours
+    if our identity key signed it and it is newer than every KEM key before it under
+    our name. The server cannot sign with our identity key, so such a key was made by
+    a computer holding it: this one, or one the account was linked or moved to
+    (device link, identity file), which makes and rotates its own KEM keys. What the
+    server *can* do with our signature is serve one of our old keys again as a new
+    entry (its private half may be gone, or stolen): the server refuses a key that is
+    not newer than the current one, so a log that goes back in time is not ours.
+    `made_kem_keys()` (the ids of every KEM key made here) only tells, in the log,
+    which keys came from another of our computers. Kinds this client cannot check
+    count as not ours, so they raise the alarm.
     """
+    newest = -1
+    made: Collection[bytes] | None = None
 
     def is_mine(kind: str, payload: bytes) -> bool:
+        nonlocal newest, made
         if kind == "kem_key":
-            return _own_kem_key(payload, identity_public, made_kem_keys)
+            signed = _own_kem_key(payload, identity_public)
+            if signed is None or signed.created_ms <= newest:
+                return False
+            newest = signed.created_ms
+            if made_kem_keys is not None:
+                made = made_kem_keys() if made is None else made
+                if signed.key_id not in made:
+                    log.info(
+                        "KEM key %s was made on another computer of this account",
+                        signed.key_id.hex()[:16],
+                    )
+            return True
         if kind != "certificate":
             return False
         try:
@@ -349,17 +369,14 @@ def own_key_checker(
     return is_mine
 
 
-def _own_kem_key(
-    payload: bytes,
-    identity_public: bytes,
-    made_kem_keys: Callable[[], Collection[bytes]] | None,
-) -> bool:
+def _own_kem_key(payload: bytes, identity_public: bytes) -> SignedKemKey | None:
+    """The signed KEM key in `payload` if our identity key signed it, else None."""
     try:
         signed = SignedKemKey.from_bytes(payload)
         signed.verify(identity_public)
     except EndToEndError:
-        return False
-    return made_kem_keys is None or signed.key_id in made_kem_keys()
+        return None
+    return signed
 
 
 GOSSIP_FIELD = "tree_head"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -259,7 +259,7 @@ class TreeHead:
 
     @classmethod
     def from_wire(cls, value: object) -> TreeHead:
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):  # a decoded dict, or the server's own `Encoded`
             raise ProofError("malformed tree head")
         size, root_, timestamp, signature = (
             value.get("size"),

@@ -10,7 +10,7 @@ input; no buffer is ever sized from a claimed length).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +206,39 @@ def _encode_dict(value: dict[Any, Any], parts: list[bytes], depth: int) -> int:
     return _HEADER_SIZE + size
 
 
+class Encoded(Mapping[str, Any]):
+    """A dict sent many times unchanged (a signed tree head in every key reply), encoded
+    once: `encode` copies its bytes instead of walking it again.
+
+    It reads like the dict it was made from (the server's tests and hooks look inside)
+    but is not one, and must be treated as read only: its bytes do not follow changes.
+    For shallow values only (the nesting inside does not count towards the depth cap).
+    """
+
+    __slots__ = ("_value", "encoded")
+
+    def __init__(self, value: Mapping[str, Any]) -> None:
+        self._value = dict(value)
+        self.encoded = encode(self._value)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._value[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __repr__(self) -> str:
+        return f"Encoded({self._value!r})"
+
+
+def _encode_encoded(value: Encoded, parts: list[bytes], depth: int) -> int:
+    parts.append(value.encoded)
+    return len(value.encoded)
+
+
 _Encoder = Callable[[Any, list[bytes], int], int]
 
 _ENCODERS: dict[type, _Encoder] = {
@@ -220,6 +253,7 @@ _ENCODERS: dict[type, _Encoder] = {
     list: _encode_list,
     tuple: _encode_list,
     dict: _encode_dict,
+    Encoded: _encode_encoded,
 }
 
 

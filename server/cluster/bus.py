@@ -34,6 +34,7 @@ from server.cluster.hints import (
     MembershipChanged,
     NodeDown,
     PresenceChanged,
+    Relay,
     RoomNews,
     UserNews,
     decode,
@@ -136,6 +137,10 @@ class Bus:
         """To every node holding the user (looked up on the sender thread)."""
         self._queue("user", hint)
 
+    def publish_to_users(self, hint: Relay) -> None:
+        """Once to each node holding any of the hint's users."""
+        self._queue("users", hint)
+
     def hold(self, user_id: int) -> None:
         self._queue("hold", user_id)
 
@@ -194,6 +199,12 @@ class Bus:
     def _beat(self) -> None:
         if self.presence.heartbeat():
             log.info("bus: presence rewritten (Redis had lost it)")
+            # Another node that resubscribed and read presence before this rewrite
+            # thinks these users went offline: say again that they are here.
+            pipe = self._client.pipeline(transaction=False)
+            for user_id in self.presence.held:
+                pipe.publish(self.all_channel, encode(PresenceChanged(user_id, self.node_id, True)))
+            pipe.execute()
         for node in self.presence.dead_nodes():
             users = self.presence.reap(node)
             if users is not None:
@@ -211,6 +222,10 @@ class Bus:
                 pipe.publish(self.all_channel, encode(item))
             elif kind == "user" and isinstance(item, UserNews | KickSession):
                 for node in self.presence.nodes_of(item.user_id):
+                    pipe.publish(self.node_channel(node), encode(item))
+            elif kind == "users" and isinstance(item, Relay):
+                holders = self.presence.online(item.user_ids)
+                for node in sorted(set().union(*holders.values())) if holders else ():
                     pipe.publish(self.node_channel(node), encode(item))
             elif kind == "hold" and isinstance(item, int):
                 self.presence.hold(item)

@@ -7,6 +7,8 @@ a hint that cannot be decoded is dropped (and logged by the bus), never acted up
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 
@@ -68,7 +70,17 @@ class NodeDown:
     user_ids: tuple[int, ...]
 
 
-Hint = UserNews | RoomNews | KickSession | MembershipChanged | PresenceChanged | NodeDown
+@dataclass(frozen=True)
+class Relay:
+    """A push (already encoded) for these users, held by other nodes: a friend request,
+    a contact added or removed, a room membership change. Like every hint it may be
+    lost; what it announces is stored, and the client reads it at its next refresh."""
+
+    user_ids: tuple[int, ...]
+    body: bytes
+
+
+Hint = UserNews | RoomNews | KickSession | MembershipChanged | PresenceChanged | NodeDown | Relay
 
 _TAGS: dict[type, str] = {
     UserNews: "user",
@@ -77,6 +89,7 @@ _TAGS: dict[type, str] = {
     MembershipChanged: "members",
     PresenceChanged: "presence",
     NodeDown: "down",
+    Relay: "relay",
 }
 
 
@@ -99,6 +112,9 @@ def encode(hint: Hint) -> bytes:
         body["us"] = list(hint.user_ids)
     if isinstance(hint, NodeDown):
         body["n"] = hint.node_id
+    if isinstance(hint, Relay):
+        body["us"] = list(hint.user_ids)
+        body["b"] = base64.b64encode(hint.body).decode("ascii")
     return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
@@ -123,6 +139,16 @@ def _ids(body: dict[str, object], key: str) -> tuple[int, ...]:
     if any(type(item) is not int or item < 0 for item in value):
         raise BadHint(f"field {key!r} must hold non-negative integers")
     return tuple(value)
+
+
+def _bytes(body: dict[str, object], key: str) -> bytes:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise BadHint(f"field {key!r} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadHint(f"field {key!r} is not base64") from exc
 
 
 def decode(data: bytes) -> Hint:
@@ -151,4 +177,6 @@ def decode(data: bytes) -> Hint:
         return MembershipChanged(_ids(body, "us"))
     if tag == "down":
         return NodeDown(_text(body, "n"), _ids(body, "us"))
+    if tag == "relay":
+        return Relay(_ids(body, "us"), _bytes(body, "b"))
     raise BadHint(f"unknown hint {tag!r}")

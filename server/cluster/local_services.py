@@ -251,6 +251,11 @@ class LocalPostgres:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs (the backends are its children)."""
+        return self._process.pid if self.running and self._process is not None else None
+
 
 @dataclass
 class LocalRedis:
@@ -310,6 +315,12 @@ class LocalRedis:
     def kill(self) -> None:
         _stop(self._process, signal.SIGKILL)
         self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        """redis-server's process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
 
 def private_root(prefix: str) -> Path:

@@ -8,6 +8,9 @@ The database (PostgreSQL) is the truth; the bus only says where to look.
   users' unacknowledged deliveries past what this node pushed them (`catch_up`),
   update the presence mirror and tell local friends, or end a session whose account
   logged in on another node (`KickSession`, one login per account cluster-wide).
+- Pushes that are not messages (friend requests and answers, contacts added or removed,
+  room membership events and join requests) for users held by other nodes go as
+  `Relay` hints after the commit; the receiving node writes them to its sessions.
 - On a bus reconnect and every `SWEEP_SECONDS`: catch up from the database anyway, so
   a lost hint delays a message by at most that long and never loses it.
 Duplicates are possible (a row pushed live by this node and again by a catch-up before
@@ -17,13 +20,13 @@ it was acknowledged); message ids make them harmless, as after any reconnect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.config import ServerConfig
 from common.crypto.certs import ServerIdentity
 from common.errors import UchatError
-from common.protocol.message import push
+from common.protocol.message import Message, decode_message, encode_message, push
 from common.protocol.opcodes import MessageType
 from server.broadcast import send_to_users
 from server.cluster.bus import Bus, BusSettings
@@ -33,6 +36,7 @@ from server.cluster.hints import (
     MembershipChanged,
     NodeDown,
     PresenceChanged,
+    Relay,
     RoomNews,
     UserNews,
 )
@@ -53,6 +57,23 @@ SWEEP_SECONDS = 5.0
 #: The sweep looks this many rows below its last mark again: identity values can
 #: commit out of order across nodes, and acknowledged rows cost nothing to skip.
 SWEEP_OVERLAP = 10_000
+#: Pushes another node may deliver for this one: state the database holds, announced.
+#: Messages go by cursors (UserNews/RoomNews), presence by PresenceChanged, kicks by
+#: KickSession: never relayed, so never delivered twice.
+RELAYED = frozenset(
+    {
+        MessageType.FRIEND_REQUEST,
+        MessageType.FRIEND_REQUEST_REFUSED,
+        MessageType.CONTACT_ADDED,
+        MessageType.CONTACT_REMOVED,
+        MessageType.ROOM_MEMBER_EVENT,
+        MessageType.ROOM_JOIN_REQUEST,
+        MessageType.ROOM_JOIN_REFUSED,
+    }
+)
+#: Encoded pushes above this are not relayed (the hint, in base64, must stay under
+#: MAX_HINT_BYTES); the client reads that state at its next contact refresh.
+RELAY_MAX_BYTES = 40 * 1024
 
 
 def _nothing(user_id: int) -> None:
@@ -63,8 +84,14 @@ def _came(user_id: int, address: str) -> None:
     del user_id, address
 
 
+def _no_relay(user_ids: tuple[int, ...], body: bytes) -> None:
+    del user_ids, body
+
+
 class ClusterSessions(Sessions):
     """Local sessions, plus a mirror of who is online on the other nodes."""
+
+    spans_nodes = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,6 +99,7 @@ class ClusterSessions(Sessions):
         self.elsewhere: dict[int, set[str]] = {}
         self.came_online: Callable[[int, str], None] = _came
         self.went_offline: Callable[[int], None] = _nothing
+        self.relay_out: Callable[[tuple[int, ...], bytes], None] = _no_relay
 
     def bind(self, connection: Connection, user_id: int, username: str) -> Connection | None:
         new_here = self.connection_for(user_id) is None
@@ -89,6 +117,20 @@ class ClusterSessions(Sessions):
 
     def is_online(self, user_id: int) -> bool:
         return super().is_online(user_id) or bool(self.elsewhere.get(user_id))
+
+    def relay(self, user_ids: Sequence[int], message: Message) -> bool:
+        """Queue the push for those of `user_ids` online on other nodes (see RELAYED)."""
+        if message.type not in RELAYED:
+            return False
+        remote = tuple(user for user in user_ids if self.elsewhere.get(user))
+        if not remote:
+            return False
+        body = encode_message(message)
+        if len(body) > RELAY_MAX_BYTES:
+            log.info("cluster: a %s push is too large to relay", message.type.name)
+            return False
+        self.relay_out(remote, body)
+        return True
 
 
 def open_cluster_storage(config: ServerConfig) -> tuple[PostgresDatabase, ServerIdentity]:
@@ -144,11 +186,13 @@ class ClusterNode:
         self.node_id = self.bus.node_id
         self._after_commit: list[PresenceChanged] = []
         self._kicks: list[KickSession] = []
+        self._relays: list[Relay] = []
         self._pushed_upto: dict[int, int] = {}
         self._generation = services.db.membership_generation
         self._swept_to = 0
         sessions.came_online = self._came_online
         sessions.went_offline = self._went_offline
+        sessions.relay_out = self._relay_after_commit
 
     def start(self) -> None:
         """Join the bus (Redis must answer) and load who is online elsewhere."""
@@ -184,6 +228,13 @@ class ClusterNode:
         self._pushed_upto.pop(user_id, None)
         self._after_commit.append(PresenceChanged(user_id, self.node_id, False))
 
+    def _relay_after_commit(self, user_ids: tuple[int, ...], body: bytes) -> None:
+        self._relays.append(Relay(user_ids, body))
+
+    def rolled_back(self) -> None:
+        """The turn's writes are gone: so are the pushes announcing them."""
+        self._relays.clear()
+
     def committed(self, touched_keys: list[str]) -> None:
         """After the turn's commit: tell the other nodes what they may now read."""
         for key in touched_keys:
@@ -204,6 +255,9 @@ class ClusterNode:
         if generation != self._generation:
             self._generation = generation
             self.bus.publish_all(MembershipChanged(()))
+        relays, self._relays = self._relays, []
+        for relay in relays:  # after MembershipChanged: caches there are fresh first
+            self.bus.publish_to_users(relay)
 
     # -- hints from the other nodes ------------------------------------------------------
 
@@ -246,6 +300,23 @@ class ClusterNode:
             self._generation = self._services.db.membership_generation
         elif isinstance(hint, KickSession) and hint.origin != self.node_id:
             self._kick(hint)
+        elif isinstance(hint, Relay):
+            self._deliver(hint)
+
+    def _deliver(self, hint: Relay) -> None:
+        """Write a relayed push to this node's sessions among its users."""
+        try:
+            message = decode_message(hint.body)
+        except UchatError as exc:
+            log.warning("cluster: dropped a relayed push that does not decode: %s", exc)
+            return
+        if message.type not in RELAYED or message.request_id != 0:
+            log.warning("cluster: dropped a relayed %s", message.type.name)
+            return
+        for user_id in dict.fromkeys(hint.user_ids):
+            connection = self._sessions.connection_for(user_id)
+            if connection is not None and connection.is_open:
+                connection.send_encoded(hint.body)
 
     def _kick(self, hint: KickSession) -> None:
         """The account logged in on another node: this node's session ends, as a local

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import RequestError
 from server.handlers._params import get_int, get_str
 from server.storage import rate_windows, rooms, users
-from server.storage.attachment_files import AttachmentFiles
+from server.storage.attachment_store import AttachmentStore, store_for
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -66,5 +66,6 @@ def member_room_id(ctx: Context, params: Mapping[str, Any]) -> int:
     return room_id
 
 
-def attachment_files(ctx: Context) -> AttachmentFiles:
-    return AttachmentFiles(ctx.services.data_dir / "attachments")
+def attachment_store(ctx: Context) -> AttachmentStore:
+    """The folder or the PostgreSQL table holding attachment bytes (config's choice)."""
+    return store_for(ctx.config, ctx.services.data_dir)

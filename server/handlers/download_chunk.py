@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import attachment_files, caller
+from server.handlers._common import attachment_store, caller
 from server.handlers._params import get_hex_id, get_int
 from server.storage import attachments, messages
 
@@ -36,5 +36,5 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise RequestError("forbidden", "this attachment was not sent to you", "attachment_id")
     if offset > found.size:
         raise RequestError("bad_offset", f"the attachment has {found.size} bytes", "offset")
-    data = attachment_files(ctx).read(attachment_id, offset, length)
+    data = attachment_store(ctx).read(ctx.db, attachment_id, offset, length)
     return {"data": data, "size": found.size}

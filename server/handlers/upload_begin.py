@@ -1,7 +1,7 @@
 """UPLOAD_BEGIN {attachment_id, size, digest} -> {attachment_id, offset}.
 
 Starts an upload, or resumes one: `offset` is how many bytes the server already
-holds, checked against the file on disk in case a crash lost the tail of it.
+holds, checked against the bytes stored in case a crash lost the tail of them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import quotas
-from server.handlers._common import attachment_files, caller
+from server.handlers._common import attachment_store, caller
 from server.handlers._params import get_bytes, get_hex_id, get_int
 from server.storage import attachments
 
@@ -52,7 +52,7 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise RequestError("bad_request", "this attachment id is already in use", "attachment_id")
     if existing.complete:
         return {"attachment_id": attachment_id, "offset": existing.size}
-    on_disk = attachment_files(ctx).partial_size(attachment_id)
+    on_disk = attachment_store(ctx).partial_size(ctx.db, attachment_id)
     offset = min(existing.received, on_disk)
     if offset != existing.received:
         attachments.set_received(ctx.db, attachment_id, offset)

@@ -2,7 +2,8 @@
 
 Each chunk must start exactly where the server's copy ends. The chunk that reaches
 the declared size triggers a SHA-256 check of the whole file on the worker pool
-(hashing 100 MB would stall every conversation on the reactor); a mismatch deletes
+(hashing 100 MB would stall every conversation on the reactor; in PostgreSQL it reads
+the chunks over its own connection); a mismatch deletes
 the upload so the client starts over.
 """
 
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
-from server.handlers._common import attachment_files, caller
+from server.handlers._common import attachment_store, caller
 from server.handlers._params import get_bytes, get_hex_id, get_int
 from server.storage import attachments
-from server.storage.attachment_files import AttachmentFiles
+from server.storage.attachment_store import AttachmentStore
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -45,27 +46,19 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any] | None:
         raise RequestError("bad_request", f"the upload is declared as {upload.size} bytes", "data")
     if not data and end < upload.size:
         raise RequestError("bad_request", "an empty chunk makes no progress", "data")
-    files = attachment_files(ctx)
-    files.write_at(attachment_id, offset, data)
+    store = attachment_store(ctx)
+    store.write_at(ctx.db, attachment_id, offset, data)
     attachments.set_received(ctx.db, attachment_id, end)
     if end < upload.size:
         return {"offset": end, "complete": False}
     ctx.run_in_worker(
-        lambda: _digest_or_none(files, attachment_id),
-        lambda digest: _finish(ctx, files, attachment_id, digest),
+        store.digest_job(attachment_id, offset, data),
+        lambda digest: _finish(ctx, store, attachment_id, digest),
     )
     return None
 
 
-def _digest_or_none(files: AttachmentFiles, attachment_id: str) -> bytes | None:
-    """SHA-256 of the partial file; None if a concurrent check already moved it."""
-    try:
-        return files.partial_digest(attachment_id)
-    except FileNotFoundError:
-        return None
-
-
-def _finish(ctx: Context, files: AttachmentFiles, attachment_id: str, digest: bytes | None) -> None:
+def _finish(ctx: Context, store: AttachmentStore, attachment_id: str, digest: bytes | None) -> None:
     upload = attachments.get(ctx.db, attachment_id)
     if upload is None:
         raise RequestError("attachment_not_found", "the upload was discarded")
@@ -73,11 +66,11 @@ def _finish(ctx: Context, files: AttachmentFiles, attachment_id: str, digest: by
         ctx.reply({"offset": upload.size, "complete": True})
         return
     if digest != upload.digest:
-        files.discard(attachment_id)
+        store.discard(ctx.db, attachment_id)
         attachments.delete(ctx.db, attachment_id)
         raise RequestError(
             "digest_mismatch", "the uploaded bytes do not match the digest; upload again"
         )
-    files.finish(attachment_id)
+    store.finish(ctx.db, attachment_id)
     attachments.mark_complete(ctx.db, attachment_id)
     ctx.reply({"offset": upload.size, "complete": True})

@@ -141,12 +141,18 @@ class Reactor:
         """Per-address counts and the input budget (read-only use: stats, tests)."""
         return self._admission
 
-    def listen(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and start accepting; return the address actually bound."""
+    def listen(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Bind and start accepting; return the address actually bound.
+
+        `reuse_port`: share the port with sibling processes (SO_REUSEPORT; the kernel
+        spreads new connections over them), as `run_server.py --workers N` does.
+        """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind((host, port))
             listener.listen(LISTEN_BACKLOG)
             listener.setblocking(False)

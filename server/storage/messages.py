@@ -200,6 +200,31 @@ def undelivered(
     ]
 
 
+def _contiguous_top(
+    db: Database, recipient_id: int, conversation: str, cursor: int, acked: set[int]
+) -> int:
+    """The newest acknowledged envelope with every envelope owed before it acknowledged.
+
+    Why not simply the newest acknowledged: envelopes can reach a recipient out of row
+    order (in a cluster, a node may commit a row and die before announcing it, while
+    another node pushes a later row of the same conversation). If that later row's
+    acknowledgement moved the cursor past the earlier one, the earlier one would never
+    be pushed again: lost. Held below it instead, the cursor lets the next catch-up or
+    login push it; the client recognises the rows it already has.
+    """
+    owed = db.all(
+        "SELECT id FROM envelopes WHERE conversation = ? AND id > ? AND id <= ?"
+        " AND sender_id <> ? AND recipient_id IN (0, ?) ORDER BY id",
+        (conversation, cursor, max(acked), recipient_id, recipient_id),
+    )
+    top = cursor
+    for row in owed:
+        if row[0] not in acked:
+            break
+        top = row[0]
+    return top
+
+
 def attachments_of(db: Database, message_ids: Iterable[str]) -> dict[str, list[str]]:
     rows = db.all_in(
         "SELECT message_id, attachment_id FROM message_attachments"
@@ -222,7 +247,7 @@ class Acknowledged:
 
 
 def mark_delivered(
-    db: Database, recipient_id: int, message_ids: Iterable[str]
+    db: Database, recipient_id: int, message_ids: Iterable[str], *, contiguous: bool = False
 ) -> list[Acknowledged]:
     """Move the recipient's cursors to the newest acknowledged envelope of each conversation.
 
@@ -231,6 +256,11 @@ def mark_delivered(
     the cursor before, in the order given; ids of other conversations, of messages
     sealed for someone else, or acknowledged before are ignored. Distributions the
     recipient has now taken are deleted.
+
+    With `contiguous` (several nodes: rows can reach a recipient out of row order), a
+    cursor moves only as far as every envelope owed before it was acknowledged
+    (`_contiguous_top`). One node pushes each connection its rows in row order, so
+    there the newest acknowledged row is enough, and the relay saves the query.
     """
     ids = list(dict.fromkeys(message_ids))
     if not ids:
@@ -246,7 +276,8 @@ def mark_delivered(
         ids,
         leading=(recipient_id, recipient_id, recipient_id),
     )
-    newest: dict[str, int] = {}
+    cursors: dict[str, int] = {}
+    acked: dict[str, set[int]] = {}
     changed: list[Acknowledged] = []
     taken: list[tuple[int, str]] = []  # distributions to delete: most messages carry none
     for row in rows:
@@ -254,13 +285,23 @@ def mark_delivered(
             taken.append((recipient_id, row["message_id"]))
         if row["id"] <= row["delivered"]:
             continue
-        newest[row["conversation"]] = max(row["id"], newest.get(row["conversation"], 0))
+        cursors[row["conversation"]] = row["delivered"]
+        acked.setdefault(row["conversation"], set()).add(row["id"])
         changed.append(Acknowledged(row["message_id"], row["sender_id"], row["target_type"]))
-    if newest:
+    moves = []
+    for conversation, ids_acked in acked.items():
+        cursor = cursors[conversation]
+        if contiguous:
+            top = _contiguous_top(db, recipient_id, conversation, cursor, ids_acked)
+        else:
+            top = max(ids_acked)
+        if top > cursor:
+            moves.append((top, conversation, recipient_id, top))
+    if moves:
         db.executemany(
             "UPDATE delivery_cursors SET delivered = ?"
             " WHERE conversation = ? AND user_id = ? AND delivered < ?",
-            [(row_id, key, recipient_id, row_id) for key, row_id in newest.items()],
+            moves,
         )
     if taken:
         db.executemany(
@@ -279,10 +320,11 @@ def mark_delivered_many(
     Why: a room message to 500 online members brings up to 499 acknowledgements, most in
     the same turn and naming the same few messages. Their envelopes and distributions
     are looked up once for the whole turn, and every cursor moves in one executemany.
-    The rules are `mark_delivered`'s: a cursor only moves forward, to the newest
-    envelope of its conversation acknowledged by its owner; ids of messages the
+    The rules are `mark_delivered`'s on one node: a cursor only moves forward, to the
+    newest envelope of its conversation acknowledged by its owner; ids of messages the
     recipient sent, of messages sealed for someone else, and of conversations the
-    recipient has no cursor in change nothing.
+    recipient has no cursor in change nothing. (Several nodes need `contiguous`, one
+    recipient at a time: the handler does not gather there.)
     """
     wanted = list(dict.fromkeys(mid for _, ids in acknowledgements for mid in ids))
     if not wanted:

@@ -55,6 +55,8 @@ PG_MIGRATIONS: tuple[str, ...] = (
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 #: pg_advisory_xact_lock key: "uchat migrate" (any constant shared by every node).
 _MIGRATION_LOCK = 0x75636861745F6D67
+#: pg_advisory_xact_lock key: "uchat write": held from a turn's first write to its commit.
+_WRITE_ORDER_LOCK = 0x7563686174577274
 CONNECT_TIMEOUT = 10
 #: While the database is unreachable: one reconnect attempt per interval, each short,
 #: so the reactor answers `server_busy` at once instead of waiting on connect().
@@ -172,6 +174,8 @@ class PostgresDatabase:
         #: the turn's output must be withheld (its replies may acknowledge those writes).
         self._wrote = False
         self._next_attempt = 0.0
+        #: This transaction holds `_WRITE_ORDER_LOCK` (see `_hold_write_order`).
+        self._ordered = False
 
     @classmethod
     def connect(cls, dsn: str) -> PostgresDatabase:
@@ -220,14 +224,39 @@ class PostgresDatabase:
         self._connection.close()
         self._connection = fresh
         self._wrote = False
+        self._ordered = False
         self.membership_generation += 1  # what caches hold may have changed meanwhile
         self._rolled_back()
         log.info("reconnected to PostgreSQL")
         return fresh
 
+    def _hold_write_order(self, connection: psycopg.Connection[PgRow]) -> None:
+        """Before this transaction's first write: wait for the cluster's write lock.
+
+        Ids from a sequence are handed out in one order and may commit in another, yet
+        delivery cursors move to the highest id a recipient acknowledged and a node
+        catches its users up past the last row it pushed them: a lower id committed
+        after a higher one (two nodes writing for the same user) would be skipped for
+        good. With the lock taken before any write, transactions that write commit one
+        at a time in the order they got their ids; reads never wait. Taking it before
+        the first row lock also means it can never be part of a deadlock.
+        """
+        if not self._ordered:
+            connection.execute(_ORDER_TEXT, (_WRITE_ORDER_LOCK,))
+            self._ordered = True
+
     def _run(self, statement: Statement, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
         connection = self._live()
         fresh_turn = connection.info.transaction_status == pq.TransactionStatus.IDLE
+        if fresh_turn:
+            self._ordered = False
+        if statement.writes:
+            try:
+                self._hold_write_order(connection)
+            except psycopg.OperationalError as exc:
+                if self._lost:
+                    raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
+                raise
         try:
             cursor = connection.execute(statement.text, statement.bind(parameters))
         except psycopg.OperationalError as exc:
@@ -259,8 +288,13 @@ class PostgresDatabase:
         statement = translate(sql)
         if statement.writes_membership:
             self.membership_generation += 1
-        cursor = self._live().cursor()
+        connection = self._live()
+        if connection.info.transaction_status == pq.TransactionStatus.IDLE:
+            self._ordered = False
+        cursor = connection.cursor()
         try:
+            if statement.writes:
+                self._hold_write_order(connection)
             cursor.executemany(statement.text, [statement.bind(row) for row in rows])
         except psycopg.OperationalError as exc:
             if self._lost:
@@ -300,6 +334,7 @@ class PostgresDatabase:
 
     def commit(self) -> None:
         wrote, self._wrote = self._wrote, False
+        self._ordered = False
         if self._lost:
             if wrote:
                 raise StorageUnavailable("the database connection was lost with this turn")
@@ -313,6 +348,7 @@ class PostgresDatabase:
 
     def rollback(self) -> None:
         self._wrote = False
+        self._ordered = False
         if not self._lost:
             self._connection.rollback()
         self._rolled_back()
@@ -330,6 +366,7 @@ class PostgresDatabase:
         try:
             if not keep:
                 self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
+                self._ordered = False  # a lock taken inside the step went with it
                 told = True
                 self._rolled_back()
             self._connection.execute("RELEASE SAVEPOINT handler_step")
@@ -367,6 +404,7 @@ class PostgresDatabase:
 
 
 _SAVEPOINT = Statement("SAVEPOINT handler_step", None, writes_membership=False)
+_ORDER_TEXT = "SELECT pg_advisory_xact_lock(%s)"
 
 
 def _open(dsn: str, timeout: int) -> psycopg.Connection[PgRow]:

@@ -1,8 +1,8 @@
 """Two real server processes on one private PostgreSQL and one redis-server.
 
 alice is on node A, bob on node B: they see each other come and go and exchange 1:1
-messages, every client pinning the one cluster fingerprint. (Friend requests run on
-one node: pushing them across nodes is not built yet.)
+messages, every client pinning the one cluster fingerprint. (Friend requests and the
+other pushes that are not messages, across nodes: test_cluster_pushes.py.)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from client.core import ChatMessage, acks
+from client.core import ChatMessage
 from common.protocol.message import Message
 from common.protocol.opcodes import MessageType
 from tests.integration.conftest import REPO_ROOT, RunningServer, ServerFactory
@@ -384,19 +384,23 @@ def test_a_login_pushes_only_what_was_not_delivered_yet(
 
 
 def test_room_acknowledgements_wait_yet_nothing_is_lost_or_shown_twice(
-    shared_server: RunningServer, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+    shared_server: RunningServer, accounts: Accounts
 ) -> None:
-    """Room messages are acknowledged together, later (client/core/acks.py). Until then
-    the server keeps them for the member; a new login gets them again, and the client
-    recognises them instead of showing them twice. Logging out acknowledges them."""
-    monkeypatch.setattr(acks, "DELAY_S", 30.0)  # nothing goes out by the timer here
+    """Room messages are acknowledged together, a moment later (client/core/acks.py).
+    Until then the server keeps them for the member: a new login gets them again, and
+    the client recognises them instead of showing them twice. Logging out sends what
+    waits, so the login after that gets nothing again."""
     alice = accounts.user(shared_server, "alice")
     bob = accounts.user(shared_server, "bob")
     room_id = int(alice.client.create_room(unique_name("room")).id)
     bob.client.join_room(room_id)
     alice.events.wait("room_member", room_id=room_id, username=bob.name, event="joined")
+    session = bob.client._slot.get()
+    assert session is not None and session.acks is not None
+    session.acks._delay = 30.0  # nothing goes out by the timer in this test
     sent = [alice.client.send_text(room_id, f"room {i}").message_id for i in range(3)]
     assert [m.message_id for m in bob.events.wait_messages(3)] == sent
+    assert session.acks.waiting == 3
 
     # Stored by bob's client, not acknowledged yet: the server pushes them again.
     bob.client.close()

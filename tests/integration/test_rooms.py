@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from common.protocol.message import Message
+from common.protocol.opcodes import MessageType
 from tests.integration.conftest import RunningServer
 from tests.integration.helpers import (
     Accounts,
@@ -14,8 +16,10 @@ from tests.integration.helpers import (
     added_contact,
     contact_of,
     make_accounts,
+    raw_connection,
     refused,
     serve_one_module,
+    wait_until,
 )
 
 shared_server = pytest.fixture(scope="module", name="shared_server")(serve_one_module)
@@ -125,6 +129,51 @@ def test_a_room_message_reaches_online_and_offline_members(
     assert [m.text for m in offline.client.history(room_id)] == ["七点见 🍜 at seven", "ok 👍"]
     owner.events.stays_quiet("message", lambda e: e.data["message"].sender == owner.name, 0.2)
     assert offline.client.unread(room_id) == 2
+
+
+def test_room_messages_are_acknowledged_together_and_not_pushed_again(
+    shared_server: RunningServer, accounts: Accounts
+) -> None:
+    """A member acknowledges room messages in one ACK_DELIVERY a moment later (a 500-member
+    room would otherwise cost the server 499 requests per message), and the server's
+    cursor moves: a bare login afterwards (which acknowledges nothing) is pushed none of
+    them again."""
+    owner = accounts.user(shared_server, "owner")
+    member = accounts.user(shared_server, "member")
+    room_id = int(owner.client.create_room(room_name("acks")).id)
+    member.client.join_room(room_id)
+    owner.events.wait("room_member", room_id=room_id, username=member.name, event="joined")
+    session = member.client._slot.get()
+    assert session is not None and session.acks is not None
+    acks = session.acks
+    acks._delay = 3.0  # wide enough that all five wait together, however slow the machine
+    requests: list[list[str]] = []
+    send = acks._send
+
+    def counted(ids: list[str]) -> None:
+        requests.append(list(ids))
+        send(ids)
+
+    acks._send = counted
+    sent = [owner.client.send_text(room_id, f"message {n}").message_id for n in range(5)]
+    for message_id in sent:
+        member.events.message(message_id)
+    assert requests == []  # waiting, not sent one by one
+    wait_until(lambda: acks.waiting == 0, what="the gathered acknowledgement")
+    assert len(requests) == 1 and set(sent) <= set(requests[0])
+
+    member.client.logout()
+    later = owner.client.send_text(room_id, "after the logout").message_id
+    pushes: list[Message] = []
+    with raw_connection(shared_server, pushes) as raw:
+        raw.request(MessageType.LOGIN, {"username": member.name, "password": member.password})
+
+        def pushed() -> list[str]:
+            news = [p.params["messages"] for p in pushes if p.type is MessageType.NEW_MESSAGE]
+            return [item["message_id"] for batch in news for item in batch]
+
+        wait_until(lambda: later in pushed(), what="the backlog")
+        assert pushed() == [later]
 
 
 def test_room_refusals(shared_server: RunningServer, accounts: Accounts) -> None:

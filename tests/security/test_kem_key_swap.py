@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from client.core import kem_keys as client_kem_keys
 from tests.integration.conftest import RunningServer
-from tests.integration.helpers import Accounts, User, make_accounts, refused, wait_until
+from tests.integration.helpers import (
+    Accounts,
+    EventLog,
+    User,
+    make_accounts,
+    refused,
+    wait_until,
+)
 from tests.security.test_key_transparency import attack, malicious_server, run_audit, trio
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
@@ -33,13 +41,14 @@ def kem_unlogged(tmp_path: Path) -> Iterator[RunningServer]:
     yield from malicious_server(tmp_path, "kem_unlogged")
 
 
-def published(server: RunningServer, name: str) -> bool:
+def published(server: RunningServer, name: str, count: int = 1) -> bool:
+    """At least `count` KEM keys of `name` were accepted."""
     with sqlite3.connect(server.data_dir / "uchat.db") as db:
         row = db.execute(
             "SELECT COUNT(*) FROM kem_keys k JOIN users u ON u.id = k.user_id WHERE u.username = ?",
             (name,),
         ).fetchone()
-    return bool(row[0])
+    return bool(row[0] >= count)
 
 
 def carol_verified_by_alice(server: RunningServer, accounts: Accounts) -> tuple[User, User, User]:
@@ -90,3 +99,58 @@ def test_a_swapped_kem_key_missing_from_the_log_blocks_the_chat(
     assert error.code == "key_not_logged"
     alice.events.wait("transparency_alarm", reason="not_logged", username="carol")
     carol.events.stays_quiet("message")
+
+
+def link_a_second_computer(
+    server: RunningServer, accounts: Accounts, user: User, folder: Path
+) -> User:
+    """`user`'s account on a new computer, linked with a code (device linking)."""
+    new = accounts.client(server, folder)
+    new_events = EventLog(new)
+    code, _ = new.start_link(user.name)
+    user.client.join_link(code)
+    user.events.wait_one("link_compare")
+    new_events.wait_one("link_compare")
+    user.client.confirm_link(True)
+    user.events.wait_one("link_finished")
+    new.confirm_link(True)
+    new_events.wait_one("link_finished")
+    return User(user.name, user.password, folder, new, new_events)
+
+
+def log_in_with_a_new_kem_key(
+    monkeypatch: pytest.MonkeyPatch, computer: User, server: RunningServer, keys: int
+) -> None:
+    """Log `computer` in with its KEM key due for rotation (30 days cannot pass in a
+    test), so it makes and publishes a key of its own: the account's `keys`-th."""
+    with monkeypatch.context() as patch:
+        patch.setattr(client_kem_keys, "rotation_due", lambda created, now: True)
+        computer.client.login(computer.name, computer.password)
+    wait_until(lambda: published(server, computer.name, keys), what=f"KEM key {keys}")
+
+
+def test_kem_keys_of_linked_computers_are_ours_and_a_key_we_did_not_sign_still_alarms(
+    kem_swap: RunningServer, accounts: Accounts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each computer of one account makes and rotates its own KEM keys, all signed by
+    the one identity key the link moved: none of them is foreign to another computer's
+    monitoring. A key under the name that the identity did not sign still is."""
+    alice, _, carol = carol_verified_by_alice(kem_swap, accounts)
+    laptop = link_a_second_computer(kem_swap, accounts, carol, tmp_path / "carol-laptop")
+    log_in_with_a_new_kem_key(monkeypatch, laptop, kem_swap, keys=2)
+    carol.events.wait("kicked")  # one login at a time
+    accounts.reopen(carol, kem_swap, login=False)
+    log_in_with_a_new_kem_key(monkeypatch, carol, kem_swap, keys=3)
+    laptop.events.wait("kicked")
+    carol.events.stays_quiet("transparency_alarm", within=2.0)  # monitoring at login
+    accounts.reopen(laptop, kem_swap)
+    laptop.events.stays_quiet("transparency_alarm", within=2.0)
+    assert not carol.events.matching("transparency_alarm")
+    assert not laptop.events.matching("transparency_alarm")
+    # The server logs a KEM key under carol's name signed by an identity it made.
+    attack(kem_swap)
+    accounts.reopen(alice, kem_swap)
+    alice.client.send_text("carol", "which computer are you on?")
+    alice.events.wait("kem_key_refused", username="carol")
+    accounts.reopen(laptop, kem_swap)
+    laptop.events.wait("transparency_alarm", reason="foreign_key", username="carol")

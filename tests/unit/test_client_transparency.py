@@ -267,29 +267,45 @@ def test_kem_key_entries_are_checked_as_their_own_kind() -> None:
     assert alarms == [TransparencyAlarm("not_logged", "bob")]
 
 
-def test_own_key_checker_knows_our_kem_keys_rotated_ones_included() -> None:
+def test_own_key_checker_takes_kem_keys_our_identity_signed_from_any_of_our_computers() -> None:
     alice, mallory = new_user_keys(1), new_user_keys(1)
-    current = signed_current(alice)
     older = SignedKemKey.sign(alice.identity, KemKeyPair.generate(), 0)
-    made = {current.key_id, older.key_id}
-    is_mine = own_key_checker(alice.identity_public, lambda: made)
-    assert is_mine("kem_key", current.to_bytes())
-    assert is_mine("kem_key", older.to_bytes())  # rotated away, pruned from the keyring
-    # signed by us but not made on this computer (another computer holding our key)
+    current = signed_current(alice)  # created at 1
+    # made on a computer the account was linked to: signed by the same identity key
     elsewhere = SignedKemKey.sign(alice.identity, KemKeyPair.generate(), 2)
-    assert not is_mine("kem_key", elsewhere.to_bytes())
+    for made in (lambda: {older.key_id, current.key_id}, None):
+        is_mine = own_key_checker(alice.identity_public, made)
+        assert is_mine("kem_key", older.to_bytes())  # rotated away, pruned from the keyring
+        assert is_mine("kem_key", current.to_bytes())
+        assert is_mine("kem_key", elsewhere.to_bytes())
     # the server's own key under our name: not signed by us
     forged = SignedKemKey(
         current.key_id, current.created_ms, current.public, signed_current(mallory).signature
     )
+    is_mine = own_key_checker(alice.identity_public)
     assert not is_mine("kem_key", forged.to_bytes())
     assert not is_mine("kem_key", signed_current(mallory).to_bytes())
     assert not is_mine("kem_key", b"junk")
     assert not is_mine("something new", current.to_bytes())
-    # without our private keys here, our identity's signature is what we can check
-    keyless = own_key_checker(alice.identity_public)
-    assert keyless("kem_key", elsewhere.to_bytes())
-    assert not keyless("kem_key", signed_current(mallory).to_bytes())
+
+
+def test_an_old_kem_key_of_ours_logged_again_is_not_ours() -> None:
+    """Our signature cannot be forged, but it can be replayed: the server refuses a key
+    that is not newer than the current one, so an older key logged after a newer one
+    was put there by the server (it may hope the private half leaked)."""
+    alice = new_user_keys(1)
+    older = SignedKemKey.sign(alice.identity, KemKeyPair.generate(), 0)
+    newer = signed_current(alice)
+    is_mine = own_key_checker(alice.identity_public)
+    assert is_mine("kem_key", older.to_bytes()) and is_mine("kem_key", newer.to_bytes())
+    assert not is_mine("kem_key", older.to_bytes())
+    assert not is_mine("kem_key", newer.to_bytes())  # the same key twice: a replay too
+    log = FakeLog()
+    for key in (older, newer, older):
+        log.append("alice", key.to_bytes(), kind="kem_key")
+    kt, alarms = client(log)
+    assert kt.monitor("alice", own_key_checker(alice.identity_public)) == 3
+    assert alarms == [TransparencyAlarm("foreign_key", "alice")]
 
 
 def test_monitoring_pages_through_every_entry_under_our_name() -> None:

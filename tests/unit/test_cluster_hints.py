@@ -17,6 +17,7 @@ from server.cluster.hints import (
     MembershipChanged,
     NodeDown,
     PresenceChanged,
+    Relay,
     RoomNews,
     UserNews,
     decode,
@@ -32,6 +33,7 @@ hints = st.one_of(
     st.builds(KickSession, ids, names, names),
     st.builds(MembershipChanged, st.tuples(ids, ids)),
     st.builds(NodeDown, names, st.lists(ids, max_size=20).map(tuple)),
+    st.builds(Relay, st.lists(ids, max_size=20).map(tuple), st.binary(max_size=300)),
 )
 
 
@@ -42,6 +44,7 @@ def test_wire_form_is_compact_json() -> None:
     )
     assert encode(NodeDown("a", (1, 2))) == b'{"t":"down","us":[1,2],"n":"a"}'
     assert encode(PresenceChanged(3, "b", True)) == b'{"t":"presence","u":3,"n":"b","on":true}'
+    assert encode(Relay((4, 5), b"\x00push")) == b'{"t":"relay","us":[4,5],"b":"AHB1c2g="}'
 
 
 @given(hints)
@@ -58,6 +61,9 @@ def test_every_hint_round_trips(hint: Hint) -> None:
         b"[]",
         b'{"t":"user"}',
         b'{"t":"user","u":-1}',
+        b'{"t":"relay","us":[1]}',
+        b'{"t":"relay","us":[1],"b":"not base64!"}',
+        b'{"t":"relay","us":[1],"b":7}',
         b'{"t":"user","u":true}',
         b'{"t":"user","u":1.5}',
         b'{"t":"room","r":"3","n":"a"}',

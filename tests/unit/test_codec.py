@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import LocalProtocolError, RemoteProtocolError
-from common.protocol.codec import DEFAULT_LIMITS, Limits, decode, encode
+from common.protocol.codec import DEFAULT_LIMITS, Encoded, Limits, decode, encode
 from common.protocol.opcodes import MessageType
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -451,3 +451,26 @@ def test_mutated_encodings_raise_only_remote_protocol_error(data: bytes) -> None
 def test_tight_limits_raise_only_remote_protocol_error(data: bytes, bound: int) -> None:
     with contextlib.suppress(RemoteProtocolError):
         decode(data, Limits(max_size=8 * bound, max_depth=bound, max_items=bound + 1))
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.text(max_size=8), VALUES, max_size=6), VALUES)
+def test_an_encoded_dict_sends_exactly_what_the_dict_would(
+    value: dict[str, Any], other: Any
+) -> None:
+    once = Encoded(value)
+    assert encode(once) == encode(value)
+    assert encode({"proof": once, "other": other}) == encode({"proof": value, "other": other})
+    assert encode([once, Encoded({"inner": once})]) == encode([value, {"inner": value}])
+    assert once == value and dict(once) == value and len(once) == len(value)
+
+
+def test_an_encoded_dict_is_read_only_and_keeps_its_bytes() -> None:
+    source = {"position": 3, "proof": b"\x01" * 32}
+    once = Encoded(source)
+    source["position"] = 4  # a copy was taken: the bytes still match what it reads
+    assert once["position"] == 3 and decode(encode(once)) == {"position": 3, "proof": b"\x01" * 32}
+    with pytest.raises(TypeError):
+        once["position"] = 5  # type: ignore[index]
+    with pytest.raises(LocalProtocolError):
+        Encoded({"bad": object()})

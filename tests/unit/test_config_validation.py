@@ -75,6 +75,10 @@ def test_cluster_mode_settings_are_accepted_together(tmp_path: Path) -> None:
     assert config.database_url == "host=db.lan dbname=uchat"
     assert config.redis_url.startswith("redis://")
     assert load_config(empty_file(tmp_path), env={}).server.database_url == ""
+    stored = load_config(
+        empty_file(tmp_path), env=CLUSTER | {"UCHAT_SERVER_ATTACHMENT_STORE": "database"}
+    )
+    assert stored.server.attachment_store == "database"
 
 
 @pytest.mark.parametrize(
@@ -84,6 +88,12 @@ def test_cluster_mode_settings_are_accepted_together(tmp_path: Path) -> None:
         ("UCHAT_SERVER_CA_PASSPHRASE_FILE", {}, "needs server.ca_passphrase_file"),
         ("", {"UCHAT_SERVER_CA_KEY_FILE": "/k.pem"}, "go together"),
         ("UCHAT_SERVER_DATABASE_URL", {}, "only used with server.database_url"),
+        ("", {"UCHAT_SERVER_ATTACHMENT_STORE": "s3"}, 'must be "files" or "database"'),
+        (
+            "UCHAT_SERVER_DATABASE_URL",
+            {"UCHAT_SERVER_ATTACHMENT_STORE": "database", "UCHAT_SERVER_REDIS_URL": ""},
+            "needs server.database_url",
+        ),
     ],
 )
 def test_incomplete_cluster_settings_are_refused(

@@ -110,6 +110,7 @@ class FakeConnection:
 @dataclass
 class FakeSessions:
     server: FakeServer
+    spans_nodes = False  # one node
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self.server.online

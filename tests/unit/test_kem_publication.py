@@ -4,23 +4,27 @@ single acceptance function (`server.kem_publication.accept_kem_key`)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from common.crypto import merkle
-from common.crypto.certs import build_csr
+from common.crypto.certs import CsrInfo, build_csr, issue_certificate
 from common.crypto.kem import KemKeyPair, SignedKemKey
 from common.crypto.keys import UserKeys, generate_user_keys
+from common.errors import RequestError
 from server.handlers import (
     certificate,
     publish_kem_key,
     register,
     room_certificates,
 )
-from server.storage import kem_keys, users
+from server.kem_publication import accept_kem_key
+from server.storage import kem_keys, keylog, users
 from server.storage.database import MIGRATIONS, SqliteDatabase, _kem_keys_transparency
+from server.transparency import TransparencyLog
 from tests.unit.test_handlers import (
     CA,
     CONFIG,
@@ -236,3 +240,59 @@ def test_keys_published_before_the_log_are_backfilled(tmp_path: Path) -> None:
         assert bytes(rows[1]["payload"]) == key
     finally:
         upgraded.close()
+
+
+def test_two_cluster_nodes_publishing_for_one_account_log_its_keys_in_time_order(
+    fresh_pg_dsn: Callable[[], str],
+) -> None:
+    """The newer-key check and the append happen under the log's lock: a node that
+    checks while another node's publication is in flight waits for it, sees the
+    newer key and refuses the older one, so the log never goes back in time for a
+    name (which monitoring and the auditor would report as a replay)."""
+    from server.storage.postgres import PostgresDatabase
+
+    now = 1_800_000_000_000
+    dsn = fresh_pg_dsn()
+    nodes = [PostgresDatabase.connect(dsn) for _ in range(2)]
+    logs = [TransparencyLog(db, CA, lambda: now) for db in nodes]
+    keys = generate_user_keys()
+    info = CsrInfo("alice", "alice@example.com", keys.identity_public, keys.agreement_public)
+    users.create_user(
+        nodes[0],
+        username="alice",
+        password_hash="x",
+        email="alice@example.com",
+        sex="unspecified",
+        age=30,
+        certificate=issue_certificate(CA, info),
+        now=now,
+    )
+    nodes[0].commit()
+    alice = users.by_username(nodes[0], "alice")
+    assert alice is not None
+    outcome: list[str] = []
+
+    def publish_the_older_key_on_the_second_node() -> None:
+        try:
+            accept_kem_key(nodes[1], CA, logs[1], alice, signed(keys, 2, now - 2000), now)
+            outcome.append("accepted")
+        except RequestError as exc:
+            outcome.append(exc.code)
+        nodes[1].commit()
+
+    try:
+        accept_kem_key(nodes[0], CA, logs[0], alice, signed(keys, 1, now - 1000), now)
+        second = threading.Thread(target=publish_the_older_key_on_the_second_node)
+        second.start()
+        second.join(0.5)
+        assert second.is_alive()  # waiting for the first node's turn to commit
+        nodes[0].commit()
+        second.join(10)
+        assert outcome == ["stale_kem_key"]
+        entries = keylog.entries_for(nodes[0], "alice", 10)
+        assert [e.entry.payload for e in entries if e.entry.kind == "kem_key"] == [
+            signed(keys, 1, now - 1000)
+        ]
+    finally:
+        for db in nodes:
+            db.close()

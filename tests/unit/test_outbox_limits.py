@@ -87,3 +87,33 @@ def test_a_reseal_that_grows_too_large_fails_instead_of_looping(store: LocalStor
     assert len(attempts) == 1  # the grown message was never put on the wire
     assert statuses[-1] == "failed"
     assert store.outbox_pending() == []
+
+
+def test_a_send_racing_a_reconnect_stays_queued_and_goes_with_the_replay(
+    store: LocalStore,
+) -> None:
+    """The new connection is up but not logged in yet: the message must not be failed."""
+    answers: list[RequestError | None] = [RequestError("not_authenticated", "log in first")]
+    sent: list[str] = []
+    statuses: list[tuple[str, str]] = []
+
+    def send(params: dict[str, Any]) -> dict[str, Any]:
+        sent.append(params["message_id"])
+        answer = answers.pop(0) if answers else None
+        if answer is not None:
+            raise answer
+        return {}
+
+    outbox = Outbox(
+        store,
+        send=send,
+        rebuild=lambda message, params: params,
+        on_status=lambda message_id, status: statuses.append((message_id, status)),
+    )
+    queued = outbox.submit(_message("b" * 32), _params("b" * 32, 10, 2))
+    assert queued.status == "sending"
+    assert [message_id for message_id, _ in store.outbox_pending()] == ["b" * 32]
+    assert outbox.replay() == 1  # after the login
+    assert sent == ["b" * 32, "b" * 32]
+    assert store.outbox_pending() == []
+    assert statuses == [("b" * 32, "sent")]

@@ -476,6 +476,29 @@ def test_mark_delivered_only_moves_the_recipients_own_cursor(db: Database) -> No
     assert messages.undelivered(db, bob) == []
 
 
+def test_a_cursor_never_passes_an_envelope_not_acknowledged(db: Database) -> None:
+    """In a cluster, a later row acknowledged first (it reached the recipient first)
+    leaves the cursor below the earlier one, which is then still owed; nothing is
+    skipped."""
+    alice, bob = add_user(db, "alice"), add_user(db, "bob")
+    for digit in "123":
+        direct(db, alice, bob, digit * 32)
+    direct(db, bob, alice, "4" * 32)  # bob's own message in between is not owed to him
+    direct(db, alice, bob, "5" * 32)
+    messages.mark_delivered(db, bob, ["3" * 32], contiguous=True)
+    owed = [d.message_id for d in messages.undelivered(db, bob)]
+    assert owed == ["1" * 32, "2" * 32, "3" * 32, "5" * 32]
+    messages.mark_delivered(db, bob, ["1" * 32, "2" * 32], contiguous=True)
+    assert [d.message_id for d in messages.undelivered(db, bob)] == ["3" * 32, "5" * 32]
+    messages.mark_delivered(db, bob, ["3" * 32, "5" * 32], contiguous=True)
+    assert messages.undelivered(db, bob) == []
+    # one node pushes in row order: the newest acknowledged row is the cursor
+    direct(db, alice, bob, "6" * 32)
+    direct(db, alice, bob, "7" * 32)
+    messages.mark_delivered(db, bob, ["7" * 32])
+    assert messages.undelivered(db, bob) == []
+
+
 def test_conversation_time_never_moves_backwards(db: Database) -> None:
     key = conversations.user_pair_key(2, 1)
     assert key == conversations.user_pair_key(1, 2) == "u:1:2"

@@ -6,10 +6,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.crypto import merkle
 from common.crypto.certs import ServerIdentity
 from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
+from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import MIGRATIONS, Database, SqliteDatabase
 from server.transparency import TransparencyLog
@@ -194,3 +197,71 @@ def test_two_cluster_nodes_append_to_one_log_without_colliding(fresh_pg_dsn) -> 
     finally:
         for db in nodes:
             db.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.integers(1, 40), st.booleans(), st.integers(0, 2**31)), max_size=8))
+def test_proof_parts_kept_from_older_heads_stay_right_as_the_log_grows_or_rolls_back(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, bool, int]]
+) -> None:
+    """Proofs under each new head reuse the parts kept from older heads (complete
+    subtrees) and the right edge computed once per size; a rolled-back append must
+    leave none of them behind. Every proof equals RFC 9162's from a memory tree."""
+    db, log = open_log(tmp_path_factory.mktemp("kt") / "db.sqlite")
+    reference = MemoryTree()
+    for batch, (count, keep, seed) in enumerate(steps):
+        db.begin_step()
+        for i in range(count):
+            log.append("certificate", f"user{batch}-{i}", seed.to_bytes(4, "big") + bytes([i]))
+        head = log.head()
+        proved = [(seed * (7 + k)) % head.size for k in range(6)]
+        for position in proved:
+            log.proof_for("certificate", "nobody", b"", head)  # a key the log lacks
+            log.packed_inclusion(position, head.size)
+        db.end_step(keep=keep)
+        if keep:
+            for i in range(count):
+                entry = LogEntry(
+                    "certificate", f"user{batch}-{i}", seed.to_bytes(4, "big") + bytes([i])
+                )
+                reference.append_leaf_hash(entry.leaf_hash)
+        size = reference.size
+        if size == 0:
+            continue
+        head = log.head()
+        assert (head.size, head.root) == (size, reference.root())
+        for position in {0, size - 1, *(p % size for p in proved)}:
+            assert log.inclusion(position, head) == merkle.inclusion_proof(
+                position, size, reference.subtree
+            ), (position, size)
+    db.close()
+
+
+def test_a_head_is_encoded_once_and_proofs_are_kept_under_it(tmp_path: Path) -> None:
+    """Every reply under one head carries the same encoded head (`codec.Encoded`,
+    the same bytes as the head's own fields) and the proof kept for its position; a
+    new head replaces both."""
+    db, log = open_log(tmp_path / "db.sqlite")
+    for i in range(5):
+        log.append("certificate", f"user{i}", bytes([i]))
+    first = log.certificate_proof("user2", bytes([2]))
+    again = log.certificate_proof("user2", bytes([2]))
+    assert isinstance(first["head"], codec.Encoded) and again["head"] is first["head"]
+    assert again["proof"] is first["proof"]
+    assert codec.encode(first["head"]) == codec.encode(log.head().to_wire())
+    other = log.proof_for("certificate", "user3", bytes([3]), log.head())
+    assert log.proof_for("certificate", "user3", bytes([3]), log.head())["proof"] is other["proof"]
+    log.append("certificate", "user5", b"\x05")
+    newer = log.certificate_proof("user2", bytes([2]))
+    head = TreeHead.from_wire(newer["head"])
+    assert head.size == 6 and newer["head"] is not first["head"]
+    merkle.verify_inclusion(
+        LogEntry("certificate", "user2", bytes([2])).leaf_hash,
+        newer["position"],
+        head.size,
+        merkle.unpack_proof(newer["proof"]),
+        head.root,
+    )
+    db.close()
