@@ -275,6 +275,9 @@ class Accounts:
         with self._slot.lock:
             self._reconnector.forget()
             conn = self._link.live_or_none()
+            session = self._slot.get()
+            if conn is not None and session is not None and session.acks is not None:
+                session.acks.flush()  # what was stored is acknowledged before leaving
             if conn is not None:
                 try:
                     conn.request(MessageType.LOGOUT)

@@ -266,9 +266,12 @@ def mark_delivered(
     if not ids:
         return []
     rows = db.all_in(
-        "SELECT e.id, e.message_id, e.sender_id, e.target_type, e.conversation, c.delivered"
+        "SELECT e.id, e.message_id, e.sender_id, e.target_type, e.conversation, c.delivered,"
+        " d.recipient_id AS distributed"
         " FROM envelopes e JOIN delivery_cursors c"
         " ON c.conversation = e.conversation AND c.user_id = ?"
+        " LEFT JOIN chain_distributions d"
+        " ON d.message_id = e.message_id AND d.recipient_id = c.user_id"
         " WHERE e.recipient_id IN (0, ?) AND e.sender_id <> ? AND e.message_id IN ({marks})",
         ids,
         leading=(recipient_id, recipient_id, recipient_id),
@@ -276,7 +279,10 @@ def mark_delivered(
     cursors: dict[str, int] = {}
     acked: dict[str, set[int]] = {}
     changed: list[Acknowledged] = []
+    taken: list[tuple[int, str]] = []  # distributions to delete: most messages carry none
     for row in rows:
+        if row["distributed"] is not None:
+            taken.append((recipient_id, row["message_id"]))
         if row["id"] <= row["delivered"]:
             continue
         cursors[row["conversation"]] = row["delivered"]
@@ -291,18 +297,78 @@ def mark_delivered(
             top = max(ids_acked)
         if top > cursor:
             moves.append((top, conversation, recipient_id, top))
-    db.executemany(
-        "UPDATE delivery_cursors SET delivered = ?"
-        " WHERE conversation = ? AND user_id = ? AND delivered < ?",
-        moves,
-    )
-    db.executemany(
-        "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
-        [(recipient_id, message_id) for message_id in ids],
-    )
+    if moves:
+        db.executemany(
+            "UPDATE delivery_cursors SET delivered = ?"
+            " WHERE conversation = ? AND user_id = ? AND delivered < ?",
+            moves,
+        )
+    if taken:
+        db.executemany(
+            "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?", taken
+        )
     order = {message_id: index for index, message_id in enumerate(ids)}
     changed.sort(key=lambda item: order[item.message_id])
     return changed
+
+
+def mark_delivered_many(
+    db: Database, acknowledgements: Sequence[tuple[int, Sequence[str]]]
+) -> None:
+    """`mark_delivered` for many (recipient, ids) at once: what one reactor turn gathered.
+
+    Why: a room message to 500 online members brings up to 499 acknowledgements, most in
+    the same turn and naming the same few messages. Their envelopes and distributions
+    are looked up once for the whole turn, and every cursor moves in one executemany.
+    The rules are `mark_delivered`'s on one node: a cursor only moves forward, to the
+    newest envelope of its conversation acknowledged by its owner; ids of messages the
+    recipient sent, of messages sealed for someone else, and of conversations the
+    recipient has no cursor in change nothing. (Several nodes need `contiguous`, one
+    recipient at a time: the handler does not gather there.)
+    """
+    wanted = list(dict.fromkeys(mid for _, ids in acknowledgements for mid in ids))
+    if not wanted:
+        return
+    found: dict[str, list[tuple[int, int, str, int]]] = {}
+    for row in db.all_in(
+        "SELECT id, message_id, sender_id, conversation, recipient_id FROM envelopes"
+        " WHERE message_id IN ({marks})",
+        wanted,
+    ):
+        found.setdefault(row["message_id"], []).append(
+            (row["id"], row["sender_id"], row["conversation"], row["recipient_id"])
+        )
+    distributed = {
+        (row["message_id"], row["recipient_id"])
+        for row in db.all_in(
+            "SELECT message_id, recipient_id FROM chain_distributions"
+            " WHERE message_id IN ({marks})",
+            wanted,
+        )
+    }
+    newest: dict[tuple[str, int], int] = {}
+    taken: list[tuple[int, str]] = []
+    for recipient, ids in acknowledgements:
+        for message_id in ids:
+            for row_id, sender_id, conversation, sealed_for in found.get(message_id, ()):
+                if sender_id == recipient or sealed_for not in (EVERY_MEMBER, recipient):
+                    continue
+                key = (conversation, recipient)
+                if row_id > newest.get(key, 0):
+                    newest[key] = row_id
+            if (message_id, recipient) in distributed:
+                taken.append((recipient, message_id))
+    if newest:
+        db.executemany(
+            "UPDATE delivery_cursors SET delivered = ?"
+            " WHERE conversation = ? AND user_id = ? AND delivered < ?",
+            [(row_id, key, user, row_id) for (key, user), row_id in newest.items()],
+        )
+    if taken:
+        db.executemany(
+            "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
+            list(dict.fromkeys(taken)),
+        )
 
 
 def is_attachment_recipient(db: Database, attachment_id: str, user_id: int) -> bool:

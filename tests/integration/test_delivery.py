@@ -39,6 +39,7 @@ from tests.integration.helpers import (
     restart_on_same_port,
     sender_command,
     serve_one_module,
+    unique_name,
     wait_until,
 )
 
@@ -380,3 +381,42 @@ def test_a_login_pushes_only_what_was_not_delivered_yet(
     accounts.reopen(bob, shared_server)
     assert [m.message_id for m in bob.events.wait_messages(1)] == [fresh.message_id]
     bob.events.stays_quiet("message")
+
+
+def test_room_acknowledgements_wait_yet_nothing_is_lost_or_shown_twice(
+    shared_server: RunningServer, accounts: Accounts
+) -> None:
+    """Room messages are acknowledged together, a moment later (client/core/acks.py).
+    Until then the server keeps them for the member: a new login gets them again, and
+    the client recognises them instead of showing them twice. Logging out sends what
+    waits, so the login after that gets nothing again."""
+    alice = accounts.user(shared_server, "alice")
+    bob = accounts.user(shared_server, "bob")
+    room_id = int(alice.client.create_room(unique_name("room")).id)
+    bob.client.join_room(room_id)
+    alice.events.wait("room_member", room_id=room_id, username=bob.name, event="joined")
+    session = bob.client._slot.get()
+    assert session is not None and session.acks is not None
+    session.acks._delay = 30.0  # nothing goes out by the timer in this test
+    sent = [alice.client.send_text(room_id, f"room {i}").message_id for i in range(3)]
+    assert [m.message_id for m in bob.events.wait_messages(3)] == sent
+    assert session.acks.waiting == 3
+
+    # Stored by bob's client, not acknowledged yet: the server pushes them again.
+    bob.client.close()
+    pushes: list[Message] = []
+    with raw_connection(shared_server, pushes) as raw:
+        raw.request(MessageType.LOGIN, {"username": bob.name, "password": PASSWORD})
+        wait_until(lambda: new_messages(pushes) == sent, what="the unacknowledged room messages")
+
+    accounts.reopen(bob, shared_server)
+    time.sleep(QUIET)  # the repeats arrive and are recognised
+    assert [m.message_id for m in bob.client.history(room_id)] == sent
+    bob.client.logout()  # acknowledges what waits
+    assert bob.events.messages() == []  # nothing shown twice
+
+    pushes = []
+    with raw_connection(shared_server, pushes) as raw:
+        raw.request(MessageType.LOGIN, {"username": bob.name, "password": PASSWORD})
+        time.sleep(QUIET)
+        assert new_messages(pushes) == []

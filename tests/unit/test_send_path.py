@@ -167,6 +167,37 @@ def test_a_turn_touches_each_conversation_once_with_its_newest_time(db: Database
     assert conversations.last_message_times(db, ["r:1"]) == {"r:1": 30}
 
 
+def test_a_turns_acknowledgements_move_the_cursors_together_at_its_end(db: Database) -> None:
+    """ACK_DELIVERY only notes its ids; the cursors move in `finish`, which the reactor
+    runs inside the turn's transaction, before any reply of the turn is written."""
+    alice, bob, carol = (add_user(db, name) for name in ("alice", "bob", "carol"))
+    room = rooms.create_room(db, "r", alice, 1)
+    for member in (alice, bob, carol):
+        rooms.add_member(db, room, member, 1)
+    messages.sync_room_cursors(db, room)
+    ids = [time_ordered_id() for _ in range(3)]
+    for message_id in ids:
+        messages.store_message(
+            db,
+            message_id=message_id,
+            sender_id=alice,
+            target_type=messages.ROOM,
+            target_id=room,
+            time=5,
+            envelope=b"e",
+        )
+    turn = TurnBatch()
+    turn.acknowledge(bob, ids[:2])
+    turn.acknowledge(carol, ids)
+    turn.acknowledge(carol, [])
+    pending_before = turn.pending
+    assert len(messages.undelivered(db, bob)) == 3  # nothing moved yet
+    turn.finish(db, types.SimpleNamespace(connection_for={}.get))
+    assert pending_before and not turn.pending
+    assert [d.message_id for d in messages.undelivered(db, bob)] == ids[2:]
+    assert messages.undelivered(db, carol) == []
+
+
 class _CountingChannel:
     established = True
 

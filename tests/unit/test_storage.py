@@ -708,3 +708,40 @@ def test_a_version_4_database_upgrades_its_rooms_to_a_legacy_genesis(tmp_path: P
         assert len(room_log.entries(again, 12345678, 0, 10)) == 1
     finally:
         again.close()
+
+
+def test_mark_delivered_many_moves_each_recipients_own_cursors_forward(db: Database) -> None:
+    """A turn's acknowledgements at once follow `mark_delivered`'s rules for each."""
+    alice, bob, carol, dave = (add_user(db, name) for name in ("alice", "bob", "carol", "dave"))
+    room = rooms.create_room(db, "r", alice, 1)
+    for member in (alice, bob, carol):
+        rooms.add_member(db, room, member, 1)
+    messages.sync_room_cursors(db, room)
+    fields: dict[str, Any] = dict(
+        sender_id=alice, target_type=messages.ROOM, target_id=room, time=50
+    )
+    for digit in "123":
+        extra: dict[str, Any] = {"distributions": {carol: b"d", bob: b"d"}} if digit == "2" else {}
+        messages.store_message(db, message_id=digit * 32, envelope=b"e", **fields, **extra)
+    direct(db, alice, dave, "4" * 32)
+    messages.mark_delivered_many(
+        db,
+        [
+            (bob, ["1" * 32, "2" * 32]),
+            (carol, ["3" * 32]),  # a cursor: the newest acknowledged covers what came before
+            (alice, ["1" * 32]),  # her own message: nothing
+            (dave, ["1" * 32, "4" * 32, "9" * 32]),  # not in the room, an unknown id
+            (bob, ["1" * 32]),  # again, in the same turn
+        ],
+    )
+    assert [d.message_id for d in messages.undelivered(db, bob)] == ["3" * 32]
+    assert messages.undelivered(db, carol) == []
+    assert messages.undelivered(db, dave) == []
+    assert [d.message_id for d in messages.undelivered(db, alice)] == []
+    # bob took his distribution; carol's stays until she names its message
+    held = "SELECT count(*) FROM chain_distributions WHERE recipient_id = ?"
+    assert db.scalar(held, (bob,)) == 0
+    assert db.scalar(held, (carol,)) == 1
+    messages.mark_delivered_many(db, [(bob, ["1" * 32])])  # never backwards
+    assert [d.message_id for d in messages.undelivered(db, bob)] == ["3" * 32]
+    messages.mark_delivered_many(db, [])
