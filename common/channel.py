@@ -150,13 +150,24 @@ class SecureChannel:
         """Encrypt several encoded messages into ONE record (docs/protocol.md §3)."""
         return self.send_encoded(encode_batch(bodies))
 
-    def receive_data(self, data: bytes) -> list[Message]:
-        """Feed received bytes; return every message they complete, in order."""
+    @property
+    def records_waiting(self) -> bool:
+        """True if whole frames wait unopened (`max_records` left them buffered)."""
+        return self._decoder.frame_ready
+
+    def receive_data(self, data: bytes, max_records: int | None = None) -> list[Message]:
+        """Feed received bytes; return the messages they complete, in order.
+
+        `max_records` bounds the frames opened in this call (a record may carry several
+        messages); the rest wait, buffered, for a later call (`b""` will do). The server
+        opens a pipelined read a share per loop turn this way, so one connection's
+        256 KiB read never delays the others by its whole decryption.
+        """
         if self._state is _State.FAILED:
             raise RemoteProtocolError("the channel has failed")
         try:
             messages: list[Message] = []
-            for frame in self._decoder.receive_data(data):
+            for frame in self._decoder.receive_data(data, max_records):
                 messages += self._on_frame(frame)
             return messages
         except UchatError:

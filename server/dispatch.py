@@ -45,6 +45,12 @@ T = TypeVar("T")
 NOT_REQUESTS = PUSHES | {MessageType.REPLY, MessageType.ERROR}
 INTERNAL_ERROR_TEXT = "the server failed to handle this request"
 STORAGE_BUSY_TEXT = "the server cannot reach its database just now; try again shortly"
+#: Shares of a connection's per-turn budget (`requests_per_turn`) one request uses.
+#: An ordinary request uses one; a handler module may declare `TURN_SHARE` for a
+#: type no honest client sends in bursts (a directory search). A refused request
+#: uses `REFUSED_SHARE`: a flood of refusals (rate limits, bad requests) gets a small
+#: share of each turn, so a bystander waits for a few of them, not for sixteen.
+REFUSED_SHARE = 4
 
 
 def wall_clock_ms() -> int:
@@ -85,7 +91,15 @@ class Services:
 class Context:
     """One request: who asked, on which connection, and how to answer it."""
 
-    __slots__ = ("_answered", "_close_after", "connection", "opcode", "request_id", "services")
+    __slots__ = (
+        "_answered",
+        "_close_after",
+        "_refused",
+        "connection",
+        "opcode",
+        "request_id",
+        "services",
+    )
 
     def __init__(
         self, services: Services, connection: Connection, request_id: int, opcode: MessageType
@@ -96,6 +110,7 @@ class Context:
         self.opcode = opcode
         self._answered = False
         self._close_after = False
+        self._refused = False
 
     # -- shortcuts ----------------------------------------------------------------
 
@@ -140,6 +155,11 @@ class Context:
     def answered(self) -> bool:
         return self._answered
 
+    @property
+    def refused(self) -> bool:
+        """True once the request was answered with an ERROR."""
+        return self._refused
+
     def now(self) -> int:
         return self.services.clock()
 
@@ -151,6 +171,7 @@ class Context:
 
     def fail(self, code: str, message: str, field: str | None = None) -> None:
         """Answer the request with ERROR {code, message, field?}."""
+        self._refused = True
         self._answer(error(self.request_id, code, message, field))
 
     def close_after_reply(self) -> None:
@@ -337,8 +358,9 @@ class Dispatcher:
     def opcodes(self) -> frozenset[MessageType]:
         return frozenset(self._handlers)
 
-    def dispatch(self, connection: Connection, message: Message) -> None:
-        """Answer one request from `connection` (called on the reactor thread)."""
+    def dispatch(self, connection: Connection, message: Message) -> int:
+        """Answer one request from `connection` (called on the reactor thread); return
+        the share of the connection's turn budget it used (`REFUSED_SHARE`)."""
         ctx = Context(self._services, connection, message.request_id, message.type)
         module = self._handlers.get(message.type)
         if message.type in NOT_REQUESTS:
@@ -356,6 +378,10 @@ class Dispatcher:
             elif result is not None:
                 log.error("handler for %s returned %s", message.type.name, type(result).__name__)
                 ctx.fail("internal_error", INTERNAL_ERROR_TEXT)
+        if ctx.refused:
+            return REFUSED_SHARE
+        share: int = getattr(module, "TURN_SHARE", 1)
+        return share
 
     def connection_closed(self, connection: Connection, reason: str) -> None:
         """Reactor hook: a closed session's user goes offline unless a new login took over."""

@@ -99,15 +99,33 @@ class FrameDecoder:
         """Change the cap for frames whose header has not been read yet."""
         self._max_body = value
 
-    def receive_data(self, data: bytes) -> list[Frame]:
-        """Feed bytes (any split); return every frame they complete."""
+    @property
+    def frame_ready(self) -> bool:
+        """True if the buffer holds a whole frame not handed out yet (`limit` left it).
+
+        A bad header also counts: taking the frame is what refuses it.
+        """
+        buffered = len(self._buffer)
+        if buffered < HEADER_SIZE:
+            return False
+        need = self._need if self._need is not None else int.from_bytes(self._buffer[:4], "big")
+        bad = need == 0 or need % BLOCK_SIZE != 0 or need > self._max_body
+        return bad or buffered >= HEADER_SIZE + need
+
+    def receive_data(self, data: bytes, limit: int | None = None) -> list[Frame]:
+        """Feed bytes (any split); return the frames they complete, `limit` at most.
+
+        Whole frames past `limit` stay buffered (still counted in `buffered`) until a
+        later call takes them: a server opens a pipelined read a share at a time.
+        """
         self._buffer += data
         frames: list[Frame] = []
-        while True:
+        while limit is None or len(frames) < limit:
             frame = self._next_frame()
             if frame is None:
-                return frames
+                break
             frames.append(frame)
+        return frames
 
     def _next_frame(self) -> Frame | None:
         if self._need is None:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 OPCODE = MessageType.SEARCH_USERS
 REQUIRES_AUTH = True
+#: A search reads an index page and a friendship lookup: several times an ordinary
+#: request, and people search now and then, not in bursts (`server.dispatch`).
+TURN_SHARE = 4
 QUERY_MAX = 64
 #: A cursor is a canonical name: NFKC may lengthen a name a few times over.
 CURSOR_MAX = 4 * QUERY_MAX

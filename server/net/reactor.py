@@ -1,9 +1,11 @@
 """The event loop: one thread, one selector, every socket of the server.
 
 Each loop turn: wait for readiness (or the next deadline), accept, read and
-dispatch (a bounded number of requests per connection: the rest wait in its inbox
-for the next turn, and a connection whose output is over its pause limit is neither
-read nor dispatched until that output drains), run callbacks posted by other
+dispatch (a bounded number of records opened and requests dispatched per
+connection: the rest wait, still sealed, in its channel or in its inbox for the next
+turn, and the connection is not read again until both are empty; a connection whose
+output is over its pause limit is neither read nor dispatched until that output
+drains), run callbacks posted by other
 threads, expire timeouts, then call
 `before_flush` (the database commit) and only after it write queued output. That
 order is the group-commit invariant: nothing a turn produced reaches a socket
@@ -81,7 +83,9 @@ class TimerHandle:
 class Reactor:
     """Owns the selector, the listening socket, the wake-up socket and all connections.
 
-    `on_message(connection, message)` is called for every decoded message,
+    `on_message(connection, message)` is called for every decoded message and
+    returns the share of the connection's per-turn budget it used (1 for most
+    requests; more for a refusal or a costly request type, see `server.dispatch`),
     `on_closed(connection, reason)` once per closed connection, and `before_flush()`
     at the end of every turn before any output is written.
     """
@@ -90,7 +94,7 @@ class Reactor:
         self,
         settings: ReactorSettings,
         channel_factory: Callable[[], Channel],
-        on_message: Callable[[Connection, Message], None],
+        on_message: Callable[[Connection, Message], int],
         on_closed: Callable[[Connection, str], None],
         before_flush: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
@@ -220,10 +224,13 @@ class Reactor:
                         # bounded share per turn keeps chat traffic moving. The
                         # selector is level-triggered: the rest come next turn.
                         handshakes -= 1
-                    # A connection with requests still waiting is served above or next
-                    # turn; it is read again only once its inbox is empty.
+                    # A connection with requests or records still waiting is served
+                    # above or next turn; it is read again only once both are empty,
+                    # so the rest of a pipelined flood waits in the kernel's buffer.
                     may_handshake = handshakes >= 0 or connection not in self._handshaking
-                    if not connection.inbox and may_handshake:
+                    if may_handshake and not (
+                        connection.inbox or connection.channel.records_waiting
+                    ):
                         self._read(connection)
                 if mask & selectors.EVENT_WRITE and not connection.closed:
                     self._to_flush[connection] = None
@@ -419,47 +426,65 @@ class Reactor:
         self._receive(connection, bytes(self._read_view[:count]))
 
     def _receive(self, connection: Connection, data: bytes) -> None:
-        try:
-            messages = connection.channel.receive_data(data)
-            connection.queue_bytes(connection.channel.data_to_send())
-        except UchatError as exc:
-            connection.close(f"{type(exc).__name__}: {exc}")
-            return
-        except Exception as exc:
-            log_failure(log, f"channel failure on {connection.address}", exc)
-            connection.close("internal error in the channel")
+        """Take a read: open this turn's share of its records, then serve them."""
+        if not self._open(connection, data, self._settings.requests_per_turn):
             return
         if connection in self._handshaking and connection.channel.established:
             del self._handshaking[connection]
+        if connection.inbox:
+            connection.last_activity = self._clock()
+            self._by_activity.move_to_end(connection)
+        self._serve(connection)
+
+    def _open(self, connection: Connection, data: bytes, records: int) -> bool:
+        """Feed `data` and open at most `records` whole records into the inbox.
+
+        Records past the share stay sealed in the channel's buffer: opening a 256 KiB
+        pipelined read at once (hundreds of MACs and decryptions) would hold every
+        other connection up by all of it. False if the channel failed (closed).
+        """
+        try:
+            messages = connection.channel.receive_data(data, records)
+            connection.queue_bytes(connection.channel.data_to_send())
+        except UchatError as exc:
+            connection.close(f"{type(exc).__name__}: {exc}")
+            return False
+        except Exception as exc:
+            log_failure(log, f"channel failure on {connection.address}", exc)
+            connection.close("internal error in the channel")
+            return False
+        connection.inbox.extend(messages)
         self._hold_input(
             connection, connection.channel.buffered_input + (len(data) if messages else 0)
         )
-        if not messages:
-            return
-        connection.last_activity = self._clock()
-        self._by_activity.move_to_end(connection)
-        connection.inbox.extend(messages)
-        self._serve(connection)
+        return True
 
     def _serve(self, connection: Connection) -> None:
-        """Dispatch this turn's share of the inbox; stop early while output is over its
-        pause limit (backpressure before dispatch, not at flush)."""
+        """Dispatch this turn's share of the inbox, opening waiting records as it runs
+        dry; stop early while output is over its pause limit (backpressure before
+        dispatch, not at flush)."""
         budget = self._settings.requests_per_turn
         ends = time.perf_counter() + self._settings.time_per_turn
         inbox = connection.inbox
-        while inbox and connection.is_open:
+        channel = connection.channel
+        while connection.is_open and (inbox or channel.records_waiting):
             if connection.pending_output > self._settings.output_pause_limit:
                 self._pause(connection)
                 return
-            if budget == 0 or (
+            if budget <= 0 or (
                 budget < self._settings.requests_per_turn and time.perf_counter() > ends
             ):
                 self._ready[connection] = None
                 return
-            budget -= 1
+            if not inbox:
+                if not self._open(connection, b"", budget):
+                    return
+                if not inbox:  # a record holding no request still spends a share
+                    budget -= 1
+                continue
             message = inbox.popleft()
             try:
-                self._on_message(connection, message)
+                budget -= max(1, self._on_message(connection, message))
             except Exception as exc:
                 log_failure(log, f"dispatch failed on {connection.address}", exc)
                 connection.close("internal error in dispatch")
@@ -486,7 +511,7 @@ class Reactor:
     def _resume(self, connection: Connection) -> int:
         """Lift a pause; return the READ event to register unless the peer is closing."""
         self._paused.discard(connection)
-        if connection.inbox:
+        if connection.inbox or connection.channel.records_waiting:
             self._ready[connection] = None
         return selectors.EVENT_READ if connection.closing_reason is None else 0
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from common.channel import HANDSHAKE_MAX_FRAME, SecureChannel
 from common.crypto.certs import ServerIdentity
-from common.errors import LocalProtocolError, RemoteProtocolError
+from common.errors import CryptoError, LocalProtocolError, RemoteProtocolError
 from common.protocol.message import Message, encode_message
 from common.protocol.opcodes import MessageType
 
@@ -47,6 +47,31 @@ def test_client_records_may_follow_finished_in_one_write(identity: ServerIdentit
     client.receive_data(server.data_to_send())
     ping = Message(MessageType.PING, 1, {})
     assert server.receive_data(client.data_to_send() + client.send(ping)) == [ping]
+
+
+def test_a_pipelined_read_is_opened_a_few_records_at_a_time(identity: ServerIdentity) -> None:
+    client, server = _pair(identity)
+    pings = [Message(MessageType.PING, n, {}) for n in range(1, 11)]
+    stream = b"".join(client.send(ping) for ping in pings)
+    opened = server.receive_data(stream, max_records=4)
+    assert opened == pings[:4]
+    assert server.records_waiting
+    assert server.buffered_input == len(stream) * 6 // 10  # still sealed, still held
+    opened += server.receive_data(b"", max_records=4)
+    opened += server.receive_data(b"", max_records=4)
+    assert opened == pings
+    assert (server.records_waiting, server.buffered_input) == (False, 0)
+
+
+def test_a_tampered_record_left_sealed_fails_when_opened(identity: ServerIdentity) -> None:
+    client, server = _pair(identity)
+    first = client.send(Message(MessageType.PING, 1, {}))
+    second = bytearray(client.send(Message(MessageType.PING, 2, {})))
+    second[-1] ^= 1
+    assert server.receive_data(first + bytes(second), max_records=1) != []
+    with pytest.raises(CryptoError):
+        server.receive_data(b"", max_records=1)
+    assert server.failed
 
 
 def test_send_before_established_is_a_local_error(identity: ServerIdentity) -> None:

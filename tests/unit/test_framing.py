@@ -106,6 +106,31 @@ def test_several_frames_in_one_piece_and_a_partial_one() -> None:
     assert decoder.buffered == 0
 
 
+@settings(deadline=None, max_examples=100)
+@given(st.lists(FRAMES, min_size=1, max_size=8), st.integers(min_value=1, max_value=3))
+def test_a_limit_leaves_whole_frames_buffered_in_order(frames: list[Frame], limit: int) -> None:
+    stream = b"".join(wire(f) for f in frames)
+    decoder = FrameDecoder()
+    received = decoder.receive_data(stream, limit)
+    assert len(received) == min(limit, len(frames))
+    while decoder.frame_ready:
+        taken = decoder.receive_data(b"", limit)
+        assert 1 <= len(taken) <= limit
+        received += taken
+    assert received == frames
+    assert decoder.buffered == 0
+
+
+def test_a_bad_header_left_by_a_limit_is_refused_when_taken() -> None:
+    good = wire(Frame(pad=1, iv=IV, mac=MAC, body=bytes(16)))
+    bad = (17).to_bytes(4, "big") + bytes(HEADER_SIZE - 4)  # length not a multiple of 16
+    decoder = FrameDecoder()
+    assert len(decoder.receive_data(good + bad, 1)) == 1
+    assert decoder.frame_ready  # taking it is what refuses it
+    with pytest.raises(RemoteProtocolError):
+        decoder.receive_data(b"", 1)
+
+
 @settings(deadline=None, max_examples=200)
 @given(st.lists(FRAMES, min_size=1, max_size=5))
 def test_frames_fed_one_byte_at_a_time(frames: list[Frame]) -> None:

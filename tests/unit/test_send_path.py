@@ -204,8 +204,10 @@ class _CountingChannel:
     def __init__(self) -> None:
         self.records: list[list[bytes]] = []
 
-    def receive_data(self, data: bytes) -> list[Message]:
+    def receive_data(self, data: bytes, max_records: int | None = None) -> list[Message]:
         return []
+
+    records_waiting = False
 
     def data_to_send(self) -> bytes:
         return b""

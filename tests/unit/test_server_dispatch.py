@@ -25,7 +25,7 @@ from common.errors import RequestError, ValidationError
 from common.protocol.message import Message, decode_message, encode_message, request
 from common.protocol.opcodes import MessageType
 from server.broadcast import send_to_users
-from server.dispatch import Context, Dispatcher, Services
+from server.dispatch import REFUSED_SHARE, Context, Dispatcher, Services
 from server.handlers._backlog import BacklogCursors
 from server.net.connection import Connection
 from server.sessions import Sessions
@@ -42,8 +42,10 @@ class RecordingChannel:
     def __init__(self) -> None:
         self.sent: list[Message] = []
 
-    def receive_data(self, data: bytes) -> list[Message]:
+    def receive_data(self, data: bytes, max_records: int | None = None) -> list[Message]:
         return []
+
+    records_waiting = False
 
     def data_to_send(self) -> bytes:
         return b""
@@ -272,6 +274,33 @@ def test_request_and_validation_errors_become_error_replies(world: World) -> Non
     assert refused.params == {"code": "username_taken", "message": "taken", "field": "username"}
     invalid = ask(world, connection, MessageType.REGISTER, mode="invalid")
     assert invalid.params == {"code": "invalid_email", "message": "not an email", "field": "email"}
+
+
+def test_a_refusal_uses_a_bigger_share_of_the_turn_than_an_answer(tmp_path: Path) -> None:
+    """The reactor's per-turn budget is charged per request by what dispatch returns:
+    a flood of refusals, or of a costly type that declares TURN_SHARE, gets fewer
+    requests per turn than ordinary traffic."""
+    costly = handler(MessageType.SEARCH_USERS, False, ping)
+    costly.TURN_SHARE = 3  # type: ignore[attr-defined]
+    world = World(tmp_path, [*HANDLERS, costly])
+    try:
+        connection = world.connection()
+        dispatch = world.dispatcher.dispatch
+        assert dispatch(connection, Message(MessageType.PING, 1, {})) == 1
+        assert dispatch(connection, Message(MessageType.SEARCH_USERS, 2, {})) == 3
+        refused = Message(MessageType.REGISTER, 3, {"mode": "refuse"})
+        assert dispatch(connection, refused) == REFUSED_SHARE > 1
+        assert dispatch(connection, Message(MessageType.CONTACT_LIST, 4, {})) == REFUSED_SHARE
+        assert dispatch(connection, Message(MessageType.PING, 0, {})) == REFUSED_SHARE
+        assert [message.type for message in world.sent(connection)] == [
+            MessageType.REPLY,
+            MessageType.REPLY,
+            MessageType.ERROR,
+            MessageType.ERROR,
+            MessageType.ERROR,
+        ]
+    finally:
+        world.close()
 
 
 def test_a_crashing_handler_answers_internal_error_and_logs_no_params(

@@ -33,11 +33,21 @@ class LineChannel:
         self._outgoing = b""
         self.established = False
         self.frame_cap = 1 << 20
+        #: How many lines ("records") each receive_data call took.
+        self.records_opened_per_call: list[int] = []
 
-    def receive_data(self, data: bytes) -> list[Message]:
+    @property
+    def records_waiting(self) -> bool:
+        return b"\n" in self._buffer
+
+    def receive_data(self, data: bytes, max_records: int | None = None) -> list[Message]:
         self._buffer += data
+        self.records_opened_per_call.append(0)
         messages: list[Message] = []
-        while b"\n" in self._buffer:
+        while b"\n" in self._buffer and (
+            max_records is None or self.records_opened_per_call[-1] < max_records
+        ):
+            self.records_opened_per_call[-1] += 1
             line, self._buffer = self._buffer.split(b"\n", 1)
             if line == b"BAD":
                 raise RemoteProtocolError("bad line")
@@ -88,6 +98,8 @@ class Harness:
     handler: Callable[[Connection, Message], None] | None = None
     commit_hook: Callable[[], None] | None = None
     unread: dict[int, bytes] = field(default_factory=dict)
+    #: The share of its turn's budget each request uses (the dispatcher's answer).
+    share_of: Callable[[Message], int] = field(default=lambda message: 1)
 
     def pump(self, until: Callable[[], bool], timeout: float = 3.0) -> None:
         deadline = time.monotonic() + timeout
@@ -146,12 +158,13 @@ def make_harness(**settings: float) -> Harness:
     clock = [1000.0]
     harness: Harness
 
-    def on_message(connection: Connection, message: Message) -> None:
+    def on_message(connection: Connection, message: Message) -> int:
         harness.events.append(f"dispatch {message.request_id}")
         if harness.handler is not None:
             harness.handler(connection, message)
         else:
             connection.send(reply(message.request_id, {}))
+        return harness.share_of(message)
 
     def before_flush() -> None:
         harness.events.append("commit")
@@ -481,6 +494,50 @@ def test_a_pipelined_flood_is_served_a_bounded_share_per_turn() -> None:
         h.pump(lambda: "dispatch 1099" in h.events)  # the rest still runs, in order
         dispatched = [e for e in h.events if e.startswith("dispatch 1")]
         assert dispatched == [f"dispatch {n}" for n in range(1000, 1100)]
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_records_of_a_pipelined_read_are_opened_a_share_per_turn() -> None:
+    """A 256 KiB read of small records is not opened at once: opening it (MACs and
+    decryption of hundreds of records) would hold everyone else up by all of it."""
+    h = make_harness(requests_per_turn=4)
+    try:
+        flooder = h.connect()
+        (connection,) = h.reactor.connections
+        channel = connection.channel
+        assert isinstance(channel, LineChannel)
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1100)))
+        h.pump(lambda: "dispatch 1010" in h.events)
+        assert max(channel.records_opened_per_call) <= 4
+        assert channel.records_waiting  # the rest still sealed, counted as held input
+        assert h.reactor.admission.input_held >= channel.buffered_input > 0
+        h.pump(lambda: "dispatch 1099" in h.events)  # and all of it, in order
+        dispatched = [e for e in h.events if e.startswith("dispatch 1")]
+        assert dispatched == [f"dispatch {n}" for n in range(1000, 1100)]
+        assert max(channel.records_opened_per_call) <= 4
+        assert not channel.records_waiting
+    finally:
+        h.reactor.shutdown(flush_timeout=0.5)
+
+
+def test_requests_with_a_bigger_share_get_fewer_dispatches_per_turn() -> None:
+    """What dispatch says a request used (a refusal: several shares) is charged to the
+    connection's turn budget, so a flood of refusals gets a few requests per turn."""
+    h = make_harness(requests_per_turn=16)
+    h.share_of = lambda message: 4 if message.request_id >= 1000 else 1
+    try:
+        flooder = h.connect()
+        flooder.sendall(b"".join(f"3 {n}\n".encode() for n in range(1000, 1040)))
+        h.pump(lambda: "dispatch 1039" in h.events)
+        per_turn: list[int] = [0]
+        for event in h.events:
+            if event == "commit":
+                per_turn.append(0)
+            elif event.startswith("dispatch 1"):
+                per_turn[-1] += 1
+        assert max(per_turn) == 4  # 16 / 4, not 16
+        assert sum(per_turn) == 40
     finally:
         h.reactor.shutdown(flush_timeout=0.5)
 
