@@ -210,10 +210,9 @@ def _go_home(accounts: Accounts, member: Member, cluster: Cluster) -> None:
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known delay, about one run in six: a recipient that moved back to its home node"
-        " can be left with a block of owed rows no catch-up pushes until its next login"
-        " (no longer skipped for good: cursors never pass an unacknowledged row);"
-        " see docs/deploy.md"
+        "about one run in six, a block of messages stays held by the recipient's client:"
+        " they are on a sender chain whose distribution never reached it (the server"
+        " delivered them); a request for the chain state is not built yet, docs/deploy.md"
     ),
 )
 def test_sigkilled_nodes_under_traffic_lose_and_duplicate_nothing(
