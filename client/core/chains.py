@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -373,6 +373,21 @@ class ChainBook:
             self._save(SEND, conversation, self._username, chain.to_value())
             self._own[conversation] = chain
         return Sealed(envelope, distributions, state.chain_id, keys.iteration, reason, started)
+
+    def undistributed(self, conversation: str, names: Iterable[str]) -> None:
+        """These recipients never got our chain's state (what carried it was refused for
+        good): the next envelope we seal in `conversation` carries it to them again.
+
+        Without this they would hold every later envelope of the chain, unreadable.
+        """
+        with self._lock:
+            chain = self._own_chain(conversation)
+            if chain is None:
+                return
+            left = chain.members - set(names)
+            if left != chain.members:
+                chain.members = left
+                self._save(SEND, conversation, self._username, chain.to_value())
 
     # -- receiving -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ more than the message itself, and a room shows "sent" (docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -23,8 +24,15 @@ from client.core.binding import bind_chat
 from client.core.bodies import MAX_RECEIPT_IDS, Receipt, receipt_body
 from client.core.chains import ChainBook, direct_conversation
 from client.core.models import ChatMessage, MessageStatus
-from client.core.recipients import Recipients
-from common.errors import ConnectionLost, EndToEndError, RequestError, RequestTimeout
+from common.crypto.kem import SignedKemKey
+from common.errors import (
+    ConnectionLost,
+    EndToEndError,
+    ProtocolError,
+    RequestError,
+    RequestTimeout,
+)
+from common.protocol import codec
 from common.protocol.ids import time_ordered_id
 from common.protocol.opcodes import MessageType
 
@@ -40,25 +48,51 @@ MAX_PENDING = 1000  # receipts waiting for a connection, then the oldest go
 MAX_TIMER_RUNS = 150  # five minutes of retries every RETRY_SECONDS
 
 
+class DirectRecipients(Protocol):
+    """The slice of `Recipients` a receipt needs: the friend's verified KEM key."""
+
+    def direct(self, username: str, *, refresh: bool = False) -> dict[str, SignedKemKey | None]: ...
+
+
+class ReceiptQueue(Protocol):
+    """The slice of `LocalStore` keeping sealed receipts until the server took them."""
+
+    def queue_receipt(self, message_id: str, params: bytes) -> None: ...
+
+    def queued_receipts(self) -> list[tuple[str, bytes]]: ...
+
+    def drop_receipt(self, message_id: str) -> None: ...
+
+
 class ReceiptSender:
     """Seals and sends receipts. One that cannot go now (no connection: a receipt for a
-    backlog pushed right after login may be handled before the link is up) waits in
-    memory and is retried a moment later, and after every login (`flush`)."""
+    backlog pushed right after login may be handled before the link is up) is retried a
+    moment later, and after every login (`flush`).
+
+    A receipt not sealed yet waits in memory (losing it loses only a receipt). A sealed
+    one waits in the store (`ReceiptQueue`): it used keys of our chain, and the first
+    envelope of a chain carries the chain's state to the friend; dropped with the
+    client, it would leave every later envelope of that chain unreadable to them. One
+    the server refuses for good is dropped, and our chain's state goes again with the
+    next envelope (`ChainBook.undistributed`).
+    """
 
     def __init__(
         self,
         *,
         username: str,
         chains: ChainBook,
-        recipients: Recipients,
+        recipients: DirectRecipients,
         request: Request,
         clock: Callable[[], int],
+        queue: ReceiptQueue,
     ) -> None:
         self._username = username
         self._chains = chains
         self._recipients = recipients
         self._request = request
         self._clock = clock
+        self._queue = queue
         self._lock = threading.Lock()
         self._pending: list[Callable[[], None]] = []
         self._timer: threading.Timer | None = None
@@ -82,14 +116,31 @@ class ReceiptSender:
             except EndToEndError as exc:
                 log.info("a %s receipt was not sent: %s", state, exc)
                 continue
-            self._deliver(params)
+            # kept before it goes: a client closed while the request is out keeps it too
+            if self._keep(str(params["message_id"]), params):
+                self._deliver(params)
 
     def flush(self, *, timer: bool = False) -> None:
-        """Send what waited for a connection (called after login and by the retry timer)."""
+        """Send what waited for a connection (called after login and by the retry timer):
+        sealed receipts from the store first (older, and maybe from a run before this
+        one), then those waiting to be sealed."""
         with self._lock:
             pending, self._pending = self._pending, []
             self._timer = None
             self._timer_runs = self._timer_runs + 1 if timer else 0
+        try:
+            queued = self._queue.queued_receipts()
+        except RequestError:  # logged out meanwhile: the store is closed
+            queued = []
+        for message_id, encoded in queued:
+            try:
+                params = codec.decode(encoded)
+            except ProtocolError:
+                log.warning("dropping a queued receipt that does not decode")
+                self._drop(message_id)
+                continue
+            if not isinstance(params, dict) or not self._deliver(params):
+                break  # still no connection: the rest wait too
         for retry in pending:
             retry()
 
@@ -123,19 +174,59 @@ class ReceiptSender:
             "attachments": [],
         }
 
-    def _deliver(self, params: dict[str, Any]) -> None:
-        """Send sealed params; kept as they are for a retry (they may carry our chain's
-        state, and resending the same id is a no-op on the server)."""
+    def _deliver(self, params: dict[str, Any]) -> bool:
+        """Send sealed params; False if they wait in the queue for a connection.
+
+        They wait as they are (they may carry our chain's state, and resending the same
+        id is a no-op on the server).
+        """
+        message_id = str(params["message_id"])
         try:
             self._request(MessageType.SEND_MESSAGE, params)
         except (ConnectionLost, RequestTimeout) as exc:
             log.info("a receipt waits for the connection: %s", exc)
-            self._park(lambda: self._deliver(params))
+            self._wait(message_id, params)
+            return False
         except RequestError as exc:
             if exc.code in WAIT_CODES:
-                self._park(lambda: self._deliver(params))
-            else:
-                log.info("a receipt was refused: %s", exc.code)
+                self._wait(message_id, params)
+                return False
+            log.info("a receipt was refused: %s", exc.code)
+            self._refused(params)
+        self._drop(message_id)
+        return True
+
+    def _keep(self, message_id: str, params: dict[str, Any]) -> bool:
+        """Put sealed params in the queue (a no-op if they are there); False if the
+        store is closed (logged out), when nothing can wait or go."""
+        try:
+            self._queue.queue_receipt(message_id, codec.encode(params))
+        except RequestError as exc:
+            log.info("a receipt was dropped: %s", exc.code)
+            return False
+        return True
+
+    def _wait(self, message_id: str, params: dict[str, Any]) -> None:
+        if self._keep(message_id, params):
+            self._park(_nothing)  # the timer's flush sends the queue
+
+    def _drop(self, message_id: str) -> None:
+        with contextlib.suppress(RequestError):  # a store closed by logout keeps it
+            self._queue.drop_receipt(message_id)
+
+    def _refused(self, params: dict[str, Any]) -> None:
+        """The chain state these params carried never reached those friends: again."""
+        distributions = params.get("distributions")
+        target = params.get("target")
+        if isinstance(distributions, dict) and distributions and isinstance(target, str):
+            with contextlib.suppress(RequestError):  # logged out: the store is closed
+                self._chains.undistributed(
+                    direct_conversation(self._username, target), list(distributions)
+                )
+
+
+def _nothing() -> None:
+    """A parked retry with nothing of its own: the timer's flush sends the queue."""
 
 
 class ReceiptStore(Protocol):

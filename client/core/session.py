@@ -283,6 +283,7 @@ def open_session(
             recipients=recipients,
             request=wiring.request,
             clock=wiring.clock,
+            queue=store,
         )
 
         def report(message_id: str) -> None:

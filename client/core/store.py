@@ -31,7 +31,7 @@ from client.core.models import (
 from common.errors import RequestError, UchatError
 from common.fileio import make_private_dir
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 FTS_MIN_QUERY = 3  # the trigram tokenizer cannot match anything shorter
 LIKE_RECENT_ROWS = 5000  # how far short queries look before scanning everything
 BUSY_TIMEOUT_MS = 5000
@@ -177,6 +177,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 7: the server's time beside the sender's, and order/time findings
         "ALTER TABLE messages ADD COLUMN server_time INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE messages ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
+    ),
+    (  # 8: sealed receipts waiting for a connection: they used keys of our chain and
+        # may carry its state, so they outlive this run of the client
+        """CREATE TABLE receipt_queue (
+            message_id TEXT PRIMARY KEY,
+            params BLOB NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -771,6 +778,25 @@ class LocalStore:
     def drop_held(self, sender: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM held_deliveries WHERE sender = ?", (sender,))
+
+    # ------------------------------------------------------------------ receipt queue
+
+    def queue_receipt(self, message_id: str, params: bytes) -> None:
+        """Keep a sealed receipt until the server took it (`client.core.receipts`)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO receipt_queue (message_id, params) VALUES (?, ?)"
+                " ON CONFLICT (message_id) DO NOTHING",
+                (message_id, params),
+            )
+
+    def queued_receipts(self) -> list[tuple[str, bytes]]:
+        rows = self._query("SELECT message_id, params FROM receipt_queue ORDER BY message_id")
+        return [(str(row[0]), bytes(row[1])) for row in rows]
+
+    def drop_receipt(self, message_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM receipt_queue WHERE message_id = ?", (message_id,))
 
     # ------------------------------------------------------------------ drafts
 

@@ -216,6 +216,7 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE receipt_queue")  # version 8
     conn.execute("ALTER TABLE messages DROP COLUMN server_time")  # version 7
     conn.execute("ALTER TABLE messages DROP COLUMN flags")
     conn.execute("DROP TABLE chains")  # version 6
@@ -235,6 +236,8 @@ def test_version_1_store_gains_sender_and_kind_columns(tmp_path: Path) -> None:
         upgraded.add_message(msg("after", time=8))
         assert upgraded.chat_summaries()[("user", "bob")].last_sender == "bob"
         upgraded.save_style("user", "bob", 14, "#123456")
+        upgraded.queue_receipt("r1", b"sealed")  # version 8
+        assert upgraded.queued_receipts() == [("r1", b"sealed")]
 
 
 # ---------------------------------------------------------------- history paging
