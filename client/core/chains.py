@@ -389,6 +389,21 @@ class ChainBook:
                 chain.members = left
                 self._save(SEND, conversation, self._username, chain.to_value())
 
+    def dropped(self, params: Mapping[str, Any]) -> None:
+        """SEND_MESSAGE params we sealed were dropped for good (refused by the server):
+        the friends their distributions named never got our chain's state."""
+        distributions = params.get("distributions")
+        target, kind = params.get("target"), params.get("target_type")
+        if not isinstance(distributions, dict) or not distributions:
+            return
+        if kind == "user" and isinstance(target, str):
+            conversation = direct_conversation(self._username, target)
+        elif kind == "room" and type(target) is int:
+            conversation = room_conversation(target)
+        else:
+            return
+        self.undistributed(conversation, [str(name) for name in distributions])
+
     # -- receiving -----------------------------------------------------------------------
 
     def take_distribution(

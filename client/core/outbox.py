@@ -62,6 +62,9 @@ class OutboxStore(Protocol):
 SendFunction = Callable[[dict[str, Any]], dict[str, Any]]
 RebuildFunction = Callable[[ChatMessage, dict[str, Any]], dict[str, Any]]
 StatusListener = Callable[[str, MessageStatus], None]
+#: Told of params refused for good: the chain state they carried never arrived
+#: (`ChainBook.dropped` sends it again with the next envelope).
+DroppedListener = Callable[[dict[str, Any]], None]
 
 
 class Outbox:
@@ -74,11 +77,13 @@ class Outbox:
         send: SendFunction,
         rebuild: RebuildFunction,
         on_status: StatusListener,
+        on_dropped: DroppedListener | None = None,
     ) -> None:
         self._store = store
         self._send = send
         self._rebuild = rebuild
         self._on_status = on_status
+        self._on_dropped = on_dropped
         self._replay_lock = threading.Lock()
 
     def submit(self, message: ChatMessage, params: dict[str, Any]) -> ChatMessage:
@@ -120,6 +125,7 @@ class Outbox:
             if error.code in TRANSIENT_ERRORS:
                 return False
             self._give_up(message_id)
+            self._dropped(params)
             raise
         except (ConnectionLost, RequestTimeout):
             return False
@@ -139,7 +145,17 @@ class Outbox:
                 raise
             fresh = self._rebuild(message, params)
             self._store.outbox_add(message_id, _encoded_within_limit(fresh))
-            self._send(fresh)
+            try:
+                self._send(fresh)
+            except RequestError as again:
+                if again.code not in TRANSIENT_ERRORS:
+                    self._dropped(fresh)  # it carried the state to everyone again
+                raise
+
+    def _dropped(self, params: dict[str, Any]) -> None:
+        """Params refused for good: whoever their distributions named gets the state again."""
+        if self._on_dropped is not None:
+            self._on_dropped(params)
 
     def _give_up(self, message_id: str) -> None:
         self._store.set_status(message_id, "failed")

@@ -216,13 +216,8 @@ class ReceiptSender:
 
     def _refused(self, params: dict[str, Any]) -> None:
         """The chain state these params carried never reached those friends: again."""
-        distributions = params.get("distributions")
-        target = params.get("target")
-        if isinstance(distributions, dict) and distributions and isinstance(target, str):
-            with contextlib.suppress(RequestError):  # logged out: the store is closed
-                self._chains.undistributed(
-                    direct_conversation(self._username, target), list(distributions)
-                )
+        with contextlib.suppress(RequestError):  # logged out: the store is closed
+            self._chains.dropped(params)
 
 
 def _nothing() -> None:

@@ -255,20 +255,7 @@ def open_session(
         on_key_changed=wiring.on_key_changed,
     )
     recipients = Recipients(certificates=certificates, kem_keys=kem.keys)
-    outbox = Outbox(
-        store,
-        send=lambda params: wiring.request(MessageType.SEND_MESSAGE, params),
-        rebuild=wiring.rebuild,
-        on_status=wiring.on_status,
-    )
-    transfers = Transfers(
-        store=store,
-        staging_dir=store.path.parent / "uploads",
-        request=wiring.request,
-        start_request=wiring.start_request,
-        report=wiring.on_transfer,
-    )
-    inbox = chains = receipts = acks = None
+    chains = None
     if identity is not None:
         chains = ChainBook(
             username=profile.username,
@@ -277,6 +264,22 @@ def open_session(
             policy=wiring.rotation,
             clock=wiring.clock,
         )
+    outbox = Outbox(
+        store,
+        send=lambda params: wiring.request(MessageType.SEND_MESSAGE, params),
+        rebuild=wiring.rebuild,
+        on_status=wiring.on_status,
+        on_dropped=None if chains is None else chains.dropped,
+    )
+    transfers = Transfers(
+        store=store,
+        staging_dir=store.path.parent / "uploads",
+        request=wiring.request,
+        start_request=wiring.start_request,
+        report=wiring.on_transfer,
+    )
+    inbox = receipts = acks = None
+    if identity is not None and chains is not None:
         receipts = ReceiptSender(
             username=profile.username,
             chains=chains,

@@ -1,10 +1,13 @@
-"""Sealed receipts are never dropped with our chain's state in them (`client.core.receipts`).
+"""Our chain's state is never dropped on the way to a friend (`client.core.receipts`,
+`client.core.outbox`, `ChainBook.dropped`).
 
-A receipt is an envelope on our own sender chain; the first envelope of a chain carries
-the chain's state to the friend. A receipt sealed while the connection was down used to
-wait in memory only: a client closed meanwhile (a move to another server, a restart)
-lost it, and with it the state, so the friend held every later envelope of that chain,
-unreadable. These tests use real chains and a real local store.
+Receipts and messages are envelopes on our own sender chain; the first envelope of a
+chain carries the chain's state to the friend. A receipt sealed while the connection
+was down used to wait in memory only: a client closed meanwhile (a move to another
+server, a restart) lost it, and with it the state, so the friend held every later
+envelope of that chain, unreadable. Params refused for good (a receipt, or a message
+the outbox gives up on) leave the friend without the state likewise. These tests use
+real chains and a real local store.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import pytest
 
 from client.core.chains import ChainBook, direct_conversation
 from client.core.kem_keys import new_user_keys, signed_current
+from client.core.models import ChatMessage
+from client.core.outbox import Outbox
 from client.core.receipts import ReceiptSender
 from client.core.store import LocalStore
 from common.crypto.kem import SignedKemKey
@@ -93,10 +98,12 @@ class Alice:
 
     def fresh_sender(self) -> ReceiptSender:
         """A new client run on the same store: what a restart or a move sees."""
-        book = ChainBook(username="alice", keys=self.keys, records=self.store, clock=lambda: NOW)
+        self.book = ChainBook(
+            username="alice", keys=self.keys, records=self.store, clock=lambda: NOW
+        )
         return ReceiptSender(
             username="alice",
-            chains=book,
+            chains=self.book,
             recipients=BobOnly(signed_current(self.bob.keys)),
             request=self.server.request,
             clock=lambda: NOW,
@@ -160,3 +167,46 @@ def test_receipts_after_the_state_went_carry_no_state(pair: tuple[Alice, Friend]
     first, second = alice.server.taken
     assert set(first["distributions"]) == {"bob"} and second["distributions"] == {}
     assert bob.reads(alice.keys, first) and bob.reads(alice.keys, second)
+
+
+def _text(alice: Alice, message_id: str) -> tuple[ChatMessage, dict[str, Any]]:
+    """A text to bob sealed on alice's chain, as `Outgoing` seals one."""
+    sealed = alice.book.seal(
+        conversation=direct_conversation("alice", "bob"),
+        recipients={"bob": signed_current(alice.bob.keys)},
+        body=message_id.encode(),
+    )
+    message = ChatMessage(message_id, "user", "bob", "alice", NOW, "text", text="hi", outgoing=True)
+    params = {
+        "message_id": message_id,
+        "target_type": "user",
+        "target": "bob",
+        "time": NOW,
+        "envelope": sealed.envelope,
+        "distributions": sealed.distributions,
+        "attachments": [],
+    }
+    return message, params
+
+
+def test_a_message_refused_for_good_sends_the_chain_state_again(
+    pair: tuple[Alice, Friend],
+) -> None:
+    alice, bob = pair
+    outbox = Outbox(
+        alice.store,
+        send=lambda params: alice.server.request(MessageType.SEND_MESSAGE, params),
+        rebuild=lambda message, params: params,
+        on_status=lambda message_id, status: None,
+        on_dropped=alice.book.dropped,
+    )
+    alice.server.failure = RequestError("not_friends", "bob is not your friend")
+    first, params = _text(alice, "a" * 32)
+    assert set(params["distributions"]) == {"bob"}
+    with pytest.raises(RequestError):
+        outbox.submit(first, params)  # stored as failed: its state never reached bob
+    alice.server.failure = None
+    second, params = _text(alice, "b" * 32)
+    assert set(params["distributions"]) == {"bob"}  # the state goes again
+    outbox.submit(second, params)
+    assert bob.reads(alice.keys, alice.server.taken[0])
