@@ -210,7 +210,7 @@ def _go_home(accounts: Accounts, member: Member, cluster: Cluster) -> None:
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "rare since sealed receipts wait in the store (32 of 32 runs passed): a block of"
+        "rare since sealed receipts wait in the store (31 of 32 runs passed): a block of"
         " messages can stay held by the recipient's client, on a sender chain whose"
         " distribution never reached it; a request for the chain state is not built yet,"
         " docs/deploy.md"
