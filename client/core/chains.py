@@ -374,7 +374,7 @@ class ChainBook:
             self._own[conversation] = chain
         return Sealed(envelope, distributions, state.chain_id, keys.iteration, reason, started)
 
-    def undistributed(self, conversation: str, names: Iterable[str]) -> None:
+    def _undistributed(self, conversation: str, names: Iterable[str]) -> None:
         """These recipients never got our chain's state (what carried it was refused for
         good): the next envelope we seal in `conversation` carries it to them again.
 
@@ -402,7 +402,7 @@ class ChainBook:
             conversation = room_conversation(target)
         else:
             return
-        self.undistributed(conversation, [str(name) for name in distributions])
+        self._undistributed(conversation, [str(name) for name in distributions])
 
     # -- receiving -----------------------------------------------------------------------
 

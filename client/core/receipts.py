@@ -74,7 +74,7 @@ class ReceiptSender:
     envelope of a chain carries the chain's state to the friend; dropped with the
     client, it would leave every later envelope of that chain unreadable to them. One
     the server refuses for good is dropped, and our chain's state goes again with the
-    next envelope (`ChainBook.undistributed`).
+    next envelope (`ChainBook.dropped`).
     """
 
     def __init__(
@@ -175,7 +175,8 @@ class ReceiptSender:
         }
 
     def _deliver(self, params: dict[str, Any]) -> bool:
-        """Send sealed params; False if they wait in the queue for a connection.
+        """Send sealed params, already in the queue (`_keep`); False if they stay there
+        for a connection.
 
         They wait as they are (they may carry our chain's state, and resending the same
         id is a no-op on the server).
@@ -185,11 +186,11 @@ class ReceiptSender:
             self._request(MessageType.SEND_MESSAGE, params)
         except (ConnectionLost, RequestTimeout) as exc:
             log.info("a receipt waits for the connection: %s", exc)
-            self._wait(message_id, params)
+            self._park(_nothing)  # it is in the queue: the timer's flush sends it
             return False
         except RequestError as exc:
             if exc.code in WAIT_CODES:
-                self._wait(message_id, params)
+                self._park(_nothing)
                 return False
             log.info("a receipt was refused: %s", exc.code)
             self._refused(params)
@@ -205,10 +206,6 @@ class ReceiptSender:
             log.info("a receipt was dropped: %s", exc.code)
             return False
         return True
-
-    def _wait(self, message_id: str, params: dict[str, Any]) -> None:
-        if self._keep(message_id, params):
-            self._park(_nothing)  # the timer's flush sends the queue
 
     def _drop(self, message_id: str) -> None:
         with contextlib.suppress(RequestError):  # a store closed by logout keeps it
