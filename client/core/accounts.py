@@ -233,9 +233,10 @@ class Accounts:
         return updated
 
     def _after_login(self, session: Session, published: bool = True) -> None:
-        """Publish our KEM key if login could not, resend the outbox and resume uploads;
-        failures wait. Catch up on each group's signed membership. Then check our own
-        entries in the key log, now and every `MONITOR_INTERVAL`."""
+        """Publish our KEM key if login could not, resend the outbox, try held deliveries
+        again and resume uploads; failures wait. Catch up on each group's signed
+        membership. Then check our own entries in the key log, now and every
+        `MONITOR_INTERVAL`."""
         if not published:
             self._publish_kem_key(session, self._wiring.request)
         try:
@@ -243,6 +244,8 @@ class Accounts:
             session.outbox.replay()
             if session.receipts is not None:
                 session.receipts.flush()
+            if session.inbox is not None:
+                session.inbox.recheck_held()
             self._resume_uploads(session)
         except Exception as exc:  # a background task: report, never crash the process
             log.info("resending after login stopped: %s", exc)

@@ -43,6 +43,7 @@ from common.crypto.sender_chain import (
     RotationReason,
     SenderChain,
     rotation_due,
+    state_at,
 )
 from common.crypto.transcript import bind, text
 from common.errors import EndToEndError, ProtocolError
@@ -52,9 +53,10 @@ SEND = "send"
 RECEIVE = "receive"
 STATE_KEY_INFO = b"uchat-v2 local chain state"
 NONCE_SIZE = 12
-#: Chains of one sender kept readable: the current one and the one before a rotation,
-#: so a message sealed just before the rotation that arrives late still opens.
-KEPT_CHAINS = 2
+#: Chains of one sender kept readable: the current one and those before a rotation,
+#: so a message sealed just before the rotation that arrives late still opens, and a
+#: chain whose state came late (asked for again) does not push out the current one.
+KEPT_CHAINS = 3
 #: Chain ids remembered per sender, to recognise a distribution the server replays.
 SEEN_CHAINS = 64
 #: How far back a missing message still flags later ones as "after a gap" (a message a
@@ -111,34 +113,84 @@ class StateSeal:
 
 @dataclass
 class OwnChain:
-    """Our chain in one conversation and whom its state was distributed to."""
+    """Our chain in one conversation, and what a member may be given again.
+
+    `first` is the iteration each member's copy of the state started at; `start` (the
+    state at iteration 0) is kept for the chain's life (at most `RotationPolicy`'s
+    messages or days), so a member whose copy was lost, or that asks for it
+    (`client.core.chain_recovery`), gets the state it was first given, never an earlier
+    one: what it holds of this chain opens, and nothing from before it joined. `owed`
+    are the members to give it again with the next envelope. The chain before a rotation
+    is kept too (`previous`, one deep): a member may ask for it after we moved on.
+    """
 
     state: ChainState
     started_ms: int
     sent: int
-    members: set[str]
+    first: dict[str, int]
+    start: ChainState | None = None  # None: a record written before starts were kept
+    owed: set[str] = field(default_factory=set)
+    previous: OwnChain | None = None
+
+    @property
+    def members(self) -> set[str]:
+        return set(self.first)
+
+    def state_for(self, name: str) -> ChainState:
+        """The state `name` was first given (the current one if that is not known)."""
+        at = self.first.get(name)
+        if self.start is None or at is None:
+            return self.state
+        return state_at(self.start, at)
 
     def to_value(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "state": self.state.to_bytes(),
             "started": self.started_ms,
             "sent": self.sent,
-            "members": sorted(self.members),
+            "first": dict(self.first),
+            "owed": sorted(self.owed),
         }
+        if self.start is not None:
+            value["start"] = self.start.to_bytes()
+        if self.previous is not None:
+            value["previous"] = self.previous.to_value()
+        return value
 
     @classmethod
-    def from_value(cls, value: Any) -> OwnChain:
+    def from_value(cls, value: Any, *, nested: bool = False) -> OwnChain:
         if not isinstance(value, dict):
             raise EndToEndError("bad chain record")
-        state, members = value.get("state"), value.get("members")
-        started, sent = value.get("started"), value.get("sent")
-        if not isinstance(state, bytes) or not isinstance(members, list):
+        state, started, sent = value.get("state"), value.get("started"), value.get("sent")
+        if not isinstance(state, bytes) or type(started) is not int or type(sent) is not int:
             raise EndToEndError("bad chain record")
-        if type(started) is not int or type(sent) is not int:
+        chain = cls(ChainState.from_bytes(state), started, sent, _first_of(value))
+        start, owed, previous = value.get("start"), value.get("owed", []), value.get("previous")
+        if start is not None:
+            if not isinstance(start, bytes):
+                raise EndToEndError("bad chain record")
+            chain.start = ChainState.from_bytes(start)
+        if not isinstance(owed, list) or not all(isinstance(name, str) for name in owed):
             raise EndToEndError("bad chain record")
-        if not all(isinstance(name, str) for name in members):
+        chain.owed = set(owed)
+        if previous is not None and not nested:
+            chain.previous = cls.from_value(previous, nested=True)
+        return chain
+
+
+def _first_of(value: dict[str, Any]) -> dict[str, int]:
+    """Members and where their copy started; a record from before `first` has `members`."""
+    first = value.get("first")
+    if first is None:
+        members = value.get("members")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise EndToEndError("bad chain record")
-        return cls(ChainState.from_bytes(state), started, sent, set(members))
+        return dict.fromkeys(members, 0)
+    if not isinstance(first, dict) or not all(
+        isinstance(name, str) and type(n) is int and n >= 0 for name, n in first.items()
+    ):
+        raise EndToEndError("bad chain record")
+    return dict(first)
 
 
 def _keys_value(keys: MessageKeys) -> list[Any]:
@@ -164,6 +216,8 @@ class PeerChains:
     firsts: dict[bytes, int] = field(default_factory=dict)  # chain id -> first readable n
     seen: list[bytes] = field(default_factory=list)
     newest_sent_ms: int = 0  # sender time of the newest distribution taken
+    # (chain id, sender time) of each copy of a state received: one seen again is a replay
+    taken: list[bytes] = field(default_factory=list)
 
     def find(self, chain_id: bytes) -> ReceiverChain | None:
         for chain in self.chains:
@@ -183,6 +237,7 @@ class PeerChains:
             ],
             "seen": list(self.seen),
             "newest": self.newest_sent_ms,
+            "taken": list(self.taken),
         }
 
     @classmethod
@@ -210,7 +265,10 @@ class PeerChains:
             firsts[reader.chain_id] = first
         if not all(isinstance(chain_id, bytes) for chain_id in seen):
             raise EndToEndError("bad chain record")
-        return cls(readers, firsts, list(seen), newest)
+        taken = value.get("taken", [])
+        if not isinstance(taken, list) or not all(isinstance(mark, bytes) for mark in taken):
+            raise EndToEndError("bad chain record")
+        return cls(readers, firsts, list(seen), newest, list(taken))
 
 
 # ---------------------------------------------------------------- results
@@ -328,7 +386,6 @@ class ChainBook:
         sent_at = now if sent_ms is None else sent_ms
         with self._lock:
             chain = self._own_chain(conversation)
-            reachable = {name for name, key in recipients.items() if key is not None}
             reason = None
             if chain is not None:
                 reason = rotation_due(
@@ -340,26 +397,16 @@ class ChainBook:
                 )
             started = chain is None or reason is not None
             if chain is None or reason is not None:
-                chain = OwnChain(SenderChain.start().state(), now, 0, set())
-            # after a refused send, everyone gets the state again (a newcomer's copy went
-            # out with the refused envelope, so it never arrived)
-            newcomers = reachable if redistribute else reachable - chain.members
+                fresh = SenderChain.start().state()
+                if chain is not None:
+                    chain.previous = None  # one chain back is kept, no more
+                chain = OwnChain(fresh, now, 0, {}, start=fresh, previous=chain)
+            distributions = self._distributions(
+                chain, conversation, recipients, now, redistribute=redistribute
+            )
             state = chain.state
             sender = SenderChain(state)
             keys = sender.next_keys()
-            distributions = {
-                name: seal_distribution(
-                    identity=self._keys.identity,
-                    state=state,
-                    sent_ms=now,
-                    conversation=conversation,
-                    sender=self._username,
-                    recipient=name,
-                    recipient_kem=key,
-                )
-                for name in sorted(newcomers)
-                if (key := recipients[name]) is not None
-            }
             envelope = seal_envelope(
                 identity=self._keys.identity,
                 conversation=conversation,
@@ -369,32 +416,89 @@ class ChainBook:
             )
             chain.state = sender.state()
             chain.sent += 1
-            chain.members = (chain.members & set(recipients)) | newcomers
+            chain.first = {name: n for name, n in chain.first.items() if name in recipients}
             self._save(SEND, conversation, self._username, chain.to_value())
             self._own[conversation] = chain
         return Sealed(envelope, distributions, state.chain_id, keys.iteration, reason, started)
 
-    def _undistributed(self, conversation: str, names: Iterable[str]) -> None:
-        """These recipients never got our chain's state (what carried it was refused for
-        good): the next envelope we seal in `conversation` carries it to them again.
+    def _distributions(
+        self,
+        chain: OwnChain,
+        conversation: str,
+        recipients: Mapping[str, SignedKemKey | None],
+        now: int,
+        *,
+        redistribute: bool,
+    ) -> dict[str, bytes]:
+        """The chain states this envelope carries, sealed to each recipient that needs one.
 
-        Without this they would hold every later envelope of the chain, unreadable.
+        A newcomer gets the current state; a member owed its copy (or everyone, after a
+        refused send: `redistribute`) gets the state it was first given, so what it holds
+        of this chain opens; a member owed the chain before a rotation gets that one when
+        it needs nothing of the current chain.
         """
+        given: dict[str, ChainState] = {}
+        for name in sorted(recipients):
+            if recipients[name] is None:
+                continue
+            if name not in chain.first:
+                chain.first[name] = chain.state.iteration
+                given[name] = chain.state
+            elif redistribute or name in chain.owed:
+                given[name] = chain.state_for(name)
+            elif chain.previous is not None and name in chain.previous.owed:
+                given[name] = chain.previous.state_for(name)
+                chain.previous.owed.discard(name)
+            chain.owed.discard(name)
+        return {
+            name: seal_distribution(
+                identity=self._keys.identity,
+                state=state,
+                sent_ms=now,
+                conversation=conversation,
+                sender=self._username,
+                recipient=name,
+                recipient_kem=key,
+            )
+            for name, state in given.items()
+            if (key := recipients[name]) is not None
+        }
+
+    def _owe(self, conversation: str, chain_id: bytes, names: Iterable[str]) -> bool:
+        """Give `names` their copy of our chain `chain_id` again with the next envelope;
+        False if that chain is gone (rotated twice) or none of them was given it."""
         with self._lock:
-            chain = self._own_chain(conversation)
-            if chain is None:
-                return
-            left = chain.members - set(names)
-            if left != chain.members:
-                chain.members = left
-                self._save(SEND, conversation, self._username, chain.to_value())
+            current = self._own_chain(conversation)
+            if current is None:
+                return False
+            for chain in (current, current.previous):
+                if chain is None or chain.state.chain_id != chain_id:
+                    continue
+                owed = set(names) & chain.members
+                if not owed:
+                    return False
+                chain.owed |= owed
+                self._save(SEND, conversation, self._username, current.to_value())
+                return True
+        return False
+
+    def asked(self, conversation: str, requester: str, chain_id: bytes) -> bool:
+        """`requester` holds envelopes of our chain it cannot open (the envelope carrying
+        its copy of the state was lost): True if it is owed a copy now."""
+        return self._owe(conversation, chain_id, [requester])
 
     def dropped(self, params: Mapping[str, Any]) -> None:
         """SEND_MESSAGE params we sealed were dropped for good (refused by the server):
-        the friends their distributions named never got our chain's state."""
-        distributions = params.get("distributions")
+        the friends their distributions named never got our chain's state.
+
+        Without another copy they would hold every later envelope of the chain,
+        unreadable; the next envelope carries it (from where they were first given it).
+        """
+        distributions, envelope = params.get("distributions"), params.get("envelope")
         target, kind = params.get("target"), params.get("target_type")
         if not isinstance(distributions, dict) or not distributions:
+            return
+        if not isinstance(envelope, bytes):
             return
         if kind == "user" and isinstance(target, str):
             conversation = direct_conversation(self._username, target)
@@ -402,7 +506,11 @@ class ChainBook:
             conversation = room_conversation(target)
         else:
             return
-        self._undistributed(conversation, [str(name) for name in distributions])
+        try:
+            chain_id = envelope_header(envelope).chain_id
+        except EndToEndError:
+            return
+        self._owe(conversation, chain_id, [str(name) for name in distributions])
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -412,8 +520,10 @@ class ChainBook:
         """Verify and keep a chain state sent to us; False if it is a replay.
 
         A chain we already have is never replaced, so a distribution cannot rewind it to
-        keys already used; one that would (its iteration is behind ours, or the chain
-        was rotated away) is a replay by the server, which the caller reports.
+        keys already used. A copy we took before, coming again when it would rewind us
+        (its iteration is behind ours, or the chain was rotated away), is a replay by
+        the server, which the caller reports; another copy of a chain we have (sealed
+        anew by the sender, or a first copy arriving after one we asked for) is not.
         """
         kem = self._keys.kem
         distribution = open_distribution(
@@ -426,11 +536,19 @@ class ChainBook:
         )
         with self._lock:
             chains = self._peer_chains(conversation, sender)
+            mark = distribution.state.chain_id + distribution.sent_ms.to_bytes(8, "big")
             if distribution.state.chain_id in chains.seen:
                 known = chains.find(distribution.state.chain_id)
-                # A sender resends its current state after a refused send (nothing to
-                # take); a state behind what we have read is the server replaying it.
-                return known is not None and distribution.state.iteration >= known.iteration
+                if mark in chains.taken and (
+                    known is None or distribution.state.iteration < known.iteration
+                ):
+                    return False  # a copy we had, behind us now: the server replays it
+                # nothing to take: the sender's copy again (after a refusal or a request),
+                # or its first copy arriving late; a chain is never rewound
+                self._remember(chains, mark)
+                self._save(RECEIVE, conversation, sender, chains.to_value())
+                return True
+            self._remember(chains, mark)
             chains.chains.append(ReceiverChain(distribution.state, max_skipped=self._max_skipped))
             chains.firsts[distribution.state.chain_id] = distribution.state.iteration
             del chains.chains[:-KEPT_CHAINS]
@@ -441,6 +559,12 @@ class ChainBook:
             chains.newest_sent_ms = max(chains.newest_sent_ms, distribution.sent_ms)
             self._save(RECEIVE, conversation, sender, chains.to_value())
         return True
+
+    @staticmethod
+    def _remember(chains: PeerChains, mark: bytes) -> None:
+        if mark not in chains.taken:
+            chains.taken.append(mark)
+            del chains.taken[:-SEEN_CHAINS]
 
     def knows(self, conversation: str, sender: str, chain_id: bytes) -> bool:
         """Whether a distribution of this chain ever reached us."""

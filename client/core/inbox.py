@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from client.core.bodies import Delivery, Receipt, parse_receipt
+from client.core.bodies import Delivery
 from client.core.chains import ChainBook, Opened, direct_conversation, room_conversation
+from client.core.control_bodies import ChainRequest, Control, Receipt, parse_control
 from client.core.models import ChatMessage
 from client.core.trust import CertificateBook, Identity, KeyChangedError
 from common.crypto.certs import UserCertificate
@@ -52,6 +53,8 @@ class InboxStore(Protocol):
 
     def drop_held(self, sender: str) -> None: ...
 
+    def held_senders(self) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class ChainNotice:
@@ -67,6 +70,10 @@ class ChainNotice:
 #: is a backlog window, and the server pushes the next only once it is acknowledged.
 DEFER_BATCH = 32
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000  # sender and server clocks further apart are flagged
+
+
+#: (the delivery, its conversation, a chain id): see `client.core.chain_recovery`
+ChainCallback = Callable[[Delivery, str, bytes], None]
 
 
 class _Consumed(Exception):
@@ -99,7 +106,12 @@ class Inbox:
         on_receipt: Callable[[str, Receipt], object] | None = None,
         delivered: Callable[[str, list[str]], None] | None = None,
         defer_acknowledge: Callable[[list[str]], None] | None = None,
+        missing_chain: ChainCallback | None = None,
+        chain_requested: ChainCallback | None = None,
     ) -> None:
+        # held envelopes of a chain whose state never came (`client.core.chain_recovery`)
+        self._missing_chain = missing_chain
+        self._chain_requested = chain_requested  # a member asks for our chain's state
         # room messages only, a small batch: acknowledged a moment later, with others
         # (`client.core.acks`); None: every batch is acknowledged at once
         self._defer_acknowledge = defer_acknowledge
@@ -146,6 +158,8 @@ class Inbox:
             try:
                 message = self._open(delivery)
             except _Consumed:
+                if delivery.distribution is not None:  # a chain copy: what waited may open
+                    retry.add(delivery.sender)
                 acknowledged.append(delivery.message_id)
                 continue
             except _Hold:
@@ -208,6 +222,12 @@ class Inbox:
                 log.warning("dropping an unreadable held delivery")
         return self._receive(values, acknowledge=False)
 
+    def recheck_held(self) -> int:
+        """After a login: try what is held again (what can open now opens; a chain state
+        still missing is asked for, `client.core.chain_recovery`); how many opened."""
+        with self._lock:
+            return sum(self._release(sender) for sender in self._store.held_senders())
+
     def held(self, username: str) -> int:
         return len(self._store.held_deliveries(username))
 
@@ -244,14 +264,13 @@ class Inbox:
         except EndToEndError:
             return self._unopened(sender, delivery, conversation)
         body = opened.body
+        me = self._identity.username
         try:
-            if delivery.target_type == "user" and (
-                receipt := parse_receipt(body.body, self._identity.username)
-            ):
-                if self._on_receipt is not None:
-                    self._on_receipt(delivery.sender, receipt)
+            control = parse_control(body.body, delivery.target_type, delivery.target, me)
+            if control is not None:
+                self._control(delivery, conversation, control)
                 raise _Consumed()
-            message = delivery.to_message(body.body, self._identity.username)
+            message = delivery.to_message(body.body, me)
         except (RemoteProtocolError, ValueError):
             return delivery.undecryptable()
         flags = [
@@ -273,6 +292,18 @@ class Inbox:
             self._opened(message, opened)
         return message
 
+    def _control(self, delivery: Delivery, conversation: str, control: Control) -> None:
+        """A receipt or a chain request: for us to act on, never shown."""
+        if isinstance(control, Receipt):
+            if self._on_receipt is not None:
+                self._on_receipt(delivery.sender, control)
+        elif (
+            isinstance(control, ChainRequest)
+            and control.sender == self._identity.username
+            and self._chain_requested is not None
+        ):
+            self._chain_requested(delivery, conversation, control.chain_id)
+
     def _unopened(
         self, sender: UserCertificate, delivery: Delivery, conversation: str
     ) -> ChatMessage:
@@ -293,6 +324,8 @@ class Inbox:
             return delivery.undecryptable()
         header = envelope_header(delivery.envelope)
         if not self._chains.knows(conversation, delivery.sender, header.chain_id):
+            if self._missing_chain is not None:
+                self._missing_chain(delivery, conversation, header.chain_id)
             raise _Hold()
         if self._chains.already_opened(
             conversation, delivery.sender, header.chain_id, header.iteration

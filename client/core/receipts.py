@@ -9,6 +9,10 @@ messages we sent to the friend who seals it.
 
 Room messages get no receipts: 499 receipts per message in a 500-member room would cost
 more than the message itself, and a room shows "sent" (docs/architecture.md).
+
+The same sender carries the other control bodies (`client.core.control_bodies`: a
+request for a chain's state, a copy of it), to a friend or to a room: they need the same
+care, since each uses keys of our chain too.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from functools import partial
 from typing import Any, Protocol
 
 from client.core.binding import bind_chat
-from client.core.bodies import MAX_RECEIPT_IDS, Receipt, receipt_body
-from client.core.chains import ChainBook, direct_conversation
-from client.core.models import ChatMessage, MessageStatus
+from client.core.chains import ChainBook, direct_conversation, room_conversation
+from client.core.control_bodies import MAX_RECEIPT_IDS, Receipt, receipt_body
+from client.core.models import ChatKind, ChatMessage, MessageStatus
 from common.crypto.kem import SignedKemKey
 from common.errors import (
     ConnectionLost,
@@ -48,10 +52,14 @@ MAX_PENDING = 1000  # receipts waiting for a connection, then the oldest go
 MAX_TIMER_RUNS = 150  # five minutes of retries every RETRY_SECONDS
 
 
-class DirectRecipients(Protocol):
-    """The slice of `Recipients` a receipt needs: the friend's verified KEM key."""
+class ControlRecipients(Protocol):
+    """The slice of `Recipients` a control body needs: the verified KEM keys."""
 
     def direct(self, username: str, *, refresh: bool = False) -> dict[str, SignedKemKey | None]: ...
+
+    def room(
+        self, room_id: int, me: str, *, refresh: bool = False
+    ) -> tuple[dict[str, SignedKemKey | None], bytes]: ...
 
 
 class ReceiptQueue(Protocol):
@@ -65,9 +73,9 @@ class ReceiptQueue(Protocol):
 
 
 class ReceiptSender:
-    """Seals and sends receipts. One that cannot go now (no connection: a receipt for a
-    backlog pushed right after login may be handled before the link is up) is retried a
-    moment later, and after every login (`flush`).
+    """Seals and sends receipts and other control bodies. One that cannot go now (no
+    connection: a receipt for a backlog pushed right after login may be handled before
+    the link is up) is retried a moment later, and after every login (`flush`).
 
     A receipt not sealed yet waits in memory (losing it loses only a receipt). A sealed
     one waits in the store (`ReceiptQueue`): it used keys of our chain, and the first
@@ -82,7 +90,7 @@ class ReceiptSender:
         *,
         username: str,
         chains: ChainBook,
-        recipients: DirectRecipients,
+        recipients: ControlRecipients,
         request: Request,
         clock: Callable[[], int],
         queue: ReceiptQueue,
@@ -101,24 +109,31 @@ class ReceiptSender:
     def send(self, peer: str, state: str, ids: list[str]) -> None:
         for start in range(0, len(ids), MAX_RECEIPT_IDS):
             part = ids[start : start + MAX_RECEIPT_IDS]
-            try:
-                params = self._seal(peer, state, part)
-            except (ConnectionLost, RequestTimeout) as exc:  # nothing sealed yet
-                log.info("a %s receipt waits for the connection: %s", state, exc)
-                self._park(partial(self.send, peer, state, part))
-                continue
-            except RequestError as exc:
-                if exc.code in WAIT_CODES:  # reconnected but not logged in yet
-                    self._park(partial(self.send, peer, state, part))
-                else:
-                    log.info("a %s receipt was not sent: %s", state, exc.code)
-                continue
-            except EndToEndError as exc:
-                log.info("a %s receipt was not sent: %s", state, exc)
-                continue
-            # kept before it goes: a client closed while the request is out keeps it too
-            if self._keep(str(params["message_id"]), params):
-                self._deliver(params)
+            self.send_control("user", peer, receipt_body(state, part), f"{state} receipt")
+
+    def send_control(
+        self, chat_kind: ChatKind, target: str, body: bytes, what: str = "control message"
+    ) -> None:
+        """Seal a control body (`client.core.control_bodies`) for a friend or a room, and
+        send it as reliably as a receipt."""
+        try:
+            params = self._seal(chat_kind, target, body)
+        except (ConnectionLost, RequestTimeout) as exc:  # nothing sealed yet
+            log.info("a %s waits for the connection: %s", what, exc)
+            self._park(partial(self.send_control, chat_kind, target, body, what))
+            return
+        except RequestError as exc:
+            if exc.code in WAIT_CODES:  # reconnected but not logged in yet
+                self._park(partial(self.send_control, chat_kind, target, body, what))
+            else:
+                log.info("a %s was not sent: %s", what, exc.code)
+            return
+        except EndToEndError as exc:
+            log.info("a %s was not sent: %s", what, exc)
+            return
+        # kept before it goes: a client closed while the request is out keeps it too
+        if self._keep(str(params["message_id"]), params):
+            self._deliver(params)
 
     def flush(self, *, timer: bool = False) -> None:
         """Send what waited for a connection (called after login and by the retry timer):
@@ -154,25 +169,37 @@ class ReceiptSender:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def _seal(self, peer: str, state: str, ids: list[str]) -> dict[str, Any]:
-        recipients = self._recipients.direct(peer)
-        name = next(iter(recipients))
+    def _seal(self, chat_kind: ChatKind, target: str, body: bytes) -> dict[str, Any]:
+        member_hash: bytes | None = None
+        label: str | int
+        if chat_kind == "user":
+            recipients = self._recipients.direct(target)
+            label = next(iter(recipients))
+            conversation = direct_conversation(self._username, label)
+        else:
+            label = int(target)
+            recipients, member_hash = self._recipients.room(label, self._username)
+            conversation = room_conversation(label)
         now = self._clock()
         sealed = self._chains.seal(
-            conversation=direct_conversation(self._username, name),
+            conversation=conversation,
             recipients=recipients,
-            body=bind_chat(receipt_body(state, ids), "user", name),
+            body=bind_chat(body, chat_kind, str(label)),
+            member_hash=member_hash,
             sent_ms=now,
         )
-        return {
+        params: dict[str, Any] = {
             "message_id": time_ordered_id(),
-            "target_type": "user",
-            "target": name,
+            "target_type": chat_kind,
+            "target": label,
             "time": now,
             "envelope": sealed.envelope,
             "distributions": sealed.distributions,
             "attachments": [],
         }
+        if member_hash is not None:
+            params["member_hash"] = member_hash
+        return params
 
     def _deliver(self, params: dict[str, Any]) -> bool:
         """Send sealed params, already in the queue (`_keep`); False if they stay there

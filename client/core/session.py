@@ -20,6 +20,7 @@ from typing import Any
 
 from client.core.acks import DeferredAcks
 from client.core.bodies import BODY_LIMITS
+from client.core.chain_recovery import ChainRecovery
 from client.core.chains import ChainBook
 from client.core.connection import PendingRequest
 from client.core.contacts import ContactBook
@@ -82,6 +83,7 @@ class Session:
     chains: ChainBook | None = None
     receipts: ReceiptSender | None = None
     acks: DeferredAcks | None = None  # room acknowledgements waiting a moment
+    recovery: ChainRecovery | None = None  # asks for chain states that never came
     uploads_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     active_uploads: set[str] = dataclasses.field(default_factory=set)
 
@@ -93,6 +95,8 @@ class Session:
         """The account logs out here: stop waiting acknowledgements, close the store."""
         if self.acks is not None:
             self.acks.close()
+        if self.recovery is not None:
+            self.recovery.close()
         self.store.close()
 
 
@@ -278,7 +282,7 @@ def open_session(
         start_request=wiring.start_request,
         report=wiring.on_transfer,
     )
-    inbox = receipts = acks = None
+    inbox = receipts = acks = recovery = None
     if identity is not None and chains is not None:
         receipts = ReceiptSender(
             username=profile.username,
@@ -295,6 +299,7 @@ def open_session(
                 wiring.on_status(message_id, stored.status)
 
         acks = DeferredAcks(wiring.acknowledge)
+        recovery = ChainRecovery(chains=chains, control=receipts)
         inbox = Inbox(
             identity=identity,
             certificates=certificates,
@@ -307,6 +312,8 @@ def open_session(
             notice=wiring.on_chain_notice,
             on_receipt=lambda sender, receipt: apply_receipt(store, sender, receipt, report),
             delivered=receipts_sender(receipts),
+            missing_chain=recovery.missing,
+            chain_requested=recovery.requested,
         )
     membership = RoomMembership(
         username=profile.username,
@@ -339,6 +346,7 @@ def open_session(
         chains,
         receipts,
         acks,
+        recovery,
     )
 
 

@@ -761,7 +761,8 @@ class LocalStore:
     # ------------------------------------------------------------------ held deliveries
 
     def hold_delivery(self, message_id: str, sender: str, delivery: bytes) -> None:
-        """Keep a delivery we cannot open yet (the sender's key changed), then acknowledge it."""
+        """Keep a delivery we cannot open yet (the sender's key changed, or its chain's
+        state has not reached us), then acknowledge it."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO held_deliveries (message_id, sender, delivery) VALUES (?, ?, ?) "
@@ -778,6 +779,13 @@ class LocalStore:
     def drop_held(self, sender: str) -> None:
         with self._transaction() as conn:
             conn.execute("DELETE FROM held_deliveries WHERE sender = ?", (sender,))
+
+    def held_senders(self) -> list[str]:
+        """Senders with deliveries held, in the order their first one was held."""
+        rows = self._query(
+            "SELECT sender FROM held_deliveries GROUP BY sender ORDER BY MIN(seq)", ()
+        )
+        return [str(row[0]) for row in rows]
 
     # ------------------------------------------------------------------ receipt queue
 

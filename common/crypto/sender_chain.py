@@ -99,6 +99,20 @@ def next_chain_key(chain_key: bytes) -> bytes:
     return hmac_sha256(chain_key, _CHAIN_KEY_SEED)
 
 
+def state_at(start: ChainState, iteration: int) -> ChainState:
+    """The chain's state at a later `iteration`, from an earlier state (one-way).
+
+    A sender that kept its chain's first state derives what a member was first given,
+    to give it again when that member's copy was lost; going back is impossible.
+    """
+    if not start.iteration <= iteration <= MAX_ITERATION:
+        raise EndToEndError("a chain cannot go back")
+    chain_key = start.chain_key
+    for _ in range(iteration - start.iteration):
+        chain_key = next_chain_key(chain_key)
+    return ChainState(start.chain_id, iteration, chain_key)
+
+
 class SenderChain:
     """The sending half: hands out each message's keys once, in order."""
 

@@ -79,6 +79,9 @@ class MemoryStore:
     def drop_held(self, sender: str) -> None:
         self.held = [item for item in self.held if item[1] != sender]
 
+    def held_senders(self) -> list[str]:
+        return list(dict.fromkeys(item[1] for item in self.held))
+
     def add_messages(self, ms: Sequence[ChatMessage]) -> list[bool]:
         self.messages.extend(ms)
         return [True] * len(ms)

@@ -10,7 +10,9 @@ message:
              after the sender's next one, with the server time set an hour earlier;
 - `drop`:    never stores the message but tells the sender it was delivered
              (a forged MESSAGE_DELIVERED);
-- `relabel`: stores a direct message as a message of a room both users are in.
+- `relabel`: stores a direct message as a message of a room both users are in;
+- `strip`:   stores the message without the chain distributions it carries (the
+             recipients never get the state of the sender's chain).
 
 Each attack runs once and removes its file.
 """
@@ -62,6 +64,8 @@ class Attack:
             forged = {"message_id": params["message_id"], "recipient": params["target"]}
             ctx.push(int(ctx.user_id or 0), MessageType.MESSAGE_DELIVERED, {"deliveries": [forged]})
             return {"message_id": params["message_id"], "time": ctx.now()}
+        if self.armed("strip", sender):
+            params = {**params, "distributions": {}}
         if self.armed("relabel", sender):
             params = self._as_room_message(ctx, params)
         if self.armed("reorder", sender):

@@ -106,3 +106,50 @@ def test_a_relabelled_conversation_is_refused_and_shown(
     bob.events.wait("chain_warning", reason="relabelled", username="alice")
     assert "could not be decrypted" in bob.client.history(int(room.id))[-1].text
     assert all(m.text != "for bob only" for m in bob.client.history(int(room.id)))
+
+
+def test_a_withheld_chain_state_is_asked_for_and_the_held_messages_then_open(
+    server: RunningServer, accounts: Accounts
+) -> None:
+    """The first envelope of alice's chain reaches bob without its state: bob holds what
+    he cannot open, asks alice (sealed, `client.core.chain_recovery`), and alice's
+    client gives the state again, from where bob was first given it."""
+    alice = accounts.user(server, name="alice")
+    bob = accounts.user(server, name="bob")
+    befriend(alice, bob)
+    arm(server, "strip", alice)
+    sent = [alice.client.send_text("bob", f"number {n}") for n in range(3)]
+    for message in sent:
+        alice.events.status(message.message_id, "sent")
+
+    def opened() -> list[str]:
+        return [m.text for m in bob.client.history("alice") if not m.outgoing]
+
+    wait_until(lambda: len(opened()) == 3, timeout=20, what="the held messages at bob")
+    assert opened() == ["number 0", "number 1", "number 2"]
+
+
+def test_a_withheld_room_chain_state_is_asked_for_by_each_member_in_the_room(
+    server: RunningServer, accounts: Accounts
+) -> None:
+    alice = accounts.user(server, name="alice")
+    bob = accounts.user(server, name="bob")
+    carol = accounts.user(server, name="carol")
+    room = int(alice.client.create_room("withheld").id)
+    for member in (bob, carol):
+        member.client.join_room(room)
+    arm(server, "strip", alice)
+    sent = [alice.client.send_text(room, f"room {n}") for n in range(3)]
+    for message in sent:
+        alice.events.status(message.message_id, "sent")
+
+    def opened(member: User) -> list[str]:
+        return [m.text for m in member.client.history(room) if m.sender == "alice"]
+
+    for member in (bob, carol):
+        wait_until(
+            lambda m=member: len(opened(m)) == 3,  # type: ignore[misc]
+            timeout=20,
+            what=f"the held room messages at {member.name}",
+        )
+        assert opened(member) == ["room 0", "room 1", "room 2"]

@@ -71,6 +71,11 @@ class BobOnly:
     def direct(self, username: str, *, refresh: bool = False) -> dict[str, SignedKemKey | None]:
         return {username: self.kem}
 
+    def room(
+        self, room_id: int, me: str, *, refresh: bool = False
+    ) -> tuple[dict[str, SignedKemKey | None], bytes]:
+        raise AssertionError("these tests send to bob only")
+
 
 class Server:
     """SEND_MESSAGE as the test wants it to go: taken, lost connection, or refused."""

@@ -211,6 +211,7 @@ def test_a_resend_after_a_refused_send_reaches_the_newcomer_without_alarming_oth
     bob.open(ROOM, alice, first.envelope)
     both = {"bob": bob.kem, "carol": carol.kem}
     alice.book.seal(conversation=ROOM, recipients=both, body=b"refused")  # never delivered
+    alice.clock += 40  # the refusal came back: a copy sealed anew is newer than bob's
     again = alice.book.seal(conversation=ROOM, recipients=both, body=b"two", redistribute=True)
     assert set(again.distributions) == {"bob", "carol"}
     assert bob.take(ROOM, alice, again.distributions["bob"])  # a resend, not a replay

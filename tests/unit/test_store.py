@@ -582,3 +582,14 @@ def test_search_can_be_limited_to_one_chat(tmp_path: Path) -> None:
             assert [m.message_id for m in found] == [mine.message_id]
     finally:
         store.close()
+
+
+def test_held_deliveries_are_kept_per_sender_and_listed_by_sender(store: LocalStore) -> None:
+    store.hold_delivery("m1", "carol", b"one")
+    store.hold_delivery("m2", "alice", b"two")
+    store.hold_delivery("m3", "carol", b"three")
+    store.hold_delivery("m1", "carol", b"one again")  # the same delivery held twice: once
+    assert store.held_senders() == ["carol", "alice"]
+    assert store.held_deliveries("carol") == [b"one", b"three"]
+    store.drop_held("carol")
+    assert store.held_senders() == ["alice"] and store.held_deliveries("carol") == []
