@@ -253,6 +253,10 @@ class Inbox:
     def _open_v2(self, sender: UserCertificate, delivery: Delivery) -> ChatMessage:
         conversation = self._conversation(delivery)
         if delivery.distribution is not None:
+            if self._repeat(delivery, conversation):
+                # pushed again (our acknowledgement was lost with a connection): its
+                # distribution is the one we took with it, not a replay to report
+                raise _Consumed()
             self._take_distribution(sender, delivery, delivery.distribution, conversation)
         try:
             opened = self._chains.open(
@@ -291,6 +295,16 @@ class Inbox:
         if self._opened is not None:
             self._opened(message, opened)
         return message
+
+    def _repeat(self, delivery: Delivery, conversation: str) -> bool:
+        """Whether this envelope's message was opened before (its key is gone)."""
+        try:
+            header = envelope_header(delivery.envelope)
+        except EndToEndError:
+            return False
+        return self._chains.already_opened(
+            conversation, delivery.sender, header.chain_id, header.iteration
+        )
 
     def _control(self, delivery: Delivery, conversation: str, control: Control) -> None:
         """A receipt or a chain request: for us to act on, never shown."""

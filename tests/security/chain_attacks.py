@@ -12,7 +12,10 @@ message:
              (a forged MESSAGE_DELIVERED);
 - `relabel`: stores a direct message as a message of a room both users are in;
 - `strip`:   stores the message without the chain distributions it carries (the
-             recipients never get the state of the sender's chain).
+             recipients never get the state of the sender's chain);
+- `forget_ack` (on ACK_DELIVERY, for the user acknowledging): answers the user's next
+             acknowledgement without moving its cursor, as a node that died before
+             its commit would; what it acknowledged is pushed again after a login.
 
 Each attack runs once and removes its file.
 """
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from common.crypto.membership import member_list_hash
 from common.protocol.opcodes import MessageType
-from server.handlers import send_message
+from server.handlers import ack_delivery, send_message
 from server.storage import rooms, users
 
 if TYPE_CHECKING:
@@ -78,6 +81,11 @@ class Attack:
             send_message.handle(early, held)
         return answer
 
+    def acknowledge(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+        if self.armed("forget_ack", str(ctx.username)):
+            return {}
+        return ack_delivery.handle(ctx, params)
+
     def _user_id(self, ctx: Context, name: str) -> int:
         user = users.by_username(ctx.db, name)
         return 0 if user is None else user.id
@@ -113,10 +121,19 @@ class _Retimed:
         return getattr(self._ctx, name)
 
 
+def _handler(name: str, opcode: MessageType, handle: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.OPCODE = opcode  # type: ignore[attr-defined]
+    module.REQUIRES_AUTH = True  # type: ignore[attr-defined]
+    module.handle = handle  # type: ignore[attr-defined]
+    return module
+
+
 def install(server: Server) -> None:
     attack = Attack(server)
-    module = types.ModuleType("chain_attack_send_message")
-    module.OPCODE = MessageType.SEND_MESSAGE  # type: ignore[attr-defined]
-    module.REQUIRES_AUTH = True  # type: ignore[attr-defined]
-    module.handle = attack.handle  # type: ignore[attr-defined]
-    server.dispatcher.replace(module)
+    server.dispatcher.replace(
+        _handler("chain_attack_send_message", MessageType.SEND_MESSAGE, attack.handle)
+    )
+    server.dispatcher.replace(
+        _handler("chain_attack_ack_delivery", MessageType.ACK_DELIVERY, attack.acknowledge)
+    )

@@ -153,3 +153,25 @@ def test_a_withheld_room_chain_state_is_asked_for_by_each_member_in_the_room(
             what=f"the held room messages at {member.name}",
         )
         assert opened(member) == ["room 0", "room 1", "room 2"]
+
+
+def test_a_message_pushed_again_after_a_lost_acknowledgement_is_not_called_a_replay(
+    server: RunningServer, accounts: Accounts
+) -> None:
+    """The first envelope of a chain carries its state; pushed again (an honest server
+    whose node died before it stored the acknowledgement), it is a repeat, not the
+    server replaying a distribution: no warning, and the message is shown once."""
+    alice = accounts.user(server, name="alice")
+    bob = accounts.user(server, name="bob")
+    befriend(alice, bob)
+    arm(server, "forget_ack", bob)
+    alice.client.send_text("bob", "first")
+    bob.events.wait("message")
+    accounts.reopen(bob, server)  # the first message is pushed again
+    alice.client.send_text("bob", "second")
+    bob.events.wait("message", where=lambda e: e.data["message"].text == "second")
+    assert [m.text for m in bob.client.history("alice") if not m.outgoing] == [
+        "first",
+        "second",
+    ]
+    assert bob.events.matching("chain_warning") == []
