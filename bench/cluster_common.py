@@ -89,21 +89,29 @@ class PrivateCluster:
         except LocalServiceError as exc:
             raise BenchError(f"private cluster services: {exc}") from None
         self.dsn = self.postgres.create_database("uchat")
-        passphrase = self.root / "ca-passphrase"
-        passphrase.write_text("a passphrase for the bench cluster\n")
-        passphrase.chmod(0o600)
+        self.passphrase_file.write_text("a passphrase for the bench cluster\n")
+        self.passphrase_file.chmod(0o600)
+
+    @property
+    def passphrase_file(self) -> Path:
+        """The CA passphrase every node reads (and a migration encrypts the CA with)."""
+        return self.root / "ca-passphrase"
 
     def env(self, name: str) -> dict[str, str]:
         assert self.redis is not None, "start_services() first"
         return {
             "UCHAT_SERVER_DATABASE_URL": self.dsn,
             "UCHAT_SERVER_REDIS_URL": self.redis.url,
-            "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(self.root / "ca-passphrase"),
+            "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(self.passphrase_file),
             "UCHAT_SERVER_NODE_ID": name,
         }
 
-    def start_node(self, name: str, log_level: str = "INFO") -> ServerProcess:
-        node = ServerProcess.start(self.env(name), log_level=log_level, workdir=new_workdir())
+    def start_node(
+        self, name: str, log_level: str = "INFO", overrides: dict[str, str] | None = None
+    ) -> ServerProcess:
+        """Node `name` on the cluster's database and bus; `overrides` are more settings."""
+        env = {**self.env(name), **(overrides or {})}
+        node = ServerProcess.start(env, log_level=log_level, workdir=new_workdir())
         self.nodes.append(node)
         return node
 
