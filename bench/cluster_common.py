@@ -69,6 +69,23 @@ class ServicesCpu:
 
 
 @dataclass
+class NodesAndServices:
+    """The nodes' summed CPU for a meter; every read also notes the services' CPU."""
+
+    nodes: CpuSum
+    services: ServicesCpu
+    service_reads: list[float] = field(default_factory=list)
+
+    def cpu_seconds(self) -> float:
+        self.service_reads.append(self.services.cpu_seconds())
+        return self.nodes.cpu_seconds()
+
+    def services_seconds(self) -> float:
+        """The services' CPU between the first read and the last."""
+        return self.service_reads[-1] - self.service_reads[0] if self.service_reads else 0.0
+
+
+@dataclass
 class PrivateCluster:
     """`start_node()` as often as wanted; `close()` stops nodes, Redis and PostgreSQL."""
 
