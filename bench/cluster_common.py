@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import BenchError, ServerProcess, new_workdir
+from bench.common import BenchError, ServerProcess, new_workdir, signals_held
 from server.cluster.local_services import (
     LocalPostgres,
     LocalRedis,
@@ -100,11 +100,14 @@ class PrivateCluster:
         self.root.chmod(0o711)  # PostgreSQL (another account under root) must get through
         self.postgres = LocalPostgres(self.root / "pg")
         self.redis = LocalRedis(self.root / "redis")
-        try:
-            self.postgres.start()
-            self.redis.start()
-        except LocalServiceError as exc:
-            raise BenchError(f"private cluster services: {exc}") from None
+        # Interrupted, initdb's or a server's children could outlive `close()`: the time
+        # limit waits until both run.
+        with signals_held():
+            try:
+                self.postgres.start()
+                self.redis.start()
+            except LocalServiceError as exc:
+                raise BenchError(f"private cluster services: {exc}") from None
         self.dsn = self.postgres.create_database("uchat")
         self.passphrase_file.write_text("a passphrase for the bench cluster\n")
         self.passphrase_file.chmod(0o600)
@@ -128,20 +131,22 @@ class PrivateCluster:
     ) -> ServerProcess:
         """Node `name` on the cluster's database and bus; `overrides` are more settings."""
         env = {**self.env(name), **(overrides or {})}
-        node = ServerProcess.start(env, log_level=log_level, workdir=new_workdir())
-        self.nodes.append(node)
+        with signals_held():  # the time limit waits until `close()` knows the node
+            node = ServerProcess.start(env, log_level=log_level, workdir=new_workdir())
+            self.nodes.append(node)
         return node
 
     def restart_node(self, old: ServerProcess, name: str, log_level: str = "INFO") -> ServerProcess:
         """Start node `name` again on `old`'s port and data folder (after a SIGKILL)."""
-        node = ServerProcess.start(
-            self.env(name),
-            log_level=log_level,
-            workdir=old.workdir,
-            extra_args=("--port", str(old.port)),
-        )
-        old.workdir = None  # the new process owns the folder now
-        self.nodes.append(node)
+        with signals_held():
+            node = ServerProcess.start(
+                self.env(name),
+                log_level=log_level,
+                workdir=old.workdir,
+                extra_args=("--port", str(old.port)),
+            )
+            old.workdir = None  # the new process owns the folder now
+            self.nodes.append(node)
         return node
 
     def services_cpu(self) -> ServicesCpu:
@@ -151,13 +156,19 @@ class PrivateCluster:
         return ServicesCpu(postgres, bus)
 
     def close(self) -> None:
-        for node in self.nodes:
-            node.cleanup()
-        if self.redis is not None:
-            self.redis.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Everything stopped and removed; the time limit waits until it is done."""
+        with signals_held():
+            try:
+                for node in self.nodes:
+                    node.cleanup()
+            finally:
+                try:
+                    if self.redis is not None:
+                        self.redis.stop()
+                finally:
+                    if self.postgres is not None:
+                        self.postgres.stop()
+                    shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PrivateCluster:
         return self
