@@ -36,11 +36,22 @@ def run_scenario(name: str, quick: bool, json_path: str | None, rest: list[str])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=[*SCENARIOS, "all", "list"])
+    # No -h of its own: after a scenario name, --help belongs to the scenario.
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0], add_help=False
+    )
+    parser.add_argument("scenario", nargs="?", choices=[*SCENARIOS, "all", "list"])
     parser.add_argument("--quick", action="store_true", help="scaled-down sizes")
     parser.add_argument("--json", metavar="FILE", help="also write the JSON result here")
+    parser.add_argument(
+        "-h", "--help", action="store_true", help="this help; after a scenario, the scenario's"
+    )
     args, rest = parser.parse_known_args(argv)
+    if args.help and args.scenario not in (None, "list"):
+        rest.append("--help")
+    elif args.help or args.scenario is None:
+        parser.print_help()
+        return 0 if args.help else 2
     if args.scenario == "list":
         for name, scenario in SCENARIOS.items():
             print(f"{name:16} {scenario.module}")

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import BenchError, ServerProcess, new_workdir
+from bench.common import BenchError, ServerProcess, new_workdir, signals_held
 from server.cluster.local_services import (
     LocalPostgres,
     LocalRedis,
@@ -69,6 +69,23 @@ class ServicesCpu:
 
 
 @dataclass
+class NodesAndServices:
+    """The nodes' summed CPU for a meter; every read also notes the services' CPU."""
+
+    nodes: CpuSum
+    services: ServicesCpu
+    service_reads: list[float] = field(default_factory=list)
+
+    def cpu_seconds(self) -> float:
+        self.service_reads.append(self.services.cpu_seconds())
+        return self.nodes.cpu_seconds()
+
+    def services_seconds(self) -> float:
+        """The services' CPU between the first read and the last."""
+        return self.service_reads[-1] - self.service_reads[0] if self.service_reads else 0.0
+
+
+@dataclass
 class PrivateCluster:
     """`start_node()` as often as wanted; `close()` stops nodes, Redis and PostgreSQL."""
 
@@ -83,40 +100,53 @@ class PrivateCluster:
         self.root.chmod(0o711)  # PostgreSQL (another account under root) must get through
         self.postgres = LocalPostgres(self.root / "pg")
         self.redis = LocalRedis(self.root / "redis")
-        try:
-            self.postgres.start()
-            self.redis.start()
-        except LocalServiceError as exc:
-            raise BenchError(f"private cluster services: {exc}") from None
+        # Interrupted, initdb's or a server's children could outlive `close()`: the time
+        # limit waits until both run.
+        with signals_held():
+            try:
+                self.postgres.start()
+                self.redis.start()
+            except LocalServiceError as exc:
+                raise BenchError(f"private cluster services: {exc}") from None
         self.dsn = self.postgres.create_database("uchat")
-        passphrase = self.root / "ca-passphrase"
-        passphrase.write_text("a passphrase for the bench cluster\n")
-        passphrase.chmod(0o600)
+        self.passphrase_file.write_text("a passphrase for the bench cluster\n")
+        self.passphrase_file.chmod(0o600)
+
+    @property
+    def passphrase_file(self) -> Path:
+        """The CA passphrase every node reads (and a migration encrypts the CA with)."""
+        return self.root / "ca-passphrase"
 
     def env(self, name: str) -> dict[str, str]:
         assert self.redis is not None, "start_services() first"
         return {
             "UCHAT_SERVER_DATABASE_URL": self.dsn,
             "UCHAT_SERVER_REDIS_URL": self.redis.url,
-            "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(self.root / "ca-passphrase"),
+            "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(self.passphrase_file),
             "UCHAT_SERVER_NODE_ID": name,
         }
 
-    def start_node(self, name: str, log_level: str = "INFO") -> ServerProcess:
-        node = ServerProcess.start(self.env(name), log_level=log_level, workdir=new_workdir())
-        self.nodes.append(node)
+    def start_node(
+        self, name: str, log_level: str = "INFO", overrides: dict[str, str] | None = None
+    ) -> ServerProcess:
+        """Node `name` on the cluster's database and bus; `overrides` are more settings."""
+        env = {**self.env(name), **(overrides or {})}
+        with signals_held():  # the time limit waits until `close()` knows the node
+            node = ServerProcess.start(env, log_level=log_level, workdir=new_workdir())
+            self.nodes.append(node)
         return node
 
     def restart_node(self, old: ServerProcess, name: str, log_level: str = "INFO") -> ServerProcess:
         """Start node `name` again on `old`'s port and data folder (after a SIGKILL)."""
-        node = ServerProcess.start(
-            self.env(name),
-            log_level=log_level,
-            workdir=old.workdir,
-            extra_args=("--port", str(old.port)),
-        )
-        old.workdir = None  # the new process owns the folder now
-        self.nodes.append(node)
+        with signals_held():
+            node = ServerProcess.start(
+                self.env(name),
+                log_level=log_level,
+                workdir=old.workdir,
+                extra_args=("--port", str(old.port)),
+            )
+            old.workdir = None  # the new process owns the folder now
+            self.nodes.append(node)
         return node
 
     def services_cpu(self) -> ServicesCpu:
@@ -126,13 +156,19 @@ class PrivateCluster:
         return ServicesCpu(postgres, bus)
 
     def close(self) -> None:
-        for node in self.nodes:
-            node.cleanup()
-        if self.redis is not None:
-            self.redis.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Everything stopped and removed; the time limit waits until it is done."""
+        with signals_held():
+            try:
+                for node in self.nodes:
+                    node.cleanup()
+            finally:
+                try:
+                    if self.redis is not None:
+                        self.redis.stop()
+                finally:
+                    if self.postgres is not None:
+                        self.postgres.stop()
+                    shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PrivateCluster:
         return self

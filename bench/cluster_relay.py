@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
-from bench.cluster_common import CpuSum, PrivateCluster, ServicesCpu
+from bench.cluster_common import CpuSum, NodesAndServices, PrivateCluster
 from bench.common import (
     RequestTemplate,
     ServerProcess,
@@ -40,19 +39,6 @@ from common.protocol.opcodes import MessageType
 
 SCENARIO = "cluster_relay"
 BAR = 0.7
-
-
-@dataclass
-class NodesAndServices:
-    """The nodes' summed CPU for the relay's meter; every read also notes the services'."""
-
-    nodes: CpuSum
-    services: ServicesCpu
-    service_reads: list[float] = field(default_factory=list)
-
-    def cpu_seconds(self) -> float:
-        self.service_reads.append(self.services.cpu_seconds())
-        return self.nodes.cpu_seconds()
 
 
 def make_pairs(senders: list[Any], receivers: list[Any], envelope_size: int) -> list[Pair]:
@@ -112,7 +98,7 @@ def two_nodes(args: Any) -> dict[str, Any]:
         finally:
             close_pairs(pairs)
         wall = peak["cpu"].get("wall_s", 0.0)
-        services_s = meter.service_reads[-1] - meter.service_reads[0]
+        services_s = meter.services_seconds()
         nodes_s = peak["cpu"].get("server_cpu_pct", 0.0) / 100 * wall
         peak["split"] = {"node_a": len(on_a), "node_b": len(on_b)}
         peak["services_cpu_pct"] = round(100 * services_s / wall, 1) if wall else None

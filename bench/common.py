@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -124,17 +124,29 @@ class ServerProcess(RunningServer):
         env = {"UCHAT_CONFIG": str(config_path), "UCHAT_SERVER_SCRYPT_N": str(SCRYPT_N)}
         env.update(LOAD_GENERATOR_ENV)  # every generated client comes from 127.0.0.1
         env.update(env_overrides or {})
+        # The time limit raised inside `start_server` would lose the child it spawned
+        # (nobody holds it yet): it waits until the server is ours, which then stops it.
+        server: ServerProcess | None = None
         try:
-            running = start_server(
-                base / "server",
-                env,
-                ("--log-level", log_level, *extra_args),
-                log_path=base / "server.log",
-            )
-        except ServerStartError as exc:
-            raise BenchError(str(exc)) from None
-        fields = {name: getattr(running, name) for name in RunningServer.__dataclass_fields__}
-        return cls(**fields, workdir=workdir)
+            with signals_held():
+                try:
+                    running = start_server(
+                        base / "server",
+                        env,
+                        ("--log-level", log_level, *extra_args),
+                        log_path=base / "server.log",
+                    )
+                except ServerStartError as exc:
+                    raise BenchError(str(exc)) from None
+                fields = {
+                    name: getattr(running, name) for name in RunningServer.__dataclass_fields__
+                }
+                server = cls(**fields, workdir=workdir)
+        except BaseException:
+            if server is not None:
+                server.cleanup()
+            raise
+        return server
 
     def alive(self) -> bool:
         return self.is_alive()
@@ -146,16 +158,36 @@ class ServerProcess(RunningServer):
         return self.process.returncode
 
     def cleanup(self) -> None:
-        self.stop()
-        if self.workdir is not None:
-            self.workdir.cleanup()
-            self.workdir = None
+        """Stop the server and remove its folder; the time limit waits until it is done."""
+        with signals_held():
+            self.stop()
+            if self.workdir is not None:
+                self.workdir.cleanup()
+                self.workdir = None
 
     def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """The time limit (SIGALRM) and SIGTERM wait until the block is left, then act.
+
+    Deferred in the handlers, not masked: a child spawned inside would inherit a mask
+    and ignore the SIGTERM that stops it.
+    """
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.pop()
+        if not _HELD and _PENDING:
+            signum = _PENDING[0]
+            _PENDING.clear()
+            _ACT[signum](signum, None)
 
 
 def new_workdir() -> tempfile.TemporaryDirectory[str]:
@@ -983,6 +1015,33 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(f"stopped by signal {signum}")
 
 
+_ACT: dict[int, Callable[[int, FrameType | None], None]] = {
+    signal.SIGALRM: _on_alarm,
+    signal.SIGTERM: _on_term,
+}
+#: `signals_held` depth, and the signals that came meanwhile.
+_HELD: list[bool] = []
+_PENDING: list[int] = []
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _HELD:
+        _PENDING.append(signum)
+        return
+    _ACT[signum](signum, frame)
+
+
+def bench_error_in(exc: BaseException) -> BenchError | None:
+    """The BenchError in `exc`'s chain: the time limit may fire inside code that wraps
+    whatever it catches (`SecureChannel.receive_data` makes it a protocol error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BenchError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def run(scenario: str, body: Callable[[], dict[str, Any]], args: argparse.Namespace) -> int:
     """Run `body` under `args.time_limit`; on failure print a JSON error object instead.
 
@@ -992,15 +1051,18 @@ def run(scenario: str, body: Callable[[], dict[str, Any]], args: argparse.Namesp
     churn through millions of objects either.
     """
     _LOAD_AT_START.append(round(os.getloadavg()[0], 2))
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGALRM, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     signal.setitimer(signal.ITIMER_REAL, args.time_limit)
     gc.disable()
     status = 0
     try:
         document = body()
-    except BenchError as exc:
-        document = {"scenario": scenario, "error": str(exc), "machine": machine_info()}
+    except Exception as exc:
+        cause = bench_error_in(exc)
+        if cause is None:
+            raise
+        document = {"scenario": scenario, "error": str(cause), "machine": machine_info()}
         print(json.dumps(document))
         status = 1
     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import resource
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bench.common import (
@@ -100,46 +101,90 @@ def idle_cpu_pct(server: ServerProcess, seconds: float) -> float:
     return 100 * (server.cpu_seconds() - before) / (time.perf_counter() - started)
 
 
-def scenario(args: Any) -> dict[str, Any]:
+@dataclass
+class Held:
+    """Links opened and logged in on one server, with the server's RSS at each step."""
+
+    links: list[Link]
+    times: SessionTimes
+    handshake_s: float
+    login_s: float
+    rss_empty: int
+    rss_handshaken: int
+    rss_logged_in: int
+
+    def figures(self) -> dict[str, Any]:
+        """Rates and memory per link, as the connections scenario reports them."""
+        count = len(self.links)
+        return {
+            "handshakes_per_s": round(count / self.handshake_s, 1),
+            "handshake_ms": summarize(self.times.handshake),
+            "logins_per_s": round(count / self.login_s, 1),
+            "rss_kb": {
+                "empty": self.rss_empty,
+                "handshaken": self.rss_handshaken,
+                "logged_in": self.rss_logged_in,
+            },
+            "kb_per_connection_handshaken": round(
+                (self.rss_handshaken - self.rss_empty) / count, 2
+            ),
+            "kb_per_connection_logged_in": round(self.kb_per_link(self.rss_logged_in), 2),
+        }
+
+    def kb_per_link(self, rss_kb: int) -> float:
+        """RSS growth since the server was empty, per link held."""
+        return (rss_kb - self.rss_empty) / len(self.links)
+
+
+def hold(server: ServerProcess, names: list[str], window: int, rss_empty: int) -> Held:
+    """Handshake one link per name (`window` in flight), then LOGIN each; RSS after both.
+
+    `rss_empty` is read by the caller before any link opens (on every node of a cluster).
+    """
+    times = SessionTimes()
+    started = time.perf_counter()
+    links = open_sessions(server, names, login=False, window=window, times=times)
+    handshake_s = time.perf_counter() - started
+    rss_handshaken = settled_rss(server)
+    login_s, login_errors = log_in(links, LOGIN_WINDOW)
+    if login_errors:
+        for link in links:
+            link.close()
+        raise BenchError(f"logins refused: {login_errors}")
+    rss_logged_in = settled_rss(server)
+    return Held(links, times, handshake_s, login_s, rss_empty, rss_handshaken, rss_logged_in)
+
+
+def seeded_names(args: Any) -> tuple[list[str], str | None]:
+    """The user names this run can hold (file limit), and a note when it scaled down."""
     count, note = fit_to_file_limit(args.connections)
     if count <= 0:
         raise BenchError(note or "no file descriptors available")
-    names = user_names("c", count)
+    return user_names("c", count), note
+
+
+#: idle_timeout: set-up of 10,000 links takes longer than the default 120 s, and
+#: these links stand for clients between their 30 s pings.
+IDLE_OVERRIDES = {"UCHAT_SERVER_IDLE_TIMEOUT": "3600"}
+
+
+def scenario(args: Any) -> dict[str, Any]:
+    names, note = seeded_names(args)
+    count = len(names)
     workdir = new_workdir()
     seeded = seed_users(workdir, names)
-    # idle_timeout: set-up of 10,000 links takes longer than the default 120 s, and
-    # these links stand for clients between their 30 s pings.
-    overrides = {"UCHAT_SERVER_IDLE_TIMEOUT": "3600"}
-    with ServerProcess.start(overrides, args.log_level, workdir) as server:
-        rss_empty = settled_rss(server)
-        times = SessionTimes()
-        started = time.perf_counter()
-        links = open_sessions(server, names, login=False, window=args.window, times=times)
-        handshake_s = time.perf_counter() - started
-        rss_handshaken = settled_rss(server)
-        login_s, login_errors = log_in(links, LOGIN_WINDOW)
-        if login_errors:
-            raise BenchError(f"logins refused: {login_errors}")
-        rss_logged_in = settled_rss(server)
+    with ServerProcess.start(IDLE_OVERRIDES, args.log_level, workdir) as server:
+        held = hold(server, names, args.window, settled_rss(server))
         idle_pct = idle_cpu_pct(server, IDLE_WATCH_S)
-        latencies, failures = ping_sample(links, args.sample)
+        latencies, failures = ping_sample(held.links, args.sample)
         alive = server.alive()
-        for link in links:
+        for link in held.links:
             link.close()
-    per_link_kb = (rss_logged_in - rss_empty) / count
+    per_link_kb = held.kb_per_link(held.rss_logged_in)
     results = {
         "connections_held": count,
         "seed": seeded,
-        "handshakes_per_s": round(count / handshake_s, 1),
-        "handshake_ms": summarize(times.handshake),
-        "logins_per_s": round(count / login_s, 1),
-        "rss_kb": {
-            "empty": rss_empty,
-            "handshaken": rss_handshaken,
-            "logged_in": rss_logged_in,
-        },
-        "kb_per_connection_handshaken": round((rss_handshaken - rss_empty) / count, 2),
-        "kb_per_connection_logged_in": round(per_link_kb, 2),
+        **held.figures(),
         "idle_server_cpu_pct_with_all_held": round(idle_pct, 1),
         "ping_sample": {"failures": failures, "latency_ms": summarize(latencies)},
         "server_alive": alive,

@@ -23,16 +23,20 @@ one read pass over the members; `read_pass_ms` reports how long that pass took.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import selectors
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cluster_common import CpuSum
 from bench.common import (
     BenchError,
     CpuMeter,
+    CpuTimed,
     Link,
     ServerProcess,
     SignedRoom,
@@ -171,26 +175,44 @@ class Fanout:
         return sent
 
 
+def open_spread(
+    servers: Sequence[ServerProcess], names: Sequence[str], offset: int = 0
+) -> list[Link]:
+    """Sessions for `names` in their order, name j on server (offset + j) mod len(servers).
+
+    One server: plain `open_sessions`. Several (cluster nodes): the members alternate.
+    """
+    count = len(servers)
+    if count == 1:
+        return open_sessions(servers[0], names)
+    links: list[Link | None] = [None] * len(names)
+    for index, server in enumerate(servers):
+        first = (index - offset) % count
+        links[first::count] = open_sessions(server, names[first::count])
+    return [link for link in links if link is not None]
+
+
 def set_up(
-    server: ServerProcess, members: int, online_joins: int = ONLINE_JOIN_LIMIT
+    servers: Sequence[ServerProcess], members: int, online_joins: int = ONLINE_JOIN_LIMIT
 ) -> tuple[Link, list[Link], int, dict[str, Any]]:
+    """Register on the first server; the sender (member 0) logs in there, the rest alternate."""
     names = user_names("f", members)
-    registration = register_users(server, names)
+    registration = register_users(servers[0], names)
     if members <= online_joins:
         started = time.perf_counter()
-        links = open_sessions(server, names)
+        links = open_spread(servers, names)
         login_s = time.perf_counter() - started
         sender, others = links[0], links[1:]
         started = time.perf_counter()
         room_id = make_room(sender, others, "fanout bench")
         join_s = time.perf_counter() - started
     else:
-        sender = open_sessions(server, names[:1])[0]
+        sender = open_sessions(servers[0], names[:1])[0]
         started = time.perf_counter()
-        room_id = join_in_waves(server, sender, names[1:], min(JOIN_WAVE, online_joins))
+        room_id = join_in_waves(servers, sender, names[1:], min(JOIN_WAVE, online_joins))
         join_s = time.perf_counter() - started
         started = time.perf_counter()
-        others = open_sessions(server, names[1:])
+        others = open_spread(servers, names[1:], offset=1)
         login_s = time.perf_counter() - started
         links = [sender, *others]
     dropped = drain_all(links, quiet=0.5)
@@ -203,7 +225,9 @@ def set_up(
     return sender, others, room_id, info
 
 
-def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: int) -> int:
+def join_in_waves(
+    servers: Sequence[ServerProcess], founder: Link, names: list[str], size: int
+) -> int:
     """Members join `size` at a time and leave again before the next wave logs in.
 
     Everyone online when someone joins is told (a member event), so 5,000 members
@@ -212,7 +236,7 @@ def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: 
     """
     room = SignedRoom.found(founder, "fanout bench")
     for start in range(0, len(names), size):
-        wave = open_sessions(server, names[start : start + size])
+        wave = open_spread(servers, names[start : start + size], offset=1 + start)
         for link in wave:
             room.join(link)
         for link in wave:
@@ -222,31 +246,35 @@ def join_in_waves(server: ServerProcess, founder: Link, names: list[str], size: 
     return room.number
 
 
-def scenario(args: Any) -> dict[str, Any]:
+def measure(
+    servers: Sequence[ServerProcess], args: Any, cpu: CpuTimed | None = None
+) -> dict[str, Any]:
+    """Set the room up on `servers`, run the warm-up and the measured rounds: the results.
+
+    `cpu` is what the meter reads (default: the servers' CPU summed).
+    """
     if args.members < 2:
         raise BenchError("a room needs at least 2 members")
-    with ServerProcess.start(log_level=args.log_level) as server:
-        sender, members, room_id, setup = set_up(server, args.members, args.online_joins)
-        fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack_delay)
-        for _ in range(args.warmup):
-            fanout.one_round(MESSAGE_TIMEOUT)
-        fanout.finish(MESSAGE_TIMEOUT)
-        fanout.acks_total = 0
-        meter = CpuMeter(server)
-        rounds = []
-        for _ in range(args.messages):
-            rounds.append(fanout.one_round(MESSAGE_TIMEOUT))
-            time.sleep(args.gap)
-        fanout.finish(MESSAGE_TIMEOUT)
-        cpu = meter.read()
-        alive = server.alive()
-        tracebacks = server.log_count("Traceback")
+    sender, members, room_id, setup = set_up(servers, args.members, args.online_joins)
+    fanout = Fanout(sender, members, room_id, args.envelope_size, args.ack_delay)
+    for _ in range(args.warmup):
+        fanout.one_round(MESSAGE_TIMEOUT)
+    fanout.finish(MESSAGE_TIMEOUT)
+    fanout.acks_total = 0
+    meter = CpuMeter(cpu or CpuSum(list(servers)))
+    rounds = []
+    for _ in range(args.messages):
+        rounds.append(fanout.one_round(MESSAGE_TIMEOUT))
+        time.sleep(args.gap)
+    fanout.finish(MESSAGE_TIMEOUT)
+    cpu_read = meter.read()
+    alive = all(server.alive() for server in servers)
+    tracebacks = sum(server.log_count("Traceback") for server in servers)
     last = [max(r.arrivals.values()) - r.sent for r in rounds]
     first = [min(r.arrivals.values()) - r.sent for r in rounds]
     every = [t - r.sent for r in rounds for t in r.arrivals.values()]
-    last_ms = summarize(last)
-    results = {
-        "last_recipient_ms": last_ms,
+    return {
+        "last_recipient_ms": summarize(last),
         "first_recipient_ms": summarize(first),
         "every_recipient_ms": summarize(every),
         "sender_reply_ms": summarize(r.reply_at - r.sent for r in rounds),
@@ -254,34 +282,43 @@ def scenario(args: Any) -> dict[str, Any]:
         "envelopes_per_message": 1,
         "request_bytes_approx": args.envelope_size + 200,
         "setup": setup,
-        "cpu_during_rounds_incl_gaps": cpu,
+        "cpu_during_rounds_incl_gaps": cpu_read,
         "server_cpu_ms_per_message": round(
-            cpu["wall_s"] * cpu["server_cpu_pct"] * 10 / max(1, len(rounds)), 2
+            cpu_read["wall_s"] * cpu_read["server_cpu_pct"] * 10 / max(1, len(rounds)), 2
         ),
         "acknowledgements_per_message": round(fanout.acks_total / max(1, len(rounds)), 1),
         "server_alive": alive,
         "server_tracebacks": tracebacks,
     }
+
+
+def scenario(args: Any) -> dict[str, Any]:
+    with ServerProcess.start(log_level=args.log_level) as server:
+        results = measure([server], args)
     checks = [
         check(
             f"room fan-out to {args.members} members, last recipient p99",
-            last_ms["p99"],
+            results["last_recipient_ms"]["p99"],
             50,
             "ms",
             False,
         )
     ]
     params = {k: v for k, v in vars(args).items() if k != "log_level"}
-    notes = [
+    return emit(SCENARIO, params, results, checks, [acknowledgement_note(args)])
+
+
+def acknowledgement_note(args: Any) -> str:
+    """How the members acknowledged and how the rounds were spaced (for `notes`)."""
+    return (
         f"members acknowledge once their oldest unacknowledged message is {args.ack_delay} s "
         "old (0: every message), after the current message reached all; a message "
         f"followed by acknowledgements waits for their answers, then a {args.gap} s gap"
-    ]
-    return emit(SCENARIO, params, results, checks, notes)
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The room's options, shared with `cluster_fanout`."""
     parser.add_argument("--members", type=int, default=500, help="room size, sender included")
     parser.add_argument("--messages", type=int, default=50, help="measured room messages")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured messages first")
@@ -299,5 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         default=ACK_DELAY_SECONDS,
         help="seconds a member's acknowledgement may wait (the client's; 0: every message)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0], time_limit=240.0)
+    add_options(parser)
     args = parser.parse_args(argv)
     return run(SCENARIO, lambda: scenario(args), args)

@@ -71,6 +71,18 @@ SCENARIOS: dict[str, Scenario] = {
         300.0,
     ),
     "cluster_faults": Scenario("bench.cluster_faults", ("--kills", "4"), ("--kills", "1"), 900.0),
+    "cluster_fanout": Scenario(
+        "bench.cluster_fanout",
+        ("--members", "20", "--messages", "10"),
+        ("--members", "4", "--messages", "3", "--warmup", "1"),
+        600.0,
+    ),
+    "cluster_connections": Scenario(
+        "bench.cluster_connections",
+        ("--connections", "200"),
+        ("--connections", "40", "--sample", "10"),
+        600.0,
+    ),
     "e2e": Scenario(
         "bench.e2e",
         ("--messages", "300", "--rate", "100"),
