@@ -210,3 +210,6 @@ class SecureChannel:
         self.mac_alg = keys.mac_alg
         self._state = _State.ESTABLISHED
         self._decoder.max_body = self._max_frame
+        # The handshake's keys, KEM ciphertexts and transcript (several KB) are done
+        # with: a server holding 10,000 connections must not keep 10,000 of them.
+        self._client = self._server = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,3 +148,31 @@ def test_records_stay_small_until_the_owner_lifts_the_cap(identity: ServerIdenti
     server.limit_frames(16 * 1024)
     with pytest.raises(RemoteProtocolError):
         server.receive_data(client.send(big))
+
+
+def test_an_established_channel_keeps_nothing_of_its_handshake() -> None:
+    """The handshake's keys, KEM ciphertexts and transcript are several KB a connection:
+    once both sides hold the session keys they are garbage (a server holds 10,000)."""
+    import gc
+    import weakref
+
+    from common.crypto.handshake import ClientHandshake, ServerHandshake
+
+    client_handshake = ClientHandshake(None, ("hmac-sha256",), os.urandom)
+    server_handshake = ServerHandshake(ServerIdentity.create(), "hmac-sha256", os.urandom)
+    handshakes: list[weakref.ref[object]] = [
+        weakref.ref(client_handshake),
+        weakref.ref(server_handshake),
+    ]
+    client = SecureChannel(client=client_handshake)
+    server = SecureChannel(server=server_handshake)
+    del client_handshake, server_handshake
+    server.receive_data(client.initiate())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    assert client.established and server.established
+    gc.collect()
+    assert [ref() for ref in handshakes] == [None, None]
+    assert client.peer_fingerprint is not None
+    sealed = client.send(Message(MessageType.PING, 1, {}))
+    assert server.receive_data(sealed) == [Message(MessageType.PING, 1, {})]
