@@ -40,6 +40,7 @@ from server.cluster.hints import (
     Relay,
     RoomNews,
     UserNews,
+    UsersNews,
 )
 from server.cluster.identity import cluster_identity
 from server.dispatch import Context, Services
@@ -311,6 +312,8 @@ class ClusterNode:
         news: dict[int, None] = {} if wanted is None else wanted
         if isinstance(hint, UserNews):
             news[hint.user_id] = None
+        elif isinstance(hint, UsersNews):
+            news.update(dict.fromkeys(hint.user_ids))
         elif isinstance(hint, RoomNews):
             if hint.origin != self.node_id:
                 news.update(dict.fromkeys(rooms.member_ids(self._services.db, hint.room_id)))
