@@ -235,10 +235,10 @@ class Server:
         """
         db = self.services.db
         turn = self.services.turn
-        touched = turn.touched_keys if self.cluster is not None else []
+        touched: list[str] = []
         if turn.pending:
             try:
-                turn.finish(db, self.services.sessions)
+                touched = turn.finish(db, self.services.sessions)
             except Exception:
                 self._rolled_back()
                 raise

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import redis
 
 from server.cluster.hints import (
+    MAX_USERS_PER_HINT,
     BadHint,
     Hint,
     KickSession,
@@ -37,6 +38,7 @@ from server.cluster.hints import (
     Relay,
     RoomNews,
     UserNews,
+    UsersNews,
     decode,
     encode,
 )
@@ -134,7 +136,8 @@ class Bus:
         self._queue("all", hint)
 
     def publish_to_user(self, hint: UserNews | KickSession) -> None:
-        """To every node holding the user (looked up on the sender thread)."""
+        """To every node holding the user (looked up on the sender thread; the news of
+        one batch go as one `UsersNews` a node)."""
         self._queue("user", hint)
 
     def publish_to_users(self, hint: Relay) -> None:
@@ -215,12 +218,19 @@ class Bus:
         if not items:
             return
         pipe = self._client.pipeline(transaction=False)
+        news = [item.user_id for kind, item in items if isinstance(item, UserNews)]
+        for node, user_ids in self._holders(news).items():
+            for start in range(0, len(user_ids), MAX_USERS_PER_HINT):
+                chunk = tuple(user_ids[start : start + MAX_USERS_PER_HINT])
+                pipe.publish(self.node_channel(node), encode(UsersNews(chunk)))
         for kind, item in items:
+            if isinstance(item, UserNews):
+                continue  # sent above, one message a node
             if kind == "all" and isinstance(
                 item, RoomNews | MembershipChanged | PresenceChanged | NodeDown
             ):
                 pipe.publish(self.all_channel, encode(item))
-            elif kind == "user" and isinstance(item, UserNews | KickSession):
+            elif kind == "user" and isinstance(item, KickSession):
                 for node in self.presence.nodes_of(item.user_id):
                     pipe.publish(self.node_channel(node), encode(item))
             elif kind == "users" and isinstance(item, Relay):
@@ -232,6 +242,16 @@ class Bus:
             elif kind == "release" and isinstance(item, int):
                 self.presence.release(item)
         pipe.execute()
+
+    def _holders(self, user_ids: list[int]) -> dict[str, list[int]]:
+        """{node: the users of `user_ids` it holds}: two Redis round trips for all."""
+        if not user_ids:
+            return {}
+        by_node: dict[str, list[int]] = {}
+        for user_id, nodes in self.presence.online(user_ids).items():
+            for node in nodes:
+                by_node.setdefault(node, []).append(user_id)
+        return by_node
 
     # -- listener thread ---------------------------------------------------------------
 

@@ -29,6 +29,14 @@ class UserNews:
 
 
 @dataclass(frozen=True)
+class UsersNews:
+    """Something new is stored for these users, all held by the node it is sent to: what
+    the bus sends for the `UserNews` of one batch (one message a node, not one a user)."""
+
+    user_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RoomNews:
     """Something new is stored for this room's members (by node `origin`, which has
     pushed it to its own members already)."""
@@ -80,10 +88,20 @@ class Relay:
     body: bytes
 
 
-Hint = UserNews | RoomNews | KickSession | MembershipChanged | PresenceChanged | NodeDown | Relay
+Hint = (
+    UserNews
+    | UsersNews
+    | RoomNews
+    | KickSession
+    | MembershipChanged
+    | PresenceChanged
+    | NodeDown
+    | Relay
+)
 
 _TAGS: dict[type, str] = {
     UserNews: "user",
+    UsersNews: "news",
     RoomNews: "room",
     KickSession: "kick",
     MembershipChanged: "members",
@@ -108,7 +126,7 @@ def encode(hint: Hint) -> bytes:
         body["u"] = hint.user_id
         body["n"] = hint.node_id
         body["on"] = hint.online
-    if isinstance(hint, MembershipChanged | NodeDown):
+    if isinstance(hint, MembershipChanged | NodeDown | UsersNews):
         body["us"] = list(hint.user_ids)
     if isinstance(hint, NodeDown):
         body["n"] = hint.node_id
@@ -164,6 +182,8 @@ def decode(data: bytes) -> Hint:
     tag = body.get("t")
     if tag == "user":
         return UserNews(_int(body, "u"))
+    if tag == "news":
+        return UsersNews(_ids(body, "us"))
     if tag == "room":
         return RoomNews(_int(body, "r"), _text(body, "n"))
     if tag == "presence":

@@ -20,6 +20,7 @@ it was acknowledged); message ids make them harmless, as after any reconnect.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,11 +40,12 @@ from server.cluster.hints import (
     Relay,
     RoomNews,
     UserNews,
+    UsersNews,
 )
 from server.cluster.identity import cluster_identity
 from server.dispatch import Context, Services
 from server.handlers._backlog import frames_of, push_backlog
-from server.handlers._wire import delivery
+from server.handlers._wire import encode_new_messages
 from server.logging_setup import log_failure
 from server.net.connection import Connection
 from server.sessions import KICK_REASON, Sessions
@@ -190,6 +192,10 @@ class ClusterNode:
         self._pushed_upto: dict[int, int] = {}
         self._generation = services.db.membership_generation
         self._swept_to = 0
+        # Hints from the bus thread waiting for the reactor, handled together: one
+        # scheduled call, one step, one catch-up per user however many hints named it.
+        self._hints_lock = threading.Lock()
+        self._waiting_hints: list[Hint] = []
         sessions.came_online = self._came_online
         sessions.went_offline = self._went_offline
         sessions.relay_out = self._relay_after_commit
@@ -262,8 +268,25 @@ class ClusterNode:
     # -- hints from the other nodes ------------------------------------------------------
 
     def _hint_arrived(self, hint: Hint) -> None:
-        """Bus listener thread: hand the hint to the reactor."""
-        self._call_soon(lambda: self._guarded(lambda: self.handle(hint)))
+        """Bus listener thread: hand the hint to the reactor, with any others waiting."""
+        with self._hints_lock:
+            self._waiting_hints.append(hint)
+            if len(self._waiting_hints) > 1:
+                return  # a call is scheduled already and will take this one too
+        self._call_soon(self._take_waiting)
+
+    def _take_waiting(self) -> None:
+        """Reactor: every hint that arrived meanwhile, in one step (a lost step loses
+        only hints, which the sweep makes good)."""
+        with self._hints_lock:
+            hints, self._waiting_hints = self._waiting_hints, []
+        self._guarded(lambda: self._handle_all(hints))
+
+    def _handle_all(self, hints: list[Hint]) -> None:
+        wanted: dict[int, None] = {}
+        for hint in hints:
+            self.handle(hint, wanted)
+        self.catch_up_many(list(wanted))
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """One hint's work in a savepoint of the turn, as a handler's would be."""
@@ -281,13 +304,19 @@ class ClusterNode:
         finally:
             db.end_step(keep)
 
-    def handle(self, hint: Hint) -> None:
+    def handle(self, hint: Hint, wanted: dict[int, None] | None = None) -> None:
+        """Act on one hint. Users with news are added to `wanted`, to be caught up
+        together once every hint of the batch was looked at (what those hints announced
+        was committed before they were sent, so one catch-up after all of them arrived
+        reads it all); without `wanted`, at once."""
+        news: dict[int, None] = {} if wanted is None else wanted
         if isinstance(hint, UserNews):
-            self.catch_up(hint.user_id)
+            news[hint.user_id] = None
+        elif isinstance(hint, UsersNews):
+            news.update(dict.fromkeys(hint.user_ids))
         elif isinstance(hint, RoomNews):
             if hint.origin != self.node_id:
-                for user_id in rooms.member_ids(self._services.db, hint.room_id):
-                    self.catch_up(user_id)
+                news.update(dict.fromkeys(rooms.member_ids(self._services.db, hint.room_id)))
         elif isinstance(hint, PresenceChanged):
             if hint.node_id != self.node_id:
                 self._presence(hint.user_id, hint.node_id, hint.online)
@@ -302,6 +331,8 @@ class ClusterNode:
             self._kick(hint)
         elif isinstance(hint, Relay):
             self._deliver(hint)
+        if wanted is None and news:
+            self.catch_up_many(list(news))
 
     def _deliver(self, hint: Relay) -> None:
         """Write a relayed push to this node's sessions among its users."""
@@ -357,29 +388,36 @@ class ClusterNode:
 
     def catch_up(self, user_id: int) -> None:
         """Push this node's user what is stored for them past what it pushed already."""
-        connection = self._sessions.connection_for(user_id)
-        if connection is None or not connection.is_open or connection.username is None:
-            return
+        self.catch_up_many([user_id])
+
+    def catch_up_many(self, user_ids: Sequence[int]) -> None:
+        """`catch_up` for several of this node's users, with one query for all of them."""
         services = self._services
-        if services.backlog.draining(user_id):
-            return  # the backlog's next window carries it, in order
-        after = self._pushed_upto.get(user_id, 0)
+        live: dict[int, tuple[Connection, str]] = {}
+        for user_id in dict.fromkeys(user_ids):
+            connection = self._sessions.connection_for(user_id)
+            if connection is None or not connection.is_open or connection.username is None:
+                continue
+            if services.backlog.draining(user_id):
+                continue  # the backlog's next window carries it, in order
+            live[user_id] = (connection, connection.username)
+        if not live:
+            return
         batch = max(1, services.config.offline_batch)
-        rows = messages.undelivered(services.db, user_id, after, batch)
-        if not rows:
-            return
-        self._pushed_upto[user_id] = rows[-1].row_id
-        if len(rows) >= batch:  # a real backlog: the windowed path, as after a login
-            ctx = Context(services, connection, 0, MessageType.NEW_MESSAGE)
-            push_backlog(ctx, user_id, connection.username, after_row=after)
-            return
-        for part in frames_of(rows):
-            connection.send(
-                push(
-                    MessageType.NEW_MESSAGE,
-                    {"messages": [delivery(row, connection.username) for row in part]},
-                )
-            )
+        wanted = [(user_id, self._pushed_upto.get(user_id, 0)) for user_id in live]
+        found = messages.undelivered_many(services.db, wanted, batch)
+        for user_id, after in wanted:
+            rows = found.get(user_id)
+            if not rows:
+                continue
+            connection, username = live[user_id]
+            self._pushed_upto[user_id] = rows[-1].row_id
+            if len(rows) >= batch:  # a real backlog: the windowed path, as after a login
+                ctx = Context(services, connection, 0, MessageType.NEW_MESSAGE)
+                push_backlog(ctx, user_id, username, after_row=after)
+                continue
+            for part in frames_of(rows):
+                connection.send_encoded(encode_new_messages(part, username))
 
     # -- reconnects and the sweep --------------------------------------------------------
 
@@ -401,8 +439,7 @@ class ClusterNode:
         for user_id, was in before.items():
             if self._sessions.is_online(user_id) != was:
                 self._announce(user_id, not was)
-        for user_id in self._sessions.online_user_ids():
-            self.catch_up(user_id)
+        self.catch_up_many(list(self._sessions.online_user_ids()))
 
     def _sweep(self) -> None:
         """Every few seconds: catch up local recipients of rows no hint announced."""
@@ -416,6 +453,4 @@ class ClusterNode:
         found = delivery_sweep.recipients_after(db, max(0, self._swept_to - SWEEP_OVERLAP))
         if found:
             self._swept_to = max(self._swept_to, *found.values())
-        for user_id in found:
-            if self._sessions.connection_for(user_id) is not None:
-                self.catch_up(user_id)
+        self.catch_up_many(list(found))

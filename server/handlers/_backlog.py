@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from common.protocol.opcodes import MessageType
-from server.handlers._wire import delivery
+from server.handlers._wire import encode_new_messages
 from server.storage import messages
 
 if TYPE_CHECKING:
@@ -84,11 +83,7 @@ def push_backlog(ctx: Context, user_id: int, username: str, after_row: int = 0) 
     cursors.set(user_id, None)
     while batch := messages.undelivered(ctx.db, user_id, after_row, batch_size):
         for part in frames_of(batch):
-            ctx.push(
-                user_id,
-                MessageType.NEW_MESSAGE,
-                {"messages": [delivery(d, username) for d in part]},
-            )
+            ctx.push_encoded(user_id, encode_new_messages(part, username))
         after_row, pushed = batch[-1].row_id, pushed + len(batch)
         window += sum(_wire_size(d) for d in batch)
         if len(batch) < batch_size:

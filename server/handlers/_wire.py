@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.protocol import codec
@@ -105,6 +106,18 @@ def encode_new_message(
     item: messages.Delivery, recipient: str, distribution: bytes | None = None
 ) -> bytes:
     """The encoded NEW_MESSAGE push of `item` for `recipient` (with its distribution)."""
+    return _push_of(_delivery_bytes(item, recipient, distribution))
+
+
+def encode_new_messages(items: Sequence[messages.Delivery], recipient: str) -> bytes:
+    """One NEW_MESSAGE push of several deliveries (each with its own distribution):
+    byte for byte `encode_message(push(NEW_MESSAGE, {"messages": [delivery(...), ...]}))`."""
+    return _push_of(
+        b"".join([_delivery_bytes(item, recipient, item.distribution) for item in items])
+    )
+
+
+def _delivery_bytes(item: messages.Delivery, recipient: str, distribution: bytes | None) -> bytes:
     keys = _KEYS
     envelope = item.envelope
     if item.target_type == messages.USER:
@@ -133,8 +146,12 @@ def encode_new_message(
     if distribution is not None:
         parts += [_DISTRIBUTION_KEY, _HEADER.pack(codec.BYTES, len(distribution)), distribution]
     fields = b"".join(parts)
-    one = _HEADER.pack(codec.DICT, len(fields)) + fields
-    listed = _HEADER.pack(codec.LIST, len(one)) + one
+    return _HEADER.pack(codec.DICT, len(fields)) + fields
+
+
+def _push_of(deliveries: bytes) -> bytes:
+    """The push around the encoded deliveries of its `messages` list."""
+    listed = _HEADER.pack(codec.LIST, len(deliveries)) + deliveries
     params = _MESSAGES_KEY + listed
     params = _HEADER.pack(codec.DICT, len(params)) + params
     body = _PUSH_PREFIX + params

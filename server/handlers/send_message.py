@@ -6,9 +6,11 @@ that needs the chain's state (a new chain, a new member, a rotation). The server
 stores the envelope once and each distribution for its recipient; every member's
 delivery cursor (`server.storage.messages`) says what it still has to receive.
 
-The reply (and the pushes) leave only after the reactor commits this turn, so an
-acknowledged message is on disk. A message id belongs to its first sender: sending
-it again replies as the first time did and stores nothing.
+The message is stored at the end of the reactor turn with every other one the turn
+accepted (`server.turn`), then pushed and answered; the reply (and the pushes) leave
+only after the turn's commit, so an acknowledged message is on disk. A message id
+belongs to its first sender: sending it again replies as the first time did and
+stores nothing.
 
 This is the server's hot path, so it does each thing once: the friend or the room's
 members, their list hash and the cursor check come from the session's cache
@@ -42,7 +44,7 @@ MAX_RECIPIENTS = 10_000
 MEMBER_HASH_SIZE = 32
 
 
-def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any] | None:
     sender_id, sender_name = caller(ctx)
     message_id = get_hex_id(params, "message_id")
     target_type = get_choice(params, "target_type", (messages.USER, messages.ROOM))
@@ -60,41 +62,71 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             raise
         return answer
     ensure_cursors(ctx.connection, ctx.db, sender_id, target_type, target_id)
-    now = ctx.now()
-    row_id = messages.store_message(
-        ctx.db,
+    new = messages.NewEnvelope(
         message_id=message_id,
         sender_id=sender_id,
         target_type=target_type,
         target_id=target_id,
-        time=now,
+        time=ctx.now(),
         envelope=envelope,
         distributions={recipients[name]: data for name, data in distributions.items()},
         attachment_ids=attachment_ids,
     )
-    if row_id is None:  # the id is taken: by this sender (a retry) or by someone else
-        answer = _already_stored(ctx, sender_id, message_id)
-        if answer is None:
-            raise RequestError("bad_request", "this message id is already in use", "message_id")
-        return answer
-    ctx.turn.touch(messages.conversation_key(sender_id, target_type, target_id), now)
-    item = messages.Delivery(
-        row_id=row_id,
-        message_id=message_id,
-        sender_id=sender_id,
-        sender=sender_name,
-        target_type=target_type,
-        target_id=target_id,
-        time=now,
-        envelope=envelope,
-        attachments=attachment_ids,
-    )
-    pushes = DeliveryPushes(item)
-    draining = ctx.services.backlog.draining
-    for name, user_id in recipients.items():
-        if not draining(user_id):  # a later backlog window carries it, in order
-            ctx.push_encoded(user_id, pushes.body(name, distributions.get(name)))
-    return {"message_id": message_id, "time": now}
+    outcome = _Outcome(ctx, new, sender_name, recipients, distributions)
+    ctx.turn.store(new, outcome.stored)
+    return None  # answered at the end of the turn, once stored with the turn's others
+
+
+class _Outcome:
+    """What follows the store at the end of the turn: push to each recipient, answer."""
+
+    __slots__ = ("ctx", "distributions", "new", "recipients", "sender_name")
+
+    def __init__(
+        self,
+        ctx: Context,
+        new: messages.NewEnvelope,
+        sender_name: str,
+        recipients: dict[str, int],
+        distributions: dict[str, bytes],
+    ) -> None:
+        self.ctx = ctx
+        self.new = new
+        self.sender_name = sender_name
+        self.recipients = recipients
+        self.distributions = distributions
+
+    def stored(self, row_id: int | None) -> None:
+        try:
+            self.ctx.reply(self._answer(row_id))
+        except RequestError as exc:
+            self.ctx.fail(exc.code, exc.message, exc.field)
+
+    def _answer(self, row_id: int | None) -> dict[str, Any]:
+        ctx, new = self.ctx, self.new
+        if row_id is None:  # the id is taken: by this sender (a retry) or by someone else
+            answer = _already_stored(ctx, new.sender_id, new.message_id)
+            if answer is None:  # another message of this turn took it
+                raise RequestError("bad_request", "this message id is already in use", "message_id")
+            return answer
+        ctx.turn.touch(new.conversation, new.time)
+        item = messages.Delivery(
+            row_id=row_id,
+            message_id=new.message_id,
+            sender_id=new.sender_id,
+            sender=self.sender_name,
+            target_type=new.target_type,
+            target_id=new.target_id,
+            time=new.time,
+            envelope=new.envelope,
+            attachments=list(new.attachment_ids),
+        )
+        pushes = DeliveryPushes(item)
+        draining = ctx.services.backlog.draining
+        for name, user_id in self.recipients.items():
+            if not draining(user_id):  # a later backlog window carries it, in order
+                ctx.push_encoded(user_id, pushes.body(name, self.distributions.get(name)))
+        return {"message_id": new.message_id, "time": new.time}
 
 
 def _envelope(params: dict[str, Any]) -> bytes:

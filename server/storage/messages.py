@@ -66,12 +66,96 @@ def conversation_key(sender_id: int, target_type: str, target_id: int) -> str:
     return conversations.room_key(target_id)
 
 
-_INSERT_ENVELOPE = (
+@dataclass(frozen=True)
+class NewEnvelope:
+    """A message to store: its one envelope, and a chain distribution per recipient."""
+
+    message_id: str
+    sender_id: int
+    target_type: str
+    target_id: int
+    time: int
+    envelope: bytes
+    distributions: Mapping[int, bytes]
+    attachment_ids: Sequence[str] = ()
+
+    @property
+    def conversation(self) -> str:
+        return conversation_key(self.sender_id, self.target_type, self.target_id)
+
+
+#: Envelopes per INSERT: 7 parameters each, well below SQLite's bound-parameter limit.
+STORE_CHUNK = 200
+_ENVELOPE_ROW = "(?, ?, ?, ?, ?, 0, ?, ?)"
+
+
+_INSERT_ENVELOPES = (
     "INSERT INTO envelopes"
     " (message_id, conversation, sender_id, target_type, target_id, recipient_id, data, time)"
-    " VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
-    " ON CONFLICT (message_id, recipient_id) DO NOTHING"
+    " VALUES {rows} ON CONFLICT (message_id, recipient_id) DO NOTHING RETURNING id, message_id"
 )
+
+
+def _insert_envelopes(count: int) -> str:
+    """The INSERT of `count` envelopes: only placeholders are repeated into the text."""
+    return _INSERT_ENVELOPES.format(rows=", ".join([_ENVELOPE_ROW] * count))
+
+
+def store_many(db: Database, items: Sequence[NewEnvelope]) -> dict[str, int]:
+    """Store envelopes and their distributions; {message id: new row id} of those stored.
+
+    The duplicate check is the INSERT itself (`message_id` is unique among version-2
+    rows; ids are random, so an old version-1 row never shares one): an id already
+    used, or repeated within `items`, is stored once and the others are left out of
+    the result; the caller tells a retry from a reused id with `find_message`. A few
+    statements for any number of messages: one reactor turn's (`server.turn`). The
+    caller notes each conversation (`conversation_key`) once per turn.
+    """
+    stored: dict[str, int] = {}
+    for start in range(0, len(items), STORE_CHUNK):
+        chunk = items[start : start + STORE_CHUNK]
+        values = [
+            value
+            for item in chunk
+            for value in (
+                item.message_id,
+                item.conversation,
+                item.sender_id,
+                item.target_type,
+                item.target_id,
+                item.envelope,
+                item.time,
+            )
+        ]
+        for row in db.all(_insert_envelopes(len(chunk)), values):
+            stored[row["message_id"]] = int(row["id"])
+    fresh: dict[str, NewEnvelope] = {}  # those stored: of a repeated id, the first
+    for item in items:
+        if item.message_id in stored:
+            fresh.setdefault(item.message_id, item)
+    distributions = [
+        (item.message_id, recipient, data)
+        for item in fresh.values()
+        for recipient, data in item.distributions.items()
+    ]
+    if distributions:
+        db.executemany(
+            "INSERT INTO chain_distributions (message_id, recipient_id, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (message_id, recipient_id) DO NOTHING",
+            distributions,
+        )
+    links = [
+        (item.message_id, attachment_id)
+        for item in fresh.values()
+        for attachment_id in dict.fromkeys(item.attachment_ids)
+    ]
+    if links:
+        db.executemany(
+            "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
+            links,
+        )
+    return stored
 
 
 def store_message(
@@ -86,41 +170,18 @@ def store_message(
     distributions: Mapping[int, bytes] | None = None,
     attachment_ids: Sequence[str] = (),
 ) -> int | None:
-    """Store the one envelope and its distributions; the new row id, None if the id is taken.
-
-    The duplicate check is the INSERT itself (`message_id` is unique among version-2
-    rows; ids are random, so an old version-1 row never shares one): nothing is stored
-    under an id already used, and the caller tells a retry from a reused id with
-    `find_message`. The caller notes the conversation (`conversation_key`) once per turn.
-    """
-    conversation = conversation_key(sender_id, target_type, target_id)
-    cursor = db.execute(
-        _INSERT_ENVELOPE,
-        (message_id, conversation, sender_id, target_type, target_id, envelope, time),
+    """Store one message (`store_many`); its new row id, None if the id is taken."""
+    item = NewEnvelope(
+        message_id,
+        sender_id,
+        target_type,
+        target_id,
+        time,
+        envelope,
+        distributions or {},
+        attachment_ids,
     )
-    if cursor.rowcount <= 0:
-        return None
-    row_id = getattr(cursor, "lastrowid", None)  # SQLite's; PostgreSQL's cursor has none
-    if not row_id:
-        row_id = int(
-            db.scalar(
-                "SELECT id FROM envelopes WHERE message_id = ? AND recipient_id = 0",
-                (message_id,),
-            )
-        )
-    if distributions:
-        db.executemany(
-            "INSERT INTO chain_distributions (message_id, recipient_id, data) VALUES (?, ?, ?)"
-            " ON CONFLICT (message_id, recipient_id) DO NOTHING",
-            [(message_id, recipient, data) for recipient, data in distributions.items()],
-        )
-    if attachment_ids:
-        db.executemany(
-            "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)"
-            " ON CONFLICT DO NOTHING",
-            [(message_id, attachment_id) for attachment_id in dict.fromkeys(attachment_ids)],
-        )
-    return int(row_id)
+    return store_many(db, [item]).get(message_id)
 
 
 # ---------------------------------------------------------------- cursors
@@ -223,6 +284,58 @@ def _contiguous_top(
             break
         top = row[0]
     return top
+
+
+#: Recipients per `undelivered_many` statement (2 parameters each).
+CATCH_UP_CHUNK = 200
+_UNDELIVERED_MANY = (
+    "SELECT * FROM ("
+    "SELECT e.id, e.message_id, e.sender_id, s.username, e.target_type, e.target_id,"
+    " e.time, e.data, d.data AS distribution, c.user_id AS recipient,"
+    " ROW_NUMBER() OVER (PARTITION BY c.user_id ORDER BY e.id) AS n"
+    " FROM (VALUES {wanted}) AS w"
+    " JOIN delivery_cursors c ON c.user_id = w.column1"
+    " JOIN envelopes e ON e.conversation = c.conversation AND e.id > c.delivered"
+    " JOIN users s ON s.id = e.sender_id"
+    " LEFT JOIN chain_distributions d"
+    " ON d.message_id = e.message_id AND d.recipient_id = c.user_id"
+    " WHERE e.id > w.column2 AND e.sender_id <> c.user_id"
+    " AND e.recipient_id IN (0, c.user_id)"
+    ") AS t WHERE n <= ? ORDER BY recipient, id"
+)
+
+
+def undelivered_many(
+    db: Database, wanted: Sequence[tuple[int, int]], limit: int = 256
+) -> dict[int, list[Delivery]]:
+    """`undelivered` for many (recipient, after_row) at once: {recipient: its first
+    `limit` envelopes}, recipients with none left out. One statement for up to
+    `CATCH_UP_CHUNK` recipients (a cluster node catching up everyone a batch of hints
+    named, or a room's members after another node stored a message to it)."""
+    found: dict[int, list[Delivery]] = {}
+    for start in range(0, len(wanted), CATCH_UP_CHUNK):
+        chunk = wanted[start : start + CATCH_UP_CHUNK]
+        sql = _UNDELIVERED_MANY.format(wanted=", ".join(["(?, ?)"] * len(chunk)))
+        rows = db.all(sql, [*(value for pair in chunk for value in pair), limit])
+        attachments = attachments_of(db, [row["message_id"] for row in rows]) if rows else {}
+        for row in rows:
+            found.setdefault(int(row["recipient"]), []).append(
+                Delivery(
+                    row_id=row["id"],
+                    message_id=row["message_id"],
+                    sender_id=row["sender_id"],
+                    sender=row["username"],
+                    target_type=row["target_type"],
+                    target_id=row["target_id"],
+                    time=row["time"],
+                    envelope=bytes(row["data"]),
+                    attachments=attachments.get(row["message_id"], []),
+                    distribution=None
+                    if row["distribution"] is None
+                    else bytes(row["distribution"]),
+                )
+            )
+    return found
 
 
 def attachments_of(db: Database, message_ids: Iterable[str]) -> dict[str, list[str]]:

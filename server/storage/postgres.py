@@ -174,8 +174,12 @@ class PostgresDatabase:
         #: the turn's output must be withheld (its replies may acknowledge those writes).
         self._wrote = False
         self._next_attempt = 0.0
-        #: This transaction holds `_WRITE_ORDER_LOCK` (see `_hold_write_order`).
+        #: This transaction holds `_WRITE_ORDER_LOCK` (see `_prelude`).
         self._ordered = False
+        #: A handler step began and its savepoint is not taken yet: it goes just before
+        #: the step's first statement (`begin_step`).
+        self._step_pending = False
+        self._step_saved = False
 
     @classmethod
     def connect(cls, dsn: str) -> PostgresDatabase:
@@ -230,35 +234,47 @@ class PostgresDatabase:
         log.info("reconnected to PostgreSQL")
         return fresh
 
-    def _hold_write_order(self, connection: psycopg.Connection[PgRow]) -> None:
-        """Before this transaction's first write: wait for the cluster's write lock.
+    def _prelude(self, writes: bool) -> list[tuple[str, Sequence[Any] | None]]:
+        """What must run just before the next statement: the write-order lock before a
+        transaction's first write, then the savepoint of a step that has not touched the
+        database yet.
 
-        Ids from a sequence are handed out in one order and may commit in another, yet
-        delivery cursors move to the highest id a recipient acknowledged and a node
-        catches its users up past the last row it pushed them: a lower id committed
-        after a higher one (two nodes writing for the same user) would be skipped for
-        good. With the lock taken before any write, transactions that write commit one
-        at a time in the order they got their ids; reads never wait. Taking it before
-        the first row lock also means it can never be part of a deadlock.
+        The write-order lock: ids from a sequence are handed out in one order and may
+        commit in another, yet delivery cursors move to the highest id a recipient
+        acknowledged and a node catches its users up past the last row it pushed them:
+        a lower id committed after a higher one (two nodes writing for the same user)
+        would be skipped for good. With the lock taken before any write, transactions
+        that write commit one at a time in the order they got their ids; reads never
+        wait. Taken before the first row lock (and before the step's savepoint, so a
+        step rolled back keeps it), it can never be part of a deadlock.
         """
-        if not self._ordered:
-            connection.execute(_ORDER_TEXT, (_WRITE_ORDER_LOCK,))
+        prelude: list[tuple[str, Sequence[Any] | None]] = []
+        if writes and not self._ordered:
+            prelude.append((_ORDER_TEXT, (_WRITE_ORDER_LOCK,)))
             self._ordered = True
+        if self._step_pending:
+            prelude.append((_SAVEPOINT_TEXT, None))
+            self._step_pending = False
+            self._step_saved = True
+        return prelude
+
+    def _send(
+        self, connection: psycopg.Connection[PgRow], statement: Statement, parameters: Parameters
+    ) -> psycopg.Cursor[PgRow]:
+        """One statement, after its prelude (if any). Not pipelined: psycopg spends more
+        CPU on a pipeline of two statements than on two round trips."""
+        for text, arguments in self._prelude(statement.writes):
+            connection.execute(text, arguments)
+        return connection.execute(statement.text, statement.bind(parameters))
 
     def _run(self, statement: Statement, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
         connection = self._live()
         fresh_turn = connection.info.transaction_status == pq.TransactionStatus.IDLE
         if fresh_turn:
             self._ordered = False
-        if statement.writes:
-            try:
-                self._hold_write_order(connection)
-            except psycopg.OperationalError as exc:
-                if self._lost:
-                    raise StorageUnavailable(f"the database connection was lost: {exc}") from exc
-                raise
+        step_pending = self._step_pending
         try:
-            cursor = connection.execute(statement.text, statement.bind(parameters))
+            cursor = self._send(connection, statement, parameters)
         except psycopg.OperationalError as exc:
             if not self._lost:
                 raise
@@ -267,8 +283,10 @@ class PostgresDatabase:
             # Nothing of this turn was lost: one more try on a new connection (the
             # database restarted since the last turn).
             self._next_attempt = 0.0
+            self._ordered = False
+            self._step_pending, self._step_saved = step_pending, False
             try:
-                cursor = self._live().execute(statement.text, statement.bind(parameters))
+                cursor = self._send(self._live(), statement, parameters)
             except psycopg.OperationalError as again:
                 raise StorageUnavailable(f"the database is unreachable: {again}") from again
         if statement.writes:
@@ -293,8 +311,8 @@ class PostgresDatabase:
             self._ordered = False
         cursor = connection.cursor()
         try:
-            if statement.writes:
-                self._hold_write_order(connection)
+            for text, arguments in self._prelude(statement.writes):
+                connection.execute(text, arguments)
             cursor.executemany(statement.text, [statement.bind(row) for row in rows])
         except psycopg.OperationalError as exc:
             if self._lost:
@@ -335,6 +353,7 @@ class PostgresDatabase:
     def commit(self) -> None:
         wrote, self._wrote = self._wrote, False
         self._ordered = False
+        self._step_pending = self._step_saved = False
         if self._lost:
             if wrote:
                 raise StorageUnavailable("the database connection was lost with this turn")
@@ -349,34 +368,39 @@ class PostgresDatabase:
     def rollback(self) -> None:
         self._wrote = False
         self._ordered = False
+        self._step_pending = self._step_saved = False
         if not self._lost:
             self._connection.rollback()
         self._rolled_back()
 
     def begin_step(self) -> None:
-        """A savepoint inside the turn's transaction (psycopg opens that one itself)."""
-        self._run(_SAVEPOINT)
+        """A savepoint inside the turn's transaction (psycopg opens that one itself).
+
+        It is taken lazily, just before the step's first statement: a step that never
+        touches the database (a PING, or a SEND_MESSAGE answered from the session's
+        caches, its row stored with the turn's others) costs nothing.
+        """
+        self._step_pending = True
+        self._step_saved = False
 
     def end_step(self, keep: bool) -> None:
-        if self._lost:  # the transaction went with the connection
-            if not keep:
-                self._rolled_back()
+        """Keep the step (nothing to send: its savepoint is merged into the turn at the
+        commit, and a later step's savepoint of the same name hides it), or undo it."""
+        saved = self._step_saved
+        self._step_pending = self._step_saved = False
+        if keep:
             return
-        told = False
+        if self._lost or not saved:  # nothing sent, or the transaction went with the link
+            self._rolled_back()
+            return
         try:
-            if not keep:
-                self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
-                self._ordered = False  # a lock taken inside the step went with it
-                told = True
-                self._rolled_back()
-            self._connection.execute("RELEASE SAVEPOINT handler_step")
+            self._connection.execute("ROLLBACK TO SAVEPOINT handler_step")
         except psycopg.OperationalError:
             if not (self._connection.closed or self._connection.broken):  # not `_lost`:
                 raise  # mypy keeps that narrowed to False from the test above
             # The connection went during the step's end: the turn's commit sees the
             # loss and withholds the turn, as when it went during the step itself.
-            if not told:
-                self._rolled_back()
+        self._rolled_back()
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresDatabase]:
@@ -403,7 +427,7 @@ class PostgresDatabase:
         return int(self.scalar("SELECT version FROM uchat_schema"))
 
 
-_SAVEPOINT = Statement("SAVEPOINT handler_step", None, writes_membership=False)
+_SAVEPOINT_TEXT = "SAVEPOINT handler_step"
 _ORDER_TEXT = "SELECT pg_advisory_xact_lock(%s)"
 
 

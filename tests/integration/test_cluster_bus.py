@@ -20,6 +20,7 @@ from server.cluster.hints import (
     PresenceChanged,
     RoomNews,
     UserNews,
+    UsersNews,
 )
 from server.cluster.local_services import LocalRedis, private_root
 from server.cluster.node_presence import NodePresence
@@ -88,11 +89,34 @@ def test_user_news_reaches_only_the_node_holding_the_user(nodes: Callable[[str],
     eventually(lambda: a.bus.presence.nodes_of(42) == {"b"})
     a.bus.publish_to_user(UserNews(42))
     a.bus.publish_to_user(KickSession(42, "a", "10.0.0.1:4000"))
-    assert b.next_hint() == UserNews(42)
+    assert b.next_hint() == UsersNews((42,))  # the news of a batch: one message a node
     assert b.next_hint() == KickSession(42, "a", "10.0.0.1:4000")
     assert a.no_hint()
     a.bus.publish_to_user(UserNews(7))  # held nowhere: goes nowhere
     assert b.no_hint() and a.no_hint(0.1)
+
+
+def test_the_news_of_many_users_go_to_each_node_for_its_own_users(
+    nodes: Callable[[str], Node],
+) -> None:
+    a, b, c = nodes("a"), nodes("b"), nodes("c")
+    for user_id in range(1, 41):
+        (b if user_id % 2 else c).bus.hold(user_id)
+    eventually(lambda: a.bus.presence.online(range(1, 41)).keys() == set(range(1, 41)))
+    for user_id in [*range(1, 41), 99]:  # 99 is held nowhere
+        a.bus.publish_to_user(UserNews(user_id))
+
+    def got(node: Node, expected: set[int]) -> set[int]:
+        seen: set[int] = set()
+        while seen != expected:
+            hint = node.next_hint_but_presence()
+            assert isinstance(hint, UsersNews), hint
+            seen |= set(hint.user_ids)
+        return seen
+
+    assert got(b, set(range(1, 41, 2))) == set(range(1, 41, 2))
+    assert got(c, set(range(2, 41, 2))) == set(range(2, 41, 2))
+    assert a.no_hint(0.1) and b.no_hint(0.1) and c.no_hint(0.1)
 
 
 def test_room_news_and_membership_changes_reach_every_node(nodes: Callable[[str], Node]) -> None:
@@ -177,7 +201,7 @@ def test_redis_restart_resubscribes_rewrites_presence_and_hints_flow_again(
         # think user 3 offline; test_cluster_faults checks that end to end).
         eventually(lambda: a.bus.presence.nodes_of(3) == {"b"})
         a.bus.publish_to_user(UserNews(3))
-        assert b.next_hint_but_presence() == UserNews(3)
+        assert b.next_hint_but_presence() == UsersNews((3,))
         b.bus.publish_all(RoomNews(1, "b"))
         assert a.next_hint_but_presence() == RoomNews(1, "b")
     finally:

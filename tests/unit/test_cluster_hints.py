@@ -20,6 +20,7 @@ from server.cluster.hints import (
     Relay,
     RoomNews,
     UserNews,
+    UsersNews,
     decode,
     encode,
 )
@@ -28,6 +29,7 @@ ids = st.integers(min_value=0, max_value=2**62)
 names = st.text(min_size=1, max_size=50)
 hints = st.one_of(
     st.builds(UserNews, ids),
+    st.builds(UsersNews, st.lists(ids, max_size=20).map(tuple)),
     st.builds(RoomNews, ids, names),
     st.builds(PresenceChanged, ids, names, st.booleans()),
     st.builds(KickSession, ids, names, names),
@@ -39,6 +41,7 @@ hints = st.one_of(
 
 def test_wire_form_is_compact_json() -> None:
     assert encode(UserNews(7)) == b'{"t":"user","u":7}'
+    assert encode(UsersNews((7, 8))) == b'{"t":"news","us":[7,8]}'
     assert encode(KickSession(7, "b", "10.0.0.9:5000")) == (
         b'{"t":"kick","u":7,"n":"b","a":"10.0.0.9:5000"}'
     )

@@ -26,7 +26,12 @@ from common.protocol import codec
 from common.protocol.ids import time_ordered_id
 from common.protocol.message import Message, decode_messages, encode_message, push
 from common.protocol.opcodes import MessageType
-from server.handlers._wire import DeliveryPushes, delivery, encode_new_message
+from server.handlers._wire import (
+    DeliveryPushes,
+    delivery,
+    encode_new_message,
+    encode_new_messages,
+)
 from server.net.connection import MAX_BATCH_BYTES, Connection
 from server.session_cache import friend_named, room_members
 from server.storage import conversations, friends, messages, rooms, users
@@ -105,6 +110,28 @@ def test_the_direct_encoder_equals_encode_message(
         push(MessageType.NEW_MESSAGE, {"messages": [delivery(with_distribution, recipient)]})
     )
     assert encode_new_message(full, recipient, distribution) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(DELIVERIES, st.binary(max_size=300), st.none() | st.binary(max_size=80)),
+        max_size=6,
+    ),
+    st.text(max_size=40),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_batch_encoder_equals_encode_message(
+    batch: list[tuple[messages.Delivery, bytes, bytes | None]], recipient: str
+) -> None:
+    """A catch-up or backlog push of several deliveries, each with its own distribution."""
+    items = [
+        messages.Delivery(**{**item.__dict__, "envelope": envelope, "distribution": state})
+        for item, envelope, state in batch
+    ]
+    expected = encode_message(
+        push(MessageType.NEW_MESSAGE, {"messages": [delivery(d, recipient) for d in items]})
+    )
+    assert encode_new_messages(items, recipient) == expected
 
 
 def test_direct_pushes_name_the_recipient() -> None:

@@ -621,6 +621,69 @@ def test_a_stored_id_takes_no_new_recipient(db: Database) -> None:
     assert db.scalar("SELECT count(*) FROM envelopes") == 1
 
 
+def test_a_turns_messages_are_stored_together_and_each_id_once(db: Database) -> None:
+    """`store_many` (one turn's SEND_MESSAGEs): an id already stored and an id repeated
+    in the same batch are stored once, with the distributions of the first."""
+    alice, bob, carol = add_user(db, "alice"), add_user(db, "bob"), add_user(db, "carol")
+    assert direct(db, alice, bob, "1" * 32) is not None
+
+    def new(message_id: str, sender: int, to: int, data: bytes) -> messages.NewEnvelope:
+        return messages.NewEnvelope(
+            message_id, sender, messages.USER, to, 9, data, {to: b"state for " + data}
+        )
+
+    batch = [
+        new("1" * 32, alice, bob, b"retry"),
+        new("2" * 32, alice, bob, b"two"),
+        new("3" * 32, bob, carol, b"three"),
+        new("2" * 32, carol, bob, b"same id, other sender"),
+        *(new(f"{n:032x}", alice, carol, b"more") for n in range(16, 16 + 250)),
+    ]
+    stored = messages.store_many(db, batch)
+    assert "1" * 32 not in stored and {"2" * 32, "3" * 32} <= set(stored)
+    assert len(stored) == 252 and len(set(stored.values())) == 252
+    assert stored["2" * 32] < stored["3" * 32]  # ids in the order sent
+    for_bob = {d.message_id: d for d in messages.undelivered(db, bob)}
+    assert for_bob["2" * 32].envelope == b"two"
+    assert for_bob["2" * 32].distribution == b"state for two"
+    assert db.scalar("SELECT count(*) FROM envelopes") == 1 + 252
+    assert db.scalar("SELECT count(*) FROM chain_distributions") == 252
+
+
+def test_undelivered_for_many_recipients_matches_one_at_a_time(db: Database) -> None:
+    """One catch-up query for many users (cluster hints) returns what `undelivered` does
+    for each: per-user cursors, `after_row` and limit, distributions and attachments."""
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    ids = [add_user(db, name) for name in names]
+    attachments.create(db, "a" * 32, uploader_id=ids[0], size=3, digest=b"d" * 32, now=1)
+    room = rooms.create_room(db, "r", ids[0], 1)
+    for member in ids[1:4]:
+        rooms.add_member(db, room, member, 2)
+    messages.sync_room_cursors(db, room)
+    number = iter(range(1, 1000))
+    for sender in ids:
+        for recipient in ids:
+            if sender != recipient and (sender + recipient) % 2:
+                direct(db, sender, recipient, f"{next(number):032x}", envelope=b"d")
+    messages.store_message(
+        db,
+        message_id=f"{next(number):032x}",
+        sender_id=ids[0],
+        target_type=messages.ROOM,
+        target_id=room,
+        time=7,
+        envelope=b"room",
+        distributions={ids[2]: b"state for carol"},
+        attachment_ids=["a" * 32],
+    )
+    wanted = [(user, 3 * (index % 2)) for index, user in enumerate(ids)]
+    for limit in (1, 2, 50):
+        many = messages.undelivered_many(db, wanted, limit)
+        for user, after in wanted:
+            assert many.get(user, []) == messages.undelivered(db, user, after, limit)
+    assert messages.undelivered_many(db, [], 5) == {}
+
+
 def test_stored_envelopes_survive_the_chains_migration(tmp_path: Path) -> None:
     """A database of the version before sender chains: every delivery row is kept as a
     (version-1) envelope, and each recipient's cursor stops before its oldest
