@@ -207,15 +207,6 @@ def _go_home(accounts: Accounts, member: Member, cluster: Cluster) -> None:
     member.listen()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "rare since sealed receipts wait in the store (31 of 32 runs passed): a block of"
-        " messages can stay held by the recipient's client, on a sender chain whose"
-        " distribution never reached it; a request for the chain state is not built yet,"
-        " docs/deploy.md"
-    ),
-)
 def test_sigkilled_nodes_under_traffic_lose_and_duplicate_nothing(
     cluster: Cluster, accounts: Accounts
 ) -> None:
