@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from server.storage import conversations
-from server.storage.database import Database
+from server.storage.database import Database, Row
 
 USER = "user"
 ROOM = "room"
@@ -244,21 +244,23 @@ def undelivered(
     """Envelopes after the recipient's cursors (and after row `after_row`), in order."""
     rows = db.all(_UNDELIVERED, (recipient_id, after_row, limit))
     attachments = attachments_of(db, [row["message_id"] for row in rows])
-    return [
-        Delivery(
-            row_id=row["id"],
-            message_id=row["message_id"],
-            sender_id=row["sender_id"],
-            sender=row["username"],
-            target_type=row["target_type"],
-            target_id=row["target_id"],
-            time=row["time"],
-            envelope=bytes(row["data"]),
-            attachments=attachments.get(row["message_id"], []),
-            distribution=None if row["distribution"] is None else bytes(row["distribution"]),
-        )
-        for row in rows
-    ]
+    return [_delivery_of(row, attachments) for row in rows]
+
+
+def _delivery_of(row: Row, attachments: Mapping[str, list[str]]) -> Delivery:
+    """A row of the undelivered queries as the delivery pushed to its recipient."""
+    return Delivery(
+        row_id=row["id"],
+        message_id=row["message_id"],
+        sender_id=row["sender_id"],
+        sender=row["username"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        time=row["time"],
+        envelope=bytes(row["data"]),
+        attachments=attachments.get(row["message_id"], []),
+        distribution=None if row["distribution"] is None else bytes(row["distribution"]),
+    )
 
 
 def _contiguous_top(
@@ -319,22 +321,7 @@ def undelivered_many(
         rows = db.all(sql, [*(value for pair in chunk for value in pair), limit])
         attachments = attachments_of(db, [row["message_id"] for row in rows]) if rows else {}
         for row in rows:
-            found.setdefault(int(row["recipient"]), []).append(
-                Delivery(
-                    row_id=row["id"],
-                    message_id=row["message_id"],
-                    sender_id=row["sender_id"],
-                    sender=row["username"],
-                    target_type=row["target_type"],
-                    target_id=row["target_id"],
-                    time=row["time"],
-                    envelope=bytes(row["data"]),
-                    attachments=attachments.get(row["message_id"], []),
-                    distribution=None
-                    if row["distribution"] is None
-                    else bytes(row["distribution"]),
-                )
-            )
+            found.setdefault(int(row["recipient"]), []).append(_delivery_of(row, attachments))
     return found
 
 
