@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from common.protocol.message import MAX_MESSAGES_PER_RECORD as MAX_PER_RECORD
@@ -109,7 +108,9 @@ class Connection:
         #: True from the first successful LOGIN on: the pre-login limits stop applying.
         self.logged_in_once = False
         #: Requests decoded but not yet dispatched (the per-turn budget leaves the rest).
-        self.inbox: deque[Message] = deque()
+        #: A list, not a deque: an empty deque costs 624 bytes, 10,000 of them 6 MB,
+        #: and an inbox holds at most a turn's share of records.
+        self.inbox: list[Message] = []
         #: Input bytes this connection holds (partial frame + undispatched read), as
         #: charged to the reactor's global input budget.
         self.input_held = 0

@@ -482,7 +482,7 @@ class Reactor:
                 if not inbox:  # a record holding no request still spends a share
                     budget -= 1
                 continue
-            message = inbox.popleft()
+            message = inbox.pop(0)
             try:
                 budget -= max(1, self._on_message(connection, message))
             except Exception as exc:
