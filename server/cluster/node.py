@@ -283,10 +283,10 @@ class ClusterNode:
         self._guarded(lambda: self._handle_all(hints))
 
     def _handle_all(self, hints: list[Hint]) -> None:
-        wanted: dict[int, None] = {}
+        news: dict[int, None] = {}
         for hint in hints:
-            self.handle(hint, wanted)
-        self.catch_up_many(list(wanted))
+            self.handle(hint, news)
+        self.catch_up_many(list(news))
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """One hint's work in a savepoint of the turn, as a handler's would be."""
@@ -304,12 +304,11 @@ class ClusterNode:
         finally:
             db.end_step(keep)
 
-    def handle(self, hint: Hint, wanted: dict[int, None] | None = None) -> None:
-        """Act on one hint. Users with news are added to `wanted`, to be caught up
+    def handle(self, hint: Hint, news: dict[int, None]) -> None:
+        """Act on one hint. Users with news are added to `news`, to be caught up
         together once every hint of the batch was looked at (what those hints announced
         was committed before they were sent, so one catch-up after all of them arrived
-        reads it all); without `wanted`, at once."""
-        news: dict[int, None] = {} if wanted is None else wanted
+        reads it all)."""
         if isinstance(hint, UserNews):
             news[hint.user_id] = None
         elif isinstance(hint, UsersNews):
@@ -331,8 +330,6 @@ class ClusterNode:
             self._kick(hint)
         elif isinstance(hint, Relay):
             self._deliver(hint)
-        if wanted is None and news:
-            self.catch_up_many(list(news))
 
     def _deliver(self, hint: Relay) -> None:
         """Write a relayed push to this node's sessions among its users."""

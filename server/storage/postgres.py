@@ -174,7 +174,7 @@ class PostgresDatabase:
         #: the turn's output must be withheld (its replies may acknowledge those writes).
         self._wrote = False
         self._next_attempt = 0.0
-        #: This transaction holds `_WRITE_ORDER_LOCK` (see `_prelude`).
+        #: This transaction holds `_WRITE_ORDER_LOCK` (see `_run_prelude`).
         self._ordered = False
         #: A handler step began and its savepoint is not taken yet: it goes just before
         #: the step's first statement (`begin_step`).
@@ -234,10 +234,10 @@ class PostgresDatabase:
         log.info("reconnected to PostgreSQL")
         return fresh
 
-    def _prelude(self, writes: bool) -> list[tuple[str, Sequence[Any] | None]]:
-        """What must run just before the next statement: the write-order lock before a
+    def _run_prelude(self, connection: psycopg.Connection[PgRow], writes: bool) -> None:
+        """What runs just before the next statement: the write-order lock before a
         transaction's first write, then the savepoint of a step that has not touched the
-        database yet.
+        database yet (each flag set once its statement went through).
 
         The write-order lock: ids from a sequence are handed out in one order and may
         commit in another, yet delivery cursors move to the highest id a recipient
@@ -248,23 +248,20 @@ class PostgresDatabase:
         wait. Taken before the first row lock (and before the step's savepoint, so a
         step rolled back keeps it), it can never be part of a deadlock.
         """
-        prelude: list[tuple[str, Sequence[Any] | None]] = []
         if writes and not self._ordered:
-            prelude.append((_ORDER_TEXT, (_WRITE_ORDER_LOCK,)))
+            connection.execute(_ORDER_TEXT, (_WRITE_ORDER_LOCK,))
             self._ordered = True
         if self._step_pending:
-            prelude.append((_SAVEPOINT_TEXT, None))
+            connection.execute(_SAVEPOINT_TEXT)
             self._step_pending = False
             self._step_saved = True
-        return prelude
 
     def _send(
         self, connection: psycopg.Connection[PgRow], statement: Statement, parameters: Parameters
     ) -> psycopg.Cursor[PgRow]:
         """One statement, after its prelude (if any). Not pipelined: psycopg spends more
         CPU on a pipeline of two statements than on two round trips."""
-        for text, arguments in self._prelude(statement.writes):
-            connection.execute(text, arguments)
+        self._run_prelude(connection, statement.writes)
         return connection.execute(statement.text, statement.bind(parameters))
 
     def _run(self, statement: Statement, parameters: Parameters = ()) -> psycopg.Cursor[PgRow]:
@@ -311,8 +308,7 @@ class PostgresDatabase:
             self._ordered = False
         cursor = connection.cursor()
         try:
-            for text, arguments in self._prelude(statement.writes):
-                connection.execute(text, arguments)
+            self._run_prelude(connection, statement.writes)
             cursor.executemany(statement.text, [statement.bind(row) for row in rows])
         except psycopg.OperationalError as exc:
             if self._lost:
