@@ -210,7 +210,7 @@ class Bus:
             pipe.execute()
         for node in self.presence.dead_nodes():
             users = self.presence.reap(node)
-            if users is not None:
+            if users:  # a node caught leaving gracefully (or idle) has nobody to announce
                 log.info("bus: node %s stopped heartbeating; %d users offline", node, len(users))
                 self._client.publish(self.all_channel, encode(NodeDown(node, users)))
 
