@@ -597,16 +597,18 @@ class Reactor:
         writes = writer.begin()
         handed: list[tuple[Connection, int]] = []  # -1: nothing to write
         refused: list[tuple[Connection, UchatError]] = []
-        for connection in pending:
-            if connection.closed:
-                continue
-            try:
-                parts = connection.next_write()
-            except UchatError as exc:  # sealing refused (sequence numbers exhausted, say)
-                refused.append((connection, exc))
-                continue
-            handed.append((connection, writes.add(connection.sock, parts) if parts else -1))
-        results = writes.finish()
+        try:
+            for connection in pending:
+                if connection.closed:
+                    continue
+                try:
+                    parts = connection.next_write()
+                except UchatError as exc:  # sealing refused (sequence numbers exhausted, say)
+                    refused.append((connection, exc))
+                    continue
+                handed.append((connection, writes.add(connection.sock, parts) if parts else -1))
+        finally:  # whatever happens, no send of this round is still running afterwards
+            results = writes.finish()
         for connection, error in refused:
             connection.close(f"{type(error).__name__}: {error}")
         for connection, index in handed:
