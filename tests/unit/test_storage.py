@@ -773,16 +773,20 @@ def test_a_version_4_database_upgrades_its_rooms_to_a_legacy_genesis(tmp_path: P
         again.close()
 
 
+def _room_message_fields(db: Database, owner: int, *members: int) -> dict[str, Any]:
+    """A room of `owner` and `members` with their cursors; the fields of a room message
+    `owner` sends to it."""
+    room = rooms.create_room(db, "r", owner, 1)
+    for member in (owner, *members):
+        rooms.add_member(db, room, member, 1)
+    messages.sync_room_cursors(db, room)
+    return dict(sender_id=owner, target_type=messages.ROOM, target_id=room, time=50)
+
+
 def test_mark_delivered_many_moves_each_recipients_own_cursors_forward(db: Database) -> None:
     """A turn's acknowledgements at once follow `mark_delivered`'s rules for each."""
     alice, bob, carol, dave = (add_user(db, name) for name in ("alice", "bob", "carol", "dave"))
-    room = rooms.create_room(db, "r", alice, 1)
-    for member in (alice, bob, carol):
-        rooms.add_member(db, room, member, 1)
-    messages.sync_room_cursors(db, room)
-    fields: dict[str, Any] = dict(
-        sender_id=alice, target_type=messages.ROOM, target_id=room, time=50
-    )
+    fields = _room_message_fields(db, alice, bob, carol)
     for digit in "123":
         extra: dict[str, Any] = {"distributions": {carol: b"d", bob: b"d"}} if digit == "2" else {}
         messages.store_message(db, message_id=digit * 32, envelope=b"e", **fields, **extra)
@@ -817,13 +821,7 @@ def test_mark_delivered_many_contiguous_never_passes_an_envelope_not_acknowledge
     envelope owed to its owner that was not acknowledged, as `mark_delivered` does
     one recipient at a time."""
     alice, bob, carol = (add_user(db, name) for name in ("alice", "bob", "carol"))
-    room = rooms.create_room(db, "r", alice, 1)
-    for member in (alice, bob, carol):
-        rooms.add_member(db, room, member, 1)
-    messages.sync_room_cursors(db, room)
-    fields: dict[str, Any] = dict(
-        sender_id=alice, target_type=messages.ROOM, target_id=room, time=50
-    )
+    fields = _room_message_fields(db, alice, bob, carol)
     for digit in "123":
         messages.store_message(db, message_id=digit * 32, envelope=b"e", **fields)
     messages.store_message(  # bob's own message in between is not owed to him
