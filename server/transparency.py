@@ -40,6 +40,11 @@ _LEVEL_BITS = 6
 #: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
 #: lowest siblings from the database.
 UPPER_LEVEL = 6
+#: A proof's siblings below this level are shared by at most 4 positions, each of
+#: which keeps its lasting hashes (`_stable`) once proved: read for the proof, not
+#: kept in the node cache (they were about 3 cache entries, 500 bytes, a logged-in
+#: user). Appends and consistency proofs still keep every node they read.
+KEPT_PROOF_LEVEL = 3
 
 
 class TransparencyLog:
@@ -188,7 +193,7 @@ class TransparencyLog:
             sibling = (position >> level) ^ 1
             start = sibling << level
             if start + (1 << level) <= size:
-                parts.append(self.subtree(level, sibling))
+                parts.append(self._proof_node(level, sibling))
             else:
                 if top_level < 0:
                     top_level = level
@@ -207,6 +212,14 @@ class TransparencyLog:
             self._tops.clear()
         self._tops[_top_key(top_level, position)] = top
         return prefix + top
+
+    def _proof_node(self, level: int, index: int) -> bytes:
+        """A complete sibling for an inclusion proof: `subtree`, but a low one read from
+        the cache or the database without being kept (see KEPT_PROOF_LEVEL)."""
+        if level >= KEPT_PROOF_LEVEL:
+            return self.subtree(level, index)
+        value = self._nodes.get((level, index))
+        return keylog.node(self._db, level, index) if value is None else value
 
     def _keep_stable(self, position: int, packed: bytes) -> None:
         """Remember the proof's hashes below the first incomplete level: all of complete

@@ -15,7 +15,7 @@ from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import MIGRATIONS, Database, SqliteDatabase
-from server.transparency import TransparencyLog
+from server.transparency import KEPT_PROOF_LEVEL, TransparencyLog
 
 CA = ServerIdentity.create()
 
@@ -309,6 +309,9 @@ def test_proof_caches_are_compact_shared_per_block_and_bounded(
     for i in range(100):
         log.packed_inclusion(i, 100)
     assert len(log._stable) == 100 and len(log._tops) <= 8  # 100 = 64 + 32 + 4
+    # Low siblings were read, not kept: only the right edge's block of 4 is cached.
+    assert {key for key in log._nodes if key[0] < KEPT_PROOF_LEVEL} == {(2, 24)}
+    assert {key[0] for key in log._nodes} >= {KEPT_PROOF_LEVEL}
     db.close()
 
 
