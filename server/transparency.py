@@ -36,6 +36,7 @@ NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
 POSITION_CACHE_LIMIT = 20_000
 #: Bits of a `_tops` key that hold the level (a proof has fewer than 64 levels).
 _LEVEL_BITS = 6
+_HASH_SIZE = merkle.HASH_SIZE
 #: Nodes at this level and above stay cached for good: 1/32 of the entries' count of
 #: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
 #: lowest siblings from the database.
@@ -183,8 +184,8 @@ class TransparencyLog:
         if size != self._tops_size:
             self._tops_size, self._tops = size, {}
         prefix = self._stable.get(position, b"")
-        level = len(prefix) // merkle.HASH_SIZE
-        top = self._tops.get(_top_key(level, position))
+        level = len(prefix) // _HASH_SIZE
+        top = self._tops.get((position >> level) << _LEVEL_BITS | level)  # _top_key, inline
         if top is not None:
             return prefix + top
         parts = [prefix]
