@@ -42,10 +42,12 @@ _HASH_SIZE = merkle.HASH_SIZE
 #: lowest siblings from the database.
 UPPER_LEVEL = 6
 #: A proof's siblings below this level are shared by at most 4 positions, each of
-#: which keeps its lasting hashes (`_stable`) once proved: read for the proof, not
-#: kept in the node cache (they were about 3 cache entries, 500 bytes, a logged-in
-#: user). Appends and consistency proofs still keep every node they read.
+#: which keeps its lasting hashes (`_stable`) once proved: not kept in the node cache
+#: (they were about 3 cache entries, 500 bytes, a logged-in user) but in a small one
+#: of the latest (RECENT_LOW_LIMIT), enough for the certificate and KEM key proofs of
+#: one reply, neighbours in the log. Appends and consistency proofs keep every node.
 KEPT_PROOF_LEVEL = 3
+RECENT_LOW_LIMIT = 256
 
 
 class TransparencyLog:
@@ -59,6 +61,7 @@ class TransparencyLog:
         # rollback undid (the database tells us), and the head when the log grows.
         self._nodes: dict[tuple[int, int], bytes] = {}  # below UPPER_LEVEL, bounded
         self._upper: dict[tuple[int, int], bytes] = {}
+        self._recent_low: dict[tuple[int, int], bytes] = {}  # see KEPT_PROOF_LEVEL
         # The root and the hashes of the subtrees on the right edge of the tree of one
         # size (`_edges`): the same for every proof under one head.
         self._edge_size = -1
@@ -83,6 +86,7 @@ class TransparencyLog:
 
     def _forget(self) -> None:
         self._nodes.clear()
+        self._recent_low.clear()
         self._upper.clear()
         self._edge_size, self._edge = -1, {}
         self._positions.clear()
@@ -215,12 +219,18 @@ class TransparencyLog:
         return prefix + top
 
     def _proof_node(self, level: int, index: int) -> bytes:
-        """A complete sibling for an inclusion proof: `subtree`, but a low one read from
-        the cache or the database without being kept (see KEPT_PROOF_LEVEL)."""
+        """A complete sibling for an inclusion proof: `subtree`, but a low one is kept
+        only among the latest few (see KEPT_PROOF_LEVEL)."""
         if level >= KEPT_PROOF_LEVEL:
             return self.subtree(level, index)
-        value = self._nodes.get((level, index))
-        return keylog.node(self._db, level, index) if value is None else value
+        key = (level, index)
+        value = self._nodes.get(key) or self._recent_low.get(key)
+        if value is None:
+            value = keylog.node(self._db, level, index)
+            if len(self._recent_low) >= RECENT_LOW_LIMIT:
+                self._recent_low.clear()
+            self._recent_low[key] = value
+        return value
 
     def _keep_stable(self, position: int, packed: bytes) -> None:
         """Remember the proof's hashes below the first incomplete level: all of complete

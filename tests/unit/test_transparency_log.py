@@ -15,7 +15,7 @@ from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import MIGRATIONS, Database, SqliteDatabase
-from server.transparency import KEPT_PROOF_LEVEL, TransparencyLog
+from server.transparency import KEPT_PROOF_LEVEL, RECENT_LOW_LIMIT, TransparencyLog
 
 CA = ServerIdentity.create()
 
@@ -309,9 +309,31 @@ def test_proof_caches_are_compact_shared_per_block_and_bounded(
     for i in range(100):
         log.packed_inclusion(i, 100)
     assert len(log._stable) == 100 and len(log._tops) <= 8  # 100 = 64 + 32 + 4
-    # Low siblings were read, not kept: only the right edge's block of 4 is cached.
+    # Low siblings were not kept for good: only the right edge's block of 4 is cached,
+    # the others among the latest few.
     assert {key for key in log._nodes if key[0] < KEPT_PROOF_LEVEL} == {(2, 24)}
     assert {key[0] for key in log._nodes} >= {KEPT_PROOF_LEVEL}
+    assert 0 < len(log._recent_low) <= RECENT_LOW_LIMIT
+    db.close()
+
+    monkeypatch.setattr("server.transparency.RECENT_LOW_LIMIT", 4)
+    db, log = open_log(tmp_path / "db.sqlite")
+    reads: list[tuple[int, int]] = []
+    read_node = keylog.node
+
+    def counted(db: Database, level: int, index: int) -> bytes:
+        reads.append((level, index))
+        return read_node(db, level, index)
+
+    monkeypatch.setattr(keylog, "node", counted)
+    log.packed_inclusion(40, 100)
+    assert reads[:3] == [(0, 41), (1, 21), (2, 11)]
+    reads.clear()
+    log.packed_inclusion(41, 100)  # a reply's next proof: the neighbour's
+    assert reads == [(0, 40)]
+    for position in range(0, 100, 8):
+        log.packed_inclusion(position, 100)
+        assert len(log._recent_low) <= 4
     db.close()
 
 
