@@ -198,7 +198,10 @@ class TransparencyLog:
             sibling = (position >> level) ^ 1
             start = sibling << level
             if start + (1 << level) <= size:
-                parts.append(self._proof_node(level, sibling))
+                if level >= KEPT_PROOF_LEVEL:
+                    parts.append(self.subtree(level, sibling))
+                else:
+                    parts.append(self._low_node(level, sibling))
             else:
                 if top_level < 0:
                     top_level = level
@@ -218,11 +221,9 @@ class TransparencyLog:
         self._tops[_top_key(top_level, position)] = top
         return prefix + top
 
-    def _proof_node(self, level: int, index: int) -> bytes:
-        """A complete sibling for an inclusion proof: `subtree`, but a low one is kept
-        only among the latest few (see KEPT_PROOF_LEVEL)."""
-        if level >= KEPT_PROOF_LEVEL:
-            return self.subtree(level, index)
+    def _low_node(self, level: int, index: int) -> bytes:
+        """A complete sibling below KEPT_PROOF_LEVEL for an inclusion proof: `subtree`,
+        but kept only among the latest few."""
         key = (level, index)
         value = self._nodes.get(key) or self._recent_low.get(key)
         if value is None:
