@@ -11,6 +11,7 @@ channel dead: the owner closes that one connection.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from enum import Enum, auto
@@ -41,6 +42,12 @@ from common.protocol.message import Message, decode_messages, encode_batch, enco
 HANDSHAKE_MAX_FRAME = HANDSHAKE_LIMITS.max_size + BLOCK_SIZE
 
 
+@functools.lru_cache(maxsize=16)
+def _limits_for(max_frame: int) -> codec.Limits:
+    """The decoding limits of a channel with this frame cap (frozen, so shared)."""
+    return codec.Limits(max_size=max_frame)
+
+
 class _State(Enum):
     START = auto()  # client: hello not sent yet
     AWAIT_SERVER_HELLO = auto()
@@ -51,7 +58,27 @@ class _State(Enum):
 
 
 class SecureChannel:
-    """One end of an encrypted, authenticated, ordered message stream."""
+    """One end of an encrypted, authenticated, ordered message stream.
+
+    Slotted, like its record sender and receiver and its frame decoder: a server holds
+    one per connection, and an instance dictionary each cost about 400 bytes a link.
+    """
+
+    __slots__ = (
+        "_client",
+        "_decoder",
+        "_iv_source",
+        "_limits",
+        "_max_frame",
+        "_outgoing",
+        "_receiver",
+        "_sender",
+        "_server",
+        "_state",
+        "mac_alg",
+        "peer_certificate_der",
+        "peer_fingerprint",
+    )
 
     def __init__(
         self,
@@ -65,7 +92,7 @@ class SecureChannel:
         self._server = server
         self._decoder = FrameDecoder(min(max_frame, HANDSHAKE_MAX_FRAME))
         self._max_frame = max_frame
-        self._limits = codec.Limits(max_size=max_frame)
+        self._limits = _limits_for(max_frame)  # one shared object per frame size
         self._iv_source = iv_source
         self._outgoing = bytearray()
         self._sender: RecordSender | None = None

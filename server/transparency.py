@@ -4,7 +4,9 @@
 certifies or accepts (certificates and signed KEM keys). Proofs are built from stored
 node hashes, O(log n) lookups per proof; the part of a proof made of complete subtrees
 never changes, so it is kept per position and a proof under a newer head walks only
-the levels near the top, with the right edge hashed once per size. A tree head is
+the levels near the top, with the right edge hashed once per size; the part near the
+top is the same for every position of a block, so it is kept per block under the
+newest size (`_tops`), and a proof asked again is two lookups. A tree head is
 signed when a reply needs one covering entries the latest head lacks, so every proof
 handed out is against a signed head and the log never waits a minute to show a key.
 """
@@ -28,13 +30,24 @@ log = logging.getLogger(__name__)
 MAX_RANGE = 256  # entries per KT_RANGE reply (certificates are ~500 bytes)
 MAX_USER_ENTRIES = 256  # a page of KT_USER_ENTRIES (client: USER_ENTRIES_PAGE)
 NODE_CACHE_LIMIT = 200_000  # about 20 MB; cleared whole when full
-#: Kept positions, proofs under the newest head and lasting proof parts: at most this
-#: many of each (a proof is 20 hashes, 640 bytes, at a million entries: 13 MB each).
+#: Kept positions and lasting proof parts: at most this many of each (a proof is 20
+#: hashes, 640 bytes, at a million entries: 13 MB), and at most this many proof tops
+#: (usually a few hundred: one per block, see `_tops`).
 POSITION_CACHE_LIMIT = 20_000
+#: Bits of a `_tops` key that hold the level (a proof has fewer than 64 levels).
+_LEVEL_BITS = 6
+_HASH_SIZE = merkle.HASH_SIZE
 #: Nodes at this level and above stay cached for good: 1/32 of the entries' count of
 #: nodes (31,000 at a million entries, about 4 MB), so a proof reads only its few
 #: lowest siblings from the database.
 UPPER_LEVEL = 6
+#: A proof's siblings below this level are shared by at most 4 positions, each of
+#: which keeps its lasting hashes (`_stable`) once proved: not kept in the node cache
+#: (they were about 3 cache entries, 500 bytes, a logged-in user) but in a small one
+#: of the latest (RECENT_LOW_LIMIT), enough for the certificate and KEM key proofs of
+#: one reply, neighbours in the log. Appends and consistency proofs keep every node.
+KEPT_PROOF_LEVEL = 3
+RECENT_LOW_LIMIT = 256
 
 
 class TransparencyLog:
@@ -48,17 +61,22 @@ class TransparencyLog:
         # rollback undid (the database tells us), and the head when the log grows.
         self._nodes: dict[tuple[int, int], bytes] = {}  # below UPPER_LEVEL, bounded
         self._upper: dict[tuple[int, int], bytes] = {}
+        self._recent_low: dict[tuple[int, int], bytes] = {}  # see KEPT_PROOF_LEVEL
         # The root and the hashes of the subtrees on the right edge of the tree of one
         # size (`_edges`): the same for every proof under one head.
         self._edge_size = -1
         self._edge: dict[int, bytes] = {}
-        # Friends fetch the same certificates again and again: keep their positions,
-        # their proofs under the current head, and for every head to come the part of
-        # each proof that cannot change (see `_stable`).
-        self._positions: dict[tuple[str, str, bytes], int] = {}
-        self._proofs: dict[int, bytes] = {}  # packed (`merkle.pack_proof`)
+        # Friends fetch the same certificates again and again: keep their positions
+        # (keyed by one digest, `_position_key`), for every head to come the part of
+        # each proof that cannot change (`_stable`: position -> packed hashes of its
+        # lowest levels, 32 bytes a level), and the rest of the proofs under the newest
+        # size, shared by every position of a block (`_tops`). Compact on purpose: a
+        # logged-in user's entries were a kilobyte of a node's memory per link.
+        self._positions: dict[bytes, int] = {}
         self._encoded_head: tuple[TreeHead, codec.Encoded] | None = None
-        self._stable: dict[int, tuple[int, bytes]] = {}
+        self._stable: dict[int, bytes] = {}
+        self._tops_size = -1
+        self._tops: dict[int, bytes] = {}  # _top_key(level, position) -> packed hashes
         self._size: int | None = None
         self._head: TreeHead | None = None
         #: Other processes (cluster nodes) append to the same log: the size is read
@@ -68,11 +86,12 @@ class TransparencyLog:
 
     def _forget(self) -> None:
         self._nodes.clear()
+        self._recent_low.clear()
         self._upper.clear()
         self._edge_size, self._edge = -1, {}
         self._positions.clear()
-        self._proofs.clear()
         self._stable.clear()
+        self._tops_size, self._tops = -1, {}
         self._size = None
         self._head = None
 
@@ -139,13 +158,10 @@ class TransparencyLog:
         head = merkle.sign_tree_head(self._identity.key, size, self._edges(size)[0], timestamp)
         keylog.insert_head(self._db, head)
         self._head = head
-        self._proofs.clear()
         return head
 
     def _adopt(self, head: TreeHead) -> TreeHead:
         """A head already stored (signed before a restart, or by another node)."""
-        if head != self._head:
-            self._proofs.clear()  # they were against the previous head
         self._head = head
         return head
 
@@ -161,38 +177,73 @@ class TransparencyLog:
         end (`_edges`, once per size), or absent when it starts past the end. The
         levels below the first incomplete or absent sibling hold hashes of complete
         subtrees, which never change: they are kept per position (`_stable`), so a
-        proof under a newer head walks only the few levels near the top. The same
-        hashes as `merkle.inclusion_proof` (tested), without its recursion.
+        proof under a newer head walks only the few levels near the top. Those top
+        levels depend only on the size and the block of `position` at the level where
+        they start: kept per block for the newest size (`_tops`), they make a proof
+        asked again one join of two kept strings. The same hashes as
+        `merkle.inclusion_proof` (tested), without its recursion.
         """
         if not 0 <= position < size:
             raise ValueError("leaf index outside the tree")
-        level, prefix = self._stable.get(position, (0, b""))
+        if size != self._tops_size:
+            self._tops_size, self._tops = size, {}
+        prefix = self._stable.get(position, b"")
+        level = len(prefix) // _HASH_SIZE
+        top = self._tops.get((position >> level) << _LEVEL_BITS | level)  # _top_key, inline
+        if top is not None:
+            return prefix + top
         parts = [prefix]
-        stable = True
+        top_level = -1  # the first level whose sibling is not a complete subtree
         while (1 << level) < size:
             sibling = (position >> level) ^ 1
             start = sibling << level
             if start + (1 << level) <= size:
-                parts.append(self.subtree(level, sibling))
+                if level >= KEPT_PROOF_LEVEL:
+                    parts.append(self.subtree(level, sibling))
+                else:
+                    parts.append(self._low_node(level, sibling))
             else:
-                if stable and level:
-                    self._keep_stable(position, level, b"".join(parts))
-                stable = False
+                if top_level < 0:
+                    top_level = level
+                    prefix = b"".join(parts)
+                    parts = [prefix]
                 if start < size:
                     parts.append(self._edges(size)[1][start])
             level += 1
-        if stable:
-            self._keep_stable(position, level, b"".join(parts))
-        return b"".join(parts)
+        if top_level < 0:
+            top_level = level
+            prefix = b"".join(parts)
+            parts = [prefix]
+        self._keep_stable(position, prefix)
+        top = b"".join(parts[1:])
+        if len(self._tops) >= POSITION_CACHE_LIMIT:
+            self._tops.clear()
+        self._tops[_top_key(top_level, position)] = top
+        return prefix + top
 
-    def _keep_stable(self, position: int, level: int, packed: bytes) -> None:
-        """Remember the proof's hashes below `level`: all of complete subtrees."""
+    def _low_node(self, level: int, index: int) -> bytes:
+        """A complete sibling below KEPT_PROOF_LEVEL for an inclusion proof: `subtree`,
+        but kept only among the latest few."""
+        key = (level, index)
+        value = self._nodes.get(key) or self._recent_low.get(key)
+        if value is None:
+            value = keylog.node(self._db, level, index)
+            if len(self._recent_low) >= RECENT_LOW_LIMIT:
+                self._recent_low.clear()
+            self._recent_low[key] = value
+        return value
+
+    def _keep_stable(self, position: int, packed: bytes) -> None:
+        """Remember the proof's hashes below the first incomplete level: all of complete
+        subtrees (their count is the level)."""
+        if not packed:
+            return
         known = self._stable.get(position)
-        if known is not None and known[0] >= level:
+        if known is not None and len(known) >= len(packed):
             return
         if known is None and len(self._stable) >= POSITION_CACHE_LIMIT:
             self._stable.clear()
-        self._stable[position] = (level, packed)
+        self._stable[position] = packed
 
     def _edges(self, size: int) -> tuple[bytes, dict[int, bytes]]:
         """The root of the tree of `size` entries and MTH(D[start:size]) for every start
@@ -231,19 +282,10 @@ class TransparencyLog:
         if position is None or position >= head.size:
             log.error("key for %s served without a log entry", username)
             return {"position": -1, "proof": b""}
-        if head is not self._head:
-            return {"position": position, "proof": self.packed_inclusion(position, head.size)}
-        proof = self._proofs.get(position)
-        if proof is None:
-            proof = self.packed_inclusion(position, head.size)
-            if len(self._proofs) < POSITION_CACHE_LIMIT:
-                self._proofs[position] = proof
-        return {"position": position, "proof": proof}
+        return {"position": position, "proof": self.packed_inclusion(position, head.size)}
 
     def _position(self, kind: str, username: str, payload: bytes) -> int | None:
-        # keyed by the payload's digest: a certificate is ~500 bytes, and 20,000 of them
-        # as keys were most of what a logged-in user cost the server
-        key = (kind, username.casefold(), hashlib.sha256(payload).digest())
+        key = _position_key(kind, username, payload)
         position = self._positions.get(key)
         if position is None:
             position = keylog.latest_for(self._db, kind, username, payload)
@@ -274,3 +316,20 @@ class TransparencyLog:
         if kem_key is None:
             return None
         return self.proof_for("kem_key", username, kem_key, self.head())
+
+
+def _top_key(level: int, position: int) -> int:
+    """`_tops` key: the block of `position` at `level`, and the level."""
+    return (position >> level) << _LEVEL_BITS | level
+
+
+def _position_key(kind: str, username: str, payload: bytes) -> bytes:
+    """One 32-byte digest for (kind, case-folded username, payload): a certificate is
+    ~500 bytes and a (kind, name, digest) tuple three objects, and 20,000 of either as
+    keys were most of what a logged-in user cost the server. The kind (one of a few
+    words, no NUL) ends at a NUL and the name is length-prefixed, so no two triples
+    hash the same input; one call, as this runs for every proof handed out."""
+    name = username.casefold().encode("utf-8")
+    return hashlib.sha256(
+        b"".join((kind.encode("ascii"), b"\0", len(name).to_bytes(4, "big"), name, payload))
+    ).digest()

@@ -88,6 +88,8 @@ def _check_keys(enc_key: bytes, mac_key: bytes) -> None:
 class RecordSender:
     """Seals plaintexts into whole record frames for one direction of a connection."""
 
+    __slots__ = ("_cbc", "_iv_source", "_mac", "_mac_key", "_seq")
+
     def __init__(
         self,
         enc_key: bytes,
@@ -122,6 +124,8 @@ class RecordSender:
 
 class RecordReceiver:
     """Authenticates and decrypts record frames for one direction, strictly in order."""
+
+    __slots__ = ("_decryptor", "_failed", "_mac", "_mac_key", "_seq")
 
     def __init__(self, enc_key: bytes, mac_key: bytes, mac_alg: str) -> None:
         _check_keys(enc_key, mac_key)

@@ -81,6 +81,8 @@ class FrameDecoder:
     `max_body` caps one frame's body; anything larger is rejected from its header.
     """
 
+    __slots__ = ("_buffer", "_max_body", "_need")
+
     def __init__(self, max_body: int = DEFAULT_MAX_BODY) -> None:
         self._max_body = max_body
         self._buffer = bytearray()

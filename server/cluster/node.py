@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from common.config import ServerConfig
@@ -76,6 +76,8 @@ RELAYED = frozenset(
 #: Encoded pushes above this are not relayed (the hint, in base64, must stay under
 #: MAX_HINT_BYTES); the client reads that state at its next contact refresh.
 RELAY_MAX_BYTES = 40 * 1024
+#: Distinct node sets kept for sharing (see `NodeSets`); far more than a cluster has.
+NODE_SETS_LIMIT = 1_024
 
 
 def _nothing(user_id: int) -> None:
@@ -90,6 +92,48 @@ def _no_relay(user_ids: tuple[int, ...], body: bytes) -> None:
     del user_ids, body
 
 
+class NodeSets:
+    """One shared frozenset per distinct set of node ids (and one string per node id).
+
+    Every user held by the other node of a two-node cluster maps to the same set: a set
+    of its own per user (and a node-id string decoded from each user's hint) cost a
+    node about 300 bytes for every user of the other nodes. Bounded: past
+    NODE_SETS_LIMIT distinct sets (node ids change at every restart) sharing starts
+    again from empty, which only costs memory, never correctness.
+    """
+
+    def __init__(self) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def shared(self, nodes: Iterable[str]) -> frozenset[str]:
+        found = frozenset(nodes)
+        kept = self._sets.get(found)
+        if kept is not None:
+            return kept
+        if len(self._sets) >= NODE_SETS_LIMIT:
+            self._sets.clear()
+        ids = frozenset(self._node_id(node) for node in found)
+        self._sets[ids] = ids
+        return ids
+
+    def _node_id(self, node: str) -> str:
+        """The id string already kept in some set, else `node` itself."""
+        for kept in self._sets:
+            for known in kept:
+                if known == node:
+                    return known
+        return node
+
+    def with_node(self, nodes: frozenset[str], node: str) -> frozenset[str]:
+        return nodes if node in nodes else self.shared((*nodes, node))
+
+    def without_node(self, nodes: frozenset[str], node: str) -> frozenset[str]:
+        return self.shared(nodes - {node}) if node in nodes else nodes
+
+
 class ClusterSessions(Sessions):
     """Local sessions, plus a mirror of who is online on the other nodes."""
 
@@ -97,8 +141,9 @@ class ClusterSessions(Sessions):
 
     def __init__(self) -> None:
         super().__init__()
-        #: user id -> other nodes holding the user (kept by `ClusterNode` from hints).
-        self.elsewhere: dict[int, set[str]] = {}
+        #: user id -> other nodes holding the user (kept by `ClusterNode` from hints),
+        #: never empty; the sets are shared (`NodeSets`).
+        self.elsewhere: dict[int, frozenset[str]] = {}
         self.came_online: Callable[[int, str], None] = _came
         self.went_offline: Callable[[int], None] = _nothing
         self.relay_out: Callable[[tuple[int, ...], bytes], None] = _no_relay
@@ -190,6 +235,7 @@ class ClusterNode:
         self._kicks: list[KickSession] = []
         self._relays: list[Relay] = []
         self._pushed_upto: dict[int, int] = {}
+        self._node_sets = NodeSets()
         self._generation = services.db.membership_generation
         self._swept_to = 0
         # Hints from the bus thread waiting for the reactor, handled together: one
@@ -216,9 +262,10 @@ class ClusterNode:
     def stop(self) -> None:
         self.bus.stop()
 
-    def _others(self, holders: dict[int, set[str]]) -> dict[int, set[str]]:
+    def _others(self, holders: dict[int, set[str]]) -> dict[int, frozenset[str]]:
+        shared = self._node_sets.shared
         found = {user: nodes - {self.node_id} for user, nodes in holders.items()}
-        return {user: nodes for user, nodes in found.items() if nodes}
+        return {user: shared(nodes) for user, nodes in found.items() if nodes}
 
     # -- this node's own events (reactor thread) ---------------------------------------
 
@@ -361,13 +408,16 @@ class ClusterNode:
 
     def _presence(self, user_id: int, node_id: str, online: bool) -> None:
         before = self._sessions.is_online(user_id)
-        nodes = self._sessions.elsewhere.setdefault(user_id, set())
+        elsewhere = self._sessions.elsewhere
+        nodes = elsewhere.get(user_id, frozenset())
         if online:
-            nodes.add(node_id)
+            nodes = self._node_sets.with_node(nodes, node_id)
         else:
-            nodes.discard(node_id)
-        if not nodes:
-            del self._sessions.elsewhere[user_id]
+            nodes = self._node_sets.without_node(nodes, node_id)
+        if nodes:
+            elsewhere[user_id] = nodes
+        else:
+            elsewhere.pop(user_id, None)
         after = self._sessions.is_online(user_id)
         if before != after:
             self._announce(user_id, after)
@@ -429,7 +479,7 @@ class ClusterNode:
             return
         self._call_soon(lambda: self._guarded(lambda: self._resync(self._others(holders))))
 
-    def _resync(self, elsewhere: dict[int, set[str]]) -> None:
+    def _resync(self, elsewhere: dict[int, frozenset[str]]) -> None:
         changed = set(elsewhere) ^ set(self._sessions.elsewhere)
         before = {user_id: self._sessions.is_online(user_id) for user_id in changed}
         self._sessions.elsewhere = elsewhere

@@ -176,3 +176,18 @@ def test_an_established_channel_keeps_nothing_of_its_handshake() -> None:
     assert client.peer_fingerprint is not None
     sealed = client.send(Message(MessageType.PING, 1, {}))
     assert server.receive_data(sealed) == [Message(MessageType.PING, 1, {})]
+
+
+def test_a_held_channel_has_no_instance_dictionaries_and_shares_its_limits(
+    identity: ServerIdentity,
+) -> None:
+    """What a server keeps per connection is slotted (an instance dictionary is a few
+    hundred bytes, times 10,000 links) and the decoding limits are one shared object."""
+    client, server = _pair(identity)
+    other_client, other = _pair(identity)
+    for channel in (server, other, client):
+        parts = [channel, channel._sender, channel._receiver, channel._decoder]
+        assert [hasattr(part, "__dict__") for part in parts] == [False] * 4
+    assert server._limits is other._limits is client._limits
+    ping = Message(MessageType.PING, 7, {})
+    assert other.receive_data(other_client.send(ping)) == [ping]

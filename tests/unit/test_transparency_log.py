@@ -15,7 +15,7 @@ from common.crypto.merkle import LogEntry, MemoryTree, TreeHead
 from common.protocol import codec
 from server.storage import keylog
 from server.storage.database import MIGRATIONS, Database, SqliteDatabase
-from server.transparency import TransparencyLog
+from server.transparency import KEPT_PROOF_LEVEL, RECENT_LOW_LIMIT, TransparencyLog
 
 CA = ServerIdentity.create()
 
@@ -239,20 +239,29 @@ def test_proof_parts_kept_from_older_heads_stay_right_as_the_log_grows_or_rolls_
     db.close()
 
 
-def test_a_head_is_encoded_once_and_proofs_are_kept_under_it(tmp_path: Path) -> None:
+def test_a_head_is_encoded_once_and_proofs_are_kept_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every reply under one head carries the same encoded head (`codec.Encoded`,
-    the same bytes as the head's own fields) and the proof kept for its position; a
-    new head replaces both."""
+    the same bytes as the head's own fields) and a proof asked again is made of kept
+    parts, without reading the database; a new head replaces both."""
     db, log = open_log(tmp_path / "db.sqlite")
     for i in range(5):
         log.append("certificate", f"user{i}", bytes([i]))
     first = log.certificate_proof("user2", bytes([2]))
-    again = log.certificate_proof("user2", bytes([2]))
-    assert isinstance(first["head"], codec.Encoded) and again["head"] is first["head"]
-    assert again["proof"] is first["proof"]
-    assert codec.encode(first["head"]) == codec.encode(log.head().to_wire())
     other = log.proof_for("certificate", "user3", bytes([3]), log.head())
-    assert log.proof_for("certificate", "user3", bytes([3]), log.head())["proof"] is other["proof"]
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("a kept proof read the database")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keylog, "node", no_reads)
+        patch.setattr(keylog, "latest_for", no_reads)
+        again = log.certificate_proof("user2", bytes([2]))
+        assert log.proof_for("certificate", "user3", bytes([3]), log.head()) == other
+    assert isinstance(first["head"], codec.Encoded) and again["head"] is first["head"]
+    assert again == first
+    assert codec.encode(first["head"]) == codec.encode(log.head().to_wire())
     log.append("certificate", "user5", b"\x05")
     newer = log.certificate_proof("user2", bytes([2]))
     head = TreeHead.from_wire(newer["head"])
@@ -265,3 +274,78 @@ def test_a_head_is_encoded_once_and_proofs_are_kept_under_it(tmp_path: Path) -> 
         head.root,
     )
     db.close()
+
+
+def test_proof_caches_are_compact_shared_per_block_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positions are keyed by one digest, a position keeps one bytes object (its lasting
+    hashes), and the top of the proofs under the newest size is kept once per block,
+    not per position; every cache stays within POSITION_CACHE_LIMIT, and proofs stay
+    RFC 9162's whatever was forgotten."""
+    monkeypatch.setattr("server.transparency.POSITION_CACHE_LIMIT", 8)
+    db, log = open_log(tmp_path / "db.sqlite")
+    reference = MemoryTree()
+    payloads = [bytes([i]) * 3 for i in range(100)]
+    for i, payload in enumerate(payloads):
+        log.append("certificate", f"User{i}", payload)
+        reference.append_leaf_hash(LogEntry("certificate", f"User{i}", payload).leaf_hash)
+    head = log.head()
+    for rounds in range(2):
+        for i, payload in enumerate(payloads):
+            proof = log.proof_for("certificate", f"user{i}", payload, head)  # any case
+            assert proof["position"] == i
+            assert merkle.unpack_proof(proof["proof"]) == merkle.inclusion_proof(
+                i, 100, reference.subtree
+            ), (rounds, i)
+            sizes = (len(log._positions), len(log._stable), len(log._tops))
+            assert max(sizes) <= 8
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in log._positions)
+    assert all(isinstance(kept, bytes) and len(kept) % 32 == 0 for kept in log._stable.values())
+    db.close()
+
+    monkeypatch.undo()
+    db, log = open_log(tmp_path / "db.sqlite")  # within the limit: one top per block
+    for i in range(100):
+        log.packed_inclusion(i, 100)
+    assert len(log._stable) == 100 and len(log._tops) <= 8  # 100 = 64 + 32 + 4
+    # Low siblings were not kept for good: only the right edge's block of 4 is cached,
+    # the others among the latest few.
+    assert {key for key in log._nodes if key[0] < KEPT_PROOF_LEVEL} == {(2, 24)}
+    assert {key[0] for key in log._nodes} >= {KEPT_PROOF_LEVEL}
+    assert 0 < len(log._recent_low) <= RECENT_LOW_LIMIT
+    db.close()
+
+    monkeypatch.setattr("server.transparency.RECENT_LOW_LIMIT", 4)
+    db, log = open_log(tmp_path / "db.sqlite")
+    reads: list[tuple[int, int]] = []
+    read_node = keylog.node
+
+    def counted(db: Database, level: int, index: int) -> bytes:
+        reads.append((level, index))
+        return read_node(db, level, index)
+
+    monkeypatch.setattr(keylog, "node", counted)
+    log.packed_inclusion(40, 100)
+    assert reads[:3] == [(0, 41), (1, 21), (2, 11)]
+    reads.clear()
+    log.packed_inclusion(41, 100)  # a reply's next proof: the neighbour's
+    assert reads == [(0, 40)]
+    for position in range(0, 100, 8):
+        log.packed_inclusion(position, 100)
+        assert len(log._recent_low) <= 4
+    db.close()
+
+
+def test_position_keys_tell_kind_name_and_payload_apart() -> None:
+    """The digest keying `_positions` folds the name's letter case and nothing else."""
+    from server.transparency import _position_key
+
+    keys = {
+        _position_key("certificate", "ab", b"c"),
+        _position_key("certificate", "a", b"bc"),
+        _position_key("kem_key", "ab", b"c"),
+        _position_key("certificate", "abc", b""),
+    }
+    assert len(keys) == 4
+    assert _position_key("certificate", "AB", b"c") == _position_key("certificate", "ab", b"c")
