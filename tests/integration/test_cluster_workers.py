@@ -148,8 +148,12 @@ def test_a_dead_worker_is_restarted_and_its_clients_come_back(
     )
     for user in victims:  # they reconnect to the same port: to either worker
         user.events.wait_reconnected(marks[user.name], timeout=30.0)
-    group.nodes_of(users)
-    owner, member = victims[0], next(user for user in users if user not in victims)
+    # The owner was on the killed worker; the member is on another worker now if
+    # anyone is (all eight may have landed on one worker, before or after).
+    owner = victims[0]
+    placed = group.nodes_of(users)
+    elsewhere = [user for held in placed.values() if owner not in held for user in held]
+    member = (elsewhere or [user for user in users if user is not owner])[0]
     room_id = int(owner.client.create_room(f"after {owner.name}").id)
     member.client.join_room(room_id)
     sent = owner.client.send_text(room_id, "after the restart")
