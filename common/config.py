@@ -36,9 +36,6 @@ class ServerConfig:
     worker_threads: int = 2
     worker_queue: int = 1_000
     write_buffer_limit: int = 8 * 1024 * 1024
-    #: A loop turn with output for at least this many connections makes its first write
-    #: to each on a helper thread while it seals the rest (0: never).
-    parallel_write_min: int = 32
     # Fair reactor and admission (server/net/admission.py, docs/security.md).
     output_pause_limit: int = 1024 * 1024
     requests_per_turn: int = 16
@@ -208,8 +205,6 @@ def _validate_limits(s: ServerConfig) -> None:
             raise ConfigError(f"server.{name} must be positive")
     if s.max_upload_bytes_per_account < s.max_attachment_size:
         raise ConfigError("server.max_upload_bytes_per_account must hold one largest attachment")
-    if s.parallel_write_min < 0:
-        raise ConfigError("server.parallel_write_min must be 0 (never) or more")
     _validate_admission(s)
 
 

@@ -90,7 +90,6 @@ class Server:
                 output_pause_limit=min(config.output_pause_limit, config.write_buffer_limit),
                 requests_per_turn=config.requests_per_turn,
                 time_per_turn=config.time_per_turn,
-                parallel_write_min=config.parallel_write_min,
                 login_timeout=config.login_timeout,
                 prelogin_max_frame=config.prelogin_max_frame,
                 max_frame=config.max_frame_size,

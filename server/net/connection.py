@@ -256,20 +256,6 @@ class Connection:
                 break  # the kernel buffer is full
         return written
 
-    def next_write(self) -> list[bytes | memoryview]:
-        """Seal what is queued; the parts of the next `sendmsg` (empty: nothing to write).
-
-        For a write made elsewhere (`server.net.parallel_writer`); report it with `wrote`.
-        """
-        self.seal_queued()
-        return self._out[:MAX_IOV]
-
-    def wrote(self, sent: int | OSError) -> None:
-        """The outcome of the `sendmsg` of `next_write`'s parts; raises its OSError."""
-        if isinstance(sent, OSError):
-            raise sent
-        self._consume(sent)
-
     def _consume(self, count: int) -> None:
         """Drop `count` written bytes from the front of the queue."""
         self._out_size -= count

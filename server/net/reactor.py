@@ -33,7 +33,6 @@ from common.protocol.message import Message
 from server.logging_setup import log_failure
 from server.net.admission import Admission, AdmissionLimits
 from server.net.connection import Channel, Connection
-from server.net.parallel_writer import ParallelWriter
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +67,6 @@ class ReactorSettings:
     prelogin_max_frame: int = 16 * 1024
     max_frame: int = 1_179_648
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
-    #: A turn with output for at least this many connections makes its first write to
-    #: each on a helper thread, while it seals the next (`server.net.parallel_writer`);
-    #: 0 writes everything on the reactor thread.
-    parallel_write_min: int = 32
 
 
 @dataclass(order=True)
@@ -134,7 +129,6 @@ class Reactor:
         self._timers: list[TimerHandle] = []
         self._timer_sequence = itertools.count()
         self._stopping = False
-        self._writer = ParallelWriter() if settings.parallel_write_min > 0 else None
 
     # -- public API -------------------------------------------------------------
 
@@ -260,8 +254,6 @@ class Reactor:
         self._selector.close()
         self._wake_reader.close()
         self._wake_writer.close()
-        if self._writer is not None:
-            self._writer.close()
 
     # -- ConnectionHost ---------------------------------------------------------
 
@@ -580,47 +572,9 @@ class Reactor:
             self._to_flush.clear()
             return
         pending, self._to_flush = self._to_flush, {}
-        if self._writer is not None and len(pending) >= self._settings.parallel_write_min:
-            self._flush_in_parallel(self._writer, pending)
-            return
         for connection in pending:
             if not connection.closed:
                 self._flush(connection)
-
-    def _flush_in_parallel(self, writer: ParallelWriter, pending: dict[Connection, None]) -> None:
-        """`_flush` for many connections, their first `sendmsg` made by `writer`.
-
-        Nothing but sealing happens on this thread until the round is over: closing a
-        connection runs callbacks that may queue output anywhere, so failures and
-        every other consequence are dealt with afterwards, in the usual order.
-        """
-        writes = writer.begin()
-        handed: list[tuple[Connection, int]] = []  # -1: nothing to write
-        refused: list[tuple[Connection, UchatError]] = []
-        try:
-            for connection in pending:
-                if connection.closed:
-                    continue
-                try:
-                    parts = connection.next_write()
-                except UchatError as exc:  # sealing refused (sequence numbers exhausted, say)
-                    refused.append((connection, exc))
-                    continue
-                handed.append((connection, writes.add(connection.sock, parts) if parts else -1))
-        finally:  # whatever happens, no send of this round is still running afterwards
-            results = writes.finish()
-        for connection, error in refused:
-            connection.close(f"{type(error).__name__}: {error}")
-        for connection, index in handed:
-            if connection.closed:
-                continue
-            if index >= 0:
-                try:
-                    connection.wrote(results[index])
-                except OSError as exc:
-                    connection.close(f"write failed: {exc.strerror or type(exc).__name__}")
-                    continue
-            self._after_write(connection)
 
     def _commit(self) -> bool:
         try:
@@ -639,10 +593,6 @@ class Reactor:
         except UchatError as exc:  # sealing refused (sequence numbers exhausted, say)
             connection.close(f"{type(exc).__name__}: {exc}")
             return
-        self._after_write(connection)
-
-    def _after_write(self, connection: Connection) -> None:
-        """Drop a slow reader, finish a close, or ask for EPOLLOUT while output waits."""
         queued = connection.pending_output
         if queued > self._settings.write_buffer_limit:
             log.warning("dropping slow reader %s: %d bytes queued", connection.address, queued)

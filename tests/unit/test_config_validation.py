@@ -46,7 +46,6 @@ def test_repository_config_json_is_valid() -> None:
         ({"serverx": {}}, "unknown section"),
         ({"language": "fr"}, "language"),
         ({"server": {"scrypt_n": 1000}}, "power of two"),
-        ({"server": {"parallel_write_min": -1}}, "server.parallel_write_min"),
     ],
 )
 def test_bad_configuration_is_refused_clearly(

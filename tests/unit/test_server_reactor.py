@@ -183,7 +183,6 @@ def make_harness(**settings: float) -> Harness:
             output_pause_limit=int(settings.get("output_pause_limit", 256 * 1024)),
             requests_per_turn=int(settings.get("requests_per_turn", 16)),
             login_timeout=settings.get("login_timeout", 1e9),
-            parallel_write_min=int(settings.get("parallel_write_min", 32)),
             admission=AdmissionLimits(
                 per_address=int(settings.get("per_address", 100)),
                 anonymous_per_address=int(settings.get("anonymous_per_address", 100)),
@@ -201,11 +200,9 @@ def make_harness(**settings: float) -> Harness:
     return harness
 
 
-@pytest.fixture(params=[0, 1], ids=["writes-on-reactor", "writes-on-helper-thread"])
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    """Every test twice: writes made by the reactor thread, and every turn's first write
-    made by `ParallelWriter` (a turn with output for one connection is enough)."""
-    h = make_harness(parallel_write_min=request.param)
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = make_harness()
     yield h
     h.reactor.shutdown(flush_timeout=0.5)
 
