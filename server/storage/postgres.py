@@ -102,6 +102,18 @@ class Statement:
         return [parameters[index] for index in self.order]
 
 
+_LIST_MARK = "\x00"
+
+
+@lru_cache(maxsize=256)
+def _any_array(sql: str) -> str:
+    """`all_in`'s statement: its one `IN ({marks})` as `= ANY(?)`."""
+    text = sql.format(marks=_LIST_MARK)
+    if text.count(f"IN ({_LIST_MARK})") != 1:
+        raise ValueError("all_in needs exactly one 'IN ({marks})'")
+    return text.replace(f"IN ({_LIST_MARK})", "= ANY(?)")
+
+
 @lru_cache(maxsize=2048)
 def translate(sql: str) -> Statement:
     """The PostgreSQL form of one portable (SQLite-dialect) statement."""
@@ -327,11 +339,18 @@ class PostgresDatabase:
         return rows
 
     def all_in(self, sql: str, values: Sequence[Any], leading: Sequence[Any] = ()) -> list[Row]:
+        """`IN ({marks})` becomes `= ANY(?)` with the chunk as one array parameter.
+
+        Why: a list written out mark by mark makes a new statement text for every
+        length, which psycopg parses again each time (no cache hit, never prepared):
+        that parsing was a fifth of a cluster node's reactor time. One text per
+        statement is parsed once and prepared.
+        """
+        statement = _any_array(sql)
         rows: list[Row] = []
         for start in range(0, len(values), IN_CHUNK):
             chunk = list(values[start : start + IN_CHUNK])
-            statement = sql.format(marks=",".join("?" * len(chunk)))
-            rows.extend(self.execute(statement, [*leading, *chunk]).fetchall())
+            rows.extend(self.execute(statement, [*leading, chunk]).fetchall())
         return rows
 
     def scalar(self, sql: str, parameters: Parameters = ()) -> Any:
