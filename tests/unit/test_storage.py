@@ -153,6 +153,28 @@ def test_all_in_handles_more_values_than_one_chunk(db: Database) -> None:
     assert times[conversations.room_key(1_100)] == 1_100
 
 
+def test_all_in_takes_numbers_names_and_odd_strings_alike(db: Database) -> None:
+    """PostgreSQL joins a list of ids or names into one parameter and splits it in the
+    server, with an array for anything else (here a name holding the separator):
+    every kind finds exactly what SQLite's written-out list finds."""
+    for index, name in enumerate(["a", "b", "c\x1fd", "e,f"]):
+        conversations.touch(db, name, index + 10)
+    by_key = "SELECT key, last_message_time FROM conversations WHERE key IN ({marks})"
+    found = {row[0]: row[1] for row in db.all_in(by_key, ["a", "e,f", "zz"])}
+    assert found == {"a": 10, "e,f": 13}
+    found = {row[0]: row[1] for row in db.all_in(by_key, ["c\x1fd", "b"])}
+    assert found == {"c\x1fd": 12, "b": 11}
+    by_time = (
+        "SELECT key FROM conversations WHERE key <> ? AND last_message_time IN ({marks})"
+        " ORDER BY key"
+    )
+    assert [row[0] for row in db.all_in(by_time, [10, 11, 13, 99], leading=["b"])] == [
+        "a",
+        "e,f",
+    ]
+    assert db.all_in(by_key, []) == []
+
+
 # -- users ---------------------------------------------------------------------------
 
 
