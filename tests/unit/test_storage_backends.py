@@ -36,17 +36,27 @@ def add_user(db: SqliteDatabase | PostgresDatabase, name: str) -> int:
 # -- the dialect adapter ---------------------------------------------------------------
 
 
-def test_plain_marks_become_psycopg_marks_and_percent_is_literal() -> None:
+def test_plain_marks_become_numbered_postgresql_marks_and_percent_is_literal() -> None:
     statement = translate("SELECT 1 FROM t WHERE a = ? AND b LIKE '50%' AND c IN (?,?)")
-    assert statement.text == "SELECT 1 FROM t WHERE a = %s AND b LIKE '50%%' AND c IN (%s,%s)"
-    assert statement.order is None
+    assert statement.text == "SELECT 1 FROM t WHERE a = $1 AND b LIKE '50%' AND c IN ($2,$3)"
     assert statement.bind((1, 2, 3)) == (1, 2, 3)
 
 
-def test_numbered_marks_reorder_and_repeat_parameters() -> None:
-    statement = translate("SELECT ?2, ?1 WHERE x = ?1")
-    assert statement.text == "SELECT %s, %s WHERE x = %s"
-    assert list(statement.bind(("a", "b"))) == ["b", "a", "a"]
+def test_numbered_marks_keep_their_numbers() -> None:
+    assert translate("SELECT ?2, ?1 WHERE x = ?1").text == "SELECT $2, $1 WHERE x = $1"
+
+
+def test_translated_statements_run_as_they_are(fresh_pg_dsn: Callable[[], str]) -> None:
+    """`$n` statements go through a raw cursor: numbered marks reorder and repeat, a
+    percent sign is plain text, and a statement run often is prepared."""
+    db = PostgresDatabase.connect(fresh_pg_dsn())
+    try:
+        assert tuple(db.one("SELECT ?2, ?1, ?1 = ?1", ("a", "b")) or ()) == ("b", "a", True)
+        assert db.scalar("SELECT '50%' LIKE ? || '%'", ("50",)) is True
+        for n in range(8):  # past psycopg's prepare threshold
+            assert db.scalar("SELECT ? + 1", (n,)) == n + 1
+    finally:
+        db.close()
 
 
 def test_mixed_marks_and_named_parameters_are_refused() -> None:
@@ -58,7 +68,7 @@ def test_mixed_marks_and_named_parameters_are_refused() -> None:
 
 def test_sqlite_only_phrases_are_rewritten() -> None:
     assert translate("INSERT OR IGNORE INTO k (a) VALUES (?)").text == (
-        "INSERT INTO k (a) VALUES (%s) ON CONFLICT DO NOTHING"
+        "INSERT INTO k (a) VALUES ($1) ON CONFLICT DO NOTHING"
     )
     assert 'COLLATE "C"' in translate("SELECT 1 WHERE a = ? COLLATE BINARY").text
     assert "COLLATE NOCASE" in translate("SELECT 1 WHERE a = ? COLLATE NOCASE").text
