@@ -151,38 +151,35 @@ def translate(sql: str) -> Statement:
     return Statement(text, _MEMBERSHIP_WRITE.match(sql) is not None, _WRITE.match(sql) is not None)
 
 
-class PgRow:
-    """A result row readable by position and by column name, as sqlite3.Row is."""
+class PgRow(tuple[Any, ...]):
+    """A result row readable by position and by column name, as sqlite3.Row is.
 
-    __slots__ = ("_index", "_values")
+    A tuple, made in C from psycopg's values; each result shape gets its own subclass
+    (`_row_class`, cached) that holds the column positions, so a row costs no more
+    than its tuple.
+    """
 
-    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
-        self._values = values
-        self._index = index
+    __slots__ = ()
+    _index: ClassVar[dict[str, int]] = {}
 
-    def __getitem__(self, key: int | str, /) -> Any:
-        if isinstance(key, str):
-            return self._values[self._index[key]]
-        return self._values[key]
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
+    def __getitem__(self, key: Any, /) -> Any:
+        if type(key) is str:
+            key = self._index[key]
+        return tuple.__getitem__(self, key)
 
     def keys(self) -> list[str]:
         return list(self._index)
 
 
-def _pg_row(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
-    names = [column.name for column in cursor.description or ()]
+@lru_cache(maxsize=512)
+def _row_class(names: tuple[str, ...]) -> type[PgRow]:
     index = {name: position for position, name in reversed(list(enumerate(names)))}
+    return type("PgRow", (PgRow,), {"__slots__": (), "_index": index})
 
-    def make(values: Sequence[Any]) -> PgRow:
-        return PgRow(values, index)
 
-    return make
+def _pg_row(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
+    names = tuple(column.name for column in cursor.description or ())
+    return _row_class(names)
 
 
 # -- the backend -------------------------------------------------------------------------
