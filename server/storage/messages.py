@@ -413,22 +413,18 @@ def mark_delivered(
 
 
 def mark_delivered_many(
-    db: Database,
-    acknowledgements: Sequence[tuple[int, Sequence[str]]],
-    *,
-    contiguous: bool = False,
+    db: Database, acknowledgements: Sequence[tuple[int, Sequence[str]]]
 ) -> None:
     """`mark_delivered` for many (recipient, ids) at once: what one reactor turn gathered.
 
     Why: a room message to 500 online members brings up to 499 acknowledgements, most in
     the same turn and naming the same few messages. Their envelopes and distributions
     are looked up once for the whole turn, and every cursor moves in one executemany.
-    The rules are `mark_delivered`'s: a cursor only moves forward, to the newest
-    envelope of its conversation acknowledged by its owner (with `contiguous`, several
-    nodes, only as far as every envelope owed before it was acknowledged: one more
-    statement for the whole turn, `_contiguous_tops`); ids of messages the recipient
-    sent, of messages sealed for someone else, and of conversations the recipient has
-    no cursor in change nothing.
+    The rules are `mark_delivered`'s on one node: a cursor only moves forward, to the
+    newest envelope of its conversation acknowledged by its owner; ids of messages the
+    recipient sent, of messages sealed for someone else, and of conversations the
+    recipient has no cursor in change nothing. (Several nodes need `contiguous`, one
+    recipient at a time: the handler does not gather there.)
     """
     wanted = list(dict.fromkeys(mid for _, ids in acknowledgements for mid in ids))
     if not wanted:
@@ -450,72 +446,29 @@ def mark_delivered_many(
             wanted,
         )
     }
-    acked: dict[tuple[str, int], set[int]] = {}
+    newest: dict[tuple[str, int], int] = {}
     taken: list[tuple[int, str]] = []
     for recipient, ids in acknowledgements:
         for message_id in ids:
             for row_id, sender_id, conversation, sealed_for in found.get(message_id, ()):
                 if sender_id == recipient or sealed_for not in (EVERY_MEMBER, recipient):
                     continue
-                acked.setdefault((conversation, recipient), set()).add(row_id)
+                key = (conversation, recipient)
+                if row_id > newest.get(key, 0):
+                    newest[key] = row_id
             if (message_id, recipient) in distributed:
                 taken.append((recipient, message_id))
-    if contiguous:
-        tops = _contiguous_tops(db, acked)
-    else:
-        tops = {key: max(rows) for key, rows in acked.items()}
-    if tops:
+    if newest:
         db.executemany(
             "UPDATE delivery_cursors SET delivered = ?"
             " WHERE conversation = ? AND user_id = ? AND delivered < ?",
-            [(row_id, key, user, row_id) for (key, user), row_id in tops.items()],
+            [(row_id, key, user, row_id) for (key, user), row_id in newest.items()],
         )
     if taken:
         db.executemany(
             "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
             list(dict.fromkeys(taken)),
         )
-
-
-#: (conversation, recipient) pairs per `_contiguous_tops` statement (3 parameters each).
-CONTIGUOUS_CHUNK = 300
-_OWED_MANY = (
-    "SELECT w.column1 AS conversation, w.column2 AS recipient, e.id"
-    " FROM (VALUES {wanted}) AS w"
-    " JOIN delivery_cursors c ON c.conversation = w.column1 AND c.user_id = w.column2"
-    " JOIN envelopes e ON e.conversation = c.conversation"
-    " AND e.id > c.delivered AND e.id <= w.column3"
-    " WHERE e.sender_id <> w.column2 AND e.recipient_id IN (0, w.column2)"
-    " ORDER BY w.column1, w.column2, e.id"
-)
-
-
-def _contiguous_tops(
-    db: Database, acked: dict[tuple[str, int], set[int]]
-) -> dict[tuple[str, int], int]:
-    """`_contiguous_top` for many cursors, with one statement per `CONTIGUOUS_CHUNK`.
-
-    For each (conversation, recipient), the envelopes owed between its cursor and its
-    newest acknowledged row are read in row order; the cursor may move up to the last
-    of them before the first one not acknowledged. Cursors that may not move are left
-    out.
-    """
-    keys = list(acked)
-    tops: dict[tuple[str, int], int] = {}
-    blocked: set[tuple[str, int]] = set()
-    for start in range(0, len(keys), CONTIGUOUS_CHUNK):
-        chunk = keys[start : start + CONTIGUOUS_CHUNK]
-        sql = _OWED_MANY.format(wanted=", ".join(["(?, ?, ?)"] * len(chunk)))
-        values = [v for key in chunk for v in (key[0], key[1], max(acked[key]))]
-        for row in db.all(sql, values):
-            key = (row["conversation"], int(row["recipient"]))
-            if key in blocked:
-                continue
-            if row["id"] in acked[key]:
-                tops[key] = row["id"]
-            else:
-                blocked.add(key)
-    return tops
 
 
 def is_attachment_recipient(db: Database, attachment_id: str, user_id: int) -> bool:
