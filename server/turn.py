@@ -9,8 +9,10 @@ three round trips a message into three a turn. Gathered here, it becomes one
 `conversations` upsert (executemany) for the whole turn. Likewise the delivery
 acknowledgements of a turn (a room message to 500 online members brings up to 499 of
 them, naming the same few messages): one lookup and one cursor executemany
-(`messages.mark_delivered_many`) instead of three statements each. (The server no longer tells
-senders of acknowledgements: "delivered" is the recipient's sealed receipt.) `finish`
+(`messages.mark_delivered_many`) instead of three statements each; in a cluster,
+where a cursor only moves over envelopes all acknowledged, one more for the turn.
+(The server no longer tells senders of acknowledgements: "delivered" is the
+recipient's sealed receipt.) `finish`
 runs inside the turn's transaction (from the reactor's `before_flush`), so it is
 committed with the rest of the turn or not at all.
 Only the reactor thread uses this object.
@@ -36,6 +38,10 @@ class LiveSession(Protocol):
 
 class SessionLookup(Protocol):
     """`server.sessions.Sessions` as far as the end of a turn needs it."""
+
+    @property
+    def spans_nodes(self) -> bool:
+        """True in a cluster: rows may reach a recipient out of order."""
 
     def connection_for(self, user_id: int) -> LiveSession | None: ...
 
@@ -91,7 +97,7 @@ class TurnBatch:
             touched, self._touched = self._touched, {}
             acknowledged, self._acknowledged = self._acknowledged, []
         if acknowledged:
-            messages.mark_delivered_many(db, acknowledged)
+            messages.mark_delivered_many(db, acknowledged, contiguous=sessions.spans_nodes)
         if touched:
             conversations.touch_many(db, touched.items())
         return list(touched)

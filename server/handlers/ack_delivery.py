@@ -4,8 +4,8 @@ Only the caller's own delivery cursors move; other ids are ignored. The cursors 
 at the end of the reactor turn, with every other acknowledgement of that turn
 (`server.turn`), inside the turn's transaction and so before this reply is written;
 while the caller's offline backlog is still going out in windows they move at once,
-since the next window is read from them, and so they do with several nodes, where a
-cursor may only move over envelopes all acknowledged (`contiguous`). The sender is not
+since the next window is read from them. With several nodes a cursor may only move
+over envelopes all acknowledged (`contiguous`), in both paths. The sender is not
 told: the server's word that something was delivered proves nothing (it could drop a
 message and claim it), so "delivered" and "read" are receipts the recipient's client
 seals (client/core/receipts.py). MESSAGE_DELIVERED is no longer sent.
@@ -32,9 +32,9 @@ MAX_IDS = 10_000
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     user_id, username = caller(ctx)
     ids = get_hex_ids(params, "message_ids", max_items=MAX_IDS)
-    spans_nodes = ctx.services.sessions.spans_nodes
-    if spans_nodes or ctx.services.backlog.draining(user_id):
+    if ctx.services.backlog.draining(user_id):
         # several nodes push a conversation's rows out of order: never skip an owed one
+        spans_nodes = ctx.services.sessions.spans_nodes
         messages.mark_delivered(ctx.db, user_id, ids, contiguous=spans_nodes)
         backlog.acknowledged(ctx, user_id, username, ctx.connection)
     else:

@@ -413,18 +413,22 @@ def mark_delivered(
 
 
 def mark_delivered_many(
-    db: Database, acknowledgements: Sequence[tuple[int, Sequence[str]]]
+    db: Database,
+    acknowledgements: Sequence[tuple[int, Sequence[str]]],
+    *,
+    contiguous: bool = False,
 ) -> None:
     """`mark_delivered` for many (recipient, ids) at once: what one reactor turn gathered.
 
     Why: a room message to 500 online members brings up to 499 acknowledgements, most in
     the same turn and naming the same few messages. Their envelopes and distributions
     are looked up once for the whole turn, and every cursor moves in one executemany.
-    The rules are `mark_delivered`'s on one node: a cursor only moves forward, to the
-    newest envelope of its conversation acknowledged by its owner; ids of messages the
-    recipient sent, of messages sealed for someone else, and of conversations the
-    recipient has no cursor in change nothing. (Several nodes need `contiguous`, one
-    recipient at a time: the handler does not gather there.)
+    The rules are `mark_delivered`'s: a cursor only moves forward, to the newest
+    envelope of its conversation acknowledged by its owner (with `contiguous`, several
+    nodes, only as far as every envelope owed before it was acknowledged: one more
+    statement for the whole turn, `_contiguous_tops`); ids of messages the recipient
+    sent, of messages sealed for someone else, and of conversations the recipient has
+    no cursor in change nothing.
     """
     wanted = list(dict.fromkeys(mid for _, ids in acknowledgements for mid in ids))
     if not wanted:
@@ -446,29 +450,92 @@ def mark_delivered_many(
             wanted,
         )
     }
-    newest: dict[tuple[str, int], int] = {}
+    acked: dict[tuple[str, int], set[int]] = {}
     taken: list[tuple[int, str]] = []
     for recipient, ids in acknowledgements:
         for message_id in ids:
             for row_id, sender_id, conversation, sealed_for in found.get(message_id, ()):
                 if sender_id == recipient or sealed_for not in (EVERY_MEMBER, recipient):
                     continue
-                key = (conversation, recipient)
-                if row_id > newest.get(key, 0):
-                    newest[key] = row_id
+                acked.setdefault((conversation, recipient), set()).add(row_id)
             if (message_id, recipient) in distributed:
                 taken.append((recipient, message_id))
-    if newest:
+    if contiguous:
+        tops = _contiguous_tops(db, acked)
+    else:
+        tops = {key: max(rows) for key, rows in acked.items()}
+    if tops:
         db.executemany(
             "UPDATE delivery_cursors SET delivered = ?"
             " WHERE conversation = ? AND user_id = ? AND delivered < ?",
-            [(row_id, key, user, row_id) for (key, user), row_id in newest.items()],
+            [(row_id, key, user, row_id) for (key, user), row_id in tops.items()],
         )
     if taken:
         db.executemany(
             "DELETE FROM chain_distributions WHERE recipient_id = ? AND message_id = ?",
             list(dict.fromkeys(taken)),
         )
+
+
+#: Conversations per `_contiguous_tops` statement (3 parameters each; SQLite allows 500
+#: terms in a compound SELECT).
+CONTIGUOUS_CHUNK = 100
+_OWED_RANGE = (
+    "SELECT conversation, id, sender_id, recipient_id FROM envelopes"
+    " WHERE conversation = ? AND id > ? AND id <= ?"
+)
+
+
+def _contiguous_tops(
+    db: Database, acked: dict[tuple[str, int], set[int]]
+) -> dict[tuple[str, int], int]:
+    """`_contiguous_top` for many cursors: two statements for the whole turn.
+
+    The cursors of the acknowledged conversations are read, then each conversation's
+    envelopes between its lowest such cursor and its newest acknowledged row (one
+    index range each, `UNION ALL`); the walk is done here. A join of the cursors with
+    the envelopes let PostgreSQL merge every envelope of a room with every member's
+    cursor: ten times the database CPU for a 500-member room. The cursor of each
+    (conversation, recipient) may move up to the last owed envelope before the first
+    one not acknowledged; cursors that may not move are left out.
+    """
+    conversations = list(dict.fromkeys(conversation for conversation, _ in acked))
+    cursors: dict[tuple[str, int], int] = {}
+    for row in db.all_in(
+        "SELECT conversation, user_id, delivered FROM delivery_cursors"
+        " WHERE conversation IN ({marks})",
+        conversations,
+    ):
+        key = (row[0], int(row[1]))
+        if key in acked and max(acked[key]) > row[2]:
+            cursors[key] = int(row[2])
+    spans: dict[str, tuple[int, int]] = {}
+    for (conversation, recipient), cursor in cursors.items():
+        top = max(acked[(conversation, recipient)])
+        low, high = spans.get(conversation, (cursor, top))
+        spans[conversation] = (min(low, cursor), max(high, top))
+    owed: dict[str, list[tuple[int, int, int]]] = {}
+    wanted = list(spans.items())
+    for start in range(0, len(wanted), CONTIGUOUS_CHUNK):
+        chunk = wanted[start : start + CONTIGUOUS_CHUNK]
+        sql = " UNION ALL ".join([_OWED_RANGE] * len(chunk))
+        values = [v for conversation, (low, high) in chunk for v in (conversation, low, high)]
+        for row in db.all(sql, values):
+            owed.setdefault(row[0], []).append((int(row[1]), int(row[2]), int(row[3])))
+    tops: dict[tuple[str, int], int] = {}
+    for key, cursor in cursors.items():
+        conversation, recipient = key
+        rows_acked, top = acked[key], cursor
+        for row_id, sender_id, sealed_for in sorted(owed.get(conversation, ())):
+            mine = sender_id != recipient and sealed_for in (EVERY_MEMBER, recipient)
+            if row_id <= cursor or not mine:
+                continue  # before this cursor, or not owed to this recipient
+            if row_id not in rows_acked:
+                break
+            top = row_id
+        if top > cursor:
+            tops[key] = top
+    return tops
 
 
 def is_attachment_recipient(db: Database, attachment_id: str, user_id: int) -> bool:

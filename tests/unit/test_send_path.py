@@ -187,16 +187,20 @@ def test_a_turn_touches_each_conversation_once_with_its_newest_time(db: Database
     turn.touch("r:1", 10)
     turn.touch("r:1", 30)
     turn.touch("r:1", 20)
-    sessions = types.SimpleNamespace(connection_for={}.get)
+    sessions = types.SimpleNamespace(connection_for={}.get, spans_nodes=False)
     pending_before = turn.pending
     turn.finish(db, sessions)
     assert pending_before and not turn.pending
     assert conversations.last_message_times(db, ["r:1"]) == {"r:1": 30}
 
 
-def test_a_turns_acknowledgements_move_the_cursors_together_at_its_end(db: Database) -> None:
+@pytest.mark.parametrize("spans_nodes", [False, True], ids=["one-node", "cluster"])
+def test_a_turns_acknowledgements_move_the_cursors_together_at_its_end(
+    db: Database, spans_nodes: bool
+) -> None:
     """ACK_DELIVERY only notes its ids; the cursors move in `finish`, which the reactor
-    runs inside the turn's transaction, before any reply of the turn is written."""
+    runs inside the turn's transaction, before any reply of the turn is written. A
+    cluster node gathers them too (its cursors move only over acknowledged rows)."""
     alice, bob, carol = (add_user(db, name) for name in ("alice", "bob", "carol"))
     room = rooms.create_room(db, "r", alice, 1)
     for member in (alice, bob, carol):
@@ -219,7 +223,7 @@ def test_a_turns_acknowledgements_move_the_cursors_together_at_its_end(db: Datab
     turn.acknowledge(carol, [])
     pending_before = turn.pending
     assert len(messages.undelivered(db, bob)) == 3  # nothing moved yet
-    turn.finish(db, types.SimpleNamespace(connection_for={}.get))
+    turn.finish(db, types.SimpleNamespace(connection_for={}.get, spans_nodes=spans_nodes))
     assert pending_before and not turn.pending
     assert [d.message_id for d in messages.undelivered(db, bob)] == ids[2:]
     assert messages.undelivered(db, carol) == []

@@ -834,3 +834,52 @@ def test_mark_delivered_many_moves_each_recipients_own_cursors_forward(db: Datab
     messages.mark_delivered_many(db, [(bob, ["1" * 32])])  # never backwards
     assert [d.message_id for d in messages.undelivered(db, bob)] == ["3" * 32]
     messages.mark_delivered_many(db, [])
+
+
+def test_mark_delivered_many_contiguous_never_passes_an_envelope_not_acknowledged(
+    db: Database,
+) -> None:
+    """A cluster turn's acknowledgements at once: each cursor stops below the first
+    envelope owed to its owner that was not acknowledged, as `mark_delivered` does
+    one recipient at a time."""
+    alice, bob, carol = (add_user(db, name) for name in ("alice", "bob", "carol"))
+    fields = _room_message_fields(db, alice, bob, carol)
+    for digit in "123":
+        messages.store_message(db, message_id=digit * 32, envelope=b"e", **fields)
+    messages.store_message(  # bob's own message in between is not owed to him
+        db, message_id="4" * 32, envelope=b"e", **{**fields, "sender_id": bob}
+    )
+    messages.store_message(db, message_id="5" * 32, envelope=b"e", **fields)
+    for digit in "67":
+        direct(db, alice, bob, digit * 32)
+
+    def owed(user: int) -> list[str]:
+        return [d.message_id for d in messages.undelivered(db, user)]
+
+    messages.mark_delivered_many(
+        db,
+        [
+            (bob, ["3" * 32, "7" * 32]),  # rows 1-2 and 6 not acknowledged: no move
+            (carol, ["1" * 32, "2" * 32, "5" * 32]),  # up to 2: 3 and 4 are owed
+        ],
+        contiguous=True,
+    )
+    assert owed(bob) == [c * 32 for c in "12356" "7"]
+    assert owed(carol) == [c * 32 for c in "345"]
+    messages.mark_delivered_many(
+        db,
+        [
+            # an earlier acknowledgement that could not move a cursor is not kept:
+            # the row is pushed again, and acknowledged again
+            (bob, ["1" * 32, "2" * 32, "6" * 32]),
+            (carol, ["3" * 32, "4" * 32]),
+        ],
+        contiguous=True,
+    )
+    assert owed(bob) == ["3" * 32, "5" * 32, "7" * 32]
+    assert owed(carol) == ["5" * 32]
+    messages.mark_delivered_many(
+        db, [(bob, ["3" * 32, "5" * 32, "7" * 32, "5" * 32]), (carol, ["5" * 32])],
+        contiguous=True,
+    )
+    assert owed(bob) == [] and owed(carol) == []
