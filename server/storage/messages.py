@@ -501,19 +501,18 @@ def _contiguous_tops(
     """
     conversations = list(dict.fromkeys(conversation for conversation, _ in acked))
     cursors: dict[tuple[str, int], int] = {}
+    spans: dict[str, tuple[int, int]] = {}  # conversation: (lowest cursor, newest acked)
     for row in db.all_in(
         "SELECT conversation, user_id, delivered FROM delivery_cursors"
         " WHERE conversation IN ({marks})",
         conversations,
     ):
-        key = (row[0], int(row[1]))
-        if key in acked and max(acked[key]) > row[2]:
-            cursors[key] = int(row[2])
-    spans: dict[str, tuple[int, int]] = {}
-    for (conversation, recipient), cursor in cursors.items():
-        top = max(acked[(conversation, recipient)])
-        low, high = spans.get(conversation, (cursor, top))
-        spans[conversation] = (min(low, cursor), max(high, top))
+        key, cursor = (row[0], int(row[1])), int(row[2])
+        top = max(acked.get(key, (0,)))
+        if top > cursor:
+            cursors[key] = cursor
+            low, high = spans.get(key[0], (cursor, top))
+            spans[key[0]] = (min(low, cursor), max(high, top))
     owed: dict[str, list[tuple[int, int, int]]] = {}
     wanted = list(spans.items())
     for start in range(0, len(wanted), CONTIGUOUS_CHUNK):
@@ -522,11 +521,13 @@ def _contiguous_tops(
         values = [v for conversation, (low, high) in chunk for v in (conversation, low, high)]
         for row in db.all(sql, values):
             owed.setdefault(row[0], []).append((int(row[1]), int(row[2]), int(row[3])))
+    for rows in owed.values():
+        rows.sort()
     tops: dict[tuple[str, int], int] = {}
     for key, cursor in cursors.items():
         conversation, recipient = key
         rows_acked, top = acked[key], cursor
-        for row_id, sender_id, sealed_for in sorted(owed.get(conversation, ())):
+        for row_id, sender_id, sealed_for in owed.get(conversation, ()):
             mine = sender_id != recipient and sealed_for in (EVERY_MEMBER, recipient)
             if row_id <= cursor or not mine:
                 continue  # before this cursor, or not owed to this recipient
