@@ -29,6 +29,7 @@ from common.crypto.certs import ServerIdentity
 from common.errors import UchatError
 from common.fileio import make_private_dir
 from common.protocol.message import Message
+from server.database_thread import DatabaseThread
 from server.dispatch import Dispatcher, Services
 from server.handlers import HANDLERS
 from server.handlers._backlog import BacklogCursors
@@ -36,7 +37,7 @@ from server.links import LinkRelay
 from server.logging_setup import configure_logging, log_failure
 from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
-from server.net.reactor import Reactor, ReactorSettings
+from server.net.reactor import PendingCommit, Reactor, ReactorSettings
 from server.presence import announce_offline
 from server.process_group import die_with_parent, refusal, run_group
 from server.sessions import Sessions
@@ -54,6 +55,7 @@ from server.storage.database import (
     SqliteDatabase,
     StorageUnavailable,
 )
+from server.turn import StoreOutcome, TurnWork
 from server.workers import DEMOTED_NICENESS, WorkerPool
 
 if TYPE_CHECKING:  # cluster mode imports psycopg and redis only when configured
@@ -136,6 +138,10 @@ class Server:
         #: Cluster mode only (server/cluster/node.py): the bus and the presence mirror.
         self.cluster: ClusterNode | None = None
         self._files = store_for(config)
+        #: PostgreSQL: each turn's batch and commit run here (server/database_thread.py).
+        self._database_thread = (
+            DatabaseThread(self.reactor.wake) if db.backend == "postgresql" else None
+        )
         self.reactor.call_later(config.sweep_interval, self._sweep)
         self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)
 
@@ -177,6 +183,8 @@ class Server:
             self.services.workers.stop()
             if self.services.demoted_workers is not None:
                 self.services.demoted_workers.stop()
+            if self._database_thread is not None:
+                self._database_thread.stop()
             if self.cluster is not None:
                 self.cluster.stop()
             self.services.db.close()
@@ -228,28 +236,50 @@ class Server:
         if self.cluster is not None:
             self.cluster.rolled_back()
 
-    def _commit(self) -> None:
+    def _commit(self) -> PendingCommit | None:
         """The group commit, run by the reactor before it writes a turn's output.
 
-        The turn's gathered work (`server.turn`) is done first, inside the transaction.
+        The turn's gathered work (`server.turn`) is written first, inside the
+        transaction; once committed, its requests are answered and (cluster mode) the
+        other nodes hinted. With a database thread (PostgreSQL) the write and the
+        commit run there and the reactor overlaps them (`Reactor._overlap`).
         """
         db = self.services.db
-        turn = self.services.turn
-        touched: list[str] = []
-        if turn.pending:
+        work = self.services.turn.take()
+        contiguous = self.services.sessions.spans_nodes
+        if self._database_thread is None or not (work.pending or db.in_transaction):
             try:
-                touched = turn.finish(db, self.services.sessions)
+                outcomes = write_and_commit(db, work, contiguous)
             except Exception:
-                self._rolled_back()
+                self._lost(work)
                 raise
-        if db.in_transaction:
-            try:
-                db.commit()
-            except Exception:
-                self._rolled_back()
-                raise
+            self._committed(work, outcomes)
+            return None
+        return self._database_thread.submit(
+            lambda: write_and_commit(db, work, contiguous),
+            then=lambda outcomes: self._committed(work, outcomes),
+            failed=lambda: self._lost(work),
+        )
+
+    def _lost(self, work: TurnWork) -> None:
+        """Reactor thread, after a failed write or commit: undo, and tell the senders."""
+        self._rolled_back()
+        work.abandon()
+
+    def _committed(self, work: TurnWork, outcomes: list[StoreOutcome]) -> None:
+        """Reactor thread, after the commit: answers and pushes, then hints."""
+        work.announce(outcomes)
         if self.cluster is not None:  # hints only once what they point at is committed
-            self.cluster.committed(touched)
+            self.cluster.committed(list(work.touched))
+
+
+def write_and_commit(db: Database, work: TurnWork, contiguous: bool) -> list[StoreOutcome]:
+    """A turn's gathered work, then the commit of the whole turn (any thread holding
+    `db`); the outcomes of its new messages for `TurnWork.announce`."""
+    outcomes = work.write(db, contiguous=contiguous) if work.pending else []
+    if db.in_transaction:
+        db.commit()
+    return outcomes
 
 
 LINK_SWEEP_INTERVAL = 2.0  # seconds between expiry passes over link codes

@@ -4,7 +4,7 @@ Why: on a busy server one turn handles many messages, and storing them and touch
 their conversations is the same statement over and over. The messages a turn's
 SEND_MESSAGE requests accepted are stored together: one multi-row INSERT for their
 envelopes (and one for their distributions), after which each is pushed and answered
-(`NewMessage.stored`); with PostgreSQL every statement is a round trip, so this turns
+(`send_message`'s `stored`); with PostgreSQL every statement is a round trip, so this turns
 three round trips a message into three a turn. Gathered here, it becomes one
 `conversations` upsert (executemany) for the whole turn. Likewise the delivery
 acknowledgements of a turn (a room message to 500 online members brings up to 499 of
@@ -12,28 +12,106 @@ them, naming the same few messages): one lookup and one cursor executemany
 (`messages.mark_delivered_many`) instead of three statements each; in a cluster,
 where a cursor only moves over envelopes all acknowledged, one more for the turn.
 (The server no longer tells senders of acknowledgements: "delivered" is the
-recipient's sealed receipt.) `finish`
-runs inside the turn's transaction (from the reactor's `before_flush`), so it is
-committed with the rest of the turn or not at all.
-Only the reactor thread uses this object.
+recipient's sealed receipt.)
+
+At the end of the turn the batch is taken whole (`TurnBatch.take`) as a `TurnWork`:
+`write` is database work only, so it runs wherever the turn commits (the reactor
+thread with SQLite, the database thread of a cluster node: `server.database_thread`),
+inside the turn's transaction; `announce` then tells each message's request how it
+went, on the reactor thread, once the commit is in. `TurnBatch` itself is used by the
+reactor thread only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from common.protocol.message import Message
 from server.storage import conversations, messages
 from server.storage.database import Database
-from server.storage.messages import NewEnvelope
+from server.storage.messages import NewEnvelope, StoredMessage
+
+log = logging.getLogger(__name__)
 
 
-class LiveSession(Protocol):
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """How one new message went: its new row, or the message already holding its id
+    (an earlier send, or one of the same turn; None if that one cannot be found), or
+    `lost` with the rest of its turn."""
+
+    row_id: int | None
+    taken_by: StoredMessage | None = None
+    #: The turn was not stored (its commit failed): nothing of it is kept.
+    lost: bool = False
+
+
+_LOST = StoreOutcome(None, lost=True)
+
+#: Called on the reactor thread after the commit with how the message went.
+Stored = Callable[[StoreOutcome], None]
+
+
+class TurnWork:
+    """One turn's gathered work, taken from its `TurnBatch`."""
+
+    __slots__ = ("acknowledged", "new", "touched")
+
+    def __init__(
+        self,
+        new: list[tuple[NewEnvelope, Stored]],
+        acknowledged: list[tuple[int, list[str]]],
+        touched: dict[str, int],
+    ) -> None:
+        self.new = new
+        self.acknowledged = acknowledged
+        #: Conversation key -> newest message time; the stored messages' are added by
+        #: `write`.
+        self.touched = touched
+
     @property
-    def is_open(self) -> bool: ...
+    def pending(self) -> bool:
+        return bool(self.touched or self.acknowledged or self.new)
 
-    def send(self, message: Message) -> None: ...
+    def write(self, db: Database, *, contiguous: bool) -> list[StoreOutcome]:
+        """Store the new messages, move the acknowledged cursors, touch every conversation
+        (database only: any thread that holds `db` for the turn). Returns each new
+        message's outcome, in order, for `announce`."""
+        outcomes: list[StoreOutcome] = []
+        if self.new:
+            rows = messages.store_many(db, [envelope for envelope, _ in self.new])
+            for envelope, _ in self.new:  # the first of a repeated id gets the row
+                row_id = rows.pop(envelope.message_id, None)
+                if row_id is None:
+                    taken_by = messages.find_message(db, envelope.message_id)
+                    outcomes.append(StoreOutcome(None, taken_by))
+                    continue
+                outcomes.append(StoreOutcome(row_id))
+                key = envelope.conversation
+                if envelope.time > self.touched.get(key, -1):
+                    self.touched[key] = envelope.time
+        if self.acknowledged:
+            messages.mark_delivered_many(db, self.acknowledged, contiguous=contiguous)
+        if self.touched:
+            conversations.touch_many(db, self.touched.items())
+        return outcomes
+
+    def abandon(self) -> None:
+        """Reactor thread, after a failed write or commit: each new message's request
+        hears that it was lost (its connection is closed with the turn's output
+        withheld, so its client sends it again)."""
+        self.announce([_LOST] * len(self.new))
+
+    def announce(self, outcomes: list[StoreOutcome]) -> None:
+        """Reactor thread, after the commit: each new message's request hears how it went
+        (its answer and pushes are queued, and leave with the turn's output)."""
+        for (envelope, stored), outcome in zip(self.new, outcomes, strict=True):
+            try:
+                stored(outcome)
+            except Exception:
+                log.exception("answering the send of %s failed", envelope.message_id)
 
 
 class SessionLookup(Protocol):
@@ -42,13 +120,6 @@ class SessionLookup(Protocol):
     @property
     def spans_nodes(self) -> bool:
         """True in a cluster: rows may reach a recipient out of order."""
-
-    def connection_for(self, user_id: int) -> LiveSession | None: ...
-
-
-#: Called at the end of the turn with the message's new row id, or None if its id was
-#: taken (by an earlier message, or by another one of the same turn).
-Stored = Callable[[int | None], None]
 
 
 class TurnBatch:
@@ -62,9 +133,8 @@ class TurnBatch:
         self._new: list[tuple[NewEnvelope, Stored]] = []
 
     def store(self, envelope: NewEnvelope, stored: Stored) -> None:
-        """Store `envelope` with the turn's others, then call `stored` with its row id
-        (still inside the turn's transaction: what it pushes or answers leaves after
-        the commit)."""
+        """Store `envelope` with the turn's others; once they are committed, `stored`
+        hears how it went (what it pushes or answers leaves with the turn's output)."""
         self._new.append((envelope, stored))
 
     def acknowledge(self, user_id: int, message_ids: list[str]) -> None:
@@ -82,22 +152,16 @@ class TurnBatch:
     def pending(self) -> bool:
         return bool(self._touched or self._acknowledged or self._new)
 
+    def take(self) -> TurnWork:
+        """The turn's work, leaving the batch empty for the next turn."""
+        work = TurnWork(self._new, self._acknowledged, self._touched)
+        self._new, self._acknowledged, self._touched = [], [], {}
+        return work
+
     def finish(self, db: Database, sessions: SessionLookup) -> list[str]:
-        """The turn's new messages (each then told its row id), its acknowledgements,
-        then one upsert for every touched conversation; then empty (also when a
-        statement fails: the turn is rolled back whole). Returns the conversations
-        touched (cluster mode tells other nodes)."""
-        new, self._new = self._new, []
-        try:
-            if new:
-                rows = messages.store_many(db, [envelope for envelope, _ in new])
-                for envelope, stored in new:  # the first of a repeated id gets the row
-                    stored(rows.pop(envelope.message_id, None))
-        finally:
-            touched, self._touched = self._touched, {}
-            acknowledged, self._acknowledged = self._acknowledged, []
-        if acknowledged:
-            messages.mark_delivered_many(db, acknowledged, contiguous=sessions.spans_nodes)
-        if touched:
-            conversations.touch_many(db, touched.items())
-        return list(touched)
+        """`take`, `write` and `announce` at once, inside the caller's transaction (tests
+        and tools; the server commits between `write` and `announce`). Returns the
+        conversations touched."""
+        work = self.take()
+        work.announce(work.write(db, contiguous=sessions.spans_nodes))
+        return list(work.touched)

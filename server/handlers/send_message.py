@@ -27,11 +27,13 @@ from common.crypto.distribution import DISTRIBUTION_SIZE
 from common.errors import RequestError
 from common.protocol.opcodes import MessageType
 from server import quotas
+from server.dispatch import STORAGE_BUSY_TEXT
 from server.handlers._common import USERNAME_MAX, caller
 from server.handlers._params import get_bytes, get_choice, get_hex_id, get_hex_ids, get_int, get_str
 from server.handlers._wire import DeliveryPushes
 from server.session_cache import ensure_cursors, friend_named, room_member_hash, room_members
 from server.storage import attachments, messages
+from server.turn import StoreOutcome
 
 if TYPE_CHECKING:
     from server.dispatch import Context
@@ -96,22 +98,22 @@ class _Outcome:
         self.recipients = recipients
         self.distributions = distributions
 
-    def stored(self, row_id: int | None) -> None:
+    def stored(self, outcome: StoreOutcome) -> None:
+        """After the turn's commit (reactor thread): answer, and push if it is new."""
         try:
-            self.ctx.reply(self._answer(row_id))
+            self.ctx.reply(self._answer(outcome))
         except RequestError as exc:
             self.ctx.fail(exc.code, exc.message, exc.field)
 
-    def _answer(self, row_id: int | None) -> dict[str, Any]:
-        ctx, new = self.ctx, self.new
-        if row_id is None:  # the id is taken: by this sender (a retry) or by someone else
-            answer = _already_stored(ctx, new.sender_id, new.message_id)
-            if answer is None:  # another message of this turn took it
-                raise RequestError("bad_request", "this message id is already in use", "message_id")
-            return answer
-        ctx.turn.touch(new.conversation, new.time)
+    def _answer(self, outcome: StoreOutcome) -> dict[str, Any]:
+        new = self.new
+        if outcome.lost:
+            raise RequestError("server_busy", STORAGE_BUSY_TEXT)
+        if outcome.row_id is None:  # the id is taken: by this sender (a retry) or another
+            return _answer_to_repeat(new.sender_id, outcome.taken_by)
+        ctx = self.ctx
         item = messages.Delivery(
-            row_id=row_id,
+            row_id=outcome.row_id,
             message_id=new.message_id,
             sender_id=new.sender_id,
             sender=self.sender_name,
@@ -141,16 +143,20 @@ def _envelope(params: dict[str, Any]) -> bytes:
 
 
 def _already_stored(ctx: Context, sender_id: int, message_id: str) -> dict[str, Any] | None:
-    """The reply to a repeated send, None if the id was never stored.
-
-    An id stored by another sender is refused: a message id belongs to its first sender.
-    """
+    """The reply to a repeated send, None if the id was never stored."""
     already = messages.find_message(ctx.db, message_id)
     if already is None:
         return None
-    if already.sender_id != sender_id:
+    return _answer_to_repeat(sender_id, already)
+
+
+def _answer_to_repeat(sender_id: int, already: messages.StoredMessage | None) -> dict[str, Any]:
+    """A send whose id is taken: answered as the first send was if it is the sender's
+    retry. An id stored by another sender is refused: a message id belongs to its first
+    sender (and one the turn's store could not find is refused the same way)."""
+    if already is None or already.sender_id != sender_id:
         raise RequestError("bad_request", "this message id is already in use", "message_id")
-    return {"message_id": message_id, "time": already.time}
+    return {"message_id": already.message_id, "time": already.time}
 
 
 def _recipients(

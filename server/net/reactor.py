@@ -11,6 +11,14 @@ threads, expire timeouts, then call
 order is the group-commit invariant: nothing a turn produced reaches a socket
 before the turn's writes are durable. If the commit fails, the connections holding
 the turn's output are closed instead of being told something that was not stored.
+
+`before_flush` may hand the commit to another thread (a cluster node's database
+thread, `server.database_thread`) and return it as a `PendingCommit`. Until it is
+ready the reactor overlaps it with work that needs no database: it reads connections
+that have nothing queued this turn and opens their records (a bounded share each)
+for the next turn to dispatch. It dispatches nothing, runs no callback or timer and
+closes nothing meanwhile (a close runs hooks that use the database: a read that finds
+the peer gone, or a record that fails, is closed once the commit is in).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from common.errors import UchatError
 from common.protocol.framing import HEADER_SIZE
@@ -69,6 +78,16 @@ class ReactorSettings:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
+class PendingCommit(Protocol):
+    """A turn's commit running elsewhere (`server.database_thread.DatabaseJob`)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def finish(self) -> None:
+        """On the reactor thread once ready: deliver the results, or raise if it failed."""
+
+
 @dataclass(order=True)
 class TimerHandle:
     deadline: float
@@ -87,7 +106,8 @@ class Reactor:
     returns the share of the connection's per-turn budget it used (1 for most
     requests; more for a refusal or a costly request type, see `server.dispatch`),
     `on_closed(connection, reason)` once per closed connection, and `before_flush()`
-    at the end of every turn before any output is written.
+    at the end of every turn before any output is written (it returns None once the
+    commit is done, or a `PendingCommit` to overlap).
     """
 
     def __init__(
@@ -96,7 +116,7 @@ class Reactor:
         channel_factory: Callable[[], Channel],
         on_message: Callable[[Connection, Message], int],
         on_closed: Callable[[Connection, str], None],
-        before_flush: Callable[[], None],
+        before_flush: Callable[[], PendingCommit | None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
@@ -129,6 +149,8 @@ class Reactor:
         self._timers: list[TimerHandle] = []
         self._timer_sequence = itertools.count()
         self._stopping = False
+        #: Closes found while a commit ran elsewhere, done once it is in (`_overlap`).
+        self._closes_after_commit: dict[Connection, str] = {}
 
     # -- public API -------------------------------------------------------------
 
@@ -180,6 +202,11 @@ class Reactor:
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the reactor thread at its next turn (from any thread)."""
         self._callbacks.append(callback)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the selector return now (from any thread): a callback waits, or a
+        pending commit is ready."""
         # A full socket means a wake-up is already pending; a closed one means the
         # loop has shut down. Either way there is nothing more to do.
         with contextlib.suppress(OSError):
@@ -578,11 +605,91 @@ class Reactor:
 
     def _commit(self) -> bool:
         try:
-            self._before_flush()
+            pending = self._before_flush()
+            if pending is not None:
+                self._overlap(pending)
+                pending.finish()
         except Exception as exc:
             log_failure(log, "commit failed; withholding this turn's output", exc)
             return False
+        finally:
+            self._close_deferred()
         return True
+
+    def _overlap(self, pending: PendingCommit) -> None:
+        """Until `pending` is ready: read and open records for the next turn.
+
+        Only connections with nothing queued this turn are read (what a turn queued
+        must not be sealed, or its order disturbed, before the commit), and none that
+        is still handshaking, paused, closing or holding undispatched input, so each
+        gets at most the share `_serve` would open. Nothing is dispatched.
+        """
+        while not pending.ready:
+            for key, mask in self._selector.select(MAX_WAIT):
+                if key.data is _WAKER:
+                    self._drain_waker()
+                elif key.data is not _LISTENER and mask & selectors.EVENT_READ:
+                    connection: Connection = key.data
+                    if self._may_read_ahead(connection):
+                        self._read_ahead(connection)
+
+    def _may_read_ahead(self, connection: Connection) -> bool:
+        """Logged in (no pre-login budget to charge), idle this turn, nothing held."""
+        return connection.logged_in_once and not (
+            connection.closed
+            or connection.closing_reason is not None
+            or connection in self._to_flush
+            or connection in self._handshaking
+            or connection in self._paused
+            or connection in self._closes_after_commit
+            or connection.inbox
+            or connection.channel.records_waiting
+        )
+
+    def _read_ahead(self, connection: Connection) -> None:
+        """`_read` and `_open` without a close (deferred) and without a dispatch."""
+        try:
+            count = connection.sock.recv_into(self._read_view, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close_after_commit(
+                connection, f"read failed: {exc.strerror or type(exc).__name__}"
+            )
+            return
+        if count == 0:
+            self._close_after_commit(connection, "peer closed the connection")
+            return
+        data = bytes(self._read_view[:count])
+        try:
+            messages = connection.channel.receive_data(data, self._settings.requests_per_turn)
+        except UchatError as exc:
+            self._close_after_commit(connection, f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:
+            log_failure(log, f"channel failure on {connection.address}", exc)
+            self._close_after_commit(connection, "internal error in the channel")
+            return
+        connection.inbox.extend(messages)
+        self._hold_input(
+            connection, connection.channel.buffered_input + (len(data) if messages else 0)
+        )
+        if connection.inbox or connection.channel.records_waiting:
+            connection.last_activity = self._clock()
+            self._by_activity.move_to_end(connection)
+            self._ready[connection] = None
+
+    def _close_after_commit(self, connection: Connection, reason: str) -> None:
+        """Stop reading it now; close it (which runs the close hooks) after the commit."""
+        self._closes_after_commit[connection] = reason
+        self._set_events(connection, connection.events & ~selectors.EVENT_READ)
+
+    def _close_deferred(self) -> None:
+        if not self._closes_after_commit:
+            return
+        closes, self._closes_after_commit = self._closes_after_commit, {}
+        for connection, reason in closes.items():
+            connection.close(reason)
 
     def _flush(self, connection: Connection) -> None:
         try:

@@ -22,7 +22,7 @@ from common.protocol.message import Message, decode_message, reply
 from common.protocol.opcodes import MessageType
 from server.net.admission import AdmissionLimits
 from server.net.connection import Connection
-from server.net.reactor import Reactor, ReactorSettings
+from server.net.reactor import PendingCommit, Reactor, ReactorSettings
 
 
 class LineChannel:
@@ -96,7 +96,8 @@ class Harness:
     events: list[str] = field(default_factory=list)
     port: int = 0
     handler: Callable[[Connection, Message], None] | None = None
-    commit_hook: Callable[[], None] | None = None
+    #: Runs at every commit; may return a commit still running elsewhere.
+    commit_hook: Callable[[], PendingCommit | None] | None = None
     unread: dict[int, bytes] = field(default_factory=dict)
     #: The share of its turn's budget each request uses (the dispatcher's answer).
     share_of: Callable[[Message], int] = field(default=lambda message: 1)
@@ -166,10 +167,11 @@ def make_harness(**settings: float) -> Harness:
             connection.send(reply(message.request_id, {}))
         return harness.share_of(message)
 
-    def before_flush() -> None:
+    def before_flush() -> PendingCommit | None:
         harness.events.append("commit")
         if harness.commit_hook is not None:
-            harness.commit_hook()
+            return harness.commit_hook()
+        return None
 
     def on_closed(connection: Connection, reason: str) -> None:
         harness.closed[connection] = reason
