@@ -622,16 +622,36 @@ class Reactor:
         Only connections with nothing queued this turn are read (what a turn queued
         must not be sealed, or its order disturbed, before the commit), and none that
         is still handshaking, paused, closing or holding undispatched input, so each
-        gets at most the share `_serve` would open. Nothing is dispatched.
+        gets at most the share `_serve` would open. Nothing is dispatched or written.
+        The selector is level-triggered, so a socket left for later (and the listener)
+        is taken out of it until the commit is in, or it would spin this loop.
         """
-        while not pending.ready:
-            for key, mask in self._selector.select(MAX_WAIT):
-                if key.data is _WAKER:
-                    self._drain_waker()
-                elif key.data is not _LISTENER and mask & selectors.EVENT_READ:
-                    connection: Connection = key.data
-                    if self._may_read_ahead(connection):
-                        self._read_ahead(connection)
+        muted: list[tuple[Connection, int]] = []
+        listener_muted = False
+        try:
+            while not pending.ready:
+                for key, mask in self._selector.select(MAX_WAIT):
+                    if key.data is _WAKER:
+                        self._drain_waker()
+                    elif key.data is _LISTENER:  # accepted next turn
+                        self._selector.unregister(key.fileobj)
+                        listener_muted = True
+                    else:
+                        connection: Connection = key.data
+                        if mask & selectors.EVENT_READ and self._may_read_ahead(connection):
+                            self._read_ahead(connection)
+                        events = connection.events
+                        if events and not (
+                            events == selectors.EVENT_READ and self._may_read_ahead(connection)
+                        ):  # left ready (level-triggered), it would spin this loop
+                            muted.append((connection, events))
+                            self._set_events(connection, 0)
+        finally:
+            for connection, events in muted:
+                if not connection.closed:
+                    self._set_events(connection, events)
+            if listener_muted and self._listener is not None:
+                self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
 
     def _may_read_ahead(self, connection: Connection) -> bool:
         """Logged in (no pre-login budget to charge), idle this turn, nothing held."""

@@ -10,6 +10,7 @@ commit withholds the turn's output as a failed local commit does.
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
@@ -178,3 +179,40 @@ def test_a_peer_gone_during_the_commit_is_closed_after_it(harness: Harness) -> N
     assert closed_before_commit_done == [False]
     reason = next(r for c, r in harness.closed.items() if c.peer[1] == bob_port)
     assert reason == "peer closed the connection"
+
+
+def test_a_socket_left_for_the_next_turn_does_not_spin_the_overlap(harness: Harness) -> None:
+    """alice's second request arrives while her first turn commits: her output is
+    queued, so she is not read ahead; her readable socket must not wake the loop over
+    and over (the selector is level-triggered), and she is served next turn."""
+    alice = logged_in(harness)
+    selector = harness.reactor._selector
+    select = selector.select
+    calls: list[int] = []
+
+    def counted(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        calls.append(1)
+        return select(timeout)
+
+    held = hold_next_commit(harness)
+
+    def meanwhile() -> None:
+        try:
+            held.started.wait(3)
+            calls.clear()
+            alice.sendall(b"3 6\n")
+            time.sleep(0.3)
+        finally:
+            held.release()
+
+    selector.select = counted  # type: ignore[method-assign]
+    try:
+        helper = in_background(meanwhile)
+        alice.sendall(b"3 5\n")
+        assert harness.read_line(alice) == b"1 5 "
+        helper.join(3)
+        spins = len(calls)
+    finally:
+        selector.select = select  # type: ignore[method-assign]
+    assert spins < 20, f"{spins} selects in 0.3 s of commit"
+    assert harness.read_line(alice) == b"1 6 "
