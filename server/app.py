@@ -268,6 +268,9 @@ class Server:
 
     def _committed(self, work: TurnWork, outcomes: list[StoreOutcome]) -> None:
         """Reactor thread, after the commit: answers and pushes, then hints."""
+        self.services.inbox_bounds.stored(
+            [outcome.row_id for outcome in outcomes if outcome.row_id is not None]
+        )
         work.announce(outcomes)
         if self.cluster is not None:  # hints only once what they point at is committed
             self.cluster.committed(list(work.touched))

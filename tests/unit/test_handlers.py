@@ -1925,13 +1925,13 @@ def test_the_inbox_is_counted_only_near_its_limit(
     signup(server, "bob")
     befriend(server, "alice", "bob")
     counted: list[int] = []
-    exact = quotas._count
+    exact = quotas._count_and_newest
 
-    def counting(ctx: Any, query: str, owner: int, most: int) -> int:
+    def counting(ctx: Any, owner: int, most: int) -> tuple[int, int]:
         counted.append(owner)
-        return exact(ctx, query, owner, most)
+        return exact(ctx, owner, most)
 
-    monkeypatch.setattr(quotas, "_count", counting)
+    monkeypatch.setattr(quotas, "_count_and_newest", counting)
     for index in range(30):
         answer(send(as_user(server, "alice"), f"{index:032x}", "bob", b"x"))
     assert counted == [uid(server, "bob")]

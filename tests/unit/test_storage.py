@@ -864,7 +864,7 @@ def test_mark_delivered_many_contiguous_never_passes_an_envelope_not_acknowledge
         ],
         contiguous=True,
     )
-    assert owed(bob) == [c * 32 for c in "12356" "7"]
+    assert owed(bob) == [c * 32 for c in "123567"]
     assert owed(carol) == [c * 32 for c in "345"]
     messages.mark_delivered_many(
         db,
@@ -879,7 +879,8 @@ def test_mark_delivered_many_contiguous_never_passes_an_envelope_not_acknowledge
     assert owed(bob) == ["3" * 32, "5" * 32, "7" * 32]
     assert owed(carol) == ["5" * 32]
     messages.mark_delivered_many(
-        db, [(bob, ["3" * 32, "5" * 32, "7" * 32, "5" * 32]), (carol, ["5" * 32])],
+        db,
+        [(bob, ["3" * 32, "5" * 32, "7" * 32, "5" * 32]), (carol, ["5" * 32])],
         contiguous=True,
     )
     assert owed(bob) == [] and owed(carol) == []
