@@ -16,10 +16,11 @@ import pytest
 from common.protocol.ids import time_ordered_id
 from server.app import write_and_commit
 from server.database_thread import DatabaseJob, DatabaseThread
-from server.storage import messages, users
+from server.storage import messages
 from server.storage.database import Database
 from server.storage.postgres import PostgresDatabase
 from server.turn import StoreOutcome, TurnBatch
+from tests.unit.test_storage import add_user
 
 
 class Wakes:
@@ -113,18 +114,10 @@ def pg(fresh_pg_dsn: Callable[[], str]) -> Iterator[PostgresDatabase]:
     database.close()
 
 
-def add_user(db: Database, name: str) -> int:
-    with db.transaction():
-        return users.create_user(
-            db,
-            username=name,
-            password_hash="x",
-            email=f"{name}@example.org",
-            sex="other",
-            age=30,
-            certificate=b"cert",
-            now=1,
-        )
+def add_committed_user(db: Database, name: str) -> int:
+    user_id = add_user(db, name)
+    db.commit()
+    return user_id
 
 
 def envelope(message_id: str, sender: int, to: int, time: int) -> messages.NewEnvelope:
@@ -142,7 +135,7 @@ def envelope(message_id: str, sender: int, to: int, time: int) -> messages.NewEn
 def test_a_turn_is_written_and_committed_on_the_thread_and_announced_on_the_caller(
     pg: PostgresDatabase, fresh_pg_dsn: Callable[[], str], thread: DatabaseThread, wakes: Wakes
 ) -> None:
-    alice, bob = add_user(pg, "alice"), add_user(pg, "bob")
+    alice, bob = add_committed_user(pg, "alice"), add_committed_user(pg, "bob")
     first, second = time_ordered_id(), time_ordered_id()
     heard: list[tuple[str, StoreOutcome, str]] = []
     batch = TurnBatch()
@@ -183,7 +176,7 @@ def test_a_turn_is_written_and_committed_on_the_thread_and_announced_on_the_call
 def test_a_turn_that_fails_on_the_thread_is_undone_and_each_sender_hears_it_was_lost(
     pg: PostgresDatabase, thread: DatabaseThread, wakes: Wakes
 ) -> None:
-    alice, bob = add_user(pg, "alice"), add_user(pg, "bob")
+    alice, bob = add_committed_user(pg, "alice"), add_committed_user(pg, "bob")
     heard: list[StoreOutcome] = []
     batch = TurnBatch()
     batch.store(envelope(time_ordered_id(), alice, bob, 1), heard.append)

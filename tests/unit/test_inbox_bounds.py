@@ -15,23 +15,11 @@ import pytest
 
 from common.protocol.ids import time_ordered_id
 from server.quotas import NEWEST_REFRESH_MS, InboxBounds
-from server.storage import messages, users
+from server.storage import messages
 from server.storage.database import Database
+from tests.unit.test_storage import add_user
 
 LIMIT = 10
-
-
-def add_user(db: Database, name: str) -> int:
-    return users.create_user(
-        db,
-        username=name,
-        password_hash="x",
-        email=f"{name}@example.org",
-        sex="other",
-        age=30,
-        certificate=b"cert",
-        now=1,
-    )
 
 
 class Node:
