@@ -274,18 +274,20 @@ class LinkRoutes:
 
     def _data(self, hint: LinkData) -> None:
         remote = self._remote.get(hint.ref)
-        if remote is not None and remote.node == hint.origin:
+        joined = self._joined.get(hint.ref)
+        end = remote or joined
+        if end is None:
+            # A link this node does not hold (ended, or its answer lost): say so.
+            self._bus.publish_to_node(hint.origin, LinkClosed(hint.ref, "peer_gone"))
+        elif end.node != hint.origin:
+            log.warning("cluster: dropped link data from a node that is not the link's other end")
+        elif remote is not None:
             try:  # the relay applies the count and size limits to this end too
                 self._relay.relay(remote, hint.data)
             except RequestError as exc:
                 log.info("cluster: a forwarded link message was refused (%s)", exc.code)
-            return
-        joined = self._joined.get(hint.ref)
-        if joined is not None and joined.node == hint.origin:
+        elif joined is not None:
             joined.connection.send(push(MessageType.LINK_DATA, {"data": hint.data}))
-            return
-        # A link this node does not hold (ended, or its answer lost): say so.
-        self._bus.publish_to_node(hint.origin, LinkClosed(hint.ref, "peer_gone"))
 
     def _closed(self, hint: LinkClosed) -> None:
         if hint.ref in self._pending:
