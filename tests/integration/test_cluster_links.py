@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from client.core import ChatClient, LinkCompare, LinkFailed, LinkFinished, LinkJoined
+from common.protocol.opcodes import MessageType
 from server.cluster.hints import LinkClosed, LinkData, encode
 from server.cluster.local_services import LocalRedis
 from server.launcher import RunningServer, start_server
@@ -23,6 +24,8 @@ from tests.integration.helpers import (
     Accounts,
     EventLog,
     make_accounts,
+    raw_connection,
+    refusal,
     refused,
     wait_until,
 )
@@ -110,18 +113,27 @@ def test_codes_are_single_use_and_bound_to_their_account_across_nodes(
     two_nodes: Nodes, accounts: Accounts, tmp_path: Path
 ) -> None:
     node_a, node_b, _ = two_nodes
-    alice = accounts.user(node_b, "al")
+    alice = accounts.user(node_b, "al", login=False)
     mallory = accounts.user(node_b, "ml")
-    new, _ = new_computer(accounts, node_a, tmp_path / "new")
+    new, new_events = new_computer(accounts, node_a, tmp_path / "new")
     code, _ = new.start_link(alice.name)
 
     wrong = "00000000" if code != "00000000" else "11111111"
-    assert refused(alice.client.join_link, wrong).code == "link_code_invalid"  # no node has it
-    assert refused(mallory.client.join_link, code).code == "link_code_invalid"  # alice's code
-    alice.client.join_link(code)  # the refusals did not use it up
-    assert refused(alice.client.join_link, code).code == "link_code_invalid"  # from B again
-    accounts.reopen(alice, node_a)  # and from the opener's own node
-    assert refused(alice.client.join_link, code).code == "link_code_invalid"
+    assert refused(mallory.client.join_link, wrong).code == "link_code_invalid"  # nowhere
+    assert refused(mallory.client.join_link, code).code == "link_code_invalid"  # alice's
+    login = {"username": alice.name, "password": PASSWORD}
+    # The wire itself: a client would cancel its own link before joining again.
+    with raw_connection(node_b) as on_b:
+        on_b.request(MessageType.LOGIN, login)
+        joined = on_b.request(MessageType.LINK_JOIN, {"code": code})  # refusals used nothing
+        assert joined["address"].startswith("127.0.0.1:")
+        new_events.wait("link_joined")
+        again = refusal(on_b, MessageType.LINK_JOIN, {"code": code})
+        assert again.code == "link_code_invalid"  # once joined, from node B
+    with raw_connection(node_a) as on_a:
+        on_a.request(MessageType.LOGIN, login)
+        again = refusal(on_a, MessageType.LINK_JOIN, {"code": code})
+        assert again.code == "link_code_invalid"  # and on the opener's own node
 
 
 def test_closes_and_lost_connections_reach_the_other_node(
