@@ -266,15 +266,27 @@ def test_a_lost_close_still_ends_the_link_at_its_time_limit(
     assert error_code(b.ask(old, MessageType.LINK_SEND, data=b"x")) == "no_link"
 
 
-def test_a_code_another_node_holds_is_replaced_and_redis_down_is_server_busy(
-    nodes: tuple[Node, Node], net: Net
-) -> None:
+def test_a_code_another_node_holds_is_replaced(nodes: tuple[Node, Node], net: Net) -> None:
     a, _ = nodes
     net.directory[code_digest(KEY, "10000000")] = "b"  # the next code is node B's already
     new = a.world.connection()
-    answer = a.ask(new, MessageType.LINK_OPEN, username="alice")
-    assert answer.params["code"] == "10000001"
+    assert a.ask(new, MessageType.LINK_OPEN, username="alice").params["code"] == "10000001"
+    # OPEN_ATTEMPTS taken codes in a row: the node gives up for now, and no link is left
+    for code in ("10000002", "10000003", "10000004"):
+        net.directory[code_digest(KEY, code)] = "b"
+    assert error_code(a.ask(new, MessageType.LINK_OPEN, username="alice")) == "server_busy"
+    assert a.world.services.links.link_of(new) is None
+    assert a.ask(new, MessageType.LINK_OPEN, username="alice").params["code"] == "10000005"
+
+
+def test_with_redis_down_a_code_works_on_its_own_node_only(
+    nodes: tuple[Node, Node], net: Net
+) -> None:
+    a, b = nodes
     net.down = True
-    other = a.world.connection()
-    assert error_code(a.ask(other, MessageType.LINK_OPEN, username="alice")) == "server_busy"
-    assert a.world.services.links.link_of(other) is None
+    new = a.world.connection()
+    code = a.ask(new, MessageType.LINK_OPEN, username="alice").params["code"]
+    there = b.logged_in(1, "alice")
+    assert error_code(b.ask(there, MessageType.LINK_JOIN, code=code)) == "link_code_invalid"
+    here = a.logged_in(1, "alice")
+    assert a.ask(here, MessageType.LINK_JOIN, code=code).params == {"address": new.address}
