@@ -5,7 +5,8 @@ node; the other node only forwards. So:
 - LINK_OPEN (`open`): the opener's node records "code digest -> this node" in Redis
   (`LinkDirectory`, on the bus thread, with the code's lifetime) and answers the code
   once that is done: a code is never handed out before other nodes can find it, nor
-  held by two nodes (a digest another node holds gets a new code).
+  held by two nodes (a digest another node holds gets a new code). With Redis
+  unreachable the code is answered anyway and works on this node only.
 - LINK_JOIN of a code this node does not hold (`join`): the bus thread looks the
   digest up and sends `LinkJoin`, naming the account, to that node, which checks the
   code, its lifetime, its single use and its account itself. The request is answered
@@ -172,7 +173,11 @@ class LinkRoutes:
         if not ctx.connection.is_open:
             return  # the relay ended the link with the connection
         current = self._relay.link_of(ctx.connection) is link
-        if outcome and current:
+        if outcome is None and current:
+            # Redis is unreachable: the code works for an old computer on this node, as
+            # chat between this node's users does; other nodes answer link_code_invalid.
+            log.warning("cluster: a link code could not be recorded; it works on this node only")
+        if outcome is not False and current:
             ctx.reply({"code": link.code, "expires_in": CODE_TTL_MS // 1000})
             return
         if outcome is False and current and attempts > 1:
