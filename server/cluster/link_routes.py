@@ -121,6 +121,9 @@ class JoinedLink:
 
 @dataclass(frozen=True)
 class PendingJoin:
+    """On the joiner's node: a LINK_JOIN waiting for the opener's node, until
+    `deadline_ms` (then `link_code_invalid`: the answer, or the join, was lost)."""
+
     ctx: Context
     deadline_ms: int
 

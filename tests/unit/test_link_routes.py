@@ -21,7 +21,7 @@ from common.protocol.opcodes import MessageType
 from server.cluster.hints import Hint, LinkClosed, LinkData, LinkJoin, LinkJoined, decode, encode
 from server.cluster.link_routes import JOIN_WAIT_MS, LinkRoutes, code_digest, digest_key
 from server.handlers import link_close, link_join, link_open, link_send
-from server.links import LINK_TTL_MS, MAX_MESSAGES, LinkRelay
+from server.links import CODE_TTL_MS, LINK_TTL_MS, MAX_MESSAGES, LinkRelay
 from server.net.connection import Connection
 from tests.unit.test_server_dispatch import IDENTITY, World, error_code, handler, login
 
@@ -250,6 +250,25 @@ def test_a_join_answered_too_late_is_refused_and_the_link_ended(
     a.ask(new, MessageType.LINK_SEND, data=b"\x01commit")
     assert a.pushes(new, MessageType.LINK_CLOSED)[-1].params == {"reason": "peer_gone"}
     assert b.pushes(old, MessageType.LINK_DATA) == []
+
+
+def test_time_limits_are_the_opener_nodes_and_heard_on_the_other(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    new = a.world.connection()
+    code = a.ask(new, MessageType.LINK_OPEN, username="alice").params["code"]
+    a.tick(CODE_TTL_MS)
+    old = b.logged_in(1, "alice")
+    assert error_code(b.ask(old, MessageType.LINK_JOIN, code=code)) == "link_code_invalid"
+    new, old = linked(a, b)
+    a.tick(LINK_TTL_MS - 1)
+    a.settle()
+    assert b.pushes(old, MessageType.LINK_CLOSED) == []
+    a.tick(1)
+    a.settle()
+    assert b.pushes(old, MessageType.LINK_CLOSED)[-1].params == {"reason": "expired"}
+    assert a.pushes(new, MessageType.LINK_CLOSED)[-1].params == {"reason": "expired"}
 
 
 def test_a_lost_close_still_ends_the_link_at_its_time_limit(
