@@ -8,6 +8,7 @@ node; joins, link messages and closes cross by `Link*` hints (server/cluster/lin
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,12 +82,18 @@ def new_computer(
 def test_a_code_from_one_node_entered_on_the_other_moves_the_identity(
     two_nodes: Nodes, accounts: Accounts, tmp_path: Path
 ) -> None:
-    node_a, node_b, _ = two_nodes
+    node_a, node_b, url = two_nodes
     alice = accounts.user(node_b, "alice")  # the old computer, on node B
     bob = accounts.user(node_b, "bob")
     new, new_events = new_computer(accounts, node_a, tmp_path / "new")  # the new one, on A
     code, expires_in = new.start_link(alice.name)
     assert len(code) == 8 and code.isdigit() and expires_in == 300
+    # Redis knows which node holds the code, for five minutes, but not the code
+    store = redis.Redis.from_url(url)
+    found = store.scan_iter(match="uchat:link:*")
+    [entry] = [key.decode("ascii") if isinstance(key, bytes) else str(key) for key in found]
+    assert re.fullmatch(r"uchat:link:[0-9a-f]{64}", entry) and code not in entry
+    assert store.get(entry) == b"a" and 0 < store.pttl(entry) <= 300_000
 
     address = alice.client.join_link(f"{code[:4]}-{code[4:]}")
     assert address.startswith("127.0.0.1:")
