@@ -213,6 +213,8 @@ class Server:
         """Expire link codes and sessions (server/links.py) every few seconds."""
         try:
             self.services.links.sweep(self.services.clock())
+            if self.services.link_routes is not None:
+                self.services.link_routes.sweep(self.services.clock())
         except Exception as exc:
             log_failure(log, "link sweep failed", exc)
         self.reactor.call_later(LINK_SWEEP_INTERVAL, self._sweep_links)

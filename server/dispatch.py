@@ -36,6 +36,7 @@ from server.turn import TurnBatch
 from server.workers import WorkerPool, WorkerPoolFull
 
 if TYPE_CHECKING:
+    from server.cluster.link_routes import LinkRoutes
     from server.handlers._backlog import BacklogCursors
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Services:
     inbox_bounds: InboxBounds = field(default_factory=InboxBounds)
     #: Link sessions for moving an identity to a new computer (`server.links`).
     links: LinkRelay = field(default_factory=LinkRelay)
+    #: Cluster mode only: links whose two computers reach different nodes.
+    link_routes: LinkRoutes | None = None
     transparency: TransparencyLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -386,6 +389,8 @@ class Dispatcher:
     def connection_closed(self, connection: Connection, reason: str) -> None:
         """Reactor hook: a closed session's user goes offline unless a new login took over."""
         self._services.links.connection_closed(connection, self._services.clock())
+        if self._services.link_routes is not None:
+            self._services.link_routes.connection_closed(connection)
         user_id, username = connection.user_id, connection.username
         if connection.replaced or user_id is None:
             return

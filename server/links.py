@@ -14,7 +14,11 @@ opener's anonymous connection is held past the login deadline while its link liv
 (the relay caps such links per address and in all); once the link ends it gets one
 more `login_grace` to log in, then it is closed.
 
-State lives on the reactor thread only, like everything the handlers touch.
+State lives on the reactor thread only, like everything the handlers touch. In a
+cluster a link lives on the opener's node; a joiner on another node is a `LinkEnd`
+standing in for its connection there (`server/cluster/link_routes.py`), so every rule
+here (single use, account binding, time limits, message count and size) is enforced by
+the one node holding the link. The caps on links (per address, in all) are per node.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from common.crypto.device_link import normalise_code
 from common.errors import RequestError
 from common.names import canonical
-from common.protocol.message import push
+from common.protocol.message import Message, push
 from common.protocol.opcodes import MessageType
 from server.net.connection import Connection
 
@@ -39,21 +44,34 @@ MAX_MESSAGES = 8  # per direction: the exchange needs two
 MAX_MESSAGE_SIZE = 8_192 + 1
 
 
+class LinkEnd(Protocol):
+    """What the relay needs of a joined computer: a `Connection`, or its stand-in for
+    a connection held by another node of a cluster."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def send(self, message: Message) -> None: ...
+
+
 @dataclass(eq=False)
 class Link:
     code: str
     account: str  # canonical form of the account name
     opener: Connection
     opened_ms: int
-    joiner: Connection | None = None
-    sent: dict[Connection, int] = field(default_factory=dict)
+    joiner: LinkEnd | None = None
+    sent: dict[LinkEnd, int] = field(default_factory=dict)
 
     @property
     def expires_ms(self) -> int:
         """Unjoined, the code lapses; joined, the whole exchange has a longer limit."""
         return self.opened_ms + (CODE_TTL_MS if self.joiner is None else LINK_TTL_MS)
 
-    def other(self, connection: Connection) -> Connection | None:
+    def other(self, connection: LinkEnd) -> LinkEnd | None:
         if connection is self.opener:
             return self.joiner
         return self.opener if connection is self.joiner else None
@@ -67,7 +85,7 @@ class LinkRelay:
     ) -> None:
         self._login_grace_ms = login_grace_ms
         self._by_code: dict[str, Link] = {}
-        self._by_connection: dict[Connection, Link] = {}
+        self._by_connection: dict[LinkEnd, Link] = {}
         self._new_code = code_source or _random_code
         #: Openers whose link ended: (connection, close unless logged in by then).
         self._grace: dict[Connection, int] = {}
@@ -91,7 +109,11 @@ class LinkRelay:
         self._grace.pop(connection, None)
         return link
 
-    def join(self, connection: Connection, username: str, code: str, now_ms: int) -> Link:
+    def holds(self, code: str) -> bool:
+        """True if `code` is a link of this relay (used, expired or not)."""
+        return normalise_code(code) in self._by_code
+
+    def join(self, connection: LinkEnd, username: str, code: str, now_ms: int) -> Link:
         """Consume `code` for the logged-in `username`; `link_code_invalid` otherwise."""
         link = self._by_code.get(normalise_code(code))
         if (
@@ -102,18 +124,18 @@ class LinkRelay:
             or link.opener is connection
             or not link.opener.is_open
         ):
-            raise RequestError(
-                "link_code_invalid",
-                "this code is wrong, expired or already used: start again on the new computer",
-                "code",
-            )
+            raise invalid_code()
         self.close(connection, "cancelled", now_ms)
         link.joiner = connection
         self._by_connection[connection] = link
         link.opener.send(push(MessageType.LINK_JOINED, {"address": connection.address}))
         return link
 
-    def relay(self, connection: Connection, data: bytes) -> None:
+    def link_of(self, connection: LinkEnd) -> Link | None:
+        """The link this connection opened or joined, if it still lives."""
+        return self._by_connection.get(connection)
+
+    def relay(self, connection: LinkEnd, data: bytes) -> None:
         """Pass `data` to the other computer of this connection's joined link."""
         link = self._by_connection.get(connection)
         other = link.other(connection) if link is not None else None
@@ -127,7 +149,7 @@ class LinkRelay:
         link.sent[connection] = count + 1
         other.send(push(MessageType.LINK_DATA, {"data": data}))
 
-    def close(self, connection: Connection, reason: str, now_ms: int) -> None:
+    def close(self, connection: LinkEnd, reason: str, now_ms: int) -> None:
         """End this connection's link; the other computer hears `reason`."""
         link = self._by_connection.get(connection)
         if link is not None:
@@ -148,7 +170,7 @@ class LinkRelay:
                 del self._grace[connection]
                 connection.close("no login after linking")
 
-    def _end(self, link: Link, reason: str, told: Connection | None, now_ms: int) -> None:
+    def _end(self, link: Link, reason: str, told: LinkEnd | None, now_ms: int) -> None:
         self._by_code.pop(link.code, None)
         for end in (link.opener, link.joiner):
             if end is not None and self._by_connection.get(end) is link:
@@ -159,6 +181,15 @@ class LinkRelay:
         opener = link.opener
         if opener.user_id is None and not opener.closed:
             self._grace[opener] = now_ms + self._login_grace_ms
+
+
+def invalid_code() -> RequestError:
+    """The one refusal for a code that is wrong, expired, used or another account's."""
+    return RequestError(
+        "link_code_invalid",
+        "this code is wrong, expired or already used: start again on the new computer",
+        "code",
+    )
 
 
 def _random_code() -> str:

@@ -6,7 +6,11 @@ heartbeats; one listener thread reads the subscription and hands each hint to
 `on_hint` (the server passes a function that queues it onto the reactor).
 
 Channels: `P:all` (every node: room news, membership changes, dead nodes) and
-`P:node:<id>` (this node only: news for a user it holds, kicks). When Redis goes away
+`P:node:<id>` (this node only: news for a user it holds, kicks, device-link hints).
+Device links also use a directory of code digests (`LinkDirectory`): a claim or a join
+lookup is one round trip on the sender thread whose outcome goes back through a
+callback (called exactly once, also when Redis fails or the queue is full; the node
+hands it to the reactor). When Redis goes away
 both threads retry with backoff; redis-py resubscribes on reconnect, and then
 `on_reconnect` runs so the node re-reads its users' cursors (hints sent meanwhile are
 lost, which only delays: the database is the truth). Dead nodes are found by every
@@ -32,6 +36,10 @@ from server.cluster.hints import (
     BadHint,
     Hint,
     KickSession,
+    LinkClosed,
+    LinkData,
+    LinkJoin,
+    LinkJoined,
     MembershipChanged,
     NodeDown,
     PresenceChanged,
@@ -42,6 +50,7 @@ from server.cluster.hints import (
     decode,
     encode,
 )
+from server.cluster.link_directory import LinkDirectory
 from server.cluster.node_presence import DEFAULT_TTL, NodePresence
 
 log = logging.getLogger(__name__)
@@ -72,6 +81,28 @@ class _Stop:
     """Wakes the sender thread to end."""
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """Record this node as the holder of a link code digest, then `done(outcome)`:
+    True recorded, False held by another node, None Redis failed."""
+
+    digest: str
+    ttl_ms: int
+    done: Callable[[bool | None], None]
+
+
+@dataclass(frozen=True)
+class _Join:
+    """Send `hint` to the node holding its code digest; `missing()` if there is none
+    (or Redis failed)."""
+
+    hint: LinkJoin
+    missing: Callable[[], None]
+
+
+PeerHint = LinkJoined | LinkData | LinkClosed
+
+
 class Bus:
     """One node's connection to the cluster bus."""
 
@@ -89,6 +120,7 @@ class Bus:
             settings.url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
         )
         self.presence = NodePresence(self._client, self.node_id, settings.prefix, settings.ttl)
+        self._directory = LinkDirectory(self._client, self.node_id, settings.prefix)
         self._outbox: queue.Queue[tuple[str, object] | _Stop] = queue.Queue(OUTBOX_LIMIT)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -144,17 +176,33 @@ class Bus:
         """Once to each node holding any of the hint's users."""
         self._queue("users", hint)
 
+    def publish_to_node(self, node_id: str, hint: PeerHint) -> None:
+        """To node `node_id` only (a device link's other end)."""
+        self._queue("node", (node_id, hint))
+
+    def claim_link(self, digest: str, ttl_ms: int, done: Callable[[bool | None], None]) -> None:
+        """Record this node as the holder of a link code digest (`_Claim`)."""
+        if not self._queue("claim", _Claim(digest, ttl_ms, done)):
+            done(None)
+
+    def send_join(self, hint: LinkJoin, missing: Callable[[], None]) -> None:
+        """To the node holding the hint's code digest, looked up on the sender thread."""
+        if not self._queue("join", _Join(hint, missing)):
+            missing()
+
     def hold(self, user_id: int) -> None:
         self._queue("hold", user_id)
 
     def release(self, user_id: int) -> None:
         self._queue("release", user_id)
 
-    def _queue(self, kind: str, item: object) -> None:
+    def _queue(self, kind: str, item: object) -> bool:
         try:
             self._outbox.put_nowait((kind, item))
         except queue.Full:
             self.dropped += 1
+            return False
+        return True
 
     # -- sender thread -----------------------------------------------------------------
 
@@ -165,7 +213,7 @@ class Bus:
         while not self._stopping.is_set():
             timeout = max(0.0, next_beat - time.monotonic())
             if not pending:
-                pending = self._take(timeout)
+                pending = self._directory_work(self._take(timeout))
             try:
                 if time.monotonic() >= next_beat:
                     self._beat()
@@ -198,6 +246,32 @@ class Bus:
                 first = self._outbox.get_nowait()
             except queue.Empty:
                 return items
+
+    def _directory_work(self, items: list[tuple[str, object]]) -> list[tuple[str, object]]:
+        """Do the batch's link claims and join lookups (each answers its callback once,
+        also when Redis fails); return the rest of the batch."""
+        rest: list[tuple[str, object]] = []
+        for kind, item in items:
+            if isinstance(item, _Claim):
+                try:
+                    outcome: bool | None = self._directory.claim(item.digest, item.ttl_ms)
+                except redis.RedisError as exc:
+                    log.warning("bus: a link code could not be recorded: %s", exc)
+                    outcome = None
+                self._call(item.done, outcome)
+            elif isinstance(item, _Join):
+                try:
+                    node = self._directory.find(item.hint.key)
+                    if node is not None:
+                        self._client.publish(self.node_channel(node), encode(item.hint))
+                except redis.RedisError as exc:
+                    log.warning("bus: a link join could not be forwarded: %s", exc)
+                    node = None
+                if node is None:
+                    self._call(item.missing)
+            else:
+                rest.append((kind, item))
+        return rest
 
     def _beat(self) -> None:
         if self.presence.heartbeat():
@@ -233,6 +307,9 @@ class Bus:
             elif kind == "user" and isinstance(item, KickSession):
                 for node in self.presence.nodes_of(item.user_id):
                     pipe.publish(self.node_channel(node), encode(item))
+            elif kind == "node" and isinstance(item, tuple):
+                node, hint = item
+                pipe.publish(self.node_channel(node), encode(hint))
             elif kind == "users" and isinstance(item, Relay):
                 holders = self.presence.online(item.user_ids)
                 for node in sorted(set().union(*holders.values())) if holders else ():

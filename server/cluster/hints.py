@@ -3,6 +3,10 @@
 A hint only says where to look: the database stays the truth. A lost hint delays a
 delivery until the next hint, reconnect or periodic sweep; it never loses anything, so
 a hint that cannot be decoded is dropped (and logged by the bus), never acted upon.
+
+The `Link*` hints carry a device link between two nodes (`server/cluster/link_routes.py`):
+a link is ephemeral state of the opener's node, not stored anywhere, so a lost one
+makes that link fail (its time limit ends it) and the users start again.
 """
 
 from __future__ import annotations
@@ -10,11 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
+
+from server.links import MAX_MESSAGE_SIZE
 
 MAX_HINT_BYTES = 64 * 1024
 MAX_USERS_PER_HINT = 10_000
 MAX_TEXT = 200
+#: Why a link ended: the clients' LINK_CLOSE reasons and the relay's own.
+LINK_REASONS = frozenset({"cancelled", "refused", "failed", "done", "peer_gone", "expired"})
+_REF = re.compile(r"[0-9a-f]{32}")
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class BadHint(ValueError):
@@ -88,6 +99,44 @@ class Relay:
     body: bytes
 
 
+@dataclass(frozen=True)
+class LinkJoin:
+    """Account `account` on node `origin`, at `address`, entered the code whose keyed
+    digest is `key`; `ref` names this join, then the link, on both nodes."""
+
+    ref: str
+    origin: str
+    key: str
+    account: str
+    address: str
+
+
+@dataclass(frozen=True)
+class LinkJoined:
+    """The opener's node `origin` accepted join `ref`; the new computer is at `address`."""
+
+    ref: str
+    origin: str
+    address: str
+
+
+@dataclass(frozen=True)
+class LinkData:
+    """One opaque link message from node `origin`'s end of link `ref` to the other end."""
+
+    ref: str
+    origin: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LinkClosed:
+    """Link (or join) `ref` ended, for `reason` (one of `LINK_REASONS`)."""
+
+    ref: str
+    reason: str
+
+
 Hint = (
     UserNews
     | UsersNews
@@ -97,6 +146,10 @@ Hint = (
     | PresenceChanged
     | NodeDown
     | Relay
+    | LinkJoin
+    | LinkJoined
+    | LinkData
+    | LinkClosed
 )
 
 _TAGS: dict[type, str] = {
@@ -108,6 +161,10 @@ _TAGS: dict[type, str] = {
     PresenceChanged: "presence",
     NodeDown: "down",
     Relay: "relay",
+    LinkJoin: "ljoin",
+    LinkJoined: "ljoined",
+    LinkData: "ldata",
+    LinkClosed: "lclosed",
 }
 
 
@@ -133,6 +190,19 @@ def encode(hint: Hint) -> bytes:
     if isinstance(hint, Relay):
         body["us"] = list(hint.user_ids)
         body["b"] = base64.b64encode(hint.body).decode("ascii")
+    if isinstance(hint, LinkJoin | LinkJoined | LinkData | LinkClosed):
+        body["ref"] = hint.ref
+    if isinstance(hint, LinkJoin | LinkJoined | LinkData):
+        body["n"] = hint.origin
+    if isinstance(hint, LinkJoin):
+        body["k"] = hint.key
+        body["acc"] = hint.account
+    if isinstance(hint, LinkJoin | LinkJoined):
+        body["a"] = hint.address
+    if isinstance(hint, LinkData):
+        body["b"] = base64.b64encode(hint.data).decode("ascii")
+    if isinstance(hint, LinkClosed):
+        body["why"] = hint.reason
     return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
@@ -169,6 +239,44 @@ def _bytes(body: dict[str, object], key: str) -> bytes:
         raise BadHint(f"field {key!r} is not base64") from exc
 
 
+def _matching(body: dict[str, object], key: str, pattern: re.Pattern[str]) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadHint(f"field {key!r} is not a well-formed identifier")
+    return value
+
+
+def _link_data(body: dict[str, object]) -> bytes:
+    data = _bytes(body, "b")
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise BadHint("link message too large")
+    return data
+
+
+def _reason(body: dict[str, object]) -> str:
+    value = body.get("why")
+    if value not in LINK_REASONS or not isinstance(value, str):
+        raise BadHint("field 'why' is not a link close reason")
+    return value
+
+
+def _carrier(tag: object, body: dict[str, object]) -> Hint:
+    """The hints that carry bytes or a device link; BadHint for any other tag."""
+    if tag == "relay":
+        return Relay(_ids(body, "us"), _bytes(body, "b"))
+    if tag == "ljoin":
+        ref, origin = _matching(body, "ref", _REF), _text(body, "n")
+        key = _matching(body, "k", _KEY)
+        return LinkJoin(ref, origin, key, _text(body, "acc"), _text(body, "a"))
+    if tag == "ljoined":
+        return LinkJoined(_matching(body, "ref", _REF), _text(body, "n"), _text(body, "a"))
+    if tag == "ldata":
+        return LinkData(_matching(body, "ref", _REF), _text(body, "n"), _link_data(body))
+    if tag == "lclosed":
+        return LinkClosed(_matching(body, "ref", _REF), _reason(body))
+    raise BadHint(f"unknown hint {tag!r}")
+
+
 def decode(data: bytes) -> Hint:
     """The hint in `data`; BadHint for anything else (size, JSON, tag, fields)."""
     if len(data) > MAX_HINT_BYTES:
@@ -197,6 +305,4 @@ def decode(data: bytes) -> Hint:
         return MembershipChanged(_ids(body, "us"))
     if tag == "down":
         return NodeDown(_text(body, "n"), _ids(body, "us"))
-    if tag == "relay":
-        return Relay(_ids(body, "us"), _bytes(body, "b"))
-    raise BadHint(f"unknown hint {tag!r}")
+    return _carrier(tag, body)

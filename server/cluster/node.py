@@ -11,6 +11,8 @@ The database (PostgreSQL) is the truth; the bus only says where to look.
 - Pushes that are not messages (friend requests and answers, contacts added or removed,
   room membership events and join requests) for users held by other nodes go as
   `Relay` hints after the commit; the receiving node writes them to its sessions.
+- Device links whose two computers reach different nodes: `LinkRoutes`
+  (server/cluster/link_routes.py), by `Link*` hints between the two nodes.
 - On a bus reconnect and every `SWEEP_SECONDS`: catch up from the database anyway, so
   a lost hint delays a message by at most that long and never loses it.
 Duplicates are possible (a row pushed live by this node and again by a catch-up before
@@ -34,6 +36,10 @@ from server.cluster.bus import Bus, BusSettings
 from server.cluster.hints import (
     Hint,
     KickSession,
+    LinkClosed,
+    LinkData,
+    LinkJoin,
+    LinkJoined,
     MembershipChanged,
     NodeDown,
     PresenceChanged,
@@ -43,6 +49,7 @@ from server.cluster.hints import (
     UsersNews,
 )
 from server.cluster.identity import cluster_identity
+from server.cluster.link_routes import LinkRoutes, digest_key
 from server.dispatch import Context, Services
 from server.handlers._backlog import frames_of, push_backlog
 from server.handlers._wire import encode_new_messages
@@ -245,6 +252,10 @@ class ClusterNode:
         sessions.came_online = self._came_online
         sessions.went_offline = self._went_offline
         sessions.relay_out = self._relay_after_commit
+        self.links = LinkRoutes(
+            services.links, self.bus, digest_key(services.identity), call_soon, services.clock
+        )
+        services.link_routes = self.links
 
     def start(self) -> None:
         """Join the bus (Redis must answer) and load who is online elsewhere."""
@@ -377,6 +388,8 @@ class ClusterNode:
             self._kick(hint)
         elif isinstance(hint, Relay):
             self._deliver(hint)
+        elif isinstance(hint, LinkJoin | LinkJoined | LinkData | LinkClosed):
+            self.links.handle(hint)
 
     def _deliver(self, hint: Relay) -> None:
         """Write a relayed push to this node's sessions among its users."""

@@ -22,4 +22,6 @@ LINK_CLOSE_REASONS = ("cancelled", "refused", "failed", "done")
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     reason = get_choice(params, "reason", LINK_CLOSE_REASONS)
     ctx.services.links.close(ctx.connection, reason, ctx.now())
+    if ctx.services.link_routes is not None:  # or a link held by another node
+        ctx.services.link_routes.close(ctx.connection, reason)
     return {}

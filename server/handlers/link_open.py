@@ -3,6 +3,8 @@
 Allowed before login (the new computer has no keys yet). The code is bound to the
 account named here; the connection is held past the login deadline while the code
 lives (`server/links.py`). Each address may ask `OPENS_PER_MINUTE` times a minute.
+In a cluster the answer comes once the code is recorded where the other nodes find it
+(`server/cluster/link_routes.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ REQUIRES_AUTH = False
 OPENS_PER_MINUTE = 6
 
 
-def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any] | None:
     username = get_str(params, "username", max_len=USERNAME_MAX)
     take_allowance(
         ctx,
@@ -32,6 +34,11 @@ def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "too many link codes asked from this address",
         "username",
     )
+    routes = ctx.services.link_routes
+    if routes is not None:  # a cluster: answered once other nodes can find the code
+        routes.open(ctx, username)
+        ctx.connection.hold_for_link()
+        return None
     link = ctx.services.links.open(ctx.connection, username, ctx.now())
     ctx.connection.hold_for_link()
     return {"code": link.code, "expires_in": CODE_TTL_MS // 1000}

@@ -22,5 +22,9 @@ REQUIRES_AUTH = False  # the new computer is not logged in; the relay checks the
 
 def handle(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     data = get_bytes(params, "data", max_len=MAX_MESSAGE_SIZE)
-    ctx.services.links.relay(ctx.connection, data)
+    routes = ctx.services.link_routes
+    if routes is not None and routes.holds(ctx.connection):  # a link held by another node
+        routes.relay(ctx.connection, data)
+    else:
+        ctx.services.links.relay(ctx.connection, data)
     return {}

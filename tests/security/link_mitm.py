@@ -19,7 +19,7 @@ from common.crypto.device_link import NewComputer, OldComputer, Tag
 from common.protocol.message import push
 from common.protocol.opcodes import MessageType
 from server.app import Server
-from server.links import Link, LinkRelay
+from server.links import Link, LinkEnd, LinkRelay
 from server.net.connection import Connection
 
 
@@ -58,7 +58,7 @@ class Middle:
             self.note(identity=identity.hex() if identity else "")
 
 
-def deliver(connection: Connection, data: bytes | None) -> None:
+def deliver(connection: LinkEnd, data: bytes | None) -> None:
     if data is not None:
         connection.send(push(MessageType.LINK_DATA, {"data": data}))
 

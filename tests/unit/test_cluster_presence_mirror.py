@@ -7,10 +7,12 @@ from typing import Any, cast
 
 import pytest
 
+from common.crypto.certs import ServerIdentity
 from server.cluster import node as node_module
 from server.cluster.bus import BusSettings
 from server.cluster.hints import NodeDown, PresenceChanged
 from server.cluster.node import ClusterNode, ClusterSessions, NodeSets
+from server.links import LinkRelay
 
 
 def fresh(text: str) -> str:
@@ -46,7 +48,11 @@ def test_node_sets_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def cluster_node(monkeypatch: pytest.MonkeyPatch) -> tuple[ClusterNode, list[tuple[int, bool]]]:
     services: Any = SimpleNamespace(
-        sessions=ClusterSessions(), db=SimpleNamespace(membership_generation=0)
+        sessions=ClusterSessions(),
+        db=SimpleNamespace(membership_generation=0),
+        links=LinkRelay(),
+        identity=ServerIdentity.create(),
+        clock=lambda: 0,
     )
     node = ClusterNode(
         cast(Any, services),
