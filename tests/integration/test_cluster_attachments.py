@@ -8,21 +8,19 @@ the file, byte for byte.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from server.cluster.local_services import LocalRedis
 from server.launcher import RunningServer, start_server
+from tests.integration.cluster_env import cluster_env
 from tests.integration.helpers import Accounts, befriend, make_accounts
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
-_redis_dbs = itertools.count(3)
 FILE_SIZE = 6 * 1024 * 1024
 
 
@@ -33,16 +31,7 @@ def nodes(
     fresh_pg_dsn: Callable[[], str],
     local_redis: LocalRedis,
 ) -> Iterator[Callable[[str], RunningServer]]:
-    url = f"redis://127.0.0.1:{local_redis.port}/{next(_redis_dbs) % 16}"
-    redis.Redis.from_url(url).flushdb()
-    passphrase = tmp_path / "ca-passphrase"
-    passphrase.write_text("a passphrase for the attachment cluster\n")
-    passphrase.chmod(0o600)
-    env = {
-        "UCHAT_SERVER_DATABASE_URL": fresh_pg_dsn(),
-        "UCHAT_SERVER_REDIS_URL": url,
-        "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(passphrase),
-    }
+    env = cluster_env(tmp_path, fresh_pg_dsn(), local_redis)
     if request.param == "files":
         env["UCHAT_SERVER_ATTACHMENTS_DIR"] = str(tmp_path / "shared-attachments")
     else:

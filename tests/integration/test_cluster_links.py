@@ -7,7 +7,6 @@ node; joins, link messages and closes cross by `Link*` hints (server/cluster/lin
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from common.protocol.opcodes import MessageType
 from server.cluster.hints import LinkClosed, LinkData, encode
 from server.cluster.local_services import LocalRedis
 from server.launcher import RunningServer, start_server
+from tests.integration.cluster_env import cluster_env
 from tests.integration.helpers import (
     PASSWORD,
     Accounts,
@@ -32,7 +32,6 @@ from tests.integration.helpers import (
 )
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
-_redis_dbs = itertools.count(9)
 Nodes = tuple[RunningServer, RunningServer, str]
 
 
@@ -41,20 +40,11 @@ def two_nodes(
     tmp_path: Path, fresh_pg_dsn: Callable[[], str], local_redis: LocalRedis
 ) -> Iterator[Nodes]:
     """Nodes "a" and "b" of one cluster, and its Redis URL; no ERROR in their logs."""
-    url = f"redis://127.0.0.1:{local_redis.port}/{next(_redis_dbs) % 16}"
-    redis.Redis.from_url(url).flushdb()
-    passphrase = tmp_path / "ca-passphrase"
-    passphrase.write_text("a passphrase for the link cluster\n")
-    passphrase.chmod(0o600)
-    env = {
-        "UCHAT_SERVER_DATABASE_URL": fresh_pg_dsn(),
-        "UCHAT_SERVER_REDIS_URL": url,
-        "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(passphrase),
-    }
+    env = cluster_env(tmp_path, fresh_pg_dsn(), local_redis)
     started = [
         start_server(tmp_path / name, {**env, "UCHAT_SERVER_NODE_ID": name}) for name in "ab"
     ]
-    yield started[0], started[1], url
+    yield started[0], started[1], env["UCHAT_SERVER_REDIS_URL"]
     for running in started:
         running.stop()
         assert " ERROR " not in running.log_text(), running.log_text()[-3000:]

@@ -8,16 +8,15 @@ Presence across nodes is in test_cluster_nodes.py.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from client.core.directory import JoinPending
 from server.cluster.local_services import LocalRedis
 from server.launcher import RunningServer, start_server
+from tests.integration.cluster_env import cluster_env
 from tests.integration.helpers import (
     Accounts,
     User,
@@ -27,23 +26,13 @@ from tests.integration.helpers import (
 )
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
-_redis_dbs = itertools.count(5)
 
 
 @pytest.fixture
 def two_nodes(
     tmp_path: Path, fresh_pg_dsn: Callable[[], str], local_redis: LocalRedis
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
-    url = f"redis://127.0.0.1:{local_redis.port}/{next(_redis_dbs) % 16}"
-    redis.Redis.from_url(url).flushdb()
-    passphrase = tmp_path / "ca-passphrase"
-    passphrase.write_text("a passphrase for the push cluster\n")
-    passphrase.chmod(0o600)
-    env = {
-        "UCHAT_SERVER_DATABASE_URL": fresh_pg_dsn(),
-        "UCHAT_SERVER_REDIS_URL": url,
-        "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(passphrase),
-    }
+    env = cluster_env(tmp_path, fresh_pg_dsn(), local_redis)
     started = [
         start_server(tmp_path / name, {**env, "UCHAT_SERVER_NODE_ID": name}) for name in "ab"
     ]

@@ -6,7 +6,6 @@ Which worker holds a user is read from the bus's own presence sets in Redis
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -20,10 +19,10 @@ import redis
 
 from server.cluster.local_services import LocalRedis
 from server.launcher import FAST_ENV, REPO_ROOT, RunningServer, start_server
+from tests.integration.cluster_env import cluster_env
 from tests.integration.helpers import Accounts, User, make_accounts, wait_until
 
 accounts = pytest.fixture(name="accounts")(make_accounts)
-_redis_dbs = itertools.count(7)
 USERS = 10
 
 
@@ -78,20 +77,11 @@ class Group:
 def group(
     tmp_path: Path, fresh_pg_dsn: Callable[[], str], local_redis: LocalRedis
 ) -> Iterator[Group]:
-    url = f"redis://127.0.0.1:{local_redis.port}/{next(_redis_dbs) % 16}"
-    redis.Redis.from_url(url).flushdb()
-    passphrase = tmp_path / "ca-passphrase"
-    passphrase.write_text("a passphrase for the worker group\n")
-    passphrase.chmod(0o600)
     dsn = fresh_pg_dsn()
-    env = {
-        "UCHAT_SERVER_DATABASE_URL": dsn,
-        "UCHAT_SERVER_REDIS_URL": url,
-        "UCHAT_SERVER_CA_PASSPHRASE_FILE": str(passphrase),
-        "UCHAT_SERVER_NODE_ID": "host",
-    }
+    env = cluster_env(tmp_path, dsn, local_redis)
+    env["UCHAT_SERVER_NODE_ID"] = "host"
     running = start_server(tmp_path / "group", env, ("--workers", "2"))
-    yield Group(running, url, dsn)
+    yield Group(running, env["UCHAT_SERVER_REDIS_URL"], dsn)
     if running.is_alive():
         running.stop()
 
