@@ -63,17 +63,15 @@ class TurnWork:
         self,
         new: list[tuple[NewEnvelope, Stored]],
         acknowledged: list[tuple[int, list[str]]],
-        touched: dict[str, int],
     ) -> None:
         self.new = new
         self.acknowledged = acknowledged
-        #: Conversation key -> newest message time; the stored messages' are added by
-        #: `write`.
-        self.touched = touched
+        #: Conversation key -> newest time of the messages `write` stored there.
+        self.touched: dict[str, int] = {}
 
     @property
     def pending(self) -> bool:
-        return bool(self.touched or self.acknowledged or self.new)
+        return bool(self.acknowledged or self.new)
 
     def write(self, db: Database, *, contiguous: bool) -> list[StoreOutcome]:
         """Store the new messages, move the acknowledged cursors, touch every conversation
@@ -123,12 +121,11 @@ class SessionLookup(Protocol):
 
 
 class TurnBatch:
-    """New messages, conversation touches and delivery acknowledgements of the turn."""
+    """New messages and delivery acknowledgements of the turn."""
 
-    __slots__ = ("_acknowledged", "_new", "_touched")
+    __slots__ = ("_acknowledged", "_new")
 
     def __init__(self) -> None:
-        self._touched: dict[str, int] = {}
         self._acknowledged: list[tuple[int, list[str]]] = []
         self._new: list[tuple[NewEnvelope, Stored]] = []
 
@@ -143,19 +140,14 @@ class TurnBatch:
         if message_ids:
             self._acknowledged.append((user_id, message_ids))
 
-    def touch(self, key: str, time: int) -> None:
-        """A message in conversation `key` at `time` (the newest time of the turn wins)."""
-        if time > self._touched.get(key, -1):
-            self._touched[key] = time
-
     @property
     def pending(self) -> bool:
-        return bool(self._touched or self._acknowledged or self._new)
+        return bool(self._acknowledged or self._new)
 
     def take(self) -> TurnWork:
         """The turn's work, leaving the batch empty for the next turn."""
-        work = TurnWork(self._new, self._acknowledged, self._touched)
-        self._new, self._acknowledged, self._touched = [], [], {}
+        work = TurnWork(self._new, self._acknowledged)
+        self._new, self._acknowledged = [], []
         return work
 
     def finish(self, db: Database, sessions: SessionLookup) -> list[str]:

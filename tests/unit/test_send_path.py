@@ -183,15 +183,20 @@ class _Live:
 
 
 def test_a_turn_touches_each_conversation_once_with_its_newest_time(db: Database) -> None:
+    alice, bob = add_user(db, "alice"), add_user(db, "bob")
     turn = TurnBatch()
-    turn.touch("r:1", 10)
-    turn.touch("r:1", 30)
-    turn.touch("r:1", 20)
-    sessions = types.SimpleNamespace(connection_for={}.get, spans_nodes=False)
+    heard: list[object] = []
+    for time in (10, 30, 20):
+        envelope = messages.NewEnvelope(
+            time_ordered_id(), alice, messages.USER, bob, time, b"e", {}
+        )
+        turn.store(envelope, heard.append)
+    sessions = types.SimpleNamespace(spans_nodes=False)
     pending_before = turn.pending
-    turn.finish(db, sessions)
-    assert pending_before and not turn.pending
-    assert conversations.last_message_times(db, ["r:1"]) == {"r:1": 30}
+    assert turn.finish(db, sessions) == [conversations.user_pair_key(alice, bob)]
+    assert pending_before and not turn.pending and len(heard) == 3
+    key = conversations.user_pair_key(alice, bob)
+    assert conversations.last_message_times(db, [key]) == {key: 30}
 
 
 @pytest.mark.parametrize("spans_nodes", [False, True], ids=["one-node", "cluster"])
@@ -223,7 +228,7 @@ def test_a_turns_acknowledgements_move_the_cursors_together_at_its_end(
     turn.acknowledge(carol, [])
     pending_before = turn.pending
     assert len(messages.undelivered(db, bob)) == 3  # nothing moved yet
-    turn.finish(db, types.SimpleNamespace(connection_for={}.get, spans_nodes=spans_nodes))
+    turn.finish(db, types.SimpleNamespace(spans_nodes=spans_nodes))
     assert pending_before and not turn.pending
     assert [d.message_id for d in messages.undelivered(db, bob)] == ids[2:]
     assert messages.undelivered(db, carol) == []
